@@ -1,0 +1,101 @@
+"""What Modbus TCP and Modbus RTU share: one pymodbus async client per bus."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from watchpost.drivers.base import CommError, DeviceError, ReadRequest, Table
+
+log = logging.getLogger(__name__)
+
+# Modbus exception codes (Modbus Application Protocol V1.1b3, section 7).
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+class ModbusBus:
+    """A bus carried by a pymodbus async client; subclasses only build the client."""
+
+    name: str
+
+    def __init__(self, name: str, client: ModbusBaseClient) -> None:
+        self.name = name
+        self._client = client
+
+    async def open(self) -> None:
+        if self._client.connected:
+            return
+        if not await self._client.connect():
+            raise CommError(f"bus {self.name}: cannot connect to {self.describe()}")
+
+    async def close(self) -> None:
+        self._client.close()
+
+    def describe(self) -> str:
+        """Where the bus goes, for messages."""
+        return self.name
+
+    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
+        readers = {
+            Table.HOLDING: self._client.read_holding_registers,
+            Table.INPUT: self._client.read_input_registers,
+            Table.COIL: self._client.read_coils,
+            Table.DISCRETE: self._client.read_discrete_inputs,
+        }
+        what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
+        response = await self._execute(
+            readers[request.table](request.address, count=request.count, device_id=request.unit),
+            what, timeout,
+        )
+        if request.table.is_bits:
+            return list(response.bits[: request.count])
+        if len(response.registers) < request.count:
+            raise CommError(f"bus {self.name}: {what}: short answer "
+                            f"({len(response.registers)} registers)")
+        return list(response.registers[: request.count])
+
+    async def write(self, unit: int, table: Table, address: int, values: list[int] | list[bool],
+                    *, timeout: float) -> None:
+        what = f"unit {unit} {table} {address} write {values}"
+        if table is Table.COIL:
+            bits = [bool(v) for v in values]
+            call = (self._client.write_coil(address, bits[0], device_id=unit) if len(bits) == 1
+                    else self._client.write_coils(address, bits, device_id=unit))
+        elif table is Table.HOLDING:
+            words = [int(v) for v in values]
+            call = (self._client.write_register(address, words[0], device_id=unit)
+                    if len(words) == 1
+                    else self._client.write_registers(address, words, device_id=unit))
+        else:
+            raise DeviceError(f"bus {self.name}: {what}: {table} is read-only", code=1)
+        await self._execute(call, what, timeout)
+
+    async def _execute(self, call: Any, what: str, timeout: float) -> ModbusPDU:
+        await self.open()
+        # pymodbus takes the answer timeout from its connection parameters; set it per
+        # transaction because the devices on one RS-485 line may answer at different speeds.
+        self._client.ctx.comm_params.timeout_connect = timeout
+        try:
+            response: ModbusPDU = await call
+        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+            raise CommError(f"bus {self.name}: {what}: no answer ({exc})") from exc
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            name = EXCEPTION_NAMES.get(code, "unknown exception")
+            raise DeviceError(f"bus {self.name}: {what}: exception {code} ({name})", code=code)
+        return response

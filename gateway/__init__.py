@@ -1,0 +1,3 @@
+"""Watchpost: the safety gateway daemon of a hazard site."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from watchpost.cli import main
+
+raise SystemExit(main())

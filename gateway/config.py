@@ -1,0 +1,279 @@
+"""The gateway's one config file (TOML), validated on load.
+
+Every error names its key path (``devices[1].points[3].scale: must be a number``).
+Each subsystem owns the model of its own section; this module assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from gettext import gettext as _
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from watchpost.alarms import AlarmRule
+from watchpost.drivers import DRIVERS
+from watchpost.drivers.base import Table
+from watchpost.store import StoreConfig
+from watchpost.uplink import UplinkConfig
+
+EXIT_CONFIG = 78  # EX_CONFIG: systemd does not restart the service on it
+
+TEXT_OK = _("ok")
+TEXT_ERRORS = _("{path}: {count} error(s)")
+TEXT_CHECK_HELP = _("check a config file and print every error with its key path")
+TEXT_CONFIG_HELP = _("work with the gateway's config file")
+TEXT_FILE_HELP = _("the config file (TOML)")
+TEXT_NO_FILE = _("cannot read the file: {error}")
+TEXT_TOML = _("not valid TOML: {error}")
+TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
+TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
+TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
+TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
+REGISTER_WIDTH: dict[str, int] = {
+    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1,
+}
+
+
+class Model(BaseModel):
+    """Base of every config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayIdentity(Model):
+    """Who this gateway is; the names appear in every MQTT topic."""
+
+    site: str = Field(pattern=NAME_PATTERN, description="Site id, the second level of topics.")
+    id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
+    state_dir: Path | None = Field(
+        default=None,
+        description="Identity and calibration state; default: the folder of [store] path.")
+
+
+class PointConfig(Model):
+    """One named physical quantity read from a device."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Point name, unique in the gateway.")
+    unit: str = Field(default="", description="Engineering unit, e.g. %CH4, ppm, degC.")
+    description: str = Field(default="", description="Free text for people.")
+    table: Table = Field(default=Table.HOLDING,
+                         description="Modbus table: holding, input, coil or discrete.")
+    address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
+    type: DataType = Field(default="uint16", description="Data type of the raw value.")
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="Order of the two words of 32-bit types.")
+    scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
+    offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
+    range: tuple[float, float] | None = Field(
+        default=None, description="Plausible range [min, max]; outside it a sample is bad.")
+    alarms: list[AlarmRule] = Field(default_factory=list, description="Alarm rules.")
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits) the point occupies."""
+        return REGISTER_WIDTH[self.type]
+
+    @model_validator(mode="after")
+    def _type_fits_table(self) -> PointConfig:
+        if self.table.is_bits != (self.type == "bool"):
+            expected = "coils and discrete inputs are bool" if self.table.is_bits else \
+                "registers hold numbers, not bool"
+            raise ValueError(TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table),
+                                                    expected=expected))
+        if self.address + self.width > 65536:
+            raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("range: min must be below max")
+        return self
+
+
+class DeviceConfig(Model):
+    """A unit on a bus and the points read from it."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Device name, unique in the file.")
+    bus: str = Field(description="Name of the bus the device is on.")
+    unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")
+    interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between polls.")
+    timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for an answer.")
+    retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed transaction.")
+    max_gap: int = Field(
+        default=8, ge=0, le=100,
+        description="Unused registers a single request may bridge between two points.")
+    points: list[PointConfig] = Field(min_length=1, description="The points read from it.")
+
+
+BusConfig = Annotated[
+    Union[tuple(driver.Config for driver in DRIVERS.values())],  # noqa: UP007 - derived
+    Field(discriminator="type"),
+]
+
+
+class GatewayConfig(Model):
+    """The whole config file."""
+
+    gateway: GatewayIdentity = Field(description="Identity of the gateway.")
+    uplink: UplinkConfig = Field(description="MQTT uplink to the platform.")
+    store: StoreConfig = Field(description="The on-disk store and forward buffer.")
+    buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
+    devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
+
+    def points(self) -> Iterable[tuple[DeviceConfig, PointConfig]]:
+        for device in self.devices:
+            for point in device.points:
+                yield device, point
+
+
+class ConfigError(Exception):
+    """The config file is unusable; ``errors`` holds one line per problem. No retry helps."""
+
+    def __init__(self, path: Path, errors: list[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(errors))
+        self.path = path
+        self.errors = errors
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate ``path``; raise ConfigError naming every wrong key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
+    problems = list(_cross_check(config))
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _cross_check(config: GatewayConfig) -> Iterable[str]:
+    """Rules that span sections: references and unique names."""
+    bus_names = [bus.name for bus in config.buses]
+    for what, key, names in (
+        ("bus", "buses", bus_names),
+        ("device", "devices", [device.name for device in config.devices]),
+    ):
+        for index, name in _duplicates(names):
+            yield f"{key}[{index}].name: " + TEXT_DUPLICATE.format(what=what, name=name)
+    point_names = [point.name for _device, point in config.points()]
+    duplicated = {name for name, count in Counter(point_names).items() if count > 1}
+    for d, device in enumerate(config.devices):
+        if device.bus not in bus_names:
+            known = ", ".join(bus_names) or "none"
+            yield f"devices[{d}].bus: " + TEXT_NO_BUS.format(name=device.bus, known=known)
+        for p, point in enumerate(device.points):
+            if point.name in duplicated:
+                yield f"devices[{d}].points[{p}].name: " + TEXT_DUPLICATE.format(
+                    what="point", name=point.name)
+
+
+def _duplicates(names: Sequence[str]) -> Iterable[tuple[int, str]]:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            yield index, name
+        seen.add(name)
+
+
+# pydantic's error types, said the way an installer reads them
+_PLAIN_MESSAGES = {
+    "missing": _("is required"),
+    "extra_forbidden": _("is not a known key"),
+    "float_parsing": _("must be a number"),
+    "float_type": _("must be a number"),
+    "finite_number": _("must be a finite number"),
+    "int_parsing": _("must be a whole number"),
+    "int_type": _("must be a whole number"),
+    "int_from_float": _("must be a whole number"),
+    "string_type": _("must be a text string"),
+    "bool_type": _("must be true or false"),
+    "bool_parsing": _("must be true or false"),
+    "list_type": _("must be a list"),
+    "model_type": _("must be a table"),
+    "model_attributes_type": _("must be a table"),
+}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """``devices[1].points[3].scale: must be a number (got 'abc')``."""
+    path = _key_path(error["loc"])
+    kind = error["type"]
+    message = _PLAIN_MESSAGES.get(kind) or _strip_prefix(error["msg"])
+    if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error:
+        message += f" (got {_show(error['input'])})"
+    return f"{path}: {message}" if path else message
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in DRIVERS or item.startswith("function-"):
+            continue  # the discriminator tag of a union, not a key in the file
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _strip_prefix(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message[:1].lower() + message[1:]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- the `watchpost config` command ----------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = subparsers.add_parser("config", help=TEXT_CONFIG_HELP)
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help=TEXT_CHECK_HELP)
+    check.add_argument("file", type=Path, help=TEXT_FILE_HELP)
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return EXIT_CONFIG
+    print(TEXT_OK)
+    return 0
+
+
+def print_config_error(error: ConfigError) -> None:
+    """Print a config error the way every command does."""
+    print(TEXT_ERRORS.format(path=error.path, count=len(error.errors)), file=sys.stderr)
+    for line in error.errors:
+        print(f"  {line}", file=sys.stderr)
