@@ -1,0 +1,209 @@
+"""Polling: every bus in parallel, one transaction at a time on each, samples with a quality.
+
+A device that stops answering is polled less often (capped backoff) so that the other
+devices on its RS-485 line keep their rate; every attempt still yields `comm` samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from watchpost.backoff import Backoff
+from watchpost.config import DeviceConfig, PointConfig
+from watchpost.drivers.base import Bus, BusError, CommError, DeviceError, ReadRequest
+from watchpost.drivers.codec import decode, scaled
+from watchpost.drivers.planner import PlannedRead, plan_reads
+from watchpost.samples import Quality, Sample
+
+log = logging.getLogger(__name__)
+
+SampleSink = Callable[[Sequence[Sample]], None]
+Clock = Callable[[], int]
+T = TypeVar("T")
+
+ILLEGAL_DATA_ADDRESS = 2
+
+TEXT_DEVICE_DOWN = "device %s on bus %s: %s (polled less often until it answers)"
+TEXT_DEVICE_UP = "device %s on bus %s answers again"
+TEXT_SPLIT = ("device %s: %s covers an address the device refuses; "
+              "reading its points one by one from now on")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class DeviceHealth:
+    """Communication state of one device, published in `health` and shown by `status`."""
+
+    state: str = "unknown"  # unknown, ok, comm, bad
+    last_error: str = ""
+    last_good_ts: int | None = None
+    polls: int = 0
+    failures: int = 0
+    requests: int = 0
+
+
+@dataclass
+class DeviceReader:
+    """Reads one device: its read plan, decoding and the quality of every sample."""
+
+    device: DeviceConfig
+    now_ms: Clock
+    health: DeviceHealth = field(default_factory=DeviceHealth)
+
+    def __post_init__(self) -> None:
+        self.plan: list[PlannedRead[PointConfig]] = plan_reads(
+            self.device.unit, self.device.points, self.device.max_gap)
+
+    async def poll(self, bus: Bus) -> list[Sample]:
+        """One poll cycle; never raises for bus trouble, which becomes sample quality."""
+        samples: list[Sample] = []
+        comm_down: CommError | None = None
+        errors: list[str] = []
+        for planned in list(self.plan):
+            if comm_down is not None:  # the device is not answering: do not wait again
+                samples.extend(self._all(planned, Quality.COMM))
+                continue
+            try:
+                raw = await self._read(bus, planned.request)
+            except CommError as exc:
+                comm_down = exc
+                samples.extend(self._all(planned, Quality.COMM))
+            except DeviceError as exc:
+                if exc.code == ILLEGAL_DATA_ADDRESS and len(planned.points) > 1:
+                    self._split(planned)
+                errors.append(str(exc))
+                samples.extend(self._all(planned, Quality.BAD))
+            else:
+                samples.extend(self._decode(planned, raw))
+        self._record(comm_down, errors, bus)
+        return samples
+
+    async def _read(self, bus: Bus, request: ReadRequest) -> list[int] | list[bool]:
+        attempts = self.device.retries + 1
+        for attempt in range(attempts):
+            self.health.requests += 1
+            try:
+                return await bus.read(request, timeout=self.device.timeout)
+            except CommError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _decode(self, planned: PlannedRead[PointConfig],
+                raw: list[int] | list[bool]) -> list[Sample]:
+        ts = self.now_ms()
+        samples = []
+        for point, offset in planned.points:
+            if point.type == "bool":
+                value: float | None = 1.0 if raw[offset] else 0.0
+            else:
+                words = [int(word) for word in raw[offset: offset + point.width]]
+                value = scaled(decode(words, point.type, point.word_order), point.scale,
+                               point.offset)
+            samples.append(Sample(point.name, ts, value, _quality_of(point, value)))
+        return samples
+
+    def _all(self, planned: PlannedRead[PointConfig], quality: Quality) -> list[Sample]:
+        ts = self.now_ms()
+        return [Sample(point.name, ts, None, quality) for point, _offset in planned.points]
+
+    def _split(self, planned: PlannedRead[PointConfig]) -> None:
+        log.warning(TEXT_SPLIT, self.device.name, planned.request)
+        index = self.plan.index(planned)
+        singles = [plan_reads(self.device.unit, [point], 0)[0] for point, _ in planned.points]
+        self.plan[index:index + 1] = singles
+
+    def _record(self, comm_down: CommError | None, errors: list[str], bus: Bus) -> None:
+        health = self.health
+        health.polls += 1
+        was = health.state
+        if comm_down is not None:
+            health.failures += 1
+            health.state, health.last_error = "comm", str(comm_down)
+        elif errors:
+            health.state, health.last_error = "bad", errors[0]
+        else:
+            health.state, health.last_error = "ok", ""
+            health.last_good_ts = self.now_ms()
+        if health.state != was:
+            if health.state == "ok" and was != "unknown":
+                log.warning(TEXT_DEVICE_UP, self.device.name, bus.name)
+            elif health.state != "ok":
+                log.error(TEXT_DEVICE_DOWN, self.device.name, bus.name, health.last_error)
+
+
+def _quality_of(point: PointConfig, value: float | None) -> Quality:
+    if value is None:
+        return Quality.BAD
+    if point.range is not None and not point.range[0] <= value <= point.range[1]:
+        return Quality.BAD
+    return Quality.GOOD
+
+
+class BusScheduler:
+    """One bus: its devices on their schedules, and the lock every transaction takes."""
+
+    def __init__(self, bus: Bus, readers: Sequence[DeviceReader], sink: SampleSink) -> None:
+        self.bus = bus
+        self.readers = list(readers)
+        self._sink = sink
+        self._lock = asyncio.Lock()
+        self.cycles = 0
+
+    async def transact(self, work: Callable[[Bus], Awaitable[T]]) -> T:
+        """Run ``work`` between two polls, never overlapping another transaction."""
+        async with self._lock:
+            return await work(self.bus)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoffs = {id(r): Backoff(initial=r.device.interval, cap=max(30.0, r.device.interval))
+                    for r in self.readers}
+        due = {id(r): loop.time() for r in self.readers}
+        try:
+            while True:
+                reader = min(self.readers, key=lambda r: due[id(r)])
+                delay = due[id(reader)] - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with self._lock:
+                    samples = await reader.poll(self.bus)
+                self.cycles += 1
+                self._sink(samples)
+                now = loop.time()
+                if reader.health.state == "comm":
+                    due[id(reader)] = now + backoffs[id(reader)].next_delay()
+                else:
+                    backoffs[id(reader)].reset()
+                    next_due = due[id(reader)] + reader.device.interval
+                    # after an overrun, keep the rhythm instead of firing a burst of late polls
+                    due[id(reader)] = next_due if next_due > now else now + reader.device.interval
+        finally:
+            await self.bus.close()
+
+
+class Poller:
+    """All buses of the gateway, each polled by its own task."""
+
+    def __init__(self, schedulers: Sequence[BusScheduler]) -> None:
+        self.schedulers = {scheduler.bus.name: scheduler for scheduler in schedulers}
+
+    def devices(self) -> dict[str, DeviceHealth]:
+        return {reader.device.name: reader.health
+                for scheduler in self.schedulers.values() for reader in scheduler.readers}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for name, scheduler in self.schedulers.items():
+                group.create_task(scheduler.run(), name=f"bus:{name}")
+
+
+__all__ = ["BusError", "BusScheduler", "DeviceHealth", "DeviceReader", "Poller"]
