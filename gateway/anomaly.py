@@ -1,0 +1,734 @@
+"""On-device anomaly detection: LiteRT models fed by the poller's samples.
+
+One *anomaly model entry* of the config names a model file and the points it watches. The
+runner lines the points' samples up on a time grid (one row per period), keeps a sliding
+window of rows, and asks the model for features of each window. The model knows nothing of
+the site: what is normal is learned on the device by *calibration*, from the first rows of
+good samples (``calibration_s``):
+
+1. input scaling: each point's mean and standard deviation over the calibration rows;
+2. feature statistics: each feature's centre and spread over the calibration windows, the
+   spread widened by how far the feature wanders over ``drift_lag_s`` (a point that drifts
+   slowly in normal operation is trusted less for level changes);
+3. the decision threshold: ``threshold_factor`` times the highest score seen in calibration.
+
+A window's score is the mean of the ``top_k`` largest squared feature z-scores. An event is
+raised once the score has stayed above the threshold for ``hold_s``, and cleared once it
+has stayed below for ``clear_s``. The calibration is written atomically to the state folder
+and reused after a restart as long as the model file and the list of points are unchanged.
+
+LiteRT ``invoke`` is blocking: ``AnomalyRunner.run`` does all model work in a worker thread,
+and ``AnomalyRunner.observe`` never blocks the caller (the poller's fan-out).
+
+Errors::
+
+    AnomalyError            base class
+     +-- ModelLoadError     the model file is missing or unreadable (fix the file; no retry)
+     +-- ModelShapeError    the model does not fit the configured points (fix the config)
+     +-- CalibrationError   too few rows to calibrate (give it more rows)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from gettext import gettext as _
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from watchpost.models import shipped_model_path
+from watchpost.samples import Sample
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+TEXT_NO_RUNTIME = _(
+    "no LiteRT runtime: install tflite-runtime (Python < 3.12) or ai-edge-litert")
+TEXT_NO_MODEL = _("anomaly model {name!r}: cannot load {path}: {error}")
+TEXT_BAD_OUTPUT = _(
+    "anomaly model {name!r}: {path} gives output shape {shape}; "
+    "a Watchpost model gives [batch, features]")
+TEXT_SHAPE_POINTS = _(
+    "anomaly model {name!r}: {path} takes windows of {expected} point(s) "
+    "(input shape {shape}), but the entry lists {given} point(s): {points}. "
+    "Give it exactly the points it was trained on, in the same order, or use a "
+    "channel-independent model such as the shipped one")
+TEXT_SHAPE_RANK = _(
+    "anomaly model {name!r}: {path} has input shape {shape}; "
+    "a Watchpost model takes [batch, window, channels]")
+TEXT_SHAPE_WINDOW = _(
+    "anomaly model {name!r}: {path} takes windows of {expected} samples, "
+    "but its sidecar {sidecar} says {given}")
+TEXT_FEW_ROWS = _(
+    "anomaly model {name!r}: {rows} calibration row(s) give {windows} window(s); "
+    "at least {needed} rows are needed (window {window} + drift lag {lag} + 8)")
+TEXT_STATE_DISCARDED = _(
+    "anomaly model %r: calibration in %s does not fit (%s); calibrating anew")
+TEXT_CALIBRATED = _("anomaly model %r: calibrated on %d rows, threshold %.3g")
+TEXT_QUEUE_FULL = _("anomaly runner: input queue full, dropping samples until it drains")
+TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were dropped")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AnomalyError(Exception):
+    """Base of the errors of this module."""
+
+    retry_helps = False
+
+
+class ModelLoadError(AnomalyError):
+    """The model file is missing, unreadable or not a Watchpost model."""
+
+
+class ModelShapeError(AnomalyError):
+    """The model's input does not fit the points it is given."""
+
+
+class CalibrationError(AnomalyError):
+    """Calibration cannot be fitted from the rows given."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnomalyModelConfig(_Section):
+    """One model watching a group of points."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Name of this entry; appears as `model` in anomaly events.")
+    points: list[str] = Field(min_length=1,
+                              description="Points fed to the model, in the model's order.")
+    model: Path | None = Field(
+        default=None,
+        description="A .tflite file (with its .json sidecar); default: the shipped generic model.")
+    period_s: float = Field(default=1.0, gt=0, le=3600,
+                            description="Time grid: one row of all points per period, seconds.")
+    max_age_s: float | None = Field(
+        default=None, gt=0,
+        description="A point's last good sample is used for at most this long; "
+                    "default: 3 periods. Older means a gap in the data.")
+    calibration_s: float = Field(
+        default=7200.0, gt=0,
+        description="Length of good data, seconds, learned as normal before scoring starts.")
+    threshold_factor: float = Field(
+        default=4.0, gt=0,
+        description="Threshold = this factor times the highest calibration score.")
+    top_k: int = Field(default=2, ge=1,
+                       description="Score = mean of the k largest squared feature z-scores.")
+    drift_lag_s: float = Field(
+        default=50.0, ge=0,
+        description="Lag, seconds, over which calibration measures slow drift of each "
+                    "feature (0: no drift allowance).")
+    hold_s: float = Field(default=5.0, ge=0,
+                          description="The score must stay above the threshold this long "
+                                      "before an event is raised, seconds.")
+    clear_s: float = Field(default=10.0, ge=0,
+                           description="The score must stay below the threshold this long "
+                                       "before the event is cleared, seconds.")
+
+    @model_validator(mode="after")
+    def _unique_points(self) -> AnomalyModelConfig:
+        seen: set[str] = set()
+        for p in self.points:
+            if p in seen:
+                raise ValueError(f"point {p!r} is listed more than once")
+            seen.add(p)
+        return self
+
+    def rows(self, seconds: float) -> int:
+        """A duration in rows of this entry's grid (at least 1 for a non-zero duration)."""
+        return max(1, round(seconds / self.period_s)) if seconds > 0 else 0
+
+
+class AnomalyConfig(_Section):
+    """The `[anomaly]` section: on-device anomaly models."""
+
+    enabled: bool = Field(default=True, description="Run the anomaly models at all.")
+    queue_size: int = Field(
+        default=100_000, ge=100,
+        description="Samples buffered between the poller and the models; when full, new "
+                    "samples are dropped for the models only (never for alarms or the store).")
+    models: list[AnomalyModelConfig] = Field(
+        default_factory=list, description="Model entries, each watching a group of points.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AnomalyConfig:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.name in seen:
+                raise ValueError(f"anomaly model name {m.name!r} is used more than once")
+            seen.add(m.name)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorParams:
+    """An entry's numbers, in rows of its grid."""
+
+    calibration_rows: int
+    threshold_factor: float = 4.0
+    top_k: int = 2
+    drift_lag: int = 50
+    hold: int = 5
+    clear: int = 10
+
+    @classmethod
+    def from_config(cls, cfg: AnomalyModelConfig) -> DetectorParams:
+        return cls(
+            calibration_rows=cfg.rows(cfg.calibration_s),
+            threshold_factor=cfg.threshold_factor,
+            top_k=cfg.top_k,
+            drift_lag=cfg.rows(cfg.drift_lag_s),
+            hold=cfg.rows(cfg.hold_s),
+            clear=cfg.rows(cfg.clear_s),
+        )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _interpreter_class() -> Any:
+    try:
+        from tflite_runtime.interpreter import Interpreter  # noqa: PLC0415
+    except ImportError:
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+        except ImportError as exc:
+            raise ModelLoadError(TEXT_NO_RUNTIME) from exc
+    return Interpreter
+
+
+class LiteRTModel:
+    """A Watchpost model file bound to a list of points.
+
+    Input ``[batch, window, channels]``, output ``[batch, features]``. A channel-independent
+    model (``channels == 1`` and a free batch dimension) scores each point as one batch row,
+    so it fits any number of points; any other model must have exactly one channel per point.
+    Not thread-safe: one caller at a time.
+    """
+
+    def __init__(self, path: Path, points: Sequence[str], *, name: str = "",
+                 num_threads: int = 1) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.points = list(points)
+        try:
+            blob = self.path.read_bytes()
+            self.sha256 = hashlib.sha256(blob).hexdigest()
+            self._it = _interpreter_class()(model_content=blob, num_threads=num_threads)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(
+                TEXT_NO_MODEL.format(name=self.name, path=self.path, error=exc)) from exc
+        sidecar = self.path.with_suffix(".json")
+        self.meta: dict[str, Any] = {}
+        if sidecar.exists():
+            try:
+                self.meta = json.loads(sidecar.read_text())
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    TEXT_NO_MODEL.format(name=self.name, path=sidecar, error=exc)) from exc
+        inp = self._it.get_input_details()[0]
+        out = self._it.get_output_details()[0]
+        shape = [int(d) for d in inp["shape_signature"]]
+        fmt = {"name": self.name, "path": self.path.name, "shape": shape}
+        if len(shape) != 3:
+            raise ModelShapeError(TEXT_SHAPE_RANK.format(**fmt))
+        self.window = shape[1]
+        if "window" in self.meta and int(self.meta["window"]) != self.window:
+            raise ModelShapeError(TEXT_SHAPE_WINDOW.format(
+                **fmt, expected=self.window, sidecar=sidecar.name, given=self.meta["window"]))
+        self.channel_independent = shape[2] == 1 and shape[0] == -1
+        n = len(self.points)
+        if not self.channel_independent and shape[2] != n:
+            raise ModelShapeError(TEXT_SHAPE_POINTS.format(
+                **fmt, expected=shape[2], given=n, points=", ".join(self.points)))
+        out_shape = [int(d) for d in out["shape_signature"]]
+        if len(out_shape) != 2 or out_shape[1] < 1:
+            raise ModelLoadError(TEXT_BAD_OUTPUT.format(**fmt | {"shape": out_shape}))
+        self._in, self._out = inp["index"], out["index"]
+        self.features_per_row = out_shape[1]
+        self._batch = 0
+        if self.channel_independent:
+            self.n_features = n * self.features_per_row
+            self.feature_points = [p for p in self.points for _ in range(self.features_per_row)]
+        else:
+            self.n_features = self.features_per_row
+            # site models put per-point features point by point, group after group
+            self.feature_points = [self.points[i % n] for i in range(self.n_features)]
+            self._it.allocate_tensors()
+            self._batch = 1
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self._it.resize_tensor_input(self._in, [batch, self.window, 1])
+            self._it.allocate_tensors()
+            self._batch = batch
+
+    def features(self, window: np.ndarray) -> np.ndarray:
+        """Features of one window ``[window, points]`` of calibrated values (blocking)."""
+        return self.features_many(window[None])[0]
+
+    def features_many(self, windows: np.ndarray) -> np.ndarray:
+        """Features of many windows ``[n, window, points]`` -> ``[n, n_features]``."""
+        windows = np.asarray(windows, dtype=np.float32)
+        n, w, p = windows.shape
+        if self.channel_independent:
+            rows = windows.transpose(0, 2, 1).reshape(n * p, w, 1)
+            out = np.empty((n * p, self.features_per_row), dtype=np.float32)
+            chunk = max(p, 4096 - 4096 % p)
+            for start in range(0, n * p, chunk):
+                part = rows[start:start + chunk]
+                self._resize(len(part))
+                self._it.set_tensor(self._in, np.ascontiguousarray(part))
+                self._it.invoke()
+                out[start:start + len(part)] = self._it.get_tensor(self._out)
+            return out.reshape(n, p * self.features_per_row).astype(np.float64)
+        out = np.empty((n, self.n_features), dtype=np.float64)
+        for i in range(n):
+            self._it.set_tensor(self._in, windows[i:i + 1])
+            self._it.invoke()
+            out[i] = self._it.get_tensor(self._out)[0]
+        return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What normal looks like for one entry; persisted as JSON in the state folder."""
+
+    model_sha256: str
+    points: list[str]
+    rows: int
+    input_mean: np.ndarray
+    input_scale: np.ndarray
+    feature_center: np.ndarray
+    feature_scale: np.ndarray
+    max_score: float
+    threshold: float
+    created_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "model_sha256": self.model_sha256,
+            "points": self.points,
+            "rows": self.rows,
+            "input_mean": self.input_mean.tolist(),
+            "input_scale": self.input_scale.tolist(),
+            "feature_center": self.feature_center.tolist(),
+            "feature_scale": self.feature_scale.tolist(),
+            "max_score": self.max_score,
+            "threshold": self.threshold,
+            "created_ms": self.created_ms,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Calibration:
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {d.get('version')!r}, expected {STATE_VERSION}")
+        arrays = {k: np.asarray(d[k], dtype=np.float64) for k in
+                  ("input_mean", "input_scale", "feature_center", "feature_scale")}
+        return cls(model_sha256=str(d["model_sha256"]), points=[str(p) for p in d["points"]],
+                   rows=int(d["rows"]), max_score=float(d["max_score"]),
+                   threshold=float(d["threshold"]), created_ms=int(d["created_ms"]), **arrays)
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a reader (or a restart) sees the old file or the new one."""
+        atomic_write(path, json.dumps(self.to_json()).encode())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def input_scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point mean and scale; a point that never moved gets a small, non-zero scale."""
+    mean = rows.mean(axis=0)
+    scale = np.maximum(rows.std(axis=0), 1e-6 + 1e-3 * np.abs(mean))
+    return mean, scale
+
+
+def topk_mean(z2: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k largest values along the last axis."""
+    k = min(k, z2.shape[-1])
+    return np.partition(z2, z2.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1)
+
+
+def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
+                    params: DetectorParams, now_ms: int) -> Calibration:
+    """Fit the calibration of ``model`` on ``rows`` ``[n, points]``.
+
+    ``breaks[i]`` is true where row ``i`` does not follow row ``i - 1`` (a gap in the data);
+    windows across a gap are not used.
+    """
+    w, lag = model.window, params.drift_lag
+    needed = w + lag + 8
+    n = len(rows)
+    if n < needed:
+        raise CalibrationError(TEXT_FEW_ROWS.format(
+            name=model.name, rows=n, windows=max(0, n - w + 1), needed=needed, window=w, lag=lag))
+    mean, scale = input_scaling(rows)
+    z = (rows - mean) / scale
+    seg = np.cumsum(breaks)  # segment id of each row
+    ends = np.array([i for i in range(w - 1, n) if seg[i] == seg[i - w + 1]], dtype=int)
+    if len(ends) < lag + 8:
+        raise CalibrationError(TEXT_FEW_ROWS.format(
+            name=model.name, rows=n, windows=len(ends), needed=needed, window=w, lag=lag))
+    windows = np.stack([z[e - w + 1:e + 1] for e in ends])
+    feats = model.features_many(windows)
+    center = feats.mean(axis=0)
+    var = feats.var(axis=0)
+    if lag:
+        # drift allowance: how far each feature moves over `lag` rows within a segment
+        pos = {int(e): i for i, e in enumerate(ends)}
+        pairs = [(pos[e], pos[e - lag]) for e in pos if e - lag in pos and seg[e] == seg[e - lag]]
+        if pairs:
+            a, b = np.array(pairs).T
+            var = var + ((feats[a] - feats[b]) ** 2).mean(axis=0)
+    fscale = np.maximum(np.sqrt(var), 1e-3)
+    scores = topk_mean(((feats - center) / fscale) ** 2, params.top_k)
+    max_score = float(scores.max())
+    return Calibration(
+        model_sha256=model.sha256, points=list(model.points), rows=n,
+        input_mean=mean, input_scale=scale, feature_center=center, feature_scale=fscale,
+        max_score=max_score, threshold=params.threshold_factor * max(max_score, 1e-6),
+        created_ms=now_ms)
+
+
+# --------------------------------------------------------------------------- detector
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one scored row."""
+
+    ts: int
+    score: float
+    threshold: float
+    anomaly: bool  # the entry's state after this row: an event is raised
+    event: dict[str, Any] | None = None  # set on the row that raised or cleared
+
+
+@dataclass
+class _Calibrating:
+    rows: list[np.ndarray] = field(default_factory=list)
+    breaks: list[bool] = field(default_factory=list)
+    gap: bool = False
+
+
+class AnomalyDetector:
+    """One entry's detector: synchronous and blocking, the same for the daemon and the CLI.
+
+    Feed it rows with ``push_row``; it calibrates on the first ``calibration_rows`` rows
+    (or loads a calibration from ``state_path``), then scores every row that completes a
+    window. ``gap()`` says the next row does not follow the last one.
+    """
+
+    def __init__(self, *, name: str, model: LiteRTModel, params: DetectorParams,
+                 state_path: Path | None = None) -> None:
+        self.name = name
+        self.model = model
+        self.params = params
+        self.state_path = state_path
+        self.calibration: Calibration | None = None
+        self._cal = _Calibrating()
+        self._window: list[np.ndarray] = []
+        self._above = 0
+        self._below = 0
+        self.raised = False
+        self._raised_points: list[str] = []
+        if state_path is not None:
+            self.calibration = self._load_state(state_path)
+
+    def _load_state(self, path: Path) -> Calibration | None:
+        if not path.exists():
+            return None
+        try:
+            cal = Calibration.from_json(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(TEXT_STATE_DISCARDED, self.name, path, exc)
+            return None
+        reason = None
+        if cal.model_sha256 != self.model.sha256:
+            reason = "another model file"
+        elif cal.points != self.model.points:
+            reason = "another list of points"
+        elif len(cal.feature_center) != self.model.n_features:
+            reason = "another number of features"
+        if reason:
+            log.warning(TEXT_STATE_DISCARDED, self.name, path, reason)
+            return None
+        return cal
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def calibration_progress(self) -> tuple[int, int]:
+        """(rows collected, rows needed); both equal once calibrated."""
+        if self.calibration is not None:
+            return self.calibration.rows, self.calibration.rows
+        return len(self._cal.rows), self.params.calibration_rows
+
+    def gap(self) -> None:
+        """The data has a hole: the next row starts a new window."""
+        self._window.clear()
+        self._cal.gap = True
+
+    def push_row(self, ts: int, values: np.ndarray) -> Verdict | None:
+        """Add one row (all points, in order); returns a verdict once a window is scored."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.calibration is None:
+            self._collect(ts, values)
+            return None
+        cal = self.calibration
+        self._window.append((values - cal.input_mean) / cal.input_scale)
+        if len(self._window) > self.model.window:
+            del self._window[0]
+        if len(self._window) < self.model.window:
+            return None
+        feats = self.model.features(np.stack(self._window))
+        z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2
+        score = float(topk_mean(z2, self.params.top_k))
+        if not math.isfinite(score):
+            score = math.inf
+        return self._decide(ts, score, z2)
+
+    def _collect(self, ts: int, values: np.ndarray) -> None:
+        c = self._cal
+        c.rows.append(values)
+        c.breaks.append(c.gap)
+        c.gap = False
+        if len(c.rows) < self.params.calibration_rows:
+            return
+        rows = np.stack(c.rows)
+        self.calibration = fit_calibration(
+            self.model, rows, np.array(c.breaks), self.params, now_ms=ts)
+        log.info(TEXT_CALIBRATED, self.name, len(rows), self.calibration.threshold)
+        if self.state_path is not None:
+            self.calibration.save(self.state_path)
+        # the window goes on from the calibration's last rows, so scoring starts at once
+        seg = np.cumsum(c.breaks)
+        tail = [i for i in range(len(rows)) if seg[i] == seg[-1]][-(self.model.window - 1):]
+        cal = self.calibration
+        self._window = [(rows[i] - cal.input_mean) / cal.input_scale for i in tail]
+        self._cal = _Calibrating()
+
+    def _decide(self, ts: int, score: float, z2: np.ndarray) -> Verdict:
+        threshold = self.calibration.threshold if self.calibration else math.inf
+        event = None
+        if score > threshold:
+            self._above += 1
+            self._below = 0
+        else:
+            self._below += 1
+            self._above = 0
+        if not self.raised and self._above >= max(1, self.params.hold):
+            self.raised = True
+            self._raised_points = self._points_involved(z2, threshold)
+            event = self._event("raised", ts, score, threshold, self._raised_points)
+        elif self.raised and self._below >= max(1, self.params.clear):
+            self.raised = False
+            event = self._event("cleared", ts, score, threshold, self._raised_points)
+        return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
+
+    def _points_involved(self, z2: np.ndarray, threshold: float) -> list[str]:
+        fp = self.model.feature_points
+        hot = [fp[i] for i in np.argsort(-z2) if z2[i] > threshold]
+        if not hot:
+            hot = [fp[int(np.argmax(z2))]]
+        return list(dict.fromkeys(hot))  # unique, strongest first
+
+    def _event(self, kind: Literal["raised", "cleared"], ts: int, score: float,
+               threshold: float, points: list[str]) -> dict[str, Any]:
+        return {"event": kind, "model": self.name, "score": _json_float(score),
+                "threshold": _json_float(threshold), "points": list(points), "ts": ts}
+
+
+def _json_float(x: float) -> float | None:
+    return round(x, 6) if math.isfinite(x) else None
+
+
+def open_detector(cfg: AnomalyModelConfig, state_dir: Path | None) -> AnomalyDetector:
+    """Load an entry's model (checking its shape) and its saved calibration, if any."""
+    path = cfg.model or shipped_model_path()
+    model = LiteRTModel(path, cfg.points, name=cfg.name)
+    state = state_dir / "anomaly" / f"{cfg.name}.json" if state_dir is not None else None
+    return AnomalyDetector(name=cfg.name, model=model, params=DetectorParams.from_config(cfg),
+                           state_path=state)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class _RowAssembler:
+    """Lines one entry's samples up on its time grid: one row of all points per period."""
+
+    def __init__(self, cfg: AnomalyModelConfig) -> None:
+        self.points = list(cfg.points)
+        self.index = {p: i for i, p in enumerate(self.points)}
+        self.period_ms = round(cfg.period_s * 1000)
+        self.max_age_ms = round((cfg.max_age_s or 3 * cfg.period_s) * 1000)
+        self.last: list[tuple[int, float] | None] = [None] * len(self.points)
+        self.tick: int | None = None
+
+    def add(self, s: Sample) -> list[tuple[int, np.ndarray | None]]:
+        """Take a sample; returns finished rows ``(ts, values)``, ``values`` None for a gap."""
+        out: list[tuple[int, np.ndarray | None]] = []
+        tick = s.ts // self.period_ms
+        if self.tick is None:
+            self.tick = tick
+        elif tick > self.tick:
+            out.append(self._row(self.tick))
+            if tick > self.tick + 1:
+                out.append(((self.tick + 1) * self.period_ms, None))  # missed periods
+            self.tick = tick
+        i = self.index[s.point]
+        self.last[i] = (s.ts, float(s.value)) if s.good and s.value is not None else None
+        return out
+
+    def _row(self, tick: int) -> tuple[int, np.ndarray | None]:
+        end = (tick + 1) * self.period_ms
+        vals = []
+        for last in self.last:
+            if last is None or end - last[0] > self.max_age_ms or not math.isfinite(last[1]):
+                return end, None
+            vals.append(last[1])
+        return end, np.array(vals)
+
+
+EventSink = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class AnomalyRunner:
+    """Runs every configured model entry next to the daemon's event loop.
+
+    ``observe(sample)`` is cheap and never blocks: call it for every sample from the loop.
+    ``run()`` is the task that does the work: it assembles rows, runs calibration and the
+    model in a worker thread (``asyncio.to_thread``), and hands each raised/cleared event
+    (a dict: ``event``, ``model``, ``score``, ``threshold``, ``points``, ``ts``) to ``emit``,
+    which may be a plain function or a coroutine function.
+
+    Constructing it loads every model and checks its shape: a ``ModelLoadError`` or
+    ``ModelShapeError`` here is a configuration error.
+    """
+
+    def __init__(self, *, config: AnomalyConfig, state_dir: Path | None,
+                 emit: EventSink) -> None:
+        self.config = config
+        self._emit = emit
+        self.detectors: dict[str, AnomalyDetector] = {}
+        self._assemblers: dict[str, _RowAssembler] = {}
+        self._by_point: dict[str, list[str]] = {}
+        if config.enabled:
+            for entry in config.models:
+                self.detectors[entry.name] = open_detector(entry, state_dir)
+                self._assemblers[entry.name] = _RowAssembler(entry)
+                for p in entry.points:
+                    self._by_point.setdefault(p, []).append(entry.name)
+        self._queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=config.queue_size)
+        self.dropped = 0
+        self._dropping = False
+        self.rows_scored = 0
+        self.last_score: dict[str, float] = {}
+
+    def observe(self, sample: Sample) -> None:
+        """Hand a sample to the models; never blocks, drops (and counts) when overloaded."""
+        if sample.point not in self._by_point:
+            return
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.error(TEXT_QUEUE_FULL)
+
+    def status(self) -> dict[str, Any]:
+        """Per entry: calibration progress, raised or not, last score; and drops."""
+        return {
+            "dropped": self.dropped,
+            "models": {
+                name: {
+                    "calibrated": d.calibrated,
+                    "calibration_rows": list(d.calibration_progress),
+                    "raised": d.raised,
+                    "threshold": d.calibration.threshold if d.calibration else None,
+                    "score": self.last_score.get(name),
+                }
+                for name, d in self.detectors.items()
+            },
+        }
+
+    async def run(self) -> None:
+        """Process samples until cancelled."""
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 10_000:
+                batch.append(self._queue.get_nowait())
+            if self._dropping and self._queue.qsize() < self._queue.maxsize // 2:
+                self._dropping = False
+                log.warning(TEXT_QUEUE_OK, self.dropped)
+            work: list[tuple[str, int, np.ndarray | None]] = []
+            for s in batch:
+                for name in self._by_point[s.point]:
+                    work.extend((name, ts, v) for ts, v in self._assemblers[name].add(s))
+            if work:
+                verdicts = await asyncio.to_thread(self._process, work)
+                for v in verdicts:
+                    if v.event is not None:
+                        result = self._emit(v.event)
+                        if inspect.isawaitable(result):
+                            await result
+
+    def _process(self, work: list[tuple[str, int, np.ndarray | None]]) -> list[Verdict]:
+        """Worker thread: feed rows to detectors (blocking LiteRT calls)."""
+        out = []
+        for name, ts, values in work:
+            det = self.detectors[name]
+            if values is None:
+                det.gap()
+                continue
+            v = det.push_row(ts, values)
+            if v is not None:
+                self.rows_scored += 1
+                self.last_score[name] = v.score
+                out.append(v)
+        return out

@@ -1,0 +1,176 @@
+"""`watchpost anomaly score`: replay a CSV through the daemon's own anomaly detector.
+
+Each data row of the CSV is one row of the detector's grid, in file order. The first
+``--calibrate-rows`` rows calibrate it; every later row gets one output line
+``row,score,anomaly`` (``row``: 0-based data row index, header not counted; ``anomaly``: 1
+while an event is raised). A row the detector cannot score (a non-numeric cell, or too few
+rows since one) prints an empty score and anomaly 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from gettext import gettext as _
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from watchpost.anomaly import (
+    AnomalyDetector,
+    AnomalyError,
+    AnomalyModelConfig,
+    DetectorParams,
+    LiteRTModel,
+)
+from watchpost.models import shipped_model_path
+
+TEXT_ANOMALY_HELP = _("on-device anomaly models")
+TEXT_SCORE_HELP = _("score a CSV offline with the daemon's anomaly detector")
+TEXT_SCORE_DESCRIPTION = _(
+    "Calibrate on the first N rows of a CSV, then print `row,score,anomaly` for every later "
+    "row (row: 0-based data row, header not counted; anomaly: 1 while an event is raised).")
+TEXT_CSV_HELP = _("the CSV file, with a header row")
+TEXT_MODEL_HELP = _("a .tflite model (default: the shipped generic model)")
+TEXT_CAL_HELP = _("rows used for calibration (default: %(default)s)")
+TEXT_SEP_HELP = _("column separator (default: ',')")
+TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
+TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
+TEXT_FACTOR_HELP = _("threshold = factor x highest calibration score (default: %(default)s)")
+TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: %(default)s)")
+TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: %(default)s)")
+TEXT_NO_COLUMN = _("{path}: no column {name!r} (columns: {columns})")
+TEXT_NO_INPUT = _("{path}: no column left to feed the model")
+TEXT_SHORT = _("{path}: {rows} data row(s), fewer than --calibrate-rows {n}")
+TEXT_CANNOT_READ = _("cannot read {path}: {error}")
+TEXT_ERROR = _("error: {message}")
+
+_DEFAULTS = AnomalyModelConfig(name="csv", points=["x"])
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRow:
+    row: int
+    score: float | None
+    anomaly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CsvTable:
+    columns: list[str]
+    rows: list[list[float] | None]  # None: a row with a cell that is not a number
+
+
+def read_table(path: Path, *, sep: str = ",", time_column: str | None = None,
+               ignore: Sequence[str] = ()) -> CsvTable:
+    """The numeric input columns of a CSV; raises ValueError naming a missing column."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f, delimiter=sep)
+        header = [h.strip() for h in next(reader, [])]
+        for name in [time_column, *ignore]:
+            if name is not None and name not in header:
+                raise ValueError(TEXT_NO_COLUMN.format(
+                    path=path, name=name, columns=", ".join(header)))
+        drop = {time_column, *ignore}
+        keep = [i for i, h in enumerate(header) if h not in drop]
+        if not keep:
+            raise ValueError(TEXT_NO_INPUT.format(path=path))
+        rows: list[list[float] | None] = []
+        for rec in reader:
+            if not rec:
+                continue
+            try:
+                vals = [float(rec[i]) for i in keep]
+            except (ValueError, IndexError):
+                rows.append(None)
+                continue
+            rows.append(vals if all(math.isfinite(v) for v in vals) else None)
+    return CsvTable(columns=[header[i] for i in keep], rows=rows)
+
+
+def score_table(table: CsvTable, *, model_path: Path | None = None, calibrate_rows: int,
+                threshold_factor: float = _DEFAULTS.threshold_factor,
+                hold: int | None = None, clear: int | None = None) -> Iterator[ScoredRow]:
+    """Calibrate on the first rows, then yield one result per later row.
+
+    One row is one period of the grid, so the entry's durations (hold, clear, drift lag)
+    count rows at the default period of one second.
+    """
+    cfg = AnomalyModelConfig(name="csv", points=table.columns,
+                             calibration_s=calibrate_rows * _DEFAULTS.period_s,
+                             threshold_factor=threshold_factor)
+    params = DetectorParams.from_config(cfg)
+    if hold is not None or clear is not None:
+        params = DetectorParams(
+            calibration_rows=params.calibration_rows, threshold_factor=params.threshold_factor,
+            top_k=params.top_k, drift_lag=params.drift_lag,
+            hold=params.hold if hold is None else hold,
+            clear=params.clear if clear is None else clear)
+    model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
+    det = AnomalyDetector(name="csv", model=model, params=params)
+    for i, values in enumerate(table.rows):
+        if values is None:
+            det.gap()
+            if i >= calibrate_rows:
+                yield ScoredRow(i, None, False)
+            continue
+        verdict = det.push_row(i * 1000, np.asarray(values))
+        if i < calibrate_rows:
+            continue
+        if verdict is None:
+            yield ScoredRow(i, None, False)
+        else:
+            yield ScoredRow(i, verdict.score, verdict.anomaly)
+
+
+def write_rows(rows: Iterator[ScoredRow], out: TextIO) -> None:
+    for r in rows:
+        score = "" if r.score is None else f"{r.score:.6g}"
+        out.write(f"{r.row},{score},{int(r.anomaly)}\n")
+
+
+def _split(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    try:
+        table = read_table(args.csv, sep=args.sep, time_column=args.time_column,
+                           ignore=_split(args.ignore_columns))
+        if len(table.rows) < args.calibrate_rows:
+            raise ValueError(TEXT_SHORT.format(
+                path=args.csv, rows=len(table.rows), n=args.calibrate_rows))
+        write_rows(score_table(table, model_path=args.model, calibrate_rows=args.calibrate_rows,
+                               threshold_factor=args.threshold_factor, hold=args.hold,
+                               clear=args.clear), sys.stdout)
+    except OSError as exc:
+        print(TEXT_ERROR.format(message=TEXT_CANNOT_READ.format(path=args.csv, error=exc)),
+              file=sys.stderr)
+        return 1
+    except (ValueError, AnomalyError) as exc:
+        print(TEXT_ERROR.format(message=exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    anomaly = subparsers.add_parser("anomaly", help=TEXT_ANOMALY_HELP)
+    sub = anomaly.add_subparsers(dest="anomaly_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("score", help=TEXT_SCORE_HELP, description=TEXT_SCORE_DESCRIPTION)
+    p.add_argument("csv", type=Path, metavar="CSV", help=TEXT_CSV_HELP)
+    p.add_argument("--model", type=Path, metavar="M", help=TEXT_MODEL_HELP)
+    p.add_argument("--calibrate-rows", type=int, default=400, metavar="N", help=TEXT_CAL_HELP)
+    p.add_argument("--sep", default=",", help=TEXT_SEP_HELP)
+    p.add_argument("--time-column", metavar="C", help=TEXT_TIME_HELP)
+    p.add_argument("--ignore-columns", default="", metavar="a,b", help=TEXT_IGNORE_HELP)
+    p.add_argument("--threshold-factor", type=float, default=_DEFAULTS.threshold_factor,
+                   help=TEXT_FACTOR_HELP)
+    p.add_argument("--hold", type=int, default=_DEFAULTS.rows(_DEFAULTS.hold_s),
+                   help=TEXT_HOLD_HELP)
+    p.add_argument("--clear", type=int, default=_DEFAULTS.rows(_DEFAULTS.clear_s),
+                   help=TEXT_CLEAR_HELP)
+    p.set_defaults(handler=cmd_score)
