@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "watchpost.app",
     "watchpost.config",
     "watchpost.drivers.simulator.cli",
+    "watchpost.anomaly_cli",
 )
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
