@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
@@ -58,8 +58,9 @@ class ModbusBus:
             Table.DISCRETE: self._client.read_discrete_inputs,
         }
         what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
+        read = readers[request.table]
         response = await self._execute(
-            readers[request.table](request.address, count=request.count, device_id=request.unit),
+            lambda: read(request.address, count=request.count, device_id=request.unit),
             what, timeout,
         )
         if request.table.is_bits:
@@ -72,26 +73,29 @@ class ModbusBus:
     async def write(self, unit: int, table: Table, address: int, values: list[int] | list[bool],
                     *, timeout: float) -> None:
         what = f"unit {unit} {table} {address} write {values}"
+        client = self._client
+        call: Callable[[], Awaitable[ModbusPDU]]
         if table is Table.COIL:
             bits = [bool(v) for v in values]
-            call = (self._client.write_coil(address, bits[0], device_id=unit) if len(bits) == 1
-                    else self._client.write_coils(address, bits, device_id=unit))
+            call = ((lambda: client.write_coil(address, bits[0], device_id=unit)) if len(bits) == 1
+                    else (lambda: client.write_coils(address, bits, device_id=unit)))
         elif table is Table.HOLDING:
             words = [int(v) for v in values]
-            call = (self._client.write_register(address, words[0], device_id=unit)
+            call = ((lambda: client.write_register(address, words[0], device_id=unit))
                     if len(words) == 1
-                    else self._client.write_registers(address, words, device_id=unit))
+                    else (lambda: client.write_registers(address, words, device_id=unit)))
         else:
             raise DeviceError(f"bus {self.name}: {what}: {table} is read-only", code=1)
         await self._execute(call, what, timeout)
 
-    async def _execute(self, call: Any, what: str, timeout: float) -> ModbusPDU:
+    async def _execute(self, call: Callable[[], Awaitable[ModbusPDU]], what: str,
+                       timeout: float) -> ModbusPDU:
         await self.open()
         # pymodbus takes the answer timeout from its connection parameters; set it per
         # transaction because the devices on one RS-485 line may answer at different speeds.
         self._client.ctx.comm_params.timeout_connect = timeout
         try:
-            response: ModbusPDU = await call
+            response = await call()
         except (ModbusException, OSError, asyncio.TimeoutError) as exc:
             raise CommError(f"bus {self.name}: {what}: no answer ({exc})") from exc
         if response.isError():

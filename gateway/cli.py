@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymodbus logs every timeout; the poller reports a device's state once, on change
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if args.verbose > 2 else logging.CRITICAL)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

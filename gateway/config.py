@@ -210,6 +210,14 @@ _PLAIN_MESSAGES = {
     "list_type": _("must be a list"),
     "model_type": _("must be a table"),
     "model_attributes_type": _("must be a table"),
+    "less_than_equal": _("must be at most {le}"),
+    "less_than": _("must be below {lt}"),
+    "greater_than_equal": _("must be at least {ge}"),
+    "greater_than": _("must be above {gt}"),
+    "literal_error": _("must be one of {expected}"),
+    "enum": _("must be one of {expected}"),
+    "string_pattern_mismatch": _("may hold only letters, digits, '_', '.' and '-'"),
+    "too_short": _("must have at least {min_length} item(s)"),
 }
 
 
@@ -217,7 +225,12 @@ def _describe(error: ErrorDetails) -> str:
     """``devices[1].points[3].scale: must be a number (got 'abc')``."""
     path = _key_path(error["loc"])
     kind = error["type"]
-    message = _PLAIN_MESSAGES.get(kind) or _strip_prefix(error["msg"])
+    template = _PLAIN_MESSAGES.get(kind)
+    try:
+        message = template.format(**error.get("ctx", {})) if template else None
+    except (KeyError, IndexError):
+        message = None
+    message = message or _strip_prefix(error["msg"])
     if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error:
         message += f" (got {_show(error['input'])})"
     return f"{path}: {message}" if path else message

@@ -27,6 +27,10 @@ Clock = Callable[[], int]
 T = TypeVar("T")
 
 ILLEGAL_DATA_ADDRESS = 2
+# A device that stops answering is polled again after a capped, jittered backoff from
+# DOWN_RECHECK seconds up to DOWN_RECHECK_CAP, so its timeouts do not eat its bus.
+DOWN_RECHECK = 5.0
+DOWN_RECHECK_CAP = 60.0
 
 TEXT_DEVICE_DOWN = "device %s on bus %s: %s (polled less often until it answers)"
 TEXT_DEVICE_UP = "device %s on bus %s answers again"
@@ -87,7 +91,8 @@ class DeviceReader:
         return samples
 
     async def _read(self, bus: Bus, request: ReadRequest) -> list[int] | list[bool]:
-        attempts = self.device.retries + 1
+        # a device already known to be down gets one attempt, not its retries, per poll
+        attempts = 1 if self.health.state == "comm" else self.device.retries + 1
         for attempt in range(attempts):
             self.health.requests += 1
             try:
@@ -165,7 +170,8 @@ class BusScheduler:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        backoffs = {id(r): Backoff(initial=r.device.interval, cap=max(30.0, r.device.interval))
+        backoffs = {id(r): Backoff(initial=max(DOWN_RECHECK, r.device.interval),
+                                   cap=max(DOWN_RECHECK_CAP, r.device.interval))
                     for r in self.readers}
         due = {id(r): loop.time() for r in self.readers}
         try:
@@ -180,7 +186,7 @@ class BusScheduler:
                 self._sink(samples)
                 now = loop.time()
                 if reader.health.state == "comm":
-                    due[id(reader)] = now + backoffs[id(reader)].next_delay()
+                    due[id(reader)] = now + reader.device.interval + backoffs[id(reader)].next_delay()
                 else:
                     backoffs[id(reader)].reset()
                     next_due = due[id(reader)] + reader.device.interval

@@ -1,0 +1,49 @@
+"""Telemetry batching: samples gathered in memory for a moment, then stored as one message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from watchpost.samples import Sample
+
+Put = Callable[[list[dict[str, Any]]], Awaitable[object]]
+
+
+class TelemetryBatcher:
+    """Turns a stream of samples into `telemetry` messages of at most ``max_samples`` each."""
+
+    def __init__(self, put: Put, *, interval: float = 1.0, max_samples: int = 500) -> None:
+        self._put = put
+        self._interval = interval
+        self._max = max_samples
+        self._pending: list[dict[str, Any]] = []
+        self._full = asyncio.Event()
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        """Called on the poll path: only appends."""
+        self._pending.extend(
+            {"point": s.point, "ts": s.ts, "value": s.value, "quality": s.quality.value}
+            for s in samples
+        )
+        if len(self._pending) >= self._max:
+            self._full.set()
+
+    async def run(self) -> None:
+        """Store a batch every ``interval`` (sooner when one is full); flush on cancel."""
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._full.wait(), timeout=self._interval)
+                except TimeoutError:
+                    pass
+                await self.flush()
+        finally:
+            await asyncio.shield(self.flush())
+
+    async def flush(self) -> None:
+        self._full.clear()
+        while self._pending:
+            batch, self._pending = self._pending[: self._max], self._pending[self._max:]
+            await self._put(batch)

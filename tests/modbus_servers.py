@@ -1,0 +1,112 @@
+"""Real Modbus servers for tests: pymodbus over TCP on loopback, and a silent endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from pymodbus.datastore import (
+    ModbusDeviceContext,
+    ModbusSequentialDataBlock,
+    ModbusServerContext,
+)
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusTcpServer
+
+warnings.filterwarnings("ignore", message=".*deprecated.*", module="pymodbus")
+
+
+class KnownUnitsOnly:
+    """Lets a pymodbus server stay silent for units it does not have.
+
+    pymodbus 3.16 answers an unknown unit with exception 4 even with
+    ``ignore_missing_devices=True`` (its SimCore raises KeyError instead of
+    NoSuchIdException); this wrapper raises the exception the server expects.
+    """
+
+    def __init__(self, core: Any, units: set[int]) -> None:
+        self._core = core
+        self._units = units
+
+    def device_ids(self) -> list[int]:
+        return sorted(self._units)
+
+    async def async_getValues(self, device_id: int, *args: Any) -> Any:
+        self._check(device_id)
+        return await self._core.async_getValues(device_id, *args)
+
+    async def async_setValues(self, device_id: int, *args: Any) -> Any:
+        self._check(device_id)
+        return await self._core.async_setValues(device_id, *args)
+
+    def _check(self, device_id: int) -> None:
+        if device_id not in self._units:
+            raise NoSuchIdException(f"no unit {device_id}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def device_context(holding: Mapping[int, int] | None = None, *, size: int = 200,
+                   coils: Mapping[int, bool] | None = None) -> ModbusDeviceContext:
+    """A unit whose tables hold ``size`` entries from address 0, zero unless given."""
+    registers = [0] * size
+    for address, value in (holding or {}).items():
+        registers[address] = value
+    bits = [False] * size
+    for address, flag in (coils or {}).items():
+        bits[address] = flag
+    # pymodbus blocks count from 1: a block created at 1 answers requests for address 0
+    return ModbusDeviceContext(
+        hr=ModbusSequentialDataBlock(1, list(registers)),
+        ir=ModbusSequentialDataBlock(1, list(registers)),
+        co=ModbusSequentialDataBlock(1, list(bits)),
+        di=ModbusSequentialDataBlock(1, list(bits)),
+    )
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(units: Mapping[int, ModbusDeviceContext]) -> AsyncIterator[int]:
+    """A pymodbus TCP server on 127.0.0.1; yields its port."""
+    port = free_port()
+    # units not listed stay silent, as on a real line
+    server = ModbusTcpServer(ModbusServerContext(devices=dict(units), single=False),
+                             address=("127.0.0.1", port), ignore_missing_devices=True)
+    server.context = KnownUnitsOnly(server.context, set(units))
+    task = asyncio.create_task(server.serve_forever())
+    try:
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.02)
+        yield port
+    finally:
+        await server.shutdown()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """Accepts connections and never answers: a device that has hung."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(256):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
