@@ -710,13 +710,21 @@ class AnomalyRunner:
             for s in batch:
                 for name in self._by_point[s.point]:
                     work.extend((name, ts, v) for ts, v in self._assemblers[name].add(s))
-            if work:
-                verdicts = await asyncio.to_thread(self._process, work)
-                for v in verdicts:
-                    if v.event is not None:
-                        result = self._emit(v.event)
-                        if inspect.isawaitable(result):
-                            await result
+            try:
+                if work:
+                    verdicts = await asyncio.to_thread(self._process, work)
+                    for v in verdicts:
+                        if v.event is not None:
+                            result = self._emit(v.event)
+                            if inspect.isawaitable(result):
+                                await result
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def idle(self) -> None:
+        """Wait until every sample observed so far has been processed (and its events sent)."""
+        await self._queue.join()
 
     def _process(self, work: list[tuple[str, int, np.ndarray | None]]) -> list[Verdict]:
         """Worker thread: feed rows to detectors (blocking LiteRT calls)."""

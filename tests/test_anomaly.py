@@ -1,0 +1,255 @@
+"""The anomaly runner: the shipped model on the installed LiteRT, shape checks, calibration
+state across restarts, events raised and cleared, and the asyncio runner around it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pydantic
+import pytest
+from watchpost.anomaly import (
+    AnomalyConfig,
+    AnomalyDetector,
+    AnomalyModelConfig,
+    AnomalyRunner,
+    CalibrationError,
+    DetectorParams,
+    LiteRTModel,
+    ModelShapeError,
+    open_detector,
+)
+from watchpost.models import shipped_model_path
+from watchpost.samples import Quality, Sample
+
+SITE_MODEL = Path(__file__).with_name("anomaly_fixtures") / "site-3points.tflite"
+PARAMS = DetectorParams(calibration_rows=300, hold=3, clear=5)
+
+
+def normal_rows(n: int, p: int = 3, seed: int = 0) -> np.ndarray:
+    """Noisy, gently wavy signals at different scales and offsets."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None]
+    base = np.array([20.0, 1.5, 230.0])[:p]
+    scale = np.array([0.5, 0.05, 3.0])[:p]
+    return base + scale * (rng.standard_normal((n, p)) + 0.3 * np.sin(t / 40))
+
+
+def detector(points: list[str], state: Path | None = None) -> AnomalyDetector:
+    model = LiteRTModel(shipped_model_path(), points, name="pump")
+    return AnomalyDetector(name="pump", model=model, params=PARAMS, state_path=state)
+
+
+def feed(det: AnomalyDetector, rows: np.ndarray, start: int = 0) -> list:
+    return [det.push_row((start + i) * 1000, r) for i, r in enumerate(rows)]
+
+
+def test_shipped_model_scores_a_window_with_installed_runtime() -> None:
+    model = LiteRTModel(shipped_model_path(), ["a", "b"])
+    assert model.channel_independent
+    assert model.n_features == 4
+    rng = np.random.default_rng(3)
+    window = np.stack([np.full(model.window, 2.0),
+                       rng.standard_normal(model.window)], axis=1)
+    feats = model.features(window)
+    assert feats.shape == (4,)
+    assert np.all(np.isfinite(feats))
+    level_a, rough_a, _level_b, rough_b = feats
+    assert level_a == pytest.approx(2.0, abs=0.05)  # a flat signal's level is its value
+    assert rough_a < rough_b - 3  # a flat signal is far smoother than noise
+
+
+def test_shipped_model_fits_any_number_of_points() -> None:
+    for n in (1, 7, 200):
+        model = LiteRTModel(shipped_model_path(), [f"p{i}" for i in range(n)])
+        out = model.features_many(np.zeros((3, model.window, n)))
+        assert out.shape == (3, 2 * n)
+
+
+def test_model_whose_shape_does_not_fit_its_points_is_refused() -> None:
+    with pytest.raises(ModelShapeError) as err:
+        LiteRTModel(SITE_MODEL, ["flow", "pressure"], name="pump")
+    text = str(err.value)
+    assert "'pump'" in text
+    assert "3 point(s)" in text
+    assert "2 point(s): flow, pressure" in text
+    cfg = AnomalyModelConfig(name="pump", points=["a", "b", "c", "d"], model=SITE_MODEL)
+    with pytest.raises(ModelShapeError, match="4 point"):
+        open_detector(cfg, None)
+
+
+def test_site_model_with_matching_points_scores() -> None:
+    model = LiteRTModel(SITE_MODEL, ["flow", "pressure", "vibration"])
+    assert not model.channel_independent
+    feats = model.features(np.zeros((model.window, 3)))
+    assert feats.shape == (6,)
+    assert np.all(np.isfinite(feats))
+
+
+def test_calibration_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "anomaly" / "pump.json"
+    rows = normal_rows(500)
+    first = detector(["a", "b", "c"], state)
+    out1 = feed(first, rows)
+    assert first.calibrated
+    assert state.exists()
+    assert out1[PARAMS.calibration_rows - 1] is None  # the calibration rows are not scored
+    assert out1[PARAMS.calibration_rows] is not None  # scoring starts right after
+    saved = json.loads(state.read_text())
+    assert saved["points"] == ["a", "b", "c"]
+    assert saved["rows"] == PARAMS.calibration_rows
+
+    again = detector(["a", "b", "c"], state)  # a restart: a new process reads the state
+    assert again.calibrated
+    assert again.calibration.threshold == pytest.approx(first.calibration.threshold)
+    # after a window's worth of rows it scores exactly like the detector that calibrated
+    tail = rows[PARAMS.calibration_rows:]
+    out2 = feed(again, tail, PARAMS.calibration_rows)
+    w = again.model.window
+    s1 = [v.score for v in out1[PARAMS.calibration_rows + w - 1:]]
+    s2 = [v.score for v in out2[w - 1:]]
+    assert s1 == pytest.approx(s2)
+
+
+def test_calibration_of_other_points_or_corrupt_state_is_not_reused(tmp_path: Path) -> None:
+    state = tmp_path / "pump.json"
+    feed(detector(["a", "b", "c"], state), normal_rows(PARAMS.calibration_rows))
+    assert detector(["a", "b", "c"], state).calibrated
+    assert not detector(["a", "b", "x"], state).calibrated
+    state.write_text('{"version": 1, "points": ')  # a torn write from some other tool
+    fresh = detector(["a", "b", "c"], state)
+    assert not fresh.calibrated
+    feed(fresh, normal_rows(PARAMS.calibration_rows))
+    assert json.loads(state.read_text())["points"] == ["a", "b", "c"]
+
+
+def test_too_few_calibration_rows_is_a_clear_error() -> None:
+    model = LiteRTModel(shipped_model_path(), ["a"])
+    det = AnomalyDetector(name="short", model=model,
+                          params=DetectorParams(calibration_rows=40, drift_lag=50))
+    with pytest.raises(CalibrationError, match="at least 90 rows"):
+        feed(det, normal_rows(40, p=1))
+
+
+def events(verdicts: list) -> list[dict]:
+    return [v.event for v in verdicts if v is not None and v.event is not None]
+
+
+def test_level_shift_raises_then_clears_naming_the_point() -> None:
+    det = detector(["flow", "pressure", "temp"])
+    rows = normal_rows(900, seed=5)
+    rows[500:650, 0] -= 10 * 0.5  # flow drops by ten of its standard deviations
+    out = feed(det, rows)
+    ev = events(out)
+    assert [e["event"] for e in ev] == ["raised", "cleared"]
+    raised, cleared = ev
+    assert raised["model"] == "pump"
+    assert raised["points"][0] == "flow"
+    assert raised["score"] > raised["threshold"]
+    assert 500_000 <= raised["ts"] <= 520_000  # raised within seconds of the drop
+    assert 650_000 <= cleared["ts"] <= 700_000
+    assert set(raised) >= {"event", "model", "score", "threshold", "points", "ts"}
+    assert all(v is None or not v.anomaly for v in out[300:500])  # no false alarm before
+
+
+def test_stuck_sensor_raises() -> None:
+    det = detector(["flow", "pressure", "temp"])
+    rows = normal_rows(700, seed=6)
+    rows[450:, 2] = rows[450, 2]  # temp freezes at its last value
+    ev = events(feed(det, rows))
+    assert ev
+    assert ev[0]["event"] == "raised"
+    assert ev[0]["points"][0] == "temp"
+
+
+def test_config_rejects_duplicates_and_unknown_keys() -> None:
+    with pytest.raises(pydantic.ValidationError, match="more than once"):
+        AnomalyConfig(models=[AnomalyModelConfig(name="a", points=["x"]),
+                              AnomalyModelConfig(name="a", points=["y"])])
+    with pytest.raises(pydantic.ValidationError, match="listed more than once"):
+        AnomalyModelConfig(name="a", points=["x", "x"])
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        AnomalyModelConfig.model_validate({"name": "a", "points": ["x"], "treshold": 3})
+    for field in AnomalyModelConfig.model_fields.values():
+        assert field.description
+
+
+def samples_for(rows: np.ndarray, points: list[str], t0_ms: int) -> list[Sample]:
+    out = []
+    for i, r in enumerate(rows):
+        for j, p in enumerate(points):
+            out.append(Sample(p, t0_ms + i * 1000 + 10 * j, float(r[j]), Quality.GOOD))
+    return out
+
+
+def test_runner_turns_samples_into_events_and_keeps_state(tmp_path: Path) -> None:
+    points = ["flow", "pressure", "temp"]
+    cfg = AnomalyConfig(models=[AnomalyModelConfig(
+        name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)])
+    rows = normal_rows(800, seed=7)
+    rows[500:600, 1] += 10 * 0.05
+    got: list[dict] = []
+
+    async def emit(event: dict) -> None:
+        got.append(event)
+
+    async def main() -> AnomalyRunner:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=emit)
+        task = asyncio.create_task(runner.run(), name="anomaly")
+        t0 = 1_700_000_000_000
+        for s in samples_for(rows, points, t0):
+            runner.observe(s)
+            runner.observe(Sample("unrelated", s.ts, 1.0, Quality.GOOD))  # ignored
+        await asyncio.wait_for(runner.idle(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return runner
+
+    runner = asyncio.run(main())
+    assert [e["event"] for e in got] == ["raised", "cleared"]
+    assert got[0]["points"][0] == "pressure"
+    assert got[0]["model"] == "pump"
+    st = runner.status()["models"]["pump"]
+    assert st["calibrated"]
+    assert not st["raised"]
+    assert (tmp_path / "anomaly" / "pump.json").exists()
+    assert runner.dropped == 0
+
+
+def test_runner_treats_bad_samples_as_gaps_not_anomalies(tmp_path: Path) -> None:
+    points = ["flow", "pressure", "temp"]
+    cfg = AnomalyConfig(models=[AnomalyModelConfig(
+        name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)])
+    got: list[dict] = []
+    samples = samples_for(normal_rows(700, seed=8), points, 0)
+    # the flow meter stops answering for 60 s: no rows, no scores, no event
+    samples = [s if not (s.point == "flow" and 450_000 <= s.ts < 510_000)
+               else Sample(s.point, s.ts, None, Quality.COMM) for s in samples]
+
+    async def main() -> AnomalyRunner:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=got.append)
+        task = asyncio.create_task(runner.run())
+        for s in samples:
+            runner.observe(s)
+        await asyncio.wait_for(runner.idle(), 30)
+        task.cancel()
+        return runner
+
+    runner = asyncio.run(main())
+    assert got == []
+    assert runner.status()["models"]["pump"]["calibrated"]
+
+
+def test_observe_never_blocks_and_counts_drops(tmp_path: Path) -> None:
+    cfg = AnomalyConfig(queue_size=100, models=[AnomalyModelConfig(name="m", points=["a"])])
+
+    async def main() -> AnomalyRunner:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=lambda e: None)
+        for i in range(250):  # no run() task: nothing drains the queue
+            runner.observe(Sample("a", i * 1000, 1.0, Quality.GOOD))
+        return runner
+
+    assert asyncio.run(main()).dropped == 150
