@@ -19,6 +19,7 @@ from watchpost import __version__
 COMMAND_MODULES = (
     "watchpost.app",
     "watchpost.config",
+    "watchpost.monitor",
     "watchpost.drivers.simulator.cli",
     "watchpost.anomaly_cli",
 )
