@@ -293,13 +293,16 @@ class LiteRTModel:
         if self.channel_independent:
             rows = windows.transpose(0, 2, 1).reshape(n * p, w, 1)
             out = np.empty((n * p, self.features_per_row), dtype=np.float32)
-            chunk = max(p, 4096 - 4096 % p)
+            # one batch size per call pattern: every resize re-plans the interpreter
+            chunk = min(n * p, max(p, 1024 - 1024 % p))  # bounds the arena: ~20 MiB
+            self._resize(chunk)
+            buf = np.zeros((chunk, w, 1), dtype=np.float32)
             for start in range(0, n * p, chunk):
                 part = rows[start:start + chunk]
-                self._resize(len(part))
-                self._it.set_tensor(self._in, np.ascontiguousarray(part))
+                buf[:len(part)] = part
+                self._it.set_tensor(self._in, buf)
                 self._it.invoke()
-                out[start:start + len(part)] = self._it.get_tensor(self._out)
+                out[start:start + len(part)] = self._it.get_tensor(self._out)[:len(part)]
             return out.reshape(n, p * self.features_per_row).astype(np.float64)
         out = np.empty((n, self.n_features), dtype=np.float64)
         for i in range(n):
@@ -410,8 +413,10 @@ def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
     if len(ends) < lag + 8:
         raise CalibrationError(TEXT_FEW_ROWS.format(
             name=model.name, rows=n, windows=len(ends), needed=needed, window=w, lag=lag))
-    windows = np.stack([z[e - w + 1:e + 1] for e in ends])
-    feats = model.features_many(windows)
+    chunk = 256  # windows per call: the stacked windows of hours of rows would not fit
+    feats = np.concatenate([
+        model.features_many(np.stack([z[e - w + 1:e + 1] for e in ends[i:i + chunk]]))
+        for i in range(0, len(ends), chunk)])
     center = feats.mean(axis=0)
     var = feats.var(axis=0)
     if lag:
