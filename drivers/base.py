@@ -3,7 +3,7 @@
 Exceptions::
 
     BusError                 base: a transaction on a bus failed
-    +-- CommError            no (valid) answer: timeout, no connection, garbled frame; a retry can help
+    +-- CommError            no valid answer (timeout, no connection, bad frame); a retry can help
     +-- DeviceError          the device answered with a Modbus exception; a retry will not help
 """
 
@@ -29,7 +29,7 @@ class Table(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
-    """One read transaction: ``count`` registers or bits of ``table`` from ``address`` on ``unit``."""
+    """One read: ``count`` registers or bits of ``table`` from ``address`` on ``unit``."""
 
     unit: int
     table: Table

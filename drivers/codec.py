@@ -19,7 +19,7 @@ WordOrder = Literal["big", "little"]
 
 
 def decode(words: list[int], data_type: str, word_order: WordOrder = "big") -> float:
-    """Decode the registers of one value. ``word_order`` big: the first register is the high word."""
+    """Decode the registers of one value; word order big: the first register is the high word."""
     value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[data_type],
                                                      word_order=word_order)
     return float(value)  # type: ignore[arg-type]
@@ -27,7 +27,7 @@ def decode(words: list[int], data_type: str, word_order: WordOrder = "big") -> f
 
 def encode(value: float, data_type: str, word_order: WordOrder = "big") -> list[int]:
     """The registers that hold ``value`` (the inverse of ``decode``)."""
-    raw: int | float = value if data_type == "float32" else int(round(value))
+    raw: int | float = value if data_type == "float32" else round(value)
     return ModbusClientMixin.convert_to_registers(raw, _DATATYPES[data_type],
                                                   word_order=word_order)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
-
 from watchpost.drivers.base import CommError, DeviceError, ReadRequest, Table
 
 log = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ class ModbusBus:
         self._client.ctx.comm_params.timeout_connect = timeout
         try:
             response = await call()
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             raise CommError(f"bus {self.name}: {what}: no answer ({exc})") from exc
         if response.isError():
             code = int(getattr(response, "exception_code", 0))

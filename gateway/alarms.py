@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
 from watchpost.samples import Sample
 
 
@@ -24,8 +23,9 @@ class AlarmRule(BaseModel):
     level: Literal["prealarm", "alarm", "critical"] = Field(
         default="alarm", description="Severity of the alarm.")
     threshold: float = Field(allow_inf_nan=False, description="Value at which the alarm raises.")
-    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False,
-                            description="How far back past the threshold the value must go to clear.")
+    deadband: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="How far back past the threshold the value must go to clear.")
 
     @property
     def name(self) -> str:

@@ -20,8 +20,11 @@ COMMAND_MODULES = (
     "watchpost.app",
     "watchpost.config",
     "watchpost.monitor",
+    "watchpost.crew",
     "watchpost.drivers.simulator.cli",
     "watchpost.anomaly_cli",
+    "watchpost.provisioning.bundle",
+    "watchpost.provisioning.firstboot",
 )
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
-
 from watchpost.alarms import AlarmRule
+from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import Table
 from watchpost.store import StoreConfig
@@ -127,6 +127,8 @@ class GatewayConfig(Model):
     gateway: GatewayIdentity = Field(description="Identity of the gateway.")
     uplink: UplinkConfig = Field(description="MQTT uplink to the platform.")
     store: StoreConfig = Field(description="The on-disk store and forward buffer.")
+    control: ControlConfig = Field(default_factory=ControlConfig,
+                                   description="The local control socket for crews.")
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
 

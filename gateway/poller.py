@@ -186,7 +186,8 @@ class BusScheduler:
                 self._sink(samples)
                 now = loop.time()
                 if reader.health.state == "comm":
-                    due[id(reader)] = now + reader.device.interval + backoffs[id(reader)].next_delay()
+                    backoff = backoffs[id(reader)]
+                    due[id(reader)] = now + reader.device.interval + backoff.next_delay()
                 else:
                     backoffs[id(reader)].reset()
                     next_due = due[id(reader)] + reader.device.interval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -34,10 +35,8 @@ class TelemetryBatcher:
         """Store a batch every ``interval`` (sooner when one is full); flush on cancel."""
         try:
             while True:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), timeout=self._interval)
-                except TimeoutError:
-                    pass
                 await self.flush()
         finally:
             await asyncio.shield(self.flush())

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config
 
 GOOD = """
@@ -129,6 +128,7 @@ def test_broken_toml_and_missing_file(tmp_path):
 
 
 def test_run_refuses_a_bad_file(tmp_path):
-    result = watchpost("run", "--config", str(write(tmp_path, GOOD.replace("unit = 3", "unit = 300"))))
+    bad = GOOD.replace("unit = 3", "unit = 300")
+    result = watchpost("run", "--config", str(write(tmp_path, bad)))
     assert result.returncode == EXIT_CONFIG
     assert "devices[0].unit" in result.stderr

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 
 import pytest
-
-from tests.modbus_servers import device_context, silent_server, tcp_server
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.codec import encode
 from watchpost.poller import BusScheduler, DeviceReader, Poller, wall_clock_ms
 from watchpost.samples import Quality
+
+from tests.modbus_servers import device_context, silent_server, tcp_server
 
 
 def tcp_bus(name: str, port: int):
@@ -80,10 +80,12 @@ def test_exception_answers_give_bad_samples_and_a_refused_gap_is_read_point_by_p
             return reader, first, second
 
     reader, first, second = asyncio.run(scenario())
-    assert first["inside"].quality is Quality.BAD and first["outside"].quality is Quality.BAD
+    assert first["inside"].quality is Quality.BAD
+    assert first["outside"].quality is Quality.BAD
     assert "illegal data address" in reader.health.last_error
     assert len(reader.plan) == 2  # split after the refusal
-    assert second["inside"].quality is Quality.GOOD and second["inside"].value == 7
+    assert second["inside"].quality is Quality.GOOD
+    assert second["inside"].value == 7
     assert second["outside"].quality is Quality.BAD
     assert reader.health.state == "bad"
 
@@ -112,6 +114,8 @@ def test_a_hung_device_does_not_slow_the_others():
     assert all(s.quality is Quality.GOOD and s.value == 5 for s in live)
     # 5 s at 0.25 s is 20 polls; the mute unit costs 0.6 s once, then 0.3 s per recheck
     assert len(live) >= 14, len(live)
-    assert sink.of("mute_p") and all(s.quality is Quality.COMM for s in sink.of("mute_p"))
+    assert sink.of("mute_p")
+    assert all(s.quality is Quality.COMM for s in sink.of("mute_p"))
     assert len(sink.of("mute_p")) <= 3  # rechecked after a backoff, not every interval
-    assert sink.of("hung_p") and all(s.quality is Quality.COMM for s in sink.of("hung_p"))
+    assert sink.of("hung_p")
+    assert all(s.quality is Quality.COMM for s in sink.of("hung_p"))

@@ -1,0 +1,387 @@
+"""The crews' commands at the cabinet: status, read, watch, alarms, test-alarm, selftest.
+
+Each asks the running daemon through the control socket; where it makes sense
+(`status`, `read`, `selftest`) it works directly on the config, the buses and the store
+when the daemon is stopped. Tables for people by default, ``--json`` for scripts; the exit
+status is non-zero when the command failed or a check did not pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from gettext import gettext as _
+from pathlib import Path
+from typing import Any
+
+from watchpost.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    print_config_error,
+)
+from watchpost.control import ControlError, DaemonNotRunning, request
+from watchpost.drivers import DRIVERS
+from watchpost.drivers.base import BusError, ReadRequest, Table
+from watchpost.drivers.codec import decode
+from watchpost.selftest import Check, check_broker, check_clock, check_disk, check_store_file
+
+DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the daemon is needed and not running
+
+TEXT_CONFIG_HELP = _("the gateway's config file (for the control socket and direct access)")
+TEXT_JSON_HELP = _("print JSON for scripts instead of tables")
+TEXT_STATUS_HELP = _("devices, last readings, active alarms, uplink, backlog, clock")
+TEXT_READ_HELP = _("read any register live (through the daemon's bus scheduler when it runs)")
+TEXT_WATCH_HELP = _("live values, refreshing")
+TEXT_ALARMS_HELP = _("list, acknowledge or shelve alarms")
+TEXT_TEST_ALARM_HELP = _("raise and clear a marked test alarm on a point, end to end")
+TEXT_SELFTEST_HELP = _("check config, buses, store, broker, clock, disk and models")
+TEXT_DAEMON_DOWN = _("daemon: not running; showing what can be read directly")
+TEXT_NEEDS_DAEMON = _("this needs the running daemon: {error}")
+TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
+TEXT_READ_FAILED = _("read failed: {error}")
+TEXT_PASS = _("PASS")
+TEXT_FAIL = _("FAIL")
+TEXT_NO_ALARMS = _("no active alarms")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=TEXT_CONFIG_HELP)
+    common.add_argument("--json", action="store_true", help=TEXT_JSON_HELP)
+
+    status = subparsers.add_parser("status", parents=[common], help=TEXT_STATUS_HELP)
+    status.set_defaults(handler=_status)
+
+    read = subparsers.add_parser("read", parents=[common], help=TEXT_READ_HELP)
+    read.add_argument("device", help=_("device name from the config"))
+    read.add_argument("address", type=int, help=_("register or bit address, 0-based"))
+    read.add_argument("--count", type=int, default=1, help=_("how many values (default 1)"))
+    read.add_argument("--table", choices=[t.value for t in Table], default="holding")
+    read.add_argument("--type", dest="data_type", default="uint16",
+                      choices=["int16", "uint16", "int32", "uint32", "float32"])
+    read.add_argument("--word-order", choices=["big", "little"], default="big")
+    read.set_defaults(handler=_read)
+
+    watch = subparsers.add_parser("watch", parents=[common], help=TEXT_WATCH_HELP)
+    watch.add_argument("--interval", type=float, default=1.0, help=_("seconds between refreshes"))
+    watch.add_argument("--seconds", type=float, help=_("stop after this many seconds"))
+    watch.set_defaults(handler=_watch)
+
+    alarms = subparsers.add_parser("alarms", parents=[common], help=TEXT_ALARMS_HELP)
+    actions = alarms.add_subparsers(dest="alarm_action", metavar="ACTION")
+    actions.add_parser("list", parents=[common], help=_("active alarms (the default)"))
+    ack = actions.add_parser("ack", parents=[common], help=_("acknowledge an alarm"))
+    ack.add_argument("alarm", help=_("alarm id as listed, e.g. ch4_face_1/high_alarm"))
+    ack.add_argument("--by", default="crew", help=_("who acknowledges"))
+    ack.add_argument("--note", default="", help=_("a note for the record"))
+    shelve = actions.add_parser("shelve", parents=[common], help=_("shelve an alarm"))
+    shelve.add_argument("alarm")
+    shelve.add_argument("--minutes", type=float, required=True,
+                        help=_("the shelf expires after this many minutes (mandatory)"))
+    shelve.add_argument("--reason", required=True, help=_("why, for the record"))
+    shelve.add_argument("--by", default="crew")
+    unshelve = actions.add_parser("unshelve", parents=[common], help=_("unshelve an alarm"))
+    unshelve.add_argument("alarm")
+    unshelve.add_argument("--by", default="crew")
+    alarms.set_defaults(handler=_alarms)
+
+    test_alarm = subparsers.add_parser("test-alarm", parents=[common], help=TEXT_TEST_ALARM_HELP)
+    test_alarm.add_argument("point", help=_("point name"))
+    test_alarm.set_defaults(handler=_test_alarm)
+
+    selftest = subparsers.add_parser("selftest", parents=[common], help=TEXT_SELFTEST_HELP)
+    selftest.set_defaults(handler=_selftest)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        result = request(config.control.socket, "status")
+    except DaemonNotRunning:
+        result = _offline_status(config)
+    except ControlError as exc:
+        return _fail(args, str(exc))
+    if args.json:
+        _print_json(result)
+        return 0
+    _print_status(result)
+    return 0
+
+
+def _read(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    query = {"device": args.device, "address": args.address, "count": args.count,
+             "table": args.table, "type": args.data_type, "word_order": args.word_order}
+    try:
+        result = request(config.control.socket, "read", **query)
+    except DaemonNotRunning:
+        try:
+            result = asyncio.run(direct_read(config, **query))
+        except (BusError, ControlError) as exc:
+            return _fail(args, TEXT_READ_FAILED.format(error=exc))
+    except ControlError as exc:
+        return _fail(args, TEXT_READ_FAILED.format(error=exc))
+    if args.json:
+        _print_json(result)
+    else:
+        rows = [(str(address), str(raw), str(value))
+                for address, raw, value in zip(result["addresses"], result["raw"],
+                                               result["values"], strict=True)]
+        _print_table(("address", "raw", "value"), rows)
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    interactive = sys.stdout.isatty() and not args.json
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            result = request(config.control.socket, "status")
+        except ControlError as exc:
+            return _fail(args, TEXT_NEEDS_DAEMON.format(error=exc), EXIT_UNAVAILABLE)
+        if args.json:
+            print(json.dumps(result["points"]), flush=True)
+        else:
+            if interactive:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            _print_points(result["points"])
+            sys.stdout.flush()
+        time.sleep(args.interval)
+    return 0
+
+
+def _alarms(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    action = args.alarm_action or "list"
+    try:
+        if action == "list":
+            result = request(config.control.socket, "alarms")
+        elif action == "ack":
+            result = request(config.control.socket, "ack", alarm=args.alarm, by=args.by,
+                             note=args.note)
+        elif action == "shelve":
+            result = request(config.control.socket, "shelve", alarm=args.alarm, by=args.by,
+                             minutes=args.minutes, reason=args.reason)
+        else:
+            result = request(config.control.socket, "unshelve", alarm=args.alarm, by=args.by)
+    except DaemonNotRunning as exc:
+        return _fail(args, TEXT_NEEDS_DAEMON.format(error=exc), EXIT_UNAVAILABLE)
+    except ControlError as exc:
+        return _fail(args, str(exc))
+    if args.json:
+        _print_json(result)
+    elif action == "list":
+        _print_alarms(result)
+    else:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _test_alarm(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        result = request(config.control.socket, "test_alarm", point=args.point)
+    except DaemonNotRunning as exc:
+        return _fail(args, TEXT_NEEDS_DAEMON.format(error=exc), EXIT_UNAVAILABLE)
+    except ControlError as exc:
+        return _fail(args, str(exc))
+    if args.json:
+        _print_json(result)
+    else:
+        for event in result:
+            print(f"{event.get('event')}: {event.get('alarm')} (seq {event.get('seq')})")
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        checks = [Check("config", False, "; ".join(exc.errors))]
+        _print_checks(args, checks)
+        return EXIT_CONFIG
+    try:
+        checks = [Check(**c) for c in request(config.control.socket, "selftest")]
+    except DaemonNotRunning:
+        checks = [Check("daemon", True, TEXT_DAEMON_DOWN), *offline_checks(config)]
+    except ControlError as exc:
+        checks = [Check("daemon", False, str(exc))]
+    checks.insert(0, Check("config", True, str(args.config)))
+    _print_checks(args, checks)
+    return 0 if all(c.ok for c in checks) else EXIT_FAILED
+
+
+# -- direct access, daemon stopped ------------------------------------------------------------
+
+
+async def direct_read(config: GatewayConfig, *, device: str, address: int, count: int,
+                      table: str, type: str, word_order: str) -> dict[str, Any]:
+    """One read straight on the bus, for when the daemon is not running."""
+    devices = {d.name: d for d in config.devices}
+    if device not in devices:
+        raise ControlError(TEXT_NO_DEVICE.format(name=device, config="the config",
+                                                 known=", ".join(devices)))
+    dev = devices[device]
+    bus_config = next(b for b in config.buses if b.name == dev.bus)
+    bus = DRIVERS[bus_config.type].create(bus_config)
+    try:
+        return await read_values(bus, dev.unit, dev.timeout, address=address, count=count,
+                                 table=table, type=type, word_order=word_order)
+    finally:
+        await bus.close()
+
+
+async def read_values(bus: Any, unit: int, timeout: float, *, address: int, count: int,
+                      table: str, type: str, word_order: str) -> dict[str, Any]:
+    """Read ``count`` values of ``type`` and decode them; shared by the daemon and direct mode."""
+    kind = Table(table)
+    width = 1 if kind.is_bits or type in ("int16", "uint16") else 2
+    raw = await bus.read(ReadRequest(unit, kind, address, count * width), timeout=timeout)
+    addresses = [address + i * width for i in range(count)]
+    if kind.is_bits:
+        return {"addresses": addresses, "raw": [int(b) for b in raw],
+                "values": [bool(b) for b in raw]}
+    groups = [[int(w) for w in raw[i * width:(i + 1) * width]] for i in range(count)]
+    return {"addresses": addresses, "raw": groups,
+            "values": [decode(g, type, word_order) for g in groups]}  # type: ignore[arg-type]
+
+
+def offline_checks(config: GatewayConfig) -> list[Check]:
+    """The checks that need no daemon."""
+    checks = [check_store_file(config.store.path), check_broker(config.uplink.broker),
+              check_clock(), check_disk(config.store.path)]
+    checks.extend(asyncio.run(_probe_devices(config)))
+    return checks
+
+
+async def _probe_devices(config: GatewayConfig) -> list[Check]:
+    checks = []
+    for device in config.devices:
+        point = device.points[0]
+        try:
+            await direct_read(config, device=device.name, address=point.address, count=1,
+                              table=point.table.value,
+                              type="uint16" if point.type == "bool" else point.type,
+                              word_order=point.word_order)
+        except (BusError, ControlError) as exc:
+            checks.append(Check(f"device {device.name}", False, str(exc)))
+        else:
+            checks.append(Check(f"device {device.name}", True, "answers"))
+    return checks
+
+
+def _offline_status(config: GatewayConfig) -> dict[str, Any]:
+    return {"daemon": "stopped", "gateway": config.gateway.id, "site": config.gateway.site,
+            "devices": {d.name: {"state": "unknown", "bus": d.bus} for d in config.devices},
+            "points": {}, "alarms": [], "uplink": {"connected": False},
+            "backlog": _backlog_from_file(config.store.path)}
+
+
+def _backlog_from_file(path: Path) -> dict[str, Any]:
+    check = check_store_file(path)
+    return {"store": check.detail}
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return None
+
+
+def _fail(args: argparse.Namespace, message: str, status: int = EXIT_FAILED) -> int:
+    if getattr(args, "json", False):
+        _print_json({"error": message})
+    else:
+        print(message, file=sys.stderr)
+    return status
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_status(result: dict[str, Any]) -> None:
+    print(f"gateway {result.get('site')}/{result.get('gateway')}  "
+          f"daemon: {result.get('daemon', 'running')}  clock: {result.get('clock', '-')}")
+    uplink = result.get("uplink", {})
+    print(f"uplink: {'connected' if uplink.get('connected') else 'not connected'} "
+          f"{uplink.get('broker', '')}")
+    print(f"backlog: {json.dumps(result.get('backlog', {}), ensure_ascii=False)}")
+    print()
+    rows = [(name, str(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
+            for name, d in result.get("devices", {}).items()]
+    _print_table(("device", "state", "bus", "last error"), rows)
+    print()
+    if result.get("points"):
+        _print_points(result["points"])
+        print()
+    _print_alarms(result.get("alarms", []))
+
+
+def _print_points(points: dict[str, Any]) -> None:
+    rows = []
+    for name, p in sorted(points.items()):
+        value = p.get("value")
+        rows.append((name, "-" if value is None else f"{value:.4g}", p.get("unit", ""),
+                     p.get("quality", ""), _when(p.get("ts"))))
+    _print_table(("point", "value", "unit", "quality", "time (UTC)"), rows)
+
+
+def _print_alarms(alarms: list[dict[str, Any]]) -> None:
+    if not alarms:
+        print(TEXT_NO_ALARMS)
+        return
+    rows = [(str(a.get("alarm")), str(a.get("level")), str(a.get("state", "")),
+             str(a.get("value")), _when(a.get("raised_ts") or a.get("sample_ts")))
+            for a in alarms]
+    _print_table(("alarm", "level", "state", "value", "raised (UTC)"), rows)
+
+
+def _print_checks(args: argparse.Namespace, checks: list[Check]) -> None:
+    if args.json:
+        _print_json([c.as_dict() for c in checks])
+        return
+    _print_table(("check", "result", "detail"),
+                 [(c.name, TEXT_PASS if c.ok else TEXT_FAIL, c.detail) for c in checks])
