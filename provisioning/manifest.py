@@ -1,0 +1,189 @@
+"""The site manifest: one TOML file per enterprise, from which every gateway is provisioned.
+
+Buses and devices use the gateway config's own models (``watchpost.config``), so one schema
+serves both files, and a gateway's part of the manifest is checked exactly as its
+``gateway.toml`` will be. Errors name the key path in the manifest
+(``gateways[1].devices[0].bus: no bus named 'rs485'``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from gettext import gettext as _
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+# _describe and _cross_check are the config's own wording and cross-section rules; the
+# manifest reuses them so that both files report the same mistake the same way.
+from watchpost.config import (
+    NAME_PATTERN,
+    BusConfig,
+    ConfigError,
+    DeviceConfig,
+    GatewayConfig,
+    Model,
+    _cross_check,
+    _describe,
+)
+from watchpost.provisioning.pki import KeyType
+from watchpost.uplink import BrokerAddress
+
+TEXT_NO_FILE = _("cannot read the file: {error}")
+TEXT_TOML = _("not valid TOML: {error}")
+TEXT_NOT_MQTTS = _("must be an mqtts:// URL: gateways authenticate with their certificate")
+TEXT_DUPLICATE_GATEWAY = _("gateway id {name!r} is used more than once")
+
+# Where a bundle's files are installed on the gateway (see provisioning.firstboot).
+ETC_DIR = Path("/etc/watchpost")
+STATE_DIR = Path("/var/lib/watchpost")
+CONFIG_NAME = "gateway.toml"
+KEY_NAME = "gateway.key"
+CERT_NAME = "gateway.crt"
+CSR_NAME = "gateway.csr"
+CA_NAME = "ca.crt"
+STORE_NAME = "buffer.db"
+
+
+class BrokerSection(Model):
+    """`[broker]`: where every gateway of the site sends its data."""
+
+    urls: list[str] = Field(min_length=1, description="mqtts:// URLs; the first is the primary.")
+    ca: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the broker's certificate; "
+                    "default: the site CA's certificate ([ca] cert).")
+    keepalive: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
+
+    @field_validator("urls")
+    @classmethod
+    def _mqtts(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not BrokerAddress.parse(url).tls:
+                raise ValueError(TEXT_NOT_MQTTS)
+        return urls
+
+
+class CaSection(Model):
+    """`[ca]`: the site CA that signs the gateways' certificates."""
+
+    cert: Path = Field(description="The CA certificate (PEM).")
+    key: Path | None = Field(
+        default=None,
+        description="The CA private key (PEM, unencrypted); not needed with --csr.")
+
+
+class CertificateSection(Model):
+    """`[certificates]`: what is generated for each gateway."""
+
+    key_type: KeyType = Field(default="ec-p256",
+                              description="ec-p256, rsa-2048, rsa-3072 or rsa-4096.")
+    days: int = Field(default=3650, ge=1, le=10950,
+                      description="Days a gateway certificate is valid.")
+
+
+class StoreSection(Model):
+    """`[store]`: store settings every gateway shares."""
+
+    commit_interval: float = Field(default=1.0, gt=0, le=60,
+                                   description="Seconds between telemetry commits.")
+
+
+class GatewaySection(Model):
+    """One `[[gateways]]` entry: a gateway, its buses and its devices."""
+
+    id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
+    hostname: str | None = Field(
+        default=None, description="DNS name of the gateway, added to its certificate.")
+    description: str = Field(default="", description="Free text for people (where it hangs).")
+    buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
+    devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
+
+
+class Manifest(Model):
+    """The whole site manifest."""
+
+    site: str = Field(pattern=NAME_PATTERN, description="Site id, the second level of topics.")
+    broker: BrokerSection = Field(description="The platform's MQTT broker.")
+    ca: CaSection | None = Field(default=None, description="The site CA.")
+    certificates: CertificateSection = Field(default_factory=CertificateSection,
+                                             description="Gateway key and certificate.")
+    store: StoreSection = Field(default_factory=StoreSection, description="Store settings.")
+    gateways: list[GatewaySection] = Field(min_length=1, description="The site's gateways.")
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and check ``path``; raise ConfigError naming every wrong key.
+
+    Relative file paths in the manifest are taken from the manifest's folder.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
+    problems = _check_gateways(manifest)
+    if problems:
+        raise ConfigError(path, problems)
+    return _resolve_paths(manifest, path.parent)
+
+
+def _check_gateways(manifest: Manifest) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for g, gateway in enumerate(manifest.gateways):
+        if gateway.id in seen:
+            problems.append(f"gateways[{g}].id: "
+                            + TEXT_DUPLICATE_GATEWAY.format(name=gateway.id))
+        seen.add(gateway.id)
+        try:
+            config = GatewayConfig.model_validate(gateway_config(manifest, gateway))
+        except ValidationError as exc:  # a rule the sections alone do not see
+            problems += [f"gateways[{g}]." + _describe(error) for error in exc.errors()]
+            continue
+        problems += [f"gateways[{g}].{line}" for line in _cross_check(config)]
+    return problems
+
+
+def _resolve_paths(manifest: Manifest, base: Path) -> Manifest:
+    def resolve(path: Path | None) -> Path | None:
+        return None if path is None else base / path.expanduser()
+
+    broker = manifest.broker.model_copy(update={"ca": resolve(manifest.broker.ca)})
+    ca = None if manifest.ca is None else manifest.ca.model_copy(
+        update={"cert": resolve(manifest.ca.cert), "key": resolve(manifest.ca.key)})
+    return manifest.model_copy(update={"broker": broker, "ca": ca})
+
+
+def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any]:
+    """The ``gateway.toml`` of one gateway, as the document to write.
+
+    Buses and devices keep exactly the keys the manifest gave, so the file reads like the
+    manifest; files point at their installed places under /etc/watchpost and /var/lib/watchpost.
+    """
+    urls = manifest.broker.urls
+    uplink: dict[str, Any] = {"broker": urls[0]}
+    if len(urls) > 1:
+        uplink["backup_brokers"] = urls[1:]
+    uplink |= {
+        "keepalive": manifest.broker.keepalive,
+        "ca_file": str(ETC_DIR / CA_NAME),
+        "cert_file": str(ETC_DIR / CERT_NAME),
+        "key_file": str(ETC_DIR / KEY_NAME),
+    }
+    return {
+        "gateway": {"site": manifest.site, "id": gateway.id},
+        "uplink": uplink,
+        "store": {"path": str(STATE_DIR / STORE_NAME),
+                  "commit_interval": manifest.store.commit_interval},
+        "buses": [bus.model_dump(mode="json", exclude_unset=True) | {"type": bus.type}
+                  for bus in gateway.buses],
+        "devices": [device.model_dump(mode="json", exclude_unset=True)
+                    for device in gateway.devices],
+    }
