@@ -1,10 +1,95 @@
-"""The on-disk outbox (SQLite, WAL): every message that leaves the gateway passes through it."""
+"""The on-disk outbox (SQLite, WAL): every message that leaves the gateway passes through it.
+
+``put`` gives a message its per-stream ``seq`` and hands it to one writer thread. Durable
+puts (alarms, anomalies) return once their row is committed and fsync'd; the others
+(telemetry) are committed together every ``commit_interval`` seconds, so a ``kill -9`` or a
+power cut costs at most that much telemetry. The uplink reads committed rows only, so a
+``seq`` that a crash can still take back has never left the box. A row is deleted only
+when the uplink reports the broker's PUBACK (``ack``).
+
+When the store grows past its quota the oldest telemetry is evicted (counted per stream,
+reported by ``backlog()``); alarms and anomaly events are never evicted. A damaged file
+found at start is moved aside with a time stamp, a fresh store starts and an alarm-level
+event (``kind: store_damaged``) is queued on the `alarms` stream: never a crash loop.
+
+Exceptions::
+
+    StoreError                 base class
+     ├── StoreClosedError      the store was closed; no retry helps
+     └── BadMessageError       the body cannot be stored (envelope key, NaN, not JSON);
+                               a programming error, no retry helps
+
+Disk errors while writing are not raised to callers: the writer keeps the rows in memory,
+logs once and retries with backoff (durable puts wait until their commit succeeds).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from watchpost.backoff import Backoff
+
+if TYPE_CHECKING:
+    from watchpost.clock import Clock
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
+ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
+EVICTABLE_STREAMS = frozenset({"telemetry"})
+PRIORITY = ("alarms", "anomalies")  # sent ahead of every other stream
+COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
+STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+TEXT_DAMAGED = "store %s is damaged (%s); moved aside to %s, starting a fresh store"
+TEXT_SALVAGED = "kept the seq counters of the damaged store: %s"
+TEXT_WRITE_FAILED = "cannot write the store (%s); keeping %d operation(s) in memory, retrying"
+TEXT_WRITE_RECOVERED = "store writes work again"
+TEXT_EVICTED = "store over its quota: evicted %d telemetry message(s) (%d samples), seq %d-%d"
+TEXT_CLOSED = "the store is closed"
+TEXT_ENVELOPE = "body must not set the envelope key(s) {keys}"
+TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
+TEXT_NOT_JSON = "body is not JSON-serialisable: {error}"
+TEXT_NOT_OURS = "not a Watchpost store (application_id {found:#x})"
+TEXT_VERSION = "store schema version {found}, this gateway reads {expected}"
+TEXT_CHECK = "integrity check: {result}"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS streams(
+    stream TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    evicted INTEGER NOT NULL DEFAULT 0,
+    evicted_items INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS outbox(
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    boot TEXT,
+    z INTEGER NOT NULL,
+    body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_stream ON outbox(stream, id);
+CREATE TABLE IF NOT EXISTS clock_fix(boot TEXT PRIMARY KEY, delta_ms INTEGER NOT NULL);
+"""
 
 
 class StoreConfig(BaseModel):
@@ -16,3 +101,597 @@ class StoreConfig(BaseModel):
     commit_interval: float = Field(
         default=1.0, gt=0, le=60,
         description="Seconds between telemetry commits: what a power cut can cost at most.")
+    quota_mb: float = Field(
+        default=512, gt=0, le=1_000_000,
+        description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.")
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed; no retry helps."""
+
+
+class BadMessageError(StoreError, ValueError):
+    """The body cannot be stored; a programming error, no retry helps."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A stored message as the uplink publishes it."""
+
+    id: int
+    stream: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Put:
+    stream: str
+    seq: int
+    ts: int
+    items: int
+    boot: str | None
+    body: bytes
+    done: Callable[[], None] | None
+
+
+@dataclass(slots=True)
+class _Ack:
+    ids: list[int]
+
+
+@dataclass(slots=True)
+class _Sync:
+    """Commit now; optionally also record a clock fix or a counter reservation."""
+
+    done: Callable[[], None] | None
+    fix: tuple[str, int] | None = None
+    reserve: tuple[str, int] | None = None
+
+
+@dataclass(slots=True)
+class _Close:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_Op = _Put | _Ack | _Sync | _Close
+
+
+class Store:
+    """The outbox. Construct it anywhere; call ``put`` from the event loop."""
+
+    def __init__(self, config: StoreConfig, gateway: str, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.path = Path(config.path)
+        self.quota_bytes = int(config.quota_mb * 1024 * 1024)
+        self._clock = clock
+        self.recovery: dict[str, Any] | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn, salvaged = self._open_or_recover()
+        self._wconn = conn
+        self._counters: dict[str, int] = dict(
+            conn.execute("SELECT stream, last_seq FROM streams").fetchall())
+        for stream, last in salvaged.items():
+            self._counters[stream] = max(self._counters.get(stream, 0), last)
+        self._rconn = _connect(self.path)
+        self._row_streams: set[str] = {row[0] for row in conn.execute(
+            "SELECT DISTINCT stream FROM outbox")}
+        self._rlock = threading.Lock()
+        self._seq_lock = threading.Lock()
+        self._acked: set[int] = set()  # acked, delete not yet committed
+        self._acked_lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._closed = False
+        self._failing = False
+        self._backoff = Backoff(initial=0.2, cap=10.0)
+        if self.recovery is not None:
+            self._record_recovery(salvaged)
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    # -- opening and recovering -------------------------------------------------------------
+
+    def _open_or_recover(self) -> tuple[sqlite3.Connection, dict[str, int]]:
+        try:
+            return _open_checked(self.path), {}
+        except (sqlite3.DatabaseError, _DamagedError) as exc:
+            reason = str(exc) or type(exc).__name__
+        salvaged = _salvage_counters(self.path)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                shutil.move(source, Path(f"{moved}{suffix}"))
+        log.error(TEXT_DAMAGED, self.path, reason, moved)
+        if salvaged:
+            log.warning(TEXT_SALVAGED, salvaged)
+        self.recovery = {"reason": reason, "moved_to": str(moved),
+                         "seq_kept": bool(salvaged), "at": _wall_ms()}
+        return _open_checked(self.path), salvaged
+
+    def _record_recovery(self, salvaged: dict[str, int]) -> None:
+        """Queue the alarm-level event that tells the platform what happened (committed now)."""
+        assert self.recovery is not None
+        now = self._stamp()
+        body = {
+            "event": "raised", "alarm": "gateway/store_damaged", "point": "gateway",
+            "rule": "store_damaged", "kind": "store_damaged", "level": "fault",
+            "value": None, "threshold": None, "sample_ts": now, "decided_ts": now,
+            "reason": self.recovery["reason"], "moved_to": self.recovery["moved_to"],
+            "seq_kept": bool(salvaged),
+        }
+        seq = self._next_seq("alarms")
+        self._row_streams.add("alarms")
+        op = _Put("alarms", seq, now, 1, self._unsynced_boot(), _encode(body), None)
+        self._wconn.execute("BEGIN IMMEDIATE")
+        self._insert([op])
+        self._save_counters({"alarms": seq})
+        self._wconn.execute("COMMIT")
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def put(self, stream: str, body: dict[str, Any], *, ts: int, durable: bool) -> int:
+        """Store one message; return its ``seq``.
+
+        Durable: returns after the row is committed and fsync'd. Otherwise queued and
+        committed within ``commit_interval``. The store owns ``body`` from here on.
+        """
+        if self._closed:
+            raise StoreClosedError(TEXT_CLOSED)
+        if not STREAM_PATTERN.match(stream):
+            raise BadMessageError(TEXT_STREAM.format(name=stream))
+        clash = ENVELOPE_KEYS.intersection(body)
+        if clash:
+            raise BadMessageError(TEXT_ENVELOPE.format(keys=", ".join(sorted(clash))))
+        data = _encode(body)
+        self._row_streams.add(stream)
+        items = len(body.get("samples", ())) if stream == "telemetry" else 1
+        boot = self._unsynced_boot()
+        if not durable:
+            seq = self._next_seq(stream)
+            self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None))
+            return seq
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        seq = self._next_seq(stream)
+        self._queue.put(_Put(stream, seq, int(ts), items, boot, data,
+                             _resolver(loop, future)))
+        await asyncio.shield(future)
+        return seq
+
+    async def reserve(self, stream: str, count: int = 1) -> int:
+        """Take ``count`` seqs of ``stream`` for messages that bypass the outbox (status,
+        health, command replies); durable; return the first."""
+        if self._closed:
+            raise StoreClosedError(TEXT_CLOSED)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._seq_lock:
+            first = self._counters.get(stream, 0) + 1
+            self._counters[stream] = first + count - 1
+        self._queue.put(_Sync(_resolver(loop, future), reserve=(stream, first + count - 1)))
+        await asyncio.shield(future)
+        return first
+
+    def ack(self, ids: Iterable[int]) -> None:
+        """The broker acknowledged these rows: forget them (committed with the next batch)."""
+        ids = list(ids)
+        if not ids or self._closed:
+            return
+        with self._acked_lock:
+            self._acked.update(ids)
+        self._queue.put(_Ack(ids))
+
+    def correct_clock(self, boot_id: str, delta_ms: int) -> None:
+        """Shift every unsynced stamp of ``boot_id`` by ``delta_ms`` when it is sent. Blocks
+        until committed: call it off the event loop."""
+        if self._closed:
+            raise StoreClosedError(TEXT_CLOSED)
+        done = threading.Event()
+        self._queue.put(_Sync(done.set, fix=(boot_id, delta_ms)))
+        done.wait()
+
+    def flush(self) -> None:
+        """Commit everything queued so far. Blocks: call it off the event loop."""
+        if self._closed:
+            return
+        done = threading.Event()
+        self._queue.put(_Sync(done.set))
+        done.wait()
+
+    def close(self) -> None:
+        """Commit what is queued, checkpoint the WAL and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        op = _Close()
+        self._queue.put(op)
+        op.done.wait()
+        self._writer.join(timeout=30)
+        with self._rlock:
+            self._rconn.close()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the writer thread) after each commit that added rows."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    # -- reading (the uplink) -----------------------------------------------------------------
+
+    def fetch(self, stream: str, after_id: int, limit: int, *, replay_upto: int) -> list[Outgoing]:
+        """Committed rows of ``stream`` after ``after_id``, oldest first, as payloads.
+
+        Rows with ``id <= replay_upto`` are marked ``"replay": true``. Blocking (SQLite and
+        JSON): call it off the event loop.
+        """
+        with self._rlock:
+            rows = self._rconn.execute(
+                "SELECT id, seq, ts, boot, z, body FROM outbox WHERE stream = ? AND id > ? "
+                "ORDER BY id LIMIT ?", (stream, after_id, limit)).fetchall()
+            fixes = dict(self._rconn.execute("SELECT boot, delta_ms FROM clock_fix").fetchall()) \
+                if any(row[3] for row in rows) else {}
+        with self._acked_lock:
+            acked = self._acked.intersection(row[0] for row in rows) if self._acked else set()
+        out = []
+        for row_id, seq, ts, boot, z, body in rows:
+            if row_id in acked:
+                continue
+            payload = self._payload(stream, seq, ts, boot, zlib.decompress(body) if z else body,
+                                    replay=row_id <= replay_upto, fixes=fixes)
+            out.append(Outgoing(row_id, stream, seq, payload))
+        return out
+
+    def _payload(self, stream: str, seq: int, ts: int, boot: str | None, body: bytes, *,
+                 replay: bool, fixes: dict[str, int]) -> bytes:
+        head: dict[str, Any] = {"gateway": self.gateway, "stream": stream, "seq": seq, "ts": ts}
+        if replay:
+            head["replay"] = True
+        if boot is not None:
+            delta = fixes.get(boot)
+            if delta is None:
+                head["clock"] = "unsynced"
+                head["boot_id"] = boot
+            else:
+                head["ts"] = ts + delta
+                head["clock"] = "corrected"
+                body = _encode(_shift_stamps(json.loads(body), delta))
+        start = json.dumps(head, separators=(",", ":")).encode()
+        if body == b"{}":
+            return start
+        return start[:-1] + b"," + body[1:]
+
+    def streams(self) -> list[str]:
+        """Streams that may have rows waiting, alarms and anomalies first."""
+        return sorted(self._row_streams, key=lambda name: (PRIORITY.index(name) if name in PRIORITY
+                                               else len(PRIORITY), name))
+
+    def max_id(self) -> int:
+        """The newest committed row id (0 when empty)."""
+        with self._rlock:
+            return int(self._rconn.execute("SELECT coalesce(max(id), 0) FROM outbox")
+                       .fetchone()[0])
+
+    def backlog(self) -> dict[str, Any]:
+        """Depth per stream, oldest item, bytes on disk, evictions: for `health` and the CLI."""
+        with self._rlock:
+            result = _backlog(self._rconn, self.path, self.quota_bytes)
+        if self.recovery is not None:
+            result["recovered"] = dict(self.recovery)
+        return result
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _next_seq(self, stream: str) -> int:
+        with self._seq_lock:
+            seq = self._counters.get(stream, 0) + 1
+            self._counters[stream] = seq
+            return seq
+
+    def _unsynced_boot(self) -> str | None:
+        clock = self._clock
+        return None if clock is None or clock.synced else clock.boot_id
+
+    def _stamp(self) -> int:
+        return self._clock.now_ms() if self._clock is not None else _wall_ms()
+
+    def _write_loop(self) -> None:
+        """The writer thread: apply queued operations, commit when one is urgent or due."""
+        txn: list[_Op] = []  # applied since the last commit, kept to re-apply after a failure
+        deadline: float | None = None
+        closing: _Close | None = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ops = self._gather(timeout) if closing is None else []
+            closing = next((op for op in ops if isinstance(op, _Close)), closing)
+            txn.extend(op for op in ops if not isinstance(op, _Close))
+            if not txn and closing is None:
+                deadline = None
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.config.commit_interval
+            urgent = closing is not None or self._failing or any(
+                isinstance(op, _Sync) or (isinstance(op, _Put) and op.done is not None)
+                for op in ops)
+            if not urgent and time.monotonic() < deadline:
+                continue
+            if self._try_commit(txn):
+                txn, deadline = [], None
+            else:
+                deadline = time.monotonic() + self._backoff.next_delay()
+                if closing is not None and self._backoff.attempt > 5:
+                    break  # give up at shutdown: what is lost is uncommitted telemetry
+            if closing is not None and not txn:
+                break
+        with contextlib.suppress(sqlite3.Error):
+            self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._wconn.close()
+        if closing is not None:
+            closing.done.set()
+
+    def _gather(self, timeout: float | None) -> list[_Op]:
+        ops: list[_Op] = []
+        with contextlib.suppress(queue.Empty):
+            ops.append(self._queue.get(timeout=timeout))
+        while True:
+            try:
+                ops.append(self._queue.get_nowait())
+            except queue.Empty:
+                return ops
+
+    def _try_commit(self, txn: list[_Op]) -> bool:
+        conn = self._wconn
+        try:
+            self._commit(conn, txn)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            if not self._failing:
+                log.error(TEXT_WRITE_FAILED, exc, len(txn))
+            self._failing = True
+            if _is_full(exc):
+                with contextlib.suppress(sqlite3.Error):
+                    self._evict(conn, fraction=0.1)
+            return False
+        if self._failing:
+            log.warning(TEXT_WRITE_RECOVERED)
+            self._failing = False
+            self._backoff.reset()
+        with contextlib.suppress(sqlite3.Error):
+            self._enforce_quota(conn)
+        self._finish(txn)
+        if any(isinstance(op, _Put) for op in txn):
+            for callback in list(self._listeners):
+                callback()
+        return True
+
+    def _commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
+        puts = [op for op in txn if isinstance(op, _Put)]
+        acked = [row_id for op in txn if isinstance(op, _Ack) for row_id in op.ids]
+        counters: dict[str, int] = {}
+        for op in puts:
+            counters[op.stream] = max(counters.get(op.stream, 0), op.seq)
+        fixes = []
+        for op in txn:
+            if isinstance(op, _Sync):
+                if op.reserve is not None:
+                    stream, last = op.reserve
+                    counters[stream] = max(counters.get(stream, 0), last)
+                if op.fix is not None:
+                    fixes.append(op.fix)
+        conn.execute("BEGIN IMMEDIATE")
+        self._insert(puts)
+        if acked:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in acked))
+        if fixes:
+            conn.executemany("INSERT OR REPLACE INTO clock_fix(boot, delta_ms) VALUES (?, ?)",
+                             fixes)
+        self._save_counters(counters)
+        conn.execute("COMMIT")
+
+    def _insert(self, puts: list[_Put]) -> None:
+        rows = []
+        for op in puts:
+            body, z = op.body, 0
+            if len(body) > COMPRESS_ABOVE:
+                body, z = zlib.compress(body, 6), 1
+            rows.append((op.stream, op.seq, op.ts, op.items, op.boot, z, body))
+        self._wconn.executemany(
+            "INSERT INTO outbox(stream, seq, ts, items, boot, z, body) VALUES (?,?,?,?,?,?,?)",
+            rows)
+
+    def _save_counters(self, counters: dict[str, int]) -> None:
+        self._wconn.executemany(
+            "INSERT INTO streams(stream, last_seq) VALUES (?, ?) ON CONFLICT(stream) "
+            "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)", counters.items())
+
+    def _finish(self, txn: list[_Op]) -> None:
+        acked = [row_id for op in txn if isinstance(op, _Ack) for row_id in op.ids]
+        if acked:
+            with self._acked_lock:
+                self._acked.difference_update(acked)
+        for op in txn:
+            done = op.done if isinstance(op, _Put | _Sync) else None
+            if done is not None:
+                done()
+
+    def _enforce_quota(self, conn: sqlite3.Connection) -> None:
+        used = _used_bytes(conn)
+        if used > self.quota_bytes:
+            self._evict(conn, fraction=(used - 0.9 * self.quota_bytes) / used)
+
+    def _evict(self, conn: sqlite3.Connection, *, fraction: float) -> None:
+        """Delete the oldest evictable rows holding about ``fraction`` of the used bytes."""
+        target = max(1, int(_used_bytes(conn) * fraction))
+        for stream in sorted(EVICTABLE_STREAMS):
+            rows = conn.execute(
+                "SELECT id, seq, items, length(body) FROM outbox WHERE stream = ? "
+                "ORDER BY id LIMIT 100000", (stream,)).fetchall()
+            chosen, freed = [], 0
+            for row_id, seq, items, size in rows:
+                if freed >= target:
+                    break
+                chosen.append((row_id, seq, items))
+                freed += size + 40
+            if not chosen:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM outbox WHERE id = ?", ((c[0],) for c in chosen))
+            items = sum(c[2] for c in chosen)
+            conn.execute("UPDATE streams SET evicted = evicted + ?, "
+                         "evicted_items = evicted_items + ? WHERE stream = ?",
+                         (len(chosen), items, stream))
+            last = json.dumps([chosen[0][1], chosen[-1][1]])
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                         (f"last_eviction.{stream}", last))
+            conn.execute("COMMIT")
+            log.warning(TEXT_EVICTED, len(chosen), items, chosen[0][1], chosen[-1][1])
+            target -= freed
+            if target <= 0:
+                return
+
+
+# -- module helpers -----------------------------------------------------------------------------
+
+
+class _DamagedError(Exception):
+    """The file opened but is not a usable store of this version."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    """Open (or create) the store and prove it sound; raise on any damage."""
+    conn = _connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = FULL")  # each commit fsyncs the WAL
+        conn.execute("PRAGMA journal_size_limit = 8388608")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+            return conn
+        if app_id != APPLICATION_ID:
+            raise _DamagedError(TEXT_NOT_OURS.format(found=app_id))
+        found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is None or found[0] != str(SCHEMA_VERSION):
+            raise _DamagedError(TEXT_VERSION.format(found=found and found[0],
+                                                    expected=SCHEMA_VERSION))
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise _DamagedError(TEXT_CHECK.format(result=result))
+        conn.execute("SELECT count(*) FROM streams").fetchone()
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _salvage_counters(path: Path) -> dict[str, int]:
+    """The seq counters of a damaged store, if they can still be read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {str(s): int(n) for s, n in conn.execute(
+                "SELECT stream, last_seq FROM streams")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, TypeError):
+        return {}
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def _backlog(conn: sqlite3.Connection, path: Path, quota: int) -> dict[str, Any]:
+    streams: dict[str, Any] = {}
+    for stream, depth, items, oldest, first, last in conn.execute(
+            "SELECT stream, count(*), sum(items), min(ts), min(seq), max(seq) "
+            "FROM outbox GROUP BY stream"):
+        streams[stream] = {"depth": depth, "items": items, "oldest_ts": oldest,
+                           "first_seq": first, "last_seq": last}
+    evictions: dict[str, Any] = {}
+    for stream, last_seq, evicted, evicted_items in conn.execute(
+            "SELECT stream, last_seq, evicted, evicted_items FROM streams"):
+        streams.setdefault(stream, {"depth": 0, "items": 0, "oldest_ts": None,
+                                    "first_seq": None, "last_seq": None})
+        streams[stream]["seq"] = last_seq
+        if evicted:
+            evictions[stream] = {"messages": evicted, "items": evicted_items}
+    for key, value in conn.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'last_eviction.%'"):
+        stream = key.split(".", 1)[1]
+        if stream in evictions:
+            evictions[stream]["last_seq_range"] = json.loads(value)
+    on_disk = sum(Path(f"{path}{suffix}").stat().st_size
+                  for suffix in ("", "-wal") if Path(f"{path}{suffix}").exists())
+    return {"streams": streams, "bytes": on_disk, "used_bytes": _used_bytes(conn),
+            "quota_bytes": quota, "evictions": evictions}
+
+
+def read_backlog(path: Path) -> dict[str, Any]:
+    """``backlog()`` of a store file, read-only, without a running gateway."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return _backlog(conn, path, quota=0)
+    finally:
+        conn.close()
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise BadMessageError(TEXT_NOT_JSON.format(error=exc)) from exc
+
+
+def _shift_stamps(body: dict[str, Any], delta: int) -> dict[str, Any]:
+    """Shift the time stamps a body carries (samples' ts, sample_ts, decided_ts)."""
+    for key in ("sample_ts", "decided_ts"):
+        if isinstance(body.get(key), int):
+            body[key] += delta
+    for sample in body.get("samples", ()):
+        if isinstance(sample, dict) and isinstance(sample.get("ts"), int):
+            sample["ts"] += delta
+    return body
+
+
+def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:
+    def resolve() -> None:
+        def set_result() -> None:
+            if not future.done():
+                future.set_result(None)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(set_result)
+    return resolve
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
+
+
+def _wall_ms() -> int:
+    return round(time.time() * 1000)

@@ -1,14 +1,72 @@
-"""MQTT uplink to the platform (paho-mqtt): sends what the store holds, in order."""
+"""MQTT uplink to the platform (paho-mqtt): sends what the store holds, in order.
+
+One connection at a time, to the primary broker or, when it cannot be reached, to each
+backup in turn; between rounds a capped exponential delay with full jitter. On every
+connection: the retained `status` (``online``; the last will says ``offline``), then the
+store drained oldest first per stream, alarms and anomalies ahead of everything else. A
+row leaves the store only on the broker's PUBACK; what was in flight when a link died is
+sent again on the next one (the platform drops the duplicates by ``seq``). Messages that
+were stored before the connection came up carry ``"replay": true``.
+
+paho's network loop runs in its own thread; its callbacks hop onto the event loop with
+``call_soon_threadsafe``. Nothing here blocks the loop: SQLite reads and paho's connect and
+shutdown run in worker threads.
+
+Exceptions::
+
+    UplinkError               base class
+     └── ConnectError         a broker refused or could not be reached; retrying may help
+                              (``run`` retries by itself, the error is only logged)
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from watchpost.backoff import Backoff
+
+if TYPE_CHECKING:
+    from watchpost.clock import Clock
+    from watchpost.store import Outgoing, Store
+
+log = logging.getLogger(__name__)
 
 TEXT_BAD_URL = "must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883"
+TEXT_RECONNECT_RANGE = "reconnect_max must not be below reconnect_min"
+TEXT_CERT_PAIR = "cert_file and key_file go together: set both or neither"
+TEXT_PASSWORD_ALONE = "password_file needs username"
+TEXT_CONNECTED = "connected to %s:%d (%s)"
+TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
+TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
+TEXT_REFUSED = "refused: {reason}"
+TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
+TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
+TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
+TEXT_COMMAND_FAILED = "command %s failed"
+
+QOS = {"status": 1, "health": 0}  # every other stream: QoS 1, not retained
+PRIORITY_STREAMS = ("alarms", "anomalies")
+PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
+FETCH_ROWS = 256
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +90,7 @@ class BrokerAddress:
         return cls(parts.hostname, port or (8883 if tls else 1883), tls)
 
 
+
 class UplinkConfig(BaseModel):
     """The `[uplink]` section."""
 
@@ -40,14 +99,33 @@ class UplinkConfig(BaseModel):
     broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
     backup_brokers: list[str] = Field(
         default_factory=list, description="Further brokers tried in turn when it is unreachable.")
-    keepalive: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
+    keepalive: int = Field(
+        default=30, ge=5, le=600,
+        description="Seconds within which a dead link (even a silent one) is noticed at most "
+                    "1.5 times over; the gateway pings every keepalive/2 to keep that promise.")
+    connect_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds to wait for a broker to accept.")
+    reconnect_min: float = Field(
+        default=0.5, gt=0, le=60,
+        description="First reconnect delay bound in seconds (capped exponential, full jitter).")
+    reconnect_max: float = Field(
+        default=60.0, gt=0, le=3600, description="Largest reconnect delay in seconds.")
+    max_inflight: int = Field(
+        default=64, ge=2, le=1000,
+        description="Messages sent but not yet acknowledged (PUBACK) at any moment.")
+    health_interval: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds between `health` messages.")
+    client_id: str | None = Field(
+        default=None, description="MQTT client id; default watchpost-{site}-{gateway}.")
     ca_file: Path | None = Field(
         default=None, description="PEM file of the CA that signed the broker's certificate.")
     cert_file: Path | None = Field(
         default=None, description="The gateway's client certificate (PEM), for mutual TLS.")
     key_file: Path | None = Field(
-        default=None, description="The gateway's private key (PEM); must not be readable by others.")
-    username: str | None = Field(default=None, description="MQTT user name, instead of a certificate.")
+        default=None,
+        description="The gateway's private key (PEM); must not be readable by others.")
+    username: str | None = Field(
+        default=None, description="MQTT user name, instead of a certificate.")
     password_file: Path | None = Field(
         default=None, description="File holding the MQTT password; never put it in this file.")
 
@@ -64,6 +142,414 @@ class UplinkConfig(BaseModel):
             BrokerAddress.parse(url)
         return urls
 
+    @model_validator(mode="after")
+    def _consistent(self) -> UplinkConfig:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError(TEXT_RECONNECT_RANGE)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(TEXT_CERT_PAIR)
+        if self.password_file is not None and self.username is None:
+            raise ValueError(TEXT_PASSWORD_ALONE)
+        return self
+
     def addresses(self) -> list[BrokerAddress]:
         """The primary broker first, then the backups."""
         return [BrokerAddress.parse(url) for url in (self.broker, *self.backup_brokers)]
+
+
+class UplinkError(Exception):
+    """Base of the uplink's errors."""
+
+
+class ConnectError(UplinkError):
+    """A broker refused or could not be reached; retrying may help."""
+
+
+@dataclass(slots=True)
+class _Link:
+    """The state of one connection; thrown away with it."""
+
+    client: mqtt.Client
+    address: BrokerAddress
+    connack: asyncio.Future[int]
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""
+    inflight: dict[int, Outgoing] = field(default_factory=dict)
+    acked: list[int] = field(default_factory=list)
+    waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+
+class Uplink:
+    """Connects, keeps `status` retained, drains the store, takes commands."""
+
+    def __init__(self, config: UplinkConfig, store: Store, *, site: str, gateway: str,
+                 version: str, boot_id: str, health: Callable[[], dict[str, Any]],
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.site = site
+        self.gateway = gateway
+        self.version = version
+        self.boot_id = boot_id
+        self.root = f"watchpost/v1/{site}/{gateway}/"
+        self._health = health
+        self._clock = clock
+        self._commands: dict[str, Handler] = {}
+        self._link: _Link | None = None
+        self._kick = asyncio.Event()
+        self._new_rows = True
+        self._status_seqs: tuple[int, int] | None = None
+        self._password = (config.password_file.read_text(encoding="utf-8").strip()
+                          if config.password_file is not None else None)
+        self.stats: dict[str, Any] = {"connects": 0, "disconnects": 0, "published": 0,
+                                      "acked": 0, "broker": None, "connected_since": None}
+
+    # -- public --------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker has accepted the current connection and it is not known dead."""
+        link = self._link
+        return link is not None and link.connack.done() and not link.lost.is_set()
+
+    def on_command(self, name: str, handler: Handler) -> None:
+        """Serve ``cmd/{name}``: ``handler(request) -> reply`` (plain or async), the reply
+        published on ``cmd/{name}/reply``."""
+        self._commands[name] = handler
+
+    async def run(self) -> None:
+        """Until cancelled: connect, publish `status`, drain the store, reconnect."""
+        loop = asyncio.get_running_loop()
+        self._kick = asyncio.Event()
+
+        def on_commit() -> None:
+            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                loop.call_soon_threadsafe(self._on_store_commit)
+
+        self.store.add_listener(on_commit)
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self._clock is not None and not self._clock.synced:
+                    group.create_task(self._clock.watch(self.store, on_change=self._clock_synced),
+                                      name="clock-watch")
+                group.create_task(self._connect_forever(), name="uplink-connect")
+                group.create_task(self._health_loop(), name="uplink-health")
+        finally:
+            self.store.remove_listener(on_commit)
+
+    def topic(self, stream: str) -> str:
+        return self.root + stream
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        backoff = Backoff(initial=self.config.reconnect_min, cap=self.config.reconnect_max)
+        while True:
+            for address in self.config.addresses():
+                try:
+                    await self._session(address)
+                except ConnectError as exc:
+                    log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
+                    continue
+                backoff.reset()  # was up for a while: start again from the primary, soon
+                break
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _session(self, address: BrokerAddress) -> None:
+        """One connection, from CONNECT to its loss; ConnectError if it never came up."""
+        if self._status_seqs is None:
+            first = await self.store.reserve("status", 2)
+            self._status_seqs = (first, first + 1)  # online now, offline (the will) later
+        online_seq, offline_seq = self._status_seqs
+        loop = asyncio.get_running_loop()
+        link = _Link(self._client(address, offline_seq), address, loop.create_future())
+        self._wire(link, loop)
+        keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(link.client.connect, address.host, address.port, keepalive),
+                timeout=self.config.connect_timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
+        link.client.loop_start()
+        self._link = link
+        try:
+            try:
+                code = await asyncio.wait_for(asyncio.shield(link.connack),
+                                              timeout=self.config.connect_timeout)
+            except TimeoutError as exc:
+                raise ConnectError(TEXT_NO_CONNACK.format(
+                    seconds=self.config.connect_timeout)) from exc
+            if code != 0:
+                raise ConnectError(TEXT_REFUSED.format(reason=link.reason))
+            self._status_seqs = None
+            self.stats.update(connects=self.stats["connects"] + 1, connected_since=self._now(),
+                              broker=f"{address.host}:{address.port}")
+            log.warning(TEXT_CONNECTED, address.host, address.port,
+                        "primary" if address == self.config.addresses()[0] else "backup")
+            self._publish_status(link, "online", online_seq)
+            link.client.subscribe(self.root + "cmd/+", qos=1)
+            try:
+                await self._drain(link)
+            except asyncio.CancelledError:
+                await self._goodbye(link, offline_seq)
+                raise
+            self.stats["disconnects"] += 1
+            log.warning(TEXT_LOST, address.host, address.port, link.reason, len(link.inflight))
+        finally:
+            self._link = None
+            link.lost.set()
+            with contextlib.suppress(Exception):
+                link.client.disconnect()
+            await asyncio.to_thread(link.client.loop_stop)
+
+    def _client(self, address: BrokerAddress, offline_seq: int) -> mqtt.Client:
+        config = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id or f"watchpost-{self.site}-{self.gateway}",
+            clean_session=True, protocol=MQTTProtocolVersion.MQTTv311)
+        client.connect_timeout = config.connect_timeout
+        client.max_inflight_messages_set(config.max_inflight)
+        if address.tls:
+            client.tls_set(ca_certs=_str(config.ca_file), certfile=_str(config.cert_file),
+                           keyfile=_str(config.key_file))
+        if config.username is not None:
+            client.username_pw_set(config.username, self._password)
+        client.will_set(self.topic("status"), self._status_payload("offline", offline_seq),
+                        qos=1, retain=True)
+        return client
+
+    def _wire(self, link: _Link, loop: asyncio.AbstractEventLoop) -> None:
+        """paho's callbacks (its thread) -> the event loop."""
+
+        def later(function: Callable[..., None], *args: Any) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(function, *args)
+
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            later(self._on_connack, link, int(reason.value), str(reason))
+
+        def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            later(self._on_lost, link, str(reason))
+
+        def on_publish(_c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+            later(self._on_puback, link, mid)
+
+        def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+            later(self._on_command_message, link, message.topic, message.payload)
+
+        client = link.client
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        client.on_message = on_message
+
+    def _on_connack(self, link: _Link, code: int, reason: str) -> None:
+        link.reason = reason
+        if not link.connack.done():
+            link.connack.set_result(code)
+
+    def _on_lost(self, link: _Link, reason: str) -> None:
+        link.reason = reason
+        if not link.connack.done():
+            link.connack.set_result(-1)
+        link.lost.set()
+        self._kick.set()
+
+    def _on_puback(self, link: _Link, mid: int) -> None:
+        row = link.inflight.pop(mid, None)
+        if row is not None:
+            link.acked.append(row.id)
+            self._kick.set()
+        waiter = link.waiting.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_store_commit(self) -> None:
+        self._new_rows = True
+        self._kick.set()
+
+    # -- draining the store --------------------------------------------------------------------
+
+    async def _drain(self, link: _Link) -> None:
+        """Send stored rows until the link dies: alarms and anomalies first, order kept."""
+        store = self.store
+        watermark = await asyncio.to_thread(store.max_id)  # stored before now: replay
+        ready: dict[str, deque[Outgoing]] = {}
+        cursor: dict[str, int] = {}
+        exhausted: set[str] = set()
+        window = self.config.max_inflight
+        while not link.lost.is_set():
+            self._kick.clear()
+            if link.acked:
+                store.ack(link.acked)
+                self.stats["acked"] += len(link.acked)
+                link.acked = []
+            if self._new_rows:
+                self._new_rows = False
+                exhausted.clear()
+            for stream in store.streams():
+                queue = ready.setdefault(stream, deque())
+                if stream in exhausted or len(queue) >= FETCH_ROWS // 2:
+                    continue
+                after = queue[-1].id if queue else cursor.get(stream, 0)
+                rows = await asyncio.to_thread(store.fetch, stream, after, FETCH_ROWS,
+                                               replay_upto=watermark)
+                queue.extend(rows)
+                if rows:
+                    cursor[stream] = rows[-1].id
+                if len(rows) < FETCH_ROWS:
+                    exhausted.add(stream)
+            if not self._send_ready(link, ready, window):
+                return
+            more = any(ready.values()) and len(link.inflight) < window - PRIORITY_SLOTS
+            if not more and not self._kick.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout=1.0)
+
+    def _send_ready(self, link: _Link, ready: dict[str, deque[Outgoing]], window: int) -> bool:
+        """Publish what the window allows; False when the link turned out dead."""
+        order = sorted(ready, key=lambda s: (s not in PRIORITY_STREAMS,
+                                             PRIORITY_STREAMS.index(s)
+                                             if s in PRIORITY_STREAMS else 0, s))
+        for stream in order:
+            queue = ready[stream]
+            limit = window if stream in PRIORITY_STREAMS else window - PRIORITY_SLOTS
+            topic = self.topic(stream)
+            while queue and len(link.inflight) < limit:
+                row = queue[0]
+                info = link.client.publish(topic, row.payload, qos=1)
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    link.reason = mqtt.error_string(info.rc)
+                    return False
+                queue.popleft()
+                link.inflight[info.mid] = row
+                self.stats["published"] += 1
+        return True
+
+    # -- status, health, commands ----------------------------------------------------------------
+
+    def _envelope(self, stream: str, seq: int) -> dict[str, Any]:
+        return {"gateway": self.gateway, "stream": stream, "seq": seq, "ts": self._now()}
+
+    def _clock_state(self) -> str:
+        return self._clock.state if self._clock is not None else "synced"
+
+    def _status_payload(self, state: str, seq: int) -> bytes:
+        body = self._envelope("status", seq) | {
+            "state": state, "version": self.version, "boot_id": self.boot_id,
+            "clock": self._clock_state()}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _publish_status(self, link: _Link, state: str, seq: int) -> mqtt.MQTTMessageInfo:
+        return link.client.publish(self.topic("status"), self._status_payload(state, seq),
+                                   qos=1, retain=True)
+
+    def _clock_synced(self) -> None:
+        """Say `clock: synced` in the retained status now, not only at the next connect."""
+        link = self._link
+        if link is not None and self.connected:
+            task = asyncio.get_running_loop().create_task(self._republish_status(link))
+            task.add_done_callback(_log_failure)
+
+    async def _republish_status(self, link: _Link) -> None:
+        seq = await self.store.reserve("status")
+        if self._link is link and self.connected:
+            self._publish_status(link, "online", seq)
+
+    async def _goodbye(self, link: _Link, offline_seq: int) -> None:
+        """Shutting down: say offline ourselves (the will is only for dying) and wait a
+        moment for its PUBACK."""
+        if link.lost.is_set():
+            return
+        with contextlib.suppress(Exception):
+            info = self._publish_status(link, "offline", offline_seq)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            link.waiting[info.mid] = waiter
+            await asyncio.wait_for(waiter, timeout=2.0)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval if self.connected else 1.0)
+            link = self._link
+            if link is None or not self.connected:
+                continue
+            seq = await self.store.reserve("health")
+            body = self._envelope("health", seq) | self.health_body()
+            link.client.publish(self.topic("health"),
+                                json.dumps(body, separators=(",", ":"), default=str).encode(),
+                                qos=0, retain=True)
+
+    def health_body(self) -> dict[str, Any]:
+        """The `health` body: backlog, disk, CPU, uplink, clock; the app's dict on top."""
+        body: dict[str, Any] = {
+            "backlog": self.store.backlog(),
+            "disk": _disk(self.store.path),
+            "cpu": _cpu(),
+            "uplink": dict(self.stats),
+            "clock": self._clock_state(),
+        }
+        body.update(self._health())
+        return body
+
+    def _on_command_message(self, link: _Link, topic: str, payload: bytes) -> None:
+        name = topic.removeprefix(self.root + "cmd/")
+        task = asyncio.get_running_loop().create_task(self._serve(link, name, payload))
+        task.add_done_callback(_log_failure)
+
+    async def _serve(self, link: _Link, name: str, payload: bytes) -> None:
+        reply: dict[str, Any] = {"command": name}
+        try:
+            request = json.loads(payload or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError(TEXT_BAD_COMMAND)
+        except ValueError:
+            request, reply["ok"], reply["error"] = {}, False, TEXT_BAD_COMMAND
+        if "id" in request:
+            reply["id"] = request["id"]
+        handler = self._commands.get(name)
+        if "ok" not in reply:
+            if handler is None:
+                reply.update(ok=False, error=TEXT_UNKNOWN_COMMAND.format(name=name))
+            else:
+                try:
+                    result = handler(request)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    reply.update(ok=True, result=result)
+                except Exception as exc:  # a handler's failure is the platform's answer
+                    log.exception(TEXT_COMMAND_FAILED, name)
+                    reply.update(ok=False, error=str(exc) or type(exc).__name__)
+        seq = await self.store.reserve("reply")
+        body = self._envelope("reply", seq) | reply
+        link.client.publish(f"{self.root}cmd/{name}/reply",
+                            json.dumps(body, separators=(",", ":"), default=str).encode(), qos=1)
+
+    def _now(self) -> int:
+        return self._clock.now_ms() if self._clock is not None else round(time.time() * 1000)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _disk(path: Path) -> dict[str, Any]:
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return {}
+    return {"total_bytes": usage.total, "free_bytes": usage.free}
+
+
+def _cpu() -> dict[str, Any]:
+    try:
+        load1, load5, _load15 = os.getloadavg()
+    except OSError:
+        return {}
+    return {"load1": round(load1, 2), "load5": round(load5, 2), "cores": os.cpu_count()}
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("uplink task %s failed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,115 @@
+"""Time stamps on a box without a real-time clock.
+
+A Raspberry Pi boots with whatever time it saved last (or 1970) and learns the real time
+from NTP some moment later, when the network allows. Until then every stamp is taken from
+the boot-time monotonic clock plus the wall-clock offset seen at start, so stamps of one
+boot stay ordered and evenly spaced even when the wall clock jumps. Once the kernel says
+the clock is synchronised, ``watch()`` tells the store how far the unsynced stamps of this
+boot were off (``delta_ms``); the store shifts them before they are sent.
+
+    clock = Clock()                       # probe: the kernel's NTP state (adjtimex)
+    ts = clock.now_ms()                   # the poller's and the alarm engine's stamp
+    clock.synced                          # what `status` says: "synced" / "unsynced"
+    await clock.watch(store)              # a task: on sync, store.correct_clock(...)
+
+No exceptions of its own: a probe that fails counts as "not synchronised".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+TEXT_SYNCED = "clock synchronised: stamps of boot %s taken before now shift by %+d ms"
+
+_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
+
+
+def kernel_synced() -> bool:
+    """True when the kernel's clock is NTP-synchronised (adjtimex, read-only, no privilege)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: only read
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):
+        return False
+    return state not in (-1, _TIME_ERROR)
+
+
+def always_synced() -> bool:
+    """The probe for boxes with an RTC or a clock kept by other means."""
+    return True
+
+
+def read_boot_id() -> str:
+    """The kernel's id of this boot (a fresh random id where there is none)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return str(uuid.uuid4())
+
+
+class ClockCorrector(Protocol):
+    """What the clock needs of the store: shift the unsynced stamps of one boot."""
+
+    def correct_clock(self, boot_id: str, delta_ms: int) -> object: ...
+
+
+class Clock:
+    """Stamps in UTC epoch ms, and whether they can be trusted."""
+
+    def __init__(self, probe: Callable[[], bool] = kernel_synced, *, boot_id: str | None = None,
+                 wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._probe = probe
+        self._wall = wall
+        self._mono = monotonic
+        self.boot_id = boot_id or read_boot_id()
+        self._synced = probe()
+        # wall - monotonic at start: the base of every unsynced stamp of this boot
+        self._base_ms = round((wall() - monotonic()) * 1000)
+
+    @property
+    def synced(self) -> bool:
+        """Whether stamps taken now are real UTC."""
+        return self._synced
+
+    @property
+    def state(self) -> str:
+        """``"synced"`` or ``"unsynced"``: the `clock` field of `status`."""
+        return "synced" if self._synced else "unsynced"
+
+    def now_ms(self) -> int:
+        """The time stamp to put on a sample or an event now."""
+        if self._synced:
+            return round(self._wall() * 1000)
+        return self._base_ms + round(self._mono() * 1000)
+
+    def check(self) -> int | None:
+        """Probe once; on the change to synced return how far unsynced stamps were off (ms)."""
+        if self._synced or not self._probe():
+            return None
+        delta = round((self._wall() - self._mono()) * 1000) - self._base_ms
+        self._synced = True
+        return delta
+
+    async def watch(self, store: ClockCorrector, *, interval: float = 5.0,
+                    on_change: Callable[[], object] | None = None) -> None:
+        """Until cancelled: probe every ``interval`` s; on sync, correct the store's stamps."""
+        while not self._synced:
+            await asyncio.sleep(interval)
+            delta = self.check()
+            if delta is not None:
+                log.warning(TEXT_SYNCED, self.boot_id, delta)
+                await asyncio.to_thread(store.correct_clock, self.boot_id, delta)
+                if on_change is not None:
+                    on_change()

@@ -1,0 +1,257 @@
+"""The outbox: seq, durability, order, replay marks, eviction, damaged files, clock fixes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from watchpost.clock import Clock
+from watchpost.store import BadMessageError, Store, StoreClosedError, StoreConfig, read_backlog
+
+
+def make(path: Path, **kwargs: object) -> Store:
+    return Store(StoreConfig(path=path, **kwargs), gateway="gw1")
+
+
+def rows(path: Path, stream: str) -> list[tuple[int, int]]:
+    """(seq, ts) of the committed rows, read by another connection."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT seq, ts FROM outbox WHERE stream = ? ORDER BY id",
+                            (stream,)).fetchall()
+    finally:
+        conn.close()
+
+
+def test_seq_continues_across_reopen_even_when_everything_was_sent(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def first() -> list[int]:
+        store = make(path)
+        seqs = [await store.put("alarms", {"n": i}, ts=i, durable=True) for i in range(5)]
+        seqs += [await store.put("telemetry", {"samples": []}, ts=9, durable=False)]
+        sent = store.fetch("alarms", 0, 100, replay_upto=0)
+        store.ack(row.id for row in sent)
+        store.close()
+        return seqs
+
+    assert asyncio.run(first()) == [1, 2, 3, 4, 5, 1]
+    assert rows(path, "alarms") == []
+
+    async def second() -> tuple[int, int]:
+        store = make(path)
+        try:
+            return (await store.put("alarms", {"n": 5}, ts=5, durable=True),
+                    await store.put("telemetry", {"samples": []}, ts=9, durable=True))
+        finally:
+            store.close()
+
+    assert asyncio.run(second()) == (6, 2)
+
+
+def test_durable_put_is_committed_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def scenario() -> None:
+        store = make(path, commit_interval=60)
+        try:
+            for i in range(20):
+                seq = await store.put("alarms", {"n": i}, ts=i, durable=True)
+                assert rows(path, "alarms")[-1] == (seq, i)
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_telemetry_is_committed_within_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def scenario() -> float:
+        store = make(path, commit_interval=0.3)
+        try:
+            await store.put("telemetry", {"samples": []}, ts=1, durable=False)
+            assert rows(path, "telemetry") == []  # not yet: it waits for the batch
+            start = asyncio.get_running_loop().time()
+            while not rows(path, "telemetry"):
+                assert asyncio.get_running_loop().time() - start < 2.0
+                await asyncio.sleep(0.02)
+            return asyncio.get_running_loop().time() - start
+        finally:
+            store.close()
+
+    assert asyncio.run(scenario()) <= 0.3 + 0.3
+
+
+def test_bad_bodies_fail_loudly(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = make(tmp_path / "buffer.db")
+        with pytest.raises(BadMessageError, match="seq"):
+            await store.put("alarms", {"seq": 3}, ts=1, durable=True)
+        with pytest.raises(BadMessageError):
+            await store.put("telemetry", {"v": float("nan")}, ts=1, durable=False)
+        with pytest.raises(BadMessageError):
+            await store.put("Bad Stream", {}, ts=1, durable=False)
+        store.close()
+        with pytest.raises(StoreClosedError):
+            await store.put("alarms", {}, ts=1, durable=True)
+
+    asyncio.run(scenario())
+
+
+def test_fetch_keeps_order_marks_replay_and_skips_acked(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = make(tmp_path / "buffer.db", commit_interval=60)
+        try:
+            for i in range(6):
+                await store.put("alarms", {"event": "raised", "n": i}, ts=100 + i, durable=True)
+            got = store.fetch("alarms", 0, 100, replay_upto=3)
+            payloads = [json.loads(row.payload) for row in got]
+            assert [p["seq"] for p in payloads] == [1, 2, 3, 4, 5, 6]
+            assert [p.get("replay", False) for p in payloads] == [True] * 3 + [False] * 3
+            assert payloads[0] == {"gateway": "gw1", "stream": "alarms", "seq": 1, "ts": 100,
+                                   "replay": True, "event": "raised", "n": 0}
+            store.ack([got[0].id, got[1].id])  # not committed yet (interval 60 s)...
+            again = store.fetch("alarms", 0, 100, replay_upto=0)
+            assert [row.seq for row in again] == [3, 4, 5, 6]  # ...but never sent again
+            assert store.streams() == ["alarms"]
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_quota_evicts_oldest_telemetry_never_alarms(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    noise = [{"point": f"p{i}", "ts": 1_700_000_000_000 + i * 7919, "value": (i * 7919) % 1013 / 7,
+              "quality": "good"} for i in range(200)]
+
+    async def scenario() -> dict:
+        store = make(path, quota_mb=0.5, commit_interval=0.05)
+        try:
+            for i in range(400):
+                await store.put("telemetry", {"samples": noise, "n": i}, ts=i, durable=False)
+                if i % 20 == 0:
+                    await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+            await asyncio.to_thread(store.flush)
+            return store.backlog()
+        finally:
+            store.close()
+
+    backlog = asyncio.run(scenario())
+    evicted = backlog["evictions"]["telemetry"]
+    assert evicted["messages"] > 0
+    assert evicted["items"] == evicted["messages"] * 200
+    assert backlog["streams"]["alarms"]["depth"] == 20  # every alarm kept
+    left = [seq for seq, _ts in rows(path, "telemetry")]
+    assert left == list(range(left[0], 401))  # the oldest went, the rest in order
+    assert left[0] == evicted["messages"] + 1
+    assert backlog["used_bytes"] <= 0.5 * 1024 * 1024 * 1.1
+    assert read_backlog(path)["evictions"]["telemetry"]["messages"] == evicted["messages"]
+
+
+def _damage_garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a database at all\n" * 500)
+
+
+def _damage_truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _damage_foreign_wal(path: Path) -> None:
+    """A -wal written by another database (another version of the schema)."""
+    other = path.with_name("other.db")
+    conn = sqlite3.connect(other)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE outbox(x)")
+    conn.execute("CREATE TABLE something_else(a, b, c)")
+    conn.executemany("INSERT INTO outbox VALUES (?)", [(i,) for i in range(500)])
+    conn.commit()
+    wal = Path(f"{other}-wal").read_bytes()
+    conn.close()
+    Path(f"{path}-wal").write_bytes(wal)
+
+
+@pytest.mark.parametrize("damage", [_damage_garbage, _damage_truncated, _damage_foreign_wal])
+def test_damaged_store_is_moved_aside_and_reported(tmp_path: Path, damage) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def fill() -> None:
+        store = make(path)
+        for i in range(300):
+            await store.put("alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i,
+                            durable=True)
+        store.close()
+
+    asyncio.run(fill())
+    damage(path)
+
+    async def reopen() -> tuple[dict | None, list[dict], int]:
+        store = make(path)
+        try:
+            sent = [json.loads(r.payload) for r in store.fetch("alarms", 0, 10, replay_upto=0)]
+            return store.recovery, sent, await store.put("alarms", {"n": 1}, ts=1, durable=True)
+        finally:
+            store.close()
+
+    recovery, sent, seq = asyncio.run(reopen())
+    assert recovery is not None
+    moved = Path(recovery["moved_to"])
+    assert moved.exists()
+    assert moved.name.startswith("buffer.db.damaged-")
+    assert sent[0]["kind"] == "store_damaged"
+    assert sent[0]["level"] == "fault"
+    assert sent[0]["reason"] == recovery["reason"]
+    assert seq == sent[0]["seq"] + 1
+    # a second start finds a sound store: no new recovery
+    again = make(path)
+    assert again.recovery is None
+    again.close()
+
+
+def test_unsynced_stamps_are_corrected_before_they_are_sent(tmp_path: Path) -> None:
+    synced = False
+    wall = [1_000.0]  # the box thinks it is 1970
+    mono = [50.0]
+    clock = Clock(lambda: synced, boot_id="boot-a", wall=lambda: wall[0],
+                  monotonic=lambda: mono[0])
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        nonlocal synced
+        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway="gw1", clock=clock)
+        try:
+            stamp = clock.now_ms()
+            body = {"event": "raised", "sample_ts": stamp, "decided_ts": stamp}
+            await store.put("alarms", body, ts=stamp, durable=True)
+            await store.put("telemetry", {"samples": [{"point": "p", "ts": stamp, "value": 1,
+                                                       "quality": "good"}]},
+                            ts=stamp, durable=True)
+            before = [json.loads(r.payload) for s in ("alarms", "telemetry")
+                      for r in store.fetch(s, 0, 10, replay_upto=0)]
+            mono[0] += 10  # ten seconds later NTP answers: the real time is 1.7e9
+            wall[0] = 1_700_000_000.0
+            synced = True
+            delta = clock.check()
+            assert delta is not None
+            await asyncio.to_thread(store.correct_clock, "boot-a", delta)
+            after = [json.loads(r.payload) for s in ("alarms", "telemetry")
+                     for r in store.fetch(s, 0, 10, replay_upto=0)]
+            return before, after
+        finally:
+            store.close()
+
+    before, after = asyncio.run(scenario())
+    assert before[0]["clock"] == "unsynced"
+    assert before[0]["boot_id"] == "boot-a"
+    assert before[0]["ts"] == 1_000_000
+    real = 1_700_000_000_000 - 10_000  # the true time of the stamp
+    assert after[0]["clock"] == "corrected"
+    assert "boot_id" not in after[0]
+    assert after[0]["ts"] == after[0]["sample_ts"] == after[0]["decided_ts"] == real
+    assert after[1]["samples"][0]["ts"] == real
+    assert clock.now_ms() == 1_700_000_000_000

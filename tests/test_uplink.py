@@ -1,0 +1,214 @@
+"""The uplink against a real Mosquitto: delivery, PUBACK before delete, status and will,
+outage and reconnect, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from watchpost.store import Store, StoreConfig
+from watchpost.uplink import Uplink, UplinkConfig
+
+from tests.conftest import Broker, Proxy, Subscriber
+
+SITE, GW = "site1", "gw1"
+ROOT = f"watchpost/v1/{SITE}/{GW}/"
+
+
+def make_uplink(url: str, store: Store, **config: Any) -> Uplink:
+    config.setdefault("reconnect_min", 0.1)
+    config.setdefault("reconnect_max", 0.5)
+    config.setdefault("health_interval", 0.5)
+    return Uplink(UplinkConfig(broker=url, **config), store, site=SITE, gateway=GW,
+                  version="0.1.0", boot_id="boot-1", health=lambda: {"devices": {}})
+
+
+@contextlib.asynccontextmanager
+async def running(uplink: Uplink) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(uplink.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def depth(store: Store, stream: str) -> int:
+    return store.backlog()["streams"].get(stream, {}).get("depth", 0)
+
+
+def test_delivers_in_order_and_forgets_after_puback(tmp_path: Path, broker: Broker,
+                                                    subscriber, validate) -> None:
+    sub: Subscriber = subscriber(ROOT + "#")
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        for i in range(50):  # stored before any connection: the backlog
+            await store.put("telemetry", {"samples": [
+                {"point": "ch4", "ts": 1_700_000_000_000 + i, "value": i / 10,
+                 "quality": "good"}]}, ts=1_700_000_000_000 + i, durable=False)
+        await store.put("alarms", {"event": "raised", "alarm": "ch4/high_alarm", "point": "ch4",
+                                   "rule": "high_alarm", "kind": "high", "level": "alarm",
+                                   "value": 1.2, "threshold": 1.0, "sample_ts": 1, "decided_ts": 2},
+                        ts=2, durable=True)
+        uplink = make_uplink(broker.url, store)
+        async with running(uplink):
+            await until(lambda: uplink.connected)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 50)
+            live = await store.put("telemetry", {"samples": []}, ts=3, durable=False)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 51)
+            await until(lambda: depth(store, "telemetry") == 0 and depth(store, "alarms") == 0)
+        store.close()
+        telemetry = sub.get(ROOT + "telemetry")
+        assert [m["seq"] for m in telemetry] == list(range(1, 52))
+        assert all(m.get("replay") for m in telemetry[:50])
+        assert telemetry[-1]["seq"] == live
+        assert "replay" not in telemetry[-1]
+        alarm = sub.get(ROOT + "alarms")[0]
+        assert alarm["seq"] == 1
+        assert alarm["replay"] is True
+        validate("alarms", alarm)
+        for message in telemetry[:-1]:
+            validate("telemetry", message)
+        # the stored alarm went out ahead of the telemetry backlog
+        order = [m.topic for m in sub.raw if not m.topic.endswith(("status", "health"))]
+        assert order.index(ROOT + "alarms") < 10
+
+    asyncio.run(scenario())
+
+
+def test_rows_stay_until_the_broker_acknowledges(tmp_path: Path, broker: Broker, proxy: Proxy,
+                                                 subscriber) -> None:
+    sub: Subscriber = subscriber(ROOT + "alarms")
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        uplink = make_uplink(proxy.url, store, keepalive=30)
+        async with running(uplink):
+            await until(lambda: uplink.connected)
+            proxy.blackhole()  # the bytes leave the gateway, no PUBACK comes back
+            for i in range(5):
+                await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+            await until(lambda: uplink.stats["published"] >= 5)
+            await asyncio.sleep(0.5)
+            assert depth(store, "alarms") == 5  # sent, not acknowledged: kept
+            proxy.reset()
+            proxy.heal()
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 5)
+            await until(lambda: depth(store, "alarms") == 0)
+        store.close()
+        assert [m["seq"] for m in sub.get(ROOT + "alarms")] == [1, 2, 3, 4, 5]
+
+    asyncio.run(scenario())
+
+
+def test_status_is_retained_and_the_will_says_offline(tmp_path: Path, broker: Broker,
+                                                      proxy: Proxy, subscriber, validate) -> None:
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        uplink = make_uplink(proxy.url, store)
+        watcher: Subscriber = subscriber(ROOT + "status")
+        async with running(uplink):
+            await until(lambda: uplink.connected)
+            online = (await asyncio.to_thread(watcher.wait_for, ROOT + "status", 1))[0]
+            late: Subscriber = subscriber(ROOT + "status")  # joins later: gets the retained one
+            retained = (await asyncio.to_thread(late.wait_for, ROOT + "status", 1))[0]
+            assert retained == online
+            assert late.raw[0].retain
+            proxy.reset()  # the gateway vanishes without DISCONNECT: the broker sends the will
+            got = await asyncio.to_thread(
+                watcher.wait_for, ROOT + "status",
+                predicate=lambda ms: any(m["state"] == "offline" for m in ms))
+            will = next(m for m in got if m["state"] == "offline")
+            await asyncio.to_thread(watcher.wait_for, ROOT + "status",
+                                    predicate=lambda ms: ms[-1]["state"] == "online")
+        # a clean stop says offline itself
+        got = await asyncio.to_thread(watcher.wait_for, ROOT + "status",
+                                      predicate=lambda ms: ms[-1]["state"] == "offline")
+        store.close()
+        assert online["state"] == "online"
+        assert online["boot_id"] == "boot-1"
+        assert will["seq"] == online["seq"] + 1
+        for message in got:
+            validate("status", message)
+
+    asyncio.run(scenario())
+
+
+def test_outage_every_seq_arrives(tmp_path: Path, persistent_broker: Broker) -> None:
+    broker = persistent_broker
+    sub = Subscriber(broker, ROOT + "#", client_id="platform", persistent=True)
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1), gateway=GW)
+        uplink = make_uplink(broker.url, store)
+        async with running(uplink):
+            await until(lambda: uplink.connected)
+            for i in range(30):
+                if i == 10:
+                    await asyncio.to_thread(broker.stop)
+                if i == 20:
+                    await until(lambda: not uplink.connected)
+                    await asyncio.to_thread(broker.start)
+                await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+                await store.put("telemetry", {"samples": []}, ts=i, durable=False)
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms",
+                                    predicate=lambda ms: {m["seq"] for m in ms} >= set(
+                                        range(1, 31)), timeout=20)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry",
+                                    predicate=lambda ms: {m["seq"] for m in ms} >= set(
+                                        range(1, 31)), timeout=20)
+        store.close()
+
+    try:
+        asyncio.run(scenario())
+        for stream in ("alarms", "telemetry"):
+            seqs = [m["seq"] for m in sub.get(ROOT + stream)]
+            assert sorted(set(seqs)) == list(range(1, 31))
+            firsts = list(dict.fromkeys(seqs))
+            assert firsts == sorted(firsts)  # first arrivals in order
+    finally:
+        sub.close()
+
+
+def test_commands_get_replies(tmp_path: Path, broker: Broker, subscriber, validate) -> None:
+    sub: Subscriber = subscriber(ROOT + "cmd/+/reply")
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        uplink = make_uplink(broker.url, store)
+
+        async def ping(request: dict) -> dict:
+            return {"pong": request.get("n")}
+
+        uplink.on_command("ping", ping)
+        async with running(uplink):
+            await until(lambda: uplink.connected)
+            await asyncio.sleep(0.2)  # the subscription to cmd/+
+            sub.client.publish(ROOT + "cmd/ping", json.dumps({"id": "r1", "n": 7}), qos=1)
+            sub.client.publish(ROOT + "cmd/nope", b"{}", qos=1)
+            await asyncio.to_thread(sub.wait_for, ROOT + "cmd/ping/reply", 1)
+            await asyncio.to_thread(sub.wait_for, ROOT + "cmd/nope/reply", 1)
+        store.close()
+        reply = sub.get(ROOT + "cmd/ping/reply")[0]
+        assert reply["ok"] is True
+        assert reply["id"] == "r1"
+        assert reply["result"] == {"pong": 7}
+        assert sub.get(ROOT + "cmd/nope/reply")[0]["ok"] is False
+        validate("reply", reply)
+
+    asyncio.run(scenario())
