@@ -267,8 +267,9 @@ class SiteEngine:
             if isinstance(fault, Drift):
                 value = float(value) + fault.rate * (t - fault.start)
             else:
+                # frozen at the given value, or at the reading of the moment it began
                 frozen = state.stuck_at.setdefault(
-                    index, fault.value if fault.value is not None else state.shown)
+                    index, fault.value if fault.value is not None else value)
                 value = frozen
         return value
 
