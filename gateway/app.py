@@ -1,8 +1,9 @@
 """The daemon: wires the parts together and runs them until told to stop.
 
-    poller -> alarms -> store (alarms stream, durable)
-           -> telemetry batcher -> store (telemetry stream)
-    store -> uplink -> platform
+    poller -> alarm engine -> store (`alarms`, durable) -> uplink -> platform
+           -> telemetry batcher -> store (`telemetry`)
+           -> anomaly runner (LiteRT, off the loop) -> store (`anomalies`, durable)
+    control socket <- crews' CLI;  systemd watchdog <- poll loop and store writer alive
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-import uuid
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from gettext import gettext as _
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 from watchpost import __version__
 from watchpost.alarms import AlarmEngine, AlarmEvent
+from watchpost.anomaly import AnomalyError, AnomalyRunner
+from watchpost.clock import Clock
 from watchpost.config import (
     EXIT_CONFIG,
     ConfigError,
@@ -28,9 +31,13 @@ from watchpost.config import (
     load_config,
     print_config_error,
 )
+from watchpost.control import ControlError, ControlServer
+from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
-from watchpost.poller import BusScheduler, DeviceReader, Poller, wall_clock_ms
+from watchpost.poller import BusScheduler, DeviceReader, Poller
 from watchpost.samples import Sample
+from watchpost.sdnotify import Notifier, Watchdog
+from watchpost.selftest import Check, check_clock, check_disk
 from watchpost.store import Store
 from watchpost.telemetry import TelemetryBatcher
 from watchpost.uplink import Uplink
@@ -41,14 +48,9 @@ TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")
 TEXT_STARTED = "gateway %s/%s started: %d buses, %d devices, %d points"
 TEXT_STOPPING = "stopping on %s"
-
-
-def boot_id() -> str:
-    """The kernel's id of this boot, so a platform can tell restarts from reboots."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return str(uuid.uuid4())
+TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
+TEXT_NO_POINT = _("no point named {name!r}")
+TEXT_NOT_SUPPORTED = _("the alarm engine does not support {op}")
 
 
 class Gateway:
@@ -56,18 +58,29 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.now_ms = wall_clock_ms
-        self.store = Store(config.store, gateway=config.gateway.id)
+        self.started = time.time()
+        self.clock = Clock()
+        self.now_ms = self.clock.now_ms
+        state_dir = config.gateway.state_dir or Path(config.store.path).parent
+        self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
         self.alarms = AlarmEngine(
             {point.name: point.alarms for _device, point in config.points()}, self.now_ms)
+        self.anomaly = AnomalyRunner(config=config.anomaly, state_dir=state_dir,
+                                     emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
+        self.units = {point.name: point.unit for _device, point in config.points()}
         self._alarm_queue: asyncio.Queue[AlarmEvent] = asyncio.Queue()
         self.telemetry = TelemetryBatcher(self._put_telemetry)
+        self.notifier = Notifier.from_environment()
+        self.watchdog = Watchdog.from_environment(self.notifier)
+        self._poll_alive = self.watchdog.register("poll loop")
         self.poller = Poller(self._schedulers())
         self.uplink = Uplink(
             config.uplink, self.store, site=config.gateway.site, gateway=config.gateway.id,
-            version=__version__, boot_id=boot_id(), health=self.health,
+            version=__version__, boot_id=self.clock.boot_id, health=self.health,
+            clock=self.clock,
         )
+        self.control = ControlServer(config.control.socket, self._control_handlers())
 
     def _schedulers(self) -> list[BusScheduler]:
         schedulers = []
@@ -79,13 +92,17 @@ class Gateway:
                 schedulers.append(BusScheduler(bus, readers, self.on_samples))
         return schedulers
 
+    # -- the poll path: nothing here waits ------------------------------------------------------
+
     def on_samples(self, samples: Sequence[Sample]) -> None:
-        """The poll path: alarms first, then everything that may lag behind."""
+        """Alarms first, then everything that may lag behind."""
         for event in self.alarms.evaluate(samples):
             self._alarm_queue.put_nowait(event)
         for sample in samples:
             self.latest[sample.point] = sample
+            self.anomaly.observe(sample)
         self.telemetry.add(samples)
+        self._poll_alive.beat()
 
     async def _record_alarms(self) -> None:
         while True:
@@ -95,13 +112,130 @@ class Gateway:
     async def _put_telemetry(self, batch: list[dict[str, Any]]) -> None:
         await self.store.put("telemetry", {"samples": batch}, ts=self.now_ms(), durable=False)
 
+    async def _put_anomaly(self, event: dict[str, Any]) -> None:
+        ts = int(event.pop("ts", self.now_ms()))
+        await self.store.put("anomalies", event, ts=ts, durable=True)
+
+    # -- state for `health`, `status` and the CLI -------------------------------------------
+
     def health(self) -> dict[str, Any]:
         """The body of the `health` message."""
         return {
             "devices": {name: asdict(state) for name, state in self.poller.devices().items()},
             "backlog": self.store.backlog(),
             "active_alarms": len(self.alarms.active()),
+            "anomaly": self.anomaly.status(),
+            "clock": self.clock.state,
+            "uptime_s": round(time.time() - self.started),
         }
+
+    async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
+        config = self.config
+        devices = {}
+        for name, state in self.poller.devices().items():
+            device = next(d for d in config.devices if d.name == name)
+            devices[name] = {**asdict(state), "bus": device.bus}
+        return {
+            "daemon": "running", "site": config.gateway.site, "gateway": config.gateway.id,
+            "version": __version__, "clock": self.clock.state,
+            "uptime_s": round(time.time() - self.started),
+            "uplink": {"connected": self.uplink.connected, "broker": config.uplink.broker,
+                       **{k: v for k, v in self.uplink.stats.items() if k != "broker"}},
+            "backlog": self.store.backlog(),
+            "devices": devices,
+            "points": {name: {"value": s.value, "quality": s.quality.value, "ts": s.ts,
+                              "unit": self.units.get(name, "")}
+                       for name, s in self.latest.items()},
+            "alarms": self._active_alarms(),
+            "anomaly": self.anomaly.status(),
+        }
+
+    def _active_alarms(self) -> list[dict[str, Any]]:
+        active: list[Any] = list(self.alarms.active())
+        return [a if isinstance(a, dict) else {"alarm": f"{a[0]}/{a[1]}", "level": a[2]}
+                for a in active]
+
+    # -- control socket operations ---------------------------------------------------------
+
+    def _control_handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        return {
+            "status": self._status,
+            "read": self._read,
+            "alarms": self._alarms_list,
+            "ack": self._alarm_op("acknowledge"),
+            "shelve": self._alarm_op("shelve"),
+            "unshelve": self._alarm_op("unshelve"),
+            "test_alarm": self._test_alarm,
+            "selftest": self._selftest,
+        }
+
+    async def _read(self, args: dict[str, Any]) -> dict[str, Any]:
+        devices = {d.name: d for d in self.config.devices}
+        device = devices.get(args.get("device", ""))
+        if device is None:
+            raise ControlError(TEXT_NO_DEVICE.format(name=args.get("device"),
+                                                     known=", ".join(devices)))
+        scheduler = self.poller.schedulers[device.bus]
+        query = {k: args[k] for k in ("address", "count", "table", "type", "word_order")}
+        return await scheduler.transact(
+            lambda bus: read_values(bus, device.unit, device.timeout, **query))
+
+    async def _alarms_list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._active_alarms()
+
+    def _alarm_op(self, name: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+        async def operate(args: dict[str, Any]) -> Any:
+            method = getattr(self.alarms, name, None)
+            if method is None:
+                raise ControlError(TEXT_NOT_SUPPORTED.format(op=name))
+            kwargs = dict(args)
+            alarm = kwargs.pop("alarm")
+            if "minutes" in kwargs:
+                kwargs["duration_s"] = float(kwargs.pop("minutes")) * 60
+            events = method(alarm, **kwargs)
+            return await self._record_now(events)
+        return operate
+
+    async def _test_alarm(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        if args.get("point") not in self.units:
+            raise ControlError(TEXT_NO_POINT.format(name=args.get("point")))
+        method = getattr(self.alarms, "test_alarm", None)
+        if method is None:
+            raise ControlError(TEXT_NOT_SUPPORTED.format(op="test_alarm"))
+        return await self._record_now(method(args["point"]))
+
+    async def _record_now(self, events: Any) -> list[dict[str, Any]]:
+        """Store events from a crew's or platform's action durably; return them with seq."""
+        if events is None:
+            return []
+        if isinstance(events, AlarmEvent):
+            events = [events]
+        stored = []
+        for event in events:
+            body = event.body()
+            seq = await self.store.put("alarms", body, ts=event.decided_ts, durable=True)
+            stored.append({**body, "seq": seq})
+        return stored
+
+    async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        checks = [
+            Check("store", not self.store.backlog().get("failing", False),
+                  str(self.config.store.path)),
+            Check("broker", self.uplink.connected,
+                  f"{self.config.uplink.broker}: "
+                  f"{'connected' if self.uplink.connected else 'not connected'}"),
+            check_clock(), check_disk(Path(self.config.store.path)),
+        ]
+        for name, state in self.poller.devices().items():
+            checks.append(Check(f"device {name}", state.state == "ok",
+                                state.last_error or state.state))
+        for name, model in self.anomaly.status()["models"].items():
+            checks.append(Check(f"model {name}", True,
+                                "calibrated" if model["calibrated"] else
+                                "calibrating {}/{} rows".format(*model["calibration_rows"])))
+        return [c.as_dict() for c in checks]
+
+    # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         config = self.config
@@ -112,8 +246,13 @@ class Gateway:
                 group.create_task(self.poller.run(), name="poller")
                 group.create_task(self._record_alarms(), name="alarm-recorder")
                 group.create_task(self.telemetry.run(), name="telemetry")
+                group.create_task(self.anomaly.run(), name="anomaly")
                 group.create_task(self.uplink.run(), name="uplink")
+                group.create_task(self.control.run(), name="control")
+                group.create_task(self.watchdog.run(), name="watchdog")
+                self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
+            self.notifier.stopping()
             await self._drain_alarm_queue()
             self.store.close()
 
@@ -123,14 +262,20 @@ class Gateway:
             await self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
 
 
-async def _run_until_signalled(gateway: Gateway) -> None:
+async def _run_until_signalled(config: GatewayConfig, config_path: Path) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stop, main, signum)
+    try:
+        gateway = Gateway(config)  # the Modbus clients need the running loop
+    except AnomalyError as exc:
+        print_config_error(ConfigError(config_path, [f"anomaly: {exc}"]))
+        return EXIT_CONFIG
     with contextlib.suppress(asyncio.CancelledError):
         await gateway.run()
+    return 0
 
 
 def _stop(task: asyncio.Task[Any], signum: int) -> None:
@@ -156,5 +301,4 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
-    asyncio.run(_run_until_signalled(Gateway(config)))
-    return 0
+    return asyncio.run(_run_until_signalled(config, args.config))

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from watchpost.alarms import AlarmRule
+from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import Table
@@ -35,6 +36,7 @@ TEXT_FILE_HELP = _("the config file (TOML)")
 TEXT_NO_FILE = _("cannot read the file: {error}")
 TEXT_TOML = _("not valid TOML: {error}")
 TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
+TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
 TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
@@ -129,6 +131,8 @@ class GatewayConfig(Model):
     store: StoreConfig = Field(description="The on-disk store and forward buffer.")
     control: ControlConfig = Field(default_factory=ControlConfig,
                                    description="The local control socket for crews.")
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig,
+                                   description="On-device anomaly models.")
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
 
@@ -161,7 +165,7 @@ def load_config(path: Path) -> GatewayConfig:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
-    problems = list(_cross_check(config))
+    problems = [*_cross_check(config), *_anomaly_points(config)]
     if problems:
         raise ConfigError(path, problems)
     return config
@@ -186,6 +190,14 @@ def _cross_check(config: GatewayConfig) -> Iterable[str]:
             if point.name in duplicated:
                 yield f"devices[{d}].points[{p}].name: " + TEXT_DUPLICATE.format(
                     what="point", name=point.name)
+
+
+def _anomaly_points(config: GatewayConfig) -> Iterable[str]:
+    known = {point.name for _device, point in config.points()}
+    for m, model in enumerate(config.anomaly.models):
+        for p, name in enumerate(model.points):
+            if name not in known:
+                yield f"anomaly.models[{m}].points[{p}]: " + TEXT_NO_POINT.format(name=name)
 
 
 def _duplicates(names: Sequence[str]) -> Iterable[tuple[int, str]]:
