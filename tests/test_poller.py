@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 
 import pytest
+
+from tests.modbus_servers import device_context, silent_server, tcp_server
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.codec import encode
 from watchpost.poller import BusScheduler, DeviceReader, Poller, wall_clock_ms
 from watchpost.samples import Quality
-
-from tests.modbus_servers import device_context, silent_server, tcp_server
 
 
 def tcp_bus(name: str, port: int):
