@@ -1,0 +1,237 @@
+"""`watchpost scan` against a real pymodbus RTU server on pseudo-terminals.
+
+A pseudo-terminal carries bytes whatever its baud rate, so the line between the scanner and
+the server is two pseudo-terminals joined by ``Line``, which passes the scanner's bytes only
+while the scanner's port is set to the device's speed, as a real RS-485 device only
+understands frames sent at its own setting. (Linux pseudo-terminals keep no parity: that
+part of a setting is not observable here.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import termios
+import threading
+import tomllib
+import tty
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.server import ModbusSerialServer
+
+from tests.modbus_servers import KnownUnitsOnly, device_context
+from watchpost.cli import build_parser, main
+from watchpost.config import GatewayConfig
+from watchpost.provisioning.scan import (
+    LineSetting,
+    Progress,
+    line_settings,
+    parse_units,
+    scan,
+)
+
+warnings.filterwarnings("ignore", message=".*deprecated.*", module="pymodbus")
+
+SPEEDS = {getattr(termios, f"B{b}"): b for b in (4800, 9600, 19200, 38400, 115200)}
+
+
+def speed_of(fd: int) -> int:
+    """The baud rate a program has set on the terminal ``fd``."""
+    return SPEEDS.get(termios.tcgetattr(fd)[5], 0)
+
+
+class Line:
+    """Two pseudo-terminals joined master to master; the scanner's bytes reach the device
+    only at the device's baud rate."""
+
+    def __init__(self, baudrate: int) -> None:
+        self.baudrate = baudrate
+        self.server_master, self.server_slave = os.openpty()
+        self.client_master, self.client_slave = os.openpty()
+        for fd in (self.server_master, self.server_slave, self.client_master, self.client_slave):
+            tty.setraw(fd)
+        for fd in (self.server_master, self.client_master):
+            os.set_blocking(fd, False)
+        self.server_path = os.ttyname(self.server_slave)
+        self.client_path = os.ttyname(self.client_slave)
+        self.dropped = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.client_master, self._to_device)
+        loop.add_reader(self.server_master, self._to_scanner)
+
+    def _to_device(self) -> None:
+        data = self._read(self.client_master)
+        if speed_of(self.client_slave) == self.baudrate:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.server_master, data)
+        else:
+            self.dropped += len(data)  # garbage to the device: it stays silent
+
+    def _to_scanner(self) -> None:
+        data = self._read(self.server_master)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.client_master, data)
+
+    @staticmethod
+    def _read(fd: int) -> bytes:
+        try:
+            return os.read(fd, 4096)
+        except OSError:
+            return b""
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        for fd in (self.server_master, self.client_master):
+            loop.remove_reader(fd)
+        for fd in (self.server_master, self.server_slave, self.client_master, self.client_slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class RtuSite:
+    port: str
+    line: Line
+
+
+@contextlib.contextmanager
+def rtu_site(units: dict[int, int], baudrate: int) -> Iterator[RtuSite]:
+    """A pymodbus RTU server, in its own thread and loop, with the given units
+    (unit id -> value of holding register 0) at one baud rate, 8N1."""
+    line = Line(baudrate)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, ModbusSerialServer] = {}
+
+    async def serve() -> None:
+        line.start(loop)
+        contexts = {unit: device_context({0: value}) for unit, value in units.items()}
+        server = ModbusSerialServer(ModbusServerContext(devices=contexts, single=False),
+                                    port=line.server_path, baudrate=baudrate,
+                                    ignore_missing_devices=True)
+        server.context = KnownUnitsOnly(server.context, set(units))  # others stay silent
+        holder["server"] = server
+        await server.serve_forever(background=True)
+        ready.set()
+
+    thread = threading.Thread(target=loop.run_forever, name="rtu-server", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
+    assert ready.wait(10)
+    try:
+        yield RtuSite(line.client_path, line)
+    finally:
+        asyncio.run_coroutine_threadsafe(holder["server"].shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(line.close, loop)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    with rtu_site({2: 1234, 3: 77}, baudrate=19200) as site:
+        status = main(["scan", "--port", site.port, "--units", "1-4", "--baud", "9600,19200",
+                       "--parity", "N", "--timeout", "0.2", "--bus-name", "line_a"])
+        assert site.line.dropped > 0  # the 9600 probes were sent, and went unheard
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert "found 2 unit(s)" in err
+    assert "9600 8N1: -" in err
+
+    proposed = tomllib.loads(out)
+    assert proposed["buses"] == [{"type": "modbus_rtu", "name": "line_a", "port": site.port,
+                                  "baudrate": 19200, "parity": "N", "stopbits": 1}]
+    assert [(d["name"], d["unit"], d["bus"]) for d in proposed["devices"]] == [
+        ("line_a_unit_2", 2, "line_a"), ("line_a_unit_3", 3, "line_a")]
+    assert "holding 0 read 1234" in out
+
+    # with one point each (the installer's part), the proposal is a valid config
+    for device in proposed["devices"]:
+        device["points"] = [{"name": f"p{device['unit']}", "address": 0}]
+    GatewayConfig.model_validate({
+        "gateway": {"site": "s", "id": "g"}, "uplink": {"broker": "mqtt://127.0.0.1"},
+        "store": {"path": "/tmp/x.db"}, **proposed})
+
+
+def test_settings_are_tried_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    with rtu_site({1: 0}, baudrate=38400) as site:
+        status = main(["scan", "--port", site.port, "--units", "1",
+                       "--baud", "19200,9600,4800", "--parity", "N", "--timeout", "0.1"])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    tried = [line.split(":")[0] for line in err.splitlines() if line.endswith(": -")]
+    assert tried == ["19200 8N1", "9600 8N1", "4800 8N1"]
+
+
+def test_parity_by_parity_then_baud_by_baud() -> None:
+    """(Linux pseudo-terminals refuse parity, so the order is checked without a line.)"""
+    assert [str(s) for s in line_settings([9600, 19200], ["E", "N"], 2)] == [
+        "9600 8E2", "19200 8E2", "9600 8N2", "19200 8N2"]
+    defaults = build_parser().parse_args(["scan", "--port", "/dev/ttyUSB0"])
+    assert defaults.baud == [9600, 19200, 38400, 4800, 115200]
+    assert defaults.parity == ["N", "E", "O"]
+    assert defaults.units == list(range(1, 248))
+
+
+def test_an_exception_answer_counts_as_found() -> None:
+    with rtu_site({7: 0}, baudrate=9600) as site:
+        found = asyncio.run(scan(site.port, units=[7], settings=[LineSetting(9600, "N")],
+                                 address=5000, timeout=0.3))  # past the unit's registers
+    assert len(found) == 1
+    assert "exception 2 (illegal data address)" in found[0].answer
+
+
+def test_nothing_on_the_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with rtu_site({9: 0}, baudrate=38400) as site:
+        status = main(["scan", "--port", site.port, "--units", "1,2", "--baud", "9600",
+                       "--parity", "N", "--timeout", "0.1"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out == ""
+    assert "no unit answered" in err
+
+
+def test_a_missing_port(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["scan", "--port", "/dev/ttyNOPE9", "--units", "1", "--baud", "9600",
+                   "--parity", "N"])
+    assert status == 74
+    assert "cannot open /dev/ttyNOPE9" in capsys.readouterr().err
+
+
+def test_unit_lists() -> None:
+    assert parse_units("1-3,7,2") == [1, 2, 3, 7]
+    assert parse_units("247") == [247]
+    for bad in ("0-3", "1-248", "a", "5-2", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a list"):
+            parse_units(bad)
+
+
+def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for extra in (["--baud", "9601"], ["--parity", "X"], ["--probe", "register:1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["scan", "--port", "/dev/null", *extra])
+        assert exit_info.value.code == 2
+    assert "not a list" in capsys.readouterr().err
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(total=4, stream=screen)
+    progress.step(LineSetting(9600, "N"), 1, 0)
+    progress.step(LineSetting(9600, "N"), 2, 1)
+    progress.note("9600 8N1: unit 2")
+    text = screen.getvalue()
+    assert "\r[" + "#" * 7 + "." * 23 + "] 1/4" in text
+    assert "2/4  9600 8N1  unit   2  found 1" in text
+    assert text.endswith("\r\033[K9600 8N1: unit 2\n")
