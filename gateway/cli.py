@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "watchpost.anomaly_cli",
     "watchpost.provisioning.bundle",
     "watchpost.provisioning.firstboot",
+    "watchpost.provisioning.scan",
 )
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
