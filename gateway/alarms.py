@@ -2,115 +2,951 @@
 
 The engine is synchronous and does no I/O: the poller calls ``evaluate`` with each batch of
 samples and hands the resulting events on; nothing here waits on the disk or the network.
+Per sample it costs O(rules of that point) and allocates nothing unless an alarm changes.
+
+Each alarm (one rule on one point, id ``point/rule``) goes through the ISA-18.2 states::
+
+    normal --condition--> raised, unacknowledged --ack--> raised, acknowledged
+       ^                        | (latching rule: condition     | condition normal
+       |                        v  normal, waits for the ack)   v
+       +------ cleared <-- latched --ack--> (acknowledged + cleared at once)
+
+A condition is abnormal once a rule's test holds for ``on_delay`` seconds (sample times) and
+normal again once its clearing test (threshold minus deadband) holds for ``off_delay``.
+Threshold and rate rules look at good samples only: a comm loss raises its own alarm and
+leaves every other alarm as it was. A shelved alarm emits no raised/cleared events; on
+unshelving (by hand or on expiry) it is reconciled with its condition, so that on the stream
+the events of every alarm alternate raised, cleared, raised, ...
+
+Exceptions::
+
+    AlarmError            base: an operation on an alarm was refused; no retry helps
+    +-- UnknownAlarm      no alarm (or point) with that id
+    +-- AlarmStateError   the alarm's state does not allow it (not raised, not shelved, ...)
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import math
+import os
+import tomllib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from functools import cache
+from gettext import gettext as _
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from watchpost.samples import Sample
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from watchpost.samples import Quality, Sample
+
+log = logging.getLogger(__name__)
+
+TEXT_UNKNOWN_ALARM = _("no alarm {alarm!r} (alarms of point {point!r}: {known})")
+TEXT_UNKNOWN_POINT = _("no point {point!r}")
+TEXT_NOT_RAISED = _("alarm {alarm!r} is not raised: nothing to acknowledge")
+TEXT_ALREADY_ACKED = _("alarm {alarm!r} was already acknowledged by {by!r}")
+TEXT_NOT_SHELVABLE = _("alarm {alarm!r} may not be shelved (its rule says shelvable = false)")
+TEXT_NOT_SHELVED = _("alarm {alarm!r} is not shelved")
+TEXT_SHELVE_EXPIRY = _("shelving needs exactly one of until_ms or duration_s")
+TEXT_SHELVE_PAST = _("the shelf of {alarm!r} must expire in the future")
+TEXT_SHELVE_TOO_LONG = _("alarm {alarm!r} may be shelved for at most {max} s (max_shelve)")
+TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
+TEXT_EXPIRED = _("shelf expired")
+TEXT_DEADBAND = _("deadband must be below rate")
+TEXT_RANGE = _("range: min must be below max")
+TEXT_RESERVED = _("rule name {name!r} is reserved")
+TEXT_NO_RULE_SET = _("no rule set {name!r} (known: {known})")
+TEXT_BAD_RULE_SET = _("rule set {name!r} is broken: {error}")
+TEXT_UNIT_MISMATCH = _("rule set {name!r} is for {expected!r}, the point is in {unit!r}")
+TEXT_DUPLICATE_RULE = _("rule name {name!r} is used more than once on this point")
+TEXT_NEEDS_RANGE = _("out_of_range needs a range: give the rule or the point one")
+TEXT_STATE_UNREADABLE = "alarm state %s unreadable, starting from normal: %s"
+TEXT_STATE_DROPPED = "alarm state of %s dropped: no such alarm in the config"
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+RESERVED_RULE_NAMES = frozenset({"test", "output_fault"})
+STATE_VERSION = 1
+
+Level = Literal["prealarm", "alarm", "critical", "fault"]
+EventName = Literal["raised", "cleared", "acknowledged", "shelved", "unshelved"]
+
+_GOOD, _BAD, _COMM, _STALE = Quality.GOOD, Quality.BAD, Quality.COMM, Quality.STALE
 
 
-class AlarmRule(BaseModel):
-    """A threshold rule on one point."""
+# -- rules: one pydantic class per kind, a discriminated union keyed by `kind` ----------------
+
+
+class _Rule(BaseModel):
+    """What every rule has: its name, level, delays, latching and shelving."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["high", "low"] = Field(description="high: raise above; low: raise below.")
-    level: Literal["prealarm", "alarm", "critical"] = Field(
-        default="alarm", description="Severity of the alarm.")
-    threshold: float = Field(allow_inf_nan=False, description="Value at which the alarm raises.")
-    deadband: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False,
-        description="How far back past the threshold the value must go to clear.")
+    name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN, description=(
+        "Rule id within its point (alarm id = point/name). Default: kind_level for high, "
+        "low and rate_of_rise, the kind for sensor faults."))
+    level: Level = Field(default="alarm", description="prealarm, alarm, critical or fault.")
+    on_delay: float = Field(default=0.0, ge=0, le=86400, allow_inf_nan=False, description=(
+        "Seconds the condition must hold (by sample time) before the alarm raises."))
+    off_delay: float = Field(default=0.0, ge=0, le=86400, allow_inf_nan=False, description=(
+        "Seconds the condition must stay normal before the alarm clears."))
+    latch: bool = Field(default=False, description=(
+        "Stay raised after the condition returns to normal until acknowledged."))
+    shelvable: bool = Field(default=True, description="Crews may shelve this alarm.")
+    max_shelve: float = Field(default=8 * 3600, gt=0, le=7 * 86400, description=(
+        "Longest shelf in seconds (the expiry of a shelf is mandatory)."))
+    description: str = Field(default="", description="Free text for people.")
 
-    @property
-    def name(self) -> str:
-        """The rule's id within its point, e.g. ``high_alarm``."""
-        return f"{self.kind}_{self.level}"
+    def default_name(self) -> str:
+        return f"{self.kind}_{self.level}"  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _name(self) -> _Rule:
+        if not self.name:
+            object.__setattr__(self, "name", self.default_name())  # frozen: set once here
+        if self.name in RESERVED_RULE_NAMES:
+            raise ValueError(TEXT_RESERVED.format(name=self.name))
+        return self
+
+
+class ThresholdRule(_Rule):
+    """high: raise at value >= threshold, clear below threshold - deadband; low: mirrored."""
+
+    kind: Literal["high", "low"] = Field(description="high: raise above; low: raise below.")
+    threshold: float = Field(allow_inf_nan=False, description="Value at which the alarm raises.")
+    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
+        "How far back past the threshold the value must go to clear."))
+
+
+class RateOfRiseRule(_Rule):
+    """Raise when the value rose by ``rate`` per minute over the last ``window`` seconds."""
+
+    kind: Literal["rate_of_rise"]
+    rate: float = Field(gt=0, allow_inf_nan=False, description=(
+        "Units per minute: the rise from the lowest value in the window, per minute of window."))
+    window: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False, description=(
+        "Seconds looked back."))
+    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
+        "Units per minute below rate at which the alarm clears."))
+
+    @model_validator(mode="after")
+    def _deadband_below_rate(self) -> RateOfRiseRule:
+        if self.deadband >= self.rate:
+            raise ValueError(TEXT_DEADBAND)
+        return self
+
+
+class _FaultRule(_Rule):
+    level: Level = Field(default="fault", description="prealarm, alarm, critical or fault.")
+
+    def default_name(self) -> str:
+        return str(self.kind)  # type: ignore[attr-defined]
+
+
+class OutOfRangeRule(_FaultRule):
+    """Sensor fault: the value lies outside the plausible range."""
+
+    kind: Literal["out_of_range"]
+    range: tuple[float, float] | None = Field(default=None, description=(
+        "[min, max]; default: the point's range."))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutOfRangeRule:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(TEXT_RANGE)
+        return self
+
+
+class StuckRule(_FaultRule):
+    """Sensor fault: good values stayed within ``tolerance`` of each other for ``duration``."""
+
+    kind: Literal["stuck"]
+    duration: float = Field(gt=0, le=30 * 86400, allow_inf_nan=False, description=(
+        "Seconds without movement after which the sensor counts as stuck."))
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
+        "Largest spread of values that still counts as not moving."))
+
+
+class CommLossRule(_FaultRule):
+    """Sensor fault: the device does not answer (`comm` samples)."""
+
+    kind: Literal["comm_loss"]
+    stale: bool = Field(default=True, description="Count `stale` samples as lost too.")
+
+
+class InvalidRule(_FaultRule):
+    """Sensor fault: the device answered with an exception or a value flagged invalid."""
+
+    kind: Literal["invalid"]
+
+
+class OutputFaultRule(_FaultRule):
+    """A local output that could not be written or verified (made by the engine, not config)."""
+
+    kind: Literal["output_fault"] = "output_fault"
+
+    @model_validator(mode="after")
+    def _name(self) -> _Rule:  # the reserved name is its own
+        if not self.name:
+            object.__setattr__(self, "name", "output_fault")
+        return self
+
+
+RULE_CLASSES: tuple[type[_Rule], ...] = (
+    ThresholdRule, RateOfRiseRule, OutOfRangeRule, StuckRule, CommLossRule, InvalidRule)
+RULE_KINDS = frozenset({"high", "low", "rate_of_rise", "out_of_range", "stuck", "comm_loss",
+                        "invalid"})
+
+AlarmRule = Annotated[
+    ThresholdRule | RateOfRiseRule | OutOfRangeRule | StuckRule | CommLossRule | InvalidRule,
+    Field(discriminator="kind"),
+]
+
+
+# -- ready-made rule sets (drivers/profiles/*.toml) ---------------------------------------------
+
+
+class RuleSet(BaseModel):
+    """A profile file: rules for one hazard, with where their numbers come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(description="What the rule set is for.")
+    unit: str = Field(default="", description="Engineering unit the thresholds are in.")
+    sources: list[str] = Field(default_factory=list, description="Where each number comes from.")
+    alarms: list[AlarmRule] = Field(min_length=1, description="The rules.")
+
+
+def rule_set_names() -> list[str]:
+    """Names of the shipped rule sets."""
+    folder = resources.files("watchpost.drivers").joinpath("profiles")
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+@cache
+def load_rule_set(name: str) -> RuleSet:
+    """The shipped rule set ``name``; ValueError names the known ones."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(TEXT_NO_RULE_SET.format(name=name, known=", ".join(rule_set_names())))
+    entry = resources.files("watchpost.drivers").joinpath("profiles", f"{name}.toml")
+    if not entry.is_file():
+        raise ValueError(TEXT_NO_RULE_SET.format(name=name, known=", ".join(rule_set_names())))
+    try:
+        return RuleSet.model_validate(tomllib.loads(entry.read_text(encoding="utf-8")))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ValueError(TEXT_BAD_RULE_SET.format(name=name, error=exc)) from exc
+
+
+def resolve_rules(rules: Sequence[_Rule], *, rules_from: str | None, unit: str,
+                  point_range: tuple[float, float] | None) -> list[_Rule]:
+    """A point's rules: its rule set's (unless overridden by name) then its own.
+
+    Fills the range of out_of_range rules from the point; raises ValueError on a clash.
+    """
+    merged: list[_Rule] = []
+    if rules_from is not None:
+        rule_set = load_rule_set(rules_from)
+        if unit and rule_set.unit and _unit_key(unit) != _unit_key(rule_set.unit):
+            raise ValueError(TEXT_UNIT_MISMATCH.format(name=rules_from, expected=rule_set.unit,
+                                                       unit=unit))
+        own = {rule.name for rule in rules}
+        merged.extend(rule for rule in rule_set.alarms if rule.name not in own)
+    names: set[str] = set()
+    for rule in rules:
+        if rule.name in names:
+            raise ValueError(TEXT_DUPLICATE_RULE.format(name=rule.name))
+        names.add(rule.name)
+    merged.extend(rules)
+    resolved: list[_Rule] = []
+    for rule in merged:
+        if isinstance(rule, OutOfRangeRule) and rule.range is None:
+            if point_range is None:
+                raise ValueError(TEXT_NEEDS_RANGE)
+            resolved.append(rule.model_copy(update={"range": tuple(point_range)}))
+        else:
+            resolved.append(rule)
+    return resolved
+
+
+def _unit_key(unit: str) -> str:
+    return "".join(unit.split()).lower()
+
+
+# -- events -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class AlarmEvent:
-    """One transition of one alarm: the body of a message on the `alarms` stream."""
+    """One transition of one alarm: the body of a message on the `alarms` stream.
 
-    event: Literal["raised", "cleared"]
+    ``value`` is the quantity the rule compared (the rate for rate_of_rise), ``active``,
+    ``acked`` and ``shelved`` the alarm's state after the event.
+    """
+
+    event: EventName
     alarm: str
     point: str
     rule: str
     kind: str
     level: str
     value: float | None
-    threshold: float
+    threshold: float | None
     sample_ts: int
     decided_ts: int
+    quality: str | None = None
+    active: bool = False
+    acked: bool = False
+    shelved: bool = False
+    latch: bool = False
+    by: str | None = None
+    note: str | None = None
+    until: int | None = None
+    test: bool = False
+    detail: str | None = None
 
     def body(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "event": self.event, "alarm": self.alarm, "point": self.point, "rule": self.rule,
+            "kind": self.kind, "level": self.level, "value": self.value,
+            "threshold": self.threshold, "sample_ts": self.sample_ts,
+            "decided_ts": self.decided_ts, "quality": self.quality, "active": self.active,
+            "acked": self.acked, "shelved": self.shelved, "latch": self.latch, "by": self.by,
+            "note": self.note, "until": self.until, "test": self.test, "detail": self.detail,
+        }
 
 
-class _RuleState:
-    __slots__ = ("active", "point", "rule")
+class AlarmError(Exception):
+    """An operation on an alarm was refused. No retry helps."""
 
-    def __init__(self, point: str, rule: AlarmRule) -> None:
+
+class UnknownAlarm(AlarmError):
+    """No alarm (or point) with that id."""
+
+
+class AlarmStateError(AlarmError):
+    """The alarm's state does not allow the operation."""
+
+
+# -- the state of one alarm ---------------------------------------------------------------
+
+
+class _Alarm:
+    """One rule on one point: its condition (after delays) and its lifecycle state."""
+
+    __slots__ = (
+        "acked", "acked_by", "acked_note", "acked_ts", "cond", "id", "kind", "last_quality",
+        "last_ts", "latch", "level", "off_ms", "on_ms", "pending", "point", "raised",
+        "raised_ts", "rule", "shelved_by", "shelved_reason", "shelved_until", "threshold",
+        "value",
+    )
+
+    def __init__(self, point: str, rule: _Rule) -> None:
         self.point = point
         self.rule = rule
-        self.active = False
+        self.id = f"{point}/{rule.name}"
+        self.kind: str = rule.kind  # type: ignore[attr-defined]
+        self.level: str = rule.level
+        self.latch = rule.latch
+        self.on_ms = rule.on_delay * 1000.0
+        self.off_ms = rule.off_delay * 1000.0
+        self.threshold: float | None = None
+        self.value: float | None = None
+        self.last_ts: int | None = None
+        self.last_quality: Quality | None = None
+        self.cond = False  # the condition, confirmed through the delays
+        self.pending: int | None = None  # sample time the opposite condition was first seen
+        self.raised = False  # what the stream says: raised or cleared
+        self.raised_ts: int | None = None
+        self.acked = False
+        self.acked_by: str | None = None
+        self.acked_ts: int | None = None
+        self.acked_note: str | None = None
+        self.shelved_until: int | None = None
+        self.shelved_by: str | None = None
+        self.shelved_reason: str | None = None
 
-    def step(self, value: float) -> bool | None:
-        """The new state if ``value`` changes it, else None."""
-        rule = self.rule
-        if rule.kind == "high":
-            raise_now = value >= rule.threshold
-            clear_now = value < rule.threshold - rule.deadband
-        else:
-            raise_now = value <= rule.threshold
-            clear_now = value > rule.threshold + rule.deadband
-        if not self.active and raise_now:
-            return True
-        if self.active and clear_now:
+    def check(self, sample: Sample) -> bool | None:
+        """Is the condition abnormal, given it now is ``self.cond``? None: no information."""
+        raise NotImplementedError
+
+    def step(self, sample: Sample) -> bool:
+        """Feed one sample; True if the confirmed condition changed."""
+        raw = self.check(sample)
+        if raw is None:
             return False
+        ts = sample.ts
+        self.last_ts = ts
+        self.last_quality = sample.quality
+        if raw is self.cond:
+            self.pending = None
+            return False
+        pending = self.pending
+        if pending is None or ts < pending:  # a clock stepping back restarts the delay
+            self.pending = pending = ts
+        if ts - pending < (self.on_ms if raw else self.off_ms):
+            return False
+        self.pending = None
+        self.cond = raw
+        return True
+
+    def latched(self) -> bool:
+        """Raised on a condition gone normal, waiting for the acknowledgement."""
+        return self.raised and not self.cond
+
+    def state(self) -> str:
+        if self.shelved_until is not None:
+            return "shelved"
+        if not self.raised:
+            return "normal"
+        if not self.cond:
+            return "latched"
+        return "acknowledged" if self.acked else "unacknowledged"
+
+
+class _Threshold(_Alarm):
+    __slots__ = ("clear_at", "high", "limit")
+
+    def __init__(self, point: str, rule: ThresholdRule) -> None:
+        super().__init__(point, rule)
+        self.high = rule.kind == "high"
+        self.limit = rule.threshold
+        self.clear_at = rule.threshold - rule.deadband if self.high else \
+            rule.threshold + rule.deadband
+        self.threshold = rule.threshold
+
+    def check(self, sample: Sample) -> bool | None:
+        value = sample.value
+        if sample.quality is not _GOOD or value is None:
+            return None
+        self.value = value
+        if self.high:
+            return value >= self.clear_at if self.cond else value >= self.limit
+        return value <= self.clear_at if self.cond else value <= self.limit
+
+
+class _RateOfRise(_Alarm):
+    __slots__ = ("clear_rate", "rate", "scale", "times", "values", "window_ms")
+
+    def __init__(self, point: str, rule: RateOfRiseRule) -> None:
+        super().__init__(point, rule)
+        self.rate = rule.rate
+        self.clear_rate = rule.rate - rule.deadband
+        self.window_ms = rule.window * 1000.0
+        self.scale = 60.0 / rule.window  # rise over the window -> per minute
+        self.threshold = rule.rate
+        # the window's minimum, kept as a monotonic queue: O(1) amortised per sample
+        self.times: deque[int] = deque()
+        self.values: deque[float] = deque()
+
+    def check(self, sample: Sample) -> bool | None:
+        value = sample.value
+        if sample.quality is not _GOOD or value is None:
+            return None
+        ts = sample.ts
+        times, values = self.times, self.values
+        while values and values[-1] >= value:
+            values.pop()
+            times.pop()
+        times.append(ts)
+        values.append(value)
+        horizon = ts - self.window_ms
+        while times[0] < horizon:
+            times.popleft()
+            values.popleft()
+        rate = (value - values[0]) * self.scale
+        self.value = rate
+        return rate >= self.clear_rate if self.cond else rate >= self.rate
+
+
+class _OutOfRange(_Alarm):
+    __slots__ = ("high", "low")
+
+    def __init__(self, point: str, rule: OutOfRangeRule) -> None:
+        super().__init__(point, rule)
+        assert rule.range is not None, "resolve_rules fills the range"
+        self.low, self.high = rule.range
+
+    def check(self, sample: Sample) -> bool | None:
+        value = sample.value
+        if value is None:
+            return None
+        self.value = value
+        if value < self.low:
+            self.threshold = self.low
+            return True
+        if value > self.high:
+            self.threshold = self.high
+            return True
+        return False
+
+
+class _Stuck(_Alarm):
+    __slots__ = ("duration_ms", "hi", "lo", "moved", "since", "tolerance")
+
+    def __init__(self, point: str, rule: StuckRule) -> None:
+        super().__init__(point, rule)
+        self.duration_ms = rule.duration * 1000.0
+        self.tolerance = rule.tolerance
+        self.threshold = rule.duration
+        self.since: int | None = None
+        self.lo = self.hi = 0.0
+        self.moved = False  # seen moving at least once: a short still spell is then normal
+
+    def check(self, sample: Sample) -> bool | None:
+        value = sample.value
+        if sample.quality is not _GOOD or value is None:
+            return None
+        self.value = value
+        ts = sample.ts
+        if self.since is None or ts < self.since:
+            self.since, self.lo, self.hi = ts, value, value
+            return None
+        lo = value if value < self.lo else self.lo
+        hi = value if value > self.hi else self.hi
+        if hi - lo > self.tolerance:
+            self.since, self.lo, self.hi, self.moved = ts, value, value, True
+            return False
+        self.lo, self.hi = lo, hi
+        if ts - self.since >= self.duration_ms:
+            return True
+        return False if self.moved else None
+
+
+class _CommLoss(_Alarm):
+    __slots__ = ("stale",)
+
+    def __init__(self, point: str, rule: CommLossRule) -> None:
+        super().__init__(point, rule)
+        self.stale = rule.stale
+
+    def check(self, sample: Sample) -> bool | None:
+        quality = sample.quality
+        return quality is _COMM or (self.stale and quality is _STALE)
+
+
+class _Invalid(_Alarm):
+    __slots__ = ("explained",)
+
+    def __init__(self, point: str, rule: InvalidRule,
+                 explained: tuple[float, float] | None) -> None:
+        super().__init__(point, rule)
+        self.explained = explained  # an out_of_range rule of the point reports these values
+
+    def check(self, sample: Sample) -> bool | None:
+        quality = sample.quality
+        if quality is _GOOD:
+            return False
+        if quality is not _BAD:
+            return None
+        value = sample.value
+        self.value = value
+        explained = self.explained
+        return not (value is not None and explained is not None
+                    and not explained[0] <= value <= explained[1])
+
+
+class _OutputFault(_Alarm):
+    __slots__ = ()
+
+    def check(self, sample: Sample) -> bool | None:  # pragma: no cover - fed by report_output
         return None
 
 
-class AlarmEngine:
-    """Holds the state of every rule and turns samples into alarm events."""
+def _make_alarm(point: str, rule: _Rule, rules: Sequence[_Rule]) -> _Alarm:
+    if isinstance(rule, ThresholdRule):
+        return _Threshold(point, rule)
+    if isinstance(rule, RateOfRiseRule):
+        return _RateOfRise(point, rule)
+    if isinstance(rule, OutOfRangeRule):
+        return _OutOfRange(point, rule)
+    if isinstance(rule, StuckRule):
+        return _Stuck(point, rule)
+    if isinstance(rule, CommLossRule):
+        return _CommLoss(point, rule)
+    if isinstance(rule, InvalidRule):
+        ranges = [r.range for r in rules if isinstance(r, OutOfRangeRule)]
+        return _Invalid(point, rule, ranges[0] if ranges else None)
+    raise TypeError(f"no alarm for rule kind {type(rule).__name__}")
 
-    def __init__(self, rules: Mapping[str, Sequence[AlarmRule]], now_ms: Callable[[], int]) -> None:
-        self._states: dict[str, list[_RuleState]] = {
-            point: [_RuleState(point, rule) for rule in point_rules]
-            for point, point_rules in rules.items() if point_rules
-        }
+
+# -- the engine ---------------------------------------------------------------------------
+
+Listener = Callable[[AlarmEvent], None]
+
+
+class AlarmEngine:
+    """Holds the state of every alarm and turns samples and crew actions into events.
+
+    ``rules`` maps every point name (also those without rules: test alarms need them) to its
+    resolved rules; ``outputs`` maps local output names to the level of their output_fault
+    alarm. Listeners (the output driver) get every event synchronously; they must not block.
+    """
+
+    def __init__(self, rules: Mapping[str, Sequence[_Rule]], now_ms: Callable[[], int], *,
+                 outputs: Mapping[str, Level] | None = None) -> None:
         self._now_ms = now_ms
+        self._points = frozenset(rules)
+        self._by_point: dict[str, tuple[_Alarm, ...]] = {}
+        self._alarms: dict[str, _Alarm] = {}
+        for point, point_rules in rules.items():
+            alarms = tuple(_make_alarm(point, rule, point_rules) for rule in point_rules)
+            if alarms:
+                self._by_point[point] = alarms
+            for alarm in alarms:
+                self._alarms[alarm.id] = alarm
+        for name, level in (outputs or {}).items():
+            alarm = _OutputFault(name, OutputFaultRule(level=level))
+            self._alarms[alarm.id] = alarm
+        self._shelved: set[_Alarm] = set()
+        self._next_expiry: int | None = None
+        self._listeners: list[Listener] = []
+        self.revision = 0  # counts changes of what snapshot() returns
+
+    # -- the poll path ----------------------------------------------------------------------
 
     def evaluate(self, samples: Iterable[Sample]) -> list[AlarmEvent]:
-        """Events caused by ``samples``; only good samples move an alarm."""
+        """Events caused by ``samples`` (and by shelves that expired meanwhile)."""
         events: list[AlarmEvent] = []
+        if self._next_expiry is not None and self._now_ms() >= self._next_expiry:
+            events.extend(self.tick())
+        by_point = self._by_point
         for sample in samples:
-            states = self._states.get(sample.point)
-            if not states or not sample.good:
+            alarms = by_point.get(sample.point)
+            if alarms is None:
                 continue
-            value = float(sample.value)  # type: ignore[arg-type]
-            for state in states:
-                change = state.step(value)
-                if change is not None:
-                    state.active = change
-                    events.append(self._event(state, sample, "raised" if change else "cleared"))
+            for alarm in alarms:
+                if alarm.step(sample):
+                    self.revision += 1
+                    event = self._settle(alarm, sample.ts)
+                    if event is not None:
+                        events.append(self._publish(event))
         return events
 
-    def active(self) -> list[tuple[str, str, str]]:
-        """(point, rule, level) of every raised alarm."""
-        return [(s.point, s.rule.name, s.rule.level)
-                for states in self._states.values() for s in states if s.active]
+    def tick(self, now_ms: int | None = None) -> list[AlarmEvent]:
+        """Expire shelves whose time has come; the app calls it every second."""
+        if self._next_expiry is None:
+            return []
+        now = self._now_ms() if now_ms is None else now_ms
+        if now < self._next_expiry:
+            return []
+        events: list[AlarmEvent] = []
+        for alarm in sorted(self._shelved, key=lambda a: (a.shelved_until, a.id)):
+            if alarm.shelved_until is not None and alarm.shelved_until <= now:
+                events.extend(self._unshelve(alarm, by=None, note=TEXT_EXPIRED, now=now))
+        return events
 
-    def _event(self, state: _RuleState, sample: Sample, event: Literal["raised", "cleared"]
-               ) -> AlarmEvent:
-        rule = state.rule
+    # -- crew and platform actions ---------------------------------------------------------
+
+    def acknowledge(self, alarm: str, *, by: str, note: str = "") -> list[AlarmEvent]:
+        """Acknowledge a raised alarm: [acknowledged], or [acknowledged, cleared] if latched."""
+        state = self._get(alarm)
+        _require(by, "by")
+        if not state.raised:
+            raise AlarmStateError(TEXT_NOT_RAISED.format(alarm=alarm))
+        if state.acked:
+            raise AlarmStateError(TEXT_ALREADY_ACKED.format(alarm=alarm, by=state.acked_by))
+        now = self._now_ms()
+        state.acked, state.acked_by, state.acked_ts, state.acked_note = True, by, now, note
+        self.revision += 1
+        events = [self._publish(self._event(state, "acknowledged", now, by=by, note=note))]
+        if not state.cond and state.shelved_until is None:
+            state.raised = False  # latched on a normal condition: the ack releases it
+            events.append(self._publish(self._event(state, "cleared", now)))
+        return events
+
+    def shelve(self, alarm: str, *, by: str, reason: str, duration_s: float | None = None,
+               until_ms: int | None = None) -> list[AlarmEvent]:
+        """Shelve an alarm until a mandatory expiry; shelving again moves the expiry."""
+        state = self._get(alarm)
+        _require(by, "by")
+        _require(reason, "reason")
+        if not state.rule.shelvable:
+            raise AlarmStateError(TEXT_NOT_SHELVABLE.format(alarm=alarm))
+        if (duration_s is None) == (until_ms is None):
+            raise AlarmStateError(TEXT_SHELVE_EXPIRY)
+        now = self._now_ms()
+        if duration_s is not None:
+            if not math.isfinite(duration_s):
+                raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
+            until_ms = now + round(duration_s * 1000)
+        assert until_ms is not None
+        if until_ms <= now:
+            raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
+        if until_ms - now > state.rule.max_shelve * 1000:
+            raise AlarmStateError(TEXT_SHELVE_TOO_LONG.format(alarm=alarm,
+                                                              max=state.rule.max_shelve))
+        state.shelved_until, state.shelved_by, state.shelved_reason = until_ms, by, reason
+        self._shelved.add(state)
+        self._reschedule()
+        self.revision += 1
+        return [self._publish(self._event(state, "shelved", now, by=by, note=reason,
+                                          until=until_ms))]
+
+    def unshelve(self, alarm: str, *, by: str, note: str = "") -> list[AlarmEvent]:
+        """End a shelf now: [unshelved], then raised or cleared if the condition moved."""
+        state = self._get(alarm)
+        _require(by, "by")
+        if state.shelved_until is None:
+            raise AlarmStateError(TEXT_NOT_SHELVED.format(alarm=alarm))
+        return self._unshelve(state, by=by, note=note, now=self._now_ms())
+
+    def test_alarm(self, point: str, *, by: str = "", level: Level = "alarm"
+                   ) -> list[AlarmEvent]:
+        """A test alarm on ``point``: raised then cleared at once, both marked test."""
+        if point not in self._points:
+            raise UnknownAlarm(TEXT_UNKNOWN_POINT.format(point=point))
+        now = self._now_ms()
+        events = []
+        for name, active in (("raised", True), ("cleared", False)):
+            event = AlarmEvent(
+                event=name, alarm=f"{point}/test", point=point, rule="test", kind="test",
+                level=level, value=None, threshold=None, sample_ts=now, decided_ts=now,
+                active=active, by=by or None, test=True)
+            events.append(self._publish(event))
+        return events
+
+    def report_output(self, output: str, *, ok: bool, detail: str = "",
+                      value: float | None = None) -> list[AlarmEvent]:
+        """The output driver's verdict on a write to ``output``: raises or clears its fault."""
+        state = self._get(f"{output}/output_fault")
+        state.value = value
+        now = self._now_ms()
+        state.last_ts = now
+        if state.cond == (not ok):
+            return []
+        state.cond = not ok
+        self.revision += 1
+        event = self._settle(state, now, detail=detail or None)
+        return [] if event is None else [self._publish(event)]
+
+    # -- state for status, the CLI, the platform and restarts --------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every event, as it is decided."""
+        self._listeners.append(listener)
+
+    def active(self) -> list[dict[str, Any]]:
+        """Every raised or shelved alarm, for `status`, the CLI and the reconnect snapshot."""
+        return [self._describe(a) for a in self._alarms.values()
+                if a.raised or a.shelved_until is not None]
+
+    def active_count(self) -> int:
+        """How many alarms are raised (shelved ones included)."""
+        return sum(1 for a in self._alarms.values() if a.raised)
+
+    def describe(self, alarm: str) -> dict[str, Any]:
+        """The state of one alarm, in the form of active()."""
+        return self._describe(self._get(alarm))
+
+    def alarm_ids(self) -> list[str]:
+        """Every alarm the config defines."""
+        return list(self._alarms)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What must survive a restart (JSON-serialisable): latches, acks, shelves."""
+        alarms = {}
+        for a in self._alarms.values():
+            if a.raised or a.cond or a.shelved_until is not None:
+                alarms[a.id] = {
+                    "raised": a.raised, "cond": a.cond, "raised_ts": a.raised_ts,
+                    "acked": a.acked, "acked_by": a.acked_by, "acked_ts": a.acked_ts,
+                    "acked_note": a.acked_note, "value": a.value, "last_ts": a.last_ts,
+                    "shelved_until": a.shelved_until, "shelved_by": a.shelved_by,
+                    "shelved_reason": a.shelved_reason,
+                }
+        return {"version": STATE_VERSION, "alarms": alarms}
+
+    def restore(self, snapshot: Mapping[str, Any] | None) -> list[str]:
+        """Take back a snapshot() (at start, before the first sample); returns dropped ids."""
+        if not snapshot:
+            return []
+        dropped = []
+        for alarm_id, saved in dict(snapshot.get("alarms", {})).items():
+            state = self._alarms.get(alarm_id)
+            if state is None:
+                log.warning(TEXT_STATE_DROPPED, alarm_id)
+                dropped.append(alarm_id)
+                continue
+            state.raised = bool(saved.get("raised"))
+            state.cond = bool(saved.get("cond"))
+            state.raised_ts = saved.get("raised_ts")
+            state.acked = bool(saved.get("acked")) and state.raised
+            state.acked_by = saved.get("acked_by")
+            state.acked_ts = saved.get("acked_ts")
+            state.acked_note = saved.get("acked_note")
+            state.value = saved.get("value")
+            state.last_ts = saved.get("last_ts")
+            until = saved.get("shelved_until")
+            if until is not None and state.rule.shelvable:
+                state.shelved_until = int(until)
+                state.shelved_by = saved.get("shelved_by")
+                state.shelved_reason = saved.get("shelved_reason")
+                self._shelved.add(state)
+        self._reschedule()
+        self.revision += 1
+        return dropped
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _get(self, alarm: str) -> _Alarm:
+        state = self._alarms.get(alarm)
+        if state is None:
+            point = alarm.partition("/")[0]
+            known = ", ".join(a.id for a in self._by_point.get(point, ())) or "none"
+            raise UnknownAlarm(TEXT_UNKNOWN_ALARM.format(alarm=alarm, point=point, known=known))
+        return state
+
+    def _settle(self, alarm: _Alarm, sample_ts: int, *, detail: str | None = None
+                ) -> AlarmEvent | None:
+        """The event, if any, after the confirmed condition of ``alarm`` changed."""
+        if alarm.shelved_until is not None:
+            return None  # reconciled when the shelf ends
+        if alarm.cond:
+            if alarm.raised:
+                return None  # latched and abnormal again: still raised, still unacknowledged
+            now = self._now_ms()
+            alarm.raised, alarm.raised_ts, alarm.acked = True, now, False
+            alarm.acked_by = alarm.acked_ts = alarm.acked_note = None
+            return self._event(alarm, "raised", now, sample_ts=sample_ts, detail=detail)
+        if not alarm.raised or (alarm.latch and not alarm.acked):
+            return None
+        alarm.raised = False
+        return self._event(alarm, "cleared", self._now_ms(), sample_ts=sample_ts, detail=detail)
+
+    def _unshelve(self, alarm: _Alarm, *, by: str | None, note: str, now: int
+                  ) -> list[AlarmEvent]:
+        alarm.shelved_until = alarm.shelved_by = alarm.shelved_reason = None
+        self._shelved.discard(alarm)
+        self._reschedule()
+        self.revision += 1
+        events = [self._publish(self._event(alarm, "unshelved", now, by=by, note=note or None))]
+        sample_ts = alarm.last_ts if alarm.last_ts is not None else now
+        if alarm.cond != alarm.raised:
+            event = self._settle(alarm, sample_ts)
+            if event is not None:
+                events.append(self._publish(event))
+        return events
+
+    def _reschedule(self) -> None:
+        self._next_expiry = min((a.shelved_until for a in self._shelved
+                                 if a.shelved_until is not None), default=None)
+
+    def _event(self, alarm: _Alarm, event: EventName, now: int, *, sample_ts: int | None = None,
+               by: str | None = None, note: str | None = None, until: int | None = None,
+               detail: str | None = None) -> AlarmEvent:
+        if sample_ts is None:
+            sample_ts = alarm.last_ts if alarm.last_ts is not None else now
+        quality = alarm.last_quality
         return AlarmEvent(
-            event=event, alarm=f"{state.point}/{rule.name}", point=state.point, rule=rule.name,
-            kind=rule.kind, level=rule.level, value=sample.value, threshold=rule.threshold,
-            sample_ts=sample.ts, decided_ts=self._now_ms(),
+            event=event, alarm=alarm.id, point=alarm.point, rule=alarm.rule.name,
+            kind=alarm.kind, level=alarm.level, value=alarm.value, threshold=alarm.threshold,
+            sample_ts=sample_ts, decided_ts=now,
+            quality=None if quality is None else quality.value, active=alarm.raised,
+            acked=alarm.acked, shelved=alarm.shelved_until is not None, latch=alarm.latch,
+            by=by, note=note, until=until, detail=detail,
         )
+
+    def _publish(self, event: AlarmEvent) -> AlarmEvent:
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+    def _describe(self, a: _Alarm) -> dict[str, Any]:
+        return {
+            "alarm": a.id, "point": a.point, "rule": a.rule.name, "kind": a.kind,
+            "level": a.level, "state": a.state(), "raised": a.raised,
+            "condition": "abnormal" if a.cond else "normal", "acked": a.acked,
+            "latch": a.latch, "value": a.value, "threshold": a.threshold,
+            "sample_ts": a.last_ts, "raised_ts": a.raised_ts, "acked_by": a.acked_by,
+            "acked_ts": a.acked_ts, "ack_note": a.acked_note,
+            "shelved": a.shelved_until is not None, "shelved_by": a.shelved_by,
+            "shelved_until": a.shelved_until, "shelve_reason": a.shelved_reason,
+        }
+
+
+def _require(text: str, what: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise AlarmStateError(TEXT_NEEDS_WHO.format(what=what))
+
+
+# -- restart safety -------------------------------------------------------------------------
+
+
+class AlarmStateFile:
+    """The engine's snapshot on disk (``alarms.json`` in the state directory), atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved snapshot; None if there is none or it is unreadable (logged)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.error(TEXT_STATE_UNREADABLE, self.path, exc)
+            return None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            log.error(TEXT_STATE_UNREADABLE, self.path, "unknown version")
+            return None
+        return data
+
+    def save(self, snapshot: Mapping[str, Any]) -> None:
+        """Write, fsync and rename into place (blocking: call it off the event loop)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(snapshot, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AlarmHousekeeper:
+    """The engine's clockwork, run as a task: shelf expiry each second, state saved on change.
+
+    ``emit`` takes the events of expired shelves (the app's queue to the store).
+    """
+
+    def __init__(self, engine: AlarmEngine, state: AlarmStateFile, emit: Listener, *,
+                 interval: float = 1.0) -> None:
+        self.engine = engine
+        self.state = state
+        self._emit = emit
+        self.interval = interval
+        self._saved = -1
+
+    def restore(self) -> list[str]:
+        """Load the saved state into the engine (before polling starts)."""
+        dropped = self.engine.restore(self.state.load())
+        self._saved = self.engine.revision
+        return dropped
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                for event in self.engine.tick():
+                    self._emit(event)
+                await self.save_if_changed()
+        finally:
+            if self.engine.revision != self._saved:
+                self.state.save(self.engine.snapshot())  # at shutdown: blocking is fine
+
+    async def save_if_changed(self) -> None:
+        revision = self.engine.revision
+        if revision != self._saved:
+            await asyncio.to_thread(self.state.save, self.engine.snapshot())
+            self._saved = revision

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
-from watchpost.alarms import AlarmRule
+from watchpost.alarms import RULE_KINDS, AlarmRule, resolve_rules
 from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
@@ -81,7 +81,10 @@ class PointConfig(Model):
     offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
     range: tuple[float, float] | None = Field(
         default=None, description="Plausible range [min, max]; outside it a sample is bad.")
-    alarms: list[AlarmRule] = Field(default_factory=list, description="Alarm rules.")
+    alarms: list[AlarmRule] = Field(default_factory=list, description=(
+        "Alarm rules (docs/alarm-rules.md); after loading, also those of rules_from."))
+    rules_from: str | None = Field(default=None, description=(
+        "A shipped rule set (drivers/profiles/NAME.toml); own rules override it by name."))
 
     @property
     def width(self) -> int:
@@ -99,6 +102,9 @@ class PointConfig(Model):
             raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
         if self.range is not None and not self.range[0] < self.range[1]:
             raise ValueError("range: min must be below max")
+        rules = resolve_rules(self.alarms, rules_from=self.rules_from, unit=self.unit,
+                              point_range=self.range)
+        object.__setattr__(self, "alarms", rules)  # frozen: resolved once, here
         return self
 
 
@@ -255,7 +261,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in DRIVERS or item.startswith("function-"):
+        elif item in DRIVERS or item in RULE_KINDS or item.startswith("function-"):
             continue  # the discriminator tag of a union, not a key in the file
         else:
             parts.append(("." if parts else "") + item)
