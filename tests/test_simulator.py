@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -406,6 +407,19 @@ def test_refuses_to_replace_a_file_at_the_link_path(tmp_path: Path) -> None:
     assert result.returncode == 71
     assert "not a link" in result.stderr
     assert precious.read_text(encoding="utf-8") == "not a link"
+
+
+def test_port_taken_exits_71(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "site.toml").write_text(SITE, encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--port-base", str(port)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 71, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
 
 
 def test_bad_site_file_exits_78_naming_the_keys(tmp_path: Path) -> None:

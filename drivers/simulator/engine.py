@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.client.mixin import ModbusClientMixin
+
 from watchpost.drivers.base import Table
 from watchpost.drivers.simulator.site import (
     Constant,
@@ -184,6 +185,7 @@ class SiteEngine:
                     fraction = (mark - v0) / (v1 - v0)
                     crossings.append(Crossing(change.point, mark, "up" if v1 > v0 else "down",
                                               at + change.over * fraction))
+        crossings.sort(key=lambda crossing: crossing.t)
         return ramps, crossings
 
     # -- reads and writes from masters ------------------------------------------------------

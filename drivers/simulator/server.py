@@ -35,6 +35,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
 from watchpost.drivers.base import Table
 from watchpost.drivers.simulator.engine import Crossing, RampInfo, SiteEngine
 from watchpost.drivers.simulator.site import (
@@ -60,6 +61,7 @@ TEXT_FAULT = _("t={t:7.1f} s  fault {kind} on {target} {state}")
 TEXT_STOPPED = _("t={t:7.1f} s  stopped")
 TEXT_NOT_A_LINK = _("{path} exists and is not a link; refusing to replace it")
 TEXT_NO_LISTEN = _("bus {name}: cannot listen on {where}")
+TEXT_NO_EVENTS = _("cannot write the events file {path}: {error}")
 TEXT_NO_LINK = _("bus {name}: cannot make the link {path}: {error}")
 
 # function codes -> the table they touch
@@ -241,6 +243,13 @@ class SiteServer:
             await self.stop()
             raise
         self.clock.start()
+        try:
+            self._begin_events()
+        except OSError as exc:
+            await self.stop()
+            raise SimulatorError(TEXT_NO_EVENTS.format(path=self.events.path, error=exc)) from exc
+
+    def _begin_events(self) -> None:
         self.events.begin(site=self.site.site.name, pid=os.getpid(),
                           started_at=self.clock.started_at, tick=self.engine.tick,
                           buses=self._buses)

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
+
 from watchpost.config import ConfigError
 from watchpost.drivers.base import Table
 
@@ -554,7 +555,9 @@ def _describe(error: ErrorDetails) -> str:
     path = "".join(parts)
     kind = error["type"]
     message = _PLAIN_MESSAGES.get(kind) or _plain(error["msg"])
-    if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error:
+    # a rule on a whole table names the table's path; its input is the whole table
+    if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error \
+            and not isinstance(error["input"], dict):
         message += f" (got {_show(error['input'])})"
     return f"{path}: {message}" if path else message
 
