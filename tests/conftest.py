@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -69,6 +71,9 @@ class Broker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
+            # started as root, Mosquitto would drop to user `mosquitto`, which cannot write
+            # the test's folder; as anyone else this line has no effect
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"persistence {'true' if persistent else 'false'}",
             f"persistence_location {folder}/",
             "max_queued_messages 0",  # no limit: a test subscriber may lag behind
