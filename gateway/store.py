@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from watchpost.backoff import Backoff
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from watchpost.backoff import Backoff
 
 if TYPE_CHECKING:

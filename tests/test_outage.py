@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from watchpost.store import Store, StoreConfig
 
 from tests.conftest import Broker, Proxy, Subscriber, free_port
 from tests.test_uplink import ROOT, depth, make_uplink, running, until
+from watchpost.store import Store, StoreConfig
 
 ALARM = {"event": "raised", "alarm": "ch4/high_alarm", "point": "ch4", "rule": "high_alarm",
          "kind": "high", "level": "alarm", "value": 1.2, "threshold": 1.0,

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from watchpost.clock import Clock
 from watchpost.store import BadMessageError, Store, StoreClosedError, StoreConfig, read_backlog
 

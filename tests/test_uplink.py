@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import Broker, Proxy, Subscriber
 from watchpost.store import Store, StoreConfig
 from watchpost.uplink import Uplink, UplinkConfig
-
-from tests.conftest import Broker, Proxy, Subscriber
 
 SITE, GW = "site1", "gw1"
 ROOT = f"watchpost/v1/{SITE}/{GW}/"
