@@ -396,6 +396,14 @@ def test_incident_on_time_then_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert sim.document()["events"][-1]["event"] == "stopped"
 
 
+def test_ctrl_c_stops_cleanly_too(tmp_path: Path) -> None:
+    with SimulatorProcess.start(SITE, tmp_path) as sim:
+        link = sim.link("line")
+        sim.process.send_signal(signal.SIGINT)
+        assert sim.process.wait(5) == 0
+    assert not link.is_symlink()
+
+
 def test_refuses_to_replace_a_file_at_the_link_path(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     precious = tmp_path / "dev" / "ttyWP0"

@@ -11,7 +11,7 @@ import math
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pymodbus.client.mixin import ModbusClientMixin
 
@@ -71,7 +71,7 @@ def decode(point: SimPoint, words: list[int]) -> float:
     """The engineering value carried by ``words`` (the inverse of ``encode``)."""
     raw = ModbusClientMixin.convert_from_registers(
         words, _DATATYPES[point.type], word_order=point.word_order)
-    return float(raw) * point.scale + point.offset  # type: ignore[arg-type]
+    return float(cast(float, raw)) * point.scale + point.offset
 
 
 @dataclass
@@ -151,7 +151,7 @@ class SiteEngine:
             if isinstance(point.signal, Integral):
                 state.true = point.signal.start
             self.points[point.name] = state
-        self._images: dict[tuple[str, Table], list[int] | list[bool]] = {}
+        self._images: dict[tuple[str, Table], list[Any]] = {}  # ints, or bools for bits
         for device in site.devices:
             for table in Table:
                 self._images[(device.name, table)] = _blank_image(device, table)
@@ -190,7 +190,7 @@ class SiteEngine:
 
     # -- reads and writes from masters ------------------------------------------------------
 
-    def image(self, device: str, table: Table) -> list[int] | list[bool]:
+    def image(self, device: str, table: Table) -> list[Any]:
         """The current registers (or bits) of a device's table, from address 0."""
         return self._images[(device, table)]
 
@@ -200,7 +200,7 @@ class SiteEngine:
         image = self._images[(device.name, table)]
         for offset, value in enumerate(values):
             if address + offset < len(image):
-                image[address + offset] = value  # type: ignore[assignment]
+                image[address + offset] = value
         end = address + len(values)
         for point in device.points:
             if point.table != table or point.address + point.width <= address or \

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
@@ -268,16 +268,16 @@ class SiteServer:
         server = ModbusTcpServer(
             [*(self._sim_device(d) for d in devices), catch_all],
             address=(bus.host, port), ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=False))
+            trace_pdu=partial(self._trace, devices, silent_unknown=False))  # type: ignore[arg-type]
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
             raise SimulatorError(TEXT_NO_LISTEN.format(name=bus.name,
                                                        where=f"{bus.host}:{port}")) from exc
         self._servers.append(server)
-        sockets = server.transport.sockets  # type: ignore[union-attr]
+        listener = cast(asyncio.Server, server.transport)  # a listening server's transport
         self._buses[bus.name] = {"type": "modbus_tcp", "host": bus.host,
-                                 "port": sockets[0].getsockname()[1]}
+                                 "port": listener.sockets[0].getsockname()[1]}
 
     async def _start_rtu(self, bus: RtuBus) -> None:
         devices = self._devices_on(bus.name)
@@ -293,7 +293,7 @@ class SiteServer:
         server = ModbusSerialServer(
             [self._sim_device(d) for d in devices], port=modem.server_path,
             baudrate=bus.baudrate, ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=True))
+            trace_pdu=partial(self._trace, devices, silent_unknown=True))  # type: ignore[arg-type]
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
@@ -401,7 +401,11 @@ class SiteServer:
 
     def _trace(self, devices: list[SimDeviceConfig], sending: bool, pdu: ModbusPDU, *,
                silent_unknown: bool) -> ModbusPDU | None:
-        """Drop requests to a silent device (and, on a serial line, to absent units)."""
+        """Drop requests to a silent device (and, on a serial line, to absent units).
+
+        pymodbus answers nothing when the hook returns None for a received request, though
+        its annotation says the hook returns a PDU (hence the ignores where it is passed).
+        """
         if sending:
             return pdu
         for device in devices:
