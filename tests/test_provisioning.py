@@ -308,6 +308,14 @@ def test_firstboot_refuses_a_mixed_up_bundle(bundles: Path, tmp_path: Path,
     assert firstboot(boot, root) == EXIT_CONFIG
     assert "uplink.keepalive" in capsys.readouterr().err
 
+    # a CA of the same name but another key: the signature gives it away
+    shutil.copy(bundles / "gw-tank-a" / "gateway.toml", bundle / "gateway.toml")
+    assert main(["ca", "create", "--out", str(tmp_path / "twin"), "--site",
+                 "hx-chem-tankfarm"]) == 0
+    shutil.copy(tmp_path / "twin" / "ca.crt", bundle / "ca.crt")
+    assert firstboot(boot, root) == EXIT_CONFIG
+    assert "is not signed by ca.crt" in capsys.readouterr().err
+
     (bundle / "bundle.json").unlink()
     assert firstboot(boot, root) == EXIT_CONFIG
     assert "not a Watchpost bundle" in capsys.readouterr().err
