@@ -175,6 +175,12 @@ bus = "line"
 unit = 5
 {rtu}
 [[devices]]
+name = "sluggish"
+bus = "plant"
+unit = 7
+points = [{ name = "late_value", address = 0, signal = { kind = "constant", value = 9 } }]
+
+[[devices]]
 name = "rtu-b"
 bus = "line"
 unit = 6
@@ -207,6 +213,11 @@ table = "holding"
 address = 10
 count = 5
 code = 2
+
+[[faults]]
+kind = "slow"
+device = "sluggish"
+delay = 0.4
 
 [[faults]]
 kind = "stuck"
@@ -327,6 +338,12 @@ def test_silent_device_does_not_answer(tcp: ModbusTcpClient) -> None:
     assert time.monotonic() - started >= 0.9  # it timed out: no answer at all
     # the other devices on the same endpoint keep answering
     assert tcp.read_holding_registers(0, count=1, device_id=4).registers == [7]
+
+
+def test_slow_device_answers_late(tcp: ModbusTcpClient) -> None:
+    started = time.monotonic()
+    assert tcp.read_holding_registers(0, count=1, device_id=7).registers == [9]
+    assert time.monotonic() - started >= 0.4
 
 
 def test_exception_range_and_unmapped_addresses(tcp: ModbusTcpClient) -> None:
