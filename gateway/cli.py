@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "watchpost.config",
     "watchpost.monitor",
     "watchpost.crew",
+    "watchpost.backlog_cli",
     "watchpost.drivers.simulator.cli",
     "watchpost.anomaly_cli",
     "watchpost.provisioning.bundle",
