@@ -6,7 +6,8 @@ unit with that id listens at that speed. All units on one line share one setting
 scan stops after the first setting at which something answered (``--keep-going`` tries
 the rest, to find a unit set to the wrong speed).
 
-Progress goes to stderr; the proposed ``[[buses]]`` and ``[[devices]]`` go to stdout, so
+Progress goes to stderr; the proposed ``[[buses]]`` and ``[[devices]]`` (with ``--manifest``:
+``[[gateways.buses]]``, ``[[gateways.devices]]``) go to stdout, so
 ``watchpost scan --port /dev/ttyUSB0 > found.toml`` keeps only the TOML. Stop the daemon
 first: two masters on one line garble each other's frames.
 """
@@ -48,6 +49,8 @@ TEXT_TIMEOUT_HELP = _("seconds to wait for each answer (default: depends on the 
 TEXT_PROBE_HELP = _("the register asked for, TABLE:ADDRESS (default: holding:0)")
 TEXT_KEEP_GOING_HELP = _("try every setting, not only until units answer")
 TEXT_BUS_NAME_HELP = _("bus name in the proposed config (default: from the port)")
+TEXT_MANIFEST_HELP = _("propose [[gateways.buses]] and [[gateways.devices]], to paste under a "
+                       "gateway of the site manifest")
 TEXT_BAD_LIST = _("{value!r} is not a list like {example}")
 TEXT_BAD_PROBE = _("{value!r} is not TABLE:ADDRESS with TABLE one of {tables}")
 TEXT_NO_PORT = _("cannot open {port}: {error}. Is the adapter plugged in, is this user in "
@@ -66,7 +69,7 @@ TEXT_HEADER = _("# Proposed by `watchpost scan` on {port}: {count} unit(s) at {s
 TEXT_ANSWER_VALUE = _("{table} {address} read {value} during the scan")
 TEXT_ANSWER_EXCEPTION = _("answered {table} {address} with exception {code} ({name})")
 TEXT_POINT_TEMPLATE = _(
-    "# [[devices.points]]\n"
+    "# [[{prefix}devices.points]]\n"
     "# name = \"...\"          # unique in the gateway, e.g. ch4_face_1\n"
     "# unit = \"...\"          # engineering unit, e.g. %LEL\n"
     "# table = \"{table}\"\n"
@@ -183,21 +186,23 @@ async def scan(port: str, *, units: Sequence[int], settings: Sequence[LineSettin
 
 
 def proposal(found: list[Found], *, port: str, bus_name: str, table: Table = Table.HOLDING,
-             address: int = 0) -> tuple[str, list[str]]:
-    """The TOML to paste into gateway.toml (or the manifest), and warnings for people."""
+             address: int = 0, manifest: bool = False) -> tuple[str, list[str]]:
+    """The TOML to paste into gateway.toml (or, with ``manifest``, under a gateway of the
+    site manifest), and warnings for people."""
+    prefix = "gateways." if manifest else ""
     line = found[0].setting
     on_line = [f for f in found if f.setting == line]
     warnings = [TEXT_OTHER_SETTING.format(unit=f.unit, setting=f.setting, line=line)
                 for f in found if f.setting != line]
     parts = [TEXT_HEADER.format(port=port, count=len(on_line), setting=line), "",
-             "[[buses]]", 'type = "modbus_rtu"', f"name = {value_text(bus_name)}",
+             f"[[{prefix}buses]]", 'type = "modbus_rtu"', f"name = {value_text(bus_name)}",
              f"port = {value_text(port)}", f"baudrate = {line.baudrate}",
              f"parity = {value_text(line.parity)}", f"stopbits = {line.stopbits}"]
     for f in on_line:
-        parts += ["", f"# unit {f.unit}: {f.answer}", "[[devices]]",
+        parts += ["", f"# unit {f.unit}: {f.answer}", f"[[{prefix}devices]]",
                   f"name = {value_text(f'{bus_name}_unit_{f.unit}')}",
                   f"bus = {value_text(bus_name)}", f"unit = {f.unit}",
-                  TEXT_POINT_TEMPLATE.format(table=table, address=address)]
+                  TEXT_POINT_TEMPLATE.format(prefix=prefix, table=table, address=address)]
     return "\n".join(parts) + "\n", warnings
 
 
@@ -260,6 +265,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help=TEXT_PROBE_HELP)
     command.add_argument("--keep-going", action="store_true", help=TEXT_KEEP_GOING_HELP)
     command.add_argument("--bus-name", help=TEXT_BUS_NAME_HELP)
+    command.add_argument("--manifest", action="store_true", help=TEXT_MANIFEST_HELP)
     command.set_defaults(handler=_scan)
 
 
@@ -286,7 +292,7 @@ def _scan(args: argparse.Namespace) -> int:
         return EXIT_NOTHING
     bus_name = args.bus_name or "rs485_" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.port).name)
     text, warnings = proposal(found, port=args.port, bus_name=bus_name, table=table,
-                              address=address)
+                              address=address, manifest=args.manifest)
     on_line = sum(1 for f in found if f.setting == found[0].setting)
     print(TEXT_SUMMARY.format(count=on_line, port=args.port, setting=found[0].setting),
           file=sys.stderr)

@@ -160,6 +160,16 @@ def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) 
         "store": {"path": "/tmp/x.db"}, **proposed})
 
 
+def test_proposal_for_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    with rtu_site({1: 5}, baudrate=9600) as site:
+        status = main(["scan", "--port", site.port, "--units", "1", "--baud", "9600",
+                       "--parity", "N", "--timeout", "0.3", "--manifest", "--bus-name", "b"])
+    assert status == 0
+    proposed = tomllib.loads(capsys.readouterr().out)
+    assert proposed["gateways"]["buses"][0]["baudrate"] == 9600
+    assert proposed["gateways"]["devices"][0]["unit"] == 1
+
+
 def test_settings_are_tried_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({1: 0}, baudrate=38400) as site:
         status = main(["scan", "--port", site.port, "--units", "1",
