@@ -56,6 +56,7 @@ APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
 ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
 EVICTABLE_STREAMS = frozenset({"telemetry"})
 PRIORITY = ("alarms", "anomalies")  # sent ahead of every other stream
+MAX_QUEUED_BYTES = 4 * 1024 * 1024  # telemetry puts wait while the writer is this far behind
 COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -190,6 +191,7 @@ class Store:
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._closed = False
         self._failing = False
+        self._queued_bytes = 0  # bodies handed to the writer, not yet committed
         self._backoff = Backoff(initial=0.2, cap=10.0)
         if self.recovery is not None:
             self._record_recovery(salvaged)
@@ -256,12 +258,17 @@ class Store:
         items = len(body.get("samples", ())) if stream == "telemetry" else 1
         boot = self._unsynced_boot()
         if not durable:
+            # the writer (a thread) is behind: wait for it rather than grow in memory
+            while self._queued_bytes > MAX_QUEUED_BYTES:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
             seq = self._next_seq(stream)
+            self._queued(len(data))
             self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None))
             return seq
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         seq = self._next_seq(stream)
+        self._queued(len(data))
         self._queue.put(_Put(stream, seq, int(ts), items, boot, data,
                              _resolver(loop, future)))
         await asyncio.shield(future)
@@ -398,6 +405,10 @@ class Store:
             self._counters[stream] = seq
             return seq
 
+    def _queued(self, size: int) -> None:
+        with self._seq_lock:
+            self._queued_bytes += size
+
     def _unsynced_boot(self) -> str | None:
         clock = self._clock
         return None if clock is None or clock.synced else clock.boot_id
@@ -420,7 +431,8 @@ class Store:
                 continue
             if deadline is None:
                 deadline = time.monotonic() + self.config.commit_interval
-            urgent = closing is not None or self._failing or any(
+            urgent = closing is not None or self._failing or \
+                self._queued_bytes > MAX_QUEUED_BYTES // 4 or any(
                 isinstance(op, _Sync) or (isinstance(op, _Put) and op.done is not None)
                 for op in ops)
             if not urgent and time.monotonic() < deadline:
@@ -516,6 +528,9 @@ class Store:
             "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)", counters.items())
 
     def _finish(self, txn: list[_Op]) -> None:
+        size = sum(len(op.body) for op in txn if isinstance(op, _Put))
+        with self._seq_lock:
+            self._queued_bytes -= size
         acked = [row_id for op in txn if isinstance(op, _Ack) for row_id in op.ids]
         if acked:
             with self._acked_lock:

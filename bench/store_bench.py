@@ -1,0 +1,140 @@
+"""Store and uplink figures: ingest while offline, drain to a local broker, bytes per sample,
+resident memory as the backlog grows. Prints figures; not part of the test run.
+
+    .venv/bin/python bench/store_bench.py              # 5 M samples, about two minutes
+    .venv/bin/python bench/store_bench.py --samples 1000000
+
+Telemetry is shaped like the daemon's: batches of 500 samples (the batcher's maximum), points
+named like real ones, values a random walk at the resolution of a scaled 16-bit register,
+stamps one poll period apart with a few ms of jitter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import Broker
+from watchpost.store import Store, StoreConfig
+from watchpost.uplink import Uplink, UplinkConfig
+
+BATCH = 500
+POINTS = 1000
+KINDS = ("ch4_face", "co_face", "o2_face", "temp_belt", "tank_level", "tank_press", "kw_feeder")
+
+
+def rss_mib() -> float:
+    """Resident memory now (not the peak), MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Site:
+    """Samples of POINTS points polled once a second."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.names = [f"{KINDS[i % len(KINDS)]}_{i // len(KINDS) + 1}" for i in range(POINTS)]
+        self.values = [self.rng.uniform(0, 100) for _ in range(POINTS)]
+        self.t = 1_732_000_000_000
+        self.index = 0
+
+    def batch(self) -> list[dict]:
+        out = []
+        for _ in range(BATCH):
+            i = self.index
+            self.values[i] += self.rng.gauss(0, 0.05)
+            out.append({"point": self.names[i], "ts": self.t + self.rng.randrange(0, 40),
+                        "value": round(self.values[i], 2), "quality": "good"})
+            self.index += 1
+            if self.index == POINTS:
+                self.index = 0
+                self.t += 1000
+        return out
+
+
+async def ingest(store: Store, site: Site, samples: int, marks: list[int]) -> dict:
+    """Put ``samples`` offline as fast as the store takes them; RSS at each mark."""
+    rss = {0: rss_mib()}
+    start = time.perf_counter()
+    done = 0
+    while done < samples:
+        await store.put("telemetry", {"samples": site.batch()}, ts=site.t, durable=False)
+        done += BATCH
+        if done % (BATCH * 200) == 0:
+            await asyncio.sleep(0)  # let the writer's listener callbacks run
+        if marks and done >= marks[0]:
+            await asyncio.to_thread(store.flush)
+            rss[marks.pop(0)] = rss_mib()
+    await asyncio.to_thread(store.flush)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rss": rss}
+
+
+async def drain(store: Store, url: str) -> tuple[float, int]:
+    uplink = Uplink(UplinkConfig(broker=url, max_inflight=256, health_interval=3600), store,
+                    site="bench", gateway="gw1", version="bench", boot_id="bench",
+                    health=dict)
+    depth = store.backlog()["streams"]["telemetry"]["depth"]
+    task = asyncio.create_task(uplink.run())
+    start = time.perf_counter()
+    peak = rss_mib()
+    while store.backlog()["streams"]["telemetry"]["depth"] > 0:
+        await asyncio.sleep(0.5)
+        peak = max(peak, rss_mib())
+    seconds = time.perf_counter() - start
+    task.cancel()
+    with_suppress = asyncio.gather(task, return_exceptions=True)
+    await with_suppress
+    print(f"  RSS during the drain: peak {peak:.1f} MiB")
+    return seconds, depth
+
+
+async def main(samples: int, folder: Path) -> None:
+    path = folder / "buffer.db"
+    store = Store(StoreConfig(path=path, quota_mb=100_000), gateway="gw1")
+    marks = [m for m in (1_000_000, 5_000_000) if m <= samples]
+    print(f"ingest offline: {samples:,} samples in batches of {BATCH}")
+    result = await ingest(store, Site(), samples, marks)
+    backlog = store.backlog()
+    per_sample = backlog["used_bytes"] / samples
+    print(f"  {samples / result['seconds']:,.0f} samples/s "
+          f"({samples / BATCH / result['seconds']:,.0f} messages/s)")
+    print(f"  {per_sample:.1f} bytes on disk per sample "
+          f"(store {backlog['used_bytes'] / 2**20:.1f} MiB used, "
+          f"file+WAL {backlog['bytes'] / 2**20:.1f} MiB)")
+    for mark, mib in result["rss"].items():
+        print(f"  RSS at a backlog of {mark:>9,} samples: {mib:.1f} MiB")
+    quota = StoreConfig(path=path).quota_mb * 2**20
+    for rate in (1000, 100):
+        print(f"  default quota ({quota / 2**20:.0f} MiB) holds "
+              f"{quota / per_sample / rate / 3600:,.1f} h of outage at {rate} points/s")
+    broker = Broker(folder)
+    broker.start()
+    try:
+        seconds, depth = await drain(store, broker.url)
+    finally:
+        broker.stop()
+    print(f"drain to a local Mosquitto: {depth:,} messages in {seconds:.1f} s: "
+          f"{depth / seconds:,.0f} messages/s, {samples / seconds:,.0f} samples/s")
+    store.close()
+    print(f"peak RSS of the whole run: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=5_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where the store goes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        asyncio.run(main(args.samples, Path(folder)))
