@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
 from watchpost import __version__
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.provisioning import pki, tomlwrite

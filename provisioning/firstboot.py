@@ -34,6 +34,7 @@ from gettext import gettext as _
 from pathlib import Path
 
 from cryptography.x509.oid import NameOID
+
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.provisioning import pki
 from watchpost.provisioning.bundle import BUNDLE_FORMAT, BUNDLE_INFO, EXIT_IOERR

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from watchpost.cli import main
 from watchpost.config import EXIT_CONFIG, load_config
 from watchpost.provisioning import pki

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from watchpost.sdnotify import Notifier, Watchdog, watchdog_interval
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from watchpost.config import EXIT_CONFIG
 from watchpost.provisioning.firstboot import BOOT_DIRS, BUNDLE_DIR_NAME
 
