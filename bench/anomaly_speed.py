@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from watchpost.anomaly import AnomalyDetector, AnomalyModelConfig, DetectorParams, LiteRTModel
 from watchpost.models import shipped_model_path
 

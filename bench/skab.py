@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from watchpost.anomaly_cli import read_table, score_table
 
 LABELS = ("anomaly", "changepoint")

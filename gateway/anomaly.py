@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from watchpost.models import shipped_model_path
 from watchpost.samples import Sample
 

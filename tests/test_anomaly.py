@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydantic
 import pytest
+
 from watchpost.anomaly import (
     AnomalyConfig,
     AnomalyDetector,
