@@ -102,7 +102,7 @@ class Clock:
         self._synced = True
         return delta
 
-    async def watch(self, store: ClockCorrector, *, interval: float = 5.0,
+    async def watch(self, store: ClockCorrector, *, interval: float = 2.0,
                     on_change: Callable[[], object] | None = None) -> None:
         """Until cancelled: probe every ``interval`` s; on sync, correct the store's stamps."""
         while not self._synced:

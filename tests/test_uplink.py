@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Broker, Proxy, Subscriber
+from watchpost.clock import Clock
 from watchpost.store import Store, StoreConfig
 from watchpost.uplink import Uplink, UplinkConfig
 
@@ -211,3 +212,69 @@ def test_commands_get_replies(tmp_path: Path, broker: Broker, subscriber, valida
         validate("reply", reply)
 
     asyncio.run(scenario())
+
+
+def test_live_alarm_overtakes_the_telemetry_backlog(tmp_path: Path, broker: Broker,
+                                                     subscriber) -> None:
+    sub: Subscriber = subscriber(ROOT + "alarms", ROOT + "telemetry")
+    batch = {"samples": [{"point": f"p{k}", "ts": k, "value": k, "quality": "good"}
+                         for k in range(300)]}
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        for i in range(3000):
+            await store.put("telemetry", batch, ts=i, durable=False)
+        await asyncio.to_thread(store.flush)
+        uplink = make_uplink(broker.url, store, max_inflight=32)
+        async with running(uplink):
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 200, 20)
+            await store.put("alarms", {"event": "raised"}, ts=1, durable=True)
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 3000, 60)
+        store.close()
+
+    asyncio.run(scenario())
+    topics = [m.topic for m in sub.raw]
+    at = topics.index(ROOT + "alarms")
+    assert topics[:at].count(ROOT + "telemetry") < 1000  # well ahead of the backlog's end
+    assert [m["seq"] for m in sub.get(ROOT + "telemetry")] == list(range(1, 3001))
+
+
+def test_clock_sync_corrects_the_backlog_and_the_status(tmp_path: Path, broker: Broker,
+                                                       proxy: Proxy, subscriber,
+                                                       validate) -> None:
+    sub: Subscriber = subscriber(ROOT + "#")
+    state = {"synced": False}
+    wall = [1_000.0]
+    clock = Clock(lambda: state["synced"], boot_id="boot-x", wall=lambda: wall[0],
+                  monotonic=time.monotonic)
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW, clock=clock)
+        uplink = Uplink(UplinkConfig(broker=proxy.url, reconnect_min=0.1, reconnect_max=0.3,
+                                     connect_timeout=1),
+                        store, site=SITE, gateway=GW, version="0.1.0", boot_id="boot-x",
+                        health=dict, clock=clock)
+        proxy.blackhole()  # offline while unsynced: the alarm waits in the store
+        stamp = clock.now_ms()
+        await store.put("alarms", {"event": "raised", "alarm": "p/high", "point": "p",
+                                   "rule": "high", "kind": "high", "level": "alarm",
+                                   "value": 2.0, "threshold": 1.0, "sample_ts": stamp,
+                                   "decided_ts": stamp}, ts=stamp, durable=True)
+        async with running(uplink):
+            wall[0] = 1_700_000_000.0  # NTP answers
+            state["synced"] = True
+            await until(lambda: clock.synced, timeout=10)
+            await asyncio.sleep(0.2)
+            proxy.heal()
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1, 20)
+            await asyncio.to_thread(sub.wait_for, ROOT + "status",
+                                    predicate=lambda ms: ms and ms[-1]["clock"] == "synced")
+        store.close()
+
+    asyncio.run(scenario())
+    alarm = sub.get(ROOT + "alarms")[0]
+    assert alarm["clock"] == "corrected"
+    assert alarm["ts"] == alarm["decided_ts"]
+    assert 1_699_999_900_000 < alarm["ts"] < 1_700_000_000_000
+    validate("alarms", alarm)
