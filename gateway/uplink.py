@@ -110,7 +110,7 @@ class UplinkConfig(BaseModel):
         default=0.5, gt=0, le=60,
         description="First reconnect delay bound in seconds (capped exponential, full jitter).")
     reconnect_max: float = Field(
-        default=60.0, gt=0, le=3600, description="Largest reconnect delay in seconds.")
+        default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds.")
     max_inflight: int = Field(
         default=64, ge=2, le=1000,
         description="Messages sent but not yet acknowledged (PUBACK) at any moment.")
