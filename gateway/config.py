@@ -7,6 +7,7 @@ Each subsystem owns the model of its own section; this module assembles them.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import math
 import sys
 import tomllib
@@ -18,11 +19,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
+
 from watchpost.alarms import RULE_KINDS, AlarmRule, resolve_rules
 from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import Table
+from watchpost.outputs import OutputConfig, check_outputs
 from watchpost.store import StoreConfig
 from watchpost.uplink import UplinkConfig
 
@@ -33,6 +36,9 @@ TEXT_ERRORS = _("{path}: {count} error(s)")
 TEXT_CHECK_HELP = _("check a config file and print every error with its key path")
 TEXT_CONFIG_HELP = _("work with the gateway's config file")
 TEXT_FILE_HELP = _("the config file (TOML)")
+TEXT_EXAMPLE_HELP = _("print the demo gateway config, or write it and the demo site to --out")
+TEXT_OUT_HELP = _("a folder to write gateway.toml and site.toml into")
+TEXT_EXISTS = _("{path} exists already; not overwritten")
 TEXT_NO_FILE = _("cannot read the file: {error}")
 TEXT_TOML = _("not valid TOML: {error}")
 TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
@@ -141,6 +147,8 @@ class GatewayConfig(Model):
                                    description="On-device anomaly models.")
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
+    outputs: list[OutputConfig] = Field(default_factory=list, description=(
+        "Local outputs driven by alarms: sounders, beacons, power-cut relays."))
 
     def points(self) -> Iterable[tuple[DeviceConfig, PointConfig]]:
         for device in self.devices:
@@ -171,7 +179,9 @@ def load_config(path: Path) -> GatewayConfig:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
-    problems = [*_cross_check(config), *_anomaly_points(config)]
+    problems = [*_cross_check(config), *_anomaly_points(config), *check_outputs(
+        config.outputs, devices={d.name: d.bus for d in config.devices},
+        buses=[b.name for b in config.buses], points=[p.name for _d, p in config.points()])]
     if problems:
         raise ConfigError(path, problems)
     return config
@@ -293,6 +303,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = actions.add_parser("check", help=TEXT_CHECK_HELP)
     check.add_argument("file", type=Path, help=TEXT_FILE_HELP)
     check.set_defaults(handler=_check)
+    example = actions.add_parser("example", help=TEXT_EXAMPLE_HELP)
+    example.add_argument("--out", type=Path, help=TEXT_OUT_HELP)
+    example.set_defaults(handler=_example)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -302,6 +315,22 @@ def _check(args: argparse.Namespace) -> int:
         print_config_error(exc)
         return EXIT_CONFIG
     print(TEXT_OK)
+    return 0
+
+
+def _example(args: argparse.Namespace) -> int:
+    demo = importlib.resources.files("watchpost") / "examples" / "demo"
+    if args.out is None:
+        print((demo / "gateway.toml").read_text(encoding="utf-8"), end="")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("gateway.toml", "site.toml"):
+        target = args.out / name
+        if target.exists():
+            print(TEXT_EXISTS.format(path=target), file=sys.stderr)
+            return 1
+        target.write_text((demo / name).read_text(encoding="utf-8"), encoding="utf-8")
+        print(target)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import shutil
@@ -12,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+# the demo files as installed with the package (examples/demo in the repository)
+DEMO = Path(str(importlib.resources.files("watchpost") / "examples" / "demo"))
 
 
 def watchpost(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -28,7 +28,8 @@ def alarm_messages(sub: Subscriber, alarm: str, event: str):
 
 
 @pytest.fixture
-def site(tmp_path: Path, request: pytest.FixtureRequest):
+def site(tmp_path: Path):
+    """``site(broker_url)``: the demo site and its gateway in ``tmp_path``, stopped at the end."""
     runs: list[SiteRun] = []
 
     def make(broker_url: str) -> SiteRun:
@@ -39,8 +40,6 @@ def site(tmp_path: Path, request: pytest.FixtureRequest):
     yield make
     for run in runs:
         run.close()
-        if request.node.rep_failed if hasattr(request.node, "rep_failed") else False:
-            print(run.log("gateway"))
 
 
 @pytest.mark.slow
