@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config
 
 GOOD = """

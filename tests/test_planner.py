@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+
 from watchpost.drivers.base import Table
 from watchpost.drivers.planner import MAX_BITS, MAX_REGISTERS, plan_reads
 
