@@ -157,7 +157,9 @@ def check_bundle(bundle: Path) -> dict[str, str]:
 def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dict[str, str]:
     """Check ``bundle`` and install it; return its identity. Safe to repeat."""
     identity = check_bundle(bundle)
-    etc.mkdir(parents=True, exist_ok=True)
+    if not etc.exists():
+        etc.mkdir(parents=True)
+        etc.chmod(0o755)  # whatever the umask: the daemon's user must reach its files
     state.mkdir(parents=True, exist_ok=True)
     os.chown(state, owner.uid, owner.gid)
     state.chmod(0o750)

@@ -243,13 +243,18 @@ def test_firstboot_installs_and_is_idempotent(bundles: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     boot, root = tmp_path / "boot", tmp_path / "root"
     shutil.copytree(bundles / "gw-tank-a", boot / "watchpost-bundle")
-    assert firstboot(boot, root) == 0
+    old = os.umask(0o077)  # as under watchpost-firstboot.service
+    try:
+        assert firstboot(boot, root) == 0
+    finally:
+        os.umask(old)
     etc, state = root / "etc", root / "state"
     assert not (boot / "watchpost-bundle").exists()
     assert mode(etc / "gateway.key") == 0o600
     assert mode(etc / "gateway.toml") == 0o640
     assert mode(etc / "gateway.crt") == 0o644
     assert mode(state) == 0o750
+    assert mode(etc) == 0o755
     assert (etc / "gateway.key").stat().st_uid == os.getuid()
     for name in ("gateway.key", "gateway.crt", "ca.crt", "gateway.toml"):
         assert (etc / name).read_bytes() == (bundles / "gw-tank-a" / name).read_bytes()
