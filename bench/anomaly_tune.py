@@ -1,8 +1,10 @@
 """Choose the detector's default numbers on held-out files: `python bench/anomaly_tune.py DIR`.
 
-Two folds by file (even and odd positions in sorted order): for each fold, the grid point
-with the best pooled F1 on the other fold's files is reported together with its F1 on the
-fold itself, so the figure printed for a choice was measured on files it was not chosen on.
+Two ways of halving the files (even and odd positions in sorted order; first and second
+half): for each half, the grid point with the best pooled F1 on the other half's files is
+reported together with its figures on the half itself, so the figure printed for a choice
+was measured on files it was not chosen on; the held-out predictions of both halves are
+then pooled into one cross-validated figure per way of halving.
 A choice maximises F1 among the grid points whose false-alarm rate stays under ``--max-far``
 on the files it is chosen on. With ``--normal FILE`` it also prints the false-alarm rate on
 a file of normal operation, calibrated on its first ``--normal-cal`` rows (default 7200, the
@@ -64,8 +66,8 @@ def main() -> int:
     args = ap.parse_args()
     files = sorted(args.dir.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     grid = {
-        "threshold_factor": [2.0, 3.0, 4.0, 5.0, 6.0, 8.0],
-        "top_k": [1, 2],
+        "threshold_factor": [4.0, 6.0, 8.0],
+        "relation_factor": [0.0, 6.0, 8.0, 10.0, 12.0],  # 0: no relation part
         "drift_lag": [50, 150],
         "hold": [5, 15],
         "clear": [10, 30],
@@ -74,26 +76,36 @@ def main() -> int:
     for values in itertools.product(*grid.values()):
         params = DetectorParams(calibration_rows=CAL, **dict(zip(grid, values, strict=True)))
         table[values] = [run_file(f, params, args.model) for f in files]
-    folds = [list(range(0, len(files), 2)), list(range(1, len(files), 2))]
-    for k, held in enumerate(folds):
-        chosen_on = folds[1 - k]
-        def rank(v: tuple, idx: list[int] = chosen_on) -> tuple[bool, float]:
-            f1, far, _mar = pooled([table[v][i] for i in idx])
-            return far <= args.max_far, f1
+    n = len(files)
 
-        best = max(table, key=rank)
-        f1, far, mar = pooled([table[best][i] for i in held])
-        f1c = pooled([table[best][i] for i in chosen_on])[0]
-        line = (f"fold {k}: chosen {dict(zip(grid, best, strict=True))} "
-                f"(F1 {f1c:.3f} where chosen); held out: F1 {f1:.3f} FAR {far:.1%} MAR {mar:.1%}")
-        if args.normal:
-            params = DetectorParams(calibration_rows=args.normal_cal,
-                                    **dict(zip(grid, best, strict=True)))
-            pred, _t = run_file(args.normal, params, args.model, cal=args.normal_cal)
-            line += f"; normal file FAR {pred.mean():.1%}"
-        print(line, flush=True)
+    def rank(v: tuple, idx: list[int]) -> tuple[bool, float]:
+        f1, far, _mar = pooled([table[v][i] for i in idx])
+        return far <= args.max_far, f1
+
+    halvings = {"even/odd files": [list(range(0, n, 2)), list(range(1, n, 2))],
+                "first/second half": [list(range(n // 2)), list(range(n // 2, n))]}
+    for how, folds in halvings.items():
+        held_out: list[tuple[np.ndarray, np.ndarray]] = []
+        for k, held in enumerate(folds):
+            chosen_on = folds[1 - k]
+            best = max(table, key=lambda v, idx=chosen_on: rank(v, idx))
+            held_out += [table[best][i] for i in held]
+            f1, far, mar = pooled([table[best][i] for i in held])
+            f1c = pooled([table[best][i] for i in chosen_on])[0]
+            line = (f"{how}, half {k}: chosen {dict(zip(grid, best, strict=True))} "
+                    f"(F1 {f1c:.3f} where chosen); held out: F1 {f1:.3f} FAR {far:.1%} "
+                    f"MAR {mar:.1%}")
+            if args.normal:
+                params = DetectorParams(calibration_rows=args.normal_cal,
+                                        **dict(zip(grid, best, strict=True)))
+                pred, _t = run_file(args.normal, params, args.model, cal=args.normal_cal)
+                line += f"; normal file FAR {pred.mean():.1%}"
+            print(line, flush=True)
+        f1, far, mar = pooled(held_out)
+        print(f"{how}: both halves held out, pooled: F1 {f1:.3f} FAR {far:.1%} MAR {mar:.1%}",
+              flush=True)
     print("all files, best grid points by F1 with FAR under the limit:")
-    every = list(range(len(files)))
+    every = list(range(n))
     ranked = sorted(table, key=lambda v: rank(v, every), reverse=True)
     for v in ranked[:8]:
         f1, far, mar = pooled([table[v][i] for i in every])

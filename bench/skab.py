@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from watchpost.anomaly import AnomalyModelConfig
 from watchpost.anomaly_cli import read_table, score_table
 
 LABELS = ("anomaly", "changepoint")
 TIME_COLUMN = "datetime"
 CALIBRATION_ROWS = 400
+DEFAULTS = AnomalyModelConfig(name="skab", points=["x"])
 
 
 def labels(path: Path) -> np.ndarray:
@@ -53,7 +55,8 @@ def score_file(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, np.nda
     table = read_table(path, sep=";", time_column=TIME_COLUMN,
                        ignore=[c for c in LABELS if c in _header(path)])
     out = list(score_table(table, model_path=args.model, calibrate_rows=CALIBRATION_ROWS,
-                           threshold_factor=args.threshold_factor, hold=args.hold,
+                           threshold_factor=args.threshold_factor,
+                           relation_factor=args.relation_factor, hold=args.hold,
                            clear=args.clear))
     truth = labels(path)
     pred = np.zeros(len(truth), dtype=bool)
@@ -72,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--model", type=Path, help="a .tflite model (default: the shipped one)")
-    p.add_argument("--threshold-factor", type=float, default=4.0)
+    p.add_argument("--threshold-factor", type=float, default=DEFAULTS.threshold_factor)
+    p.add_argument("--relation-factor", type=float, default=DEFAULTS.relation_factor,
+                   help="0: the point score alone (the model before the relation part)")
     p.add_argument("--hold", type=int)
     p.add_argument("--clear", type=int)
     p.add_argument("--per-file", action="store_true", help="print each file's figures too")

@@ -10,12 +10,21 @@ good samples (``calibration_s``):
 2. feature statistics: each feature's centre and spread over the calibration windows, the
    spread widened by how far the feature wanders over ``drift_lag_s`` (a point that drifts
    slowly in normal operation is trusted less for level changes);
-3. the decision threshold: ``threshold_factor`` times the highest score seen in calibration.
+3. the decision threshold: ``threshold_factor`` times the highest score seen in calibration;
+4. the relations between the points: the mean and covariance of the points' *level*
+   features (widened by their drift over ``drift_lag_s``, like the spreads of step 2), so
+   that a window whose levels are each normal but no longer fit together (flow against
+   pressure against current) stands out; its own threshold is ``relation_factor`` times the
+   highest calibration value.
 
-A window's score is the mean of the ``top_k`` largest squared feature z-scores. An event is
-raised once the score has stayed above the threshold for ``hold_s``, and cleared once it
-has stayed below for ``clear_s``. The calibration is written atomically to the state folder
-and reused after a restart as long as the model file and the list of points are unchanged.
+A window's *point score* is the mean of the ``top_k`` largest squared feature z-scores; its
+*relation score* is the squared Mahalanobis distance of its levels from their calibration
+mean, divided by the number of points (for a single point, the point score's level term).
+The score is the larger of the two, the relation score expressed in units of the point
+threshold, so one threshold decides. An event is raised once the score has stayed above the
+threshold for ``hold_s``, and cleared once it has stayed below for ``clear_s``. The
+calibration is written atomically to the state folder and reused after a restart as long as
+the model file and the list of points are unchanged.
 
 LiteRT ``invoke`` is blocking: ``AnomalyRunner.run`` does all model work in a worker thread,
 and ``AnomalyRunner.observe`` never blocks the caller (the poller's fan-out).
@@ -39,6 +48,8 @@ import logging
 import math
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from gettext import gettext as _
@@ -53,7 +64,7 @@ from watchpost.samples import Sample
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 TEXT_NO_RUNTIME = _(
     "no LiteRT runtime: install tflite-runtime (Python < 3.12) or ai-edge-litert")
@@ -130,8 +141,13 @@ class AnomalyModelConfig(_Section):
         default=7200.0, gt=0,
         description="Length of good data, seconds, learned as normal before scoring starts.")
     threshold_factor: float = Field(
-        default=4.0, gt=0,
-        description="Threshold = this factor times the highest calibration score.")
+        default=8.0, gt=0,
+        description="Threshold = this factor times the highest calibration point score.")
+    relation_factor: float = Field(
+        default=8.0, ge=0,
+        description="Threshold of the relation score (levels of the points that no longer "
+                    "fit together) = this factor times its highest calibration value; "
+                    "0 turns the relation part off.")
     top_k: int = Field(default=2, ge=1,
                        description="Score = mean of the k largest squared feature z-scores.")
     drift_lag_s: float = Field(
@@ -141,9 +157,14 @@ class AnomalyModelConfig(_Section):
     hold_s: float = Field(default=5.0, ge=0,
                           description="The score must stay above the threshold this long "
                                       "before an event is raised, seconds.")
-    clear_s: float = Field(default=10.0, ge=0,
+    clear_s: float = Field(default=30.0, ge=0,
                            description="The score must stay below the threshold this long "
                                        "before the event is cleared, seconds.")
+    test_latency_s: float = Field(
+        default=0.0, ge=0, le=60,
+        description="Extra seconds the worker spends on every scored window: makes this "
+                    "model artificially slow, to check on a bench that alarms never wait "
+                    "for it. Keep 0 in service.")
 
     @model_validator(mode="after")
     def _unique_points(self) -> AnomalyModelConfig:
@@ -185,17 +206,19 @@ class DetectorParams:
     """An entry's numbers, in rows of its grid."""
 
     calibration_rows: int
-    threshold_factor: float = 4.0
+    threshold_factor: float = 8.0
+    relation_factor: float = 8.0
     top_k: int = 2
     drift_lag: int = 50
     hold: int = 5
-    clear: int = 10
+    clear: int = 30
 
     @classmethod
     def from_config(cls, cfg: AnomalyModelConfig) -> DetectorParams:
         return cls(
             calibration_rows=cfg.rows(cfg.calibration_s),
             threshold_factor=cfg.threshold_factor,
+            relation_factor=cfg.relation_factor,
             top_k=cfg.top_k,
             drift_lag=cfg.rows(cfg.drift_lag_s),
             hold=cfg.rows(cfg.hold_s),
@@ -276,6 +299,19 @@ class LiteRTModel:
             self.feature_points = [self.points[i % n] for i in range(self.n_features)]
             self._it.allocate_tensors()
             self._batch = 1
+        self.level_index = self._level_features()
+
+    def _level_features(self) -> list[int]:
+        """Indices of the features that are a point's level (sidecar names ``level`` or
+        ``<point>:level``): the inputs of the relation part. Empty without a sidecar."""
+        names = [str(n) for n in self.meta.get("features", [])]
+        if self.channel_independent:
+            if len(names) != self.features_per_row:
+                return []
+            names = names * len(self.points)
+        elif len(names) != self.n_features:
+            return []
+        return [i for i, n in enumerate(names) if n == "level" or n.endswith(":level")]
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
@@ -330,6 +366,19 @@ class Calibration:
     max_score: float
     threshold: float
     created_ms: int
+    relation_index: list[int] = field(default_factory=list)  # empty: no relation part
+    relation_center: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    relation_precision: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    relation_max: float = 0.0
+    relation_threshold: float = 0.0
+
+    def relation(self, feats: np.ndarray) -> tuple[float, np.ndarray]:
+        """Relation score of one window's features, and each level's share of it."""
+        if not self.relation_index:
+            return 0.0, np.zeros(0)
+        d = feats[self.relation_index] - self.relation_center
+        share = d * (self.relation_precision @ d) / len(d)
+        return float(share.sum()), share
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -344,6 +393,11 @@ class Calibration:
             "max_score": self.max_score,
             "threshold": self.threshold,
             "created_ms": self.created_ms,
+            "relation_index": self.relation_index,
+            "relation_center": self.relation_center.tolist(),
+            "relation_precision": self.relation_precision.tolist(),
+            "relation_max": self.relation_max,
+            "relation_threshold": self.relation_threshold,
         }
 
     @classmethod
@@ -351,10 +405,20 @@ class Calibration:
         if d.get("version") != STATE_VERSION:
             raise ValueError(f"state version {d.get('version')!r}, expected {STATE_VERSION}")
         arrays = {k: np.asarray(d[k], dtype=np.float64) for k in
-                  ("input_mean", "input_scale", "feature_center", "feature_scale")}
+                  ("input_mean", "input_scale", "feature_center", "feature_scale",
+                   "relation_center")}
+        index = [int(i) for i in d["relation_index"]]
+        precision = np.asarray(d["relation_precision"], dtype=np.float64)
+        if precision.shape != (len(index), len(index)) or arrays["relation_center"].shape != (
+                len(index),):
+            raise ValueError("relation part: inconsistent shapes")
         return cls(model_sha256=str(d["model_sha256"]), points=[str(p) for p in d["points"]],
                    rows=int(d["rows"]), max_score=float(d["max_score"]),
-                   threshold=float(d["threshold"]), created_ms=int(d["created_ms"]), **arrays)
+                   threshold=float(d["threshold"]), created_ms=int(d["created_ms"]),
+                   relation_index=index, relation_precision=precision.reshape(
+                       len(index), len(index)),
+                   relation_max=float(d["relation_max"]),
+                   relation_threshold=float(d["relation_threshold"]), **arrays)
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader (or a restart) sees the old file or the new one."""
@@ -386,6 +450,9 @@ def input_scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = rows.mean(axis=0)
     scale = np.maximum(rows.std(axis=0), 1e-6 + 1e-3 * np.abs(mean))
     return mean, scale
+
+
+RELATION_RIDGE = 1e-3  # of the mean level variance, added to the diagonal
 
 
 def topk_mean(z2: np.ndarray, k: int) -> np.ndarray:
@@ -420,21 +487,39 @@ def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
         for i in range(0, len(ends), chunk)])
     center = feats.mean(axis=0)
     var = feats.var(axis=0)
+    drift: np.ndarray | None = None  # feature changes over `lag` rows within a segment
     if lag:
-        # drift allowance: how far each feature moves over `lag` rows within a segment
         pos = {int(e): i for i, e in enumerate(ends)}
         pairs = [(pos[e], pos[e - lag]) for e in pos if e - lag in pos and seg[e] == seg[e - lag]]
         if pairs:
             a, b = np.array(pairs).T
-            var = var + ((feats[a] - feats[b]) ** 2).mean(axis=0)
+            drift = feats[a] - feats[b]
+            var = var + (drift ** 2).mean(axis=0)  # drift allowance
     fscale = np.maximum(np.sqrt(var), 1e-3)
     scores = topk_mean(((feats - center) / fscale) ** 2, params.top_k)
     max_score = float(scores.max())
+    threshold = params.threshold_factor * max(max_score, 1e-6)
+    relation: dict[str, Any] = {}
+    index = list(model.level_index) if params.relation_factor > 0 else []
+    if index:
+        levels = feats[:, index]
+        rcenter = levels.mean(axis=0)
+        dev = levels - rcenter
+        cov = dev.T @ dev / len(dev)
+        if drift is not None:  # the same drift allowance, between points too
+            cov += drift[:, index].T @ drift[:, index] / len(drift)
+        # a light ridge: a few hundred rows pin down the main relations, not the faint ones
+        cov += (RELATION_RIDGE * np.trace(cov) / len(index) + 1e-6) * np.eye(len(index))
+        precision = np.linalg.inv(cov)
+        rscores = np.einsum("ij,jk,ik->i", dev, precision, dev) / len(index)
+        rmax = float(rscores.max())
+        relation = {"relation_index": index, "relation_center": rcenter,
+                    "relation_precision": precision, "relation_max": rmax,
+                    "relation_threshold": params.relation_factor * max(rmax, 1e-6)}
     return Calibration(
         model_sha256=model.sha256, points=list(model.points), rows=n,
         input_mean=mean, input_scale=scale, feature_center=center, feature_scale=fscale,
-        max_score=max_score, threshold=params.threshold_factor * max(max_score, 1e-6),
-        created_ms=now_ms)
+        max_score=max_score, threshold=threshold, created_ms=now_ms, **relation)
 
 
 # --------------------------------------------------------------------------- detector
@@ -532,10 +617,15 @@ class AnomalyDetector:
             return None
         feats = self.model.features(np.stack(self._window))
         z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2
-        score = float(topk_mean(z2, self.params.top_k))
+        point_score = float(topk_mean(z2, self.params.top_k))
+        rel, share = cal.relation(feats)
+        if cal.relation_threshold > 0:  # in units of the point threshold: one threshold
+            to_points = cal.threshold / cal.relation_threshold
+            rel, share = rel * to_points, share * to_points
+        score = max(point_score, rel)
         if not math.isfinite(score):
             score = math.inf
-        return self._decide(ts, score, z2)
+        return self._decide(ts, score, z2, share)
 
     def _collect(self, ts: int, values: np.ndarray) -> None:
         c = self._cal
@@ -557,7 +647,7 @@ class AnomalyDetector:
         self._window = [(rows[i] - cal.input_mean) / cal.input_scale for i in tail]
         self._cal = _Calibrating()
 
-    def _decide(self, ts: int, score: float, z2: np.ndarray) -> Verdict:
+    def _decide(self, ts: int, score: float, z2: np.ndarray, share: np.ndarray) -> Verdict:
         threshold = self.calibration.threshold if self.calibration else math.inf
         event = None
         if score > threshold:
@@ -568,16 +658,28 @@ class AnomalyDetector:
             self._above = 0
         if not self.raised and self._above >= max(1, self.params.hold):
             self.raised = True
-            self._raised_points = self._points_involved(z2, threshold)
+            self._raised_points = self._points_involved(z2, share, threshold)
             event = self._event("raised", ts, score, threshold, self._raised_points)
         elif self.raised and self._below >= max(1, self.params.clear):
             self.raised = False
             event = self._event("cleared", ts, score, threshold, self._raised_points)
         return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
 
-    def _points_involved(self, z2: np.ndarray, threshold: float) -> list[str]:
+    def _points_involved(self, z2: np.ndarray, share: np.ndarray,
+                         threshold: float) -> list[str]:
+        """Points whose features crossed the threshold, strongest first; then, if the
+        relation score crossed it, the points that make up most (80 %) of it."""
         fp = self.model.feature_points
         hot = [fp[i] for i in np.argsort(-z2) if z2[i] > threshold]
+        if share.size and share.sum() > threshold:
+            index = self.calibration.relation_index if self.calibration else []
+            order = [int(i) for i in np.argsort(-share) if share[i] > 0]
+            total, acc = float(share[order].sum()), 0.0
+            for i in order:
+                hot.append(fp[index[i]])
+                acc += float(share[i])
+                if acc >= 0.8 * total:
+                    break
         if not hot:
             hot = [fp[int(np.argmax(z2))]]
         return list(dict.fromkeys(hot))  # unique, strongest first
@@ -588,8 +690,12 @@ class AnomalyDetector:
                 "threshold": _json_float(threshold), "points": list(points), "ts": ts}
 
 
-def _json_float(x: float) -> float | None:
-    return round(x, 6) if math.isfinite(x) else None
+def _json_float(x: float) -> float:
+    """A score for JSON: finite (JSON has no infinity), anything beyond is ``SCORE_MAX``."""
+    return round(x, 6) if math.isfinite(x) and abs(x) < SCORE_MAX else SCORE_MAX
+
+
+SCORE_MAX = 1e12
 
 
 def open_detector(cfg: AnomalyModelConfig, state_dir: Path | None) -> AnomalyDetector:
@@ -622,9 +728,12 @@ class _RowAssembler:
         if self.tick is None:
             self.tick = tick
         elif tick > self.tick:
-            out.append(self._row(self.tick))
-            if tick > self.tick + 1:
-                out.append(((self.tick + 1) * self.period_ms, None))  # missed periods
+            # a period without a new sample (poll jitter) repeats the latest values while
+            # they are fresh (max_age_ms); after that, a gap
+            fresh = min(tick, self.tick + 1 + self.max_age_ms // self.period_ms)
+            out.extend(self._row(t) for t in range(self.tick, fresh))
+            if tick > fresh:
+                out.append((fresh * self.period_ms, None))  # missed periods
             self.tick = tick
         i = self.index[s.point]
         self.last[i] = (s.ts, float(s.value)) if s.good and s.value is not None else None
@@ -663,9 +772,11 @@ class AnomalyRunner:
         self.detectors: dict[str, AnomalyDetector] = {}
         self._assemblers: dict[str, _RowAssembler] = {}
         self._by_point: dict[str, list[str]] = {}
+        self._latency: dict[str, float] = {}
         if config.enabled:
             for entry in config.models:
                 self.detectors[entry.name] = open_detector(entry, state_dir)
+                self._latency[entry.name] = entry.test_latency_s
                 self._assemblers[entry.name] = _RowAssembler(entry)
                 for p in entry.points:
                     self._by_point.setdefault(p, []).append(entry.name)
@@ -674,6 +785,9 @@ class AnomalyRunner:
         self._dropping = False
         self.rows_scored = 0
         self.last_score: dict[str, float] = {}
+        # set when run() is cancelled: the worker thread stops between rows, so a slow
+        # model never holds up the daemon's shutdown (a thread cannot be cancelled)
+        self._stopping = threading.Event()
 
     def observe(self, sample: Sample) -> None:
         """Hand a sample to the models; never blocks, drops (and counts) when overloaded."""
@@ -691,6 +805,7 @@ class AnomalyRunner:
         """Per entry: calibration progress, raised or not, last score; and drops."""
         return {
             "dropped": self.dropped,
+            "rows_scored": self.rows_scored,
             "models": {
                 name: {
                     "calibrated": d.calibrated,
@@ -705,6 +820,13 @@ class AnomalyRunner:
 
     async def run(self) -> None:
         """Process samples until cancelled."""
+        self._stopping.clear()
+        try:
+            await self._run()
+        finally:
+            self._stopping.set()
+
+    async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 10_000:
@@ -736,12 +858,16 @@ class AnomalyRunner:
         """Worker thread: feed rows to detectors (blocking LiteRT calls)."""
         out = []
         for name, ts, values in work:
+            if self._stopping.is_set():
+                break
             det = self.detectors[name]
             if values is None:
                 det.gap()
                 continue
             v = det.push_row(ts, values)
             if v is not None:
+                if self._latency[name]:
+                    time.sleep(self._latency[name])  # a slow model, on request (tests)
                 self.rows_scored += 1
                 self.last_score[name] = v.score
                 out.append(v)

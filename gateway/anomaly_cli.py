@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,9 @@ TEXT_SEP_HELP = _("column separator (default: ',')")
 TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
 TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
 TEXT_FACTOR_HELP = _("threshold = factor x highest calibration score (default: %(default)s)")
+TEXT_RELATION_HELP = _(
+    "relation threshold = factor x highest calibration relation score; 0: off "
+    "(default: %(default)s)")
 TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: %(default)s)")
 TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: %(default)s)")
 TEXT_NO_COLUMN = _("{path}: no column {name!r} (columns: {columns})")
@@ -95,6 +99,7 @@ def read_table(path: Path, *, sep: str = ",", time_column: str | None = None,
 
 def score_table(table: CsvTable, *, model_path: Path | None = None, calibrate_rows: int,
                 threshold_factor: float = _DEFAULTS.threshold_factor,
+                relation_factor: float = _DEFAULTS.relation_factor,
                 hold: int | None = None, clear: int | None = None) -> Iterator[ScoredRow]:
     """Calibrate on the first rows, then yield one result per later row.
 
@@ -103,14 +108,11 @@ def score_table(table: CsvTable, *, model_path: Path | None = None, calibrate_ro
     """
     cfg = AnomalyModelConfig(name="csv", points=table.columns,
                              calibration_s=calibrate_rows * _DEFAULTS.period_s,
-                             threshold_factor=threshold_factor)
+                             threshold_factor=threshold_factor,
+                             relation_factor=relation_factor)
     params = DetectorParams.from_config(cfg)
-    if hold is not None or clear is not None:
-        params = DetectorParams(
-            calibration_rows=params.calibration_rows, threshold_factor=params.threshold_factor,
-            top_k=params.top_k, drift_lag=params.drift_lag,
-            hold=params.hold if hold is None else hold,
-            clear=params.clear if clear is None else clear)
+    params = dataclasses.replace(params, hold=params.hold if hold is None else hold,
+                                 clear=params.clear if clear is None else clear)
     model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
     det = AnomalyDetector(name="csv", model=model, params=params)
     for i, values in enumerate(table.rows):
@@ -146,7 +148,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise ValueError(TEXT_SHORT.format(
                 path=args.csv, rows=len(table.rows), n=args.calibrate_rows))
         write_rows(score_table(table, model_path=args.model, calibrate_rows=args.calibrate_rows,
-                               threshold_factor=args.threshold_factor, hold=args.hold,
+                               threshold_factor=args.threshold_factor,
+                               relation_factor=args.relation_factor, hold=args.hold,
                                clear=args.clear), sys.stdout)
     except OSError as exc:
         print(TEXT_ERROR.format(message=TEXT_CANNOT_READ.format(path=args.csv, error=exc)),
@@ -170,6 +173,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--ignore-columns", default="", metavar="a,b", help=TEXT_IGNORE_HELP)
     p.add_argument("--threshold-factor", type=float, default=_DEFAULTS.threshold_factor,
                    help=TEXT_FACTOR_HELP)
+    p.add_argument("--relation-factor", type=float, default=_DEFAULTS.relation_factor,
+                   help=TEXT_RELATION_HELP)
     p.add_argument("--hold", type=int, default=_DEFAULTS.rows(_DEFAULTS.hold_s),
                    help=TEXT_HOLD_HELP)
     p.add_argument("--clear", type=int, default=_DEFAULTS.rows(_DEFAULTS.clear_s),

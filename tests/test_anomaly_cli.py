@@ -47,7 +47,7 @@ def parse(out: str) -> list[tuple[int, float, int]]:
 def test_prints_one_line_per_row_after_calibration(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     csv = write_csv(tmp_path / "pump.csv", n=600, shift_at=420)
-    status = run(["anomaly", "score", str(csv), "--calibrate-rows", "300",
+    status = run(["anomaly", "score", str(csv), "--calibrate-rows", "300", "--clear", "10",
                   "--time-column", "datetime", "--ignore-columns", "anomaly"])
     assert status == 0
     rows = parse(capsys.readouterr().out)
