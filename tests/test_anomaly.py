@@ -4,6 +4,7 @@ state across restarts, events raised and cleared, and the asyncio runner around 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -297,3 +298,69 @@ def test_slow_model_does_not_delay_the_loop(tmp_path: Path) -> None:
     asyncio.run(main())
     assert max(observe_s) < 0.005
     assert max(lateness) < 0.05  # far below the 200 ms the model takes per window
+
+
+def coupled_rows(n: int, seed: int) -> np.ndarray:
+    """Flow and pump current that move together over a wide range, plus a free point."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    flow = 30 + 5 * np.sin(t / 25) + 0.3 * rng.standard_normal(n)
+    current = 1.0 + 0.1 * (flow - 30) + 0.02 * rng.standard_normal(n)
+    temp = 40 + 0.2 * rng.standard_normal(n)
+    return np.stack([flow, current, temp], axis=1)
+
+
+def test_broken_relation_between_points_raises_by_the_relation_part() -> None:
+    """Each point stays in its normal range; only their relation breaks."""
+    rows = coupled_rows(800, seed=12)
+    noise = 0.02 * np.random.default_rng(13).standard_normal(150)
+    rows[500:650, 1] = 1.0 - 0.1 * (rows[500:650, 0] - 30) + noise  # falls as flow rises
+    points = ["flow", "current", "temp"]
+    params = DetectorParams(calibration_rows=300, hold=3, clear=5)
+    with_relation = AnomalyDetector(
+        name="pump", model=LiteRTModel(shipped_model_path(), points), params=params)
+    ev = events(feed(with_relation, rows))
+    assert ev
+    assert ev[0]["event"] == "raised"
+    assert 500_000 <= ev[0]["ts"] <= 560_000
+    assert set(ev[0]["points"][:2]) == {"flow", "current"}
+    assert "temp" not in ev[0]["points"]
+    point_only = AnomalyDetector(
+        name="pump", model=LiteRTModel(shipped_model_path(), points),
+        params=dataclasses.replace(params, relation_factor=0))
+    out = feed(point_only, rows)
+    # each point alone looks normal once the switch-over (a step in the current) is past
+    assert all(out[i].score < out[i].threshold / 2 for i in range(540, 650))
+
+
+def test_relation_part_of_a_single_point_is_its_level() -> None:
+    det = detector(["flow"])
+    feed(det, normal_rows(400, p=1))
+    cal = det.calibration
+    assert cal.relation_index == [0]
+    assert cal.relation_precision.shape == (1, 1)
+    assert cal.relation_threshold > 0
+
+
+def test_poll_jitter_does_not_break_the_rows(tmp_path: Path) -> None:
+    """Samples a little early or late (a period without a new sample) repeat the latest
+    values instead of opening a gap, so scoring goes on."""
+    points = ["flow", "pressure", "temp"]
+    cfg = AnomalyConfig(models=[AnomalyModelConfig(
+        name="pump", points=points, calibration_s=300, drift_lag_s=20)])
+    rng = np.random.default_rng(4)
+    samples = [Sample(s.point, s.ts + int(rng.integers(-400, 400)), s.value, s.quality)
+               for s in samples_for(normal_rows(500, seed=4), points, 1_000_000)]
+
+    async def main() -> AnomalyRunner:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=lambda e: None)
+        task = asyncio.create_task(runner.run())
+        for s in samples:
+            runner.observe(s)
+        await asyncio.wait_for(runner.idle(), 30)
+        task.cancel()
+        return runner
+
+    runner = asyncio.run(main())
+    assert runner.status()["models"]["pump"]["calibrated"]
+    assert runner.rows_scored >= 500 - 300 - 10
