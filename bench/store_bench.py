@@ -131,10 +131,36 @@ async def main(samples: int, folder: Path) -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
 
 
+async def fill_quota(folder: Path) -> None:
+    """Fill a store with the default quota until the first eviction: the outage it holds."""
+    path = folder / "quota.db"
+    store = Store(StoreConfig(path=path), gateway="gw1")
+    site = Site()
+    done, start = 0, time.perf_counter()
+    while True:
+        await store.put("telemetry", {"samples": site.batch()}, ts=site.t, durable=False)
+        done += BATCH
+        if done % (BATCH * 1000) == 0:
+            await asyncio.to_thread(store.flush)
+            evictions = store.backlog()["evictions"]
+            if evictions:
+                held = done - evictions["telemetry"]["items"]
+                break
+    store.close()
+    quota = StoreConfig(path=path).quota_mb
+    print(f"default quota {quota:.0f} MiB filled in {time.perf_counter() - start:.0f} s: "
+          f"first eviction after {done:,} samples, {held:,} held")
+    for rate in (1000, 100):
+        print(f"  = {held / rate / 3600:,.1f} h of outage at {rate} points/s")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the store goes")
+    parser.add_argument("--fill-quota", action="store_true",
+                        help="instead: fill the default quota and report the outage it holds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        asyncio.run(main(args.samples, Path(folder)))
+        asyncio.run(fill_quota(Path(folder)) if args.fill_quota
+                    else main(args.samples, Path(folder)))
