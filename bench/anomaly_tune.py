@@ -63,6 +63,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=shipped_model_path())
     ap.add_argument("--normal-cal", type=int, default=7200)
     ap.add_argument("--max-far", type=float, default=0.10)
+    ap.add_argument("--relation-on", action="store_true",
+                    help="keep the relation part on: leave 0 out of the relation factors")
     args = ap.parse_args()
     files = sorted(args.dir.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     grid = {
@@ -72,6 +74,8 @@ def main() -> int:
         "hold": [5, 15],
         "clear": [10, 30],
     }
+    if args.relation_on:
+        grid["relation_factor"] = [f for f in grid["relation_factor"] if f > 0]
     table = {}
     for values in itertools.product(*grid.values()):
         params = DetectorParams(calibration_rows=CAL, **dict(zip(grid, values, strict=True)))
