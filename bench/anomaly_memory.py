@@ -81,7 +81,7 @@ def stop(p: subprocess.Popen[bytes]) -> None:
             p.wait()
 
 
-def run_gateway(folder: Path, wait_s: float) -> tuple[float, float]:
+def run_gateway(folder: Path, wait_s: float) -> tuple[float, float, str]:
     log = (folder / "gateway.log").open("ab")
     gw = subprocess.Popen([sys.executable, "-m", "watchpost", "run", "--config", "gateway.toml"],
                           cwd=folder, stdout=log, stderr=subprocess.STDOUT)
@@ -89,7 +89,10 @@ def run_gateway(folder: Path, wait_s: float) -> tuple[float, float]:
         time.sleep(wait_s)
         if gw.poll() is not None:
             raise RuntimeError((folder / "gateway.log").read_text()[-3000:])
-        return memory(gw.pid)
+        rss, hwm = memory(gw.pid)
+        log_text = (folder / "gateway.log").read_text(errors="replace")
+        calibrated = [line for line in log_text.splitlines() if "calibrated on" in line]
+        return rss, hwm, calibrated[-1].split(": ", 1)[-1] if calibrated else "not calibrated"
     finally:
         stop(gw)
 
@@ -131,6 +134,7 @@ def main() -> int:
                 (folder / "gateway.toml").write_text(gateway_toml(
                     args.points, port, broker_port, args.calibration_s, models))
                 shutil.rmtree(folder / "var", ignore_errors=True)
+                (folder / "gateway.log").unlink(missing_ok=True)
                 figures[models] = run_gateway(folder, wait)
         finally:
             stop(sim)
@@ -138,8 +142,9 @@ def main() -> int:
     print(f"watchpost run, {args.points} points polled every second, RSS after {wait:.0f} s "
           f"(calibration {args.calibration_s:.0f} s + {args.settle_s:.0f} s of scoring):")
     for models, label in ((False, "without [anomaly]"), (True, "one generic-model entry")):
-        rss, hwm = figures[models]
-        print(f"  {label:<24} RSS {rss:6.1f} MiB   peak {hwm:6.1f} MiB")
+        rss, hwm, note = figures[models]
+        print(f"  {label:<24} RSS {rss:6.1f} MiB   peak {hwm:6.1f} MiB"
+              + (f"   ({note})" if models else ""))
     print(f"  models add {figures[True][0] - figures[False][0]:.1f} MiB resident")
     return 0
 
