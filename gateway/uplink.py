@@ -175,6 +175,7 @@ class _Link:
     connack: asyncio.Future[int]
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    up: bool = False  # CONNACK said yes
     inflight: dict[int, Outgoing] = field(default_factory=dict)
     acked: list[int] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
@@ -211,7 +212,7 @@ class Uplink:
     def connected(self) -> bool:
         """Whether a broker has accepted the current connection and it is not known dead."""
         link = self._link
-        return link is not None and link.connack.done() and not link.lost.is_set()
+        return link is not None and link.up and not link.lost.is_set()
 
     def on_command(self, name: str, handler: Handler) -> None:
         """Serve ``cmd/{name}``: ``handler(request) -> reply`` (plain or async), the reply
@@ -269,7 +270,7 @@ class Uplink:
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(link.client.connect, address.host, address.port, keepalive),
-                timeout=self.config.connect_timeout)
+                timeout=self.config.connect_timeout + 1)  # paho's own timeout fires first
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         link.client.loop_start()
@@ -284,6 +285,7 @@ class Uplink:
             if code != 0:
                 raise ConnectError(TEXT_REFUSED.format(reason=link.reason))
             self._status_seqs = None
+            link.up = True
             self.stats.update(connects=self.stats["connects"] + 1, connected_since=self._now(),
                               broker=f"{address.host}:{address.port}")
             log.warning(TEXT_CONNECTED, address.host, address.port,
@@ -471,11 +473,18 @@ class Uplink:
             await asyncio.wait_for(waiter, timeout=2.0)
 
     async def _health_loop(self) -> None:
+        """A `health` message soon after each connect, then every ``health_interval``."""
+        last_link: _Link | None = None
+        last_at = 0.0
         while True:
-            await asyncio.sleep(self.config.health_interval if self.connected else 1.0)
+            await asyncio.sleep(0.5)
             link = self._link
             if link is None or not self.connected:
                 continue
+            now = time.monotonic()
+            if link is last_link and now - last_at < self.config.health_interval:
+                continue
+            last_link, last_at = link, now
             seq = await self.store.reserve("health")
             body = self._envelope("health", seq) | self.health_body()
             link.client.publish(self.topic("health"),
