@@ -207,7 +207,7 @@ class Store:
             reason = str(exc) or type(exc).__name__
         salvaged = _salvage_counters(self.path)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        moved = self.path.absolute().with_name(f"{self.path.name}.damaged-{stamp}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")
             if source.exists():
