@@ -393,6 +393,7 @@ class Store:
         """Depth per stream, oldest item, bytes on disk, evictions: for `health` and the CLI."""
         with self._rlock:
             result = _backlog(self._rconn, self.path, self.quota_bytes)
+        result["failing"] = self._failing  # the writer cannot commit (disk error)
         if self.recovery is not None:
             result["recovered"] = dict(self.recovery)
         return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import pytest
 from tests.conftest import Broker, Subscriber
 from tests.site_run import SiteRun
 from tests.test_store import _damage_foreign_wal, _damage_garbage, _damage_truncated
+from watchpost.config import load_config
+from watchpost.control import ControlError, request
 from watchpost.store import Store, StoreConfig
 
 ROOT = "watchpost/v1/demo-colliery/gw-01/"
@@ -53,3 +57,54 @@ def test_daemon_starts_on_a_damaged_store_and_reports_it(
     assert report["level"] == "fault"
     assert Path(report["moved_to"]).exists()
     assert report["moved_to"].startswith(str(store.absolute()) + ".damaged-")
+
+
+def _wait_control(sock: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request(sock, "status", timeout=2)
+            return
+        except ControlError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_daemon_killed_20_times_loses_no_stored_alarm(
+        tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]) -> None:
+    sub = subscriber(ROOT + "alarms", ROOT + "telemetry")
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    run = SiteRun(tmp_path, broker.url)
+    sock = tmp_path / "var" / "control.sock"
+    point = next(p for _d, p in load_config(run.config).points())
+    reported: dict[int, dict] = {}  # seq -> event the daemon said it stored
+    try:
+        for _ in range(20):
+            run.start_gateway()
+            _wait_control(sock)
+            until = time.monotonic() + rng.uniform(0.3, 1.5)
+            while time.monotonic() < until:
+                try:
+                    for event in request(sock, "test_alarm", timeout=5, point=point.name):
+                        reported[event["seq"]] = event
+                except ControlError:
+                    break
+            assert run.gateway is not None
+            run.gateway.kill()  # SIGKILL: no flush, no goodbye
+            run.gateway.wait(10)
+        run.start_gateway()
+        got = sub.wait_for(ROOT + "alarms", timeout=60, predicate=lambda ms: {
+            m["seq"] for m in ms} >= set(reported))
+    finally:
+        run.close()
+    delivered = {m["seq"]: m for m in got}
+    for seq, event in reported.items():
+        assert delivered[seq]["event"] == event["event"]
+        assert delivered[seq]["decided_ts"] == event["decided_ts"]
+    assert set(delivered) == set(range(1, max(delivered) + 1)), "alarm seq has a gap"
+    telemetry = {m["seq"] for m in sub.get(ROOT + "telemetry")}
+    assert telemetry == set(range(1, max(telemetry) + 1)), "telemetry seq has a gap"
+    print(f"seed {seed}: {len(reported)} alarms reported stored over 20 kills, all delivered")
