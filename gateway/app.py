@@ -74,6 +74,7 @@ class Gateway:
         self.notifier = Notifier.from_environment()
         self.watchdog = Watchdog.from_environment(self.notifier)
         self._poll_alive = self.watchdog.register("poll loop")
+        self._store_alive = self.watchdog.register("store writer")
         self.poller = Poller(self._schedulers())
         self.uplink = Uplink(
             config.uplink, self.store, site=config.gateway.site, gateway=config.gateway.id,
@@ -102,7 +103,6 @@ class Gateway:
             self.latest[sample.point] = sample
             self.anomaly.observe(sample)
         self.telemetry.add(samples)
-        self._poll_alive.beat()
 
     async def _record_alarms(self) -> None:
         while True:
@@ -115,6 +115,24 @@ class Gateway:
     async def _put_anomaly(self, event: dict[str, Any]) -> None:
         ts = int(event.pop("ts", self.now_ms()))
         await self.store.put("anomalies", event, ts=ts, durable=True)
+
+    async def _poll_liveness(self, period: float = 2.0) -> None:
+        """The poll loop is alive while the event loop turns and no bus is wedged in a poll
+        longer than its timeouts allow."""
+        while True:
+            if not self.poller.stuck():
+                self._poll_alive.beat()
+            await asyncio.sleep(period)
+
+    async def _store_liveness(self) -> None:
+        """The store writer is alive while it commits a flush in time. The probe comes at
+        the commit interval, but at least every 5 s so that the watchdog sees it."""
+        period = min(max(self.config.store.commit_interval, 1.0), 5.0)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.store.flush), timeout=4 * period)
+                self._store_alive.beat()
+            await asyncio.sleep(period)
 
     # -- state for `health`, `status` and the CLI -------------------------------------------
 
@@ -250,6 +268,8 @@ class Gateway:
                 group.create_task(self.uplink.run(), name="uplink")
                 group.create_task(self.control.run(), name="control")
                 group.create_task(self.watchdog.run(), name="watchdog")
+                group.create_task(self._poll_liveness(), name="poll-liveness")
+                group.create_task(self._store_liveness(), name="store-liveness")
                 self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
             self.notifier.stopping()

@@ -162,6 +162,15 @@ class BusScheduler:
         self._sink = sink
         self._lock = asyncio.Lock()
         self.cycles = 0
+        self._busy_since: float | None = None
+        # the longest one poll may take when every request times out on every retry
+        self._longest_poll = max(
+            (len(r.plan) * r.device.timeout * (r.device.retries + 1) for r in self.readers),
+            default=0.0)
+
+    def stuck(self, now: float, grace: float = 10.0) -> bool:
+        """True when a poll has run far longer than its timeouts allow: the task is wedged."""
+        return self._busy_since is not None and now - self._busy_since > self._longest_poll + grace
 
     async def transact(self, work: Callable[[Bus], Awaitable[T]]) -> T:
         """Run ``work`` between two polls, never overlapping another transaction."""
@@ -181,7 +190,9 @@ class BusScheduler:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 async with self._lock:
+                    self._busy_since = loop.time()
                     samples = await reader.poll(self.bus)
+                    self._busy_since = None
                 self.cycles += 1
                 self._sink(samples)
                 now = loop.time()
@@ -202,6 +213,11 @@ class Poller:
 
     def __init__(self, schedulers: Sequence[BusScheduler]) -> None:
         self.schedulers = {scheduler.bus.name: scheduler for scheduler in schedulers}
+
+    def stuck(self) -> list[str]:
+        """Names of the buses whose poll has wedged."""
+        now = asyncio.get_running_loop().time()
+        return [name for name, scheduler in self.schedulers.items() if scheduler.stuck(now)]
 
     def devices(self) -> dict[str, DeviceHealth]:
         return {reader.device.name: reader.health
