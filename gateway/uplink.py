@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import ssl
 import time
 from collections import deque
@@ -58,6 +59,7 @@ TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
 TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
 TEXT_REFUSED = "refused: {reason}"
 TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
+TEXT_STORE_UNREADABLE = "cannot read the store (%s); reconnecting after a pause"
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
 TEXT_COMMAND_FAILED = "command %s failed"
@@ -253,6 +255,9 @@ class Uplink:
                 except ConnectError as exc:
                     log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
                     continue
+                except sqlite3.Error as exc:  # the store could not be read: try again later
+                    log.error(TEXT_STORE_UNREADABLE, exc)
+                    break
                 backoff.reset()  # was up for a while: start again from the primary, soon
                 break
             await asyncio.sleep(backoff.next_delay())
