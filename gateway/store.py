@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
 ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
 EVICTABLE_STREAMS = frozenset({"telemetry"})
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS streams(
     evicted INTEGER NOT NULL DEFAULT 0,
     evicted_items INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS outbox(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the uplink's cursors rely on it
     stream TEXT NOT NULL,
     seq INTEGER NOT NULL,
     ts INTEGER NOT NULL,

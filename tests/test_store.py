@@ -256,3 +256,20 @@ def test_unsynced_stamps_are_corrected_before_they_are_sent(tmp_path: Path) -> N
     assert after[0]["ts"] == after[0]["sample_ts"] == after[0]["decided_ts"] == real
     assert after[1]["samples"][0]["ts"] == real
     assert clock.now_ms() == 1_700_000_000_000
+
+
+def test_row_ids_are_never_reused_after_everything_was_sent(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = make(tmp_path / "buffer.db")
+        try:
+            await store.put("alarms", {"n": 1}, ts=1, durable=True)
+            first = store.fetch("alarms", 0, 10, replay_upto=0)
+            store.ack(row.id for row in first)
+            await asyncio.to_thread(store.flush)  # the table is empty now
+            await store.put("alarms", {"n": 2}, ts=2, durable=True)
+            after = store.fetch("alarms", first[-1].id, 10, replay_upto=0)
+            assert [row.seq for row in after] == [2]
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
