@@ -12,7 +12,7 @@ import math
 import sys
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from gettext import gettext as _
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from watchpost.alarms import RULE_KINDS, AlarmRule, resolve_rules
+from watchpost.alarms import AlarmRule, resolve_rules
 from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
@@ -178,8 +178,8 @@ def load_config(path: Path) -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
-    problems = [*_cross_check(config), *_anomaly_points(config), *check_outputs(
+        raise ConfigError(path, [describe_error(error) for error in exc.errors()]) from exc
+    problems = [*cross_check(config), *_anomaly_points(config), *check_outputs(
         config.outputs, devices={d.name: d.bus for d in config.devices},
         buses=[b.name for b in config.buses], points=[p.name for _d, p in config.points()])]
     if problems:
@@ -187,7 +187,7 @@ def load_config(path: Path) -> GatewayConfig:
     return config
 
 
-def _cross_check(config: GatewayConfig) -> Iterable[str]:
+def cross_check(config: GatewayConfig) -> Iterable[str]:
     """Rules that span sections: references and unique names."""
     bus_names = [bus.name for bus in config.buses]
     for what, key, names in (
@@ -251,9 +251,13 @@ _PLAIN_MESSAGES = {
 }
 
 
-def _describe(error: ErrorDetails) -> str:
-    """``devices[1].points[3].scale: must be a number (got 'abc')``."""
-    path = _key_path(error["loc"])
+def describe_error(error: ErrorDetails, union_tags: Collection[str] = frozenset(DRIVERS)) -> str:
+    """``devices[1].points[3].scale: must be a number (got 'abc')``.
+
+    ``union_tags`` are the discriminator values pydantic puts into an error's location for
+    a member of a tagged union; they are not keys in the file and are left out of the path.
+    """
+    path = _key_path(error["loc"], union_tags)
     kind = error["type"]
     template = _PLAIN_MESSAGES.get(kind)
     try:
@@ -261,18 +265,20 @@ def _describe(error: ErrorDetails) -> str:
     except (KeyError, IndexError):
         message = None
     message = message or _strip_prefix(error["msg"])
-    if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error:
+    # a rule on a whole table names the table's path; its input is the whole table
+    if (kind not in ("missing", "extra_forbidden", "model_type") and "input" in error
+            and not isinstance(error["input"], dict)):
         message += f" (got {_show(error['input'])})"
     return f"{path}: {message}" if path else message
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
+def _key_path(loc: tuple[int | str, ...], union_tags: Collection[str]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in DRIVERS or item in RULE_KINDS or item.startswith("function-"):
-            continue  # the discriminator tag of a union, not a key in the file
+        elif item in union_tags or item.startswith("function-"):
+            continue
         else:
             parts.append(("." if parts else "") + item)
     return "".join(parts)

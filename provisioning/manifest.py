@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-# _describe and _cross_check are the config's own wording and cross-section rules; the
-# manifest reuses them so that both files report the same mistake the same way.
+# the manifest reuses the config's wording and cross-section rules, so that both files
+# report the same mistake the same way
 from watchpost.config import (
     NAME_PATTERN,
     BusConfig,
@@ -24,8 +24,8 @@ from watchpost.config import (
     DeviceConfig,
     GatewayConfig,
     Model,
-    _cross_check,
-    _describe,
+    cross_check,
+    describe_error,
 )
 from watchpost.provisioning.pki import KeyType
 from watchpost.uplink import BrokerAddress
@@ -127,7 +127,7 @@ def load_manifest(path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
+        raise ConfigError(path, [describe_error(error) for error in exc.errors()]) from exc
     problems = _check_gateways(manifest)
     if problems:
         raise ConfigError(path, problems)
@@ -145,9 +145,9 @@ def _check_gateways(manifest: Manifest) -> list[str]:
         try:
             config = GatewayConfig.model_validate(gateway_config(manifest, gateway))
         except ValidationError as exc:  # a rule the sections alone do not see
-            problems += [f"gateways[{g}]." + _describe(error) for error in exc.errors()]
+            problems += [f"gateways[{g}]." + describe_error(error) for error in exc.errors()]
             continue
-        problems += [f"gateways[{g}].{line}" for line in _cross_check(config)]
+        problems += [f"gateways[{g}].{line}" for line in cross_check(config)]
     return problems
 
 

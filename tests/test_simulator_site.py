@@ -203,7 +203,7 @@ def test_mistakes_are_named_by_key_path() -> None:
             .replace("tick = 0.1", 'tick = "fast"')
             .replace('name = "d"\nbus = "a"', 'name = "d"\nbus = "a"\ncolour = "red"'))
     errors = errors_of(text)
-    assert "devices[0].points[1].type: input should be 'int16', 'uint16', 'int32', 'uint32', " \
+    assert "devices[0].points[1].type: must be one of 'int16', 'uint16', 'int32', 'uint32', " \
            "'float32' or 'bool' (got 'float23')" in errors
     assert "site.tick: must be a number (got 'fast')" in errors
     assert "devices[0].colour: is not a known key" in errors

@@ -15,7 +15,6 @@ Shape of the file::
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -24,9 +23,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
 
-from watchpost.config import ConfigError
+from watchpost.config import ConfigError, describe_error
 from watchpost.drivers.base import Table
 
 TEXT_NO_FILE = _("cannot read the file: {error}")
@@ -364,7 +362,7 @@ def parse_site(raw: dict[str, Any], path: Path) -> SiteConfig:
     try:
         site = SiteConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(error) for error in exc.errors()]) from exc
+        raise ConfigError(path, [describe_error(error, _TAGS) for error in exc.errors()]) from exc
     problems = list(_cross_check(site))
     if problems:
         raise ConfigError(path, problems)
@@ -522,57 +520,7 @@ def evaluation_order(site: SiteConfig) -> list[str]:
 
 
 # pydantic's error types, said the way an installer reads them
-_PLAIN_MESSAGES = {
-    "missing": _("is required"),
-    "extra_forbidden": _("is not a known key"),
-    "float_parsing": _("must be a number"),
-    "float_type": _("must be a number"),
-    "finite_number": _("must be a finite number"),
-    "int_parsing": _("must be a whole number"),
-    "int_type": _("must be a whole number"),
-    "int_from_float": _("must be a whole number"),
-    "string_type": _("must be a text string"),
-    "bool_type": _("must be true or false"),
-    "bool_parsing": _("must be true or false"),
-    "list_type": _("must be a list"),
-    "model_type": _("must be a table"),
-    "model_attributes_type": _("must be a table"),
-}
-_TAGS = {"modbus_tcp", "modbus_rtu", "wander", "constant", "linear", "product", "integral",
-         "square", "silent", "slow", "exception", "stuck", "drift", "bool", "float"}
-
-
-def _describe(error: ErrorDetails) -> str:
-    """``devices[1].points[3].scale: must be a number (got 'abc')``."""
-    parts: list[str] = []
-    for item in error["loc"]:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif item in _TAGS or item.startswith("function-"):
-            continue  # the tag of a union member, not a key in the file
-        else:
-            parts.append(("." if parts else "") + item)
-    path = "".join(parts)
-    kind = error["type"]
-    message = _PLAIN_MESSAGES.get(kind) or _plain(error["msg"])
-    # a rule on a whole table names the table's path; its input is the whole table
-    if kind not in ("missing", "extra_forbidden", "model_type") and "input" in error \
-            and not isinstance(error["input"], dict):
-        message += f" (got {_show(error['input'])})"
-    return f"{path}: {message}" if path else message
-
-
-def _plain(message: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message[:1].lower() + message[1:]
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+# discriminator values of the file's tagged unions: not keys, left out of error paths
+_TAGS = frozenset({"modbus_tcp", "modbus_rtu", "wander", "constant", "linear", "product",
+                   "integral", "square", "silent", "slow", "exception", "stuck", "drift",
+                   "bool", "float"})
