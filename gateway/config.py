@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from watchpost.alarms import AlarmRule, resolve_rules
+from watchpost.alarms import RULE_KINDS, AlarmRule, resolve_rules
 from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
@@ -251,7 +251,8 @@ _PLAIN_MESSAGES = {
 }
 
 
-def describe_error(error: ErrorDetails, union_tags: Collection[str] = frozenset(DRIVERS)) -> str:
+def describe_error(error: ErrorDetails,
+                   union_tags: Collection[str] = frozenset(DRIVERS) | RULE_KINDS) -> str:
     """``devices[1].points[3].scale: must be a number (got 'abc')``.
 
     ``union_tags`` are the discriminator values pydantic puts into an error's location for
