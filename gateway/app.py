@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import __version__
-from watchpost.alarms import AlarmEngine, AlarmEvent
+from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent
 from watchpost.anomaly import AnomalyError, AnomalyRunner
 from watchpost.clock import Clock
+from watchpost.commands import PlatformCommands
 from watchpost.config import (
     EXIT_CONFIG,
     ConfigError,
     GatewayConfig,
+    check_file_modes,
     load_config,
     print_config_error,
 )
@@ -48,16 +50,20 @@ TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")
 TEXT_STARTED = "gateway %s/%s started: %d buses, %d devices, %d points"
 TEXT_STOPPING = "stopping on %s"
+TEXT_RELOADED = "restarting with the config read anew from %s"
+TEXT_RELOAD_REFUSED = "reload refused, the running config stays: %s"
+RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
-TEXT_NO_POINT = _("no point named {name!r}")
-TEXT_NOT_SUPPORTED = _("the alarm engine does not support {op}")
 
 
 class Gateway:
     """The running parts of one gateway and the paths between them."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, config_path: Path) -> None:
         self.config = config
+        self.config_path = config_path
+        self.next_config: GatewayConfig | None = None  # set when a reload was asked for
+        self.stop: Callable[[], object] = lambda: None  # set by whoever runs us
         self.started = time.time()
         self.clock = Clock()
         self.now_ms = self.clock.now_ms
@@ -70,6 +76,8 @@ class Gateway:
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}
         self._alarm_queue: asyncio.Queue[AlarmEvent] = asyncio.Queue()
+        # every transition, from samples or from a crew's or platform's action, is stored
+        self.alarms.add_listener(self._alarm_queue.put_nowait)
         self.telemetry = TelemetryBatcher(self._put_telemetry)
         self.notifier = Notifier.from_environment()
         self.watchdog = Watchdog.from_environment(self.notifier)
@@ -82,6 +90,9 @@ class Gateway:
             clock=self.clock,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
+        commands = PlatformCommands(self.alarms, ping=self._ping, reload=self.reload)
+        for name, handler in commands.handlers().items():
+            self.uplink.on_command(name, handler)
 
     def _schedulers(self) -> list[BusScheduler]:
         schedulers = []
@@ -97,8 +108,7 @@ class Gateway:
 
     def on_samples(self, samples: Sequence[Sample]) -> None:
         """Alarms first, then everything that may lag behind."""
-        for event in self.alarms.evaluate(samples):
-            self._alarm_queue.put_nowait(event)
+        self.alarms.evaluate(samples)
         for sample in samples:
             self.latest[sample.point] = sample
             self.anomaly.observe(sample)
@@ -169,9 +179,26 @@ class Gateway:
         }
 
     def _active_alarms(self) -> list[dict[str, Any]]:
-        active: list[Any] = list(self.alarms.active())
-        return [a if isinstance(a, dict) else {"alarm": f"{a[0]}/{a[1]}", "level": a[2]}
-                for a in active]
+        return self.alarms.active()
+
+    def _ping(self) -> dict[str, Any]:
+        return {"version": __version__, "clock": self.clock.state, "ts": self.now_ms(),
+                "uptime_s": round(time.time() - self.started)}
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file; if it is good, restart the gateway with it (soon, so
+        that the reply to the platform goes out first). Returns the errors otherwise."""
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+            problems = check_file_modes(config, self.config_path)
+        except ConfigError as exc:
+            problems = exc.errors
+        if problems:
+            log.error(TEXT_RELOAD_REFUSED, "; ".join(problems))
+            return problems
+        self.next_config = config
+        asyncio.get_running_loop().call_later(RELOAD_DELAY, self.stop)
+        return []
 
     # -- control socket operations ---------------------------------------------------------
 
@@ -203,37 +230,23 @@ class Gateway:
 
     def _alarm_op(self, name: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         async def operate(args: dict[str, Any]) -> Any:
-            method = getattr(self.alarms, name, None)
-            if method is None:
-                raise ControlError(TEXT_NOT_SUPPORTED.format(op=name))
             kwargs = dict(args)
             alarm = kwargs.pop("alarm")
             if "minutes" in kwargs:
                 kwargs["duration_s"] = float(kwargs.pop("minutes")) * 60
-            events = method(alarm, **kwargs)
-            return await self._record_now(events)
+            try:
+                events = getattr(self.alarms, name)(alarm, **kwargs)
+            except AlarmError as exc:
+                raise ControlError(str(exc)) from exc
+            return [event.body() for event in events]
         return operate
 
     async def _test_alarm(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        if args.get("point") not in self.units:
-            raise ControlError(TEXT_NO_POINT.format(name=args.get("point")))
-        method = getattr(self.alarms, "test_alarm", None)
-        if method is None:
-            raise ControlError(TEXT_NOT_SUPPORTED.format(op="test_alarm"))
-        return await self._record_now(method(args["point"]))
-
-    async def _record_now(self, events: Any) -> list[dict[str, Any]]:
-        """Store events from a crew's or platform's action durably; return them with seq."""
-        if events is None:
-            return []
-        if isinstance(events, AlarmEvent):
-            events = [events]
-        stored = []
-        for event in events:
-            body = event.body()
-            seq = await self.store.put("alarms", body, ts=event.decided_ts, durable=True)
-            stored.append({**body, "seq": seq})
-        return stored
+        try:
+            events = self.alarms.test_alarm(str(args.get("point")), by="crew")
+        except AlarmError as exc:
+            raise ControlError(str(exc)) from exc
+        return [event.body() for event in events]
 
     async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         checks = [
@@ -282,20 +295,27 @@ class Gateway:
             await self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
 
 
-async def _run_until_signalled(config: GatewayConfig, config_path: Path) -> int:
+async def _serve(config: GatewayConfig, config_path: Path) -> int:
+    """Run the gateway until SIGTERM or SIGINT; SIGHUP or a platform's `reload` command
+    restarts it in place with the config file read anew."""
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _stop, main, signum)
-    try:
-        gateway = Gateway(config)  # the Modbus clients need the running loop
-    except AnomalyError as exc:
-        print_config_error(ConfigError(config_path, [f"anomaly: {exc}"]))
-        return EXIT_CONFIG
-    with contextlib.suppress(asyncio.CancelledError):
-        await gateway.run()
-    return 0
+    while True:
+        try:
+            gateway = Gateway(config, config_path)  # the Modbus clients need the running loop
+        except AnomalyError as exc:
+            print_config_error(ConfigError(config_path, [f"anomaly: {exc}"]))
+            return EXIT_CONFIG
+        task = asyncio.create_task(gateway.run(), name="gateway")
+        gateway.stop = task.cancel
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _stop, task, signum)
+        loop.add_signal_handler(signal.SIGHUP, lambda g=gateway: loop.create_task(g.reload()))
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if gateway.next_config is None:
+            return 0
+        log.warning(TEXT_RELOADED, config_path)
+        config = gateway.next_config
 
 
 def _stop(task: asyncio.Task[Any], signum: int) -> None:
@@ -321,4 +341,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
-    return asyncio.run(_run_until_signalled(config, args.config))
+    problems = check_file_modes(config, args.config)
+    if problems:
+        print_config_error(ConfigError(args.config, problems))
+        return EXIT_CONFIG
+    return asyncio.run(_serve(config, args.config))

@@ -43,6 +43,10 @@ TEXT_NO_FILE = _("cannot read the file: {error}")
 TEXT_TOML = _("not valid TOML: {error}")
 TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
 TEXT_NO_POINT = _("no point named {name!r}")
+TEXT_WORLD_WRITABLE = _("{path}: others can change this file (chmod o-w)")
+TEXT_WORLD_READABLE = _("{path}: others can read this file, which points at credentials "
+                        "(chmod 640)")
+TEXT_SECRET_READABLE = _("{path} can be read by others (mode {mode}); chmod 600")
 TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
 TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
@@ -187,6 +191,34 @@ def load_config(path: Path) -> GatewayConfig:
     return config
 
 
+def check_file_modes(config: GatewayConfig, path: Path) -> list[str]:
+    """Files that others may read or change although they hold secrets or steer the gateway.
+
+    A key or password file must be readable by its owner only; the config file must not
+    be writable by others, nor readable by them once it points at credentials.
+    """
+    problems = []
+    mode = path.stat().st_mode
+    if mode & 0o002:
+        problems.append(TEXT_WORLD_WRITABLE.format(path=path))
+    secrets = (("uplink.key_file", config.uplink.key_file),
+               ("uplink.password_file", config.uplink.password_file))
+    if mode & 0o004 and any(file is not None for _key, file in secrets):
+        problems.append(TEXT_WORLD_READABLE.format(path=path))
+    for key, file in secrets:
+        if file is None:
+            continue
+        try:
+            file_mode = file.stat().st_mode
+        except OSError as exc:
+            problems.append(f"{key}: " + TEXT_NO_FILE.format(error=exc))
+            continue
+        if file_mode & 0o077:
+            problems.append(f"{key}: " + TEXT_SECRET_READABLE.format(
+                path=file, mode=oct(file_mode & 0o777)))
+    return problems
+
+
 def cross_check(config: GatewayConfig) -> Iterable[str]:
     """Rules that span sections: references and unique names."""
     bus_names = [bus.name for bus in config.buses]
@@ -317,7 +349,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        load_config(args.file)
+        config = load_config(args.file)
+        problems = check_file_modes(config, args.file)
+        if problems:
+            raise ConfigError(args.file, problems)
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_CONFIG

@@ -212,7 +212,7 @@ def _test_alarm(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         for event in result:
-            print(f"{event.get('event')}: {event.get('alarm')} (seq {event.get('seq')})")
+            print(f"{event.get('event')}: {event.get('alarm')}")
     return 0
 
 

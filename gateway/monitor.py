@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.uplink import BrokerAddress
 

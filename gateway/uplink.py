@@ -295,8 +295,10 @@ class Uplink:
                               broker=f"{address.host}:{address.port}")
             log.warning(TEXT_CONNECTED, address.host, address.port,
                         "primary" if address == self.config.addresses()[0] else "backup")
-            self._publish_status(link, "online", online_seq)
+            # subscribe first: the broker handles our packets in order, so a platform that
+            # sees `online` can send a command at once and it will be delivered
             link.client.subscribe(self.root + "cmd/+", qos=1)
+            self._publish_status(link, "online", online_seq)
             try:
                 await self._drain(link)
             except asyncio.CancelledError:
