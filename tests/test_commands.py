@@ -294,3 +294,15 @@ def test_reload_refuses_a_bad_file_and_takes_a_good_one(daemon, broker, subscrib
     finally:
         platform.close()
     assert process.poll() is None
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_the_published_command_schemas_match_the_models(name):
+    """gateway/schemas/cmd-*.json are what platforms read; they must say what the code checks."""
+    published = json.loads((Path(__file__).resolve().parents[1] / "gateway" / "schemas"
+                            / f"cmd-{name}.json").read_text())
+    expected = COMMANDS[name].model_json_schema()
+    for key in ("$schema", "$id", "title"):
+        published.pop(key)
+        expected.pop(key, None)
+    assert published == expected
