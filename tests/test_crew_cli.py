@@ -1,0 +1,140 @@
+"""Every crew command against a running daemon, and again with the daemon stopped.
+
+The demo site runs in a simulator; the crew's commands talk to the daemon through its
+control socket, and straight to the buses and the store file once it has stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Broker, Subscriber
+from tests.site_run import SiteRun, stop
+
+ROOT = "watchpost/v1/demo-colliery/gw-01/"
+EX_UNAVAILABLE = 69
+
+
+def crew(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watchpost", *args, "--config", str(config)],
+                          cwd=config.parent, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    broker = Broker(tmp_path_factory.mktemp("broker"))
+    broker.start()
+    run = SiteRun(tmp_path_factory.mktemp("site"), broker.url)
+    run.config.chmod(0o640)
+    try:
+        yield run, broker
+    finally:
+        run.close()
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def running(site):
+    run, broker = site
+    sub = Subscriber(broker, ROOT + "#")
+    run.start_gateway()
+    sub.wait_for(ROOT + "telemetry", count=2, timeout=30)
+    yield run, sub
+    sub.close()
+
+
+def test_status_shows_devices_readings_uplink_and_clock(running):
+    run, _sub = running
+    result = crew(run.config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["daemon"] == "running"
+    assert status["uplink"]["connected"] is True
+    assert status["clock"] in ("synced", "unsynced")
+    assert status["devices"]["face-station"]["state"] == "ok"
+    assert status["devices"]["return-gas"]["bus"] == "rs485"
+    assert status["points"]["ch4_face_1"]["unit"] == "%CH4"
+    assert "telemetry" in status["backlog"]["streams"]
+    table = crew(run.config, "status")
+    assert table.returncode == 0
+    assert "face-station" in table.stdout
+    assert "ch4_face_1" in table.stdout
+
+
+def test_read_goes_through_the_daemon(running):
+    run, _sub = running
+    result = crew(run.config, "read", "face-station", "0", "--table", "input", "--count", "2",
+                  "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["addresses"] == [0, 1]
+    assert 0 < values["values"][0] < 400  # methane in hundredths of %CH4
+    missing = crew(run.config, "read", "no-such-device", "0")
+    assert missing.returncode != 0
+    assert "no-such-device" in missing.stderr
+
+
+def test_watch_alarms_and_backlog(running):
+    run, _sub = running
+    watch = crew(run.config, "watch", "--seconds", "2.5", "--interval", "1", "--json")
+    assert watch.returncode == 0, watch.stderr
+    frames = [json.loads(line) for line in watch.stdout.splitlines()]
+    assert len(frames) >= 2
+    assert "ch4_face_1" in frames[-1]
+    alarms = crew(run.config, "alarms", "--json")
+    assert alarms.returncode == 0
+    assert isinstance(json.loads(alarms.stdout), list)
+    backlog = crew(run.config, "backlog", "--json")
+    assert backlog.returncode == 0, backlog.stderr
+    assert "telemetry" in backlog.stdout
+
+
+def test_test_alarm_reaches_the_platform_marked_as_a_test(running):
+    run, sub = running
+    result = crew(run.config, "test-alarm", "ch4_face_1")
+    assert result.returncode == 0, result.stderr
+    got = sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda ms: sum(
+        1 for m in ms if m.get("test") and m["point"] == "ch4_face_1") >= 2)
+    tests = [m["event"] for m in got if m.get("test") and m["point"] == "ch4_face_1"]
+    assert tests[:2] == ["raised", "cleared"]
+    unknown = crew(run.config, "test-alarm", "no_such_point")
+    assert unknown.returncode != 0
+    assert "no_such_point" in unknown.stderr
+
+
+def test_selftest_names_each_check(running):
+    run, _sub = running
+    result = crew(run.config, "selftest", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert {"config", "store", "broker", "clock", "disk", "device face-station"} <= set(checks)
+    assert checks["broker"]["ok"] is True
+    assert checks["device face-station"]["ok"] is True
+    assert result.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)
+
+
+def test_with_the_daemon_stopped(running):
+    run, _sub = running
+    assert stop(run.gateway) == 0
+    status = crew(run.config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["daemon"] == "stopped"
+    read = crew(run.config, "read", "tank-1", "0", "--table", "holding", "--json")
+    assert read.returncode == 0, read.stderr  # straight on the bus
+    assert len(json.loads(read.stdout)["values"]) == 1
+    selftest = crew(run.config, "selftest", "--json")
+    checks = {c["name"]: c for c in json.loads(selftest.stdout)}
+    assert checks["daemon"]["detail"].startswith("daemon: not running")
+    assert checks["device tank-1"]["ok"] is True
+    assert checks["store"]["ok"] is True
+    backlog = crew(run.config, "backlog")
+    assert backlog.returncode == 0, backlog.stderr
+    for args in (("alarms",), ("test-alarm", "ch4_face_1"), ("watch", "--seconds", "1")):
+        result = crew(run.config, *args)
+        assert result.returncode == EX_UNAVAILABLE, (args, result.stdout, result.stderr)
+        assert "daemon is not running" in result.stderr
