@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import TypeVar
 from watchpost.backoff import Backoff
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers.base import Bus, BusError, CommError, DeviceError, ReadRequest
-from watchpost.drivers.codec import decode, scaled
+from watchpost.drivers.codec import Reader, reader
 from watchpost.drivers.planner import PlannedRead, plan_reads
 from watchpost.samples import Quality, Sample
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 SampleSink = Callable[[Sequence[Sample]], None]
 Clock = Callable[[], int]
 T = TypeVar("T")
+# how the poll path decodes one point: name, index in the answer, register reader (None for
+# a bit), scale, offset, plausible range (low, high) or None
+Decoding = tuple[str, int, Reader | None, float, float, tuple[float, float] | None]
 
 ILLEGAL_DATA_ADDRESS = 2
 # A device that stops answering is polled again after a capped, jittered backoff from
@@ -65,6 +69,8 @@ class DeviceReader:
     def __post_init__(self) -> None:
         self.plan: list[PlannedRead[PointConfig]] = plan_reads(
             self.device.unit, self.device.points, self.device.max_gap)
+        # per planned read (by id, holding the read so that its id stays its own)
+        self._decodings: dict[int, tuple[PlannedRead[PointConfig], list[Decoding]]] = {}
 
     async def poll(self, bus: Bus) -> list[Sample]:
         """One poll cycle; never raises for bus trouble, which becomes sample quality."""
@@ -105,16 +111,32 @@ class DeviceReader:
     def _decode(self, planned: PlannedRead[PointConfig],
                 raw: list[int] | list[bool]) -> list[Sample]:
         ts = self.now_ms()
+        good, bad, isfinite = Quality.GOOD, Quality.BAD, math.isfinite
         samples = []
-        for point, offset in planned.points:
-            if point.type == "bool":
-                value: float | None = 1.0 if raw[offset] else 0.0
+        for name, index, read, scale, shift, limits in self._decodings_of(planned):
+            value: float | None
+            if read is None:
+                value = 1.0 if raw[index] else 0.0
             else:
-                words = [int(word) for word in raw[offset: offset + point.width]]
-                value = scaled(decode(words, point.type, point.word_order), point.scale,
-                               point.offset)
-            samples.append(Sample(point.name, ts, value, _quality_of(point, value)))
+                value = read(raw, index) * scale + shift  # type: ignore[arg-type]
+                if not isfinite(value):
+                    value = None
+            if value is None or (limits is not None and not limits[0] <= value <= limits[1]):
+                samples.append(Sample(name, ts, value, bad))
+            else:
+                samples.append(Sample(name, ts, value, good))
         return samples
+
+    def _decodings_of(self, planned: PlannedRead[PointConfig]) -> list[Decoding]:
+        entry = self._decodings.get(id(planned))
+        if entry is None or entry[0] is not planned:
+            entry = (planned, [
+                (point.name, offset,
+                 None if point.type == "bool" else reader(point.type, point.word_order),
+                 point.scale, point.offset, point.range)
+                for point, offset in planned.points])
+            self._decodings[id(planned)] = entry
+        return entry[1]
 
     def _all(self, planned: PlannedRead[PointConfig], quality: Quality) -> list[Sample]:
         ts = self.now_ms()
@@ -125,6 +147,7 @@ class DeviceReader:
         index = self.plan.index(planned)
         singles = [plan_reads(self.device.unit, [point], 0)[0] for point, _ in planned.points]
         self.plan[index:index + 1] = singles
+        self._decodings.pop(id(planned), None)
 
     def _record(self, comm_down: CommError | None, errors: list[str], bus: Bus) -> None:
         health = self.health
@@ -143,14 +166,6 @@ class DeviceReader:
                 log.warning(TEXT_DEVICE_UP, self.device.name, bus.name)
             elif health.state != "ok":
                 log.error(TEXT_DEVICE_DOWN, self.device.name, bus.name, health.last_error)
-
-
-def _quality_of(point: PointConfig, value: float | None) -> Quality:
-    if value is None:
-        return Quality.BAD
-    if point.range is not None and not point.range[0] <= value <= point.range[1]:
-        return Quality.BAD
-    return Quality.GOOD
 
 
 class BusScheduler:
