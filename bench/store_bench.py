@@ -99,10 +99,30 @@ async def drain(store: Store, url: str) -> tuple[float, int]:
     return seconds, depth
 
 
+async def durable(folder: Path, count: int = 500) -> None:
+    """Alarms: one fsync'd commit each, awaited one by one or issued together."""
+    store = Store(StoreConfig(path=folder / "alarms.db"), gateway="gw1")
+    body = {"event": "raised", "alarm": "ch4_face_1/high_alarm", "point": "ch4_face_1",
+            "rule": "high_alarm", "kind": "high", "level": "alarm", "value": 1.1,
+            "threshold": 1.0, "sample_ts": 1, "decided_ts": 1}
+    start = time.perf_counter()
+    for _ in range(count):
+        await store.put("alarms", dict(body), ts=1, durable=True)
+    one_by_one = count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    await asyncio.gather(*(store.put("alarms", dict(body), ts=1, durable=True)
+                           for _ in range(count)))
+    together = count / (time.perf_counter() - start)
+    store.close()
+    print(f"durable alarms: {one_by_one:,.0f}/s awaited one by one (one fsync each), "
+          f"{together:,.0f}/s issued together (one fsync per batch)")
+
+
 async def main(samples: int, folder: Path) -> None:
     path = folder / "buffer.db"
     store = Store(StoreConfig(path=path, quota_mb=100_000), gateway="gw1")
     marks = [m for m in (1_000_000, 5_000_000) if m <= samples]
+    await durable(folder)
     print(f"ingest offline: {samples:,} samples in batches of {BATCH}")
     result = await ingest(store, Site(), samples, marks)
     backlog = store.backlog()
