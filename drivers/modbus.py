@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
+
 from watchpost.drivers.base import CommError, DeviceError, ReadRequest, Table
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ class ModbusBus:
     def __init__(self, name: str, client: ModbusBaseClient) -> None:
         self.name = name
         self._client = client
+        self._readers = {
+            Table.HOLDING: client.read_holding_registers,
+            Table.INPUT: client.read_input_registers,
+            Table.COIL: client.read_coils,
+            Table.DISCRETE: client.read_discrete_inputs,
+        }
 
     async def open(self) -> None:
         if self._client.connected:
@@ -49,22 +56,15 @@ class ModbusBus:
         return self.name
 
     async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
-        readers = {
-            Table.HOLDING: self._client.read_holding_registers,
-            Table.INPUT: self._client.read_input_registers,
-            Table.COIL: self._client.read_coils,
-            Table.DISCRETE: self._client.read_discrete_inputs,
-        }
-        what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
-        read = readers[request.table]
+        read = self._readers[request.table]
         response = await self._execute(
             lambda: read(request.address, count=request.count, device_id=request.unit),
-            what, timeout,
+            request, timeout,
         )
         if request.table.is_bits:
             return list(response.bits[: request.count])
         if len(response.registers) < request.count:
-            raise CommError(f"bus {self.name}: {what}: short answer "
+            raise CommError(f"bus {self.name}: {_what(request)}: short answer "
                             f"({len(response.registers)} registers)")
         return list(response.registers[: request.count])
 
@@ -86,8 +86,10 @@ class ModbusBus:
             raise DeviceError(f"bus {self.name}: {what}: {table} is read-only", code=1)
         await self._execute(call, what, timeout)
 
-    async def _execute(self, call: Callable[[], Awaitable[ModbusPDU]], what: str,
-                       timeout: float) -> ModbusPDU:
+    async def _execute(self, call: Callable[[], Awaitable[ModbusPDU]],
+                       what: str | ReadRequest, timeout: float) -> ModbusPDU:
+        """Run ``call``; ``what`` names the transaction in errors (a read's name is only
+        formatted when there is an error to report, not on every poll)."""
         await self.open()
         # pymodbus takes the answer timeout from its connection parameters; set it per
         # transaction because the devices on one RS-485 line may answer at different speeds.
@@ -95,9 +97,16 @@ class ModbusBus:
         try:
             response = await call()
         except (TimeoutError, ModbusException, OSError) as exc:
-            raise CommError(f"bus {self.name}: {what}: no answer ({exc})") from exc
+            raise CommError(f"bus {self.name}: {_what(what)}: no answer ({exc})") from exc
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
-            raise DeviceError(f"bus {self.name}: {what}: exception {code} ({name})", code=code)
+            raise DeviceError(f"bus {self.name}: {_what(what)}: exception {code} ({name})",
+                              code=code)
         return response
+
+
+def _what(what: str | ReadRequest) -> str:
+    if isinstance(what, ReadRequest):
+        return f"unit {what.unit} {what.table} {what.address}+{what.count}"
+    return what
