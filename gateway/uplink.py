@@ -60,6 +60,7 @@ TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be s
 TEXT_REFUSED = "refused: {reason}"
 TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
 TEXT_STORE_UNREADABLE = "cannot read the store (%s); reconnecting after a pause"
+TEXT_HEALTH_FAILED = "cannot gather the health message; skipping this one"
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
 TEXT_COMMAND_FAILED = "command %s failed"
@@ -492,8 +493,13 @@ class Uplink:
             if link is last_link and now - last_at < self.config.health_interval:
                 continue
             last_link, last_at = link, now
+            try:
+                state = self.health_body()
+            except Exception:  # a broken health source must not take the uplink down
+                log.exception(TEXT_HEALTH_FAILED)
+                continue
             seq = await self.store.reserve("health")
-            body = self._envelope("health", seq) | self.health_body()
+            body = self._envelope("health", seq) | state
             link.client.publish(self.topic("health"),
                                 json.dumps(body, separators=(",", ":"), default=str).encode(),
                                 qos=0, retain=True)
