@@ -64,7 +64,7 @@ TEXT_DAMAGED = "store %s is damaged (%s); moved aside to %s, starting a fresh st
 TEXT_SALVAGED = "kept the seq counters of the damaged store: %s"
 TEXT_WRITE_FAILED = "cannot write the store (%s); keeping %d operation(s) in memory, retrying"
 TEXT_WRITE_RECOVERED = "store writes work again"
-TEXT_EVICTED = "store over its quota: evicted %d telemetry message(s) (%d samples), seq %d-%d"
+TEXT_EVICTED = "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
 TEXT_CLOSED = "the store is closed"
 TEXT_ENVELOPE = "body must not set the envelope key(s) {keys}"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
@@ -106,6 +106,10 @@ class StoreConfig(BaseModel):
     quota_mb: float = Field(
         default=512, gt=0, le=1_000_000,
         description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.")
+    min_free_mb: float = Field(
+        default=64, ge=0, le=1_000_000,
+        description="Free space (MiB) to leave on the filesystem: below it the store stops "
+                    "growing and evicts the oldest telemetry as if the quota were reached.")
 
 
 class StoreError(Exception):
@@ -171,6 +175,7 @@ class Store:
         self.gateway = gateway
         self.path = Path(config.path)
         self.quota_bytes = int(config.quota_mb * 1024 * 1024)
+        self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)
         self._clock = clock
         self.recovery: dict[str, Any] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -542,9 +547,20 @@ class Store:
                 done()
 
     def _enforce_quota(self, conn: sqlite3.Connection) -> None:
+        """Keep the used pages under the quota, and the file from growing when the
+        filesystem is down to ``min_free_mb``."""
         used = _used_bytes(conn)
-        if used > self.quota_bytes:
-            self._evict(conn, fraction=(used - 0.9 * self.quota_bytes) / used)
+        limit = self.quota_bytes
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < self.min_free_bytes:
+            pages, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                           for name in ("page_count", "page_size"))
+            limit = min(limit, int(pages * size * 0.98))  # reuse pages, do not grow
+        if used > limit:
+            self._evict(conn, fraction=(used - 0.9 * limit) / used)
 
     def _evict(self, conn: sqlite3.Connection, *, fraction: float) -> None:
         """Delete the oldest evictable rows holding about ``fraction`` of the used bytes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -273,3 +274,64 @@ def test_row_ids_are_never_reused_after_everything_was_sent(tmp_path: Path) -> N
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_full_disk_evicts_telemetry_and_keeps_every_alarm(tmp_path: Path) -> None:
+    """SQLITE_FULL, as a full SD card gives it (here: a page limit on the file)."""
+    path = tmp_path / "buffer.db"
+    noise = [{"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7,
+              "quality": "good"} for i in range(200)]
+
+    async def scenario() -> dict:
+        store = make(path, commit_interval=0.05)  # the quota is far away: the disk is not
+        store._wconn.execute("PRAGMA max_page_count = 150")  # the writer is idle: safe here
+        try:
+            alarms = []
+            for i in range(300):
+                await store.put("telemetry", {"samples": noise, "n": i}, ts=i, durable=False)
+                if i % 10 == 0:
+                    alarms.append(await store.put("alarms", {"n": i}, ts=i, durable=True))
+            await asyncio.to_thread(store.flush)
+            assert [row.seq for row in store.fetch("alarms", 0, 100, replay_upto=0)] == alarms
+            return store.backlog()
+        finally:
+            store.close()
+
+    backlog = asyncio.run(scenario())
+    assert backlog["evictions"]["telemetry"]["messages"] > 0
+    assert not backlog["failing"]
+    left = [seq for seq, _ts in rows(path, "telemetry")]
+    assert left == list(range(left[0], 301))
+
+
+def test_low_disk_space_stops_growth_before_the_quota(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "buffer.db"
+    noise = [{"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7,
+              "quality": "good"} for i in range(200)]
+    real = shutil.disk_usage
+
+    def nearly_full(folder: object) -> object:
+        """The card has 6 MB left for the store and its WAL."""
+        usage = real(folder)  # type: ignore[arg-type]
+        taken = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+        return usage._replace(free=max(0, 6_000_000 - taken))
+
+    monkeypatch.setattr("watchpost.store.shutil.disk_usage", nearly_full)
+
+    async def scenario() -> dict:
+        store = make(path, commit_interval=0.05, min_free_mb=5)  # grows to about 1 MB
+        try:
+            for i in range(600):
+                await store.put("telemetry", {"samples": noise}, ts=i, durable=False)
+                if i % 10 == 0:
+                    await store.put("alarms", {"n": i}, ts=i, durable=True)
+            await asyncio.to_thread(store.flush)
+            return store.backlog()
+        finally:
+            store.close()
+
+    backlog = asyncio.run(scenario())
+    assert backlog["evictions"]["telemetry"]["messages"] > 0
+    assert backlog["streams"]["alarms"]["depth"] == 60
+    assert backlog["used_bytes"] < 2_000_000  # far below the 512 MiB quota
