@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "watchpost.monitor",
     "watchpost.crew",
     "watchpost.backlog_cli",
+    "watchpost.report",
     "watchpost.drivers.simulator.cli",
     "watchpost.anomaly_cli",
     "watchpost.provisioning.bundle",
