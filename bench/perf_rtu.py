@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from linepace import transaction_time
-from perf_site import PYTHON, median, stop
+from perf_site import ENV, PYTHON, median, stop
 
 REGISTERS = 125
 REQUEST_BYTES = 8  # unit, function, address, count, CRC
@@ -86,15 +86,21 @@ def rtu_figures(baudrate: int, seconds: float, runs: int) -> dict[str, Any]:
         line = server = None
         try:
             line = subprocess.Popen([PYTHON, str(HERE / "linepace.py"), "--baud", str(baudrate)],
-                                    stdout=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, env=ENV)
             assert line.stdout is not None
             ends = json.loads(line.stdout.readline())
             server = subprocess.Popen([PYTHON, __file__, "--serve", ends["a"],
-                                       "--baud", str(baudrate)], stdout=subprocess.PIPE)
+                                       "--baud", str(baudrate)], stdout=subprocess.PIPE,
+                                      env=ENV)
             assert server.stdout is not None
             server.stdout.readline()
             time.sleep(0.3)
-            got = asyncio.run(client(ends["b"], baudrate, seconds))
+            # the driver in a process of its own, from the code under test (ENV)
+            polled = subprocess.run([PYTHON, __file__, "--client", ends["b"], "--baud",
+                                     str(baudrate), "--seconds", str(seconds)], env=ENV,
+                                    capture_output=True, text=True, timeout=seconds + 60,
+                                    check=True)
+            got = json.loads(polled.stdout.strip().splitlines()[-1])
         finally:
             stop(server, 5)
             stop(line, 5)
@@ -118,10 +124,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--serve", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--client", metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(serve(args.serve, args.baud))
+        return
+    if args.client:
+        print(json.dumps(asyncio.run(client(args.client, args.baud, args.seconds))))
         return
     print(json.dumps(rtu_figures(args.baud, args.seconds, args.runs), indent=1))
 

@@ -27,6 +27,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -41,6 +42,9 @@ PER_DEVICE = 100
 DEVICES_PER_ENDPOINT = 5
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PYTHON = sys.executable
+REPOSITORY = Path(__file__).resolve().parents[1]
+# the environment of the processes the bench starts; ``use_code`` points it at one revision
+ENV: dict[str, str] = dict(os.environ)
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 READ_FUNCTIONS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 
@@ -156,6 +160,36 @@ def gateway_toml(devices: list[Device], ports: list[int], broker_port: int,
     return "\n".join(out)
 
 
+# -- the code under test ------------------------------------------------------------------------
+
+
+def use_code(revision: str) -> str:
+    """Run the simulator and the daemon from ``revision`` of this repository (its committed
+    files, unpacked once under the temporary folder), not from the working tree that others
+    may be editing; ``worktree`` keeps the working tree. Returns the commit id."""
+    if revision == "worktree":
+        ENV.pop("PYTHONPATH", None)
+        return "worktree"
+    commit = subprocess.run(["git", "rev-parse", revision], cwd=REPOSITORY, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    root = Path(tempfile.gettempdir()) / f"watchpost-src-{commit[:12]}"
+    if not (root / "watchpost").is_dir():
+        partial = root.with_name(root.name + f".{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=REPOSITORY, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        # the installed layout: gateway/ is the package, drivers/ models/ provisioning/ in it
+        for sub in ("drivers", "models", "provisioning"):
+            (partial / sub).rename(partial / "gateway" / sub)
+        (partial / "gateway").rename(partial / "watchpost")
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+    ENV["PYTHONPATH"] = str(root)  # ahead of the editable install's finder
+    return commit
+
+
 # -- processes ---------------------------------------------------------------------------------
 
 
@@ -232,7 +266,8 @@ class Simulator:
         with (folder / "simulator.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [PYTHON, "-m", "watchpost", "simulate", "site.toml", "--port-base", "0",
-                 "--events", str(events)], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+                 "--events", str(events)], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                env=ENV)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -254,7 +289,7 @@ class Simulator:
 def watchpost_run(folder: Path, config: Path) -> subprocess.Popen[bytes]:
     with (folder / "gateway.log").open("ab") as log:
         return subprocess.Popen([PYTHON, "-m", "watchpost", "run", "--config", str(config)],
-                                cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=ENV)
 
 
 def cpu_seconds(pid: int) -> float:

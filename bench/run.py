@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf_gateway import CALIBRATION_S, gateway_figures
 from perf_rtu import rtu_figures
+from perf_site import use_code
 
 HERE = Path(__file__).resolve().parent
 CORE_PCT_TARGET = 1.5  # % of one core per 1,000 points per second
@@ -136,11 +138,15 @@ def main() -> None:
     parser.add_argument("--peer-points", type=int, default=200)
     parser.add_argument("--outage", type=float, default=60.0, help="broker outage, seconds")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--code", default="HEAD", help=(
+        "git revision whose committed code is measured (default HEAD); "
+        "'worktree': the working tree as it is"))
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on SIGTERM too
 
     started = time.time()
-    results: dict[str, Any] = {"command": " ".join(sys.argv), "machine": machine(),
-                               "polling": [], "rtu": []}
+    results: dict[str, Any] = {"command": " ".join(sys.argv), "code": use_code(args.code),
+                               "machine": machine(), "polling": [], "rtu": []}
     for n in args.points:
         # the memory figure is taken with the model scoring, after its calibration
         warmup = max(args.warmup, CALIBRATION_S + 10) if n == MEMORY_POINTS else args.warmup
@@ -162,7 +168,7 @@ def main() -> None:
                         for r in rows]
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(render(rows))
-    print(f"\n{args.out} written; {results['elapsed_s']:.0f} s")
+    print(f"\ncode {results['code']}; {args.out} written; {results['elapsed_s']:.0f} s")
 
 
 if __name__ == "__main__":
