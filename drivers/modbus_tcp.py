@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymodbus.client import AsyncModbusTcpClient
+
 from watchpost.drivers.modbus import ModbusBus
 
 KEY = "modbus_tcp"
