@@ -36,6 +36,7 @@ from watchpost.config import (
 from watchpost.control import ControlError, ControlServer
 from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
+from watchpost.history import HistoryRecorder
 from watchpost.poller import BusScheduler, DeviceReader, Poller
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
@@ -84,6 +85,9 @@ class Gateway:
         self._poll_alive = self.watchdog.register("poll loop")
         self._store_alive = self.watchdog.register("store writer")
         self.poller = Poller(self._schedulers())
+        self.history = HistoryRecorder.from_config(
+            config.history, state_dir=state_dir, devices=self.poller.devices, now_ms=self.now_ms)
+        self.alarms.add_listener(self.history.record_alarm)
         self.uplink = Uplink(
             config.uplink, self.store, site=config.gateway.site, gateway=config.gateway.id,
             version=__version__, boot_id=self.clock.boot_id, health=self.health,
@@ -113,6 +117,7 @@ class Gateway:
             self.latest[sample.point] = sample
             self.anomaly.observe(sample)
         self.telemetry.add(samples)
+        self.history.observe(samples)
 
     async def _record_alarms(self) -> None:
         while True:
@@ -277,6 +282,7 @@ class Gateway:
                 group.create_task(self.poller.run(), name="poller")
                 group.create_task(self._record_alarms(), name="alarm-recorder")
                 group.create_task(self.telemetry.run(), name="telemetry")
+                group.create_task(self.history.run(), name="history")
                 group.create_task(self.anomaly.run(), name="anomaly")
                 group.create_task(self.uplink.run(), name="uplink")
                 group.create_task(self.control.run(), name="control")

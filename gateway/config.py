@@ -25,6 +25,7 @@ from watchpost.anomaly import AnomalyConfig
 from watchpost.control import ControlConfig
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import Table
+from watchpost.history import HistoryConfig
 from watchpost.outputs import OutputConfig, check_outputs
 from watchpost.store import StoreConfig
 from watchpost.uplink import UplinkConfig
@@ -149,6 +150,9 @@ class GatewayConfig(Model):
                                    description="The local control socket for crews.")
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig,
                                    description="On-device anomaly models.")
+    history: HistoryConfig = Field(default_factory=HistoryConfig, description=(
+        "The local history for `watchpost report`: per-minute aggregates, alarm events "
+        "and communication per device (history.db)."))
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
     outputs: list[OutputConfig] = Field(default_factory=list, description=(
