@@ -195,7 +195,7 @@ class Gateway:
         that the reply to the platform goes out first). Returns the errors otherwise."""
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
-            problems = check_file_modes(config, self.config_path)
+            problems = check_file_modes(config, self.config_path, require_files=True)
         except ConfigError as exc:
             problems = exc.errors
         if problems:
@@ -347,7 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
-    problems = check_file_modes(config, args.config)
+    problems = check_file_modes(config, args.config, require_files=True)
     if problems:
         print_config_error(ConfigError(args.config, problems))
         return EXIT_CONFIG

@@ -44,6 +44,7 @@ TEXT_NO_FILE = _("cannot read the file: {error}")
 TEXT_TOML = _("not valid TOML: {error}")
 TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
 TEXT_NO_POINT = _("no point named {name!r}")
+TEXT_MISSING = _("{path} does not exist")
 TEXT_WORLD_WRITABLE = _("{path}: others can change this file (chmod o-w)")
 TEXT_WORLD_READABLE = _("{path}: others can read this file, which points at credentials "
                         "(chmod 640)")
@@ -195,11 +196,14 @@ def load_config(path: Path) -> GatewayConfig:
     return config
 
 
-def check_file_modes(config: GatewayConfig, path: Path) -> list[str]:
+def check_file_modes(config: GatewayConfig, path: Path, *, require_files: bool = False
+                     ) -> list[str]:
     """Files that others may read or change although they hold secrets or steer the gateway.
 
     A key or password file must be readable by its owner only; the config file must not
-    be writable by others, nor readable by them once it points at credentials.
+    be writable by others, nor readable by them once it points at credentials. With
+    ``require_files`` (the daemon's start) every file the uplink needs must exist; a config
+    checked elsewhere, e.g. in a bundle before it is installed, may point at files not there yet.
     """
     problems = []
     mode = path.stat().st_mode
@@ -209,14 +213,15 @@ def check_file_modes(config: GatewayConfig, path: Path) -> list[str]:
                ("uplink.password_file", config.uplink.password_file))
     if mode & 0o004 and any(file is not None for _key, file in secrets):
         problems.append(TEXT_WORLD_READABLE.format(path=path))
+    if require_files:
+        for key, file in (("uplink.ca_file", config.uplink.ca_file),
+                          ("uplink.cert_file", config.uplink.cert_file), *secrets):
+            if file is not None and not file.is_file():
+                problems.append(f"{key}: " + TEXT_MISSING.format(path=file))
     for key, file in secrets:
-        if file is None:
+        if file is None or not file.exists():
             continue
-        try:
-            file_mode = file.stat().st_mode
-        except OSError as exc:
-            problems.append(f"{key}: " + TEXT_NO_FILE.format(error=exc))
-            continue
+        file_mode = file.stat().st_mode
         if file_mode & 0o077:
             problems.append(f"{key}: " + TEXT_SECRET_READABLE.format(
                 path=file, mode=oct(file_mode & 0o777)))

@@ -133,3 +133,41 @@ def test_run_refuses_a_bad_file(tmp_path):
     result = watchpost("run", "--config", str(write(tmp_path, bad)))
     assert result.returncode == EXIT_CONFIG
     assert "devices[0].unit" in result.stderr
+
+
+def test_secrets_readable_by_others_are_refused_at_start(tmp_path):
+    key = tmp_path / "gateway.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    for name in ("gateway.crt", "ca.crt"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    tls = GOOD.replace('broker = "mqtt://127.0.0.1:1883"', f'''broker = "mqtts://127.0.0.1:8883"
+ca_file = "{tmp_path / 'ca.crt'}"
+cert_file = "{tmp_path / 'gateway.crt'}"
+key_file = "{key}"''')
+    config = write(tmp_path, tls)
+    key.chmod(0o644)
+    config.chmod(0o640)
+    result = watchpost("run", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert f"uplink.key_file: {key} can be read by others (mode 0o644); chmod 600" in result.stderr
+
+    key.chmod(0o600)
+    config.chmod(0o644)  # the config points at the key: others must not read it either
+    result = watchpost("run", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert "others can read this file" in result.stderr
+
+    config.chmod(0o640)
+    (tmp_path / "gateway.crt").unlink()
+    result = watchpost("run", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert "uplink.cert_file:" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_a_config_others_can_change_is_refused(tmp_path):
+    config = write(tmp_path, GOOD)
+    config.chmod(0o666)
+    result = watchpost("config", "check", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert "others can change this file" in result.stderr
