@@ -192,7 +192,7 @@ class OutputFaultRule(_FaultRule):
     kind: Literal["output_fault"] = "output_fault"
 
     @model_validator(mode="after")
-    def _name(self) -> _Rule:  # the reserved name is its own
+    def _name(self) -> OutputFaultRule:  # the reserved name is its own
         if not self.name:
             object.__setattr__(self, "name", "output_fault")
         return self
@@ -703,7 +703,8 @@ class AlarmEngine:
             raise UnknownAlarm(TEXT_UNKNOWN_POINT.format(point=point))
         now = self._now_ms()
         events = []
-        for name, active in (("raised", True), ("cleared", False)):
+        steps: tuple[tuple[EventName, bool], ...] = (("raised", True), ("cleared", False))
+        for name, active in steps:
             event = AlarmEvent(
                 event=name, alarm=f"{point}/test", point=point, rule="test", kind="test",
                 level=level, value=None, threshold=None, sample_ts=now, decided_ts=now,
