@@ -93,10 +93,11 @@ class InstrumentedGateway(Gateway):
     """The daemon's Gateway with the three probes; with ``group_commit``, also a recorder
     that hands every queued alarm event to the store at once (one commit for a burst)."""
 
-    def __init__(self, config: Any, probes: Probes, *, group_commit: bool = False) -> None:
+    def __init__(self, config: Any, config_path: Path, probes: Probes, *,
+                 group_commit: bool = False) -> None:
         self.probes = probes
         self.group_commit = group_commit
-        super().__init__(config)
+        super().__init__(config, config_path)
         put = self.store.put
 
         async def timed_put(stream: str, body: dict[str, Any], *, ts: int, durable: bool) -> int:
@@ -142,7 +143,8 @@ class InstrumentedGateway(Gateway):
 
 async def measure(config_path: Path, probes: Probes, alarms: int, timeout: float, *,
                   group_commit: bool) -> float:
-    gateway = InstrumentedGateway(load_config(config_path), probes, group_commit=group_commit)
+    gateway = InstrumentedGateway(load_config(config_path), config_path, probes,
+                                  group_commit=group_commit)
     task = asyncio.create_task(gateway.run())
     await asyncio.sleep(WARMUP)
     probes.counting = True
