@@ -918,11 +918,12 @@ class AlarmStateFile:
 class AlarmHousekeeper:
     """The engine's clockwork, run as a task: shelf expiry each second, state saved on change.
 
-    ``emit`` takes the events of expired shelves (the app's queue to the store).
+    The events of expired shelves reach the engine's listeners; give ``emit`` only if no
+    listener stores them.
     """
 
-    def __init__(self, engine: AlarmEngine, state: AlarmStateFile, emit: Listener, *,
-                 interval: float = 1.0) -> None:
+    def __init__(self, engine: AlarmEngine, state: AlarmStateFile,
+                 emit: Listener | None = None, *, interval: float = 1.0) -> None:
         self.engine = engine
         self.state = state
         self._emit = emit
@@ -940,7 +941,8 @@ class AlarmHousekeeper:
             while True:
                 await asyncio.sleep(self.interval)
                 for event in self.engine.tick():
-                    self._emit(event)
+                    if self._emit is not None:
+                        self._emit(event)
                 await self.save_if_changed()
         finally:
             if self.engine.revision != self._saved:

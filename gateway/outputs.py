@@ -179,11 +179,16 @@ class _Output:
 
 
 class OutputDriver:
-    """Drives every configured output from alarm events; run() is the app's task."""
+    """Drives every configured output from alarm events; run() is the app's task.
+
+    Output faults are alarms of the engine and reach its listeners; give ``emit`` only if no
+    listener stores them.
+    """
 
     def __init__(self, outputs: Sequence[OutputConfig], *, engine: AlarmEngine,
                  devices: Iterable[DeviceRef], schedulers: Mapping[str, Transactor],
-                 emit: Callable[[AlarmEvent], None], retry_cap: float = 30.0) -> None:
+                 emit: Callable[[AlarmEvent], None] | None = None,
+                 retry_cap: float = 30.0) -> None:
         by_name = {device.name: device for device in devices}
         known = set(engine.alarm_ids())
         self._outputs: list[_Output] = []
@@ -275,7 +280,8 @@ class OutputDriver:
                 output.verified = None if got is None else got == output.config.on
             for event in self._engine.report_output(output.name, ok=ok, detail=detail,
                                                     value=got):
-                self._emit(event)
+                if self._emit is not None:
+                    self._emit(event)
 
     async def _apply(self, output: _Output, on: bool, *, read_first: bool
                      ) -> tuple[bool, str, int | None]:

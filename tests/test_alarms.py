@@ -5,6 +5,7 @@ Time is a fake clock (decision time) and explicit sample stamps; nothing here sl
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -473,3 +474,34 @@ def test_active_describes_state_for_crews_and_platforms() -> None:
     assert engine.active()[0]["acked_by"] == "crew"
     assert engine.active_count() == 1
     assert "p/high_alarm" in engine.alarm_ids()
+
+
+def test_housekeeper_expires_shelves_and_saves_state_on_change(tmp_path: Path) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from watchpost.alarms import AlarmHousekeeper  # noqa: PLC0415
+
+    engine, feed = setup({"kind": "high", "threshold": 1.0, "latch": True})
+    seen: list[AlarmEvent] = []
+    engine.add_listener(seen.append)
+    state = AlarmStateFile(tmp_path / "alarms.json")
+    keeper = AlarmHousekeeper(engine, state, interval=0.01)
+    assert keeper.restore() == []
+    feed(1.5, 0.2)
+    engine.shelve("p/high_alarm", by="crew", reason="work", duration_s=1)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(keeper.run())
+        await asyncio.sleep(0.05)
+        feed.clock.now += 1000
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert [e.event for e in seen] == ["raised", "shelved", "unshelved"]  # latched: no clear
+    saved = state.load()
+    assert saved is not None
+    assert saved["alarms"]["p/high_alarm"]["raised"] is True
+    assert saved["alarms"]["p/high_alarm"]["shelved_until"] is None
