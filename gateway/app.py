@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import __version__
-from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent
+from watchpost.alarms import (
+    AlarmEngine,
+    AlarmError,
+    AlarmEvent,
+    AlarmHousekeeper,
+    AlarmStateFile,
+)
 from watchpost.anomaly import AnomalyError, AnomalyRunner
 from watchpost.clock import Clock
 from watchpost.commands import PlatformCommands
@@ -37,6 +43,7 @@ from watchpost.control import ControlError, ControlServer
 from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
 from watchpost.history import HistoryRecorder
+from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, DeviceReader, Poller
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
@@ -71,7 +78,11 @@ class Gateway:
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
         self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
         self.alarms = AlarmEngine(
-            {point.name: point.alarms for _device, point in config.points()}, self.now_ms)
+            {point.name: point.alarms for _device, point in config.points()}, self.now_ms,
+            outputs=fault_levels(config.outputs))
+        # latched, acknowledged and shelved alarms survive a restart
+        self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))
+        self.alarm_keeper.restore()
         self.anomaly = AnomalyRunner(config=config.anomaly, state_dir=state_dir,
                                      emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
@@ -88,10 +99,12 @@ class Gateway:
         self.history = HistoryRecorder.from_config(
             config.history, state_dir=state_dir, devices=self.poller.devices, now_ms=self.now_ms)
         self.alarms.add_listener(self.history.record_alarm)
+        self.outputs = OutputDriver(config.outputs, engine=self.alarms, devices=config.devices,
+                                    schedulers=self.poller.schedulers)
         self.uplink = Uplink(
             config.uplink, self.store, site=config.gateway.site, gateway=config.gateway.id,
             version=__version__, boot_id=self.clock.boot_id, health=self.health,
-            clock=self.clock,
+            clock=self.clock, alarm_snapshot=self._alarm_snapshot,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
         commands = PlatformCommands(self.alarms, ping=self._ping, reload=self.reload)
@@ -99,13 +112,13 @@ class Gateway:
             self.uplink.on_command(name, handler)
 
     def _schedulers(self) -> list[BusScheduler]:
+        """One per bus, also for a bus that only carries outputs (it connects on first use)."""
         schedulers = []
         for bus_config in self.config.buses:
             readers = [DeviceReader(device, self.now_ms) for device in self.config.devices
                        if device.bus == bus_config.name]
-            if readers:
-                bus = DRIVERS[bus_config.type].create(bus_config)
-                schedulers.append(BusScheduler(bus, readers, self.on_samples))
+            bus = DRIVERS[bus_config.type].create(bus_config)
+            schedulers.append(BusScheduler(bus, readers, self.on_samples))
         return schedulers
 
     # -- the poll path: nothing here waits ------------------------------------------------------
@@ -120,9 +133,18 @@ class Gateway:
         self.history.observe(samples)
 
     async def _record_alarms(self) -> None:
+        """Store alarm events durably, in order. A burst (one poll can move many alarms) is
+        handed to the store at once, so that it goes to disk in one commit."""
         while True:
-            event = await self._alarm_queue.get()
-            await self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
+            events = [await self._alarm_queue.get()]
+            while not self._alarm_queue.empty():
+                events.append(self._alarm_queue.get_nowait())
+            await self._store_alarms(events)
+
+    async def _store_alarms(self, events: list[AlarmEvent]) -> None:
+        # put() takes each event's seq before its first await: gather keeps the order
+        await asyncio.gather(*(self.store.put("alarms", event.body(), ts=event.decided_ts,
+                                              durable=True) for event in events))
 
     async def _put_telemetry(self, batch: list[dict[str, Any]]) -> None:
         await self.store.put("telemetry", {"samples": batch}, ts=self.now_ms(), durable=False)
@@ -156,7 +178,7 @@ class Gateway:
         return {
             "devices": {name: asdict(state) for name, state in self.poller.devices().items()},
             "backlog": self.store.backlog(),
-            "active_alarms": len(self.alarms.active()),
+            "active_alarms": self.alarms.active_count(),
             "anomaly": self.anomaly.status(),
             "clock": self.clock.state,
             "uptime_s": round(time.time() - self.started),
@@ -181,7 +203,17 @@ class Gateway:
                        for name, s in self.latest.items()},
             "alarms": self._active_alarms(),
             "anomaly": self.anomaly.status(),
+            "outputs": self.outputs.status(),
         }
+
+    def _alarm_snapshot(self) -> dict[str, Any]:
+        """For the retained `status`: every raised or shelved alarm, as of `alarms_seq`.
+
+        A platform that (re)subscribes takes this picture and applies the `alarms` events
+        with a larger seq; older ones still arriving from the backlog are history.
+        """
+        return {"active_alarms": self.alarms.active(),
+                "alarms_seq": self.store.last_seq("alarms")}
 
     def _active_alarms(self) -> list[dict[str, Any]]:
         return self.alarms.active()
@@ -281,6 +313,8 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.poller.run(), name="poller")
                 group.create_task(self._record_alarms(), name="alarm-recorder")
+                group.create_task(self.alarm_keeper.run(), name="alarm-keeper")
+                group.create_task(self.outputs.run(), name="outputs")
                 group.create_task(self.telemetry.run(), name="telemetry")
                 group.create_task(self.history.run(), name="history")
                 group.create_task(self.anomaly.run(), name="anomaly")
@@ -296,9 +330,10 @@ class Gateway:
             self.store.close()
 
     async def _drain_alarm_queue(self) -> None:
+        events = []
         while not self._alarm_queue.empty():
-            event = self._alarm_queue.get_nowait()
-            await self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
+            events.append(self._alarm_queue.get_nowait())
+        await self._store_alarms(events)
 
 
 async def _serve(config: GatewayConfig, config_path: Path) -> int:

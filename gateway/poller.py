@@ -199,6 +199,8 @@ class BusScheduler:
                     for r in self.readers}
         due = {id(r): loop.time() for r in self.readers}
         try:
+            if not self.readers:  # a bus that only carries outputs: serve transact() alone
+                await asyncio.Event().wait()
             while True:
                 reader = min(self.readers, key=lambda r: due[id(r)])
                 delay = due[id(reader)] - loop.time()

@@ -405,6 +405,11 @@ class Store:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def last_seq(self, stream: str) -> int:
+        """The last seq given out on ``stream`` (0 before the first)."""
+        with self._seq_lock:
+            return self._counters.get(stream, 0)
+
     def _next_seq(self, stream: str) -> int:
         with self._seq_lock:
             seq = self._counters.get(stream, 0) + 1

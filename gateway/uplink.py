@@ -189,8 +189,10 @@ class Uplink:
 
     def __init__(self, config: UplinkConfig, store: Store, *, site: str, gateway: str,
                  version: str, boot_id: str, health: Callable[[], dict[str, Any]],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 alarm_snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config = config
+        self._alarm_snapshot = alarm_snapshot
         self.store = store
         self.site = site
         self.gateway = gateway
@@ -451,6 +453,8 @@ class Uplink:
         body = self._envelope("status", seq) | {
             "state": state, "version": self.version, "boot_id": self.boot_id,
             "clock": self._clock_state()}
+        if state == "online" and self._alarm_snapshot is not None:
+            body |= self._alarm_snapshot()  # the alarm picture, as of `alarms_seq`
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _publish_status(self, link: _Link, state: str, seq: int) -> mqtt.MQTTMessageInfo:

@@ -306,3 +306,23 @@ def test_the_published_command_schemas_match_the_models(name):
         published.pop(key)
         expected.pop(key, None)
     assert published == expected
+
+
+@pytest.mark.slow
+def test_status_after_a_reconnect_carries_the_alarm_picture(daemon, broker, subscriber,
+                                                            validate):
+    process, _config = daemon
+    sub = subscriber(ROOT + "#")
+    raised = sub.wait_for(ROOT + "alarms", timeout=20, predicate=lambda got: len(
+        [m for m in got if m["event"] == "raised"]) >= 2)
+    broker.stop()
+    time.sleep(1.0)
+    broker.start()
+    statuses = sub.wait_for(ROOT + "status", timeout=40, predicate=lambda got: any(
+        m["state"] == "online" and m.get("alarms_seq", 0) >= 2 for m in got))
+    status = next(m for m in reversed(statuses) if m["state"] == "online")
+    validate("status", status)
+    assert {a["alarm"] for a in status["active_alarms"]} == {"gas_a/high_alarm",
+                                                             "gas_b/high_alarm"}
+    assert status["alarms_seq"] >= max(m["seq"] for m in raised)
+    assert process.poll() is None
