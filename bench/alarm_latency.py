@@ -6,7 +6,7 @@ The parts are real: Mosquitto (bench/perf_site.Broker), the site simulator in it
 (`watchpost simulate`: the 1,000 points of perf_site.layout on their Modbus TCP endpoints plus
 one device of BITS discrete inputs, each a square wave with its own period, on an endpoint of
 its own), and the daemon's Gateway in this process: poller, alarm engine, store (SQLite WAL,
-alarms fsync'd one by one), uplink (paho). Three probes, one clock (perf_counter):
+each burst of alarms in one fsync'd commit), uplink (paho). Three probes, one clock (perf_counter):
 
     read     the poll path receives the sample (right after its device's read returned)
     durable  Store.put of the event returned: committed and fsync'd
@@ -90,13 +90,10 @@ class Probes:
 
 
 class InstrumentedGateway(Gateway):
-    """The daemon's Gateway with the three probes; with ``group_commit``, also a recorder
-    that hands every queued alarm event to the store at once (one commit for a burst)."""
+    """The daemon's Gateway with the three probes."""
 
-    def __init__(self, config: Any, config_path: Path, probes: Probes, *,
-                 group_commit: bool = False) -> None:
+    def __init__(self, config: Any, config_path: Path, probes: Probes) -> None:
         self.probes = probes
-        self.group_commit = group_commit
         super().__init__(config, config_path)
         put = self.store.put
 
@@ -120,19 +117,6 @@ class InstrumentedGateway(Gateway):
 
         self.uplink._on_puback = timed_puback  # type: ignore[method-assign]
 
-    async def _record_alarms(self) -> None:
-        if not self.group_commit:
-            await super()._record_alarms()
-            return
-        queue = self._alarm_queue
-        while True:
-            events = [await queue.get()]
-            while not queue.empty():
-                events.append(queue.get_nowait())
-            # seqs are taken in call order, so the stream keeps the events' order
-            await asyncio.gather(*(self.store.put("alarms", e.body(), ts=e.decided_ts,
-                                                  durable=True) for e in events))
-
     def on_samples(self, samples: Sequence[Sample]) -> None:
         if samples and samples[0].point in self.probes.points:
             now = time.perf_counter_ns()
@@ -141,10 +125,8 @@ class InstrumentedGateway(Gateway):
         super().on_samples(samples)
 
 
-async def measure(config_path: Path, probes: Probes, alarms: int, timeout: float, *,
-                  group_commit: bool) -> float:
-    gateway = InstrumentedGateway(load_config(config_path), config_path, probes,
-                                  group_commit=group_commit)
+async def measure(config_path: Path, probes: Probes, alarms: int, timeout: float) -> float:
+    gateway = InstrumentedGateway(load_config(config_path), config_path, probes)
     task = asyncio.create_task(gateway.run())
     await asyncio.sleep(WARMUP)
     probes.counting = True
@@ -172,8 +154,7 @@ def figures(values: list[float]) -> dict[str, float]:
             "p99_ms": round(percentile(values, 0.99), 3), "max_ms": round(max(values), 3)}
 
 
-def run(points: int, bits: int, alarms: int, folder: Path, *, group_commit: bool = False
-        ) -> dict[str, Any]:
+def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
     devices = layout(points)
     buses = [*sorted({f"ep{d.endpoint}" for d in devices}), "epA"]
     with contextlib.ExitStack() as exits:
@@ -188,8 +169,7 @@ def run(points: int, bits: int, alarms: int, folder: Path, *, group_commit: bool
         config = folder / "gateway.toml"
         config.write_text(text.replace('"var/', f'"{folder}/var/'))
         probes = Probes({f"bit{i:03d}" for i in range(bits)})
-        elapsed = asyncio.run(measure(config, probes, alarms, timeout=max(120.0, alarms / 5),
-                                      group_commit=group_commit))
+        elapsed = asyncio.run(measure(config, probes, alarms, timeout=max(120.0, alarms / 5)))
     durable, broker_ms, to_put, in_store = [], [], [], []
     for seq, (key, asked, done) in probes.durable.items():
         read = probes.read.get(key)
@@ -199,7 +179,7 @@ def run(points: int, bits: int, alarms: int, folder: Path, *, group_commit: bool
         broker_ms.append((probes.acked[seq] - read) / 1e6)
         to_put.append((asked - read) / 1e6)
         in_store.append((done - asked) / 1e6)
-    return {"other_points": points, "alarm_points": bits, "group_commit": group_commit,
+    return {"other_points": points, "alarm_points": bits,
             "alarms": len(durable),
             "window_s": round(elapsed, 1), "read_to_durable": figures(durable),
             "read_to_broker_puback": figures(broker_ms),
@@ -213,15 +193,12 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1000, help="other points, polled at 1 Hz")
     parser.add_argument("--bits", type=int, default=BITS, help="points that raise and clear")
     parser.add_argument("--alarms", type=int, default=1000, help="alarm events to measure")
-    parser.add_argument("--group-commit", action="store_true", help=(
-        "an experiment: hand each burst of queued alarm events to the store at once"))
     parser.add_argument("--keep", type=Path, help="keep the run's folder (logs) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wp-alarm-latency-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        print(json.dumps(run(args.points, args.bits, args.alarms, folder,
-                             group_commit=args.group_commit), indent=1))
+        print(json.dumps(run(args.points, args.bits, args.alarms, folder), indent=1))
 
 
 if __name__ == "__main__":
