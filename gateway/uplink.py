@@ -10,7 +10,9 @@ were stored before the connection came up carry ``"replay": true``.
 
 paho's network loop runs in its own thread; its callbacks hop onto the event loop with
 ``call_soon_threadsafe``. Nothing here blocks the loop: SQLite reads and paho's connect and
-shutdown run in worker threads.
+shutdown run in worker threads. Timeouts use ``asyncio.timeout``: Python 3.11's
+``wait_for`` can swallow a cancellation that arrives as its awaitable completes, which
+would leave the uplink running after the daemon asked it to stop.
 
 Exceptions::
 
@@ -276,17 +278,17 @@ class Uplink:
         self._wire(link, loop)
         keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(link.client.connect, address.host, address.port, keepalive),
-                timeout=self.config.connect_timeout + 1)  # paho's own timeout fires first
+            async with asyncio.timeout(self.config.connect_timeout + 1):  # paho's fires first
+                await asyncio.to_thread(link.client.connect, address.host, address.port,
+                                        keepalive)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         link.client.loop_start()
         self._link = link
         try:
             try:
-                code = await asyncio.wait_for(asyncio.shield(link.connack),
-                                              timeout=self.config.connect_timeout)
+                async with asyncio.timeout(self.config.connect_timeout):
+                    code = await asyncio.shield(link.connack)
             except TimeoutError as exc:
                 raise ConnectError(TEXT_NO_CONNACK.format(
                     seconds=self.config.connect_timeout)) from exc
@@ -419,7 +421,8 @@ class Uplink:
             more = any(ready.values()) and len(link.inflight) < window - PRIORITY_SLOTS
             if not more and not self._kick.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._kick.wait()
 
     def _send_ready(self, link: _Link, ready: dict[str, deque[Outgoing]], window: int) -> bool:
         """Publish what the window allows; False when the link turned out dead."""
@@ -482,7 +485,8 @@ class Uplink:
             info = self._publish_status(link, "offline", offline_seq)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             link.waiting[info.mid] = waiter
-            await asyncio.wait_for(waiter, timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await waiter
 
     async def _health_loop(self) -> None:
         """A `health` message soon after each connect, then every ``health_interval``."""
