@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
 ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
 EVICTABLE_STREAMS = frozenset({"telemetry"})
@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS outbox(
     boot TEXT,
     z INTEGER NOT NULL,
     body BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_stream ON outbox(stream, id);
+-- covers the backlog's counts, so `health` never reads the bodies
+CREATE INDEX IF NOT EXISTS outbox_stream ON outbox(stream, id, seq, ts, items);
 CREATE TABLE IF NOT EXISTS clock_fix(boot TEXT PRIMARY KEY, delta_ms INTEGER NOT NULL);
 """
 
@@ -630,6 +631,12 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         if app_id != APPLICATION_ID:
             raise _DamagedError(TEXT_NOT_OURS.format(found=app_id))
         found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is not None and found[0] == "2":  # v3 only widened the stream index
+            conn.executescript("BEGIN; DROP INDEX outbox_stream;"
+                               "CREATE INDEX outbox_stream ON outbox(stream, id, seq, ts, items);"
+                               "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+                               "COMMIT;")
+            found = ("3",)
         if found is None or found[0] != str(SCHEMA_VERSION):
             raise _DamagedError(TEXT_VERSION.format(found=found and found[0],
                                                     expected=SCHEMA_VERSION))

@@ -335,3 +335,24 @@ def test_low_disk_space_stops_growth_before_the_quota(tmp_path: Path,
     assert backlog["evictions"]["telemetry"]["messages"] > 0
     assert backlog["streams"]["alarms"]["depth"] == 60
     assert backlog["used_bytes"] < 2_000_000  # far below the 512 MiB quota
+
+
+def test_a_version_2_store_is_migrated_not_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def fill() -> None:
+        store = make(path)
+        await store.put("alarms", {"n": 1}, ts=1, durable=True)
+        store.close()
+
+    asyncio.run(fill())
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP INDEX outbox_stream; CREATE INDEX outbox_stream ON outbox(stream, id);"
+                       "UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+    conn.close()
+    store = make(path)
+    try:
+        assert store.recovery is None
+        assert [row.seq for row in store.fetch("alarms", 0, 10, replay_upto=0)] == [1]
+    finally:
+        store.close()
