@@ -126,10 +126,15 @@ def _format_event(stream: str, message: dict[str, Any]) -> str:
     replay = " (replay)" if message.get("replay") else ""
     if stream == "alarms":
         return (f"{when} ALARM {message.get('event', ''):<12} {message.get('alarm', '')}"
-                f"  level={message.get('level')} value={message.get('value')}"
-                f" threshold={message.get('threshold')}{replay}")
+                f"  {message.get('level')} value={_number(message.get('value'))}"
+                f" threshold={_number(message.get('threshold'))}{replay}")
     return (f"{when} ANOMALY {message.get('event', ''):<10} {message.get('model', '')}"
-            f" score={message.get('score')} points={','.join(message.get('points', []))}{replay}")
+            f" score={_number(message.get('score'))}"
+            f" points={','.join(message.get('points', []))}{replay}")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
