@@ -60,6 +60,7 @@ TEXT_STARTED = "gateway %s/%s started: %d buses, %d devices, %d points"
 TEXT_STOPPING = "stopping on %s"
 TEXT_RELOADED = "restarting with the config read anew from %s"
 TEXT_RELOAD_REFUSED = "reload refused, the running config stays: %s"
+KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
 
@@ -87,9 +88,14 @@ class Gateway:
                                      emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}
-        self._alarm_queue: asyncio.Queue[AlarmEvent] = asyncio.Queue()
-        # every transition, from samples or from a crew's or platform's action, is stored
-        self.alarms.add_listener(self._alarm_queue.put_nowait)
+        # every transition, from samples or from a crew's or platform's action, is stored;
+        # events are numbered in queue order so that an action can wait for its own
+        self._alarm_queue: asyncio.Queue[tuple[int, AlarmEvent]] = asyncio.Queue()
+        self._alarms_queued = 0
+        self._alarms_stored = 0
+        self._stored_seqs: dict[int, int] = {}  # queue number -> seq, the last few hundred
+        self._alarms_stored_changed = asyncio.Condition()
+        self.alarms.add_listener(self._queue_alarm)
         self.telemetry = TelemetryBatcher(self._put_telemetry)
         self.notifier = Notifier.from_environment()
         self.watchdog = Watchdog.from_environment(self.notifier)
@@ -107,7 +113,8 @@ class Gateway:
             clock=self.clock, alarm_snapshot=self._alarm_snapshot,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
-        commands = PlatformCommands(self.alarms, ping=self._ping, reload=self.reload)
+        commands = PlatformCommands(self.alarms, ping=self._ping, reload=self.reload,
+                                    durable=self._durable)
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
 
@@ -132,19 +139,44 @@ class Gateway:
         self.telemetry.add(samples)
         self.history.observe(samples)
 
+    def _queue_alarm(self, event: AlarmEvent) -> None:
+        self._alarms_queued += 1
+        self._alarm_queue.put_nowait((self._alarms_queued, event))
+
     async def _record_alarms(self) -> None:
         """Store alarm events durably, in order. A burst (one poll can move many alarms) is
         handed to the store at once, so that it goes to disk in one commit."""
         while True:
-            events = [await self._alarm_queue.get()]
+            batch = [await self._alarm_queue.get()]
             while not self._alarm_queue.empty():
-                events.append(self._alarm_queue.get_nowait())
-            await self._store_alarms(events)
+                batch.append(self._alarm_queue.get_nowait())
+            await self._store_alarms(batch)
 
-    async def _store_alarms(self, events: list[AlarmEvent]) -> None:
+    async def _store_alarms(self, batch: list[tuple[int, AlarmEvent]]) -> None:
         # put() takes each event's seq before its first await: gather keeps the order
-        await asyncio.gather(*(self.store.put("alarms", event.body(), ts=event.decided_ts,
-                                              durable=True) for event in events))
+        seqs = await asyncio.gather(*(self.store.put("alarms", event.body(),
+                                                     ts=event.decided_ts, durable=True)
+                                      for _number, event in batch))
+        for (number, _event), seq in zip(batch, seqs, strict=True):
+            self._stored_seqs[number] = seq
+            self._stored_seqs.pop(number - KEPT_SEQS, None)
+        if batch:
+            self._alarms_stored = batch[-1][0]
+        async with self._alarms_stored_changed:
+            self._alarms_stored_changed.notify_all()
+
+    async def _durable(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
+        """Wait until ``events``, just raised by an action, are durable; their bodies with seq.
+
+        The engine calls its listeners synchronously, so an action's events are the last
+        ``len(events)`` queued when it returns.
+        """
+        last = self._alarms_queued
+        async with self._alarms_stored_changed:
+            await self._alarms_stored_changed.wait_for(lambda: self._alarms_stored >= last)
+        first = last - len(events) + 1
+        return [{**event.body(), "seq": self._stored_seqs.get(first + i)}
+                for i, event in enumerate(events)]
 
     async def _put_telemetry(self, batch: list[dict[str, Any]]) -> None:
         await self.store.put("telemetry", {"samples": batch}, ts=self.now_ms(), durable=False)
@@ -167,20 +199,19 @@ class Gateway:
         period = min(max(self.config.store.commit_interval, 1.0), 5.0)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.to_thread(self.store.flush), timeout=4 * period)
+                async with asyncio.timeout(4 * period):  # not wait_for: see telemetry.py
+                    await asyncio.to_thread(self.store.flush)
                 self._store_alive.beat()
             await asyncio.sleep(period)
 
     # -- state for `health`, `status` and the CLI -------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """The body of the `health` message."""
+        """The gateway's part of `health` (the uplink adds backlog, disk, CPU, clock)."""
         return {
             "devices": {name: asdict(state) for name, state in self.poller.devices().items()},
-            "backlog": self.store.backlog(),
             "active_alarms": self.alarms.active_count(),
             "anomaly": self.anomaly.status(),
-            "clock": self.clock.state,
             "uptime_s": round(time.time() - self.started),
         }
 
@@ -275,7 +306,7 @@ class Gateway:
                 events = getattr(self.alarms, name)(alarm, **kwargs)
             except AlarmError as exc:
                 raise ControlError(str(exc)) from exc
-            return [event.body() for event in events]
+            return await self._durable(events)
         return operate
 
     async def _test_alarm(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -283,7 +314,7 @@ class Gateway:
             events = self.alarms.test_alarm(str(args.get("point")), by="crew")
         except AlarmError as exc:
             raise ControlError(str(exc)) from exc
-        return [event.body() for event in events]
+        return await self._durable(events)
 
     async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         checks = [
@@ -330,10 +361,10 @@ class Gateway:
             self.store.close()
 
     async def _drain_alarm_queue(self) -> None:
-        events = []
+        batch = []
         while not self._alarm_queue.empty():
-            events.append(self._alarm_queue.get_nowait())
-        await self._store_alarms(events)
+            batch.append(self._alarm_queue.get_nowait())
+        await self._store_alarms(batch)
 
 
 async def _serve(config: GatewayConfig, config_path: Path) -> int:

@@ -93,10 +93,13 @@ class PlatformCommands:
     """The handlers the uplink serves, over the alarm engine and the daemon's controls."""
 
     def __init__(self, alarms: AlarmEngine, *, ping: Callable[[], dict[str, Any]],
-                 reload: Callable[[], Awaitable[list[str]]]) -> None:
+                 reload: Callable[[], Awaitable[list[str]]],
+                 durable: Callable[[list[AlarmEvent]], Awaitable[list[dict[str, Any]]]]
+                 ) -> None:
         self._alarms = alarms
         self._ping = ping
         self._reload = reload
+        self._durable = durable  # answers once the events are stored, with their seq
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -115,12 +118,12 @@ class PlatformCommands:
             case Ping():
                 return self._ping()
             case Acknowledge(alarm=alarm, by=by, note=note):
-                return _bodies(self._alarms.acknowledge(alarm, by=by, note=note))
+                return await self._durable(self._alarms.acknowledge(alarm, by=by, note=note))
             case Shelve(alarm=alarm, by=by, reason=reason, minutes=minutes):
-                return _bodies(self._alarms.shelve(alarm, by=by, reason=reason,
-                                                   duration_s=minutes * 60))
+                return await self._durable(self._alarms.shelve(
+                    alarm, by=by, reason=reason, duration_s=minutes * 60))
             case Unshelve(alarm=alarm, by=by):
-                return _bodies(self._alarms.unshelve(alarm, by=by))
+                return await self._durable(self._alarms.unshelve(alarm, by=by))
             case Reload():
                 errors = await self._reload()
                 if errors:
@@ -128,6 +131,3 @@ class PlatformCommands:
                 return {"reloading": True, "message": TEXT_RELOADING}
         raise CommandError(type(command).__name__)
 
-
-def _bodies(events: list[AlarmEvent]) -> list[dict[str, Any]]:
-    return [event.body() for event in events]

@@ -212,7 +212,7 @@ def _test_alarm(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         for event in result:
-            print(f"{event.get('event')}: {event.get('alarm')}")
+            print(f"{event.get('event')}: {event.get('alarm')} (stored, seq {event.get('seq')})")
     return 0
 
 

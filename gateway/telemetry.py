@@ -37,8 +37,10 @@ class TelemetryBatcher:
         """Store a batch every ``interval`` (sooner when one is full); flush on cancel."""
         try:
             while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), timeout=self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._full.wait()
                 await self.flush()
         finally:
             await asyncio.shield(self.flush())

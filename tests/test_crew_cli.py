@@ -97,12 +97,16 @@ def test_watch_alarms_and_backlog(running):
 
 def test_test_alarm_reaches_the_platform_marked_as_a_test(running):
     run, sub = running
-    result = crew(run.config, "test-alarm", "ch4_face_1")
+    result = crew(run.config, "test-alarm", "ch4_face_1", "--json")
     assert result.returncode == 0, result.stderr
-    got = sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda ms: sum(
-        1 for m in ms if m.get("test") and m["point"] == "ch4_face_1") >= 2)
-    tests = [m["event"] for m in got if m.get("test") and m["point"] == "ch4_face_1"]
-    assert tests[:2] == ["raised", "cleared"]
+    answered = json.loads(result.stdout)  # answered once stored: each event has its seq
+    assert [e["event"] for e in answered] == ["raised", "cleared"]
+    seqs = [e["seq"] for e in answered]
+    assert all(isinstance(seq, int) for seq in seqs)
+    got = sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda ms: {
+        m["seq"] for m in ms} >= set(seqs))
+    tests = [(m["event"], m["seq"]) for m in got if m.get("test")]
+    assert tests == list(zip(["raised", "cleared"], seqs, strict=True))
     unknown = crew(run.config, "test-alarm", "no_such_point")
     assert unknown.returncode != 0
     assert "no_such_point" in unknown.stderr
