@@ -29,7 +29,7 @@ from watchpost.alarms import (
     AlarmStateFile,
 )
 from watchpost.anomaly import AnomalyError, AnomalyRunner
-from watchpost.clock import Clock
+from watchpost.clock import Clock, always_synced, kernel_synced
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
     EXIT_CONFIG,
@@ -74,7 +74,7 @@ class Gateway:
         self.next_config: GatewayConfig | None = None  # set when a reload was asked for
         self.stop: Callable[[], object] = lambda: None  # set by whoever runs us
         self.started = time.time()
-        self.clock = Clock()
+        self.clock = Clock(always_synced if config.gateway.clock == "rtc" else kernel_synced)
         self.now_ms = self.clock.now_ms
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
         self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)

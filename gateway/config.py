@@ -75,6 +75,10 @@ class GatewayIdentity(Model):
     state_dir: Path | None = Field(
         default=None,
         description="Identity and calibration state; default: the folder of [store] path.")
+    clock: Literal["ntp", "rtc"] = Field(
+        default="ntp",
+        description="ntp: trust the wall clock once the kernel says NTP has set it (a Pi has "
+                    "no real-time clock); rtc: the box keeps time by itself.")
 
 
 class PointConfig(Model):
