@@ -178,16 +178,21 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def load_config(path: Path) -> GatewayConfig:
-    """Read and validate ``path``; raise ConfigError naming every wrong key."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML of ``path``; ConfigError if it cannot be read or is not TOML."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate ``path``; raise ConfigError naming every wrong key."""
+    raw = read_toml(path)
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:

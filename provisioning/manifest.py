@@ -8,7 +8,6 @@ serves both files, and a gateway's part of the manifest is checked exactly as it
 
 from __future__ import annotations
 
-import tomllib
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,11 @@ from watchpost.config import (
     Model,
     cross_check,
     describe_error,
+    read_toml,
 )
 from watchpost.provisioning.pki import KeyType
 from watchpost.uplink import BrokerAddress
 
-TEXT_NO_FILE = _("cannot read the file: {error}")
-TEXT_TOML = _("not valid TOML: {error}")
 TEXT_NOT_MQTTS = _("must be an mqtts:// URL: gateways authenticate with their certificate")
 TEXT_DUPLICATE_GATEWAY = _("gateway id {name!r} is used more than once")
 
@@ -118,12 +116,7 @@ def load_manifest(path: Path) -> Manifest:
 
     Relative file paths in the manifest are taken from the manifest's folder.
     """
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
+    raw = read_toml(path)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:

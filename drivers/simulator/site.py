@@ -15,20 +15,25 @@ Shape of the file::
 
 from __future__ import annotations
 
-import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from gettext import gettext as _
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from watchpost.config import ConfigError, describe_error
+from watchpost.config import (
+    NAME_PATTERN,
+    REGISTER_WIDTH,
+    ConfigError,
+    DataType,
+    Model,
+    describe_error,
+    read_toml,
+)
 from watchpost.drivers.base import Table
 
-TEXT_NO_FILE = _("cannot read the file: {error}")
-TEXT_TOML = _("not valid TOML: {error}")
 TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
 TEXT_NO_DEVICE = _("no device named {name!r}")
@@ -49,18 +54,7 @@ TEXT_BIT_SOURCE = _("point {name!r} is a bit, not a number")
 TEXT_NO_DRIFT = _("a bit cannot drift")
 TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
 
-NAME = r"^[A-Za-z0-9_.-]+$"
-
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
-REGISTER_WIDTH: dict[str, int] = {
-    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1,
-}
-
-
-class Model(BaseModel):
-    """Base of every section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+NAME = NAME_PATTERN
 
 
 class SiteInfo(Model):
@@ -346,15 +340,7 @@ class SiteConfig(Model):
 
 def load_site(path: Path) -> SiteConfig:
     """Read and validate ``path``; raise ConfigError naming every wrong key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
-    return parse_site(raw, path)
+    return parse_site(read_toml(path), path)
 
 
 def parse_site(raw: dict[str, Any], path: Path) -> SiteConfig:
