@@ -26,6 +26,11 @@ from pydantic import Field, ValidationError, model_validator
 from watchpost.config import (
     NAME_PATTERN,
     REGISTER_WIDTH,
+    TEXT_DUPLICATE,
+    TEXT_NO_BUS,
+    TEXT_NO_POINT,
+    TEXT_PAST_END,
+    TEXT_TYPE_TABLE,
     ConfigError,
     DataType,
     Model,
@@ -34,13 +39,9 @@ from watchpost.config import (
 )
 from watchpost.drivers.base import Table
 
-TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
-TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
 TEXT_NO_DEVICE = _("no device named {name!r}")
-TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_SAME_UNIT = _("unit {unit} is used twice on bus {bus!r}")
 TEXT_OVERLAP = _("{table} {address} overlaps point {other!r}")
-TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
 TEXT_SIGNAL_TYPE = _("signal {kind!r} gives {gives} values, but the point's type is {type!r}")
 TEXT_CYCLE = _("signals depend on each other in a circle: {points}")
 TEXT_DERIVED_CHANGE = _("point {name!r} follows other points ({kind}); script changes act on "
@@ -52,7 +53,6 @@ TEXT_PORT_TWICE = _("port {port} is used by two buses")
 TEXT_LINK_TWICE = _("link {link} is used by two buses")
 TEXT_BIT_SOURCE = _("point {name!r} is a bit, not a number")
 TEXT_NO_DRIFT = _("a bit cannot drift")
-TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
 
 NAME = NAME_PATTERN
 
