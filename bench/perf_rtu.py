@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ async def serve(port: str, baudrate: int) -> None:
     )
     from pymodbus.server import ModbusSerialServer  # noqa: PLC0415
 
-    warnings.filterwarnings("ignore", message=".*deprecated.*")
     values = [(i * 37) % 65536 for i in range(REGISTERS + 1)]
     unit = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, list(values)),
                                ir=ModbusSequentialDataBlock(1, list(values)))
@@ -91,7 +89,7 @@ def rtu_figures(baudrate: int, seconds: float, runs: int) -> dict[str, Any]:
             ends = json.loads(line.stdout.readline())
             server = subprocess.Popen([PYTHON, __file__, "--serve", ends["a"],
                                        "--baud", str(baudrate)], stdout=subprocess.PIPE,
-                                      env=ENV)
+                                      stderr=subprocess.DEVNULL, env=ENV)
             assert server.stdout is not None
             server.stdout.readline()
             time.sleep(0.3)
