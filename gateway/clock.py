@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 import time
 import uuid
@@ -34,13 +35,24 @@ TEXT_SYNCED = "clock synchronised: stamps of boot %s taken before now shift by %
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library runs ldconfig in a child process: once per process, not once per probe
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def kernel_synced() -> bool:
     """True when the kernel's clock is NTP-synchronised (adjtimex, read-only, no privilege)."""
+    libc = _libc()
+    if libc is None:
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: only read
         state = libc.adjtimex(timex)
-    except (OSError, AttributeError):
+    except AttributeError:
         return False
     return state not in (-1, _TIME_ERROR)
 
