@@ -83,6 +83,10 @@ TEXT_SHAPE_RANK = _(
 TEXT_SHAPE_WINDOW = _(
     "anomaly model {name!r}: {path} takes windows of {expected} samples, "
     "but its sidecar {sidecar} says {given}")
+TEXT_CALIBRATION_SHORT = _(
+    "anomaly model {name!r}: calibration_s gives {rows} row(s); at least {needed} are needed "
+    "(window {window} + drift lag {lag} + 8): make calibration_s longer")
+TEXT_CALIBRATION_GAPS = "%s; calibration goes on with more rows"
 TEXT_FEW_ROWS = _(
     "anomaly model {name!r}: {rows} calibration row(s) give {windows} window(s); "
     "at least {needed} rows are needed (window {window} + drift lag {lag} + 8)")
@@ -541,6 +545,7 @@ class _Calibrating:
     rows: list[np.ndarray] = field(default_factory=list)
     breaks: list[bool] = field(default_factory=list)
     gap: bool = False
+    warned: bool = False
 
 
 class AnomalyDetector:
@@ -564,6 +569,11 @@ class AnomalyDetector:
         self._below = 0
         self.raised = False
         self._raised_points: list[str] = []
+        needed = model.window + params.drift_lag + 8
+        if params.calibration_rows < needed:
+            raise CalibrationError(TEXT_CALIBRATION_SHORT.format(
+                name=name, rows=params.calibration_rows, needed=needed, window=model.window,
+                lag=params.drift_lag))
         if state_path is not None:
             self.calibration = self._load_state(state_path)
 
@@ -635,8 +645,19 @@ class AnomalyDetector:
         if len(c.rows) < self.params.calibration_rows:
             return
         rows = np.stack(c.rows)
-        self.calibration = fit_calibration(
-            self.model, rows, np.array(c.breaks), self.params, now_ms=ts)
+        try:
+            self.calibration = fit_calibration(
+                self.model, rows, np.array(c.breaks), self.params, now_ms=ts)
+        except CalibrationError as exc:
+            # gaps in the data left too few whole windows: keep learning from more rows,
+            # and forget the oldest half rather than grow without bound
+            if len(c.rows) >= 4 * self.params.calibration_rows:
+                half = len(c.rows) // 2
+                c.rows, c.breaks = c.rows[half:], [True, *c.breaks[half + 1:]]
+            if not c.warned:
+                c.warned = True
+                log.warning(TEXT_CALIBRATION_GAPS, exc)
+            return
         log.info(TEXT_CALIBRATED, self.name, len(rows), self.calibration.threshold)
         if self.state_path is not None:
             self.calibration.save(self.state_path)

@@ -29,6 +29,7 @@ from watchpost.alarms import (
     AlarmStateFile,
 )
 from watchpost.anomaly import AnomalyError, AnomalyRunner
+from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
@@ -58,6 +59,7 @@ TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")
 TEXT_STARTED = "gateway %s/%s started: %d buses, %d devices, %d points"
 TEXT_STOPPING = "stopping on %s"
+TEXT_PART_FAILED = "%s failed; it starts again after a pause, the rest of the gateway goes on"
 TEXT_RELOADED = "restarting with the config read anew from %s"
 TEXT_RELOAD_REFUSED = "reload refused, the running config stays: %s"
 KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
@@ -74,6 +76,7 @@ class Gateway:
         self.next_config: GatewayConfig | None = None  # set when a reload was asked for
         self.stop: Callable[[], object] = lambda: None  # set by whoever runs us
         self.started = time.time()
+        self.failed_parts: dict[str, dict[str, Any]] = {}  # part -> its last failure
         self.clock = Clock(always_synced if config.gateway.clock == "rtc" else kernel_synced)
         self.now_ms = self.clock.now_ms
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
@@ -212,6 +215,7 @@ class Gateway:
             "devices": {name: asdict(state) for name, state in self.poller.devices().items()},
             "active_alarms": self.alarms.active_count(),
             "anomaly": self.anomaly.status(),
+            "failed_parts": self.failed_parts,
             "uptime_s": round(time.time() - self.started),
         }
 
@@ -234,6 +238,7 @@ class Gateway:
                        for name, s in self.latest.items()},
             "alarms": self._active_alarms(),
             "anomaly": self.anomaly.status(),
+            "failed_parts": self.failed_parts,
             "outputs": self.outputs.status(),
         }
 
@@ -328,6 +333,9 @@ class Gateway:
         for name, state in self.poller.devices().items():
             checks.append(Check(f"device {name}", state.state == "ok",
                                 state.last_error or state.state))
+        for name, failure in self.failed_parts.items():
+            checks.append(Check(f"part {name}", False,
+                                f"{failure['error']} ({failure['count']} time(s))"))
         for name, model in self.anomaly.status()["models"].items():
             checks.append(Check(f"model {name}", True,
                                 "calibrated" if model["calibrated"] else
@@ -341,24 +349,51 @@ class Gateway:
         log.warning(TEXT_STARTED, config.gateway.site, config.gateway.id, len(config.buses),
                     len(config.devices), sum(1 for _ in config.points()))
         try:
+            parts: dict[str, Callable[[], Awaitable[None]]] = {
+                "poller": self.poller.run,
+                "alarm-recorder": self._record_alarms,
+                "alarm-keeper": self.alarm_keeper.run,
+                "outputs": self.outputs.run,
+                "telemetry": self.telemetry.run,
+                "history": self.history.run,
+                "anomaly": self.anomaly.run,
+                "uplink": self.uplink.run,
+                "control": self.control.run,
+                "watchdog": self.watchdog.run,
+                "poll-liveness": self._poll_liveness,
+                "store-liveness": self._store_liveness,
+            }
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.poller.run(), name="poller")
-                group.create_task(self._record_alarms(), name="alarm-recorder")
-                group.create_task(self.alarm_keeper.run(), name="alarm-keeper")
-                group.create_task(self.outputs.run(), name="outputs")
-                group.create_task(self.telemetry.run(), name="telemetry")
-                group.create_task(self.history.run(), name="history")
-                group.create_task(self.anomaly.run(), name="anomaly")
-                group.create_task(self.uplink.run(), name="uplink")
-                group.create_task(self.control.run(), name="control")
-                group.create_task(self.watchdog.run(), name="watchdog")
-                group.create_task(self._poll_liveness(), name="poll-liveness")
-                group.create_task(self._store_liveness(), name="store-liveness")
+                for name, run in parts.items():
+                    group.create_task(self._supervised(name, run), name=name)
                 self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
             self.notifier.stopping()
             await self._drain_alarm_queue()
             self.store.close()
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run one part; if it fails, report it and start it again after a capped backoff.
+
+        A part that fails (a model, the history file, a bug) never takes the rest of the
+        gateway down with it: the alarms keep working, and `health` says what is broken.
+        """
+        backoff = Backoff(initial=1.0, cap=60.0)
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                return
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if self.failed_parts.get(name, {}).get("error") != error:
+                    log.exception(TEXT_PART_FAILED, name)  # once per distinct failure
+                self.failed_parts[name] = {"error": error, "ts": self.now_ms(),
+                                           "count": self.failed_parts.get(name, {}).get(
+                                               "count", 0) + 1}
+            if time.monotonic() - started > 60:
+                backoff.reset()  # it ran for a while: a new failure starts from the bottom
+            await asyncio.sleep(backoff.next_delay())
 
     async def _drain_alarm_queue(self) -> None:
         batch = []

@@ -128,12 +128,23 @@ def test_calibration_of_other_points_or_corrupt_state_is_not_reused(tmp_path: Pa
     assert json.loads(state.read_text())["points"] == ["a", "b", "c"]
 
 
-def test_too_few_calibration_rows_is_a_clear_error() -> None:
+def test_too_few_calibration_rows_is_refused_up_front() -> None:
     model = LiteRTModel(shipped_model_path(), ["a"])
-    det = AnomalyDetector(name="short", model=model,
-                          params=DetectorParams(calibration_rows=40, drift_lag=50))
-    with pytest.raises(CalibrationError, match="at least 90 rows"):
-        feed(det, normal_rows(40, p=1))
+    with pytest.raises(CalibrationError, match="at least 90 are needed"):
+        AnomalyDetector(name="short", model=model,
+                        params=DetectorParams(calibration_rows=40, drift_lag=50))
+
+
+def test_gaps_during_calibration_make_it_wait_for_more_rows_not_fail() -> None:
+    model = LiteRTModel(shipped_model_path(), ["a"])
+    det = AnomalyDetector(name="gappy", model=model,
+                          params=DetectorParams(calibration_rows=60, drift_lag=10))
+    for seed in range(8):  # 20 rows between gaps: never one whole window of 32
+        feed(det, normal_rows(20, p=1, seed=seed))
+        det.gap()
+    assert not det.calibrated
+    feed(det, normal_rows(120, p=1, seed=99))
+    assert det.calibrated
 
 
 def events(verdicts: list) -> list[dict]:
