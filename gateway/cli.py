@@ -1,7 +1,7 @@
 """The `watchpost` command: parses arguments and hands over to the module that does the work.
 
 Each command lives in the module of its subsystem, which exposes ``register(subparsers)``;
-adding a command is one line in ``COMMAND_MODULES``.
+adding a command is one line in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -15,38 +15,46 @@ from gettext import gettext as _
 
 from watchpost import __version__
 
-# Modules that add commands, in the order `watchpost --help` lists them.
-COMMAND_MODULES = (
-    "watchpost.app",
-    "watchpost.config",
-    "watchpost.monitor",
-    "watchpost.crew",
-    "watchpost.backlog_cli",
-    "watchpost.report",
-    "watchpost.drivers.simulator.cli",
-    "watchpost.anomaly_cli",
-    "watchpost.provisioning.bundle",
-    "watchpost.provisioning.firstboot",
-    "watchpost.provisioning.scan",
-)
+# Each command and the module that adds it, in the order `watchpost --help` lists them.
+# Only the module of the command being run is imported: the daemon does not carry the
+# installers' and crews' tooling in memory.
+COMMANDS: dict[str, str] = {
+    "run": "watchpost.app",
+    "config": "watchpost.config",
+    "monitor": "watchpost.monitor",
+    **dict.fromkeys(("status", "read", "watch", "alarms", "test-alarm", "selftest"),
+                    "watchpost.crew"),
+    "backlog": "watchpost.backlog_cli",
+    "report": "watchpost.report",
+    "simulate": "watchpost.drivers.simulator.cli",
+    "anomaly": "watchpost.anomaly_cli",
+    "provision": "watchpost.provisioning.bundle",
+    "ca": "watchpost.provisioning.bundle",
+    "firstboot": "watchpost.provisioning.firstboot",
+    "scan": "watchpost.provisioning.scan",
+}
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
 TEXT_VERBOSE = _("log more (repeat for debug output)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``command`` alone when it is known, else for every command."""
     parser = argparse.ArgumentParser(prog="watchpost", description=TEXT_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"watchpost {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=TEXT_VERBOSE)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `watchpost` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pymodbus logs every timeout; the poller reports a device's state once, on change

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Quality(enum.StrEnum):
@@ -15,9 +15,12 @@ class Quality(enum.StrEnum):
     STALE = "stale"  # the value is older than its point's staleness limit
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One reading of one point. ``value`` is None unless the device gave a number."""
+class Sample(NamedTuple):
+    """One reading of one point. ``value`` is None unless the device gave a number.
+
+    A named tuple, not a frozen dataclass: as immutable, and a third of the cost to make,
+    which counts at thousands of samples a second on a Pi.
+    """
 
     point: str
     ts: int  # UTC epoch milliseconds
