@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from typing import Any
 
 from perf_site import PYTHON, Broker, gateway_toml, layout, site_toml, stop
 
-from watchpost.app import Gateway
+from watchpost.app import SWITCH_INTERVAL, Gateway
 from watchpost.config import load_config
 from watchpost.samples import Sample
 
@@ -126,6 +127,7 @@ class InstrumentedGateway(Gateway):
 
 
 async def measure(config_path: Path, probes: Probes, alarms: int, timeout: float) -> float:
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `watchpost run` sets it
     gateway = InstrumentedGateway(load_config(config_path), config_path, probes)
     task = asyncio.create_task(gateway.run())
     await asyncio.sleep(WARMUP)
