@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
 from watchpost.drivers.codec import decode
 from watchpost.selftest import Check, check_broker, check_clock, check_disk, check_store_file
+from watchpost.store import read_backlog
 
 DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
 EXIT_FAILED = 1
@@ -301,8 +303,14 @@ def _offline_status(config: GatewayConfig) -> dict[str, Any]:
 
 
 def _backlog_from_file(path: Path) -> dict[str, Any]:
+    """The store's backlog read straight from its file (the daemon is not running)."""
     check = check_store_file(path)
-    return {"store": check.detail}
+    if not check.ok or not path.exists():
+        return {"store": check.detail}
+    try:
+        return read_backlog(path)
+    except sqlite3.Error as exc:
+        return {"store": f"{path}: {exc}"}
 
 
 # -- output ----------------------------------------------------------------------------------

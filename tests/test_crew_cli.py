@@ -127,7 +127,9 @@ def test_with_the_daemon_stopped(running):
     assert stop(run.gateway) == 0
     status = crew(run.config, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["daemon"] == "stopped"
+    stopped = json.loads(status.stdout)
+    assert stopped["daemon"] == "stopped"
+    assert "telemetry" in stopped["backlog"]["streams"]  # read from the store file itself
     read = crew(run.config, "read", "tank-1", "0", "--table", "holding", "--json")
     assert read.returncode == 0, read.stderr  # straight on the bus
     assert len(json.loads(read.stdout)["values"]) == 1
