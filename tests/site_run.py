@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.resources
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,20 +33,18 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
     return process.returncode
 
 
-class SiteRun:
-    """``examples/demo`` in a folder of its own: simulator on free ports, gateway pointed at it."""
+class SimulatedSite:
+    """A `watchpost simulate` process on free ports in ``folder``, and a gateway started later."""
 
-    def __init__(self, folder: Path, broker_url: str) -> None:
+    def __init__(self, folder: Path, site_text: str) -> None:
         self.folder = folder
-        shutil.copy(DEMO / "site.toml", folder / "site.toml")
+        (folder / "site.toml").write_text(site_text)
         self.events_file = folder / "events.json"
         self.simulator = watchpost("simulate", "site.toml", "--port-base", "0",
                                    "--events", str(self.events_file), cwd=folder,
                                    log=folder / "simulator.log")
-        self.events = self._wait_ready()
-        self.config = folder / "gateway.toml"
-        self.config.write_text(self._gateway_config(broker_url))
         self.gateway: subprocess.Popen[bytes] | None = None
+        self.events = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -63,24 +60,15 @@ class SiteRun:
             time.sleep(0.1)
         raise RuntimeError("the simulator did not get ready: " + self.log("simulator"))
 
-    def _gateway_config(self, broker_url: str) -> str:
-        text = (DEMO / "gateway.toml").read_text()
-        text = text.replace("mqtt://127.0.0.1:1883", broker_url)
-        for name, bus in self.events["buses"].items():
-            if bus["type"] == "modbus_tcp":
-                text = re.sub(rf'(name = "{name}"\nhost = "127.0.0.1"\nport = )\d+',
-                              rf"\g<1>{bus['port']}", text)
-        return text
-
-    def start_gateway(self) -> None:
-        self.gateway = watchpost("run", "--config", str(self.config), cwd=self.folder,
+    def start_gateway_with(self, config: Path) -> None:
+        self.gateway = watchpost("run", "--config", str(config), cwd=self.folder,
                                  log=self.folder / "gateway.log")
 
     def refresh_events(self) -> dict[str, Any]:
         self.events = json.loads(self.events_file.read_text())
         return self.events
 
-    def crossing(self, point: str, mark: float, direction: str) -> float | None:
+    def crossing(self, point: str, mark: float, direction: str = "up") -> float | None:
         """Wall-clock time of the scripted crossing, once the simulator has announced it."""
         for event in self.refresh_events()["events"]:
             for crossing in event.get("crossings", []):
@@ -97,3 +85,24 @@ class SiteRun:
         if self.gateway is not None:
             stop(self.gateway)
         stop(self.simulator)
+
+
+class SiteRun(SimulatedSite):
+    """``examples/demo`` in a folder of its own: simulator on free ports, gateway pointed at it."""
+
+    def __init__(self, folder: Path, broker_url: str) -> None:
+        super().__init__(folder, (DEMO / "site.toml").read_text())
+        self.config = folder / "gateway.toml"
+        self.config.write_text(self._gateway_config(broker_url))
+
+    def start_gateway(self) -> None:
+        self.start_gateway_with(self.config)
+
+    def _gateway_config(self, broker_url: str) -> str:
+        text = (DEMO / "gateway.toml").read_text()
+        text = text.replace("mqtt://127.0.0.1:1883", broker_url)
+        for name, bus in self.events["buses"].items():
+            if bus["type"] == "modbus_tcp":
+                text = re.sub(rf'(name = "{name}"\nhost = "127.0.0.1"\nport = )\d+',
+                              rf"\g<1>{bus['port']}", text)
+        return text

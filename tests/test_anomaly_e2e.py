@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.site_run import stop, watchpost
+from tests.site_run import SimulatedSite, stop
 
 SITE, GATEWAY = "pump-house", "gw-anomaly"
 ROOT = f"watchpost/v1/{SITE}/{GATEWAY}/"
@@ -155,56 +155,19 @@ deadband = 0.1
 """
 
 
-class PumpHouse:
+class PumpHouse(SimulatedSite):
     """The simulated pump house and a gateway daemon watching it, in ``folder``."""
 
     def __init__(self, folder: Path, broker: Broker, *, site_extra: str, models: str) -> None:
-        self.folder = folder
-        (folder / "site.toml").write_text(SITE_TOML.format(extra=site_extra))
-        self.events_file = folder / "events.json"
-        self.simulator = watchpost("simulate", "site.toml", "--events", str(self.events_file),
-                                   cwd=folder, log=folder / "simulator.log")
-        self.gateway = None
-        events = self._wait_ready()
+        super().__init__(folder, SITE_TOML.format(extra=site_extra))
         points = "".join(POINT.format(name=name, address=i) + (CH4_ALARM if name == "ch4" else "")
                          for i, name in enumerate(["flow", "pressure", "temp", "level", "ch4"]))
-        (folder / "gateway.toml").write_text(GATEWAY_TOML.format(
+        config = folder / "gateway.toml"
+        config.write_text(GATEWAY_TOML.format(
             site=SITE, gateway=GATEWAY, broker=broker.url, poll=POLL_S, points=points,
-            port=events["buses"]["plant"]["port"], models=models))
-        self.ready_at = float(events["started_at"])
-        self.gateway = watchpost("run", "--config", "gateway.toml", cwd=folder,
-                                 log=folder / "gateway.log")
-
-    def _wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.simulator.poll() is not None:
-                raise RuntimeError(self.log("simulator"))
-            try:
-                events = json.loads(self.events_file.read_text())
-            except (OSError, ValueError):
-                events = {}
-            if any(e.get("event") == "ready" for e in events.get("events", [])):
-                return events
-            time.sleep(0.1)
-        raise RuntimeError("the simulator did not get ready: " + self.log("simulator"))
-
-    def crossing(self, point: str, mark: float) -> float | None:
-        """Wall-clock time of the scripted upward crossing, once announced."""
-        for event in json.loads(self.events_file.read_text())["events"]:
-            for c in event.get("crossings", []):
-                if (c["point"], c["mark"], c["direction"]) == (point, mark, "up"):
-                    return float(c["time"])
-        return None
-
-    def log(self, name: str) -> str:
-        path = self.folder / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def close(self) -> None:
-        if self.gateway is not None:
-            stop(self.gateway)
-        stop(self.simulator)
+            port=self.events["buses"]["plant"]["port"], models=models))
+        self.ready_at = float(self.events["started_at"])
+        self.start_gateway_with(config)
 
 
 @pytest.fixture
