@@ -47,26 +47,33 @@ def wait_for(check: Any, timeout: float, what: str, step: float = 0.02) -> Any:
     raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def start_measured_daemon(folder: Path, devices: list[Any], exits: contextlib.ExitStack,
+                          counter_id: str) -> tuple[Any, CountingProxy, BrokerCounter]:
+    """Broker, simulated site, counting proxy, broker-side counter and `watchpost run`, each
+    stopped by ``exits``; returns the daemon's process, the proxy and the counter."""
+    broker = Broker(folder)
+    broker.start()
+    exits.callback(broker.stop)
+    site = Simulator(folder, devices)
+    exits.callback(site.close)
+    proxy = CountingProxy(site.ports)
+    exits.callback(proxy.close)
+    counter = BrokerCounter(broker.port, counter_id)
+    exits.callback(counter.close)
+    config = folder / "gateway.toml"
+    config.write_text(gateway_toml(devices, proxy.ports, broker.port,
+                                   anomaly_points=ANOMALY_POINTS, calibration_s=CALIBRATION_S))
+    daemon = watchpost_run(folder, config)
+    exits.callback(stop, daemon)
+    return daemon, proxy, counter
+
+
 def gateway_run(n: int, *, warmup: float, window: float, folder: Path) -> dict[str, float]:
     """One measured run of the daemon polling ``n`` points at 1 Hz; see the module docstring."""
     devices = layout(n)
     with contextlib.ExitStack() as exits:
-        broker = Broker(folder)
-        broker.start()
-        exits.callback(broker.stop)
-        site = Simulator(folder, devices)
-        exits.callback(site.close)
-        proxy = CountingProxy(site.ports)
-        exits.callback(proxy.close)
-        counter = BrokerCounter(broker.port, "bench-counter")
-        exits.callback(counter.close)
-        config = folder / "gateway.toml"
-        config.write_text(gateway_toml(devices, proxy.ports, broker.port,
-                                       anomaly_points=ANOMALY_POINTS,
-                                       calibration_s=CALIBRATION_S))
         started = time.time()
-        daemon = watchpost_run(folder, config)
-        exits.callback(stop, daemon)
+        daemon, proxy, counter = start_measured_daemon(folder, devices, exits, "bench-counter")
         first = wait_for(lambda: counter.watchpost.first_at, 60, "the first telemetry message")
         time.sleep(warmup)
         if daemon.poll() is not None:

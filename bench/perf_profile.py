@@ -18,17 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from perf_gateway import ANOMALY_POINTS, CALIBRATION_S, wait_for
-from perf_site import (
-    Broker,
-    BrokerCounter,
-    CountingProxy,
-    Simulator,
-    gateway_toml,
-    layout,
-    stop,
-    watchpost_run,
-)
+from perf_gateway import start_measured_daemon, wait_for
+from perf_site import layout
 
 
 def top(collapsed: Path, count: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -59,22 +50,8 @@ def main() -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     devices = layout(args.points)
     with tempfile.TemporaryDirectory(prefix="wp-profile-") as tmp, contextlib.ExitStack() as exits:
-        folder = Path(tmp)
-        broker = Broker(folder)
-        broker.start()
-        exits.callback(broker.stop)
-        site = Simulator(folder, devices)
-        exits.callback(site.close)
-        proxy = CountingProxy(site.ports)
-        exits.callback(proxy.close)
-        counter = BrokerCounter(broker.port, "bench-profile")
-        exits.callback(counter.close)
-        config = folder / "gateway.toml"
-        config.write_text(gateway_toml(devices, proxy.ports, broker.port,
-                                       anomaly_points=ANOMALY_POINTS,
-                                       calibration_s=CALIBRATION_S))
-        daemon = watchpost_run(folder, config)
-        exits.callback(stop, daemon)
+        daemon, _proxy, counter = start_measured_daemon(Path(tmp), devices, exits,
+                                                        "bench-profile")
         wait_for(lambda: counter.watchpost.first_at, 60, "the first telemetry message")
         time.sleep(args.warmup)
         subprocess.run([spy, "record", "--pid", str(daemon.pid), "--duration",
