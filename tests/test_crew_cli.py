@@ -67,6 +67,14 @@ def test_status_shows_devices_readings_uplink_and_clock(running):
     assert "ch4_face_1" in table.stdout
 
 
+def test_the_daemons_health_message_fits_its_schema(running, validate):
+    _run, sub = running
+    [health, *_] = sub.wait_for(ROOT + "health", timeout=10)
+    validate("health", health)
+    assert health["failed_parts"] == {}
+    assert health["devices"]["face-station"]["state"] in ("ok", "unknown")
+
+
 def test_read_goes_through_the_daemon(running):
     run, _sub = running
     result = crew(run.config, "read", "face-station", "0", "--table", "input", "--count", "2",
