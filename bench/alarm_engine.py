@@ -21,8 +21,10 @@ from pydantic import TypeAdapter
 from watchpost.alarms import AlarmEngine, AlarmRule, load_rule_set
 from watchpost.samples import Quality, Sample
 
-EXTRA = [{"kind": "rate_of_rise", "rate": 0.5, "window": 60},
-         {"kind": "stuck", "duration": 3600, "tolerance": 0.001}]
+EXTRA = [
+    {"kind": "rate_of_rise", "rate": 0.5, "window": 60},
+    {"kind": "stuck", "duration": 3600, "tolerance": 0.001},
+]
 
 
 def run(points: int, seconds: int, full: bool) -> dict[str, Any]:
@@ -57,15 +59,21 @@ def run(points: int, seconds: int, full: bool) -> dict[str, Any]:
         events += len(engine.evaluate(batch))
     elapsed = time.perf_counter() - started
     samples = points * seconds
-    return {"points": points, "rules_per_point": len(rules), "samples": samples,
-            "events": events, "us_per_sample": round(elapsed / samples * 1e6, 3),
-            "samples_per_s": round(samples / elapsed),
-            "core_pct_at_1hz": round(100 * elapsed / seconds, 2)}
+    return {
+        "points": points,
+        "rules_per_point": len(rules),
+        "samples": samples,
+        "events": events,
+        "us_per_sample": round(elapsed / samples * 1e6, 3),
+        "samples_per_s": round(samples / elapsed),
+        "core_pct_at_1hz": round(100 * elapsed / seconds, 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=5000)
     parser.add_argument("--seconds", type=int, default=60, help="simulated seconds at 1 Hz")
     args = parser.parse_args()

@@ -43,31 +43,53 @@ WARMUP = 5.0
 
 
 def alarm_site(bits: int) -> str:
-    out = ['[[buses]]\ntype = "modbus_tcp"\nname = "epA"\nport = 0\n',
-           '[[devices]]\nname = "alarm-bits"\nbus = "epA"\nunit = 1\n']
+    out = [
+        '[[buses]]\ntype = "modbus_tcp"\nname = "epA"\nport = 0\n',
+        '[[devices]]\nname = "alarm-bits"\nbus = "epA"\nunit = 1\n',
+    ]
     for i in range(bits):  # periods 2.0, 2.1, ... s: edges spread over the second
-        out.append(f'[[devices.points]]\nname = "bit{i:03d}"\ntable = "discrete"\naddress = {i}\n'
-                   f'type = "bool"\nsignal = {{ kind = "square", period = {2.0 + 0.1 * i:.1f} }}\n')
+        out.append(
+            f'[[devices.points]]\nname = "bit{i:03d}"\ntable = "discrete"\naddress = {i}\n'
+            f'type = "bool"\nsignal = {{ kind = "square", period = {2.0 + 0.1 * i:.1f} }}\n'
+        )
     return "\n".join(out)
 
 
 def alarm_gateway(bits: int, port: int) -> str:
-    out = [f'[[buses]]\ntype = "modbus_tcp"\nname = "epA"\nhost = "127.0.0.1"\nport = {port}\n',
-           '[[devices]]\nname = "alarm-bits"\nbus = "epA"\nunit = 1\ninterval = 1.0\n']
+    out = [
+        f'[[buses]]\ntype = "modbus_tcp"\nname = "epA"\nhost = "127.0.0.1"\nport = {port}\n',
+        '[[devices]]\nname = "alarm-bits"\nbus = "epA"\nunit = 1\ninterval = 1.0\n',
+    ]
     for i in range(bits):
-        out.append(f'[[devices.points]]\nname = "bit{i:03d}"\ntable = "discrete"\naddress = {i}\n'
-                   'type = "bool"\n[[devices.points.alarms]]\nkind = "high"\nthreshold = 0.5\n')
+        out.append(
+            f'[[devices.points]]\nname = "bit{i:03d}"\ntable = "discrete"\naddress = {i}\n'
+            'type = "bool"\n[[devices.points.alarms]]\nkind = "high"\nthreshold = 0.5\n'
+        )
     return "\n".join(out)
 
 
-def start_simulator(folder: Path, text: str, buses: Sequence[str]
-                    ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_simulator(
+    folder: Path, text: str, buses: Sequence[str]
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     (folder / "site.toml").write_text(text)
     events = folder / "events.json"
     with (folder / "simulator.log").open("ab") as log:
         process = subprocess.Popen(
-            [PYTHON, "-m", "watchpost", "simulate", "site.toml", "--port-base", "0",
-             "--events", str(events)], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+            [
+                PYTHON,
+                "-m",
+                "watchpost",
+                "simulate",
+                "site.toml",
+                "--port-base",
+                "0",
+                "--events",
+                str(events),
+            ],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -102,8 +124,11 @@ class InstrumentedGateway(Gateway):
             asked = time.perf_counter_ns()
             seq = await put(stream, body, ts=ts, durable=durable)
             if stream == "alarms" and probes.counting:
-                probes.durable[seq] = ((body["point"], body["sample_ts"]), asked,
-                                       time.perf_counter_ns())
+                probes.durable[seq] = (
+                    (body["point"], body["sample_ts"]),
+                    asked,
+                    time.perf_counter_ns(),
+                )
             return seq
 
         self.store.put = timed_put  # type: ignore[method-assign]
@@ -152,8 +177,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def figures(values: list[float]) -> dict[str, float]:
-    return {"median_ms": round(percentile(values, 0.5), 3),
-            "p99_ms": round(percentile(values, 0.99), 3), "max_ms": round(max(values), 3)}
+    return {
+        "median_ms": round(percentile(values, 0.5), 3),
+        "p99_ms": round(percentile(values, 0.99), 3),
+        "max_ms": round(max(values), 3),
+    }
 
 
 def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
@@ -163,11 +191,15 @@ def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
         broker = Broker(folder)
         broker.start()
         exits.callback(broker.stop)
-        simulator, ports = start_simulator(folder, site_toml(devices) + "\n" + alarm_site(bits),
-                                           buses)
+        simulator, ports = start_simulator(
+            folder, site_toml(devices) + "\n" + alarm_site(bits), buses
+        )
         exits.callback(stop, simulator)
-        text = gateway_toml(devices, [ports[f"ep{e}"] for e in range(len(buses) - 1)],
-                            broker.port) + "\n" + alarm_gateway(bits, ports["epA"])
+        text = (
+            gateway_toml(devices, [ports[f"ep{e}"] for e in range(len(buses) - 1)], broker.port)
+            + "\n"
+            + alarm_gateway(bits, ports["epA"])
+        )
         config = folder / "gateway.toml"
         config.write_text(text.replace('"var/', f'"{folder}/var/'))
         probes = Probes({f"bit{i:03d}" for i in range(bits)})
@@ -181,17 +213,22 @@ def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
         broker_ms.append((probes.acked[seq] - read) / 1e6)
         to_put.append((asked - read) / 1e6)
         in_store.append((done - asked) / 1e6)
-    return {"other_points": points, "alarm_points": bits,
-            "alarms": len(durable),
-            "window_s": round(elapsed, 1), "read_to_durable": figures(durable),
-            "read_to_broker_puback": figures(broker_ms),
-            "of_which_read_to_store_put": figures(to_put),
-            "of_which_store_put_to_durable": figures(in_store)}
+    return {
+        "other_points": points,
+        "alarm_points": bits,
+        "alarms": len(durable),
+        "window_s": round(elapsed, 1),
+        "read_to_durable": figures(durable),
+        "read_to_broker_puback": figures(broker_ms),
+        "of_which_read_to_store_put": figures(to_put),
+        "of_which_store_put_to_durable": figures(in_store),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=1000, help="other points, polled at 1 Hz")
     parser.add_argument("--bits", type=int, default=BITS, help="points that raise and clear")
     parser.add_argument("--alarms", type=int, default=1000, help="alarm events to measure")

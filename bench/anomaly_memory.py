@@ -32,33 +32,43 @@ def free_port() -> int:
 
 
 def site_toml(n: int) -> str:
-    out = ['[site]\nname = "bench"\nseed = 1\ntick = 0.5\n',
-           '[[buses]]\ntype = "modbus_tcp"\nname = "plant"\nport = 0\n']
+    out = [
+        '[site]\nname = "bench"\nseed = 1\ntick = 0.5\n',
+        '[[buses]]\ntype = "modbus_tcp"\nname = "plant"\nport = 0\n',
+    ]
     for d in range((n + PER_DEVICE - 1) // PER_DEVICE):
         out.append(f'[[devices]]\nname = "dev{d}"\nbus = "plant"\nunit = {d + 1}\n')
         for i in range(d * PER_DEVICE, min(n, (d + 1) * PER_DEVICE)):
-            out.append(f'[[devices.points]]\nname = "p{i}"\ntable = "input"\n'
-                       f'address = {i - d * PER_DEVICE}\ntype = "int16"\nscale = 0.01\n'
-                       f'signal = {{ kind = "wander", base = {10 + i % 50}, noise = 0.5, '
-                       f'tau = 2 }}\n')
+            out.append(
+                f'[[devices.points]]\nname = "p{i}"\ntable = "input"\n'
+                f'address = {i - d * PER_DEVICE}\ntype = "int16"\nscale = 0.01\n'
+                f'signal = {{ kind = "wander", base = {10 + i % 50}, noise = 0.5, '
+                f"tau = 2 }}\n"
+            )
     return "\n".join(out)
 
 
 def gateway_toml(n: int, port: int, broker: int, calibration_s: float, models: bool) -> str:
-    out = ['[gateway]\nsite = "bench"\nid = "gw"\n',
-           f'[uplink]\nbroker = "mqtt://127.0.0.1:{broker}"\n',
-           '[store]\npath = "var/buffer.db"\n', '[control]\nsocket = "var/control.sock"\n',
-           f'[[buses]]\ntype = "modbus_tcp"\nname = "plant"\nhost = "127.0.0.1"\nport = {port}\n']
+    out = [
+        '[gateway]\nsite = "bench"\nid = "gw"\n',
+        f'[uplink]\nbroker = "mqtt://127.0.0.1:{broker}"\n',
+        '[store]\npath = "var/buffer.db"\n',
+        '[control]\nsocket = "var/control.sock"\n',
+        f'[[buses]]\ntype = "modbus_tcp"\nname = "plant"\nhost = "127.0.0.1"\nport = {port}\n',
+    ]
     for d in range((n + PER_DEVICE - 1) // PER_DEVICE):
-        out.append(f'[[devices]]\nname = "dev{d}"\nbus = "plant"\nunit = {d + 1}\n'
-                   "interval = 1.0\n")
+        out.append(f'[[devices]]\nname = "dev{d}"\nbus = "plant"\nunit = {d + 1}\ninterval = 1.0\n')
         for i in range(d * PER_DEVICE, min(n, (d + 1) * PER_DEVICE)):
-            out.append(f'[[devices.points]]\nname = "p{i}"\ntable = "input"\n'
-                       f'address = {i - d * PER_DEVICE}\ntype = "int16"\nscale = 0.01\n')
+            out.append(
+                f'[[devices.points]]\nname = "p{i}"\ntable = "input"\n'
+                f'address = {i - d * PER_DEVICE}\ntype = "int16"\nscale = 0.01\n'
+            )
     if models:
         points = json.dumps([f"p{i}" for i in range(n)])
-        out.append(f'[anomaly]\n[[anomaly.models]]\nname = "all"\npoints = {points}\n'
-                   f"calibration_s = {calibration_s}\n")
+        out.append(
+            f'[anomaly]\n[[anomaly.models]]\nname = "all"\npoints = {points}\n'
+            f"calibration_s = {calibration_s}\n"
+        )
     return "\n".join(out)
 
 
@@ -83,8 +93,12 @@ def stop(p: subprocess.Popen[bytes]) -> None:
 
 def run_gateway(folder: Path, wait_s: float) -> tuple[float, float, str]:
     log = (folder / "gateway.log").open("ab")
-    gw = subprocess.Popen([sys.executable, "-m", "watchpost", "run", "--config", "gateway.toml"],
-                          cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    gw = subprocess.Popen(
+        [sys.executable, "-m", "watchpost", "run", "--config", "gateway.toml"],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         time.sleep(wait_s)
         if gw.poll() is not None:
@@ -98,8 +112,9 @@ def run_gateway(folder: Path, wait_s: float) -> tuple[float, float, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--calibration-s", type=float, default=120.0)
     ap.add_argument("--settle-s", type=float, default=30.0)
@@ -111,14 +126,21 @@ def main() -> int:
         folder = Path(tmp)
         broker_port = free_port()
         (folder / "mosquitto.conf").write_text(
-            f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        broker = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
+        broker = subprocess.Popen(
+            ["mosquitto", "-c", str(folder / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         (folder / "site.toml").write_text(site_toml(args.points))
         events = folder / "events.json"
-        sim = subprocess.Popen([sys.executable, "-m", "watchpost", "simulate", "site.toml",
-                                "--events", str(events)], cwd=folder,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--events", str(events)],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 30
             port = None
@@ -131,20 +153,25 @@ def main() -> int:
             wait = args.calibration_s + args.settle_s + 5
             figures = {}
             for models in (False, True):
-                (folder / "gateway.toml").write_text(gateway_toml(
-                    args.points, port, broker_port, args.calibration_s, models))
+                (folder / "gateway.toml").write_text(
+                    gateway_toml(args.points, port, broker_port, args.calibration_s, models)
+                )
                 shutil.rmtree(folder / "var", ignore_errors=True)
                 (folder / "gateway.log").unlink(missing_ok=True)
                 figures[models] = run_gateway(folder, wait)
         finally:
             stop(sim)
             stop(broker)
-    print(f"watchpost run, {args.points} points polled every second, RSS after {wait:.0f} s "
-          f"(calibration {args.calibration_s:.0f} s + {args.settle_s:.0f} s of scoring):")
+    print(
+        f"watchpost run, {args.points} points polled every second, RSS after {wait:.0f} s "
+        f"(calibration {args.calibration_s:.0f} s + {args.settle_s:.0f} s of scoring):"
+    )
     for models, label in ((False, "without [anomaly]"), (True, "one generic-model entry")):
         rss, hwm, note = figures[models]
-        print(f"  {label:<24} RSS {rss:6.1f} MiB   peak {hwm:6.1f} MiB"
-              + (f"   ({note})" if models else ""))
+        print(
+            f"  {label:<24} RSS {rss:6.1f} MiB   peak {hwm:6.1f} MiB"
+            + (f"   ({note})" if models else "")
+        )
     print(f"  models add {figures[True][0] - figures[False][0]:.1f} MiB resident")
     return 0
 

@@ -53,18 +53,23 @@ def main() -> int:
     per_window = (time.perf_counter() - t0) / args.windows
     t0 = time.perf_counter()
     for _ in range(args.windows):
-        model.features(rows[:model.window])
+        model.features(rows[: model.window])
     per_invoke = (time.perf_counter() - t0) / args.windows
     print(f"model {model.path.name}: window {model.window} samples, {n} points, 1 thread")
-    print(f"scored window (invoke + runner): {per_window * 1e3:.2f} ms  "
-          f"= {per_window / n * 1e6:.1f} us per point-second at a 1 s grid "
-          f"({per_window * 100:.2f} % of one core)")
+    print(
+        f"scored window (invoke + runner): {per_window * 1e3:.2f} ms  "
+        f"= {per_window / n * 1e6:.1f} us per point-second at a 1 s grid "
+        f"({per_window * 100:.2f} % of one core)"
+    )
     print(f"LiteRT invoke alone: {per_invoke * 1e3:.2f} ms per window")
-    print(f"calibration on {cal_rows} rows ({args.calibration_s / 3600:.1f} h at 1 s): "
-          f"{t_cal:.1f} s")
-    print(f"resident memory: {rss0:.0f} MiB before the model, {rss_cal:.0f} MiB calibrated, "
-          f"{rss_mib():.0f} MiB after scoring, peak "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"calibration on {cal_rows} rows ({args.calibration_s / 3600:.1f} h at 1 s): {t_cal:.1f} s"
+    )
+    print(
+        f"resident memory: {rss0:.0f} MiB before the model, {rss_cal:.0f} MiB calibrated, "
+        f"{rss_mib():.0f} MiB after scoring, peak "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
     return 0
 
 

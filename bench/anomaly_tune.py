@@ -26,8 +26,9 @@ from watchpost.models import shipped_model_path
 CAL = 400
 
 
-def run_file(path: Path, params: DetectorParams, model_path: Path,
-             cal: int = CAL) -> tuple[np.ndarray, np.ndarray]:
+def run_file(
+    path: Path, params: DetectorParams, model_path: Path, cal: int = CAL
+) -> tuple[np.ndarray, np.ndarray]:
     header = path.read_text().split("\n", 1)[0].split(";")
     ignore = [c for c in ("anomaly", "changepoint") if c in header]
     table = read_table(path, sep=";", time_column="datetime", ignore=ignore)
@@ -63,8 +64,11 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=shipped_model_path())
     ap.add_argument("--normal-cal", type=int, default=7200)
     ap.add_argument("--max-far", type=float, default=0.10)
-    ap.add_argument("--relation-on", action="store_true",
-                    help="keep the relation part on: leave 0 out of the relation factors")
+    ap.add_argument(
+        "--relation-on",
+        action="store_true",
+        help="keep the relation part on: leave 0 out of the relation factors",
+    )
     args = ap.parse_args()
     files = sorted(args.dir.glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
     grid = {
@@ -86,8 +90,10 @@ def main() -> int:
         f1, far, _mar = pooled([table[v][i] for i in idx])
         return far <= args.max_far, f1
 
-    halvings = {"even/odd files": [list(range(0, n, 2)), list(range(1, n, 2))],
-                "first/second half": [list(range(n // 2)), list(range(n // 2, n))]}
+    halvings = {
+        "even/odd files": [list(range(0, n, 2)), list(range(1, n, 2))],
+        "first/second half": [list(range(n // 2)), list(range(n // 2, n))],
+    }
     for how, folds in halvings.items():
         held_out: list[tuple[np.ndarray, np.ndarray]] = []
         for k, held in enumerate(folds):
@@ -96,18 +102,23 @@ def main() -> int:
             held_out += [table[best][i] for i in held]
             f1, far, mar = pooled([table[best][i] for i in held])
             f1c = pooled([table[best][i] for i in chosen_on])[0]
-            line = (f"{how}, half {k}: chosen {dict(zip(grid, best, strict=True))} "
-                    f"(F1 {f1c:.3f} where chosen); held out: F1 {f1:.3f} FAR {far:.1%} "
-                    f"MAR {mar:.1%}")
+            line = (
+                f"{how}, half {k}: chosen {dict(zip(grid, best, strict=True))} "
+                f"(F1 {f1c:.3f} where chosen); held out: F1 {f1:.3f} FAR {far:.1%} "
+                f"MAR {mar:.1%}"
+            )
             if args.normal:
-                params = DetectorParams(calibration_rows=args.normal_cal,
-                                        **dict(zip(grid, best, strict=True)))
+                params = DetectorParams(
+                    calibration_rows=args.normal_cal, **dict(zip(grid, best, strict=True))
+                )
                 pred, _t = run_file(args.normal, params, args.model, cal=args.normal_cal)
                 line += f"; normal file FAR {pred.mean():.1%}"
             print(line, flush=True)
         f1, far, mar = pooled(held_out)
-        print(f"{how}: both halves held out, pooled: F1 {f1:.3f} FAR {far:.1%} MAR {mar:.1%}",
-              flush=True)
+        print(
+            f"{how}: both halves held out, pooled: F1 {f1:.3f} FAR {far:.1%} MAR {mar:.1%}",
+            flush=True,
+        )
     print("all files, best grid points by F1 with FAR under the limit:")
     every = list(range(n))
     ranked = sorted(table, key=lambda v: rank(v, every), reverse=True)

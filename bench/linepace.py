@@ -48,8 +48,9 @@ def transaction_time(request: int, response: int, baudrate: int) -> float:
 class PacedLine:
     """Two pseudo-terminal ends (``a_path``, ``b_path``) joined by a paced half-duplex line."""
 
-    def __init__(self, baudrate: int, *, bits: int = BITS_PER_CHAR,
-                 silence_chars: float = SILENCE_CHARS) -> None:
+    def __init__(
+        self, baudrate: int, *, bits: int = BITS_PER_CHAR, silence_chars: float = SILENCE_CHARS
+    ) -> None:
         self.baudrate = baudrate
         self.char = char_time(baudrate, bits)
         self.silence = silence_chars * self.char
@@ -85,12 +86,24 @@ class PacedLine:
             start = self._free_at  # the same frame goes on
             if self.frames:
                 name, written, first, _end, count = self.frames[-1]
-                self.frames[-1] = (name, written, first, start + len(data) * self.char,
-                                   count + len(data))
+                self.frames[-1] = (
+                    name,
+                    written,
+                    first,
+                    start + len(data) * self.char,
+                    count + len(data),
+                )
         else:
             start = max(now, self._free_at + self.silence) if self._free_at else now
-            self.frames.append(("a" if source == self.a_master else "b", now, start,
-                                start + len(data) * self.char, len(data)))
+            self.frames.append(
+                (
+                    "a" if source == self.a_master else "b",
+                    now,
+                    start,
+                    start + len(data) * self.char,
+                    len(data),
+                )
+            )
         for i, byte in enumerate(data):
             self._pending.append((start + (i + 1) * self.char, target, byte))
         self._free_at = start + len(data) * self.char
@@ -163,8 +176,10 @@ def main() -> None:
         line.pump()
     finally:
         line.close()
-        medians = {side: sorted(times)[len(times) // 2] if times else None
-                   for side, times in line.turnarounds().items()}
+        medians = {
+            side: sorted(times)[len(times) // 2] if times else None
+            for side, times in line.turnarounds().items()
+        }
         print(json.dumps({"turnaround_s": medians, "frames": len(line.frames)}), flush=True)
 
 

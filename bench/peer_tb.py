@@ -50,8 +50,7 @@ from perf_site import (
 
 HERE = Path(__file__).resolve().parent
 PEER_VENV = HERE / ".peer-venv"
-PEER_PACKAGES = ["thingsboard-gateway==3.8.5", "pymodbus==3.9.2", "pyserial",
-                 "pyserial-asyncio"]
+PEER_PACKAGES = ["thingsboard-gateway==3.8.5", "pymodbus==3.9.2", "pyserial", "pyserial-asyncio"]
 BEFORE_S = 15.0
 AFTER_S = 30.0
 TB_TYPES = {"int16": "16int", "uint16": "16uint", "float32": "32float"}
@@ -71,8 +70,12 @@ class SessionLimits:
     does (100 messages in flight, 64 KiB payloads).
     """
 
-    ANSWER: ClassVar[dict[str, Any]] = {"rateLimits": {}, "gatewayRateLimits": {},
-                                        "maxInflightMessages": 100, "maxPayloadSize": 65536}
+    ANSWER: ClassVar[dict[str, Any]] = {
+        "rateLimits": {},
+        "gatewayRateLimits": {},
+        "maxInflightMessages": 100,
+        "maxPayloadSize": 65536,
+    }
 
     def __init__(self, port: int) -> None:
         self.answered = 0
@@ -87,8 +90,9 @@ class SessionLimits:
         with contextlib.suppress(ValueError):
             if json.loads(message.payload).get("method") == "getSessionLimits":
                 number = message.topic.rsplit("/", 1)[-1]
-                client.publish(f"v1/devices/me/rpc/response/{number}",
-                               json.dumps(self.ANSWER), qos=1)
+                client.publish(
+                    f"v1/devices/me/rpc/response/{number}", json.dumps(self.ANSWER), qos=1
+                )
                 self.answered += 1
 
     def close(self) -> None:
@@ -102,19 +106,23 @@ def ensure_peer() -> Path:
     if command.exists():
         return command
     base = getattr(sys, "_base_executable", sys.executable)
-    steps = [[base, "-m", "venv", str(PEER_VENV)],
-             [str(PEER_VENV / "bin" / "python"), "-m", "pip", "install", "-q", *PEER_PACKAGES]]
+    steps = [
+        [base, "-m", "venv", str(PEER_VENV)],
+        [str(PEER_VENV / "bin" / "python"), "-m", "pip", "install", "-q", *PEER_PACKAGES],
+    ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False)
         if done.returncode != 0:
             shutil.rmtree(PEER_VENV, ignore_errors=True)
-            raise PeerUnavailable(f"{' '.join(step)}: exit {done.returncode}: "
-                                  f"{(done.stderr or done.stdout)[-1500:]}")
+            raise PeerUnavailable(
+                f"{' '.join(step)}: exit {done.returncode}: {(done.stderr or done.stdout)[-1500:]}"
+            )
     return command
 
 
-def thingsboard_config(folder: Path, devices: list[Device], ports: list[int],
-                       broker_port: int) -> Path:
+def thingsboard_config(
+    folder: Path, devices: list[Device], ports: list[int], broker_port: int
+) -> Path:
     """A config folder for the peer: tb_gateway.json, logs.json, modbus.json."""
     shipped = PEER_VENV / "lib"
     packaged = next(shipped.glob("python3*/site-packages/thingsboard_gateway/config"))
@@ -123,26 +131,50 @@ def thingsboard_config(folder: Path, devices: list[Device], ports: list[int],
     main = json.loads((packaged / "tb_gateway.json").read_text())
     # remote configuration off: it listens on v1/devices/me/attributes, where a plain broker
     # echoes the peer's own attribute messages back as if the platform had sent a new config
-    main["thingsboard"].update({"host": "127.0.0.1", "port": broker_port,
-                                "remoteConfiguration": False,
-                                "security": {"type": "accessToken", "accessToken": "bench"}})
+    main["thingsboard"].update(
+        {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "remoteConfiguration": False,
+            "security": {"type": "accessToken", "accessToken": "bench"},
+        }
+    )
     main["connectors"] = [{"type": "modbus", "name": "Modbus", "configuration": "modbus.json"}]
     (config / "tb_gateway.json").write_text(json.dumps(main, indent=1))
     shutil.copy(packaged / "logs.json", config / "logs.json")
     slaves = []
     for device in devices:
-        slaves.append({
-            "host": "127.0.0.1", "port": ports[device.endpoint], "type": "tcp",
-            "method": "socket", "unitId": device.unit, "deviceName": device.name,
-            "deviceType": "default", "timeout": 1, "byteOrder": "BIG", "wordOrder": "BIG",
-            "retries": 1, "pollPeriod": 1000, "sendDataOnlyOnChange": False,
-            "attributes": [], "attributeUpdates": [], "rpc": [],
-            "timeseries": [{"tag": p.name, "type": TB_TYPES[p.type],
-                            "functionCode": TB_FUNCTIONS[p.table],
-                            "objectsCount": p.width, "address": p.address,
-                            **({"multiplier": p.scale} if p.scale != 1 else {})}
-                           for p in device.points],
-        })
+        slaves.append(
+            {
+                "host": "127.0.0.1",
+                "port": ports[device.endpoint],
+                "type": "tcp",
+                "method": "socket",
+                "unitId": device.unit,
+                "deviceName": device.name,
+                "deviceType": "default",
+                "timeout": 1,
+                "byteOrder": "BIG",
+                "wordOrder": "BIG",
+                "retries": 1,
+                "pollPeriod": 1000,
+                "sendDataOnlyOnChange": False,
+                "attributes": [],
+                "attributeUpdates": [],
+                "rpc": [],
+                "timeseries": [
+                    {
+                        "tag": p.name,
+                        "type": TB_TYPES[p.type],
+                        "functionCode": TB_FUNCTIONS[p.table],
+                        "objectsCount": p.width,
+                        "address": p.address,
+                        **({"multiplier": p.scale} if p.scale != 1 else {}),
+                    }
+                    for p in device.points
+                ],
+            }
+        )
     (config / "modbus.json").write_text(json.dumps({"master": {"slaves": slaves}}, indent=1))
     return config
 
@@ -151,13 +183,17 @@ def thingsboard_run(command: Path, folder: Path, config: Path) -> subprocess.Pop
     env = {**os.environ, "TB_GW_CONFIG_DIR": str(config) + "/"}
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     with (folder / "thingsboard.log").open("ab") as log:
-        return subprocess.Popen([str(command)], cwd=folder, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(command)], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _latency(arrivals: Arrivals, start: float, end: float) -> float:
-    delays = sorted(arrived - ts / 1000 for (_p, ts), arrived in arrivals.seen.items()
-                    if start <= ts / 1000 < end)
+    delays = sorted(
+        arrived - ts / 1000
+        for (_p, ts), arrived in arrivals.seen.items()
+        if start <= ts / 1000 < end
+    )
     return delays[len(delays) // 2] if delays else float("nan")
 
 
@@ -176,16 +212,19 @@ def _outage(broker: Broker, counter: BrokerCounter, outage: float) -> tuple[floa
     deadline = time.monotonic() + 120  # the backlogs drain
     while time.monotonic() < deadline:
         time.sleep(5)
-        now = tuple(counter.snapshot(s).distinct_between(int(t_a * 1000), int(t_b * 1000))
-                    for s in ("watchpost", "thingsboard"))
+        now = tuple(
+            counter.snapshot(s).distinct_between(int(t_a * 1000), int(t_b * 1000))
+            for s in ("watchpost", "thingsboard")
+        )
         if now == last:
             break
         last = now
     return t_a, t_up, t_b
 
 
-def peer_run(n: int, *, warmup: float, window: float, outage: float,
-             folder: Path) -> dict[str, Any]:
+def peer_run(
+    n: int, *, warmup: float, window: float, outage: float, folder: Path
+) -> dict[str, Any]:
     """One side-by-side run; see the module docstring."""
     command = ensure_peer()
     devices = layout(n)
@@ -204,20 +243,33 @@ def peer_run(n: int, *, warmup: float, window: float, outage: float,
         platform = SessionLimits(broker.port)
         exits.callback(platform.close)
         config = folder / "gateway.toml"
-        config.write_text(gateway_toml(devices, proxies["watchpost"].ports, broker.port,
-                                       anomaly_points=ANOMALY_POINTS,
-                                       calibration_s=CALIBRATION_S))
+        config.write_text(
+            gateway_toml(
+                devices,
+                proxies["watchpost"].ports,
+                broker.port,
+                anomaly_points=ANOMALY_POINTS,
+                calibration_s=CALIBRATION_S,
+            )
+        )
         tb_folder = folder / "tb"
-        tb_config = thingsboard_config(tb_folder, devices, proxies["thingsboard"].ports,
-                                       broker.port)
-        processes = {"watchpost": watchpost_run(folder, config),
-                     "thingsboard": thingsboard_run(command, tb_folder, tb_config)}
+        tb_config = thingsboard_config(
+            tb_folder, devices, proxies["thingsboard"].ports, broker.port
+        )
+        processes = {
+            "watchpost": watchpost_run(folder, config),
+            "thingsboard": thingsboard_run(command, tb_folder, tb_config),
+        }
         for process in processes.values():
             exits.callback(stop, process)
         for side in sides:
             try:
-                wait_for(lambda s=side: getattr(counter, s).first_at, 120,
-                         f"the first telemetry of {side}", step=0.2)
+                wait_for(
+                    lambda s=side: getattr(counter, s).first_at,
+                    120,
+                    f"the first telemetry of {side}",
+                    step=0.2,
+                )
             except RuntimeError as exc:
                 log = folder / ("gateway.log" if side == "watchpost" else "tb/thingsboard.log")
                 raise PeerUnavailable(f"{exc}: {log.read_text(errors='replace')[-1500:]}") from exc
@@ -246,7 +298,8 @@ def peer_run(n: int, *, warmup: float, window: float, outage: float,
                 "rss_mb": rss[side],
                 "requests_per_cycle": len(requests) / (reads / n),
                 "poll_to_broker_s": _latency(arrivals, t0, t1),
-                "polled": polled, "delivered": delivered,
+                "polled": polled,
+                "delivered": delivered,
                 "lost": max(0, polled - delivered),
                 "lost_fraction": max(0, polled - delivered) / polled if polled else float("nan"),
                 "resume_s": (min(after) - t_up) if after else float("nan"),
@@ -255,15 +308,15 @@ def peer_run(n: int, *, warmup: float, window: float, outage: float,
     return {"points": n, **results}
 
 
-def peer_figures(n: int, runs: int, warmup: float, window: float,
-                 outage: float) -> dict[str, Any]:
+def peer_figures(n: int, runs: int, warmup: float, window: float, outage: float) -> dict[str, Any]:
     """Median figures of both over ``runs`` runs, with ratios peer/watchpost; or the error."""
     done = []
     try:
         for _ in range(runs):
             with tempfile.TemporaryDirectory(prefix="wp-peer-") as tmp:
-                done.append(peer_run(n, warmup=warmup, window=window, outage=outage,
-                                     folder=Path(tmp)))
+                done.append(
+                    peer_run(n, warmup=warmup, window=window, outage=outage, folder=Path(tmp))
+                )
     except (PeerUnavailable, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         if not done:
             return {"points": n, "error": f"{type(exc).__name__}: {exc}"}
@@ -287,8 +340,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--outage", type=float, default=60.0)
     args = parser.parse_args()
-    print(json.dumps(peer_figures(args.points, args.runs, args.warmup, args.window,
-                                  args.outage), indent=1))
+    print(
+        json.dumps(
+            peer_figures(args.points, args.runs, args.warmup, args.window, args.outage), indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

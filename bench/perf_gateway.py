@@ -47,8 +47,9 @@ def wait_for(check: Any, timeout: float, what: str, step: float = 0.02) -> Any:
     raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def start_measured_daemon(folder: Path, devices: list[Any], exits: contextlib.ExitStack,
-                          counter_id: str) -> tuple[Any, CountingProxy, BrokerCounter]:
+def start_measured_daemon(
+    folder: Path, devices: list[Any], exits: contextlib.ExitStack, counter_id: str
+) -> tuple[Any, CountingProxy, BrokerCounter]:
     """Broker, simulated site, counting proxy, broker-side counter and `watchpost run`, each
     stopped by ``exits``; returns the daemon's process, the proxy and the counter."""
     broker = Broker(folder)
@@ -61,8 +62,15 @@ def start_measured_daemon(folder: Path, devices: list[Any], exits: contextlib.Ex
     counter = BrokerCounter(broker.port, counter_id)
     exits.callback(counter.close)
     config = folder / "gateway.toml"
-    config.write_text(gateway_toml(devices, proxy.ports, broker.port,
-                                   anomaly_points=ANOMALY_POINTS, calibration_s=CALIBRATION_S))
+    config.write_text(
+        gateway_toml(
+            devices,
+            proxy.ports,
+            broker.port,
+            anomaly_points=ANOMALY_POINTS,
+            calibration_s=CALIBRATION_S,
+        )
+    )
     daemon = watchpost_run(folder, config)
     exits.callback(stop, daemon)
     return daemon, proxy, counter
@@ -87,8 +95,11 @@ def gateway_run(n: int, *, warmup: float, window: float, folder: Path) -> dict[s
         time.sleep(3)  # what was polled in the window reaches the broker
         arrivals = counter.snapshot("watchpost")
         delivered = arrivals.distinct_between(int(t0 * 1000), int(t1 * 1000))
-        latencies = sorted(arrived - ts / 1000 for (_p, ts), arrived
-                           in arrivals.seen.items() if t0 <= ts / 1000 < t1)
+        latencies = sorted(
+            arrived - ts / 1000
+            for (_p, ts), arrived in arrivals.seen.items()
+            if t0 <= ts / 1000 < t1
+        )
     used = cpu1 - cpu0
     cycles = reads / n
     return {
@@ -107,8 +118,9 @@ def gateway_run(n: int, *, warmup: float, window: float, folder: Path) -> dict[s
     }
 
 
-def gateway_figures(n: int, runs: int, warmup: float, window: float,
-                    keep: Path | None = None) -> dict[str, Any]:
+def gateway_figures(
+    n: int, runs: int, warmup: float, window: float, keep: Path | None = None
+) -> dict[str, Any]:
     """Median of ``runs`` runs at ``n`` points, with every run's figures."""
     results = []
     for i in range(runs):
@@ -117,8 +129,7 @@ def gateway_figures(n: int, runs: int, warmup: float, window: float,
             folder.mkdir(parents=True, exist_ok=True)
             results.append(gateway_run(n, warmup=warmup, window=window, folder=folder))
     keys = [k for k in results[0] if k != "points"]
-    return {"points": n, "runs": results,
-            **{k: median([r[k] for r in results]) for k in keys}}
+    return {"points": n, "runs": results, **{k: median([r[k] for r in results]) for k in keys}}
 
 
 def main() -> None:
@@ -129,8 +140,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--keep", type=Path, help="keep each run's folder (logs) under this one")
     args = parser.parse_args()
-    print(json.dumps(gateway_figures(args.points, args.runs, args.warmup, args.window,
-                                     args.keep), indent=1))
+    print(
+        json.dumps(
+            gateway_figures(args.points, args.runs, args.warmup, args.window, args.keep), indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,14 +50,30 @@ def main() -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     devices = layout(args.points)
     with tempfile.TemporaryDirectory(prefix="wp-profile-") as tmp, contextlib.ExitStack() as exits:
-        daemon, _proxy, counter = start_measured_daemon(Path(tmp), devices, exits,
-                                                        "bench-profile")
+        daemon, _proxy, counter = start_measured_daemon(Path(tmp), devices, exits, "bench-profile")
         wait_for(lambda: counter.watchpost.first_at, 60, "the first telemetry message")
         time.sleep(args.warmup)
-        subprocess.run([spy, "record", "--pid", str(daemon.pid), "--duration",
-                        str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
-                        "--output", str(args.out), "--threads", "--nonblocking"],
-                       check=True, capture_output=True, timeout=args.seconds + 60)
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(daemon.pid),
+                "--duration",
+                str(int(args.seconds)),
+                "--rate",
+                str(args.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(args.out),
+                "--threads",
+                "--nonblocking",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=args.seconds + 60,
+        )
     inclusive, own, total = top(args.out, args.top)
     print(f"{total} samples of busy threads; collapsed stacks in {args.out}\n")
     print("inclusive:")

@@ -39,10 +39,12 @@ async def serve(port: str, baudrate: int) -> None:
     from pymodbus.server import ModbusSerialServer  # noqa: PLC0415
 
     values = [(i * 37) % 65536 for i in range(REGISTERS + 1)]
-    unit = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, list(values)),
-                               ir=ModbusSequentialDataBlock(1, list(values)))
-    server = ModbusSerialServer(ModbusServerContext(devices={1: unit}, single=False),
-                                port=port, baudrate=baudrate)
+    unit = ModbusDeviceContext(
+        hr=ModbusSequentialDataBlock(1, list(values)), ir=ModbusSequentialDataBlock(1, list(values))
+    )
+    server = ModbusSerialServer(
+        ModbusServerContext(devices={1: unit}, single=False), port=port, baudrate=baudrate
+    )
     print("serving", flush=True)
     await server.serve_forever()
 
@@ -54,12 +56,22 @@ async def client(port: str, baudrate: int, seconds: float) -> dict[str, float]:
     from watchpost.poller import DeviceReader, wall_clock_ms  # noqa: PLC0415
     from watchpost.samples import Quality  # noqa: PLC0415
 
-    device = DeviceConfig.model_validate({
-        "name": "meter", "bus": "line", "unit": 1, "timeout": 1.0, "retries": 0,
-        "points": [{"name": f"r{i}", "table": "holding", "address": i, "type": "uint16"}
-                   for i in range(REGISTERS)]})
-    bus = modbus_rtu.create(modbus_rtu.Config(type="modbus_rtu", name="line", port=port,
-                                              baudrate=baudrate))  # type: ignore[arg-type]
+    device = DeviceConfig.model_validate(
+        {
+            "name": "meter",
+            "bus": "line",
+            "unit": 1,
+            "timeout": 1.0,
+            "retries": 0,
+            "points": [
+                {"name": f"r{i}", "table": "holding", "address": i, "type": "uint16"}
+                for i in range(REGISTERS)
+            ],
+        }
+    )
+    bus = modbus_rtu.create(
+        modbus_rtu.Config(type="modbus_rtu", name="line", port=port, baudrate=baudrate)
+    )  # type: ignore[arg-type]
     reader = DeviceReader(device, wall_clock_ms)
     try:
         for _ in range(3):  # connect and warm up
@@ -83,21 +95,40 @@ def rtu_figures(baudrate: int, seconds: float, runs: int) -> dict[str, Any]:
     for _ in range(runs):
         line = server = None
         try:
-            line = subprocess.Popen([PYTHON, str(HERE / "linepace.py"), "--baud", str(baudrate)],
-                                    stdout=subprocess.PIPE, env=ENV)
+            line = subprocess.Popen(
+                [PYTHON, str(HERE / "linepace.py"), "--baud", str(baudrate)],
+                stdout=subprocess.PIPE,
+                env=ENV,
+            )
             assert line.stdout is not None
             ends = json.loads(line.stdout.readline())
-            server = subprocess.Popen([PYTHON, __file__, "--serve", ends["a"],
-                                       "--baud", str(baudrate)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, env=ENV)
+            server = subprocess.Popen(
+                [PYTHON, __file__, "--serve", ends["a"], "--baud", str(baudrate)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=ENV,
+            )
             assert server.stdout is not None
             server.stdout.readline()
             time.sleep(0.3)
             # the driver in a process of its own, from the code under test (ENV)
-            polled = subprocess.run([PYTHON, __file__, "--client", ends["b"], "--baud",
-                                     str(baudrate), "--seconds", str(seconds)], env=ENV,
-                                    capture_output=True, text=True, timeout=seconds + 60,
-                                    check=True)
+            polled = subprocess.run(
+                [
+                    PYTHON,
+                    __file__,
+                    "--client",
+                    ends["b"],
+                    "--baud",
+                    str(baudrate),
+                    "--seconds",
+                    str(seconds),
+                ],
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+                check=True,
+            )
             got = json.loads(polled.stdout.strip().splitlines()[-1])
         finally:
             stop(server, 5)
@@ -105,15 +136,25 @@ def rtu_figures(baudrate: int, seconds: float, runs: int) -> dict[str, Any]:
         turnaround = json.loads(line.stdout.readline()) if line and line.stdout else {}
         sides = turnaround.get("turnaround_s", {})
         rate = got["transactions"] / got["seconds"]
-        results.append({"transactions_per_s": rate, "registers_per_s": rate * REGISTERS,
-                        "of_maximum": rate * ideal, "failed": got["transactions"] - got["good"],
-                        "ms_per_transaction": 1000 / rate,
-                        # from the end of the answer to the next request, and the reverse
-                        "driver_turnaround_ms": 1000 * (sides.get("b") or float("nan")),
-                        "server_turnaround_ms": 1000 * (sides.get("a") or float("nan"))})
-    return {"baudrate": baudrate, "ideal_ms": 1000 * ideal,
-            "ideal_registers_per_s": REGISTERS / ideal, "runs": results,
-            **{k: median([r[k] for r in results]) for k in results[0]}}
+        results.append(
+            {
+                "transactions_per_s": rate,
+                "registers_per_s": rate * REGISTERS,
+                "of_maximum": rate * ideal,
+                "failed": got["transactions"] - got["good"],
+                "ms_per_transaction": 1000 / rate,
+                # from the end of the answer to the next request, and the reverse
+                "driver_turnaround_ms": 1000 * (sides.get("b") or float("nan")),
+                "server_turnaround_ms": 1000 * (sides.get("a") or float("nan")),
+            }
+        )
+    return {
+        "baudrate": baudrate,
+        "ideal_ms": 1000 * ideal,
+        "ideal_registers_per_s": REGISTERS / ideal,
+        "runs": results,
+        **{k: median([r[k] for r in results]) for k in results[0]},
+    }
 
 
 def main() -> None:

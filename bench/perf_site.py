@@ -87,15 +87,28 @@ def layout(n: int) -> list[Device]:
         for k in range(count):
             name = f"p{first + k:05d}"
             if k < 60:
-                point = Point(name, "input", k, "uint16" if k % 2 else "int16", 0.1,
-                              base=10 + k % 40, alarm=200.0 if k % 12 == 0 else None)
+                point = Point(
+                    name,
+                    "input",
+                    k,
+                    "uint16" if k % 2 else "int16",
+                    0.1,
+                    base=10 + k % 40,
+                    alarm=200.0 if k % 12 == 0 else None,
+                )
             elif k < 80:
                 point = Point(name, "holding", 2 * (k - 60), "float32", 1.0, base=50 + k)
             else:
                 point = Point(name, "holding", 100 + k - 80, "uint16", 1.0, base=1000 + k)
             points.append(point)
-        devices.append(Device(f"dev{d:03d}", d // DEVICES_PER_ENDPOINT,
-                              d % DEVICES_PER_ENDPOINT + 1, tuple(points)))
+        devices.append(
+            Device(
+                f"dev{d:03d}",
+                d // DEVICES_PER_ENDPOINT,
+                d % DEVICES_PER_ENDPOINT + 1,
+                tuple(points),
+            )
+        )
     return devices
 
 
@@ -124,39 +137,63 @@ def minimum_requests(devices: list[Device], limit: int = 125) -> int:
 
 def site_toml(devices: list[Device], tick: float = 0.5) -> str:
     out = [f'[site]\nname = "bench"\nseed = 7\ntick = {tick}\n']
-    out += [f'[[buses]]\ntype = "modbus_tcp"\nname = "ep{e}"\nport = 0\n'
-            for e in range(endpoints(devices))]
+    out += [
+        f'[[buses]]\ntype = "modbus_tcp"\nname = "ep{e}"\nport = 0\n'
+        for e in range(endpoints(devices))
+    ]
     for device in devices:
-        out.append(f'[[devices]]\nname = "{device.name}"\nbus = "ep{device.endpoint}"\n'
-                   f"unit = {device.unit}\n")
+        out.append(
+            f'[[devices]]\nname = "{device.name}"\nbus = "ep{device.endpoint}"\n'
+            f"unit = {device.unit}\n"
+        )
         for p in device.points:
-            out.append(f'[[devices.points]]\nname = "{p.name}"\ntable = "{p.table}"\n'
-                       f'address = {p.address}\ntype = "{p.type}"\nscale = {p.scale}\n'
-                       f'signal = {{ kind = "wander", base = {p.base}, noise = 0.5, tau = 5 }}\n')
+            out.append(
+                f'[[devices.points]]\nname = "{p.name}"\ntable = "{p.table}"\n'
+                f'address = {p.address}\ntype = "{p.type}"\nscale = {p.scale}\n'
+                f'signal = {{ kind = "wander", base = {p.base}, noise = 0.5, tau = 5 }}\n'
+            )
     return "\n".join(out)
 
 
-def gateway_toml(devices: list[Device], ports: list[int], broker_port: int,
-                 anomaly_points: int = 0, calibration_s: float = 20.0) -> str:
+def gateway_toml(
+    devices: list[Device],
+    ports: list[int],
+    broker_port: int,
+    anomaly_points: int = 0,
+    calibration_s: float = 20.0,
+) -> str:
     """The gateway's config for the site; ``anomaly_points`` > 0 adds the shipped model."""
-    out = ['[gateway]\nsite = "bench"\nid = "gw"\n',
-           f'[uplink]\nbroker = "mqtt://127.0.0.1:{broker_port}"\n',
-           '[store]\npath = "var/buffer.db"\n', '[control]\nsocket = "var/control.sock"\n']
-    out += [f'[[buses]]\ntype = "modbus_tcp"\nname = "ep{e}"\nhost = "127.0.0.1"\n'
-            f"port = {port}\n" for e, port in enumerate(ports)]
+    out = [
+        '[gateway]\nsite = "bench"\nid = "gw"\n',
+        f'[uplink]\nbroker = "mqtt://127.0.0.1:{broker_port}"\n',
+        '[store]\npath = "var/buffer.db"\n',
+        '[control]\nsocket = "var/control.sock"\n',
+    ]
+    out += [
+        f'[[buses]]\ntype = "modbus_tcp"\nname = "ep{e}"\nhost = "127.0.0.1"\nport = {port}\n'
+        for e, port in enumerate(ports)
+    ]
     for device in devices:
-        out.append(f'[[devices]]\nname = "{device.name}"\nbus = "ep{device.endpoint}"\n'
-                   f"unit = {device.unit}\ninterval = 1.0\n")
+        out.append(
+            f'[[devices]]\nname = "{device.name}"\nbus = "ep{device.endpoint}"\n'
+            f"unit = {device.unit}\ninterval = 1.0\n"
+        )
         for p in device.points:
-            out.append(f'[[devices.points]]\nname = "{p.name}"\ntable = "{p.table}"\n'
-                       f'address = {p.address}\ntype = "{p.type}"\nscale = {p.scale}\n')
+            out.append(
+                f'[[devices.points]]\nname = "{p.name}"\ntable = "{p.table}"\n'
+                f'address = {p.address}\ntype = "{p.type}"\nscale = {p.scale}\n'
+            )
             if p.alarm is not None:
-                out.append(f'[[devices.points.alarms]]\nkind = "high"\nlevel = "alarm"\n'
-                           f"threshold = {p.alarm}\ndeadband = 1.0\n")
+                out.append(
+                    f'[[devices.points.alarms]]\nkind = "high"\nlevel = "alarm"\n'
+                    f"threshold = {p.alarm}\ndeadband = 1.0\n"
+                )
     if anomaly_points:
         names = [p.name for p in devices[0].points[:anomaly_points]]
-        out.append(f'[anomaly]\n[[anomaly.models]]\nname = "bench"\npoints = {json.dumps(names)}\n'
-                   f"calibration_s = {calibration_s}\n")
+        out.append(
+            f'[anomaly]\n[[anomaly.models]]\nname = "bench"\npoints = {json.dumps(names)}\n'
+            f"calibration_s = {calibration_s}\n"
+        )
     return "\n".join(out)
 
 
@@ -170,15 +207,17 @@ def use_code(revision: str) -> str:
     if revision == "worktree":
         ENV.pop("PYTHONPATH", None)
         return "worktree"
-    commit = subprocess.run(["git", "rev-parse", revision], cwd=REPOSITORY, check=True,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", revision], cwd=REPOSITORY, check=True, capture_output=True, text=True
+    ).stdout.strip()
     root = Path(tempfile.gettempdir()) / f"watchpost-src-{commit[:12]}"
     if not (root / "watchpost").is_dir():
         partial = root.with_name(root.name + f".{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", commit], cwd=REPOSITORY, check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", commit], cwd=REPOSITORY, check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
         # the installed layout: gateway/ is the package, drivers/ models/ provisioning/ in it
         for sub in ("drivers", "models", "provisioning"):
@@ -230,23 +269,36 @@ class Broker:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
         self.config = folder / "mosquitto.conf"
-        self.config.write_text("\n".join([
-            f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-            # as a platform's broker should be set: without it Mosquitto's PUBACKs wait on
-            # Nagle's algorithm against the client's delayed ACK, ~40 ms each on Linux
-            "set_tcp_nodelay true",
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
-            "persistence true", f"persistence_location {folder}/",
-            "max_queued_messages 0", "max_inflight_messages 0",
-            f"log_dest file {folder / 'mosquitto.log'}", "log_type error", "log_type warning",
-        ]) + "\n")
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous true",
+                    # as a platform's broker should be set: without it Mosquitto's PUBACKs wait on
+                    # Nagle's algorithm against the client's delayed ACK, ~40 ms each on Linux
+                    "set_tcp_nodelay true",
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                    "persistence true",
+                    f"persistence_location {folder}/",
+                    "max_queued_messages 0",
+                    "max_inflight_messages 0",
+                    f"log_dest file {folder / 'mosquitto.log'}",
+                    "log_type error",
+                    "log_type warning",
+                ]
+            )
+            + "\n"
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:  # the port may linger a moment after a stop
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 wait_port(self.port, timeout=3.0)
                 return
@@ -268,9 +320,22 @@ class Simulator:
         events = folder / "events.json"
         with (folder / "simulator.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "watchpost", "simulate", "site.toml", "--port-base", "0",
-                 "--events", str(events)], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                env=ENV)
+                [
+                    PYTHON,
+                    "-m",
+                    "watchpost",
+                    "simulate",
+                    "site.toml",
+                    "--port-base",
+                    "0",
+                    "--events",
+                    str(events),
+                ],
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -278,8 +343,9 @@ class Simulator:
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads(events.read_text())
                 if any(e.get("event") == "ready" for e in doc.get("events", [])):
-                    self.ports = [int(doc["buses"][f"ep{e}"]["port"])
-                                  for e in range(endpoints(devices))]
+                    self.ports = [
+                        int(doc["buses"][f"ep{e}"]["port"]) for e in range(endpoints(devices))
+                    ]
                     return
             time.sleep(0.1)
         stop(self.process)
@@ -291,14 +357,19 @@ class Simulator:
 
 def watchpost_run(folder: Path, config: Path) -> subprocess.Popen[bytes]:
     with (folder / "gateway.log").open("ab") as log:
-        return subprocess.Popen([PYTHON, "-m", "watchpost", "run", "--config", str(config)],
-                                cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        return subprocess.Popen(
+            [PYTHON, "-m", "watchpost", "run", "--config", str(config)],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, seconds (fields 14 and 15 of /proc/PID/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
@@ -347,15 +418,19 @@ class CountingProxy:
 
         async def listen() -> None:
             for target in self.targets:
-                self._servers.append(await asyncio.start_server(
-                    lambda r, w, t=target: self._relay(r, w, t), "127.0.0.1", 0))
+                self._servers.append(
+                    await asyncio.start_server(
+                        lambda r, w, t=target: self._relay(r, w, t), "127.0.0.1", 0
+                    )
+                )
             self._ready.set()
 
         self._loop.run_until_complete(listen())
         self._loop.run_forever()
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     target: int) -> None:
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: int
+    ) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
@@ -370,8 +445,9 @@ class CountingProxy:
                 if body and body[0] in READ_FUNCTIONS and len(body) >= 5:
                     address, count = struct.unpack(">HH", body[1:5])
                     with self._lock:
-                        self.requests.append(Request(time.time(), header[6], body[0],
-                                                     address, count))
+                        self.requests.append(
+                            Request(time.time(), header[6], body[0], address, count)
+                        )
                 up_writer.write(header + body)
 
         async def answers() -> None:
@@ -410,8 +486,11 @@ def point_reads(requests: list[Request], devices: list[Device]) -> int:
     total = 0
     for r in requests:
         points = by_table.get(READ_FUNCTIONS[r.function], [])
-        total += sum(1 for p in points
-                     if r.address <= p.address and p.address + p.width <= r.address + r.count)
+        total += sum(
+            1
+            for p in points
+            if r.address <= p.address and p.address + p.width <= r.address + r.count
+        )
     return total
 
 
@@ -449,8 +528,9 @@ class Arrivals:
 
 
 def watchpost_keys(payload: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(s["point"], int(s["ts"])) for s in payload.get("samples", ())
-            if s.get("quality") == "good"]
+    return [
+        (s["point"], int(s["ts"])) for s in payload.get("samples", ()) if s.get("quality") == "good"
+    ]
 
 
 def thingsboard_keys(payload: dict[str, Any]) -> list[tuple[str, int]]:
@@ -472,13 +552,13 @@ class BrokerCounter:
         self.topics: Counter[str] = Counter()
         self._lock = threading.Lock()
         subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
 
         def on_connect(client: mqtt.Client, _u: Any, flags: Any, _rc: Any, _p: Any) -> None:
             if not getattr(flags, "session_present", False):
-                client.subscribe([("watchpost/v1/+/+/telemetry", 1),
-                                  ("v1/gateway/telemetry", 1)])
+                client.subscribe([("watchpost/v1/+/+/telemetry", 1), ("v1/gateway/telemetry", 1)])
             else:
                 subscribed.set()
 
@@ -508,8 +588,9 @@ class BrokerCounter:
         """A copy of what arrived so far from ``kind`` (watchpost or thingsboard)."""
         with self._lock:
             got: Arrivals = getattr(self, kind)
-            return Arrivals(got.first_at, got.messages, got.values, dict(got.seen),
-                            list(got.batches))
+            return Arrivals(
+                got.first_at, got.messages, got.values, dict(got.seen), list(got.batches)
+            )
 
     def close(self) -> None:
         self.client.disconnect()

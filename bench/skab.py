@@ -52,12 +52,20 @@ def rates(tp: int, fp: int, fn: int, tn: int) -> tuple[float, float, float]:
 
 
 def score_file(path: Path, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    table = read_table(path, sep=";", time_column=TIME_COLUMN,
-                       ignore=[c for c in LABELS if c in _header(path)])
-    out = list(score_table(table, model_path=args.model, calibrate_rows=CALIBRATION_ROWS,
-                           threshold_factor=args.threshold_factor,
-                           relation_factor=args.relation_factor, hold=args.hold,
-                           clear=args.clear))
+    table = read_table(
+        path, sep=";", time_column=TIME_COLUMN, ignore=[c for c in LABELS if c in _header(path)]
+    )
+    out = list(
+        score_table(
+            table,
+            model_path=args.model,
+            calibrate_rows=CALIBRATION_ROWS,
+            threshold_factor=args.threshold_factor,
+            relation_factor=args.relation_factor,
+            hold=args.hold,
+            clear=args.clear,
+        )
+    )
     truth = labels(path)
     pred = np.zeros(len(truth), dtype=bool)
     for r in out:
@@ -71,13 +79,18 @@ def _header(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     p.add_argument("--model", type=Path, help="a .tflite model (default: the shipped one)")
     p.add_argument("--threshold-factor", type=float, default=DEFAULTS.threshold_factor)
-    p.add_argument("--relation-factor", type=float, default=DEFAULTS.relation_factor,
-                   help="0: the point score alone (the model before the relation part)")
+    p.add_argument(
+        "--relation-factor",
+        type=float,
+        default=DEFAULTS.relation_factor,
+        help="0: the point score alone (the model before the relation part)",
+    )
     p.add_argument("--hold", type=int)
     p.add_argument("--clear", type=int)
     p.add_argument("--per-file", action="store_true", help="print each file's figures too")
@@ -96,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             f1, far, mar = rates(*c)
             print(f"{f}: rows {len(truth)}  F1 {f1:.3f}  FAR {far:.1%}  MAR {mar:.1%}")
     f1, far, mar = rates(*total)
-    print(f"SKAB outlier protocol, {len(files)} file(s), {int(total.sum())} scored rows "
-          f"(calibration: first {CALIBRATION_ROWS} rows of each file)")
-    print(f"F1 {f1:.3f}  FAR {far:.1%}  MAR {mar:.1%}  "
-          f"(TP {total[0]}, FP {total[1]}, FN {total[2]}, TN {total[3]}); "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"SKAB outlier protocol, {len(files)} file(s), {int(total.sum())} scored rows "
+        f"(calibration: first {CALIBRATION_ROWS} rows of each file)"
+    )
+    print(
+        f"F1 {f1:.3f}  FAR {far:.1%}  MAR {mar:.1%}  "
+        f"(TP {total[0]}, FP {total[1]}, FN {total[2]}, TN {total[3]}); "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 

@@ -53,8 +53,14 @@ class Site:
         for _ in range(BATCH):
             i = self.index
             self.values[i] += self.rng.gauss(0, 0.05)
-            out.append({"point": self.names[i], "ts": self.t + self.rng.randrange(0, 40),
-                        "value": round(self.values[i], 2), "quality": "good"})
+            out.append(
+                {
+                    "point": self.names[i],
+                    "ts": self.t + self.rng.randrange(0, 40),
+                    "value": round(self.values[i], 2),
+                    "quality": "good",
+                }
+            )
             self.index += 1
             if self.index == POINTS:
                 self.index = 0
@@ -81,9 +87,15 @@ async def ingest(store: Store, site: Site, samples: int, marks: list[int]) -> di
 
 
 async def drain(store: Store, url: str) -> tuple[float, int]:
-    uplink = Uplink(UplinkConfig(broker=url, max_inflight=256, health_interval=3600), store,
-                    site="bench", gateway="gw1", version="bench", boot_id="bench",
-                    health=dict)
+    uplink = Uplink(
+        UplinkConfig(broker=url, max_inflight=256, health_interval=3600),
+        store,
+        site="bench",
+        gateway="gw1",
+        version="bench",
+        boot_id="bench",
+        health=dict,
+    )
     depth = store.backlog()["streams"]["telemetry"]["depth"]
     task = asyncio.create_task(uplink.run())
     start = time.perf_counter()
@@ -102,20 +114,32 @@ async def drain(store: Store, url: str) -> tuple[float, int]:
 async def durable(folder: Path, count: int = 500) -> None:
     """Alarms: one fsync'd commit each, awaited one by one or issued together."""
     store = Store(StoreConfig(path=folder / "alarms.db"), gateway="gw1")
-    body = {"event": "raised", "alarm": "ch4_face_1/high_alarm", "point": "ch4_face_1",
-            "rule": "high_alarm", "kind": "high", "level": "alarm", "value": 1.1,
-            "threshold": 1.0, "sample_ts": 1, "decided_ts": 1}
+    body = {
+        "event": "raised",
+        "alarm": "ch4_face_1/high_alarm",
+        "point": "ch4_face_1",
+        "rule": "high_alarm",
+        "kind": "high",
+        "level": "alarm",
+        "value": 1.1,
+        "threshold": 1.0,
+        "sample_ts": 1,
+        "decided_ts": 1,
+    }
     start = time.perf_counter()
     for _ in range(count):
         await store.put("alarms", dict(body), ts=1, durable=True)
     one_by_one = count / (time.perf_counter() - start)
     start = time.perf_counter()
-    await asyncio.gather(*(store.put("alarms", dict(body), ts=1, durable=True)
-                           for _ in range(count)))
+    await asyncio.gather(
+        *(store.put("alarms", dict(body), ts=1, durable=True) for _ in range(count))
+    )
     together = count / (time.perf_counter() - start)
     store.close()
-    print(f"durable alarms: {one_by_one:,.0f}/s awaited one by one (one fsync each), "
-          f"{together:,.0f}/s issued together (one fsync per batch)")
+    print(
+        f"durable alarms: {one_by_one:,.0f}/s awaited one by one (one fsync each), "
+        f"{together:,.0f}/s issued together (one fsync per batch)"
+    )
 
 
 async def main(samples: int, folder: Path) -> None:
@@ -127,28 +151,38 @@ async def main(samples: int, folder: Path) -> None:
     result = await ingest(store, Site(), samples, marks)
     backlog = store.backlog()
     per_sample = backlog["used_bytes"] / samples
-    print(f"  {samples / result['seconds']:,.0f} samples/s "
-          f"({samples / BATCH / result['seconds']:,.0f} messages/s)")
-    print(f"  {per_sample:.1f} bytes on disk per sample "
-          f"(store {backlog['used_bytes'] / 2**20:.1f} MiB used, "
-          f"file+WAL {backlog['bytes'] / 2**20:.1f} MiB)")
+    print(
+        f"  {samples / result['seconds']:,.0f} samples/s "
+        f"({samples / BATCH / result['seconds']:,.0f} messages/s)"
+    )
+    print(
+        f"  {per_sample:.1f} bytes on disk per sample "
+        f"(store {backlog['used_bytes'] / 2**20:.1f} MiB used, "
+        f"file+WAL {backlog['bytes'] / 2**20:.1f} MiB)"
+    )
     for mark, mib in result["rss"].items():
         print(f"  RSS at a backlog of {mark:>9,} samples: {mib:.1f} MiB")
     quota = StoreConfig(path=path).quota_mb * 2**20
     for rate in (1000, 100):
-        print(f"  default quota ({quota / 2**20:.0f} MiB) holds "
-              f"{quota / per_sample / rate / 3600:,.1f} h of outage at {rate} points/s")
+        print(
+            f"  default quota ({quota / 2**20:.0f} MiB) holds "
+            f"{quota / per_sample / rate / 3600:,.1f} h of outage at {rate} points/s"
+        )
     broker = Broker(folder)
     broker.start()
     try:
         seconds, depth = await drain(store, broker.url)
     finally:
         broker.stop()
-    print(f"drain to a local Mosquitto: {depth:,} messages in {seconds:.1f} s: "
-          f"{depth / seconds:,.0f} messages/s, {samples / seconds:,.0f} samples/s")
+    print(
+        f"drain to a local Mosquitto: {depth:,} messages in {seconds:.1f} s: "
+        f"{depth / seconds:,.0f} messages/s, {samples / seconds:,.0f} samples/s"
+    )
     store.close()
-    print(f"peak RSS of the whole run: "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")
+    print(
+        f"peak RSS of the whole run: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB"
+    )
 
 
 async def fill_quota(folder: Path) -> None:
@@ -168,8 +202,10 @@ async def fill_quota(folder: Path) -> None:
                 break
     store.close()
     quota = StoreConfig(path=path).quota_mb
-    print(f"default quota {quota:.0f} MiB filled in {time.perf_counter() - start:.0f} s: "
-          f"first eviction after {done:,} samples, {held:,} held")
+    print(
+        f"default quota {quota:.0f} MiB filled in {time.perf_counter() - start:.0f} s: "
+        f"first eviction after {done:,} samples, {held:,} held"
+    )
     for rate in (1000, 100):
         print(f"  = {held / rate / 3600:,.1f} h of outage at {rate} points/s")
 
@@ -178,9 +214,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the store goes")
-    parser.add_argument("--fill-quota", action="store_true",
-                        help="instead: fill the default quota and report the outage it holds")
+    parser.add_argument(
+        "--fill-quota",
+        action="store_true",
+        help="instead: fill the default quota and report the outage it holds",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        asyncio.run(fill_quota(Path(folder)) if args.fill_quota
-                    else main(args.samples, Path(folder)))
+        asyncio.run(
+            fill_quota(Path(folder)) if args.fill_quota else main(args.samples, Path(folder))
+        )

@@ -71,8 +71,15 @@ class Bus(Protocol):
     async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
         """Perform one read; raise CommError or DeviceError."""
 
-    async def write(self, unit: int, table: Table, address: int, values: list[int] | list[bool],
-                    *, timeout: float) -> None:
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
         """Write coils or holding registers; raise CommError or DeviceError."""
 
     async def close(self) -> None:

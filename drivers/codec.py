@@ -22,8 +22,9 @@ WordOrder = Literal["big", "little"]
 
 def decode(words: list[int], data_type: str, word_order: WordOrder = "big") -> float:
     """Decode the registers of one value; word order big: the first register is the high word."""
-    value = ModbusClientMixin.convert_from_registers(words, _DATATYPES[data_type],
-                                                     word_order=word_order)
+    value = ModbusClientMixin.convert_from_registers(
+        words, _DATATYPES[data_type], word_order=word_order
+    )
     return float(value)  # type: ignore[arg-type]
 
 
@@ -69,11 +70,16 @@ def _float32_little(words: Sequence[int], index: int) -> float:
 
 
 _READERS: dict[tuple[str, str], Reader] = {
-    ("uint16", "big"): _uint16, ("uint16", "little"): _uint16,
-    ("int16", "big"): _int16, ("int16", "little"): _int16,
-    ("uint32", "big"): _uint32_big, ("uint32", "little"): _uint32_little,
-    ("int32", "big"): _int32_big, ("int32", "little"): _int32_little,
-    ("float32", "big"): _float32_big, ("float32", "little"): _float32_little,
+    ("uint16", "big"): _uint16,
+    ("uint16", "little"): _uint16,
+    ("int16", "big"): _int16,
+    ("int16", "little"): _int16,
+    ("uint32", "big"): _uint32_big,
+    ("uint32", "little"): _uint32_little,
+    ("int32", "big"): _int32_big,
+    ("int32", "little"): _int32_little,
+    ("float32", "big"): _float32_big,
+    ("float32", "little"): _float32_little,
 }
 
 
@@ -89,8 +95,7 @@ def reader(data_type: str, word_order: WordOrder = "big") -> Reader:
 def encode(value: float, data_type: str, word_order: WordOrder = "big") -> list[int]:
     """The registers that hold ``value`` (the inverse of ``decode``)."""
     raw: int | float = value if data_type == "float32" else round(value)
-    return ModbusClientMixin.convert_to_registers(raw, _DATATYPES[data_type],
-                                                  word_order=word_order)
+    return ModbusClientMixin.convert_to_registers(raw, _DATATYPES[data_type], word_order=word_order)
 
 
 def scaled(raw: float, scale: float, offset: float) -> float | None:

@@ -59,35 +59,51 @@ class ModbusBus:
         read = self._readers[request.table]
         response = await self._execute(
             lambda: read(request.address, count=request.count, device_id=request.unit),
-            request, timeout,
+            request,
+            timeout,
         )
         if request.table.is_bits:
             return list(response.bits[: request.count])
         if len(response.registers) < request.count:
-            raise CommError(f"bus {self.name}: {_what(request)}: short answer "
-                            f"({len(response.registers)} registers)")
+            raise CommError(
+                f"bus {self.name}: {_what(request)}: short answer "
+                f"({len(response.registers)} registers)"
+            )
         return list(response.registers[: request.count])
 
-    async def write(self, unit: int, table: Table, address: int, values: list[int] | list[bool],
-                    *, timeout: float) -> None:
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
         what = f"unit {unit} {table} {address} write {values}"
         client = self._client
         call: Callable[[], Awaitable[ModbusPDU]]
         if table is Table.COIL:
             bits = [bool(v) for v in values]
-            call = ((lambda: client.write_coil(address, bits[0], device_id=unit)) if len(bits) == 1
-                    else (lambda: client.write_coils(address, bits, device_id=unit)))
+            call = (
+                (lambda: client.write_coil(address, bits[0], device_id=unit))
+                if len(bits) == 1
+                else (lambda: client.write_coils(address, bits, device_id=unit))
+            )
         elif table is Table.HOLDING:
             words = [int(v) for v in values]
-            call = ((lambda: client.write_register(address, words[0], device_id=unit))
-                    if len(words) == 1
-                    else (lambda: client.write_registers(address, words, device_id=unit)))
+            call = (
+                (lambda: client.write_register(address, words[0], device_id=unit))
+                if len(words) == 1
+                else (lambda: client.write_registers(address, words, device_id=unit))
+            )
         else:
             raise DeviceError(f"bus {self.name}: {what}: {table} is read-only", code=1)
         await self._execute(call, what, timeout)
 
-    async def _execute(self, call: Callable[[], Awaitable[ModbusPDU]],
-                       what: str | ReadRequest, timeout: float) -> ModbusPDU:
+    async def _execute(
+        self, call: Callable[[], Awaitable[ModbusPDU]], what: str | ReadRequest, timeout: float
+    ) -> ModbusPDU:
         """Run ``call``; ``what`` names the transaction in errors (a read's name is only
         formatted when there is an error to report, not on every poll)."""
         await self.open()
@@ -101,8 +117,9 @@ class ModbusBus:
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
-            raise DeviceError(f"bus {self.name}: {_what(what)}: exception {code} ({name})",
-                              code=code)
+            raise DeviceError(
+                f"bus {self.name}: {_what(what)}: exception {code} ({name})", code=code
+            )
         return response
 
 

@@ -21,7 +21,8 @@ class Config(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Bus name, unique in the file.")
     port: str = Field(min_length=1, description="Serial device path, e.g. /dev/ttyUSB0.")
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
-        default=9600, description="Line speed in baud.")
+        default=9600, description="Line speed in baud."
+    )
     parity: Literal["N", "E", "O"] = Field(default="N", description="Parity: N, E or O.")
     stopbits: Literal[1, 2] = Field(default=1, description="Stop bits.")
     bytesize: Literal[7, 8] = Field(default=8, description="Data bits.")
@@ -32,9 +33,15 @@ class ModbusRtuBus(ModbusBus):
 
     def __init__(self, config: Config) -> None:
         client = AsyncModbusSerialClient(
-            config.port, baudrate=config.baudrate, parity=config.parity,
-            stopbits=config.stopbits, bytesize=config.bytesize, name=config.name,
-            retries=0, timeout=1.0, reconnect_delay=0,
+            config.port,
+            baudrate=config.baudrate,
+            parity=config.parity,
+            stopbits=config.stopbits,
+            bytesize=config.bytesize,
+            name=config.name,
+            retries=0,
+            timeout=1.0,
+            reconnect_delay=0,
         )
         super().__init__(config.name, client)
         self._where = config.port

@@ -28,7 +28,11 @@ class ModbusTcpBus(ModbusBus):
 
     def __init__(self, config: Config) -> None:
         client = AsyncModbusTcpClient(
-            config.host, port=config.port, name=config.name, retries=0, timeout=1.0,
+            config.host,
+            port=config.port,
+            name=config.name,
+            retries=0,
+            timeout=1.0,
             reconnect_delay=0,  # the poller reconnects on its own schedule
         )
         super().__init__(config.name, client)

@@ -54,8 +54,9 @@ def plan_reads(unit: int, points: Iterable[P], max_gap: int) -> list[PlannedRead
     return plans
 
 
-def _merge(unit: int, table: Table, ordered: Sequence[P], max_gap: int,
-                      limit: int) -> Iterable[PlannedRead[P]]:
+def _merge(
+    unit: int, table: Table, ordered: Sequence[P], max_gap: int, limit: int
+) -> Iterable[PlannedRead[P]]:
     block: list[P] = []
     start = end = 0  # the block covers [start, end)
     for point in ordered:
@@ -71,7 +72,6 @@ def _merge(unit: int, table: Table, ordered: Sequence[P], max_gap: int,
         yield _planned(unit, table, block, start, end)
 
 
-def _planned(unit: int, table: Table, block: list[P], start: int,
-                        end: int) -> PlannedRead[P]:
+def _planned(unit: int, table: Table, block: list[P], start: int, end: int) -> PlannedRead[P]:
     request = ReadRequest(unit=unit, table=table, address=start, count=end - start)
     return PlannedRead(request, tuple((point, point.address - start) for point in block))

@@ -88,19 +88,40 @@ class _Rule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN, description=(
-        "Rule id within its point (alarm id = point/name). Default: kind_level for high, "
-        "low and rate_of_rise, the kind for sensor faults."))
+    name: str = Field(
+        default="",
+        pattern=r"^$|" + NAME_PATTERN,
+        description=(
+            "Rule id within its point (alarm id = point/name). Default: kind_level for high, "
+            "low and rate_of_rise, the kind for sensor faults."
+        ),
+    )
     level: Level = Field(default="alarm", description="prealarm, alarm, critical or fault.")
-    on_delay: float = Field(default=0.0, ge=0, le=86400, allow_inf_nan=False, description=(
-        "Seconds the condition must hold (by sample time) before the alarm raises."))
-    off_delay: float = Field(default=0.0, ge=0, le=86400, allow_inf_nan=False, description=(
-        "Seconds the condition must stay normal before the alarm clears."))
-    latch: bool = Field(default=False, description=(
-        "Stay raised after the condition returns to normal until acknowledged."))
+    on_delay: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description=("Seconds the condition must hold (by sample time) before the alarm raises."),
+    )
+    off_delay: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description=("Seconds the condition must stay normal before the alarm clears."),
+    )
+    latch: bool = Field(
+        default=False,
+        description=("Stay raised after the condition returns to normal until acknowledged."),
+    )
     shelvable: bool = Field(default=True, description="Crews may shelve this alarm.")
-    max_shelve: float = Field(default=8 * 3600, gt=0, le=7 * 86400, description=(
-        "Longest shelf in seconds (the expiry of a shelf is mandatory)."))
+    max_shelve: float = Field(
+        default=8 * 3600,
+        gt=0,
+        le=7 * 86400,
+        description=("Longest shelf in seconds (the expiry of a shelf is mandatory)."),
+    )
     description: str = Field(default="", description="Free text for people.")
 
     def default_name(self) -> str:
@@ -120,20 +141,34 @@ class ThresholdRule(_Rule):
 
     kind: Literal["high", "low"] = Field(description="high: raise above; low: raise below.")
     threshold: float = Field(allow_inf_nan=False, description="Value at which the alarm raises.")
-    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
-        "How far back past the threshold the value must go to clear."))
+    deadband: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=("How far back past the threshold the value must go to clear."),
+    )
 
 
 class RateOfRiseRule(_Rule):
     """Raise when the value rose by ``rate`` per minute over the last ``window`` seconds."""
 
     kind: Literal["rate_of_rise"]
-    rate: float = Field(gt=0, allow_inf_nan=False, description=(
-        "Units per minute: the rise from the lowest value in the window, per minute of window."))
-    window: float = Field(default=60.0, gt=0, le=86400, allow_inf_nan=False, description=(
-        "Seconds looked back."))
-    deadband: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
-        "Units per minute below rate at which the alarm clears."))
+    rate: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Units per minute: the rise from the lowest value in the window, per minute of window."
+        ),
+    )
+    window: float = Field(
+        default=60.0, gt=0, le=86400, allow_inf_nan=False, description=("Seconds looked back.")
+    )
+    deadband: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=("Units per minute below rate at which the alarm clears."),
+    )
 
     @model_validator(mode="after")
     def _deadband_below_rate(self) -> RateOfRiseRule:
@@ -153,8 +188,9 @@ class OutOfRangeRule(_FaultRule):
     """Sensor fault: the value lies outside the plausible range."""
 
     kind: Literal["out_of_range"]
-    range: tuple[float, float] | None = Field(default=None, description=(
-        "[min, max]; default: the point's range."))
+    range: tuple[float, float] | None = Field(
+        default=None, description=("[min, max]; default: the point's range.")
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutOfRangeRule:
@@ -167,10 +203,18 @@ class StuckRule(_FaultRule):
     """Sensor fault: good values stayed within ``tolerance`` of each other for ``duration``."""
 
     kind: Literal["stuck"]
-    duration: float = Field(gt=0, le=30 * 86400, allow_inf_nan=False, description=(
-        "Seconds without movement after which the sensor counts as stuck."))
-    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False, description=(
-        "Largest spread of values that still counts as not moving."))
+    duration: float = Field(
+        gt=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        description=("Seconds without movement after which the sensor counts as stuck."),
+    )
+    tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=("Largest spread of values that still counts as not moving."),
+    )
 
 
 class CommLossRule(_FaultRule):
@@ -199,9 +243,16 @@ class OutputFaultRule(_FaultRule):
 
 
 RULE_CLASSES: tuple[type[_Rule], ...] = (
-    ThresholdRule, RateOfRiseRule, OutOfRangeRule, StuckRule, CommLossRule, InvalidRule)
-RULE_KINDS = frozenset({"high", "low", "rate_of_rise", "out_of_range", "stuck", "comm_loss",
-                        "invalid"})
+    ThresholdRule,
+    RateOfRiseRule,
+    OutOfRangeRule,
+    StuckRule,
+    CommLossRule,
+    InvalidRule,
+)
+RULE_KINDS = frozenset(
+    {"high", "low", "rate_of_rise", "out_of_range", "stuck", "comm_loss", "invalid"}
+)
 
 AlarmRule = Annotated[
     ThresholdRule | RateOfRiseRule | OutOfRangeRule | StuckRule | CommLossRule | InvalidRule,
@@ -243,8 +294,13 @@ def load_rule_set(name: str) -> RuleSet:
         raise ValueError(TEXT_BAD_RULE_SET.format(name=name, error=exc)) from exc
 
 
-def resolve_rules(rules: Sequence[_Rule], *, rules_from: str | None, unit: str,
-                  point_range: tuple[float, float] | None) -> list[_Rule]:
+def resolve_rules(
+    rules: Sequence[_Rule],
+    *,
+    rules_from: str | None,
+    unit: str,
+    point_range: tuple[float, float] | None,
+) -> list[_Rule]:
     """A point's rules: its rule set's (unless overridden by name) then its own.
 
     Fills the range of out_of_range rules from the point; raises ValueError on a clash.
@@ -253,8 +309,9 @@ def resolve_rules(rules: Sequence[_Rule], *, rules_from: str | None, unit: str,
     if rules_from is not None:
         rule_set = load_rule_set(rules_from)
         if unit and rule_set.unit and _unit_key(unit) != _unit_key(rule_set.unit):
-            raise ValueError(TEXT_UNIT_MISMATCH.format(name=rules_from, expected=rule_set.unit,
-                                                       unit=unit))
+            raise ValueError(
+                TEXT_UNIT_MISMATCH.format(name=rules_from, expected=rule_set.unit, unit=unit)
+            )
         own = {rule.name for rule in rules}
         merged.extend(rule for rule in rule_set.alarms if rule.name not in own)
     names: set[str] = set()
@@ -312,12 +369,26 @@ class AlarmEvent:
 
     def body(self) -> dict[str, Any]:
         return {
-            "event": self.event, "alarm": self.alarm, "point": self.point, "rule": self.rule,
-            "kind": self.kind, "level": self.level, "value": self.value,
-            "threshold": self.threshold, "sample_ts": self.sample_ts,
-            "decided_ts": self.decided_ts, "quality": self.quality, "active": self.active,
-            "acked": self.acked, "shelved": self.shelved, "latch": self.latch, "by": self.by,
-            "note": self.note, "until": self.until, "test": self.test, "detail": self.detail,
+            "event": self.event,
+            "alarm": self.alarm,
+            "point": self.point,
+            "rule": self.rule,
+            "kind": self.kind,
+            "level": self.level,
+            "value": self.value,
+            "threshold": self.threshold,
+            "sample_ts": self.sample_ts,
+            "decided_ts": self.decided_ts,
+            "quality": self.quality,
+            "active": self.active,
+            "acked": self.acked,
+            "shelved": self.shelved,
+            "latch": self.latch,
+            "by": self.by,
+            "note": self.note,
+            "until": self.until,
+            "test": self.test,
+            "detail": self.detail,
         }
 
 
@@ -340,9 +411,28 @@ class _Alarm:
     """One rule on one point: its condition (after delays) and its lifecycle state."""
 
     __slots__ = (
-        "acked", "acked_by", "acked_note", "acked_ts", "cond", "id", "kind", "last_quality",
-        "last_ts", "latch", "level", "off_ms", "on_ms", "pending", "point", "raised",
-        "raised_ts", "rule", "shelved_by", "shelved_reason", "shelved_until", "threshold",
+        "acked",
+        "acked_by",
+        "acked_note",
+        "acked_ts",
+        "cond",
+        "id",
+        "kind",
+        "last_quality",
+        "last_ts",
+        "latch",
+        "level",
+        "off_ms",
+        "on_ms",
+        "pending",
+        "point",
+        "raised",
+        "raised_ts",
+        "rule",
+        "shelved_by",
+        "shelved_reason",
+        "shelved_until",
+        "threshold",
         "value",
     )
 
@@ -416,8 +506,9 @@ class _Threshold(_Alarm):
         super().__init__(point, rule)
         self.high = rule.kind == "high"
         self.limit = rule.threshold
-        self.clear_at = rule.threshold - rule.deadband if self.high else \
-            rule.threshold + rule.deadband
+        self.clear_at = (
+            rule.threshold - rule.deadband if self.high else rule.threshold + rule.deadband
+        )
         self.threshold = rule.threshold
 
     def check(self, sample: Sample) -> bool | None:
@@ -533,8 +624,9 @@ class _CommLoss(_Alarm):
 class _Invalid(_Alarm):
     __slots__ = ("explained",)
 
-    def __init__(self, point: str, rule: InvalidRule,
-                 explained: tuple[float, float] | None) -> None:
+    def __init__(
+        self, point: str, rule: InvalidRule, explained: tuple[float, float] | None
+    ) -> None:
         super().__init__(point, rule)
         self.explained = explained  # an out_of_range rule of the point reports these values
 
@@ -547,8 +639,11 @@ class _Invalid(_Alarm):
         value = sample.value
         self.value = value
         explained = self.explained
-        return not (value is not None and explained is not None
-                    and not explained[0] <= value <= explained[1])
+        return not (
+            value is not None
+            and explained is not None
+            and not explained[0] <= value <= explained[1]
+        )
 
 
 class _OutputFault(_Alarm):
@@ -588,8 +683,13 @@ class AlarmEngine:
     alarm. Listeners (the output driver) get every event synchronously; they must not block.
     """
 
-    def __init__(self, rules: Mapping[str, Sequence[_Rule]], now_ms: Callable[[], int], *,
-                 outputs: Mapping[str, Level] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Mapping[str, Sequence[_Rule]],
+        now_ms: Callable[[], int],
+        *,
+        outputs: Mapping[str, Level] | None = None,
+    ) -> None:
         self._now_ms = now_ms
         self._points = frozenset(rules)
         self._by_point: dict[str, tuple[_Alarm, ...]] = {}
@@ -660,8 +760,15 @@ class AlarmEngine:
             events.append(self._publish(self._event(state, "cleared", now)))
         return events
 
-    def shelve(self, alarm: str, *, by: str, reason: str, duration_s: float | None = None,
-               until_ms: int | None = None) -> list[AlarmEvent]:
+    def shelve(
+        self,
+        alarm: str,
+        *,
+        by: str,
+        reason: str,
+        duration_s: float | None = None,
+        until_ms: int | None = None,
+    ) -> list[AlarmEvent]:
         """Shelve an alarm until a mandatory expiry; shelving again moves the expiry."""
         state = self._get(alarm)
         _require(by, "by")
@@ -679,14 +786,16 @@ class AlarmEngine:
         if until_ms <= now:
             raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
         if until_ms - now > state.rule.max_shelve * 1000:
-            raise AlarmStateError(TEXT_SHELVE_TOO_LONG.format(alarm=alarm,
-                                                              max=state.rule.max_shelve))
+            raise AlarmStateError(
+                TEXT_SHELVE_TOO_LONG.format(alarm=alarm, max=state.rule.max_shelve)
+            )
         state.shelved_until, state.shelved_by, state.shelved_reason = until_ms, by, reason
         self._shelved.add(state)
         self._reschedule()
         self.revision += 1
-        return [self._publish(self._event(state, "shelved", now, by=by, note=reason,
-                                          until=until_ms))]
+        return [
+            self._publish(self._event(state, "shelved", now, by=by, note=reason, until=until_ms))
+        ]
 
     def unshelve(self, alarm: str, *, by: str, note: str = "") -> list[AlarmEvent]:
         """End a shelf now: [unshelved], then raised or cleared if the condition moved."""
@@ -696,8 +805,7 @@ class AlarmEngine:
             raise AlarmStateError(TEXT_NOT_SHELVED.format(alarm=alarm))
         return self._unshelve(state, by=by, note=note, now=self._now_ms())
 
-    def test_alarm(self, point: str, *, by: str = "", level: Level = "alarm"
-                   ) -> list[AlarmEvent]:
+    def test_alarm(self, point: str, *, by: str = "", level: Level = "alarm") -> list[AlarmEvent]:
         """A test alarm on ``point``: raised then cleared at once, both marked test."""
         if point not in self._points:
             raise UnknownAlarm(TEXT_UNKNOWN_POINT.format(point=point))
@@ -706,14 +814,26 @@ class AlarmEngine:
         steps: tuple[tuple[EventName, bool], ...] = (("raised", True), ("cleared", False))
         for name, active in steps:
             event = AlarmEvent(
-                event=name, alarm=f"{point}/test", point=point, rule="test", kind="test",
-                level=level, value=None, threshold=None, sample_ts=now, decided_ts=now,
-                active=active, by=by or None, test=True)
+                event=name,
+                alarm=f"{point}/test",
+                point=point,
+                rule="test",
+                kind="test",
+                level=level,
+                value=None,
+                threshold=None,
+                sample_ts=now,
+                decided_ts=now,
+                active=active,
+                by=by or None,
+                test=True,
+            )
             events.append(self._publish(event))
         return events
 
-    def report_output(self, output: str, *, ok: bool, detail: str = "",
-                      value: float | None = None) -> list[AlarmEvent]:
+    def report_output(
+        self, output: str, *, ok: bool, detail: str = "", value: float | None = None
+    ) -> list[AlarmEvent]:
         """The output driver's verdict on a write to ``output``: raises or clears its fault."""
         state = self._get(f"{output}/output_fault")
         state.value = value
@@ -734,8 +854,11 @@ class AlarmEngine:
 
     def active(self) -> list[dict[str, Any]]:
         """Every raised or shelved alarm, for `status`, the CLI and the reconnect snapshot."""
-        return [self._describe(a) for a in self._alarms.values()
-                if a.raised or a.shelved_until is not None]
+        return [
+            self._describe(a)
+            for a in self._alarms.values()
+            if a.raised or a.shelved_until is not None
+        ]
 
     def active_count(self) -> int:
         """How many alarms are raised (shelved ones included)."""
@@ -755,10 +878,17 @@ class AlarmEngine:
         for a in self._alarms.values():
             if a.raised or a.cond or a.shelved_until is not None:
                 alarms[a.id] = {
-                    "raised": a.raised, "cond": a.cond, "raised_ts": a.raised_ts,
-                    "acked": a.acked, "acked_by": a.acked_by, "acked_ts": a.acked_ts,
-                    "acked_note": a.acked_note, "value": a.value, "last_ts": a.last_ts,
-                    "shelved_until": a.shelved_until, "shelved_by": a.shelved_by,
+                    "raised": a.raised,
+                    "cond": a.cond,
+                    "raised_ts": a.raised_ts,
+                    "acked": a.acked,
+                    "acked_by": a.acked_by,
+                    "acked_ts": a.acked_ts,
+                    "acked_note": a.acked_note,
+                    "value": a.value,
+                    "last_ts": a.last_ts,
+                    "shelved_until": a.shelved_until,
+                    "shelved_by": a.shelved_by,
                     "shelved_reason": a.shelved_reason,
                 }
         return {"version": STATE_VERSION, "alarms": alarms}
@@ -803,8 +933,9 @@ class AlarmEngine:
             raise UnknownAlarm(TEXT_UNKNOWN_ALARM.format(alarm=alarm, point=point, known=known))
         return state
 
-    def _settle(self, alarm: _Alarm, sample_ts: int, *, detail: str | None = None
-                ) -> AlarmEvent | None:
+    def _settle(
+        self, alarm: _Alarm, sample_ts: int, *, detail: str | None = None
+    ) -> AlarmEvent | None:
         """The event, if any, after the confirmed condition of ``alarm`` changed."""
         if alarm.shelved_until is not None:
             return None  # reconciled when the shelf ends
@@ -820,8 +951,7 @@ class AlarmEngine:
         alarm.raised = False
         return self._event(alarm, "cleared", self._now_ms(), sample_ts=sample_ts, detail=detail)
 
-    def _unshelve(self, alarm: _Alarm, *, by: str | None, note: str, now: int
-                  ) -> list[AlarmEvent]:
+    def _unshelve(self, alarm: _Alarm, *, by: str | None, note: str, now: int) -> list[AlarmEvent]:
         alarm.shelved_until = alarm.shelved_by = alarm.shelved_reason = None
         self._shelved.discard(alarm)
         self._reschedule()
@@ -835,22 +965,45 @@ class AlarmEngine:
         return events
 
     def _reschedule(self) -> None:
-        self._next_expiry = min((a.shelved_until for a in self._shelved
-                                 if a.shelved_until is not None), default=None)
+        self._next_expiry = min(
+            (a.shelved_until for a in self._shelved if a.shelved_until is not None), default=None
+        )
 
-    def _event(self, alarm: _Alarm, event: EventName, now: int, *, sample_ts: int | None = None,
-               by: str | None = None, note: str | None = None, until: int | None = None,
-               detail: str | None = None) -> AlarmEvent:
+    def _event(
+        self,
+        alarm: _Alarm,
+        event: EventName,
+        now: int,
+        *,
+        sample_ts: int | None = None,
+        by: str | None = None,
+        note: str | None = None,
+        until: int | None = None,
+        detail: str | None = None,
+    ) -> AlarmEvent:
         if sample_ts is None:
             sample_ts = alarm.last_ts if alarm.last_ts is not None else now
         quality = alarm.last_quality
         return AlarmEvent(
-            event=event, alarm=alarm.id, point=alarm.point, rule=alarm.rule.name,
-            kind=alarm.kind, level=alarm.level, value=alarm.value, threshold=alarm.threshold,
-            sample_ts=sample_ts, decided_ts=now,
-            quality=None if quality is None else quality.value, active=alarm.raised,
-            acked=alarm.acked, shelved=alarm.shelved_until is not None, latch=alarm.latch,
-            by=by, note=note, until=until, detail=detail,
+            event=event,
+            alarm=alarm.id,
+            point=alarm.point,
+            rule=alarm.rule.name,
+            kind=alarm.kind,
+            level=alarm.level,
+            value=alarm.value,
+            threshold=alarm.threshold,
+            sample_ts=sample_ts,
+            decided_ts=now,
+            quality=None if quality is None else quality.value,
+            active=alarm.raised,
+            acked=alarm.acked,
+            shelved=alarm.shelved_until is not None,
+            latch=alarm.latch,
+            by=by,
+            note=note,
+            until=until,
+            detail=detail,
         )
 
     def _publish(self, event: AlarmEvent) -> AlarmEvent:
@@ -860,14 +1013,27 @@ class AlarmEngine:
 
     def _describe(self, a: _Alarm) -> dict[str, Any]:
         return {
-            "alarm": a.id, "point": a.point, "rule": a.rule.name, "kind": a.kind,
-            "level": a.level, "state": a.state(), "raised": a.raised,
-            "condition": "abnormal" if a.cond else "normal", "acked": a.acked,
-            "latch": a.latch, "value": a.value, "threshold": a.threshold,
-            "sample_ts": a.last_ts, "raised_ts": a.raised_ts, "acked_by": a.acked_by,
-            "acked_ts": a.acked_ts, "ack_note": a.acked_note,
-            "shelved": a.shelved_until is not None, "shelved_by": a.shelved_by,
-            "shelved_until": a.shelved_until, "shelve_reason": a.shelved_reason,
+            "alarm": a.id,
+            "point": a.point,
+            "rule": a.rule.name,
+            "kind": a.kind,
+            "level": a.level,
+            "state": a.state(),
+            "raised": a.raised,
+            "condition": "abnormal" if a.cond else "normal",
+            "acked": a.acked,
+            "latch": a.latch,
+            "value": a.value,
+            "threshold": a.threshold,
+            "sample_ts": a.last_ts,
+            "raised_ts": a.raised_ts,
+            "acked_by": a.acked_by,
+            "acked_ts": a.acked_ts,
+            "ack_note": a.acked_note,
+            "shelved": a.shelved_until is not None,
+            "shelved_by": a.shelved_by,
+            "shelved_until": a.shelved_until,
+            "shelve_reason": a.shelved_reason,
         }
 
 
@@ -922,8 +1088,14 @@ class AlarmHousekeeper:
     listener stores them.
     """
 
-    def __init__(self, engine: AlarmEngine, state: AlarmStateFile,
-                 emit: Listener | None = None, *, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: AlarmEngine,
+        state: AlarmStateFile,
+        emit: Listener | None = None,
+        *,
+        interval: float = 1.0,
+    ) -> None:
         self.engine = engine
         self.state = state
         self._emit = emit

@@ -66,32 +66,36 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 2
 
-TEXT_NO_RUNTIME = _(
-    "no LiteRT runtime: install tflite-runtime (Python < 3.12) or ai-edge-litert")
+TEXT_NO_RUNTIME = _("no LiteRT runtime: install tflite-runtime (Python < 3.12) or ai-edge-litert")
 TEXT_NO_MODEL = _("anomaly model {name!r}: cannot load {path}: {error}")
 TEXT_BAD_OUTPUT = _(
     "anomaly model {name!r}: {path} gives output shape {shape}; "
-    "a Watchpost model gives [batch, features]")
+    "a Watchpost model gives [batch, features]"
+)
 TEXT_SHAPE_POINTS = _(
     "anomaly model {name!r}: {path} takes windows of {expected} point(s) "
     "(input shape {shape}), but the entry lists {given} point(s): {points}. "
     "Give it exactly the points it was trained on, in the same order, or use a "
-    "channel-independent model such as the shipped one")
+    "channel-independent model such as the shipped one"
+)
 TEXT_SHAPE_RANK = _(
     "anomaly model {name!r}: {path} has input shape {shape}; "
-    "a Watchpost model takes [batch, window, channels]")
+    "a Watchpost model takes [batch, window, channels]"
+)
 TEXT_SHAPE_WINDOW = _(
     "anomaly model {name!r}: {path} takes windows of {expected} samples, "
-    "but its sidecar {sidecar} says {given}")
+    "but its sidecar {sidecar} says {given}"
+)
 TEXT_CALIBRATION_SHORT = _(
     "anomaly model {name!r}: calibration_s gives {rows} row(s); at least {needed} are needed "
-    "(window {window} + drift lag {lag} + 8): make calibration_s longer")
+    "(window {window} + drift lag {lag} + 8): make calibration_s longer"
+)
 TEXT_CALIBRATION_GAPS = "%s; calibration goes on with more rows"
 TEXT_FEW_ROWS = _(
     "anomaly model {name!r}: {rows} calibration row(s) give {windows} window(s); "
-    "at least {needed} rows are needed (window {window} + drift lag {lag} + 8)")
-TEXT_STATE_DISCARDED = _(
-    "anomaly model %r: calibration in %s does not fit (%s); calibrating anew")
+    "at least {needed} rows are needed (window {window} + drift lag {lag} + 8)"
+)
+TEXT_STATE_DISCARDED = _("anomaly model %r: calibration in %s does not fit (%s); calibrating anew")
 TEXT_CALIBRATED = _("anomaly model %r: calibrated on %d rows, threshold %.3g")
 TEXT_QUEUE_FULL = _("anomaly runner: input queue full, dropping samples until it drains")
 TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were dropped")
@@ -128,47 +132,75 @@ class _Section(BaseModel):
 class AnomalyModelConfig(_Section):
     """One model watching a group of points."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$",
-                      description="Name of this entry; appears as `model` in anomaly events.")
-    points: list[str] = Field(min_length=1,
-                              description="Points fed to the model, in the model's order.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of this entry; appears as `model` in anomaly events.",
+    )
+    points: list[str] = Field(
+        min_length=1, description="Points fed to the model, in the model's order."
+    )
     model: Path | None = Field(
         default=None,
-        description="A .tflite file (with its .json sidecar); default: the shipped generic model.")
-    period_s: float = Field(default=1.0, gt=0, le=3600,
-                            description="Time grid: one row of all points per period, seconds.")
+        description="A .tflite file (with its .json sidecar); default: the shipped generic model.",
+    )
+    period_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Time grid: one row of all points per period, seconds.",
+    )
     max_age_s: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="A point's last good sample is used for at most this long; "
-                    "default: 3 periods. Older means a gap in the data.")
+        "default: 3 periods. Older means a gap in the data.",
+    )
     calibration_s: float = Field(
-        default=7200.0, gt=0,
-        description="Length of good data, seconds, learned as normal before scoring starts.")
+        default=7200.0,
+        gt=0,
+        description="Length of good data, seconds, learned as normal before scoring starts.",
+    )
     threshold_factor: float = Field(
-        default=8.0, gt=0,
-        description="Threshold = this factor times the highest calibration point score.")
+        default=8.0,
+        gt=0,
+        description="Threshold = this factor times the highest calibration point score.",
+    )
     relation_factor: float = Field(
-        default=8.0, ge=0,
+        default=8.0,
+        ge=0,
         description="Threshold of the relation score (levels of the points that no longer "
-                    "fit together) = this factor times its highest calibration value; "
-                    "0 turns the relation part off.")
-    top_k: int = Field(default=2, ge=1,
-                       description="Score = mean of the k largest squared feature z-scores.")
+        "fit together) = this factor times its highest calibration value; "
+        "0 turns the relation part off.",
+    )
+    top_k: int = Field(
+        default=2, ge=1, description="Score = mean of the k largest squared feature z-scores."
+    )
     drift_lag_s: float = Field(
-        default=50.0, ge=0,
+        default=50.0,
+        ge=0,
         description="Lag, seconds, over which calibration measures slow drift of each "
-                    "feature (0: no drift allowance).")
-    hold_s: float = Field(default=5.0, ge=0,
-                          description="The score must stay above the threshold this long "
-                                      "before an event is raised, seconds.")
-    clear_s: float = Field(default=30.0, ge=0,
-                           description="The score must stay below the threshold this long "
-                                       "before the event is cleared, seconds.")
+        "feature (0: no drift allowance).",
+    )
+    hold_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="The score must stay above the threshold this long "
+        "before an event is raised, seconds.",
+    )
+    clear_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="The score must stay below the threshold this long "
+        "before the event is cleared, seconds.",
+    )
     test_latency_s: float = Field(
-        default=0.0, ge=0, le=60,
+        default=0.0,
+        ge=0,
+        le=60,
         description="Extra seconds the worker spends on every scored window: makes this "
-                    "model artificially slow, to check on a bench that alarms never wait "
-                    "for it. Keep 0 in service.")
+        "model artificially slow, to check on a bench that alarms never wait "
+        "for it. Keep 0 in service.",
+    )
 
     @model_validator(mode="after")
     def _unique_points(self) -> AnomalyModelConfig:
@@ -189,11 +221,14 @@ class AnomalyConfig(_Section):
 
     enabled: bool = Field(default=True, description="Run the anomaly models at all.")
     queue_size: int = Field(
-        default=100_000, ge=100,
+        default=100_000,
+        ge=100,
         description="Samples buffered between the poller and the models; when full, new "
-                    "samples are dropped for the models only (never for alarms or the store).")
+        "samples are dropped for the models only (never for alarms or the store).",
+    )
     models: list[AnomalyModelConfig] = Field(
-        default_factory=list, description="Model entries, each watching a group of points.")
+        default_factory=list, description="Model entries, each watching a group of points."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> AnomalyConfig:
@@ -253,8 +288,9 @@ class LiteRTModel:
     Not thread-safe: one caller at a time.
     """
 
-    def __init__(self, path: Path, points: Sequence[str], *, name: str = "",
-                 num_threads: int = 1) -> None:
+    def __init__(
+        self, path: Path, points: Sequence[str], *, name: str = "", num_threads: int = 1
+    ) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.points = list(points)
@@ -264,7 +300,8 @@ class LiteRTModel:
             self._it = _interpreter_class()(model_content=blob, num_threads=num_threads)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(
-                TEXT_NO_MODEL.format(name=self.name, path=self.path, error=exc)) from exc
+                TEXT_NO_MODEL.format(name=self.name, path=self.path, error=exc)
+            ) from exc
         sidecar = self.path.with_suffix(".json")
         self.meta: dict[str, Any] = {}
         if sidecar.exists():
@@ -272,7 +309,8 @@ class LiteRTModel:
                 self.meta = json.loads(sidecar.read_text())
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(
-                    TEXT_NO_MODEL.format(name=self.name, path=sidecar, error=exc)) from exc
+                    TEXT_NO_MODEL.format(name=self.name, path=sidecar, error=exc)
+                ) from exc
         inp = self._it.get_input_details()[0]
         out = self._it.get_output_details()[0]
         shape = [int(d) for d in inp["shape_signature"]]
@@ -281,13 +319,19 @@ class LiteRTModel:
             raise ModelShapeError(TEXT_SHAPE_RANK.format(**fmt))
         self.window = shape[1]
         if "window" in self.meta and int(self.meta["window"]) != self.window:
-            raise ModelShapeError(TEXT_SHAPE_WINDOW.format(
-                **fmt, expected=self.window, sidecar=sidecar.name, given=self.meta["window"]))
+            raise ModelShapeError(
+                TEXT_SHAPE_WINDOW.format(
+                    **fmt, expected=self.window, sidecar=sidecar.name, given=self.meta["window"]
+                )
+            )
         self.channel_independent = shape[2] == 1 and shape[0] == -1
         n = len(self.points)
         if not self.channel_independent and shape[2] != n:
-            raise ModelShapeError(TEXT_SHAPE_POINTS.format(
-                **fmt, expected=shape[2], given=n, points=", ".join(self.points)))
+            raise ModelShapeError(
+                TEXT_SHAPE_POINTS.format(
+                    **fmt, expected=shape[2], given=n, points=", ".join(self.points)
+                )
+            )
         out_shape = [int(d) for d in out["shape_signature"]]
         if len(out_shape) != 2 or out_shape[1] < 1:
             raise ModelLoadError(TEXT_BAD_OUTPUT.format(**fmt | {"shape": out_shape}))
@@ -339,15 +383,15 @@ class LiteRTModel:
             self._resize(chunk)
             buf = np.zeros((chunk, w, 1), dtype=np.float32)
             for start in range(0, n * p, chunk):
-                part = rows[start:start + chunk]
-                buf[:len(part)] = part
+                part = rows[start : start + chunk]
+                buf[: len(part)] = part
                 self._it.set_tensor(self._in, buf)
                 self._it.invoke()
-                out[start:start + len(part)] = self._it.get_tensor(self._out)[:len(part)]
+                out[start : start + len(part)] = self._it.get_tensor(self._out)[: len(part)]
             return out.reshape(n, p * self.features_per_row).astype(np.float64)
         out = np.empty((n, self.n_features), dtype=np.float64)
         for i in range(n):
-            self._it.set_tensor(self._in, windows[i:i + 1])
+            self._it.set_tensor(self._in, windows[i : i + 1])
             self._it.invoke()
             out[i] = self._it.get_tensor(self._out)[0]
         return out
@@ -408,21 +452,35 @@ class Calibration:
     def from_json(cls, d: dict[str, Any]) -> Calibration:
         if d.get("version") != STATE_VERSION:
             raise ValueError(f"state version {d.get('version')!r}, expected {STATE_VERSION}")
-        arrays = {k: np.asarray(d[k], dtype=np.float64) for k in
-                  ("input_mean", "input_scale", "feature_center", "feature_scale",
-                   "relation_center")}
+        arrays = {
+            k: np.asarray(d[k], dtype=np.float64)
+            for k in (
+                "input_mean",
+                "input_scale",
+                "feature_center",
+                "feature_scale",
+                "relation_center",
+            )
+        }
         index = [int(i) for i in d["relation_index"]]
         precision = np.asarray(d["relation_precision"], dtype=np.float64)
         if precision.shape != (len(index), len(index)) or arrays["relation_center"].shape != (
-                len(index),):
+            len(index),
+        ):
             raise ValueError("relation part: inconsistent shapes")
-        return cls(model_sha256=str(d["model_sha256"]), points=[str(p) for p in d["points"]],
-                   rows=int(d["rows"]), max_score=float(d["max_score"]),
-                   threshold=float(d["threshold"]), created_ms=int(d["created_ms"]),
-                   relation_index=index, relation_precision=precision.reshape(
-                       len(index), len(index)),
-                   relation_max=float(d["relation_max"]),
-                   relation_threshold=float(d["relation_threshold"]), **arrays)
+        return cls(
+            model_sha256=str(d["model_sha256"]),
+            points=[str(p) for p in d["points"]],
+            rows=int(d["rows"]),
+            max_score=float(d["max_score"]),
+            threshold=float(d["threshold"]),
+            created_ms=int(d["created_ms"]),
+            relation_index=index,
+            relation_precision=precision.reshape(len(index), len(index)),
+            relation_max=float(d["relation_max"]),
+            relation_threshold=float(d["relation_threshold"]),
+            **arrays,
+        )
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader (or a restart) sees the old file or the new one."""
@@ -465,8 +523,9 @@ def topk_mean(z2: np.ndarray, k: int) -> np.ndarray:
     return np.partition(z2, z2.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1)
 
 
-def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
-                    params: DetectorParams, now_ms: int) -> Calibration:
+def fit_calibration(
+    model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray, params: DetectorParams, now_ms: int
+) -> Calibration:
     """Fit the calibration of ``model`` on ``rows`` ``[n, points]``.
 
     ``breaks[i]`` is true where row ``i`` does not follow row ``i - 1`` (a gap in the data);
@@ -476,19 +535,28 @@ def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
     needed = w + lag + 8
     n = len(rows)
     if n < needed:
-        raise CalibrationError(TEXT_FEW_ROWS.format(
-            name=model.name, rows=n, windows=max(0, n - w + 1), needed=needed, window=w, lag=lag))
+        raise CalibrationError(
+            TEXT_FEW_ROWS.format(
+                name=model.name, rows=n, windows=max(0, n - w + 1), needed=needed, window=w, lag=lag
+            )
+        )
     mean, scale = input_scaling(rows)
     z = (rows - mean) / scale
     seg = np.cumsum(breaks)  # segment id of each row
     ends = np.array([i for i in range(w - 1, n) if seg[i] == seg[i - w + 1]], dtype=int)
     if len(ends) < lag + 8:
-        raise CalibrationError(TEXT_FEW_ROWS.format(
-            name=model.name, rows=n, windows=len(ends), needed=needed, window=w, lag=lag))
+        raise CalibrationError(
+            TEXT_FEW_ROWS.format(
+                name=model.name, rows=n, windows=len(ends), needed=needed, window=w, lag=lag
+            )
+        )
     chunk = 256  # windows per call: the stacked windows of hours of rows would not fit
-    feats = np.concatenate([
-        model.features_many(np.stack([z[e - w + 1:e + 1] for e in ends[i:i + chunk]]))
-        for i in range(0, len(ends), chunk)])
+    feats = np.concatenate(
+        [
+            model.features_many(np.stack([z[e - w + 1 : e + 1] for e in ends[i : i + chunk]]))
+            for i in range(0, len(ends), chunk)
+        ]
+    )
     center = feats.mean(axis=0)
     var = feats.var(axis=0)
     drift: np.ndarray | None = None  # feature changes over `lag` rows within a segment
@@ -498,7 +566,7 @@ def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
         if pairs:
             a, b = np.array(pairs).T
             drift = feats[a] - feats[b]
-            var = var + (drift ** 2).mean(axis=0)  # drift allowance
+            var = var + (drift**2).mean(axis=0)  # drift allowance
     fscale = np.maximum(np.sqrt(var), 1e-3)
     scores = topk_mean(((feats - center) / fscale) ** 2, params.top_k)
     max_score = float(scores.max())
@@ -517,13 +585,26 @@ def fit_calibration(model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray,
         precision = np.linalg.inv(cov)
         rscores = np.einsum("ij,jk,ik->i", dev, precision, dev) / len(index)
         rmax = float(rscores.max())
-        relation = {"relation_index": index, "relation_center": rcenter,
-                    "relation_precision": precision, "relation_max": rmax,
-                    "relation_threshold": params.relation_factor * max(rmax, 1e-6)}
+        relation = {
+            "relation_index": index,
+            "relation_center": rcenter,
+            "relation_precision": precision,
+            "relation_max": rmax,
+            "relation_threshold": params.relation_factor * max(rmax, 1e-6),
+        }
     return Calibration(
-        model_sha256=model.sha256, points=list(model.points), rows=n,
-        input_mean=mean, input_scale=scale, feature_center=center, feature_scale=fscale,
-        max_score=max_score, threshold=threshold, created_ms=now_ms, **relation)
+        model_sha256=model.sha256,
+        points=list(model.points),
+        rows=n,
+        input_mean=mean,
+        input_scale=scale,
+        feature_center=center,
+        feature_scale=fscale,
+        max_score=max_score,
+        threshold=threshold,
+        created_ms=now_ms,
+        **relation,
+    )
 
 
 # --------------------------------------------------------------------------- detector
@@ -556,8 +637,14 @@ class AnomalyDetector:
     window. ``gap()`` says the next row does not follow the last one.
     """
 
-    def __init__(self, *, name: str, model: LiteRTModel, params: DetectorParams,
-                 state_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: LiteRTModel,
+        params: DetectorParams,
+        state_path: Path | None = None,
+    ) -> None:
         self.name = name
         self.model = model
         self.params = params
@@ -571,9 +658,15 @@ class AnomalyDetector:
         self._raised_points: list[str] = []
         needed = model.window + params.drift_lag + 8
         if params.calibration_rows < needed:
-            raise CalibrationError(TEXT_CALIBRATION_SHORT.format(
-                name=name, rows=params.calibration_rows, needed=needed, window=model.window,
-                lag=params.drift_lag))
+            raise CalibrationError(
+                TEXT_CALIBRATION_SHORT.format(
+                    name=name,
+                    rows=params.calibration_rows,
+                    needed=needed,
+                    window=model.window,
+                    lag=params.drift_lag,
+                )
+            )
         if state_path is not None:
             self.calibration = self._load_state(state_path)
 
@@ -647,13 +740,14 @@ class AnomalyDetector:
         rows = np.stack(c.rows)
         try:
             self.calibration = fit_calibration(
-                self.model, rows, np.array(c.breaks), self.params, now_ms=ts)
+                self.model, rows, np.array(c.breaks), self.params, now_ms=ts
+            )
         except CalibrationError as exc:
             # gaps in the data left too few whole windows: keep learning from more rows,
             # and forget the oldest half rather than grow without bound
             if len(c.rows) >= 4 * self.params.calibration_rows:
                 half = len(c.rows) // 2
-                c.rows, c.breaks = c.rows[half:], [True, *c.breaks[half + 1:]]
+                c.rows, c.breaks = c.rows[half:], [True, *c.breaks[half + 1 :]]
             if not c.warned:
                 c.warned = True
                 log.warning(TEXT_CALIBRATION_GAPS, exc)
@@ -663,7 +757,7 @@ class AnomalyDetector:
             self.calibration.save(self.state_path)
         # the window goes on from the calibration's last rows, so scoring starts at once
         seg = np.cumsum(c.breaks)
-        tail = [i for i in range(len(rows)) if seg[i] == seg[-1]][-(self.model.window - 1):]
+        tail = [i for i in range(len(rows)) if seg[i] == seg[-1]][-(self.model.window - 1) :]
         cal = self.calibration
         self._window = [(rows[i] - cal.input_mean) / cal.input_scale for i in tail]
         self._cal = _Calibrating()
@@ -686,8 +780,7 @@ class AnomalyDetector:
             event = self._event("cleared", ts, score, threshold, self._raised_points)
         return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
 
-    def _points_involved(self, z2: np.ndarray, share: np.ndarray,
-                         threshold: float) -> list[str]:
+    def _points_involved(self, z2: np.ndarray, share: np.ndarray, threshold: float) -> list[str]:
         """Points whose features crossed the threshold, strongest first; then, if the
         relation score crossed it, the points that make up most (80 %) of it."""
         fp = self.model.feature_points
@@ -705,10 +798,22 @@ class AnomalyDetector:
             hot = [fp[int(np.argmax(z2))]]
         return list(dict.fromkeys(hot))  # unique, strongest first
 
-    def _event(self, kind: Literal["raised", "cleared"], ts: int, score: float,
-               threshold: float, points: list[str]) -> dict[str, Any]:
-        return {"event": kind, "model": self.name, "score": _json_float(score),
-                "threshold": _json_float(threshold), "points": list(points), "ts": ts}
+    def _event(
+        self,
+        kind: Literal["raised", "cleared"],
+        ts: int,
+        score: float,
+        threshold: float,
+        points: list[str],
+    ) -> dict[str, Any]:
+        return {
+            "event": kind,
+            "model": self.name,
+            "score": _json_float(score),
+            "threshold": _json_float(threshold),
+            "points": list(points),
+            "ts": ts,
+        }
 
 
 def _json_float(x: float) -> float:
@@ -724,8 +829,9 @@ def open_detector(cfg: AnomalyModelConfig, state_dir: Path | None) -> AnomalyDet
     path = cfg.model or shipped_model_path()
     model = LiteRTModel(path, cfg.points, name=cfg.name)
     state = state_dir / "anomaly" / f"{cfg.name}.json" if state_dir is not None else None
-    return AnomalyDetector(name=cfg.name, model=model, params=DetectorParams.from_config(cfg),
-                           state_path=state)
+    return AnomalyDetector(
+        name=cfg.name, model=model, params=DetectorParams.from_config(cfg), state_path=state
+    )
 
 
 # --------------------------------------------------------------------------- the runner
@@ -786,8 +892,7 @@ class AnomalyRunner:
     ``ModelShapeError`` here is a configuration error.
     """
 
-    def __init__(self, *, config: AnomalyConfig, state_dir: Path | None,
-                 emit: EventSink) -> None:
+    def __init__(self, *, config: AnomalyConfig, state_dir: Path | None, emit: EventSink) -> None:
         self.config = config
         self._emit = emit
         self.detectors: dict[str, AnomalyDetector] = {}

@@ -35,7 +35,8 @@ TEXT_ANOMALY_HELP = _("on-device anomaly models")
 TEXT_SCORE_HELP = _("score a CSV offline with the daemon's anomaly detector")
 TEXT_SCORE_DESCRIPTION = _(
     "Calibrate on the first N rows of a CSV, then print `row,score,anomaly` for every later "
-    "row (row: 0-based data row, header not counted; anomaly: 1 while an event is raised).")
+    "row (row: 0-based data row, header not counted; anomaly: 1 while an event is raised)."
+)
 TEXT_CSV_HELP = _("the CSV file, with a header row")
 TEXT_MODEL_HELP = _("a .tflite model (default: the shipped generic model)")
 TEXT_CAL_HELP = _("rows used for calibration (default: %(default)s)")
@@ -45,7 +46,8 @@ TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)
 TEXT_FACTOR_HELP = _("threshold = factor x highest calibration score (default: %(default)s)")
 TEXT_RELATION_HELP = _(
     "relation threshold = factor x highest calibration relation score; 0: off "
-    "(default: %(default)s)")
+    "(default: %(default)s)"
+)
 TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: %(default)s)")
 TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: %(default)s)")
 TEXT_NO_COLUMN = _("{path}: no column {name!r} (columns: {columns})")
@@ -70,16 +72,18 @@ class CsvTable:
     rows: list[list[float] | None]  # None: a row with a cell that is not a number
 
 
-def read_table(path: Path, *, sep: str = ",", time_column: str | None = None,
-               ignore: Sequence[str] = ()) -> CsvTable:
+def read_table(
+    path: Path, *, sep: str = ",", time_column: str | None = None, ignore: Sequence[str] = ()
+) -> CsvTable:
     """The numeric input columns of a CSV; raises ValueError naming a missing column."""
     with path.open(newline="") as f:
         reader = csv.reader(f, delimiter=sep)
         header = [h.strip() for h in next(reader, [])]
         for name in [time_column, *ignore]:
             if name is not None and name not in header:
-                raise ValueError(TEXT_NO_COLUMN.format(
-                    path=path, name=name, columns=", ".join(header)))
+                raise ValueError(
+                    TEXT_NO_COLUMN.format(path=path, name=name, columns=", ".join(header))
+                )
         drop = {time_column, *ignore}
         keep = [i for i, h in enumerate(header) if h not in drop]
         if not keep:
@@ -97,22 +101,34 @@ def read_table(path: Path, *, sep: str = ",", time_column: str | None = None,
     return CsvTable(columns=[header[i] for i in keep], rows=rows)
 
 
-def score_table(table: CsvTable, *, model_path: Path | None = None, calibrate_rows: int,
-                threshold_factor: float = _DEFAULTS.threshold_factor,
-                relation_factor: float = _DEFAULTS.relation_factor,
-                hold: int | None = None, clear: int | None = None) -> Iterator[ScoredRow]:
+def score_table(
+    table: CsvTable,
+    *,
+    model_path: Path | None = None,
+    calibrate_rows: int,
+    threshold_factor: float = _DEFAULTS.threshold_factor,
+    relation_factor: float = _DEFAULTS.relation_factor,
+    hold: int | None = None,
+    clear: int | None = None,
+) -> Iterator[ScoredRow]:
     """Calibrate on the first rows, then yield one result per later row.
 
     One row is one period of the grid, so the entry's durations (hold, clear, drift lag)
     count rows at the default period of one second.
     """
-    cfg = AnomalyModelConfig(name="csv", points=table.columns,
-                             calibration_s=calibrate_rows * _DEFAULTS.period_s,
-                             threshold_factor=threshold_factor,
-                             relation_factor=relation_factor)
+    cfg = AnomalyModelConfig(
+        name="csv",
+        points=table.columns,
+        calibration_s=calibrate_rows * _DEFAULTS.period_s,
+        threshold_factor=threshold_factor,
+        relation_factor=relation_factor,
+    )
     params = DetectorParams.from_config(cfg)
-    params = dataclasses.replace(params, hold=params.hold if hold is None else hold,
-                                 clear=params.clear if clear is None else clear)
+    params = dataclasses.replace(
+        params,
+        hold=params.hold if hold is None else hold,
+        clear=params.clear if clear is None else clear,
+    )
     model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
     det = AnomalyDetector(name="csv", model=model, params=params)
     for i, values in enumerate(table.rows):
@@ -142,18 +158,30 @@ def _split(text: str) -> list[str]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     try:
-        table = read_table(args.csv, sep=args.sep, time_column=args.time_column,
-                           ignore=_split(args.ignore_columns))
+        table = read_table(
+            args.csv, sep=args.sep, time_column=args.time_column, ignore=_split(args.ignore_columns)
+        )
         if len(table.rows) < args.calibrate_rows:
-            raise ValueError(TEXT_SHORT.format(
-                path=args.csv, rows=len(table.rows), n=args.calibrate_rows))
-        write_rows(score_table(table, model_path=args.model, calibrate_rows=args.calibrate_rows,
-                               threshold_factor=args.threshold_factor,
-                               relation_factor=args.relation_factor, hold=args.hold,
-                               clear=args.clear), sys.stdout)
+            raise ValueError(
+                TEXT_SHORT.format(path=args.csv, rows=len(table.rows), n=args.calibrate_rows)
+            )
+        write_rows(
+            score_table(
+                table,
+                model_path=args.model,
+                calibrate_rows=args.calibrate_rows,
+                threshold_factor=args.threshold_factor,
+                relation_factor=args.relation_factor,
+                hold=args.hold,
+                clear=args.clear,
+            ),
+            sys.stdout,
+        )
     except OSError as exc:
-        print(TEXT_ERROR.format(message=TEXT_CANNOT_READ.format(path=args.csv, error=exc)),
-              file=sys.stderr)
+        print(
+            TEXT_ERROR.format(message=TEXT_CANNOT_READ.format(path=args.csv, error=exc)),
+            file=sys.stderr,
+        )
         return 1
     except (ValueError, AnomalyError) as exc:
         print(TEXT_ERROR.format(message=exc), file=sys.stderr)
@@ -171,12 +199,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--sep", default=",", help=TEXT_SEP_HELP)
     p.add_argument("--time-column", metavar="C", help=TEXT_TIME_HELP)
     p.add_argument("--ignore-columns", default="", metavar="a,b", help=TEXT_IGNORE_HELP)
-    p.add_argument("--threshold-factor", type=float, default=_DEFAULTS.threshold_factor,
-                   help=TEXT_FACTOR_HELP)
-    p.add_argument("--relation-factor", type=float, default=_DEFAULTS.relation_factor,
-                   help=TEXT_RELATION_HELP)
-    p.add_argument("--hold", type=int, default=_DEFAULTS.rows(_DEFAULTS.hold_s),
-                   help=TEXT_HOLD_HELP)
-    p.add_argument("--clear", type=int, default=_DEFAULTS.rows(_DEFAULTS.clear_s),
-                   help=TEXT_CLEAR_HELP)
+    p.add_argument(
+        "--threshold-factor", type=float, default=_DEFAULTS.threshold_factor, help=TEXT_FACTOR_HELP
+    )
+    p.add_argument(
+        "--relation-factor", type=float, default=_DEFAULTS.relation_factor, help=TEXT_RELATION_HELP
+    )
+    p.add_argument(
+        "--hold", type=int, default=_DEFAULTS.rows(_DEFAULTS.hold_s), help=TEXT_HOLD_HELP
+    )
+    p.add_argument(
+        "--clear", type=int, default=_DEFAULTS.rows(_DEFAULTS.clear_s), help=TEXT_CLEAR_HELP
+    )
     p.set_defaults(handler=cmd_score)

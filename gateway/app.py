@@ -1,9 +1,9 @@
 """The daemon: wires the parts together and runs them until told to stop.
 
-    poller -> alarm engine -> store (`alarms`, durable) -> uplink -> platform
-           -> telemetry batcher -> store (`telemetry`)
-           -> anomaly runner (LiteRT, off the loop) -> store (`anomalies`, durable)
-    control socket <- crews' CLI;  systemd watchdog <- poll loop and store writer alive
+poller -> alarm engine -> store (`alarms`, durable) -> uplink -> platform
+       -> telemetry batcher -> store (`telemetry`)
+       -> anomaly runner (LiteRT, off the loop) -> store (`anomalies`, durable)
+control socket <- crews' CLI;  systemd watchdog <- poll loop and store writer alive
 """
 
 from __future__ import annotations
@@ -84,13 +84,16 @@ class Gateway:
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
         self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
         self.alarms = AlarmEngine(
-            {point.name: point.alarms for _device, point in config.points()}, self.now_ms,
-            outputs=fault_levels(config.outputs))
+            {point.name: point.alarms for _device, point in config.points()},
+            self.now_ms,
+            outputs=fault_levels(config.outputs),
+        )
         # latched, acknowledged and shelved alarms survive a restart
         self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))
         self.alarm_keeper.restore()
-        self.anomaly = AnomalyRunner(config=config.anomaly, state_dir=state_dir,
-                                     emit=self._put_anomaly)
+        self.anomaly = AnomalyRunner(
+            config=config.anomaly, state_dir=state_dir, emit=self._put_anomaly
+        )
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}
         # every transition, from samples or from a crew's or platform's action, is stored;
@@ -108,18 +111,30 @@ class Gateway:
         self._store_alive = self.watchdog.register("store writer")
         self.poller = Poller(self._schedulers())
         self.history = HistoryRecorder.from_config(
-            config.history, state_dir=state_dir, devices=self.poller.devices, now_ms=self.now_ms)
+            config.history, state_dir=state_dir, devices=self.poller.devices, now_ms=self.now_ms
+        )
         self.alarms.add_listener(self.history.record_alarm)
-        self.outputs = OutputDriver(config.outputs, engine=self.alarms, devices=config.devices,
-                                    schedulers=self.poller.schedulers)
+        self.outputs = OutputDriver(
+            config.outputs,
+            engine=self.alarms,
+            devices=config.devices,
+            schedulers=self.poller.schedulers,
+        )
         self.uplink = Uplink(
-            config.uplink, self.store, site=config.gateway.site, gateway=config.gateway.id,
-            version=__version__, boot_id=self.clock.boot_id, health=self.health,
-            clock=self.clock, alarm_snapshot=self._alarm_snapshot,
+            config.uplink,
+            self.store,
+            site=config.gateway.site,
+            gateway=config.gateway.id,
+            version=__version__,
+            boot_id=self.clock.boot_id,
+            health=self.health,
+            clock=self.clock,
+            alarm_snapshot=self._alarm_snapshot,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
-        commands = PlatformCommands(self.alarms, ping=self._ping, reload=self.reload,
-                                    durable=self._durable)
+        commands = PlatformCommands(
+            self.alarms, ping=self._ping, reload=self.reload, durable=self._durable
+        )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
 
@@ -127,8 +142,11 @@ class Gateway:
         """One per bus, also for a bus that only carries outputs (it connects on first use)."""
         schedulers = []
         for bus_config in self.config.buses:
-            readers = [DeviceReader(device, self.now_ms) for device in self.config.devices
-                       if device.bus == bus_config.name]
+            readers = [
+                DeviceReader(device, self.now_ms)
+                for device in self.config.devices
+                if device.bus == bus_config.name
+            ]
             bus = DRIVERS[bus_config.type].create(bus_config)
             schedulers.append(BusScheduler(bus, readers, self.on_samples))
         return schedulers
@@ -159,9 +177,12 @@ class Gateway:
 
     async def _store_alarms(self, batch: list[tuple[int, AlarmEvent]]) -> None:
         # put() takes each event's seq before its first await: gather keeps the order
-        seqs = await asyncio.gather(*(self.store.put("alarms", event.body(),
-                                                     ts=event.decided_ts, durable=True)
-                                      for _number, event in batch))
+        seqs = await asyncio.gather(
+            *(
+                self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
+                for _number, event in batch
+            )
+        )
         for (number, _event), seq in zip(batch, seqs, strict=True):
             self._stored_seqs[number] = seq
             self._stored_seqs.pop(number - KEPT_SEQS, None)
@@ -180,8 +201,10 @@ class Gateway:
         async with self._alarms_stored_changed:
             await self._alarms_stored_changed.wait_for(lambda: self._alarms_stored >= last)
         first = last - len(events) + 1
-        return [{**event.body(), "seq": self._stored_seqs.get(first + i)}
-                for i, event in enumerate(events)]
+        return [
+            {**event.body(), "seq": self._stored_seqs.get(first + i)}
+            for i, event in enumerate(events)
+        ]
 
     async def _put_telemetry(self, batch: list[dict[str, Any]]) -> None:
         await self.store.put("telemetry", {"samples": batch}, ts=self.now_ms(), durable=False)
@@ -228,16 +251,28 @@ class Gateway:
             device = next(d for d in config.devices if d.name == name)
             devices[name] = {**asdict(state), "bus": device.bus}
         return {
-            "daemon": "running", "site": config.gateway.site, "gateway": config.gateway.id,
-            "version": __version__, "clock": self.clock.state,
+            "daemon": "running",
+            "site": config.gateway.site,
+            "gateway": config.gateway.id,
+            "version": __version__,
+            "clock": self.clock.state,
             "uptime_s": round(time.time() - self.started),
-            "uplink": {"connected": self.uplink.connected, "broker": config.uplink.broker,
-                       **{k: v for k, v in self.uplink.stats.items() if k != "broker"}},
+            "uplink": {
+                "connected": self.uplink.connected,
+                "broker": config.uplink.broker,
+                **{k: v for k, v in self.uplink.stats.items() if k != "broker"},
+            },
             "backlog": self.store.backlog(),
             "devices": devices,
-            "points": {name: {"value": s.value, "quality": s.quality.value, "ts": s.ts,
-                              "unit": self.units.get(name, "")}
-                       for name, s in self.latest.items()},
+            "points": {
+                name: {
+                    "value": s.value,
+                    "quality": s.quality.value,
+                    "ts": s.ts,
+                    "unit": self.units.get(name, ""),
+                }
+                for name, s in self.latest.items()
+            },
             "alarms": self._active_alarms(),
             "anomaly": self.anomaly.status(),
             "failed_parts": self.failed_parts,
@@ -250,15 +285,18 @@ class Gateway:
         A platform that (re)subscribes takes this picture and applies the `alarms` events
         with a larger seq; older ones still arriving from the backlog are history.
         """
-        return {"active_alarms": self.alarms.active(),
-                "alarms_seq": self.store.last_seq("alarms")}
+        return {"active_alarms": self.alarms.active(), "alarms_seq": self.store.last_seq("alarms")}
 
     def _active_alarms(self) -> list[dict[str, Any]]:
         return self.alarms.active()
 
     def _ping(self) -> dict[str, Any]:
-        return {"version": __version__, "clock": self.clock.state, "ts": self.now_ms(),
-                "uptime_s": round(time.time() - self.started)}
+        return {
+            "version": __version__,
+            "clock": self.clock.state,
+            "ts": self.now_ms(),
+            "uptime_s": round(time.time() - self.started),
+        }
 
     async def reload(self) -> list[str]:
         """Re-read the config file; if it is good, restart the gateway with it (soon, so
@@ -293,12 +331,14 @@ class Gateway:
         devices = {d.name: d for d in self.config.devices}
         device = devices.get(args.get("device", ""))
         if device is None:
-            raise ControlError(TEXT_NO_DEVICE.format(name=args.get("device"),
-                                                     known=", ".join(devices)))
+            raise ControlError(
+                TEXT_NO_DEVICE.format(name=args.get("device"), known=", ".join(devices))
+            )
         scheduler = self.poller.schedulers[device.bus]
         query = {k: args[k] for k in ("address", "count", "table", "type", "word_order")}
         return await scheduler.transact(
-            lambda bus: read_values(bus, device.unit, device.timeout, **query))
+            lambda bus: read_values(bus, device.unit, device.timeout, **query)
+        )
 
     async def _alarms_list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         return self._active_alarms()
@@ -314,6 +354,7 @@ class Gateway:
             except AlarmError as exc:
                 raise ControlError(str(exc)) from exc
             return await self._durable(events)
+
         return operate
 
     async def _test_alarm(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -325,31 +366,50 @@ class Gateway:
 
     async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         checks = [
-            Check("store", not self.store.backlog().get("failing", False),
-                  str(self.config.store.path)),
-            Check("broker", self.uplink.connected,
-                  f"{self.config.uplink.broker}: "
-                  f"{'connected' if self.uplink.connected else 'not connected'}"),
-            check_clock(), check_disk(Path(self.config.store.path)),
+            Check(
+                "store", not self.store.backlog().get("failing", False), str(self.config.store.path)
+            ),
+            Check(
+                "broker",
+                self.uplink.connected,
+                f"{self.config.uplink.broker}: "
+                f"{'connected' if self.uplink.connected else 'not connected'}",
+            ),
+            check_clock(),
+            check_disk(Path(self.config.store.path)),
         ]
         for name, state in self.poller.devices().items():
-            checks.append(Check(f"device {name}", state.state == "ok",
-                                state.last_error or state.state))
+            checks.append(
+                Check(f"device {name}", state.state == "ok", state.last_error or state.state)
+            )
         for name, failure in self.failed_parts.items():
-            checks.append(Check(f"part {name}", False,
-                                f"{failure['error']} ({failure['count']} time(s))"))
+            checks.append(
+                Check(f"part {name}", False, f"{failure['error']} ({failure['count']} time(s))")
+            )
         for name, model in self.anomaly.status()["models"].items():
-            checks.append(Check(f"model {name}", True,
-                                "calibrated" if model["calibrated"] else
-                                "calibrating {}/{} rows".format(*model["calibration_rows"])))
+            checks.append(
+                Check(
+                    f"model {name}",
+                    True,
+                    "calibrated"
+                    if model["calibrated"]
+                    else "calibrating {}/{} rows".format(*model["calibration_rows"]),
+                )
+            )
         return [c.as_dict() for c in checks]
 
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         config = self.config
-        log.warning(TEXT_STARTED, config.gateway.site, config.gateway.id, len(config.buses),
-                    len(config.devices), sum(1 for _ in config.points()))
+        log.warning(
+            TEXT_STARTED,
+            config.gateway.site,
+            config.gateway.id,
+            len(config.buses),
+            len(config.devices),
+            sum(1 for _ in config.points()),
+        )
         try:
             parts: dict[str, Callable[[], Awaitable[None]]] = {
                 "poller": self.poller.run,
@@ -390,9 +450,11 @@ class Gateway:
                 error = f"{type(exc).__name__}: {exc}"
                 if self.failed_parts.get(name, {}).get("error") != error:
                     log.exception(TEXT_PART_FAILED, name)  # once per distinct failure
-                self.failed_parts[name] = {"error": error, "ts": self.now_ms(),
-                                           "count": self.failed_parts.get(name, {}).get(
-                                               "count", 0) + 1}
+                self.failed_parts[name] = {
+                    "error": error,
+                    "ts": self.now_ms(),
+                    "count": self.failed_parts.get(name, {}).get("count", 0) + 1,
+                }
             if time.monotonic() - started > 60:
                 backoff.reset()  # it ran for a while: a new failure starts from the bottom
             await asyncio.sleep(backoff.next_delay())
@@ -437,8 +499,9 @@ def _stop(task: asyncio.Task[Any], signum: int) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help=TEXT_RUN_HELP)
-    run.add_argument("--config", type=Path, default=Path("/etc/watchpost/gateway.toml"),
-                     help=TEXT_CONFIG_HELP)
+    run.add_argument(
+        "--config", type=Path, default=Path("/etc/watchpost/gateway.toml"), help=TEXT_CONFIG_HELP
+    )
     run.set_defaults(handler=_run)
 
 

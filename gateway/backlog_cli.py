@@ -26,7 +26,8 @@ TEXT_HEADER = _("store {path}: {size} on disk")
 TEXT_COLUMNS = (_("stream"), _("waiting"), _("items"), _("oldest"), _("last seq"))
 TEXT_EMPTY = _("nothing waiting")
 TEXT_EVICTED = _(
-    "evicted {stream}: {messages} message(s), {items} item(s), last seq {first}-{last}")
+    "evicted {stream}: {messages} message(s), {items} item(s), last seq {first}-{last}"
+)
 TEXT_NO_STORE = _("no store at {path}")
 TEXT_UNREADABLE = _("cannot read the store {path}: {error}")
 EXIT_NO_STORE = 66  # EX_NOINPUT
@@ -34,8 +35,9 @@ EXIT_NO_STORE = 66  # EX_NOINPUT
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("backlog", help=TEXT_HELP)
-    parser.add_argument("--config", type=Path, default=Path("/etc/watchpost/gateway.toml"),
-                        help=TEXT_CONFIG_HELP)
+    parser.add_argument(
+        "--config", type=Path, default=Path("/etc/watchpost/gateway.toml"), help=TEXT_CONFIG_HELP
+    )
     parser.add_argument("--store", type=Path, help=TEXT_STORE_HELP)
     parser.add_argument("--json", action="store_true", help=TEXT_JSON_HELP)
     parser.set_defaults(handler=_backlog)
@@ -67,19 +69,29 @@ def _backlog(args: argparse.Namespace) -> int:
 def render(path: Path, backlog: dict[str, Any]) -> str:
     """The backlog as a small table for people."""
     lines = [TEXT_HEADER.format(path=path, size=_size(backlog["bytes"]))]
-    rows = [(name, s["depth"], s["items"] or 0, _when(s["oldest_ts"]), s.get("seq", ""))
-            for name, s in sorted(backlog["streams"].items()) if s["depth"] or name in (
-                "alarms", "anomalies", "telemetry")]
+    rows = [
+        (name, s["depth"], s["items"] or 0, _when(s["oldest_ts"]), s.get("seq", ""))
+        for name, s in sorted(backlog["streams"].items())
+        if s["depth"] or name in ("alarms", "anomalies", "telemetry")
+    ]
     if not any(row[1] for row in rows):
         lines.append(TEXT_EMPTY)
     table = [list(TEXT_COLUMNS), *[[str(cell) for cell in row] for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
-    lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-              for row in table]
+    lines += [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table
+    ]
     for stream, evicted in sorted(backlog["evictions"].items()):
         first, last = evicted.get("last_seq_range", ("?", "?"))
-        lines.append(TEXT_EVICTED.format(stream=stream, messages=evicted["messages"],
-                                         items=evicted["items"], first=first, last=last))
+        lines.append(
+            TEXT_EVICTED.format(
+                stream=stream,
+                messages=evicted["messages"],
+                items=evicted["items"],
+                first=first,
+                last=last,
+            )
+        )
     return "\n".join(lines)
 
 

@@ -12,8 +12,14 @@ import random
 class Backoff:
     """Delays of ``initial * 2**n`` capped at ``cap``, each drawn uniformly below that bound."""
 
-    def __init__(self, *, initial: float = 1.0, cap: float = 60.0, jitter: bool = True,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        initial: float = 1.0,
+        cap: float = 60.0,
+        jitter: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
         if initial <= 0 or cap < initial:
             raise ValueError("backoff needs 0 < initial <= cap")
         self.initial = initial

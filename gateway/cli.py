@@ -22,8 +22,9 @@ COMMANDS: dict[str, str] = {
     "run": "watchpost.app",
     "config": "watchpost.config",
     "monitor": "watchpost.monitor",
-    **dict.fromkeys(("status", "read", "watch", "alarms", "test-alarm", "selftest"),
-                    "watchpost.crew"),
+    **dict.fromkeys(
+        ("status", "read", "watch", "alarms", "test-alarm", "selftest"), "watchpost.crew"
+    ),
     "backlog": "watchpost.backlog_cli",
     "report": "watchpost.report",
     "simulate": "watchpost.drivers.simulator.cli",

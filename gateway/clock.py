@@ -79,9 +79,14 @@ class ClockCorrector(Protocol):
 class Clock:
     """Stamps in UTC epoch ms, and whether they can be trusted."""
 
-    def __init__(self, probe: Callable[[], bool] = kernel_synced, *, boot_id: str | None = None,
-                 wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        probe: Callable[[], bool] = kernel_synced,
+        *,
+        boot_id: str | None = None,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._probe = probe
         self._wall = wall
         self._mono = monotonic
@@ -114,8 +119,13 @@ class Clock:
         self._synced = True
         return delta
 
-    async def watch(self, store: ClockCorrector, *, interval: float = 2.0,
-                    on_change: Callable[[], object] | None = None) -> None:
+    async def watch(
+        self,
+        store: ClockCorrector,
+        *,
+        interval: float = 2.0,
+        on_change: Callable[[], object] | None = None,
+    ) -> None:
         """Until cancelled: probe every ``interval`` s; on sync, correct the store's stamps."""
         while not self._synced:
             await asyncio.sleep(interval)

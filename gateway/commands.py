@@ -57,8 +57,12 @@ class Shelve(Request):
     alarm: str = Field(min_length=1, max_length=200, description="Alarm id.")
     by: str = Field(min_length=1, max_length=100, description="Who shelves.")
     reason: str = Field(min_length=1, max_length=1000, description="Why, for the record.")
-    minutes: float = Field(gt=0, le=7 * 24 * 60, allow_inf_nan=False,
-                           description="The shelf expires after this many minutes.")
+    minutes: float = Field(
+        gt=0,
+        le=7 * 24 * 60,
+        allow_inf_nan=False,
+        description="The shelf expires after this many minutes.",
+    )
 
 
 class Unshelve(Request):
@@ -73,7 +77,11 @@ class Reload(Request):
 
 
 COMMANDS: dict[str, type[Request]] = {
-    "ping": Ping, "ack": Acknowledge, "shelve": Shelve, "unshelve": Unshelve, "reload": Reload,
+    "ping": Ping,
+    "ack": Acknowledge,
+    "shelve": Shelve,
+    "unshelve": Unshelve,
+    "reload": Reload,
 }
 
 
@@ -92,10 +100,14 @@ def parse(name: str, request: dict[str, Any]) -> Request:
 class PlatformCommands:
     """The handlers the uplink serves, over the alarm engine and the daemon's controls."""
 
-    def __init__(self, alarms: AlarmEngine, *, ping: Callable[[], dict[str, Any]],
-                 reload: Callable[[], Awaitable[list[str]]],
-                 durable: Callable[[list[AlarmEvent]], Awaitable[list[dict[str, Any]]]]
-                 ) -> None:
+    def __init__(
+        self,
+        alarms: AlarmEngine,
+        *,
+        ping: Callable[[], dict[str, Any]],
+        reload: Callable[[], Awaitable[list[str]]],
+        durable: Callable[[list[AlarmEvent]], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
         self._alarms = alarms
         self._ping = ping
         self._reload = reload
@@ -111,6 +123,7 @@ class PlatformCommands:
                 return await self._run(command)
             except AlarmError as exc:
                 raise CommandError(str(exc)) from exc
+
         return handle
 
     async def _run(self, command: Request) -> Any:
@@ -120,8 +133,9 @@ class PlatformCommands:
             case Acknowledge(alarm=alarm, by=by, note=note):
                 return await self._durable(self._alarms.acknowledge(alarm, by=by, note=note))
             case Shelve(alarm=alarm, by=by, reason=reason, minutes=minutes):
-                return await self._durable(self._alarms.shelve(
-                    alarm, by=by, reason=reason, duration_s=minutes * 60))
+                return await self._durable(
+                    self._alarms.shelve(alarm, by=by, reason=reason, duration_s=minutes * 60)
+                )
             case Unshelve(alarm=alarm, by=by):
                 return await self._durable(self._alarms.unshelve(alarm, by=by))
             case Reload():
@@ -130,4 +144,3 @@ class PlatformCommands:
                     raise CommandError("; ".join(errors))
                 return {"reloading": True, "message": TEXT_RELOADING}
         raise CommandError(type(command).__name__)
-

@@ -46,8 +46,9 @@ TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
 TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_MISSING = _("{path} does not exist")
 TEXT_WORLD_WRITABLE = _("{path}: others can change this file (chmod o-w)")
-TEXT_WORLD_READABLE = _("{path}: others can read this file, which points at credentials "
-                        "(chmod 640)")
+TEXT_WORLD_READABLE = _(
+    "{path}: others can read this file, which points at credentials (chmod 640)"
+)
 TEXT_SECRET_READABLE = _("{path} can be read by others (mode {mode}); chmod 600")
 TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
@@ -57,7 +58,12 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
 REGISTER_WIDTH: dict[str, int] = {
-    "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "bool": 1,
 }
 
 
@@ -74,11 +80,13 @@ class GatewayIdentity(Model):
     id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
     state_dir: Path | None = Field(
         default=None,
-        description="Identity and calibration state; default: the folder of [store] path.")
+        description="Identity and calibration state; default: the folder of [store] path.",
+    )
     clock: Literal["ntp", "rtc"] = Field(
         default="ntp",
         description="ntp: trust the wall clock once the kernel says NTP has set it (a Pi has "
-                    "no real-time clock); rtc: the box keeps time by itself.")
+        "no real-time clock); rtc: the box keeps time by itself.",
+    )
 
 
 class PointConfig(Model):
@@ -87,20 +95,29 @@ class PointConfig(Model):
     name: str = Field(pattern=NAME_PATTERN, description="Point name, unique in the gateway.")
     unit: str = Field(default="", description="Engineering unit, e.g. %CH4, ppm, degC.")
     description: str = Field(default="", description="Free text for people.")
-    table: Table = Field(default=Table.HOLDING,
-                         description="Modbus table: holding, input, coil or discrete.")
+    table: Table = Field(
+        default=Table.HOLDING, description="Modbus table: holding, input, coil or discrete."
+    )
     address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
     type: DataType = Field(default="uint16", description="Data type of the raw value.")
     word_order: Literal["big", "little"] = Field(
-        default="big", description="Order of the two words of 32-bit types.")
+        default="big", description="Order of the two words of 32-bit types."
+    )
     scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
     offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
     range: tuple[float, float] | None = Field(
-        default=None, description="Plausible range [min, max]; outside it a sample is bad.")
-    alarms: list[AlarmRule] = Field(default_factory=list, description=(
-        "Alarm rules (docs/alarm-rules.md); after loading, also those of rules_from."))
-    rules_from: str | None = Field(default=None, description=(
-        "A shipped rule set (drivers/profiles/NAME.toml); own rules override it by name."))
+        default=None, description="Plausible range [min, max]; outside it a sample is bad."
+    )
+    alarms: list[AlarmRule] = Field(
+        default_factory=list,
+        description=("Alarm rules (docs/alarm-rules.md); after loading, also those of rules_from."),
+    )
+    rules_from: str | None = Field(
+        default=None,
+        description=(
+            "A shipped rule set (drivers/profiles/NAME.toml); own rules override it by name."
+        ),
+    )
 
     @property
     def width(self) -> int:
@@ -110,16 +127,21 @@ class PointConfig(Model):
     @model_validator(mode="after")
     def _type_fits_table(self) -> PointConfig:
         if self.table.is_bits != (self.type == "bool"):
-            expected = "coils and discrete inputs are bool" if self.table.is_bits else \
-                "registers hold numbers, not bool"
-            raise ValueError(TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table),
-                                                    expected=expected))
+            expected = (
+                "coils and discrete inputs are bool"
+                if self.table.is_bits
+                else "registers hold numbers, not bool"
+            )
+            raise ValueError(
+                TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table), expected=expected)
+            )
         if self.address + self.width > 65536:
             raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
         if self.range is not None and not self.range[0] < self.range[1]:
             raise ValueError("range: min must be below max")
-        rules = resolve_rules(self.alarms, rules_from=self.rules_from, unit=self.unit,
-                              point_range=self.range)
+        rules = resolve_rules(
+            self.alarms, rules_from=self.rules_from, unit=self.unit, point_range=self.range
+        )
         object.__setattr__(self, "alarms", rules)  # frozen: resolved once, here
         return self
 
@@ -134,8 +156,11 @@ class DeviceConfig(Model):
     timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for an answer.")
     retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed transaction.")
     max_gap: int = Field(
-        default=8, ge=0, le=100,
-        description="Unused registers a single request may bridge between two points.")
+        default=8,
+        ge=0,
+        le=100,
+        description="Unused registers a single request may bridge between two points.",
+    )
     points: list[PointConfig] = Field(min_length=1, description="The points read from it.")
 
 
@@ -151,17 +176,25 @@ class GatewayConfig(Model):
     gateway: GatewayIdentity = Field(description="Identity of the gateway.")
     uplink: UplinkConfig = Field(description="MQTT uplink to the platform.")
     store: StoreConfig = Field(description="The on-disk store and forward buffer.")
-    control: ControlConfig = Field(default_factory=ControlConfig,
-                                   description="The local control socket for crews.")
-    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig,
-                                   description="On-device anomaly models.")
-    history: HistoryConfig = Field(default_factory=HistoryConfig, description=(
-        "The local history for `watchpost report`: per-minute aggregates, alarm events "
-        "and communication per device (history.db)."))
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="The local control socket for crews."
+    )
+    anomaly: AnomalyConfig = Field(
+        default_factory=AnomalyConfig, description="On-device anomaly models."
+    )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description=(
+            "The local history for `watchpost report`: per-minute aggregates, alarm events "
+            "and communication per device (history.db)."
+        ),
+    )
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
-    outputs: list[OutputConfig] = Field(default_factory=list, description=(
-        "Local outputs driven by alarms: sounders, beacons, power-cut relays."))
+    outputs: list[OutputConfig] = Field(
+        default_factory=list,
+        description=("Local outputs driven by alarms: sounders, beacons, power-cut relays."),
+    )
 
     def points(self) -> Iterable[tuple[DeviceConfig, PointConfig]]:
         for device in self.devices:
@@ -197,16 +230,24 @@ def load_config(path: Path) -> GatewayConfig:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(path, [describe_error(error) for error in exc.errors()]) from exc
-    problems = [*cross_check(config), *_anomaly_points(config), *check_outputs(
-        config.outputs, devices={d.name: d.bus for d in config.devices},
-        buses=[b.name for b in config.buses], points=[p.name for _d, p in config.points()])]
+    problems = [
+        *cross_check(config),
+        *_anomaly_points(config),
+        *check_outputs(
+            config.outputs,
+            devices={d.name: d.bus for d in config.devices},
+            buses=[b.name for b in config.buses],
+            points=[p.name for _d, p in config.points()],
+        ),
+    ]
     if problems:
         raise ConfigError(path, problems)
     return config
 
 
-def check_file_modes(config: GatewayConfig, path: Path, *, require_files: bool = False
-                     ) -> list[str]:
+def check_file_modes(
+    config: GatewayConfig, path: Path, *, require_files: bool = False
+) -> list[str]:
     """Files that others may read or change although they hold secrets or steer the gateway.
 
     A key or password file must be readable by its owner only; the config file must not
@@ -218,13 +259,18 @@ def check_file_modes(config: GatewayConfig, path: Path, *, require_files: bool =
     mode = path.stat().st_mode
     if mode & 0o002:
         problems.append(TEXT_WORLD_WRITABLE.format(path=path))
-    secrets = (("uplink.key_file", config.uplink.key_file),
-               ("uplink.password_file", config.uplink.password_file))
+    secrets = (
+        ("uplink.key_file", config.uplink.key_file),
+        ("uplink.password_file", config.uplink.password_file),
+    )
     if mode & 0o004 and any(file is not None for _key, file in secrets):
         problems.append(TEXT_WORLD_READABLE.format(path=path))
     if require_files:
-        for key, file in (("uplink.ca_file", config.uplink.ca_file),
-                          ("uplink.cert_file", config.uplink.cert_file), *secrets):
+        for key, file in (
+            ("uplink.ca_file", config.uplink.ca_file),
+            ("uplink.cert_file", config.uplink.cert_file),
+            *secrets,
+        ):
             if file is not None and not file.is_file():
                 problems.append(f"{key}: " + TEXT_MISSING.format(path=file))
     for key, file in secrets:
@@ -232,8 +278,9 @@ def check_file_modes(config: GatewayConfig, path: Path, *, require_files: bool =
             continue
         file_mode = file.stat().st_mode
         if file_mode & 0o077:
-            problems.append(f"{key}: " + TEXT_SECRET_READABLE.format(
-                path=file, mode=oct(file_mode & 0o777)))
+            problems.append(
+                f"{key}: " + TEXT_SECRET_READABLE.format(path=file, mode=oct(file_mode & 0o777))
+            )
     return problems
 
 
@@ -255,7 +302,8 @@ def cross_check(config: GatewayConfig) -> Iterable[str]:
         for p, point in enumerate(device.points):
             if point.name in duplicated:
                 yield f"devices[{d}].points[{p}].name: " + TEXT_DUPLICATE.format(
-                    what="point", name=point.name)
+                    what="point", name=point.name
+                )
 
 
 def _anomaly_points(config: GatewayConfig) -> Iterable[str]:
@@ -301,8 +349,9 @@ _PLAIN_MESSAGES = {
 }
 
 
-def describe_error(error: ErrorDetails,
-                   union_tags: Collection[str] = frozenset(DRIVERS) | RULE_KINDS) -> str:
+def describe_error(
+    error: ErrorDetails, union_tags: Collection[str] = frozenset(DRIVERS) | RULE_KINDS
+) -> str:
     """``devices[1].points[3].scale: must be a number (got 'abc')``.
 
     ``union_tags`` are the discriminator values pydantic puts into an error's location for
@@ -317,8 +366,11 @@ def describe_error(error: ErrorDetails,
         message = None
     message = message or _strip_prefix(error["msg"])
     # a rule on a whole table names the table's path; its input is the whole table
-    if (kind not in ("missing", "extra_forbidden", "model_type") and "input" in error
-            and not isinstance(error["input"], dict)):
+    if (
+        kind not in ("missing", "extra_forbidden", "model_type")
+        and "input" in error
+        and not isinstance(error["input"], dict)
+    ):
         message += f" (got {_show(error['input'])})"
     return f"{path}: {message}" if path else message
 
@@ -338,7 +390,7 @@ def _key_path(loc: tuple[int | str, ...], union_tags: Collection[str]) -> str:
 def _strip_prefix(message: str) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
-            return message[len(prefix):]
+            return message[len(prefix) :]
     return message[:1].lower() + message[1:]
 
 

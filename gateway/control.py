@@ -41,8 +41,9 @@ class ControlConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    socket: Path = Field(default=Path("/run/watchpost/control.sock"),
-                         description="Unix socket of the crews' CLI.")
+    socket: Path = Field(
+        default=Path("/run/watchpost/control.sock"), description="Unix socket of the crews' CLI."
+    )
 
 
 class ControlError(Exception):
@@ -64,8 +65,9 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a socket left by a daemon that was killed
-        server = await asyncio.start_unix_server(self._serve, path=str(self.path),
-                                                 limit=MAX_REQUEST)
+        server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_REQUEST
+        )
         self.path.chmod(0o660)
         try:
             async with server:

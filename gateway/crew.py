@@ -68,8 +68,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     read.add_argument("address", type=int, help=_("register or bit address, 0-based"))
     read.add_argument("--count", type=int, default=1, help=_("how many values (default 1)"))
     read.add_argument("--table", choices=[t.value for t in Table], default="holding")
-    read.add_argument("--type", dest="data_type", default="uint16",
-                      choices=["int16", "uint16", "int32", "uint32", "float32"])
+    read.add_argument(
+        "--type",
+        dest="data_type",
+        default="uint16",
+        choices=["int16", "uint16", "int32", "uint32", "float32"],
+    )
     read.add_argument("--word-order", choices=["big", "little"], default="big")
     read.set_defaults(handler=_read)
 
@@ -87,8 +91,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ack.add_argument("--note", default="", help=_("a note for the record"))
     shelve = actions.add_parser("shelve", parents=[common], help=_("shelve an alarm"))
     shelve.add_argument("alarm")
-    shelve.add_argument("--minutes", type=float, required=True,
-                        help=_("the shelf expires after this many minutes (mandatory)"))
+    shelve.add_argument(
+        "--minutes",
+        type=float,
+        required=True,
+        help=_("the shelf expires after this many minutes (mandatory)"),
+    )
     shelve.add_argument("--reason", required=True, help=_("why, for the record"))
     shelve.add_argument("--by", default="crew")
     unshelve = actions.add_parser("unshelve", parents=[common], help=_("unshelve an alarm"))
@@ -128,8 +136,14 @@ def _read(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_CONFIG
-    query = {"device": args.device, "address": args.address, "count": args.count,
-             "table": args.table, "type": args.data_type, "word_order": args.word_order}
+    query = {
+        "device": args.device,
+        "address": args.address,
+        "count": args.count,
+        "table": args.table,
+        "type": args.data_type,
+        "word_order": args.word_order,
+    }
     try:
         result = request(config.control.socket, "read", **query)
     except DaemonNotRunning:
@@ -142,9 +156,12 @@ def _read(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        rows = [(str(address), str(raw), str(value))
-                for address, raw, value in zip(result["addresses"], result["raw"],
-                                               result["values"], strict=True)]
+        rows = [
+            (str(address), str(raw), str(value))
+            for address, raw, value in zip(
+                result["addresses"], result["raw"], result["values"], strict=True
+            )
+        ]
         _print_table(("address", "raw", "value"), rows)
     return 0
 
@@ -180,11 +197,18 @@ def _alarms(args: argparse.Namespace) -> int:
         if action == "list":
             result = request(config.control.socket, "alarms")
         elif action == "ack":
-            result = request(config.control.socket, "ack", alarm=args.alarm, by=args.by,
-                             note=args.note)
+            result = request(
+                config.control.socket, "ack", alarm=args.alarm, by=args.by, note=args.note
+            )
         elif action == "shelve":
-            result = request(config.control.socket, "shelve", alarm=args.alarm, by=args.by,
-                             minutes=args.minutes, reason=args.reason)
+            result = request(
+                config.control.socket,
+                "shelve",
+                alarm=args.alarm,
+                by=args.by,
+                minutes=args.minutes,
+                reason=args.reason,
+            )
         else:
             result = request(config.control.socket, "unshelve", alarm=args.alarm, by=args.by)
     except DaemonNotRunning as exc:
@@ -239,42 +263,78 @@ def _selftest(args: argparse.Namespace) -> int:
 # -- direct access, daemon stopped ------------------------------------------------------------
 
 
-async def direct_read(config: GatewayConfig, *, device: str, address: int, count: int,
-                      table: str, type: str, word_order: str) -> dict[str, Any]:
+async def direct_read(
+    config: GatewayConfig,
+    *,
+    device: str,
+    address: int,
+    count: int,
+    table: str,
+    type: str,
+    word_order: str,
+) -> dict[str, Any]:
     """One read straight on the bus, for when the daemon is not running."""
     devices = {d.name: d for d in config.devices}
     if device not in devices:
-        raise ControlError(TEXT_NO_DEVICE.format(name=device, config="the config",
-                                                 known=", ".join(devices)))
+        raise ControlError(
+            TEXT_NO_DEVICE.format(name=device, config="the config", known=", ".join(devices))
+        )
     dev = devices[device]
     bus_config = next(b for b in config.buses if b.name == dev.bus)
     bus = DRIVERS[bus_config.type].create(bus_config)
     try:
-        return await read_values(bus, dev.unit, dev.timeout, address=address, count=count,
-                                 table=table, type=type, word_order=word_order)
+        return await read_values(
+            bus,
+            dev.unit,
+            dev.timeout,
+            address=address,
+            count=count,
+            table=table,
+            type=type,
+            word_order=word_order,
+        )
     finally:
         await bus.close()
 
 
-async def read_values(bus: Any, unit: int, timeout: float, *, address: int, count: int,
-                      table: str, type: str, word_order: str) -> dict[str, Any]:
+async def read_values(
+    bus: Any,
+    unit: int,
+    timeout: float,
+    *,
+    address: int,
+    count: int,
+    table: str,
+    type: str,
+    word_order: str,
+) -> dict[str, Any]:
     """Read ``count`` values of ``type`` and decode them; shared by the daemon and direct mode."""
     kind = Table(table)
     width = 1 if kind.is_bits or type in ("int16", "uint16") else 2
     raw = await bus.read(ReadRequest(unit, kind, address, count * width), timeout=timeout)
     addresses = [address + i * width for i in range(count)]
     if kind.is_bits:
-        return {"addresses": addresses, "raw": [int(b) for b in raw],
-                "values": [bool(b) for b in raw]}
-    groups = [[int(w) for w in raw[i * width:(i + 1) * width]] for i in range(count)]
-    return {"addresses": addresses, "raw": groups,
-            "values": [decode(g, type, word_order) for g in groups]}  # type: ignore[arg-type]
+        return {
+            "addresses": addresses,
+            "raw": [int(b) for b in raw],
+            "values": [bool(b) for b in raw],
+        }
+    groups = [[int(w) for w in raw[i * width : (i + 1) * width]] for i in range(count)]
+    return {
+        "addresses": addresses,
+        "raw": groups,
+        "values": [decode(g, type, word_order) for g in groups],
+    }  # type: ignore[arg-type]
 
 
 def offline_checks(config: GatewayConfig) -> list[Check]:
     """The checks that need no daemon."""
-    checks = [check_store_file(config.store.path), check_broker(config.uplink.broker),
-              check_clock(), check_disk(config.store.path)]
+    checks = [
+        check_store_file(config.store.path),
+        check_broker(config.uplink.broker),
+        check_clock(),
+        check_disk(config.store.path),
+    ]
     checks.extend(asyncio.run(_probe_devices(config)))
     return checks
 
@@ -284,10 +344,15 @@ async def _probe_devices(config: GatewayConfig) -> list[Check]:
     for device in config.devices:
         point = device.points[0]
         try:
-            await direct_read(config, device=device.name, address=point.address, count=1,
-                              table=point.table.value,
-                              type="uint16" if point.type == "bool" else point.type,
-                              word_order=point.word_order)
+            await direct_read(
+                config,
+                device=device.name,
+                address=point.address,
+                count=1,
+                table=point.table.value,
+                type="uint16" if point.type == "bool" else point.type,
+                word_order=point.word_order,
+            )
         except (BusError, ControlError) as exc:
             checks.append(Check(f"device {device.name}", False, str(exc)))
         else:
@@ -296,10 +361,16 @@ async def _probe_devices(config: GatewayConfig) -> list[Check]:
 
 
 def _offline_status(config: GatewayConfig) -> dict[str, Any]:
-    return {"daemon": "stopped", "gateway": config.gateway.id, "site": config.gateway.site,
-            "devices": {d.name: {"state": "unknown", "bus": d.bus} for d in config.devices},
-            "points": {}, "alarms": [], "uplink": {"connected": False},
-            "backlog": _backlog_from_file(config.store.path)}
+    return {
+        "daemon": "stopped",
+        "gateway": config.gateway.id,
+        "site": config.gateway.site,
+        "devices": {d.name: {"state": "unknown", "bus": d.bus} for d in config.devices},
+        "points": {},
+        "alarms": [],
+        "uplink": {"connected": False},
+        "backlog": _backlog_from_file(config.store.path),
+    }
 
 
 def _backlog_from_file(path: Path) -> dict[str, Any]:
@@ -337,8 +408,9 @@ def _print_json(value: Any) -> None:
 
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -351,15 +423,21 @@ def _when(ts: int | None) -> str:
 
 
 def _print_status(result: dict[str, Any]) -> None:
-    print(f"gateway {result.get('site')}/{result.get('gateway')}  "
-          f"daemon: {result.get('daemon', 'running')}  clock: {result.get('clock', '-')}")
+    print(
+        f"gateway {result.get('site')}/{result.get('gateway')}  "
+        f"daemon: {result.get('daemon', 'running')}  clock: {result.get('clock', '-')}"
+    )
     uplink = result.get("uplink", {})
-    print(f"uplink: {'connected' if uplink.get('connected') else 'not connected'} "
-          f"{uplink.get('broker', '')}")
+    print(
+        f"uplink: {'connected' if uplink.get('connected') else 'not connected'} "
+        f"{uplink.get('broker', '')}"
+    )
     print(f"backlog: {json.dumps(result.get('backlog', {}), ensure_ascii=False)}")
     print()
-    rows = [(name, str(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
-            for name, d in result.get("devices", {}).items()]
+    rows = [
+        (name, str(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
+        for name, d in result.get("devices", {}).items()
+    ]
     _print_table(("device", "state", "bus", "last error"), rows)
     print()
     if result.get("points"):
@@ -372,8 +450,15 @@ def _print_points(points: dict[str, Any]) -> None:
     rows = []
     for name, p in sorted(points.items()):
         value = p.get("value")
-        rows.append((name, "-" if value is None else f"{value:.4g}", p.get("unit", ""),
-                     p.get("quality", ""), _when(p.get("ts"))))
+        rows.append(
+            (
+                name,
+                "-" if value is None else f"{value:.4g}",
+                p.get("unit", ""),
+                p.get("quality", ""),
+                _when(p.get("ts")),
+            )
+        )
     _print_table(("point", "value", "unit", "quality", "time (UTC)"), rows)
 
 
@@ -381,9 +466,16 @@ def _print_alarms(alarms: list[dict[str, Any]]) -> None:
     if not alarms:
         print(TEXT_NO_ALARMS)
         return
-    rows = [(str(a.get("alarm")), str(a.get("level")), str(a.get("state", "")),
-             str(a.get("value")), _when(a.get("raised_ts") or a.get("sample_ts")))
-            for a in alarms]
+    rows = [
+        (
+            str(a.get("alarm")),
+            str(a.get("level")),
+            str(a.get("state", "")),
+            str(a.get("value")),
+            _when(a.get("raised_ts") or a.get("sample_ts")),
+        )
+        for a in alarms
+    ]
     _print_table(("alarm", "level", "state", "value", "raised (UTC)"), rows)
 
 
@@ -391,5 +483,7 @@ def _print_checks(args: argparse.Namespace, checks: list[Check]) -> None:
     if args.json:
         _print_json([c.as_dict() for c in checks])
         return
-    _print_table(("check", "result", "detail"),
-                 [(c.name, TEXT_PASS if c.ok else TEXT_FAIL, c.detail) for c in checks])
+    _print_table(
+        ("check", "result", "detail"),
+        [(c.name, TEXT_PASS if c.ok else TEXT_FAIL, c.detail) for c in checks],
+    )

@@ -111,13 +111,23 @@ class HistoryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(default=True, description=(
-        "Keep per-minute aggregates, alarm events and communication counters for "
-        "`watchpost report`."))
-    retention_days: float = Field(default=30, gt=0, le=3650, allow_inf_nan=False, description=(
-        "Days of history kept; older rows are deleted once a minute."))
-    path: Path | None = Field(default=None, description=(
-        "The SQLite file; default: history.db in [gateway] state_dir."))
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Keep per-minute aggregates, alarm events and communication counters for "
+            "`watchpost report`."
+        ),
+    )
+    retention_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
+        description=("Days of history kept; older rows are deleted once a minute."),
+    )
+    path: Path | None = Field(
+        default=None, description=("The SQLite file; default: history.db in [gateway] state_dir.")
+    )
 
 
 class HistoryError(Exception):
@@ -164,9 +174,17 @@ class _Minute:
 
     def row(self, point: str) -> tuple[Any, ...]:
         has = self.good > 0
-        return (self.minute, point, self.good, self.bad, self.comm, self.stale,
-                self.low if has else None, self.total if has else None,
-                self.high if has else None)
+        return (
+            self.minute,
+            point,
+            self.good,
+            self.bad,
+            self.comm,
+            self.stale,
+            self.low if has else None,
+            self.total if has else None,
+            self.high if has else None,
+        )
 
 
 @dataclass(slots=True)
@@ -184,9 +202,15 @@ class HistoryRecorder:
     gateway's clock (UTC epoch ms), used for flush times and retention.
     """
 
-    def __init__(self, path: Path, *, retention_days: float = 30.0,
-                 devices: DeviceCounters | None = None,
-                 now_ms: Callable[[], int] | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: float = 30.0,
+        devices: DeviceCounters | None = None,
+        now_ms: Callable[[], int] | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.path = path
         self.enabled = enabled
         self.retention_ms = int(retention_days * 86_400_000)
@@ -207,11 +231,21 @@ class HistoryRecorder:
             self._last_counts = self._counts()
 
     @classmethod
-    def from_config(cls, config: HistoryConfig, *, state_dir: Path,
-                    devices: DeviceCounters | None = None,
-                    now_ms: Callable[[], int] | None = None) -> HistoryRecorder:
-        return cls(history_path(config, state_dir), retention_days=config.retention_days,
-                   devices=devices, now_ms=now_ms, enabled=config.enabled)
+    def from_config(
+        cls,
+        config: HistoryConfig,
+        *,
+        state_dir: Path,
+        devices: DeviceCounters | None = None,
+        now_ms: Callable[[], int] | None = None,
+    ) -> HistoryRecorder:
+        return cls(
+            history_path(config, state_dir),
+            retention_days=config.retention_days,
+            devices=devices,
+            now_ms=now_ms,
+            enabled=config.enabled,
+        )
 
     # -- the poll path: O(1) per sample, no I/O ----------------------------------------------
 
@@ -244,8 +278,16 @@ class HistoryRecorder:
     def record_alarm(self, event: AlarmEvent) -> None:
         """Alarm-engine listener: keep the event for the next commit."""
         if self.enabled:
-            self._alarms.append((event.decided_ts, event.alarm, event.point, event.event,
-                                 event.level, json.dumps(event.body(), allow_nan=False)))
+            self._alarms.append(
+                (
+                    event.decided_ts,
+                    event.alarm,
+                    event.point,
+                    event.event,
+                    event.level,
+                    json.dumps(event.body(), allow_nan=False),
+                )
+            )
 
     # -- committing ----------------------------------------------------------------------------
 
@@ -300,7 +342,9 @@ class HistoryRecorder:
                         conn.executemany(_UPSERT_SAMPLES, pending.samples)
                         conn.executemany(
                             "INSERT INTO alarms(ts, alarm, point, event, level, body) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", pending.alarms)
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            pending.alarms,
+                        )
                         conn.executemany(_UPSERT_COMM, pending.comm)
                     self._expire(conn)
             except (sqlite3.Error, HistoryError, OSError) as exc:
@@ -403,8 +447,7 @@ def _is_damage(exc: Exception) -> bool:
     """True for a file that is not a (good) history; false for a disk that refuses work."""
     if isinstance(exc, HistoryUnreadable):
         return True
-    return (isinstance(exc, sqlite3.DatabaseError)
-            and not isinstance(exc, sqlite3.OperationalError))
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 def _wall_ms() -> int:
@@ -469,8 +512,9 @@ class History:
         return max(stamps) if stamps else None
 
 
-def read_history(path: Path, *, since_ms: int | None = None,
-                 until_ms: int | None = None) -> History:
+def read_history(
+    path: Path, *, since_ms: int | None = None, until_ms: int | None = None
+) -> History:
     """The history of ``path`` in ``[since_ms, until_ms)``, read-only; works whether the
     daemon runs or not. Raises NoHistoryError when there is none."""
     if not path.exists():
@@ -488,17 +532,34 @@ def read_history(path: Path, *, since_ms: int | None = None,
         first, last = since // MINUTE_MS, -(-until // MINUTE_MS)
         points: dict[str, list[MinuteRow]] = {}
         for minute, point, good, bad, comm, stale, low, total, high in conn.execute(
-                "SELECT minute, point, good, bad, comm, stale, lo, total, hi FROM samples "
-                "WHERE minute >= ? AND minute < ? ORDER BY point, minute", (first, last)):
-            points.setdefault(point, []).append(MinuteRow(
-                minute, good, bad, comm, stale, low,
-                total / good if good and total is not None else None, high))
-        alarms = [json.loads(body) for (body,) in conn.execute(
-            "SELECT body FROM alarms WHERE ts >= ? AND ts < ? ORDER BY ts, id", (since, until))]
+            "SELECT minute, point, good, bad, comm, stale, lo, total, hi FROM samples "
+            "WHERE minute >= ? AND minute < ? ORDER BY point, minute",
+            (first, last),
+        ):
+            points.setdefault(point, []).append(
+                MinuteRow(
+                    minute,
+                    good,
+                    bad,
+                    comm,
+                    stale,
+                    low,
+                    total / good if good and total is not None else None,
+                    high,
+                )
+            )
+        alarms = [
+            json.loads(body)
+            for (body,) in conn.execute(
+                "SELECT body FROM alarms WHERE ts >= ? AND ts < ? ORDER BY ts, id", (since, until)
+            )
+        ]
         devices: dict[str, list[CommRow]] = {}
         for minute, device, polls, failures in conn.execute(
-                "SELECT minute, device, polls, failures FROM comm "
-                "WHERE minute >= ? AND minute < ? ORDER BY device, minute", (first, last)):
+            "SELECT minute, device, polls, failures FROM comm "
+            "WHERE minute >= ? AND minute < ? ORDER BY device, minute",
+            (first, last),
+        ):
             devices.setdefault(device, []).append(CommRow(minute, polls, failures))
     except sqlite3.Error as exc:
         raise HistoryUnreadable(TEXT_UNREADABLE.format(path=path, error=exc)) from exc
@@ -516,6 +577,11 @@ def summarize_rows(rows: Sequence[MinuteRow]) -> dict[str, Any]:
     lows = [r.low for r in rows if r.low is not None]
     highs = [r.high for r in rows if r.high is not None]
     total = sum((r.mean or 0.0) * r.good for r in rows)
-    return {"good": good, "bad": sum(r.bad + r.stale for r in rows),
-            "comm": sum(r.comm for r in rows), "min": min(lows) if lows else None,
-            "mean": total / good if good else None, "max": max(highs) if highs else None}
+    return {
+        "good": good,
+        "bad": sum(r.bad + r.stale for r in rows),
+        "comm": sum(r.comm for r in rows),
+        "min": min(lows) if lows else None,
+        "mean": total / good if good else None,
+        "max": max(highs) if highs else None,
+    }

@@ -73,14 +73,16 @@ class PlatformView:
             if stream == "status":
                 self.status[str(message.get("gateway"))] = message
                 return [_format_status(message)]
-            counters = self.streams.setdefault(f"{message.get('gateway')}/{stream}",
-                                               StreamCounters())
+            counters = self.streams.setdefault(
+                f"{message.get('gateway')}/{stream}", StreamCounters()
+            )
             seq = message.get("seq")
             if isinstance(seq, int):
                 if counters.last_seq and seq > counters.last_seq + 1:
                     counters.gaps += 1
-                    lines.append(TEXT_GAP.format(stream=stream, expected=counters.last_seq + 1,
-                                                 got=seq))
+                    lines.append(
+                        TEXT_GAP.format(stream=stream, expected=counters.last_seq + 1, got=seq)
+                    )
                 counters.last_seq = max(counters.last_seq, seq)
             counters.messages += 1
             counters.replayed += bool(message.get("replay"))
@@ -101,23 +103,31 @@ class PlatformView:
             out += [_format_status(s) for s in self.status.values()] or [TEXT_NO_DATA]
             out += ["", TEXT_STREAMS]
             for name, c in sorted(self.streams.items()):
-                out.append(f"{name.split('/')[-1]:<10} {c.messages:>9} {c.last_seq:>10} "
-                           f"{c.gaps:>6} {c.replayed:>10}")
+                out.append(
+                    f"{name.split('/')[-1]:<10} {c.messages:>9} {c.last_seq:>10} "
+                    f"{c.gaps:>6} {c.replayed:>10}"
+                )
             out += ["", TEXT_READINGS]
             now_ms = time.time() * 1000
             for point, sample in sorted(self.readings.items()):
                 value = sample.get("value")
                 shown = "-" if value is None else f"{value:.3f}"
                 age = (now_ms - sample.get("ts", now_ms)) / 1000
-                out.append(f"{point:<21} {shown:>10}   {self.units.get(point, ''):<8} "
-                           f"{sample.get('quality', ''):<8} {age:4.0f}s")
+                out.append(
+                    f"{point:<21} {shown:>10}   {self.units.get(point, ''):<8} "
+                    f"{sample.get('quality', ''):<8} {age:4.0f}s"
+                )
             out += ["", TEXT_ALARMS, *self.alarms]
         return "\n".join(out)
 
 
 def _format_status(message: dict[str, Any]) -> str:
-    return TEXT_STATUS.format(gateway=message.get("gateway"), state=message.get("state"),
-                              version=message.get("version"), clock=message.get("clock"))
+    return TEXT_STATUS.format(
+        gateway=message.get("gateway"),
+        state=message.get("state"),
+        version=message.get("version"),
+        clock=message.get("clock"),
+    )
 
 
 def _format_event(stream: str, message: dict[str, Any]) -> str:
@@ -125,12 +135,16 @@ def _format_event(stream: str, message: dict[str, Any]) -> str:
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%H:%M:%S")
     replay = " (replay)" if message.get("replay") else ""
     if stream == "alarms":
-        return (f"{when} ALARM {message.get('event', ''):<12} {message.get('alarm', '')}"
-                f"  {message.get('level')} value={_number(message.get('value'))}"
-                f" threshold={_number(message.get('threshold'))}{replay}")
-    return (f"{when} ANOMALY {message.get('event', ''):<10} {message.get('model', '')}"
-            f" score={_number(message.get('score'))}"
-            f" points={','.join(message.get('points', []))}{replay}")
+        return (
+            f"{when} ALARM {message.get('event', ''):<12} {message.get('alarm', '')}"
+            f"  {message.get('level')} value={_number(message.get('value'))}"
+            f" threshold={_number(message.get('threshold'))}{replay}"
+        )
+    return (
+        f"{when} ANOMALY {message.get('event', ''):<10} {message.get('model', '')}"
+        f" score={_number(message.get('score'))}"
+        f" points={','.join(message.get('points', []))}{replay}"
+    )
 
 
 def _number(value: Any) -> str:

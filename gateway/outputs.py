@@ -54,8 +54,10 @@ TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_DUPLICATE = _("output name {name!r} is used more than once")
 TEXT_CLASH = _("output name {name!r} is also a point name")
 TEXT_NO_SCHEDULER = _("output {name!r}: bus {bus!r} has no scheduler")
-TEXT_NO_FAULT_ALARM = _("output {name!r}: the alarm engine has no {name}/output_fault alarm "
-                        "(build it with outputs=fault_levels(...))")
+TEXT_NO_FAULT_ALARM = _(
+    "output {name!r}: the alarm engine has no {name}/output_fault alarm "
+    "(build it with outputs=fault_levels(...))"
+)
 TEXT_WRITE_FAILED = _("writing {value} to {what} failed: {error}")
 TEXT_UNVERIFIED = _("{what} reads back {got} after writing {value}")
 TEXT_FAULT = "output %s: %s (retrying)"
@@ -67,34 +69,54 @@ class OutputConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=NAME_PATTERN, description=(
-        "Output name; its fault alarm is NAME/output_fault."))
+    name: str = Field(
+        pattern=NAME_PATTERN, description=("Output name; its fault alarm is NAME/output_fault.")
+    )
     description: str = Field(default="", description="Free text for people.")
-    device: str | None = Field(default=None, description=(
-        "A device of [[devices]]: its bus and unit carry the write."))
-    bus: str | None = Field(default=None, description=(
-        "A bus of [[buses]], for a relay module that is not polled (with unit)."))
-    unit: int | None = Field(default=None, ge=0, le=255, description=(
-        "Modbus unit on bus (only with bus)."))
-    table: Literal["coil", "holding"] = Field(default="coil", description=(
-        "coil or holding register."))
+    device: str | None = Field(
+        default=None, description=("A device of [[devices]]: its bus and unit carry the write.")
+    )
+    bus: str | None = Field(
+        default=None,
+        description=("A bus of [[buses]], for a relay module that is not polled (with unit)."),
+    )
+    unit: int | None = Field(
+        default=None, ge=0, le=255, description=("Modbus unit on bus (only with bus).")
+    )
+    table: Literal["coil", "holding"] = Field(
+        default="coil", description=("coil or holding register.")
+    )
     address: int = Field(ge=0, le=65535, description="Coil or register address, 0-based.")
     on: int = Field(default=1, ge=0, le=65535, description="Value written to switch on.")
     off: int = Field(default=0, ge=0, le=65535, description="Value written to switch off.")
-    points: list[str] = Field(default_factory=list, description=(
-        "Points whose alarms drive it; empty: every point."))
-    levels: list[Level] = Field(default_factory=lambda: ["alarm", "critical"], description=(
-        "Alarm levels that drive it."))
-    kinds: list[str] = Field(default_factory=list, description=(
-        "Rule kinds that drive it; empty: every kind but output_fault."))
-    until: Literal["clear", "ack"] = Field(default="clear", description=(
-        "clear: on until the alarms clear; ack: off once they are acknowledged (sounders)."))
-    timeout: float = Field(default=1.0, gt=0, le=30, description=(
-        "Seconds to wait for each answer."))
-    refresh: float = Field(default=60.0, ge=0, le=86400, description=(
-        "Seconds between read-backs that confirm the output still holds; 0: never."))
-    fault_level: Level = Field(default="fault", description=(
-        "Level of the output's output_fault alarm."))
+    points: list[str] = Field(
+        default_factory=list, description=("Points whose alarms drive it; empty: every point.")
+    )
+    levels: list[Level] = Field(
+        default_factory=lambda: ["alarm", "critical"], description=("Alarm levels that drive it.")
+    )
+    kinds: list[str] = Field(
+        default_factory=list,
+        description=("Rule kinds that drive it; empty: every kind but output_fault."),
+    )
+    until: Literal["clear", "ack"] = Field(
+        default="clear",
+        description=(
+            "clear: on until the alarms clear; ack: off once they are acknowledged (sounders)."
+        ),
+    )
+    timeout: float = Field(
+        default=1.0, gt=0, le=30, description=("Seconds to wait for each answer.")
+    )
+    refresh: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description=("Seconds between read-backs that confirm the output still holds; 0: never."),
+    )
+    fault_level: Level = Field(
+        default="fault", description=("Level of the output's output_fault alarm.")
+    )
 
     @model_validator(mode="after")
     def _target(self) -> OutputConfig:
@@ -109,8 +131,13 @@ class OutputConfig(BaseModel):
         return self
 
 
-def check_outputs(outputs: Sequence[OutputConfig], *, devices: Mapping[str, str],
-                  buses: Collection[str], points: Collection[str]) -> Iterator[str]:
+def check_outputs(
+    outputs: Sequence[OutputConfig],
+    *,
+    devices: Mapping[str, str],
+    buses: Collection[str],
+    points: Collection[str],
+) -> Iterator[str]:
     """Cross-section errors with key paths; ``devices`` maps device names to their bus."""
     seen: set[str] = set()
     for i, output in enumerate(outputs):
@@ -122,10 +149,12 @@ def check_outputs(outputs: Sequence[OutputConfig], *, devices: Mapping[str, str]
             yield f"{where}.name: " + TEXT_CLASH.format(name=output.name)
         if output.device is not None and output.device not in devices:
             yield f"{where}.device: " + TEXT_NO_DEVICE.format(
-                name=output.device, known=", ".join(devices) or "none")
+                name=output.device, known=", ".join(devices) or "none"
+            )
         if output.bus is not None and output.bus not in buses:
             yield f"{where}.bus: " + TEXT_NO_BUS.format(
-                name=output.bus, known=", ".join(buses) or "none")
+                name=output.bus, known=", ".join(buses) or "none"
+            )
         for p, point in enumerate(output.points):
             if point not in points:
                 yield f"{where}.points[{p}]: " + TEXT_NO_POINT.format(name=point)
@@ -149,8 +178,19 @@ class DeviceRef(Protocol):
 
 
 class _Output:
-    __slots__ = ("bus", "config", "desired", "driving", "fault", "name", "scheduler", "unit",
-                 "verified", "verified_ts", "wake")
+    __slots__ = (
+        "bus",
+        "config",
+        "desired",
+        "driving",
+        "fault",
+        "name",
+        "scheduler",
+        "unit",
+        "verified",
+        "verified_ts",
+        "wake",
+    )
 
     def __init__(self, config: OutputConfig, bus: str, unit: int, scheduler: Transactor) -> None:
         self.config = config
@@ -169,8 +209,11 @@ class _Output:
         config = self.config
         if kind == "output_fault" and (point == self.name or kind not in config.kinds):
             return False
-        return (level in config.levels and (not config.points or point in config.points)
-                and (not config.kinds or kind in config.kinds))
+        return (
+            level in config.levels
+            and (not config.points or point in config.points)
+            and (not config.kinds or kind in config.kinds)
+        )
 
     def want(self) -> bool:
         if self.config.until == "ack":
@@ -185,10 +228,16 @@ class OutputDriver:
     listener stores them.
     """
 
-    def __init__(self, outputs: Sequence[OutputConfig], *, engine: AlarmEngine,
-                 devices: Iterable[DeviceRef], schedulers: Mapping[str, Transactor],
-                 emit: Callable[[AlarmEvent], None] | None = None,
-                 retry_cap: float = 30.0) -> None:
+    def __init__(
+        self,
+        outputs: Sequence[OutputConfig],
+        *,
+        engine: AlarmEngine,
+        devices: Iterable[DeviceRef],
+        schedulers: Mapping[str, Transactor],
+        emit: Callable[[AlarmEvent], None] | None = None,
+        retry_cap: float = 30.0,
+    ) -> None:
         by_name = {device.name: device for device in devices}
         known = set(engine.alarm_ids())
         self._outputs: list[_Output] = []
@@ -209,8 +258,15 @@ class OutputDriver:
         self._emit = emit
         self._retry_cap = retry_cap
         for entry in engine.active():
-            self._update(entry["alarm"], entry["point"], entry["kind"], entry["level"],
-                         active=entry["raised"], shelved=entry["shelved"], acked=entry["acked"])
+            self._update(
+                entry["alarm"],
+                entry["point"],
+                entry["kind"],
+                entry["level"],
+                active=entry["raised"],
+                shelved=entry["shelved"],
+                acked=entry["acked"],
+            )
         engine.add_listener(self.notify)
 
     # -- called from the engine, on the poll path: never waits ---------------------------------
@@ -218,11 +274,27 @@ class OutputDriver:
     def notify(self, event: AlarmEvent) -> None:
         """Take one alarm event into account; wakes the outputs it changes."""
         if not event.test:
-            self._update(event.alarm, event.point, event.kind, event.level,
-                         active=event.active, shelved=event.shelved, acked=event.acked)
+            self._update(
+                event.alarm,
+                event.point,
+                event.kind,
+                event.level,
+                active=event.active,
+                shelved=event.shelved,
+                acked=event.acked,
+            )
 
-    def _update(self, alarm: str, point: str, kind: str, level: str, *, active: bool,
-                shelved: bool, acked: bool) -> None:
+    def _update(
+        self,
+        alarm: str,
+        point: str,
+        kind: str,
+        level: str,
+        *,
+        active: bool,
+        shelved: bool,
+        acked: bool,
+    ) -> None:
         for output in self._outputs:
             if not output.drives(point, kind, level):
                 continue
@@ -247,8 +319,15 @@ class OutputDriver:
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per output: wanted state, state last read back, fault; for `status` and `health`."""
-        return {o.name: {"on": o.desired, "verified": o.verified, "fault": o.fault,
-                         "alarms": sorted(o.driving)} for o in self._outputs}
+        return {
+            o.name: {
+                "on": o.desired,
+                "verified": o.verified,
+                "fault": o.fault,
+                "alarms": sorted(o.driving),
+            }
+            for o in self._outputs
+        }
 
     async def _drive(self, output: _Output) -> None:
         backoff = Backoff(initial=min(1.0, self._retry_cap), cap=self._retry_cap)
@@ -278,13 +357,13 @@ class OutputDriver:
                     log.error(TEXT_FAULT, output.name, detail)
                 output.fault = detail
                 output.verified = None if got is None else got == output.config.on
-            for event in self._engine.report_output(output.name, ok=ok, detail=detail,
-                                                    value=got):
+            for event in self._engine.report_output(output.name, ok=ok, detail=detail, value=got):
                 if self._emit is not None:
                     self._emit(event)
 
-    async def _apply(self, output: _Output, on: bool, *, read_first: bool
-                     ) -> tuple[bool, str, int | None]:
+    async def _apply(
+        self, output: _Output, on: bool, *, read_first: bool
+    ) -> tuple[bool, str, int | None]:
         """Write ``on`` and read it back: (verified, what went wrong, value read back)."""
         config = output.config
         table = Table(config.table)

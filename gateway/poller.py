@@ -38,8 +38,9 @@ DOWN_RECHECK_CAP = 60.0
 
 TEXT_DEVICE_DOWN = "device %s on bus %s: %s (polled less often until it answers)"
 TEXT_DEVICE_UP = "device %s on bus %s answers again"
-TEXT_SPLIT = ("device %s: %s covers an address the device refuses; "
-              "reading its points one by one from now on")
+TEXT_SPLIT = (
+    "device %s: %s covers an address the device refuses; reading its points one by one from now on"
+)
 
 
 def wall_clock_ms() -> int:
@@ -68,7 +69,8 @@ class DeviceReader:
 
     def __post_init__(self) -> None:
         self.plan: list[PlannedRead[PointConfig]] = plan_reads(
-            self.device.unit, self.device.points, self.device.max_gap)
+            self.device.unit, self.device.points, self.device.max_gap
+        )
         # per planned read (by id, holding the read so that its id stays its own)
         self._decodings: dict[int, tuple[PlannedRead[PointConfig], list[Decoding]]] = {}
 
@@ -108,8 +110,9 @@ class DeviceReader:
                     raise
         raise AssertionError("unreachable")
 
-    def _decode(self, planned: PlannedRead[PointConfig],
-                raw: list[int] | list[bool]) -> list[Sample]:
+    def _decode(
+        self, planned: PlannedRead[PointConfig], raw: list[int] | list[bool]
+    ) -> list[Sample]:
         ts = self.now_ms()
         good, bad, isfinite = Quality.GOOD, Quality.BAD, math.isfinite
         samples = []
@@ -130,11 +133,20 @@ class DeviceReader:
     def _decodings_of(self, planned: PlannedRead[PointConfig]) -> list[Decoding]:
         entry = self._decodings.get(id(planned))
         if entry is None or entry[0] is not planned:
-            entry = (planned, [
-                (point.name, offset,
-                 None if point.type == "bool" else reader(point.type, point.word_order),
-                 point.scale, point.offset, point.range)
-                for point, offset in planned.points])
+            entry = (
+                planned,
+                [
+                    (
+                        point.name,
+                        offset,
+                        None if point.type == "bool" else reader(point.type, point.word_order),
+                        point.scale,
+                        point.offset,
+                        point.range,
+                    )
+                    for point, offset in planned.points
+                ],
+            )
             self._decodings[id(planned)] = entry
         return entry[1]
 
@@ -146,7 +158,7 @@ class DeviceReader:
         log.warning(TEXT_SPLIT, self.device.name, planned.request)
         index = self.plan.index(planned)
         singles = [plan_reads(self.device.unit, [point], 0)[0] for point, _ in planned.points]
-        self.plan[index:index + 1] = singles
+        self.plan[index : index + 1] = singles
         self._decodings.pop(id(planned), None)
 
     def _record(self, comm_down: CommError | None, errors: list[str], bus: Bus) -> None:
@@ -181,7 +193,8 @@ class BusScheduler:
         # the longest one poll may take when every request times out on every retry
         self._longest_poll = max(
             (len(r.plan) * r.device.timeout * (r.device.retries + 1) for r in self.readers),
-            default=0.0)
+            default=0.0,
+        )
 
     def stuck(self, now: float, grace: float = 10.0) -> bool:
         """True when a poll has run far longer than its timeouts allow: the task is wedged."""
@@ -194,9 +207,13 @@ class BusScheduler:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        backoffs = {id(r): Backoff(initial=max(DOWN_RECHECK, r.device.interval),
-                                   cap=max(DOWN_RECHECK_CAP, r.device.interval))
-                    for r in self.readers}
+        backoffs = {
+            id(r): Backoff(
+                initial=max(DOWN_RECHECK, r.device.interval),
+                cap=max(DOWN_RECHECK_CAP, r.device.interval),
+            )
+            for r in self.readers
+        }
         due = {id(r): loop.time() for r in self.readers}
         try:
             if not self.readers:  # a bus that only carries outputs: serve transact() alone
@@ -237,8 +254,11 @@ class Poller:
         return [name for name, scheduler in self.schedulers.items() if scheduler.stuck(now)]
 
     def devices(self) -> dict[str, DeviceHealth]:
-        return {reader.device.name: reader.health
-                for scheduler in self.schedulers.values() for reader in scheduler.readers}
+        return {
+            reader.device.name: reader.health
+            for scheduler in self.schedulers.values()
+            for reader in scheduler.readers
+        }
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

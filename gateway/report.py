@@ -48,21 +48,28 @@ EXIT_FAILED = 1
 
 # -- user-facing text: one place, for translation ---------------------------------------------
 
-TEXT_HELP = _("write the commissioning report: one HTML page with plots, alarms, "
-              "communication and identity")
+TEXT_HELP = _(
+    "write the commissioning report: one HTML page with plots, alarms, communication and identity"
+)
 TEXT_CONFIG_HELP = _("the gateway's config file")
 TEXT_OUT_HELP = _("the HTML file to write (default: report-SITE-GATEWAY.html here)")
-TEXT_SINCE_HELP = _("start of the period, ISO 8601 (UTC unless a zone is given), "
-                    "e.g. 2025-03-01T08:00")
+TEXT_SINCE_HELP = _(
+    "start of the period, ISO 8601 (UTC unless a zone is given), e.g. 2025-03-01T08:00"
+)
 TEXT_HOURS_HELP = _("the period is the last N hours")
 TEXT_HISTORY_HELP = _("the history file itself, instead of the one the config names")
-TEXT_WRITTEN = _("report written: {path} ({points} points, {alarms} alarm events, {start} to "
-                 "{end} UTC)")
-TEXT_NO_HISTORY = _("no history yet: {error}. The daemon records it once a minute while it "
-                    "runs with [history] enabled; run the report again after a few minutes "
-                    "of polling.")
-TEXT_BAD_HISTORY = _("cannot read the history: {error}. Running again will not help; the "
-                     "daemon moves a damaged history aside and starts afresh.")
+TEXT_WRITTEN = _(
+    "report written: {path} ({points} points, {alarms} alarm events, {start} to {end} UTC)"
+)
+TEXT_NO_HISTORY = _(
+    "no history yet: {error}. The daemon records it once a minute while it "
+    "runs with [history] enabled; run the report again after a few minutes "
+    "of polling."
+)
+TEXT_BAD_HISTORY = _(
+    "cannot read the history: {error}. Running again will not help; the "
+    "daemon moves a damaged history aside and starts afresh."
+)
 TEXT_BAD_SINCE = _("--since {value!r} is not an ISO 8601 time, e.g. 2025-03-01T08:00")
 TEXT_CANNOT_WRITE = _("cannot write {path}: {error}")
 
@@ -94,23 +101,54 @@ TEXT_STORE_UNREADABLE = _("store unreadable: {error}")
 TEXT_BACKLOG_EMPTY = _("Nothing waiting: everything reached the broker.")
 TEXT_NO_READINGS = _("No readings recorded in the period.")
 TEXT_NOT_CONFIGURED = _("not in the current config")
-TEXT_LEGEND = _("band: lowest to highest good value per minute; line: mean; dashed: alarm "
-                "thresholds; red marks below the axis: minutes with failed reads")
+TEXT_LEGEND = _(
+    "band: lowest to highest good value per minute; line: mean; dashed: alarm "
+    "thresholds; red marks below the axis: minutes with failed reads"
+)
 TEXT_TEST = _("test")
 TEXT_TIMES_UTC = _("All times are UTC.")
 
-COLUMNS_SUMMARY = (_("point"), _("device"), _("unit"), _("good samples"), _("bad"),
-                   _("no answer"), _("min"), _("mean"), _("max"), _("alarm thresholds"))
-COLUMNS_ALARMS = (_("time"), _("alarm"), _("event"), _("level"), _("value"), _("threshold"),
-                  _("by"), _("note"))
-COLUMNS_COMM = (_("device"), _("bus"), _("polls"), _("failed polls"), _("answer rate"),
-                _("minutes with failures"))
+COLUMNS_SUMMARY = (
+    _("point"),
+    _("device"),
+    _("unit"),
+    _("good samples"),
+    _("bad"),
+    _("no answer"),
+    _("min"),
+    _("mean"),
+    _("max"),
+    _("alarm thresholds"),
+)
+COLUMNS_ALARMS = (
+    _("time"),
+    _("alarm"),
+    _("event"),
+    _("level"),
+    _("value"),
+    _("threshold"),
+    _("by"),
+    _("note"),
+)
+COLUMNS_COMM = (
+    _("device"),
+    _("bus"),
+    _("polls"),
+    _("failed polls"),
+    _("answer rate"),
+    _("minutes with failures"),
+)
 COLUMNS_BACKLOG = (_("stream"), _("waiting messages"), _("items"), _("oldest"))
-TEXT_ALARM_COUNTS = _("{raised} raised, {cleared} cleared, {acknowledged} acknowledged, "
-                      "{shelved} shelved")
+TEXT_ALARM_COUNTS = _(
+    "{raised} raised, {cleared} cleared, {acknowledged} acknowledged, {shelved} shelved"
+)
 
-LEVEL_COLOURS = {"prealarm": "#d98c00", "alarm": "#d0021b", "critical": "#7a0010",
-                 "fault": "#6b6b6b"}
+LEVEL_COLOURS = {
+    "prealarm": "#d98c00",
+    "alarm": "#d0021b",
+    "critical": "#7a0010",
+    "fault": "#6b6b6b",
+}
 
 STYLE = """
 body{font-family:sans-serif;margin:2em;color:#222;max-width:60em}
@@ -162,10 +200,12 @@ def points_of(config: GatewayConfig) -> list[PointInfo]:
     """The configured points with their units and threshold rules, in config order."""
     infos = []
     for device, point in config.points():
-        thresholds = tuple((rule.name, rule.level, rule.threshold) for rule in point.alarms
-                           if isinstance(rule, ThresholdRule))
-        infos.append(PointInfo(point.name, device.name, point.unit, point.description,
-                               thresholds))
+        thresholds = tuple(
+            (rule.name, rule.level, rule.threshold)
+            for rule in point.alarms
+            if isinstance(rule, ThresholdRule)
+        )
+        infos.append(PointInfo(point.name, device.name, point.unit, point.description, thresholds))
     return infos
 
 
@@ -192,48 +232,86 @@ def identity_of(config: GatewayConfig) -> Identity:
     return ident
 
 
-def render(identity: Identity, points: Sequence[PointInfo], history: History, *,
-           backlog: dict[str, Any] | str, history_file: Path | None = None,
-           generated_ms: int | None = None) -> str:
+def render(
+    identity: Identity,
+    points: Sequence[PointInfo],
+    history: History,
+    *,
+    backlog: dict[str, Any] | str,
+    history_file: Path | None = None,
+    generated_ms: int | None = None,
+) -> str:
     """The whole page as a string."""
     known = {p.name for p in points}
-    infos = [*points, *(PointInfo(name, configured=False) for name in sorted(history.points)
-                        if name not in known)]
+    infos = [
+        *points,
+        *(
+            PointInfo(name, configured=False)
+            for name in sorted(history.points)
+            if name not in known
+        ),
+    ]
     start = history.first_ms or history.since_ms
     end = history.last_ms or history.until_ms
     title = TEXT_TITLE.format(site=identity.site, gateway=identity.gateway)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>{_e(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
         f"<h1>{_e(title)}</h1>",
         f"<h2>{_e(TEXT_IDENTITY)}</h2>",
-        _identity_table(identity, history, start, end, history_file=history_file,
-                        generated_ms=generated_ms),
+        _identity_table(
+            identity, history, start, end, history_file=history_file, generated_ms=generated_ms
+        ),
         f'<p class="note">{_e(TEXT_TIMES_UTC)}</p>',
-        f"<h2>{_e(TEXT_SUMMARY)}</h2>", _summary_table(infos, history),
-        f"<h2>{_e(TEXT_POINTS)}</h2>", f'<p class="note">{_e(TEXT_LEGEND)}</p>',
+        f"<h2>{_e(TEXT_SUMMARY)}</h2>",
+        _summary_table(infos, history),
+        f"<h2>{_e(TEXT_POINTS)}</h2>",
+        f'<p class="note">{_e(TEXT_LEGEND)}</p>',
     ]
     for info in infos:
         parts.append(_point_section(info, history.points.get(info.name, []), start, end))
-    parts += [f"<h2>{_e(TEXT_ALARMS)}</h2>", _alarms_section(history.alarms),
-              f"<h2>{_e(TEXT_COMM)}</h2>", _comm_table(history, points),
-              f"<h2>{_e(TEXT_BACKLOG)}</h2>", _backlog_section(backlog),
-              "</body>", "</html>", ""]
+    parts += [
+        f"<h2>{_e(TEXT_ALARMS)}</h2>",
+        _alarms_section(history.alarms),
+        f"<h2>{_e(TEXT_COMM)}</h2>",
+        _comm_table(history, points),
+        f"<h2>{_e(TEXT_BACKLOG)}</h2>",
+        _backlog_section(backlog),
+        "</body>",
+        "</html>",
+        "",
+    ]
     return "\n".join(parts)
 
 
-def _identity_table(identity: Identity, history: History, start: int, end: int, *,
-                    history_file: Path | None, generated_ms: int | None) -> str:
+def _identity_table(
+    identity: Identity,
+    history: History,
+    start: int,
+    end: int,
+    *,
+    history_file: Path | None,
+    generated_ms: int | None,
+) -> str:
     minutes = len({r.minute for rows in history.points.values() for r in rows})
     rows: list[tuple[str, str]] = [
-        (TEXT_SITE, identity.site), (TEXT_GATEWAY_ID, identity.gateway),
-        (TEXT_VERSION, identity.version), (TEXT_BROKER, identity.broker),
+        (TEXT_SITE, identity.site),
+        (TEXT_GATEWAY_ID, identity.gateway),
+        (TEXT_VERSION, identity.version),
+        (TEXT_BROKER, identity.broker),
     ]
     rows += list(identity.certificate.items())
     if identity.certificate_note:
         rows.append((TEXT_CERT_SUBJECT, identity.certificate_note))
-    rows.append((TEXT_PERIOD, TEXT_PERIOD_VALUE.format(
-        start=_when(start), end=_when(end), minutes=minutes)))
+    rows.append(
+        (TEXT_PERIOD, TEXT_PERIOD_VALUE.format(start=_when(start), end=_when(end), minutes=minutes))
+    )
     if history_file is not None:
         rows.append((TEXT_HISTORY_FILE, str(history_file)))
     if generated_ms is not None:
@@ -247,21 +325,31 @@ def _summary_table(infos: Sequence[PointInfo], history: History) -> str:
     for info in infos:
         totals = summarize_rows(history.points.get(info.name, []))
         thresholds = ", ".join(f"{name} {_num(value)}" for name, _lvl, value in info.thresholds)
-        rows.append([
-            f'<a href="#point-{_e(info.name)}">{_e(info.name)}</a>', _e(info.device),
-            _e(info.unit), _n(str(totals["good"])),
-            _n(str(totals["bad"]), bad=totals["bad"] > 0),
-            _n(str(totals["comm"]), bad=totals["comm"] > 0),
-            _n(_num(totals["min"])), _n(_num(totals["mean"])), _n(_num(totals["max"])),
-            _e(thresholds)])
+        rows.append(
+            [
+                f'<a href="#point-{_e(info.name)}">{_e(info.name)}</a>',
+                _e(info.device),
+                _e(info.unit),
+                _n(str(totals["good"])),
+                _n(str(totals["bad"]), bad=totals["bad"] > 0),
+                _n(str(totals["comm"]), bad=totals["comm"] > 0),
+                _n(_num(totals["min"])),
+                _n(_num(totals["mean"])),
+                _n(_num(totals["max"])),
+                _e(thresholds),
+            ]
+        )
     return _table(COLUMNS_SUMMARY, rows, raw=True)
 
 
 def _point_section(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: int) -> str:
     heading = info.name + (f" ({info.unit})" if info.unit else "")
     parts = [f'<div class="point" id="point-{_e(info.name)}">', f"<h3>{_e(heading)}</h3>"]
-    notes = [text for text in (info.description, info.device,
-                               "" if info.configured else TEXT_NOT_CONFIGURED) if text]
+    notes = [
+        text
+        for text in (info.description, info.device, "" if info.configured else TEXT_NOT_CONFIGURED)
+        if text
+    ]
     if notes:
         parts.append(f'<p class="note">{_e(" · ".join(notes))}</p>')
     if not any(r.good or r.bad or r.comm or r.stale for r in rows):
@@ -272,8 +360,15 @@ def _point_section(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: 
     return "\n".join(parts)
 
 
-def plot_svg(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: int, *,
-             width: int = 720, height: int = 200) -> str:
+def plot_svg(
+    info: PointInfo,
+    rows: Sequence[MinuteRow],
+    start: int,
+    end: int,
+    *,
+    width: int = 720,
+    height: int = 200,
+) -> str:
     """The min/max band, the mean and the threshold lines of one point, as inline SVG."""
     left, right, top, bottom = 64, 150, 10, 34
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -293,50 +388,77 @@ def plot_svg(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: int, *
         return top + (high - value) / (high - low) * plot_h
 
     label = _e(f"{info.name} {info.unit}".strip())
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
-           f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
-           'stroke="#999"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
+        'stroke="#999"/>',
+    ]
     for tick in _ticks(low, high):
         ty = y(tick)
-        out.append(f'<line x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" y2="{ty:.1f}" '
-                   'stroke="#e4e4e4"/>')
-        out.append(f'<text x="{left - 4}" y="{ty + 4:.1f}" font-size="11" '
-                   f'text-anchor="end">{_e(_num(tick))}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" y2="{ty:.1f}" stroke="#e4e4e4"/>'
+        )
+        out.append(
+            f'<text x="{left - 4}" y="{ty + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{_e(_num(tick))}</text>'
+        )
     if info.unit:
-        out.append(f'<text x="12" y="{top + plot_h / 2:.1f}" font-size="11" text-anchor="middle" '
-                   f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{_e(info.unit)}</text>')
+        out.append(
+            f'<text x="12" y="{top + plot_h / 2:.1f}" font-size="11" text-anchor="middle" '
+            f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{_e(info.unit)}</text>'
+        )
     for segment in _segments(rows):
-        upper = [p for ts, _lo, _mean, hi in segment
-                 for p in ((x(ts), y(hi)), (x(ts + MINUTE_MS), y(hi)))]
-        lower = [p for ts, lo, _mean, _hi in reversed(segment)
-                 for p in ((x(ts + MINUTE_MS), y(lo)), (x(ts), y(lo)))]
-        out.append(f'<polygon class="band" points="{_pts(upper + lower)}" fill="#9ec5e8" '
-                   'fill-opacity="0.6" stroke="#5b9bd5" stroke-width="0.5"/>')
+        upper = [
+            p
+            for ts, _lo, _mean, hi in segment
+            for p in ((x(ts), y(hi)), (x(ts + MINUTE_MS), y(hi)))
+        ]
+        lower = [
+            p
+            for ts, lo, _mean, _hi in reversed(segment)
+            for p in ((x(ts + MINUTE_MS), y(lo)), (x(ts), y(lo)))
+        ]
+        out.append(
+            f'<polygon class="band" points="{_pts(upper + lower)}" fill="#9ec5e8" '
+            'fill-opacity="0.6" stroke="#5b9bd5" stroke-width="0.5"/>'
+        )
         mean = [(x(ts + MINUTE_MS / 2), y(m)) for ts, _lo, m, _hi in segment]
         if len(mean) > 1:
-            out.append(f'<polyline class="mean" points="{_pts(mean)}" fill="none" '
-                       'stroke="#1f4e79" stroke-width="1.5"/>')
+            out.append(
+                f'<polyline class="mean" points="{_pts(mean)}" fill="none" '
+                'stroke="#1f4e79" stroke-width="1.5"/>'
+            )
         else:
-            out.append(f'<circle class="mean" cx="{mean[0][0]:.1f}" cy="{mean[0][1]:.1f}" r="2" '
-                       'fill="#1f4e79"/>')
+            out.append(
+                f'<circle class="mean" cx="{mean[0][0]:.1f}" cy="{mean[0][1]:.1f}" r="2" '
+                'fill="#1f4e79"/>'
+            )
     for name, level, value in info.thresholds:
         colour = LEVEL_COLOURS.get(level, "#d0021b")
         ty = y(value)
-        out.append(f'<line class="threshold" x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" '
-                   f'y2="{ty:.1f}" stroke="{colour}" stroke-dasharray="6 3" '
-                   f'data-rule="{_e(name)}" data-value="{_e(_num(value))}"/>')
-        out.append(f'<text x="{left + plot_w + 4}" y="{ty + 4:.1f}" font-size="11" '
-                   f'fill="{colour}">{_e(f"{name} {_num(value)}")}</text>')
+        out.append(
+            f'<line class="threshold" x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" '
+            f'y2="{ty:.1f}" stroke="{colour}" stroke-dasharray="6 3" '
+            f'data-rule="{_e(name)}" data-value="{_e(_num(value))}"/>'
+        )
+        out.append(
+            f'<text x="{left + plot_w + 4}" y="{ty + 4:.1f}" font-size="11" '
+            f'fill="{colour}">{_e(f"{name} {_num(value)}")}</text>'
+        )
     for r in rows:
         if r.bad or r.comm or r.stale:
-            out.append(f'<rect class="failed" x="{x(r.ts):.1f}" y="{top + plot_h + 2}" '
-                       f'width="{max(x(r.ts + MINUTE_MS) - x(r.ts), 1):.1f}" height="4" '
-                       'fill="#d0021b"/>')
+            out.append(
+                f'<rect class="failed" x="{x(r.ts):.1f}" y="{top + plot_h + 2}" '
+                f'width="{max(x(r.ts + MINUTE_MS) - x(r.ts), 1):.1f}" height="4" '
+                'fill="#d0021b"/>'
+            )
     base = top + plot_h + 20
     out.append(f'<text x="{left}" y="{base}" font-size="11">{_e(_when(start))}</text>')
-    out.append(f'<text x="{left + plot_w}" y="{base}" font-size="11" text-anchor="end">'
-               f"{_e(_when(end))}</text>")
+    out.append(
+        f'<text x="{left + plot_w}" y="{base}" font-size="11" text-anchor="end">'
+        f"{_e(_when(end))}</text>"
+    )
     out.append("</svg>")
     return "".join(out)
 
@@ -344,15 +466,26 @@ def plot_svg(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: int, *
 def _alarms_section(alarms: Sequence[dict[str, Any]]) -> str:
     if not alarms:
         return f"<p>{_e(TEXT_NO_ALARM_EVENTS)}</p>"
-    counts = {name: sum(1 for a in alarms if a.get("event") == name)
-              for name in ("raised", "cleared", "acknowledged", "shelved")}
+    counts = {
+        name: sum(1 for a in alarms if a.get("event") == name)
+        for name in ("raised", "cleared", "acknowledged", "shelved")
+    }
     rows = []
     for a in alarms:
         event = str(a.get("event", "")) + (f" ({TEXT_TEST})" if a.get("test") else "")
         note = a.get("note") or a.get("detail") or ""
-        rows.append([_when(a.get("decided_ts")), str(a.get("alarm", "")), event,
-                     str(a.get("level", "")), _num(a.get("value")), _num(a.get("threshold")),
-                     str(a.get("by") or ""), str(note)])
+        rows.append(
+            [
+                _when(a.get("decided_ts")),
+                str(a.get("alarm", "")),
+                event,
+                str(a.get("level", "")),
+                _num(a.get("value")),
+                _num(a.get("threshold")),
+                str(a.get("by") or ""),
+                str(note),
+            ]
+        )
     return f"<p>{_e(TEXT_ALARM_COUNTS.format(**counts))}</p>" + _table(COLUMNS_ALARMS, rows)
 
 
@@ -366,9 +499,16 @@ def _comm_table(history: History, points: Sequence[PointInfo]) -> str:
         failures = sum(r.failures for r in minutes)
         rate = f"{100 * (polls - failures) / polls:.1f} %" if polls else "-"
         failing = sum(1 for r in minutes if r.failures)
-        rows.append([_e(device), _e(buses.get(device, "")), _n(str(polls)),
-                     _n(str(failures), bad=failures > 0), _n(rate, bad=failures > 0),
-                     _n(str(failing), bad=failing > 0)])
+        rows.append(
+            [
+                _e(device),
+                _e(buses.get(device, "")),
+                _n(str(polls)),
+                _n(str(failures), bad=failures > 0),
+                _n(rate, bad=failures > 0),
+                _n(str(failing), bad=failing > 0),
+            ]
+        )
     return _table(COLUMNS_COMM, rows, raw=True)
 
 
@@ -376,8 +516,10 @@ def _backlog_section(backlog: dict[str, Any] | str) -> str:
     if isinstance(backlog, str):
         return f'<p class="bad">{_e(backlog)}</p>'
     streams = backlog.get("streams", {})
-    rows = [[name, str(s.get("depth", 0)), str(s.get("items") or 0), _when(s.get("oldest_ts"))]
-            for name, s in sorted(streams.items())]
+    rows = [
+        [name, str(s.get("depth", 0)), str(s.get("items") or 0), _when(s.get("oldest_ts"))]
+        for name, s in sorted(streams.items())
+    ]
     waiting = any(s.get("depth") for s in streams.values())
     head = "" if waiting else f"<p>{_e(TEXT_BACKLOG_EMPTY)}</p>"
     return head + _table(COLUMNS_BACKLOG, rows)
@@ -396,8 +538,10 @@ def _n(text: str, *, bad: bool = False) -> str:
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool = False) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell if raw else _e(cell)}</td>" for cell in row)
-                   + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell if raw else _e(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -450,8 +594,9 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("report", help=TEXT_HELP)
-    parser.add_argument("--config", type=Path, default=Path("/etc/watchpost/gateway.toml"),
-                        help=TEXT_CONFIG_HELP)
+    parser.add_argument(
+        "--config", type=Path, default=Path("/etc/watchpost/gateway.toml"), help=TEXT_CONFIG_HELP
+    )
     parser.add_argument("--out", type=Path, help=TEXT_OUT_HELP)
     period = parser.add_mutually_exclusive_group()
     period.add_argument("--since", help=TEXT_SINCE_HELP)
@@ -460,8 +605,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_report)
 
 
-def make_report(config: GatewayConfig, *, history_file: Path | None = None,
-                since_ms: int | None = None, now_ms: int | None = None) -> tuple[str, History]:
+def make_report(
+    config: GatewayConfig,
+    *,
+    history_file: Path | None = None,
+    since_ms: int | None = None,
+    now_ms: int | None = None,
+) -> tuple[str, History]:
     """The page for ``config`` over ``[since_ms, now)``; raises ReportError."""
     now = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
     path = history_file or default_history_file(config)
@@ -471,9 +621,14 @@ def make_report(config: GatewayConfig, *, history_file: Path | None = None,
         raise ReportError(TEXT_NO_HISTORY.format(error=exc), EXIT_NO_HISTORY) from exc
     except HistoryError as exc:
         raise ReportError(TEXT_BAD_HISTORY.format(error=exc)) from exc
-    page = render(identity_of(config), points_of(config), history,
-                  backlog=_read_backlog(config.store.path), history_file=path,
-                  generated_ms=now)
+    page = render(
+        identity_of(config),
+        points_of(config),
+        history,
+        backlog=_read_backlog(config.store.path),
+        history_file=path,
+        generated_ms=now,
+    )
     return page, history
 
 
@@ -516,8 +671,9 @@ def _report(args: argparse.Namespace) -> int:
             since_ms = parse_since(args.since)
         elif args.hours is not None:
             since_ms = int((now - timedelta(hours=args.hours)).timestamp() * 1000)
-        page, history = make_report(config, history_file=args.history, since_ms=since_ms,
-                                    now_ms=int(now.timestamp() * 1000))
+        page, history = make_report(
+            config, history_file=args.history, since_ms=since_ms, now_ms=int(now.timestamp() * 1000)
+        )
     except ReportError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_status
@@ -527,6 +683,13 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(TEXT_CANNOT_WRITE.format(path=out, error=exc), file=sys.stderr)
         return EXIT_FAILED
-    print(TEXT_WRITTEN.format(path=out, points=len(history.points), alarms=len(history.alarms),
-                              start=_when(history.first_ms), end=_when(history.last_ms)))
+    print(
+        TEXT_WRITTEN.format(
+            path=out,
+            points=len(history.points),
+            alarms=len(history.alarms),
+            start=_when(history.first_ms),
+            end=_when(history.last_ms),
+        )
+    )
     return 0

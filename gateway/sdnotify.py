@@ -129,8 +129,13 @@ class Watchdog:
     sent every half interval, as sd_watchdog_enabled(3) recommends.
     """
 
-    def __init__(self, notifier: Notifier, *, interval: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        interval: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if interval is not None and not interval > 0:
             raise ValueError(f"watchdog interval must be positive seconds, not {interval!r}")
         self.notifier = notifier
@@ -140,8 +145,13 @@ class Watchdog:
         self._stalled: frozenset[str] = frozenset()
 
     @classmethod
-    def from_environment(cls, notifier: Notifier, environ: Mapping[str, str] | None = None,
-                         *, clock: Callable[[], float] = time.monotonic) -> Watchdog:
+    def from_environment(
+        cls,
+        notifier: Notifier,
+        environ: Mapping[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Watchdog:
         """The feeder for ``$WATCHDOG_USEC`` (off when systemd set no watchdog for us)."""
         return cls(notifier, interval=watchdog_interval(environ), clock=clock)
 
@@ -175,8 +185,7 @@ class Watchdog:
         stalled = frozenset(self.stalled())
         if stalled != self._stalled:
             if stalled:
-                text = TEXT_STALLED.format(names=", ".join(sorted(stalled)),
-                                           interval=self.interval)
+                text = TEXT_STALLED.format(names=", ".join(sorted(stalled)), interval=self.interval)
                 log.error(text)
                 self.notifier.status(text)
             else:

@@ -49,8 +49,11 @@ def check_disk(path: Path) -> Check:
     free = shutil.disk_usage(folder).free
     mb = 1024 * 1024
     if free < MIN_FREE_BYTES:
-        return Check("disk", False, TEXT_DISK_LOW.format(free=free / mb, path=folder,
-                                                         need=MIN_FREE_BYTES / mb))
+        return Check(
+            "disk",
+            False,
+            TEXT_DISK_LOW.format(free=free / mb, path=folder, need=MIN_FREE_BYTES / mb),
+        )
     return Check("disk", True, TEXT_DISK_OK.format(free=free / mb, path=folder))
 
 
@@ -66,8 +69,9 @@ def check_broker(url: str, timeout: float = 3.0) -> Check:
         with socket.create_connection((address.host, address.port), timeout=timeout):
             pass
     except OSError as exc:
-        return Check("broker", False, TEXT_BROKER_BAD.format(host=address.host,
-                                                             port=address.port, error=exc))
+        return Check(
+            "broker", False, TEXT_BROKER_BAD.format(host=address.host, port=address.port, error=exc)
+        )
     return Check("broker", True, TEXT_BROKER_OK.format(host=address.host, port=address.port))
 
 

@@ -102,15 +102,24 @@ class StoreConfig(BaseModel):
 
     path: Path = Field(description="The SQLite file, e.g. /var/lib/watchpost/buffer.db.")
     commit_interval: float = Field(
-        default=1.0, gt=0, le=60,
-        description="Seconds between telemetry commits: what a power cut can cost at most.")
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between telemetry commits: what a power cut can cost at most.",
+    )
     quota_mb: float = Field(
-        default=512, gt=0, le=1_000_000,
-        description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.")
+        default=512,
+        gt=0,
+        le=1_000_000,
+        description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.",
+    )
     min_free_mb: float = Field(
-        default=64, ge=0, le=1_000_000,
+        default=64,
+        ge=0,
+        le=1_000_000,
         description="Free space (MiB) to leave on the filesystem: below it the store stops "
-                    "growing and evicts the oldest telemetry as if the quota were reached.")
+        "growing and evicts the oldest telemetry as if the quota were reached.",
+    )
 
 
 class StoreError(Exception):
@@ -183,12 +192,14 @@ class Store:
         conn, salvaged = self._open_or_recover()
         self._wconn = conn
         self._counters: dict[str, int] = dict(
-            conn.execute("SELECT stream, last_seq FROM streams").fetchall())
+            conn.execute("SELECT stream, last_seq FROM streams").fetchall()
+        )
         for stream, last in salvaged.items():
             self._counters[stream] = max(self._counters.get(stream, 0), last)
         self._rconn = _connect(self.path)
-        self._row_streams: set[str] = {row[0] for row in conn.execute(
-            "SELECT DISTINCT stream FROM outbox")}
+        self._row_streams: set[str] = {
+            row[0] for row in conn.execute("SELECT DISTINCT stream FROM outbox")
+        }
         self._rlock = threading.Lock()
         self._seq_lock = threading.Lock()
         self._acked: set[int] = set()  # acked, delete not yet committed
@@ -221,8 +232,12 @@ class Store:
         log.error(TEXT_DAMAGED, self.path, reason, moved)
         if salvaged:
             log.warning(TEXT_SALVAGED, salvaged)
-        self.recovery = {"reason": reason, "moved_to": str(moved),
-                         "seq_kept": bool(salvaged), "at": _wall_ms()}
+        self.recovery = {
+            "reason": reason,
+            "moved_to": str(moved),
+            "seq_kept": bool(salvaged),
+            "at": _wall_ms(),
+        }
         return _open_checked(self.path), salvaged
 
     def _record_recovery(self, salvaged: dict[str, int]) -> None:
@@ -230,10 +245,18 @@ class Store:
         assert self.recovery is not None
         now = self._stamp()
         body = {
-            "event": "raised", "alarm": "gateway/store_damaged", "point": "gateway",
-            "rule": "store_damaged", "kind": "store_damaged", "level": "fault",
-            "value": None, "threshold": None, "sample_ts": now, "decided_ts": now,
-            "reason": self.recovery["reason"], "moved_to": self.recovery["moved_to"],
+            "event": "raised",
+            "alarm": "gateway/store_damaged",
+            "point": "gateway",
+            "rule": "store_damaged",
+            "kind": "store_damaged",
+            "level": "fault",
+            "value": None,
+            "threshold": None,
+            "sample_ts": now,
+            "decided_ts": now,
+            "reason": self.recovery["reason"],
+            "moved_to": self.recovery["moved_to"],
             "seq_kept": bool(salvaged),
         }
         seq = self._next_seq("alarms")
@@ -275,8 +298,7 @@ class Store:
         future: asyncio.Future[None] = loop.create_future()
         seq = self._next_seq(stream)
         self._queued(len(data))
-        self._queue.put(_Put(stream, seq, int(ts), items, boot, data,
-                             _resolver(loop, future)))
+        self._queue.put(_Put(stream, seq, int(ts), items, boot, data, _resolver(loop, future)))
         await asyncio.shield(future)
         return seq
 
@@ -351,22 +373,43 @@ class Store:
         with self._rlock:
             rows = self._rconn.execute(
                 "SELECT id, seq, ts, boot, z, body FROM outbox WHERE stream = ? AND id > ? "
-                "ORDER BY id LIMIT ?", (stream, after_id, limit)).fetchall()
-            fixes = dict(self._rconn.execute("SELECT boot, delta_ms FROM clock_fix").fetchall()) \
-                if any(row[3] for row in rows) else {}
+                "ORDER BY id LIMIT ?",
+                (stream, after_id, limit),
+            ).fetchall()
+            fixes = (
+                dict(self._rconn.execute("SELECT boot, delta_ms FROM clock_fix").fetchall())
+                if any(row[3] for row in rows)
+                else {}
+            )
         with self._acked_lock:
             acked = self._acked.intersection(row[0] for row in rows) if self._acked else set()
         out = []
         for row_id, seq, ts, boot, z, body in rows:
             if row_id in acked:
                 continue
-            payload = self._payload(stream, seq, ts, boot, zlib.decompress(body) if z else body,
-                                    replay=row_id <= replay_upto, fixes=fixes)
+            payload = self._payload(
+                stream,
+                seq,
+                ts,
+                boot,
+                zlib.decompress(body) if z else body,
+                replay=row_id <= replay_upto,
+                fixes=fixes,
+            )
             out.append(Outgoing(row_id, stream, seq, payload))
         return out
 
-    def _payload(self, stream: str, seq: int, ts: int, boot: str | None, body: bytes, *,
-                 replay: bool, fixes: dict[str, int]) -> bytes:
+    def _payload(
+        self,
+        stream: str,
+        seq: int,
+        ts: int,
+        boot: str | None,
+        body: bytes,
+        *,
+        replay: bool,
+        fixes: dict[str, int],
+    ) -> bytes:
         head: dict[str, Any] = {"gateway": self.gateway, "stream": stream, "seq": seq, "ts": ts}
         if replay:
             head["replay"] = True
@@ -386,14 +429,15 @@ class Store:
 
     def streams(self) -> list[str]:
         """Streams that may have rows waiting, alarms and anomalies first."""
-        return sorted(self._row_streams, key=lambda name: (PRIORITY.index(name) if name in PRIORITY
-                                               else len(PRIORITY), name))
+        return sorted(
+            self._row_streams,
+            key=lambda name: (PRIORITY.index(name) if name in PRIORITY else len(PRIORITY), name),
+        )
 
     def max_id(self) -> int:
         """The newest committed row id (0 when empty)."""
         with self._rlock:
-            return int(self._rconn.execute("SELECT coalesce(max(id), 0) FROM outbox")
-                       .fetchone()[0])
+            return int(self._rconn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
 
     def backlog(self) -> dict[str, Any]:
         """Depth per stream, oldest item, bytes on disk, evictions: for `health` and the CLI."""
@@ -443,10 +487,15 @@ class Store:
                 continue
             if deadline is None:
                 deadline = time.monotonic() + self.config.commit_interval
-            urgent = closing is not None or self._failing or \
-                self._queued_bytes > MAX_QUEUED_BYTES // 4 or any(
-                isinstance(op, _Sync) or (isinstance(op, _Put) and op.done is not None)
-                for op in ops)
+            urgent = (
+                closing is not None
+                or self._failing
+                or self._queued_bytes > MAX_QUEUED_BYTES // 4
+                or any(
+                    isinstance(op, _Sync) or (isinstance(op, _Put) and op.done is not None)
+                    for op in ops
+                )
+            )
             if not urgent and time.monotonic() < deadline:
                 continue
             if self._try_commit(txn):
@@ -518,8 +567,9 @@ class Store:
         if acked:
             conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in acked))
         if fixes:
-            conn.executemany("INSERT OR REPLACE INTO clock_fix(boot, delta_ms) VALUES (?, ?)",
-                             fixes)
+            conn.executemany(
+                "INSERT OR REPLACE INTO clock_fix(boot, delta_ms) VALUES (?, ?)", fixes
+            )
         self._save_counters(counters)
         conn.execute("COMMIT")
 
@@ -532,13 +582,15 @@ class Store:
                 body, z = zlib.compress(body, 1), 1
             rows.append((op.stream, op.seq, op.ts, op.items, op.boot, z, body))
         self._wconn.executemany(
-            "INSERT INTO outbox(stream, seq, ts, items, boot, z, body) VALUES (?,?,?,?,?,?,?)",
-            rows)
+            "INSERT INTO outbox(stream, seq, ts, items, boot, z, body) VALUES (?,?,?,?,?,?,?)", rows
+        )
 
     def _save_counters(self, counters: dict[str, int]) -> None:
         self._wconn.executemany(
             "INSERT INTO streams(stream, last_seq) VALUES (?, ?) ON CONFLICT(stream) "
-            "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)", counters.items())
+            "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            counters.items(),
+        )
 
     def _finish(self, txn: list[_Op]) -> None:
         size = sum(len(op.body) for op in txn if isinstance(op, _Put))
@@ -563,8 +615,9 @@ class Store:
         except OSError:
             free = None
         if free is not None and free < self.min_free_bytes:
-            pages, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
-                           for name in ("page_count", "page_size"))
+            pages, size = (
+                conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size")
+            )
             limit = min(limit, int(pages * size * 0.98))  # reuse pages, do not grow
         if used > limit:
             self._evict(conn, fraction=(used - 0.9 * limit) / used)
@@ -575,7 +628,9 @@ class Store:
         for stream in sorted(EVICTABLE_STREAMS):
             rows = conn.execute(
                 "SELECT id, seq, items, length(body) FROM outbox WHERE stream = ? "
-                "ORDER BY id LIMIT 100000", (stream,)).fetchall()
+                "ORDER BY id LIMIT 100000",
+                (stream,),
+            ).fetchall()
             chosen, freed = [], 0
             for row_id, seq, items, size in rows:
                 if freed >= target:
@@ -587,12 +642,16 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM outbox WHERE id = ?", ((c[0],) for c in chosen))
             items = sum(c[2] for c in chosen)
-            conn.execute("UPDATE streams SET evicted = evicted + ?, "
-                         "evicted_items = evicted_items + ? WHERE stream = ?",
-                         (len(chosen), items, stream))
+            conn.execute(
+                "UPDATE streams SET evicted = evicted + ?, "
+                "evicted_items = evicted_items + ? WHERE stream = ?",
+                (len(chosen), items, stream),
+            )
             last = json.dumps([chosen[0][1], chosen[-1][1]])
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                         (f"last_eviction.{stream}", last))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (f"last_eviction.{stream}", last),
+            )
             conn.execute("COMMIT")
             log.warning(TEXT_EVICTED, len(chosen), items, chosen[0][1], chosen[-1][1])
             target -= freed
@@ -621,26 +680,31 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")  # each commit fsyncs the WAL
         conn.execute("PRAGMA journal_size_limit = 8388608")
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = {row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if not tables:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
             return conn
         if app_id != APPLICATION_ID:
             raise _DamagedError(TEXT_NOT_OURS.format(found=app_id))
         found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if found is not None and found[0] == "2":  # v3 only widened the stream index
-            conn.executescript("BEGIN; DROP INDEX outbox_stream;"
-                               "CREATE INDEX outbox_stream ON outbox(stream, id, seq, ts, items);"
-                               "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
-                               "COMMIT;")
+            conn.executescript(
+                "BEGIN; DROP INDEX outbox_stream;"
+                "CREATE INDEX outbox_stream ON outbox(stream, id, seq, ts, items);"
+                "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+                "COMMIT;"
+            )
             found = ("3",)
         if found is None or found[0] != str(SCHEMA_VERSION):
-            raise _DamagedError(TEXT_VERSION.format(found=found and found[0],
-                                                    expected=SCHEMA_VERSION))
+            raise _DamagedError(
+                TEXT_VERSION.format(found=found and found[0], expected=SCHEMA_VERSION)
+            )
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":
             raise _DamagedError(TEXT_CHECK.format(result=result))
@@ -656,8 +720,7 @@ def _salvage_counters(path: Path) -> dict[str, int]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return {str(s): int(n) for s, n in conn.execute(
-                "SELECT stream, last_seq FROM streams")}
+            return {str(s): int(n) for s, n in conn.execute("SELECT stream, last_seq FROM streams")}
         finally:
             conn.close()
     except (sqlite3.Error, ValueError, TypeError):
@@ -674,27 +737,42 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
 def _backlog(conn: sqlite3.Connection, path: Path, quota: int) -> dict[str, Any]:
     streams: dict[str, Any] = {}
     for stream, depth, items, oldest, first, last in conn.execute(
-            "SELECT stream, count(*), sum(items), min(ts), min(seq), max(seq) "
-            "FROM outbox GROUP BY stream"):
-        streams[stream] = {"depth": depth, "items": items, "oldest_ts": oldest,
-                           "first_seq": first, "last_seq": last}
+        "SELECT stream, count(*), sum(items), min(ts), min(seq), max(seq) "
+        "FROM outbox GROUP BY stream"
+    ):
+        streams[stream] = {
+            "depth": depth,
+            "items": items,
+            "oldest_ts": oldest,
+            "first_seq": first,
+            "last_seq": last,
+        }
     evictions: dict[str, Any] = {}
     for stream, last_seq, evicted, evicted_items in conn.execute(
-            "SELECT stream, last_seq, evicted, evicted_items FROM streams"):
-        streams.setdefault(stream, {"depth": 0, "items": 0, "oldest_ts": None,
-                                    "first_seq": None, "last_seq": None})
+        "SELECT stream, last_seq, evicted, evicted_items FROM streams"
+    ):
+        streams.setdefault(
+            stream, {"depth": 0, "items": 0, "oldest_ts": None, "first_seq": None, "last_seq": None}
+        )
         streams[stream]["seq"] = last_seq
         if evicted:
             evictions[stream] = {"messages": evicted, "items": evicted_items}
-    for key, value in conn.execute(
-            "SELECT key, value FROM meta WHERE key LIKE 'last_eviction.%'"):
+    for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'last_eviction.%'"):
         stream = key.split(".", 1)[1]
         if stream in evictions:
             evictions[stream]["last_seq_range"] = json.loads(value)
-    on_disk = sum(Path(f"{path}{suffix}").stat().st_size
-                  for suffix in ("", "-wal") if Path(f"{path}{suffix}").exists())
-    return {"streams": streams, "bytes": on_disk, "used_bytes": _used_bytes(conn),
-            "quota_bytes": quota, "evictions": evictions}
+    on_disk = sum(
+        Path(f"{path}{suffix}").stat().st_size
+        for suffix in ("", "-wal")
+        if Path(f"{path}{suffix}").exists()
+    )
+    return {
+        "streams": streams,
+        "bytes": on_disk,
+        "used_bytes": _used_bytes(conn),
+        "quota_bytes": quota,
+        "evictions": evictions,
+    }
 
 
 def read_backlog(path: Path) -> dict[str, Any]:
@@ -708,8 +786,7 @@ def read_backlog(path: Path) -> dict[str, Any]:
 
 def _encode(body: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False,
-                          ensure_ascii=False).encode()
+        return json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:
         raise BadMessageError(TEXT_NOT_JSON.format(error=exc)) from exc
 
@@ -730,8 +807,10 @@ def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> 
         def set_result() -> None:
             if not future.done():
                 future.set_result(None)
+
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(set_result)
+
     return resolve
 
 

@@ -48,5 +48,5 @@ class TelemetryBatcher:
     async def flush(self) -> None:
         self._full.clear()
         while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max:]
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
             await self._put(batch)

@@ -96,7 +96,6 @@ class BrokerAddress:
         return cls(parts.hostname, port or (8883 if tls else 1883), tls)
 
 
-
 class UplinkConfig(BaseModel):
     """The `[uplink]` section."""
 
@@ -104,36 +103,54 @@ class UplinkConfig(BaseModel):
 
     broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
     backup_brokers: list[str] = Field(
-        default_factory=list, description="Further brokers tried in turn when it is unreachable.")
+        default_factory=list, description="Further brokers tried in turn when it is unreachable."
+    )
     keepalive: int = Field(
-        default=30, ge=5, le=600,
+        default=30,
+        ge=5,
+        le=600,
         description="Seconds within which a dead link (even a silent one) is noticed at most "
-                    "1.5 times over; the gateway pings every keepalive/2 to keep that promise.")
+        "1.5 times over; the gateway pings every keepalive/2 to keep that promise.",
+    )
     connect_timeout: float = Field(
-        default=10.0, gt=0, le=120, description="Seconds to wait for a broker to accept.")
+        default=10.0, gt=0, le=120, description="Seconds to wait for a broker to accept."
+    )
     reconnect_min: float = Field(
-        default=0.5, gt=0, le=60,
-        description="First reconnect delay bound in seconds (capped exponential, full jitter).")
+        default=0.5,
+        gt=0,
+        le=60,
+        description="First reconnect delay bound in seconds (capped exponential, full jitter).",
+    )
     reconnect_max: float = Field(
-        default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds.")
+        default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds."
+    )
     max_inflight: int = Field(
-        default=64, ge=2, le=1000,
-        description="Messages sent but not yet acknowledged (PUBACK) at any moment.")
+        default=64,
+        ge=2,
+        le=1000,
+        description="Messages sent but not yet acknowledged (PUBACK) at any moment.",
+    )
     health_interval: float = Field(
-        default=30.0, gt=0, le=3600, description="Seconds between `health` messages.")
+        default=30.0, gt=0, le=3600, description="Seconds between `health` messages."
+    )
     client_id: str | None = Field(
-        default=None, description="MQTT client id; default watchpost-{site}-{gateway}.")
+        default=None, description="MQTT client id; default watchpost-{site}-{gateway}."
+    )
     ca_file: Path | None = Field(
-        default=None, description="PEM file of the CA that signed the broker's certificate.")
+        default=None, description="PEM file of the CA that signed the broker's certificate."
+    )
     cert_file: Path | None = Field(
-        default=None, description="The gateway's client certificate (PEM), for mutual TLS.")
+        default=None, description="The gateway's client certificate (PEM), for mutual TLS."
+    )
     key_file: Path | None = Field(
-        default=None,
-        description="The gateway's private key (PEM); must not be readable by others.")
+        default=None, description="The gateway's private key (PEM); must not be readable by others."
+    )
     username: str | None = Field(
-        default=None, description="MQTT user name, instead of a certificate.")
+        default=None, description="MQTT user name, instead of a certificate."
+    )
     password_file: Path | None = Field(
-        default=None, description="File holding the MQTT password; never put it in this file.")
+        default=None, description="File holding the MQTT password; never put it in this file."
+    )
 
     @field_validator("broker")
     @classmethod
@@ -189,10 +206,19 @@ class _Link:
 class Uplink:
     """Connects, keeps `status` retained, drains the store, takes commands."""
 
-    def __init__(self, config: UplinkConfig, store: Store, *, site: str, gateway: str,
-                 version: str, boot_id: str, health: Callable[[], dict[str, Any]],
-                 clock: Clock | None = None,
-                 alarm_snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        config: UplinkConfig,
+        store: Store,
+        *,
+        site: str,
+        gateway: str,
+        version: str,
+        boot_id: str,
+        health: Callable[[], dict[str, Any]],
+        clock: Clock | None = None,
+        alarm_snapshot: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.config = config
         self._alarm_snapshot = alarm_snapshot
         self.store = store
@@ -208,10 +234,19 @@ class Uplink:
         self._kick = asyncio.Event()
         self._new_rows = True
         self._status_seqs: tuple[int, int] | None = None
-        self._password = (config.password_file.read_text(encoding="utf-8").strip()
-                          if config.password_file is not None else None)
-        self.stats: dict[str, Any] = {"connects": 0, "disconnects": 0, "published": 0,
-                                      "acked": 0, "broker": None, "connected_since": None}
+        self._password = (
+            config.password_file.read_text(encoding="utf-8").strip()
+            if config.password_file is not None
+            else None
+        )
+        self.stats: dict[str, Any] = {
+            "connects": 0,
+            "disconnects": 0,
+            "published": 0,
+            "acked": 0,
+            "broker": None,
+            "connected_since": None,
+        }
 
     # -- public --------------------------------------------------------------------------------
 
@@ -239,8 +274,10 @@ class Uplink:
         try:
             async with asyncio.TaskGroup() as group:
                 if self._clock is not None and not self._clock.synced:
-                    group.create_task(self._clock.watch(self.store, on_change=self._clock_synced),
-                                      name="clock-watch")
+                    group.create_task(
+                        self._clock.watch(self.store, on_change=self._clock_synced),
+                        name="clock-watch",
+                    )
                 group.create_task(self._connect_forever(), name="uplink-connect")
                 group.create_task(self._health_loop(), name="uplink-health")
         finally:
@@ -279,8 +316,7 @@ class Uplink:
         keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
         try:
             async with asyncio.timeout(self.config.connect_timeout + 1):  # paho's fires first
-                await asyncio.to_thread(link.client.connect, address.host, address.port,
-                                        keepalive)
+                await asyncio.to_thread(link.client.connect, address.host, address.port, keepalive)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from exc
         link.client.loop_start()
@@ -290,16 +326,24 @@ class Uplink:
                 async with asyncio.timeout(self.config.connect_timeout):
                     code = await asyncio.shield(link.connack)
             except TimeoutError as exc:
-                raise ConnectError(TEXT_NO_CONNACK.format(
-                    seconds=self.config.connect_timeout)) from exc
+                raise ConnectError(
+                    TEXT_NO_CONNACK.format(seconds=self.config.connect_timeout)
+                ) from exc
             if code != 0:
                 raise ConnectError(TEXT_REFUSED.format(reason=link.reason))
             self._status_seqs = None
             link.up = True
-            self.stats.update(connects=self.stats["connects"] + 1, connected_since=self._now(),
-                              broker=f"{address.host}:{address.port}")
-            log.warning(TEXT_CONNECTED, address.host, address.port,
-                        "primary" if address == self.config.addresses()[0] else "backup")
+            self.stats.update(
+                connects=self.stats["connects"] + 1,
+                connected_since=self._now(),
+                broker=f"{address.host}:{address.port}",
+            )
+            log.warning(
+                TEXT_CONNECTED,
+                address.host,
+                address.port,
+                "primary" if address == self.config.addresses()[0] else "backup",
+            )
             # subscribe first: the broker handles our packets in order, so a platform that
             # sees `online` can send a command at once and it will be delivered
             link.client.subscribe(self.root + "cmd/+", qos=1)
@@ -323,16 +367,22 @@ class Uplink:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id or f"watchpost-{self.site}-{self.gateway}",
-            clean_session=True, protocol=MQTTProtocolVersion.MQTTv311)
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(config.max_inflight)
         if address.tls:
-            client.tls_set(ca_certs=_str(config.ca_file), certfile=_str(config.cert_file),
-                           keyfile=_str(config.key_file))
+            client.tls_set(
+                ca_certs=_str(config.ca_file),
+                certfile=_str(config.cert_file),
+                keyfile=_str(config.key_file),
+            )
         if config.username is not None:
             client.username_pw_set(config.username, self._password)
-        client.will_set(self.topic("status"), self._status_payload("offline", offline_seq),
-                        qos=1, retain=True)
+        client.will_set(
+            self.topic("status"), self._status_payload("offline", offline_seq), qos=1, retain=True
+        )
         return client
 
     def _wire(self, link: _Link, loop: asyncio.AbstractEventLoop) -> None:
@@ -409,8 +459,9 @@ class Uplink:
                 if stream in exhausted or len(queue) >= FETCH_ROWS // 2:
                     continue
                 after = queue[-1].id if queue else cursor.get(stream, 0)
-                rows = await asyncio.to_thread(store.fetch, stream, after, FETCH_ROWS,
-                                               replay_upto=watermark)
+                rows = await asyncio.to_thread(
+                    store.fetch, stream, after, FETCH_ROWS, replay_upto=watermark
+                )
                 queue.extend(rows)
                 if rows:
                     cursor[stream] = rows[-1].id
@@ -426,9 +477,14 @@ class Uplink:
 
     def _send_ready(self, link: _Link, ready: dict[str, deque[Outgoing]], window: int) -> bool:
         """Publish what the window allows; False when the link turned out dead."""
-        order = sorted(ready, key=lambda s: (s not in PRIORITY_STREAMS,
-                                             PRIORITY_STREAMS.index(s)
-                                             if s in PRIORITY_STREAMS else 0, s))
+        order = sorted(
+            ready,
+            key=lambda s: (
+                s not in PRIORITY_STREAMS,
+                PRIORITY_STREAMS.index(s) if s in PRIORITY_STREAMS else 0,
+                s,
+            ),
+        )
         for stream in order:
             queue = ready[stream]
             limit = window if stream in PRIORITY_STREAMS else window - PRIORITY_SLOTS
@@ -454,15 +510,19 @@ class Uplink:
 
     def _status_payload(self, state: str, seq: int) -> bytes:
         body = self._envelope("status", seq) | {
-            "state": state, "version": self.version, "boot_id": self.boot_id,
-            "clock": self._clock_state()}
+            "state": state,
+            "version": self.version,
+            "boot_id": self.boot_id,
+            "clock": self._clock_state(),
+        }
         if state == "online" and self._alarm_snapshot is not None:
             body |= self._alarm_snapshot()  # the alarm picture, as of `alarms_seq`
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _publish_status(self, link: _Link, state: str, seq: int) -> mqtt.MQTTMessageInfo:
-        return link.client.publish(self.topic("status"), self._status_payload(state, seq),
-                                   qos=1, retain=True)
+        return link.client.publish(
+            self.topic("status"), self._status_payload(state, seq), qos=1, retain=True
+        )
 
     def _clock_synced(self) -> None:
         """Say `clock: synced` in the retained status now, not only at the next connect."""
@@ -508,9 +568,12 @@ class Uplink:
                 continue
             seq = await self.store.reserve("health")
             body = self._envelope("health", seq) | state
-            link.client.publish(self.topic("health"),
-                                json.dumps(body, separators=(",", ":"), default=str).encode(),
-                                qos=0, retain=True)
+            link.client.publish(
+                self.topic("health"),
+                json.dumps(body, separators=(",", ":"), default=str).encode(),
+                qos=0,
+                retain=True,
+            )
 
     def health_body(self) -> dict[str, Any]:
         """The `health` body: backlog, disk, CPU, uplink, clock; the app's dict on top."""
@@ -554,8 +617,11 @@ class Uplink:
                     reply.update(ok=False, error=str(exc) or type(exc).__name__)
         seq = await self.store.reserve("reply")
         body = self._envelope("reply", seq) | reply
-        link.client.publish(f"{self.root}cmd/{name}/reply",
-                            json.dumps(body, separators=(",", ":"), default=str).encode(), qos=1)
+        link.client.publish(
+            f"{self.root}cmd/{name}/reply",
+            json.dumps(body, separators=(",", ":"), default=str).encode(),
+            qos=1,
+        )
 
     def _now(self) -> int:
         return self._clock.now_ms() if self._clock is not None else round(time.time() * 1000)

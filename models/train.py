@@ -166,8 +166,15 @@ def read_csv(
 
 
 def train_site(
-    csv_path: Path, out: Path, *, sep: str, time_column: str | None, ignore: set[str],
-    window: int, epochs: int, seed: int,
+    csv_path: Path,
+    out: Path,
+    *,
+    sep: str,
+    time_column: str | None,
+    ignore: set[str],
+    window: int,
+    epochs: int,
+    seed: int,
 ) -> dict[str, Any]:
     import tensorflow as tf  # noqa: PLC0415 (the optional `train` extra, never on a gateway)
 
@@ -188,9 +195,7 @@ def train_site(
     ae.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     hist = ae.fit(wins, wins, epochs=epochs, batch_size=128, validation_split=0.2, verbose=2)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([1, window, n_points], tf.float32, name="window")]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([1, window, n_points], tf.float32, name="window")])
     def features(x: Any) -> Any:
         err = tf.reduce_mean(tf.square(ae(x) - x), axis=1)  # [1, P]
         return tf.concat([tf.math.log(err + 1e-4), tf.reduce_mean(x, axis=1)], axis=1)
@@ -256,8 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ignore = {c.strip() for c in args.ignore_columns.split(",") if c.strip()}
         meta = train_site(
-            args.csv, args.out, sep=args.sep, time_column=args.time_column, ignore=ignore,
-            window=args.window, epochs=args.epochs, seed=args.seed,
+            args.csv,
+            args.out,
+            sep=args.sep,
+            time_column=args.time_column,
+            ignore=ignore,
+            window=args.window,
+            epochs=args.epochs,
+            seed=args.seed,
         )
     json.dump(meta, sys.stdout, indent=2)
     print()

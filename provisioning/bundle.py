@@ -50,8 +50,9 @@ EXIT_IOERR = 74  # EX_IOERR
 TEXT_PROVISION_HELP = _("turn a site manifest into one bundle per gateway")
 TEXT_MANIFEST_HELP = _("the site manifest (TOML)")
 TEXT_OUT_HELP = _("folder to write the bundles into (one sub-folder per gateway)")
-TEXT_CSR_HELP = _("write a certificate signing request instead of a certificate, "
-                  "for a CA that signs elsewhere")
+TEXT_CSR_HELP = _(
+    "write a certificate signing request instead of a certificate, for a CA that signs elsewhere"
+)
 TEXT_FORCE_HELP = _("replace bundles that already exist (their keys are lost)")
 TEXT_ONLY_HELP = _("provision only this gateway (repeatable)")
 TEXT_CA_HELP = _("make a site CA, or a broker certificate signed by it")
@@ -67,20 +68,27 @@ TEXT_HOST_HELP = _("the broker's DNS name, as gateways write it in the broker UR
 TEXT_IP_HELP = _("an IP address gateways use to reach the broker (repeatable)")
 TEXT_BROKER_OUT_HELP = _("folder for broker.crt and broker.key")
 
-TEXT_CA_NEEDS_KEY = _("is required to sign certificates (or use --csr to have them "
-                      "signed elsewhere)")
+TEXT_CA_NEEDS_KEY = _(
+    "is required to sign certificates (or use --csr to have them signed elsewhere)"
+)
 TEXT_CA_REQUIRED = _("is required: the site CA (cert and key), or use --csr")
-TEXT_NO_BROKER_CA = _("no CA for the broker's certificate: set [broker] ca or [ca] cert, "
-                      "or put ca.crt into each bundle before first boot")
+TEXT_NO_BROKER_CA = _(
+    "no CA for the broker's certificate: set [broker] ca or [ca] cert, "
+    "or put ca.crt into each bundle before first boot"
+)
 TEXT_EXISTS = _("{path} already exists; remove it or pass --force (its key is then lost)")
 TEXT_UNKNOWN_GATEWAY = _("no gateway {name!r} in the manifest (gateways: {known})")
 TEXT_WRITE_FAILED = _("cannot write {path}: {error}")
-TEXT_BUNDLE_DONE = _("{gateway}: bundle {path}, certificate SHA-256 {fingerprint}, "
-                     "valid until {until:%Y-%m-%d}")
-TEXT_CSR_DONE = _("{gateway}: bundle {path} with a CSR: have {csr} signed and save the "
-                  "certificate as {cert} in the bundle")
-TEXT_CA_DONE = _("site CA written: {cert} (give it out) and {key} (keep it secret, 0600); "
-                 "SHA-256 {fingerprint}")
+TEXT_BUNDLE_DONE = _(
+    "{gateway}: bundle {path}, certificate SHA-256 {fingerprint}, valid until {until:%Y-%m-%d}"
+)
+TEXT_CSR_DONE = _(
+    "{gateway}: bundle {path} with a CSR: have {csr} signed and save the "
+    "certificate as {cert} in the bundle"
+)
+TEXT_CA_DONE = _(
+    "site CA written: {cert} (give it out) and {key} (keep it secret, 0600); SHA-256 {fingerprint}"
+)
 TEXT_BROKER_DONE = _("broker certificate written: {cert} and {key} (0600), for {names}")
 TEXT_KEY_EXISTS = _("{path} already exists; refusing to replace a key")
 
@@ -122,8 +130,10 @@ def load_signer(manifest: Manifest, manifest_path: Path, *, csr: bool) -> Signer
         elif not csr:
             problems.append("ca.key: " + TEXT_CA_NEEDS_KEY)
         if ca_cert is not None and not csr:
-            problems += [f"ca.cert: {manifest.ca.cert} {problem}"
-                         for problem in pki.check_ca(ca_cert, ca_key)]
+            problems += [
+                f"ca.cert: {manifest.ca.cert} {problem}"
+                for problem in pki.check_ca(ca_cert, ca_key)
+            ]
     trust = None
     if manifest.broker.ca is not None:
         try:
@@ -138,8 +148,14 @@ def load_signer(manifest: Manifest, manifest_path: Path, *, csr: bool) -> Signer
     return Signer(ca_cert if not csr else None, ca_key, trust)
 
 
-def provision(manifest: Manifest, signer: Signer, out: Path, *, force: bool = False,
-              only: list[str] | None = None) -> list[str]:
+def provision(
+    manifest: Manifest,
+    signer: Signer,
+    out: Path,
+    *,
+    force: bool = False,
+    only: list[str] | None = None,
+) -> list[str]:
     """Write one bundle per gateway under ``out``; return one line per bundle for the user.
 
     Each bundle is written into a temporary folder beside its final place and renamed into
@@ -169,8 +185,9 @@ def provision(manifest: Manifest, signer: Signer, out: Path, *, force: bool = Fa
                     shutil.rmtree(work)
         except OSError as exc:
             path = exc.filename or target
-            raise BundleError(TEXT_WRITE_FAILED.format(path=path, error=exc.strerror or exc),
-                              EXIT_IOERR) from exc
+            raise BundleError(
+                TEXT_WRITE_FAILED.format(path=path, error=exc.strerror or exc), EXIT_IOERR
+            ) from exc
     return report
 
 
@@ -180,18 +197,22 @@ def _select(manifest: Manifest, only: list[str] | None) -> list[GatewaySection]:
     known = {gateway.id: gateway for gateway in manifest.gateways}
     for name in only:
         if name not in known:
-            raise BundleError(TEXT_UNKNOWN_GATEWAY.format(name=name, known=", ".join(known)),
-                              EXIT_CONFIG)
+            raise BundleError(
+                TEXT_UNKNOWN_GATEWAY.format(name=name, known=", ".join(known)), EXIT_CONFIG
+            )
     return [known[name] for name in dict.fromkeys(only)]
 
 
-def _write_bundle(manifest: Manifest, signer: Signer, gateway: GatewaySection, work: Path,
-                  target: Path) -> str:
+def _write_bundle(
+    manifest: Manifest, signer: Signer, gateway: GatewaySection, work: Path, target: Path
+) -> str:
     work.chmod(0o700)  # holds a private key until it is renamed into place
     config_path = work / CONFIG_NAME
-    header = (f"# Watchpost gateway {gateway.id} of site {manifest.site}: generated by "
-              f"`watchpost provision` {__version__} from the site manifest.\n"
-              "# Change the manifest and provision again rather than editing this file.\n\n")
+    header = (
+        f"# Watchpost gateway {gateway.id} of site {manifest.site}: generated by "
+        f"`watchpost provision` {__version__} from the site manifest.\n"
+        "# Change the manifest and provision again rather than editing this file.\n\n"
+    )
     text = header + tomlwrite.dumps(gateway_config(manifest, gateway))
     pki.write_new_file(config_path, text.encode("utf-8"), 0o640)
     try:
@@ -202,50 +223,71 @@ def _write_bundle(manifest: Manifest, signer: Signer, gateway: GatewaySection, w
     key = pki.generate_key(manifest.certificates.key_type)
     pki.write_private_key(key, work / KEY_NAME)
     subject = pki.gateway_subject(manifest.site, gateway.id, gateway.hostname)
-    info: dict[str, object] = {"format": BUNDLE_FORMAT, "site": manifest.site,
-                               "gateway": gateway.id, "generator": f"watchpost {__version__}"}
+    info: dict[str, object] = {
+        "format": BUNDLE_FORMAT,
+        "site": manifest.site,
+        "gateway": gateway.id,
+        "generator": f"watchpost {__version__}",
+    }
     if signer.trust is not None:
         pki.write_new_file(work / CA_NAME, signer.trust, 0o644)
     if signer.ca_cert is None or signer.ca_key is None:
         pki.write_new_file(work / CSR_NAME, pki.pem(pki.make_csr(subject, key)), 0o644)
-        line = TEXT_CSR_DONE.format(gateway=gateway.id, path=target, csr=CSR_NAME,
-                                    cert=CERT_NAME)
+        line = TEXT_CSR_DONE.format(gateway=gateway.id, path=target, csr=CSR_NAME, cert=CERT_NAME)
     else:
-        cert = pki.sign_leaf(subject, key.public_key(), ca_cert=signer.ca_cert,
-                             ca_key=signer.ca_key, days=manifest.certificates.days)
+        cert = pki.sign_leaf(
+            subject,
+            key.public_key(),
+            ca_cert=signer.ca_cert,
+            ca_key=signer.ca_key,
+            days=manifest.certificates.days,
+        )
         pki.write_new_file(work / CERT_NAME, pki.pem(cert), 0o644)
         info["certificate_sha256"] = pki.fingerprint(cert)
-        line = TEXT_BUNDLE_DONE.format(gateway=gateway.id, path=target,
-                                       fingerprint=pki.fingerprint(cert),
-                                       until=cert.not_valid_after_utc)
-    pki.write_new_file(work / BUNDLE_INFO,
-                       (json.dumps(info, indent=2) + "\n").encode("utf-8"), 0o644)
+        line = TEXT_BUNDLE_DONE.format(
+            gateway=gateway.id,
+            path=target,
+            fingerprint=pki.fingerprint(cert),
+            until=cert.not_valid_after_utc,
+        )
+    pki.write_new_file(
+        work / BUNDLE_INFO, (json.dumps(info, indent=2) + "\n").encode("utf-8"), 0o644
+    )
     return line
 
 
-def create_site_ca(out: Path, *, site: str, common_name: str | None = None, days: int = 7300,
-                   key_type: pki.KeyType = "ec-p256") -> tuple[Path, Path, x509.Certificate]:
+def create_site_ca(
+    out: Path,
+    *,
+    site: str,
+    common_name: str | None = None,
+    days: int = 7300,
+    key_type: pki.KeyType = "ec-p256",
+) -> tuple[Path, Path, x509.Certificate]:
     """Write ``out/ca.crt`` and ``out/ca.key`` (0600) for a new site; never replaces a key."""
     cert_path, key_path = out / "ca.crt", out / "ca.key"
     for path in (cert_path, key_path):
         if path.exists():
             raise BundleError(TEXT_KEY_EXISTS.format(path=path), EXIT_CANTCREAT)
     key = pki.generate_key(key_type)
-    cert = pki.create_ca(site=site, common_name=common_name or f"Watchpost CA {site}",
-                         key=key, days=days)
+    cert = pki.create_ca(
+        site=site, common_name=common_name or f"Watchpost CA {site}", key=key, days=days
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
         pki.write_private_key(key, key_path)
         pki.write_new_file(cert_path, pki.pem(cert), 0o644)
     except OSError as exc:
-        raise BundleError(TEXT_WRITE_FAILED.format(path=exc.filename or out,
-                                                   error=exc.strerror or exc),
-                          EXIT_IOERR) from exc
+        raise BundleError(
+            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
+            EXIT_IOERR,
+        ) from exc
     return cert_path, key_path, cert
 
 
-def create_broker_cert(ca_dir: Path, out: Path, *, hosts: list[str], ips: list[str],
-                       days: int = 3650) -> tuple[Path, Path]:
+def create_broker_cert(
+    ca_dir: Path, out: Path, *, hosts: list[str], ips: list[str], days: int = 3650
+) -> tuple[Path, Path]:
     """Write ``out/broker.crt`` and ``out/broker.key`` (0600), signed by the CA in ``ca_dir``."""
     try:
         ca_cert = pki.load_certificate(ca_dir / "ca.crt")
@@ -261,12 +303,15 @@ def create_broker_cert(ca_dir: Path, out: Path, *, hosts: list[str], ips: list[s
             raise BundleError(TEXT_KEY_EXISTS.format(path=path), EXIT_CANTCREAT)
     key = pki.generate_key("ec-p256")
     organization = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    subject = pki.Subject(common_name=(hosts or ips)[0],
-                          organization=str(organization[0].value) if organization else "watchpost",
-                          dns_names=tuple(hosts), ips=tuple(ips), server=True)
+    subject = pki.Subject(
+        common_name=(hosts or ips)[0],
+        organization=str(organization[0].value) if organization else "watchpost",
+        dns_names=tuple(hosts),
+        ips=tuple(ips),
+        server=True,
+    )
     try:
-        cert = pki.sign_leaf(subject, key.public_key(), ca_cert=ca_cert, ca_key=ca_key,
-                             days=days)
+        cert = pki.sign_leaf(subject, key.public_key(), ca_cert=ca_cert, ca_key=ca_key, days=days)
     except ValueError as exc:  # an IP address that is not one
         raise BundleError(str(exc), 2) from exc
     try:
@@ -274,9 +319,10 @@ def create_broker_cert(ca_dir: Path, out: Path, *, hosts: list[str], ips: list[s
         pki.write_private_key(key, key_path)
         pki.write_new_file(cert_path, pki.pem(cert), 0o644)
     except OSError as exc:
-        raise BundleError(TEXT_WRITE_FAILED.format(path=exc.filename or out,
-                                                   error=exc.strerror or exc),
-                          EXIT_IOERR) from exc
+        raise BundleError(
+            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
+            EXIT_IOERR,
+        ) from exc
     return cert_path, key_path
 
 
@@ -299,17 +345,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--site", required=True, help=TEXT_SITE_HELP)
     create.add_argument("--name", help=TEXT_CN_HELP)
     create.add_argument("--days", type=int, default=7300, help=TEXT_DAYS_HELP)
-    create.add_argument("--key-type", default="ec-p256",
-                        choices=["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"],
-                        help=TEXT_KEY_TYPE_HELP)
+    create.add_argument(
+        "--key-type",
+        default="ec-p256",
+        choices=["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"],
+        help=TEXT_KEY_TYPE_HELP,
+    )
     create.set_defaults(handler=_ca_create)
     broker = actions.add_parser("broker", help=TEXT_BROKER_HELP)
-    broker.add_argument("--ca-dir", type=Path, required=True, metavar="DIR",
-                        help=TEXT_CA_DIR_HELP)
+    broker.add_argument("--ca-dir", type=Path, required=True, metavar="DIR", help=TEXT_CA_DIR_HELP)
     broker.add_argument("--host", action="append", default=[], help=TEXT_HOST_HELP)
     broker.add_argument("--ip", action="append", default=[], help=TEXT_IP_HELP)
-    broker.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help=TEXT_BROKER_OUT_HELP)
+    broker.add_argument("--out", type=Path, required=True, metavar="DIR", help=TEXT_BROKER_OUT_HELP)
     broker.add_argument("--days", type=int, default=3650, help=TEXT_DAYS_HELP)
     broker.set_defaults(handler=_ca_broker)
 
@@ -335,9 +382,9 @@ def _provision(args: argparse.Namespace) -> int:
 
 def _ca_create(args: argparse.Namespace) -> int:
     try:
-        cert_path, key_path, cert = create_site_ca(args.out, site=args.site,
-                                                   common_name=args.name, days=args.days,
-                                                   key_type=args.key_type)
+        cert_path, key_path, cert = create_site_ca(
+            args.out, site=args.site, common_name=args.name, days=args.days, key_type=args.key_type
+        )
     except BundleError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_status
@@ -350,11 +397,13 @@ def _ca_broker(args: argparse.Namespace) -> int:
         print(TEXT_HOST_HELP, file=sys.stderr)
         return 2
     try:
-        cert_path, key_path = create_broker_cert(args.ca_dir, args.out, hosts=args.host,
-                                                 ips=args.ip, days=args.days)
+        cert_path, key_path = create_broker_cert(
+            args.ca_dir, args.out, hosts=args.host, ips=args.ip, days=args.days
+        )
     except BundleError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_status
-    print(TEXT_BROKER_DONE.format(cert=cert_path, key=key_path,
-                                  names=", ".join(args.host + args.ip)))
+    print(
+        TEXT_BROKER_DONE.format(cert=cert_path, key=key_path, names=", ".join(args.host + args.ip))
+    )
     return 0

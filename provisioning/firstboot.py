@@ -64,18 +64,24 @@ TEXT_KEEP_HELP = _("leave the bundle in place after installing it")
 TEXT_NOTHING = _("no bundle at {places}: nothing to do")
 TEXT_NOT_BUNDLE = _("{path} is not a Watchpost bundle ({problem})")
 TEXT_MISSING = _("the bundle lacks {names}")
-TEXT_CSR_ONLY = _("the bundle holds a CSR but no certificate: have {csr} signed and save the "
-                  "certificate as {cert} in the bundle")
+TEXT_CSR_ONLY = _(
+    "the bundle holds a CSR but no certificate: have {csr} signed and save the "
+    "certificate as {cert} in the bundle"
+)
 TEXT_KEY_MISMATCH = _("{cert} does not belong to {key}: they come from different bundles")
 TEXT_NOT_SIGNED = _("{cert} is not signed by {ca} (the CA in the bundle)")
 TEXT_NAME_MISMATCH = _("{cert} names gateway {cn!r} but {config} is for {gateway!r}")
-TEXT_NO_USER = _("no user {user!r} to own the key: nothing installed, the bundle is kept. "
-                 "Create the user (systemd-sysusers, from watchpost.sysusers) and run "
-                 "firstboot again")
+TEXT_NO_USER = _(
+    "no user {user!r} to own the key: nothing installed, the bundle is kept. "
+    "Create the user (systemd-sysusers, from watchpost.sysusers) and run "
+    "firstboot again"
+)
 TEXT_INSTALLED = _("installed gateway {gateway} of site {site} into {etc} and {state}")
 TEXT_REMOVED = _("removed the bundle {path}")
-TEXT_CANNOT_REMOVE = _("cannot remove the bundle {path}: {error}; delete it by hand, it "
-                       "holds the gateway's private key")
+TEXT_CANNOT_REMOVE = _(
+    "cannot remove the bundle {path}: {error}; delete it by hand, it "
+    "holds the gateway's private key"
+)
 TEXT_IO = _("cannot install {path}: {error}")
 
 
@@ -123,12 +129,18 @@ def check_bundle(bundle: Path) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         raise BundleInvalid(TEXT_NOT_BUNDLE.format(path=bundle, problem=exc)) from exc
     if not isinstance(info, dict) or info.get("format") != BUNDLE_FORMAT:
-        raise BundleInvalid(TEXT_NOT_BUNDLE.format(
-            path=bundle, problem=f"{BUNDLE_INFO}: format is not {BUNDLE_FORMAT}"))
+        raise BundleInvalid(
+            TEXT_NOT_BUNDLE.format(
+                path=bundle, problem=f"{BUNDLE_INFO}: format is not {BUNDLE_FORMAT}"
+            )
+        )
     if not (bundle / CERT_NAME).exists() and (bundle / CSR_NAME).exists():
         raise BundleInvalid(TEXT_CSR_ONLY.format(csr=bundle / CSR_NAME, cert=CERT_NAME))
-    missing = [name for name in (CONFIG_NAME, KEY_NAME, CERT_NAME, CA_NAME)
-               if not (bundle / name).is_file()]
+    missing = [
+        name
+        for name in (CONFIG_NAME, KEY_NAME, CERT_NAME, CA_NAME)
+        if not (bundle / name).is_file()
+    ]
     if missing:
         raise BundleInvalid(TEXT_MISSING.format(names=", ".join(missing)))
     config = load_config(bundle / CONFIG_NAME)
@@ -147,11 +159,17 @@ def check_bundle(bundle: Path) -> dict[str, str]:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = str(names[0].value) if names else ""
     if cn != config.gateway.id:
-        raise BundleInvalid(TEXT_NAME_MISMATCH.format(cert=CERT_NAME, cn=cn, config=CONFIG_NAME,
-                                                      gateway=config.gateway.id))
-    return {"site": config.gateway.site, "gateway": config.gateway.id,
-            "certificate_sha256": pki.fingerprint(cert),
-            "certificate_not_after": cert.not_valid_after_utc.isoformat()}
+        raise BundleInvalid(
+            TEXT_NAME_MISMATCH.format(
+                cert=CERT_NAME, cn=cn, config=CONFIG_NAME, gateway=config.gateway.id
+            )
+        )
+    return {
+        "site": config.gateway.site,
+        "gateway": config.gateway.id,
+        "certificate_sha256": pki.fingerprint(cert),
+        "certificate_not_after": cert.not_valid_after_utc.isoformat(),
+    }
 
 
 def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dict[str, str]:
@@ -175,8 +193,13 @@ def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dic
     for name, mode, uid, gid in plan:
         _install_file((bundle / name).read_bytes(), etc / name, mode, uid, gid)
     record = identity | {"installed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    _install_file((json.dumps(record, indent=2) + "\n").encode("utf-8"), state / IDENTITY_NAME,
-                  0o644, owner.uid, owner.gid)
+    _install_file(
+        (json.dumps(record, indent=2) + "\n").encode("utf-8"),
+        state / IDENTITY_NAME,
+        0o644,
+        owner.uid,
+        owner.gid,
+    )
     return identity
 
 
@@ -210,8 +233,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command.add_argument("--bundle", type=Path, metavar="PATH", help=TEXT_BUNDLE_HELP)
     command.add_argument("--boot-dir", type=Path, metavar="DIR", help=TEXT_BOOT_HELP)
     command.add_argument("--etc", type=Path, default=ETC_DIR, metavar="DIR", help=TEXT_ETC_HELP)
-    command.add_argument("--state", type=Path, default=STATE_DIR, metavar="DIR",
-                         help=TEXT_STATE_HELP)
+    command.add_argument(
+        "--state", type=Path, default=STATE_DIR, metavar="DIR", help=TEXT_STATE_HELP
+    )
     command.add_argument("--user", default=SERVICE_USER, help=TEXT_USER_HELP)
     command.add_argument("--keep-bundle", action="store_true", help=TEXT_KEEP_HELP)
     command.set_defaults(handler=_firstboot)
@@ -235,11 +259,16 @@ def _firstboot(args: argparse.Namespace) -> int:
         print(f"{bundle}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
-        print(TEXT_IO.format(path=exc.filename or args.etc, error=exc.strerror or exc),
-              file=sys.stderr)
+        print(
+            TEXT_IO.format(path=exc.filename or args.etc, error=exc.strerror or exc),
+            file=sys.stderr,
+        )
         return EXIT_IOERR
-    print(TEXT_INSTALLED.format(gateway=identity["gateway"], site=identity["site"],
-                                etc=args.etc, state=args.state))
+    print(
+        TEXT_INSTALLED.format(
+            gateway=identity["gateway"], site=identity["site"], etc=args.etc, state=args.state
+        )
+    )
     return 0 if args.keep_bundle else _remove(bundle)
 
 

@@ -51,7 +51,8 @@ class BrokerSection(Model):
     ca: Path | None = Field(
         default=None,
         description="PEM file of the CA that signed the broker's certificate; "
-                    "default: the site CA's certificate ([ca] cert).")
+        "default: the site CA's certificate ([ca] cert).",
+    )
     keepalive: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
 
     @field_validator("urls")
@@ -68,24 +69,27 @@ class CaSection(Model):
 
     cert: Path = Field(description="The CA certificate (PEM).")
     key: Path | None = Field(
-        default=None,
-        description="The CA private key (PEM, unencrypted); not needed with --csr.")
+        default=None, description="The CA private key (PEM, unencrypted); not needed with --csr."
+    )
 
 
 class CertificateSection(Model):
     """`[certificates]`: what is generated for each gateway."""
 
-    key_type: KeyType = Field(default="ec-p256",
-                              description="ec-p256, rsa-2048, rsa-3072 or rsa-4096.")
-    days: int = Field(default=3650, ge=1, le=10950,
-                      description="Days a gateway certificate is valid.")
+    key_type: KeyType = Field(
+        default="ec-p256", description="ec-p256, rsa-2048, rsa-3072 or rsa-4096."
+    )
+    days: int = Field(
+        default=3650, ge=1, le=10950, description="Days a gateway certificate is valid."
+    )
 
 
 class StoreSection(Model):
     """`[store]`: store settings every gateway shares."""
 
-    commit_interval: float = Field(default=1.0, gt=0, le=60,
-                                   description="Seconds between telemetry commits.")
+    commit_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between telemetry commits."
+    )
 
 
 class GatewaySection(Model):
@@ -93,7 +97,8 @@ class GatewaySection(Model):
 
     id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
     hostname: str | None = Field(
-        default=None, description="DNS name of the gateway, added to its certificate.")
+        default=None, description="DNS name of the gateway, added to its certificate."
+    )
     description: str = Field(default="", description="Free text for people (where it hangs).")
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
     devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
@@ -105,8 +110,9 @@ class Manifest(Model):
     site: str = Field(pattern=NAME_PATTERN, description="Site id, the second level of topics.")
     broker: BrokerSection = Field(description="The platform's MQTT broker.")
     ca: CaSection | None = Field(default=None, description="The site CA.")
-    certificates: CertificateSection = Field(default_factory=CertificateSection,
-                                             description="Gateway key and certificate.")
+    certificates: CertificateSection = Field(
+        default_factory=CertificateSection, description="Gateway key and certificate."
+    )
     store: StoreSection = Field(default_factory=StoreSection, description="Store settings.")
     gateways: list[GatewaySection] = Field(min_length=1, description="The site's gateways.")
 
@@ -132,8 +138,7 @@ def _check_gateways(manifest: Manifest) -> list[str]:
     seen: set[str] = set()
     for g, gateway in enumerate(manifest.gateways):
         if gateway.id in seen:
-            problems.append(f"gateways[{g}].id: "
-                            + TEXT_DUPLICATE_GATEWAY.format(name=gateway.id))
+            problems.append(f"gateways[{g}].id: " + TEXT_DUPLICATE_GATEWAY.format(name=gateway.id))
         seen.add(gateway.id)
         try:
             config = GatewayConfig.model_validate(gateway_config(manifest, gateway))
@@ -149,8 +154,13 @@ def _resolve_paths(manifest: Manifest, base: Path) -> Manifest:
         return None if path is None else base / path.expanduser()
 
     broker = manifest.broker.model_copy(update={"ca": resolve(manifest.broker.ca)})
-    ca = None if manifest.ca is None else manifest.ca.model_copy(
-        update={"cert": resolve(manifest.ca.cert), "key": resolve(manifest.ca.key)})
+    ca = (
+        None
+        if manifest.ca is None
+        else manifest.ca.model_copy(
+            update={"cert": resolve(manifest.ca.cert), "key": resolve(manifest.ca.key)}
+        )
+    )
     return manifest.model_copy(update={"broker": broker, "ca": ca})
 
 
@@ -173,10 +183,15 @@ def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any
     return {
         "gateway": {"site": manifest.site, "id": gateway.id},
         "uplink": uplink,
-        "store": {"path": str(STATE_DIR / STORE_NAME),
-                  "commit_interval": manifest.store.commit_interval},
-        "buses": [bus.model_dump(mode="json", exclude_unset=True) | {"type": bus.type}
-                  for bus in gateway.buses],
-        "devices": [device.model_dump(mode="json", exclude_unset=True)
-                    for device in gateway.devices],
+        "store": {
+            "path": str(STATE_DIR / STORE_NAME),
+            "commit_interval": manifest.store.commit_interval,
+        },
+        "buses": [
+            bus.model_dump(mode="json", exclude_unset=True) | {"type": bus.type}
+            for bus in gateway.buses
+        ],
+        "devices": [
+            device.model_dump(mode="json", exclude_unset=True) for device in gateway.devices
+        ],
     }

@@ -46,8 +46,9 @@ def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
 
 def write_private_key(key: PrivateKey, path: Path) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM to a new file created with mode 0600."""
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_new_file(path, data, 0o600)
 
 
@@ -58,7 +59,7 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
         os.fchmod(fd, mode)  # the umask may have narrowed the mode given to open
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -109,22 +110,37 @@ def _now() -> dt.datetime:
 
 def create_ca(*, site: str, common_name: str, key: PrivateKey, days: int) -> x509.Certificate:
     """A self-signed CA certificate that signs the gateways' certificates, and nothing more."""
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, site),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, site),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     now = _now()
     public = key.public_key()
     return (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(public)
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -142,10 +158,12 @@ class Subject:
     server: bool = False
 
     def name(self) -> x509.Name:
-        return x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
-            x509.NameAttribute(NameOID.COMMON_NAME, self.common_name),
-        ])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
+                x509.NameAttribute(NameOID.COMMON_NAME, self.common_name),
+            ]
+        )
 
     def alternative_names(self) -> x509.SubjectAlternativeName | None:
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in self.dns_names]
@@ -156,32 +174,54 @@ class Subject:
 
 def gateway_subject(site: str, gateway: str, hostname: str | None = None) -> Subject:
     """CN = the gateway id, O = the site; SAN: a URI naming both, and the host name if any."""
-    return Subject(common_name=gateway, organization=site,
-                   dns_names=(hostname,) if hostname else (),
-                   uris=(f"urn:watchpost:{site}:{gateway}",))
+    return Subject(
+        common_name=gateway,
+        organization=site,
+        dns_names=(hostname,) if hostname else (),
+        uris=(f"urn:watchpost:{site}:{gateway}",),
+    )
 
 
-def sign_leaf(subject: Subject, public_key: CertificatePublicKeyTypes, *,
-              ca_cert: x509.Certificate, ca_key: CertificateIssuerPrivateKeyTypes,
-              days: int) -> x509.Certificate:
+def sign_leaf(
+    subject: Subject,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    days: int,
+) -> x509.Certificate:
     """A certificate for ``subject`` signed by the CA: client auth, or server auth."""
     now = _now()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if subject.server else ExtendedKeyUsageOID.CLIENT_AUTH
     is_rsa = isinstance(public_key, rsa.RSAPublicKey)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject.name()).issuer_name(ca_cert.subject).public_key(public_key)
+        .subject_name(subject.name())
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=is_rsa,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False
+        )  # type: ignore[arg-type]
     )
     alternative = subject.alternative_names()
     if alternative is not None:
@@ -196,7 +236,8 @@ def make_csr(subject: Subject, key: PrivateKey) -> x509.CertificateSigningReques
     if alternative is not None:
         builder = builder.add_extension(alternative, critical=False)
     builder = builder.add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+    )
     return builder.sign(key, hashes.SHA256())
 
 

@@ -49,33 +49,44 @@ TEXT_TIMEOUT_HELP = _("seconds to wait for each answer (default: depends on the 
 TEXT_PROBE_HELP = _("the register asked for, TABLE:ADDRESS (default: holding:0)")
 TEXT_KEEP_GOING_HELP = _("try every setting, not only until units answer")
 TEXT_BUS_NAME_HELP = _("bus name in the proposed config (default: from the port)")
-TEXT_MANIFEST_HELP = _("propose [[gateways.buses]] and [[gateways.devices]], to paste under a "
-                       "gateway of the site manifest")
+TEXT_MANIFEST_HELP = _(
+    "propose [[gateways.buses]] and [[gateways.devices]], to paste under a "
+    "gateway of the site manifest"
+)
 TEXT_BAD_LIST = _("{value!r} is not a list like {example}")
 TEXT_BAD_PROBE = _("{value!r} is not TABLE:ADDRESS with TABLE one of {tables}")
-TEXT_NO_PORT = _("cannot open {port}: {error}. Is the adapter plugged in, is this user in "
-                 "group dialout, and is the port free (systemctl stop watchpost)? A retry "
-                 "helps only once that is fixed")
+TEXT_NO_PORT = _(
+    "cannot open {port}: {error}. Is the adapter plugged in, is this user in "
+    "group dialout, and is the port free (systemctl stop watchpost)? A retry "
+    "helps only once that is fixed"
+)
 TEXT_SETTING = _("{setting}: {found}")
 TEXT_SETTING_REFUSED = _("{setting}: skipped, the port refuses this setting ({error})")
-TEXT_NOTHING = _("no unit answered on {port} ({settings} setting(s), units {units}). Check "
-                 "the wiring (A and B swapped?), termination, the sensors' power, and the "
-                 "ids and speeds in their manuals")
+TEXT_NOTHING = _(
+    "no unit answered on {port} ({settings} setting(s), units {units}). Check "
+    "the wiring (A and B swapped?), termination, the sensors' power, and the "
+    "ids and speeds in their manuals"
+)
 TEXT_SUMMARY = _("found {count} unit(s) on {port} at {setting}")
-TEXT_OTHER_SETTING = _("unit {unit} answers at {setting}, not at the line's {line}: set it "
-                       "to the line's speed and parity")
-TEXT_HEADER = _("# Proposed by `watchpost scan` on {port}: {count} unit(s) at {setting}.\n"
-                "# Rename the devices and add each one's points from its register map.")
+TEXT_OTHER_SETTING = _(
+    "unit {unit} answers at {setting}, not at the line's {line}: set it "
+    "to the line's speed and parity"
+)
+TEXT_HEADER = _(
+    "# Proposed by `watchpost scan` on {port}: {count} unit(s) at {setting}.\n"
+    "# Rename the devices and add each one's points from its register map."
+)
 TEXT_ANSWER_VALUE = _("{table} {address} read {value} during the scan")
 TEXT_ANSWER_EXCEPTION = _("answered {table} {address} with exception {code} ({name})")
 TEXT_POINT_TEMPLATE = _(
     "# [[{prefix}devices.points]]\n"
-    "# name = \"...\"          # unique in the gateway, e.g. ch4_face_1\n"
-    "# unit = \"...\"          # engineering unit, e.g. %LEL\n"
-    "# table = \"{table}\"\n"
+    '# name = "..."          # unique in the gateway, e.g. ch4_face_1\n'
+    '# unit = "..."          # engineering unit, e.g. %LEL\n'
+    '# table = "{table}"\n'
     "# address = {address}\n"
-    "# type = \"uint16\"       # int16, uint16, int32, uint32, float32\n"
-    "# scale = 1.0")
+    '# type = "uint16"       # int16, uint16, int32, uint32, float32\n'
+    "# scale = 1.0"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +131,10 @@ class Progress:
         filled = width * self.done // max(self.total, 1)
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * (self.total - self.done)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-                          f"  {setting}  unit {unit:3d}  found {found}  ~{left:4.0f}s left ")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+            f"  {setting}  unit {unit:3d}  found {found}  ~{left:4.0f}s left "
+        )
         self.stream.flush()
 
     def note(self, text: str) -> None:
@@ -140,25 +153,44 @@ async def probe(bus: modbus_rtu.ModbusRtuBus, request: ReadRequest, timeout: flo
     try:
         values = await bus.read(request, timeout=timeout)
     except DeviceError as exc:
-        return TEXT_ANSWER_EXCEPTION.format(table=request.table, address=request.address,
-                                            code=exc.code,
-                                            name=EXCEPTION_NAMES.get(exc.code, "unknown"))
+        return TEXT_ANSWER_EXCEPTION.format(
+            table=request.table,
+            address=request.address,
+            code=exc.code,
+            name=EXCEPTION_NAMES.get(exc.code, "unknown"),
+        )
     except CommError:
         return None
-    return TEXT_ANSWER_VALUE.format(table=request.table, address=request.address,
-                                    value=values[0])
+    return TEXT_ANSWER_VALUE.format(table=request.table, address=request.address, value=values[0])
 
 
-async def scan(port: str, *, units: Sequence[int], settings: Sequence[LineSetting],
-               table: Table = Table.HOLDING, address: int = 0, timeout: float | None = None,
-               keep_going: bool = False, progress: Progress | None = None) -> list[Found]:
+async def scan(
+    port: str,
+    *,
+    units: Sequence[int],
+    settings: Sequence[LineSetting],
+    table: Table = Table.HOLDING,
+    address: int = 0,
+    timeout: float | None = None,
+    keep_going: bool = False,
+    progress: Progress | None = None,
+) -> list[Found]:
     """Every unit that answers, setting by setting; CommError if the port cannot be opened."""
     progress = progress or Progress(len(units) * len(settings))
     found: list[Found] = []
     for setting in settings:
-        bus = modbus_rtu.create(modbus_rtu.Config.model_validate({
-            "type": "modbus_rtu", "name": "scan", "port": port, "baudrate": setting.baudrate,
-            "parity": setting.parity, "stopbits": setting.stopbits}))
+        bus = modbus_rtu.create(
+            modbus_rtu.Config.model_validate(
+                {
+                    "type": "modbus_rtu",
+                    "name": "scan",
+                    "port": port,
+                    "baudrate": setting.baudrate,
+                    "parity": setting.parity,
+                    "stopbits": setting.stopbits,
+                }
+            )
+        )
         try:
             await bus.open()
         except (OSError, termios.error, ValueError) as exc:  # a setting the port cannot do
@@ -176,8 +208,11 @@ async def scan(port: str, *, units: Sequence[int], settings: Sequence[LineSettin
                 progress.step(setting, unit, len(found) + len(here))
         finally:
             await bus.close()
-        progress.note(TEXT_SETTING.format(
-            setting=setting, found=", ".join(f"unit {f.unit}" for f in here) or "-"))
+        progress.note(
+            TEXT_SETTING.format(
+                setting=setting, found=", ".join(f"unit {f.unit}" for f in here) or "-"
+            )
+        )
         found += here
         if here and not keep_going:
             progress.total = progress.done
@@ -185,24 +220,46 @@ async def scan(port: str, *, units: Sequence[int], settings: Sequence[LineSettin
     return found
 
 
-def proposal(found: list[Found], *, port: str, bus_name: str, table: Table = Table.HOLDING,
-             address: int = 0, manifest: bool = False) -> tuple[str, list[str]]:
+def proposal(
+    found: list[Found],
+    *,
+    port: str,
+    bus_name: str,
+    table: Table = Table.HOLDING,
+    address: int = 0,
+    manifest: bool = False,
+) -> tuple[str, list[str]]:
     """The TOML to paste into gateway.toml (or, with ``manifest``, under a gateway of the
     site manifest), and warnings for people."""
     prefix = "gateways." if manifest else ""
     line = found[0].setting
     on_line = [f for f in found if f.setting == line]
-    warnings = [TEXT_OTHER_SETTING.format(unit=f.unit, setting=f.setting, line=line)
-                for f in found if f.setting != line]
-    parts = [TEXT_HEADER.format(port=port, count=len(on_line), setting=line), "",
-             f"[[{prefix}buses]]", 'type = "modbus_rtu"', f"name = {value_text(bus_name)}",
-             f"port = {value_text(port)}", f"baudrate = {line.baudrate}",
-             f"parity = {value_text(line.parity)}", f"stopbits = {line.stopbits}"]
+    warnings = [
+        TEXT_OTHER_SETTING.format(unit=f.unit, setting=f.setting, line=line)
+        for f in found
+        if f.setting != line
+    ]
+    parts = [
+        TEXT_HEADER.format(port=port, count=len(on_line), setting=line),
+        "",
+        f"[[{prefix}buses]]",
+        'type = "modbus_rtu"',
+        f"name = {value_text(bus_name)}",
+        f"port = {value_text(port)}",
+        f"baudrate = {line.baudrate}",
+        f"parity = {value_text(line.parity)}",
+        f"stopbits = {line.stopbits}",
+    ]
     for f in on_line:
-        parts += ["", f"# unit {f.unit}: {f.answer}", f"[[{prefix}devices]]",
-                  f"name = {value_text(f'{bus_name}_unit_{f.unit}')}",
-                  f"bus = {value_text(bus_name)}", f"unit = {f.unit}",
-                  TEXT_POINT_TEMPLATE.format(prefix=prefix, table=table, address=address)]
+        parts += [
+            "",
+            f"# unit {f.unit}: {f.answer}",
+            f"[[{prefix}devices]]",
+            f"name = {value_text(f'{bus_name}_unit_{f.unit}')}",
+            f"bus = {value_text(bus_name)}",
+            f"unit = {f.unit}",
+            TEXT_POINT_TEMPLATE.format(prefix=prefix, table=table, address=address),
+        ]
     return "\n".join(parts) + "\n", warnings
 
 
@@ -223,8 +280,9 @@ def parse_units(text: str) -> list[int]:
     return list(dict.fromkeys(units))
 
 
-def _choices(allowed: Iterable[T], example: str,
-             convert: Callable[[str], T]) -> Callable[[str], list[T]]:
+def _choices(
+    allowed: Iterable[T], example: str, convert: Callable[[str], T]
+) -> Callable[[str], list[T]]:
     """A parser of comma-separated values, each one of ``allowed``."""
     permitted = set(allowed)
 
@@ -245,32 +303,43 @@ def parse_probe(text: str) -> tuple[Table, int]:
     try:
         return Table(table.strip().lower()), int(address)
     except ValueError:
-        raise argparse.ArgumentTypeError(TEXT_BAD_PROBE.format(
-            value=text, tables=", ".join(t.value for t in Table))) from None
+        raise argparse.ArgumentTypeError(
+            TEXT_BAD_PROBE.format(value=text, tables=", ".join(t.value for t in Table))
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = subparsers.add_parser("scan", help=TEXT_HELP)
     command.add_argument("--port", required=True, help=TEXT_PORT_HELP)
-    command.add_argument("--units", type=parse_units, default=list(range(1, 248)),
-                         help=TEXT_UNITS_HELP)
-    command.add_argument("--baud", type=_choices(BAUDRATES, "9600,19200", int),
-                         default=list(COMMON_BAUDS), help=TEXT_BAUD_HELP)
-    command.add_argument("--parity", type=_choices(PARITIES, "N,E", str.upper),
-                         default=list(PARITIES), help=TEXT_PARITY_HELP)
-    command.add_argument("--stopbits", type=int, choices=(1, 2), default=1,
-                         help=TEXT_STOPBITS_HELP)
+    command.add_argument(
+        "--units", type=parse_units, default=list(range(1, 248)), help=TEXT_UNITS_HELP
+    )
+    command.add_argument(
+        "--baud",
+        type=_choices(BAUDRATES, "9600,19200", int),
+        default=list(COMMON_BAUDS),
+        help=TEXT_BAUD_HELP,
+    )
+    command.add_argument(
+        "--parity",
+        type=_choices(PARITIES, "N,E", str.upper),
+        default=list(PARITIES),
+        help=TEXT_PARITY_HELP,
+    )
+    command.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help=TEXT_STOPBITS_HELP)
     command.add_argument("--timeout", type=float, help=TEXT_TIMEOUT_HELP)
-    command.add_argument("--probe", type=parse_probe, default=(Table.HOLDING, 0),
-                         help=TEXT_PROBE_HELP)
+    command.add_argument(
+        "--probe", type=parse_probe, default=(Table.HOLDING, 0), help=TEXT_PROBE_HELP
+    )
     command.add_argument("--keep-going", action="store_true", help=TEXT_KEEP_GOING_HELP)
     command.add_argument("--bus-name", help=TEXT_BUS_NAME_HELP)
     command.add_argument("--manifest", action="store_true", help=TEXT_MANIFEST_HELP)
     command.set_defaults(handler=_scan)
 
 
-def line_settings(bauds: Sequence[int], parities: Sequence[str],
-                  stopbits: int = 1) -> list[LineSetting]:
+def line_settings(
+    bauds: Sequence[int], parities: Sequence[str], stopbits: int = 1
+) -> list[LineSetting]:
     """The settings to try, parity by parity and, within each, baud rate by baud rate."""
     return [LineSetting(baud, parity, stopbits) for parity in parities for baud in bauds]
 
@@ -279,23 +348,41 @@ def _scan(args: argparse.Namespace) -> int:
     settings = line_settings(args.baud, args.parity, args.stopbits)
     table, address = args.probe
     try:
-        found = asyncio.run(scan(args.port, units=args.units, settings=settings, table=table,
-                                 address=address, timeout=args.timeout,
-                                 keep_going=args.keep_going))
+        found = asyncio.run(
+            scan(
+                args.port,
+                units=args.units,
+                settings=settings,
+                table=table,
+                address=address,
+                timeout=args.timeout,
+                keep_going=args.keep_going,
+            )
+        )
     except CommError as exc:
         print(TEXT_NO_PORT.format(port=args.port, error=exc), file=sys.stderr)
         return EXIT_NO_PORT
     if not found:
         units = f"{args.units[0]}-{args.units[-1]}" if len(args.units) > 1 else args.units[0]
-        print(TEXT_NOTHING.format(port=args.port, settings=len(settings), units=units),
-              file=sys.stderr)
+        print(
+            TEXT_NOTHING.format(port=args.port, settings=len(settings), units=units),
+            file=sys.stderr,
+        )
         return EXIT_NOTHING
     bus_name = args.bus_name or "rs485_" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.port).name)
-    text, warnings = proposal(found, port=args.port, bus_name=bus_name, table=table,
-                              address=address, manifest=args.manifest)
+    text, warnings = proposal(
+        found,
+        port=args.port,
+        bus_name=bus_name,
+        table=table,
+        address=address,
+        manifest=args.manifest,
+    )
     on_line = sum(1 for f in found if f.setting == found[0].setting)
-    print(TEXT_SUMMARY.format(count=on_line, port=args.port, setting=found[0].setting),
-          file=sys.stderr)
+    print(
+        TEXT_SUMMARY.format(count=on_line, port=args.port, setting=found[0].setting),
+        file=sys.stderr,
+    )
     for warning in warnings:
         print(warning, file=sys.stderr)
     sys.stdout.write(text)

@@ -27,8 +27,12 @@ def _key(key: str) -> str:
 
 
 def _is_table_array(value: Any) -> bool:
-    return (isinstance(value, Sequence) and not isinstance(value, str) and bool(value)
-            and all(isinstance(item, Mapping) for item in value))
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and bool(value)
+        and all(isinstance(item, Mapping) for item in value)
+    )
 
 
 def _table(table: Mapping[str, Any], path: tuple[str, ...], lines: list[str]) -> None:

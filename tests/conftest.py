@@ -99,8 +99,11 @@ class Broker:
             return
         deadline = time.monotonic() + timeout
         while True:  # the port may linger a moment after a stop
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             try:
                 wait_port(self.host, self.port, timeout=3.0)
                 return
@@ -132,16 +135,19 @@ class Broker:
 class Subscriber:
     """A paho client that records every message per topic (payloads decoded from JSON)."""
 
-    def __init__(self, broker: Broker, *topics: str, client_id: str | None = None,
-                 persistent: bool = False) -> None:
+    def __init__(
+        self, broker: Broker, *topics: str, client_id: str | None = None, persistent: bool = False
+    ) -> None:
         self.topics = topics or ("#",)
         self.messages: dict[str, list[Any]] = defaultdict(list)
         self.raw: list[mqtt.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"test-sub-{free_port()}",
-                                  clean_session=not persistent)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-sub-{free_port()}",
+            clean_session=not persistent,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: self._subscribed.set()
@@ -167,14 +173,20 @@ class Subscriber:
             self.messages[message.topic].append(payload)
             self._cond.notify_all()
 
-    def wait_for(self, topic: str, count: int = 1, timeout: float = 10.0,
-                 predicate: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+    def wait_for(
+        self,
+        topic: str,
+        count: int = 1,
+        timeout: float = 10.0,
+        predicate: Callable[[list[Any]], bool] | None = None,
+    ) -> list[Any]:
         """Wait until ``topic`` has ``count`` messages (or ``predicate`` holds); return them."""
         check = predicate or (lambda got: len(got) >= count)
         with self._cond:
             if not self._cond.wait_for(lambda: check(self.messages[topic]), timeout):
                 raise AssertionError(
-                    f"{topic}: got {len(self.messages[topic])} message(s) in {timeout} s")
+                    f"{topic}: got {len(self.messages[topic])} message(s) in {timeout} s"
+                )
             return list(self.messages[topic])
 
     def get(self, topic: str) -> list[Any]:
@@ -227,10 +239,12 @@ def load_schema(stream: str) -> dict[str, Any]:
 @pytest.fixture
 def validate() -> Callable[[str, Any], None]:
     """``validate(stream, message)``: raise if the message breaks the stream's schema."""
+
     def check(stream: str, message: Any) -> None:
         schema = load_schema(stream)
         jsonschema.validators.validator_for(schema)(
-            schema, format_checker=jsonschema.FormatChecker()).validate(message)
+            schema, format_checker=jsonschema.FormatChecker()
+        ).validate(message)
 
     return check
 
@@ -300,8 +314,11 @@ class Proxy:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
+                sock.setsockopt(
+                    socket.SOL_SOCKET,
+                    socket.SO_LINGER,
+                    (1).to_bytes(4, "little") + (0).to_bytes(4, "little"),
+                )
                 sock.close()
             except OSError:
                 pass

@@ -54,8 +54,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def device_context(holding: Mapping[int, int] | None = None, *, size: int = 200,
-                   coils: Mapping[int, bool] | None = None) -> ModbusDeviceContext:
+def device_context(
+    holding: Mapping[int, int] | None = None,
+    *,
+    size: int = 200,
+    coils: Mapping[int, bool] | None = None,
+) -> ModbusDeviceContext:
     """A unit whose tables hold ``size`` entries from address 0, zero unless given."""
     registers = [0] * size
     for address, value in (holding or {}).items():
@@ -77,8 +81,11 @@ async def tcp_server(units: Mapping[int, ModbusDeviceContext]) -> AsyncIterator[
     """A pymodbus TCP server on 127.0.0.1; yields its port."""
     port = free_port()
     # units not listed stay silent, as on a real line
-    server = ModbusTcpServer(ModbusServerContext(devices=dict(units), single=False),
-                             address=("127.0.0.1", port), ignore_missing_devices=True)
+    server = ModbusTcpServer(
+        ModbusServerContext(devices=dict(units), single=False),
+        address=("127.0.0.1", port),
+        ignore_missing_devices=True,
+    )
     server.context = KnownUnitsOnly(server.context, set(units))
     task = asyncio.create_task(server.serve_forever())
     try:

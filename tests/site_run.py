@@ -18,8 +18,12 @@ DEMO = Path(str(importlib.resources.files("watchpost") / "examples" / "demo"))
 
 def watchpost(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "watchpost", *args], cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "watchpost", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
@@ -40,9 +44,16 @@ class SimulatedSite:
         self.folder = folder
         (folder / "site.toml").write_text(site_text)
         self.events_file = folder / "events.json"
-        self.simulator = watchpost("simulate", "site.toml", "--port-base", "0",
-                                   "--events", str(self.events_file), cwd=folder,
-                                   log=folder / "simulator.log")
+        self.simulator = watchpost(
+            "simulate",
+            "site.toml",
+            "--port-base",
+            "0",
+            "--events",
+            str(self.events_file),
+            cwd=folder,
+            log=folder / "simulator.log",
+        )
         self.gateway: subprocess.Popen[bytes] | None = None
         self.events = self._wait_ready()
 
@@ -61,8 +72,9 @@ class SimulatedSite:
         raise RuntimeError("the simulator did not get ready: " + self.log("simulator"))
 
     def start_gateway_with(self, config: Path) -> None:
-        self.gateway = watchpost("run", "--config", str(config), cwd=self.folder,
-                                 log=self.folder / "gateway.log")
+        self.gateway = watchpost(
+            "run", "--config", str(config), cwd=self.folder, log=self.folder / "gateway.log"
+        )
 
     def refresh_events(self) -> dict[str, Any]:
         self.events = json.loads(self.events_file.read_text())
@@ -73,7 +85,10 @@ class SimulatedSite:
         for event in self.refresh_events()["events"]:
             for crossing in event.get("crossings", []):
                 if (crossing["point"], crossing["mark"], crossing["direction"]) == (
-                        point, mark, direction):
+                    point,
+                    mark,
+                    direction,
+                ):
                     return float(crossing["time"])
         return None
 
@@ -103,6 +118,9 @@ class SiteRun(SimulatedSite):
         text = text.replace("mqtt://127.0.0.1:1883", broker_url)
         for name, bus in self.events["buses"].items():
             if bus["type"] == "modbus_tcp":
-                text = re.sub(rf'(name = "{name}"\nhost = "127.0.0.1"\nport = )\d+',
-                              rf"\g<1>{bus['port']}", text)
+                text = re.sub(
+                    rf'(name = "{name}"\nhost = "127.0.0.1"\nport = )\d+',
+                    rf"\g<1>{bus['port']}",
+                    text,
+                )
         return text

@@ -26,8 +26,9 @@ from watchpost.alarms import (
 )
 from watchpost.samples import Quality, Sample
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "gateway" / "schemas"
-                     / "alarms.json").read_text())
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[1] / "gateway" / "schemas" / "alarms.json").read_text()
+)
 RULES = TypeAdapter(list[AlarmRule])
 T0 = 1_700_000_000_000
 
@@ -41,26 +42,30 @@ class FakeClock:
 
 
 def rules(*specs: dict[str, Any], point_range: tuple[float, float] | None = None) -> list[Any]:
-    return resolve_rules(RULES.validate_python(list(specs)), rules_from=None, unit="",
-                         point_range=point_range)
+    return resolve_rules(
+        RULES.validate_python(list(specs)), rules_from=None, unit="", point_range=point_range
+    )
 
 
-def make(point_rules: Sequence[Any], clock: FakeClock | None = None, point: str = "p",
-         **kwargs: Any) -> AlarmEngine:
+def make(
+    point_rules: Sequence[Any], clock: FakeClock | None = None, point: str = "p", **kwargs: Any
+) -> AlarmEngine:
     return AlarmEngine({point: point_rules, "other": []}, clock or FakeClock(), **kwargs)
 
 
 class Feed:
     """Samples at a steady pace (1 s by default) into an engine; collects the events."""
 
-    def __init__(self, engine: AlarmEngine, clock: FakeClock, point: str = "p",
-                 step_ms: int = 1000) -> None:
+    def __init__(
+        self, engine: AlarmEngine, clock: FakeClock, point: str = "p", step_ms: int = 1000
+    ) -> None:
         self.engine, self.clock, self.point, self.step_ms = engine, clock, point, step_ms
         self.ts = T0
         self.events: list[AlarmEvent] = []
 
-    def __call__(self, *values: float | None, quality: Quality = Quality.GOOD
-                 ) -> list[tuple[str, str]]:
+    def __call__(
+        self, *values: float | None, quality: Quality = Quality.GOOD
+    ) -> list[tuple[str, str]]:
         """Feed values one per step; return (event, rule) of what they caused."""
         out: list[AlarmEvent] = []
         for value in values:
@@ -71,8 +76,9 @@ class Feed:
         return [(e.event, e.rule) for e in out]
 
 
-def setup(*specs: dict[str, Any], point_range: tuple[float, float] | None = None,
-          step_ms: int = 1000) -> tuple[AlarmEngine, Feed]:
+def setup(
+    *specs: dict[str, Any], point_range: tuple[float, float] | None = None, step_ms: int = 1000
+) -> tuple[AlarmEngine, Feed]:
     clock = FakeClock()
     engine = make(rules(*specs, point_range=point_range), clock)
     return engine, Feed(engine, clock, step_ms=step_ms)
@@ -154,8 +160,7 @@ def test_threshold_rules_ignore_samples_that_are_not_good() -> None:
 
 
 def test_rate_of_rise_raises_on_a_fast_rise_and_not_on_a_slow_one() -> None:
-    _engine, feed = setup({"kind": "rate_of_rise", "rate": 0.5, "window": 60,
-                           "deadband": 0.1})
+    _engine, feed = setup({"kind": "rate_of_rise", "rate": 0.5, "window": 60, "deadband": 0.1})
     slow = [0.2 + 0.004 * i for i in range(120)]  # 0.24 per minute
     assert feed(*slow) == []
     base = slow[-1]
@@ -231,8 +236,7 @@ def test_a_still_value_right_after_start_is_not_called_normal_or_stuck_early() -
 
 
 def test_comm_loss_is_its_own_alarm_and_leaves_threshold_alarms_as_they_are() -> None:
-    engine, feed = setup({"kind": "high", "threshold": 1.0}, {"kind": "comm_loss",
-                                                               "on_delay": 2})
+    engine, feed = setup({"kind": "high", "threshold": 1.0}, {"kind": "comm_loss", "on_delay": 2})
     assert feed(1.2) == [("raised", "high_alarm")]
     assert feed(None, None, quality=Quality.COMM) == []
     assert feed(None, quality=Quality.COMM) == [("raised", "comm_loss")]
@@ -244,8 +248,9 @@ def test_comm_loss_is_its_own_alarm_and_leaves_threshold_alarms_as_they_are() ->
 
 
 def test_comm_loss_counts_stale_samples_unless_told_not_to() -> None:
-    _engine, feed = setup({"kind": "comm_loss"}, {"kind": "comm_loss", "name": "no_answer",
-                                                   "stale": False})
+    _engine, feed = setup(
+        {"kind": "comm_loss"}, {"kind": "comm_loss", "name": "no_answer", "stale": False}
+    )
     assert feed(None, quality=Quality.STALE) == [("raised", "comm_loss")]
     assert feed(None, quality=Quality.COMM) == [("raised", "no_answer")]
     assert feed(1.0) == [("cleared", "comm_loss"), ("cleared", "no_answer")]
@@ -281,7 +286,9 @@ def test_a_latched_alarm_coming_back_abnormal_is_not_raised_twice() -> None:
     engine, feed = setup({"kind": "high", "threshold": 1.0, "latch": True})
     assert feed(1.2, 0.5, 1.3, 0.5) == [("raised", "high_alarm")]
     assert [e.event for e in engine.acknowledge("p/high_alarm", by="crew")] == [
-        "acknowledged", "cleared"]
+        "acknowledged",
+        "cleared",
+    ]
 
 
 def test_non_latching_acknowledged_alarm_clears_with_the_value() -> None:
@@ -313,9 +320,10 @@ def test_acknowledge_refuses_unknown_ids_and_wrong_states_with_clear_messages() 
 
 
 def test_shelving_needs_who_why_and_an_expiry_within_the_rules_limit() -> None:
-    engine, _feed = setup({"kind": "high", "threshold": 1.0, "max_shelve": 3600},
-                          {"kind": "high", "level": "critical", "threshold": 2.0,
-                           "shelvable": False})
+    engine, _feed = setup(
+        {"kind": "high", "threshold": 1.0, "max_shelve": 3600},
+        {"kind": "high", "level": "critical", "threshold": 2.0, "shelvable": False},
+    )
     with pytest.raises(AlarmStateError, match="exactly one"):
         engine.shelve("p/high_alarm", by="crew", reason="calibration")
     with pytest.raises(AlarmStateError, match="reason is required"):
@@ -333,8 +341,9 @@ def test_shelving_needs_who_why_and_an_expiry_within_the_rules_limit() -> None:
 def test_a_shelved_alarm_is_silent_and_is_reconciled_when_the_shelf_expires() -> None:
     engine, feed = setup({"kind": "high", "threshold": 1.0})
     clock = feed.clock
-    [shelved] = engine.shelve("p/high_alarm", by="crew:wang", reason="sensor calibration",
-                              duration_s=30)
+    [shelved] = engine.shelve(
+        "p/high_alarm", by="crew:wang", reason="sensor calibration", duration_s=30
+    )
     assert shelved.event == "shelved"
     assert shelved.until == clock.now + 30_000
     assert shelved.by == "crew:wang"
@@ -344,7 +353,9 @@ def test_a_shelved_alarm_is_silent_and_is_reconciled_when_the_shelf_expires() ->
     assert engine.tick(clock.now + 10_000) == []
     events = engine.tick(shelved.until)
     assert [(e.event, e.by, e.note) for e in events] == [
-        ("unshelved", None, "shelf expired"), ("raised", None, None)]
+        ("unshelved", None, "shelf expired"),
+        ("raised", None, None),
+    ]
     assert events[1].value == 1.5
 
 
@@ -373,7 +384,9 @@ def test_test_alarm_is_raised_then_cleared_and_marked_without_touching_state() -
     engine, _feed = setup({"kind": "high", "threshold": 1.0})
     events = engine.test_alarm("other", by="crew")
     assert [(e.event, e.alarm, e.test) for e in events] == [
-        ("raised", "other/test", True), ("cleared", "other/test", True)]
+        ("raised", "other/test", True),
+        ("cleared", "other/test", True),
+    ]
     assert engine.active() == []
     with pytest.raises(UnknownAlarm, match="'nowhere'"):
         engine.test_alarm("nowhere")
@@ -387,7 +400,11 @@ def test_output_faults_are_alarms_of_their_own() -> None:
     assert engine.report_output("sounder", ok=True) == []
     [raised] = engine.report_output("sounder", ok=False, detail="read back 0, wrote 1")
     assert (raised.event, raised.alarm, raised.kind, raised.detail) == (
-        "raised", "sounder/output_fault", "output_fault", "read back 0, wrote 1")
+        "raised",
+        "sounder/output_fault",
+        "output_fault",
+        "read back 0, wrote 1",
+    )
     assert engine.report_output("sounder", ok=False, detail="again") == []
     [cleared] = engine.report_output("sounder", ok=True)
     assert cleared.event == "cleared"
@@ -398,8 +415,11 @@ def test_output_faults_are_alarms_of_their_own() -> None:
 
 
 def test_every_event_body_fits_the_published_schema() -> None:
-    engine, feed = setup({"kind": "high", "threshold": 1.0, "latch": True},
-                         {"kind": "comm_loss"}, {"kind": "stuck", "duration": 5})
+    engine, feed = setup(
+        {"kind": "high", "threshold": 1.0, "latch": True},
+        {"kind": "comm_loss"},
+        {"kind": "stuck", "duration": 5},
+    )
     events: list[AlarmEvent] = []
     engine.add_listener(events.append)
     feed(1.2, 1.2, 1.2, 1.2, 1.2, 1.2, 0.3)
@@ -408,11 +428,21 @@ def test_every_event_body_fits_the_published_schema() -> None:
     engine.shelve("p/comm_loss", by="crew", reason="cable work", duration_s=60)
     engine.unshelve("p/comm_loss", by="crew")
     engine.test_alarm("p")
-    assert {e.event for e in events} == {"raised", "cleared", "acknowledged", "shelved",
-                                         "unshelved"}
+    assert {e.event for e in events} == {
+        "raised",
+        "cleared",
+        "acknowledged",
+        "shelved",
+        "unshelved",
+    }
     for seq, event in enumerate(events, 1):
-        message = {"gateway": "gw-01", "stream": "alarms", "seq": seq, "ts": event.decided_ts,
-                   **event.body()}
+        message = {
+            "gateway": "gw-01",
+            "stream": "alarms",
+            "seq": seq,
+            "ts": event.decided_ts,
+            **event.body(),
+        }
         jsonschema.validate(message, SCHEMA)
         json.dumps(message)
 
@@ -421,16 +451,42 @@ def test_events_carry_rule_level_value_threshold_and_both_times() -> None:
     _engine, feed = setup({"kind": "high", "level": "critical", "threshold": 1.5})
     feed(1.6)
     body = feed.events[0].body()
-    assert {k: body[k] for k in ("event", "alarm", "point", "rule", "kind", "level", "value",
-                                 "threshold", "sample_ts", "decided_ts", "quality")} == {
-        "event": "raised", "alarm": "p/high_critical", "point": "p", "rule": "high_critical",
-        "kind": "high", "level": "critical", "value": 1.6, "threshold": 1.5,
-        "sample_ts": feed.ts, "decided_ts": feed.ts + 5, "quality": "good"}
+    assert {
+        k: body[k]
+        for k in (
+            "event",
+            "alarm",
+            "point",
+            "rule",
+            "kind",
+            "level",
+            "value",
+            "threshold",
+            "sample_ts",
+            "decided_ts",
+            "quality",
+        )
+    } == {
+        "event": "raised",
+        "alarm": "p/high_critical",
+        "point": "p",
+        "rule": "high_critical",
+        "kind": "high",
+        "level": "critical",
+        "value": 1.6,
+        "threshold": 1.5,
+        "sample_ts": feed.ts,
+        "decided_ts": feed.ts + 5,
+        "quality": "good",
+    }
 
 
 def test_snapshot_survives_a_restart_through_the_state_file(tmp_path: Path) -> None:
-    specs = ({"kind": "high", "threshold": 1.0, "latch": True},
-             {"kind": "low", "threshold": 0.1}, {"kind": "comm_loss"})
+    specs = (
+        {"kind": "high", "threshold": 1.0, "latch": True},
+        {"kind": "low", "threshold": 0.1},
+        {"kind": "comm_loss"},
+    )
     engine, feed = setup(*specs)
     feed(1.2, 0.5)  # latched, condition normal
     engine.shelve("p/low_alarm", by="crew", reason="probe out", duration_s=60)
@@ -445,7 +501,9 @@ def test_snapshot_survives_a_restart_through_the_state_file(tmp_path: Path) -> N
     restarted.ts = feed.ts
     assert restarted(0.5, 0.5) == []  # no second "raised"; still latched
     assert [e.event for e in again.acknowledge("p/high_alarm", by="crew")] == [
-        "acknowledged", "cleared"]
+        "acknowledged",
+        "cleared",
+    ]
     clock.now += 60_000
     assert [e.event for e in again.tick()] == ["unshelved"]
 

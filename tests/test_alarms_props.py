@@ -22,13 +22,26 @@ VALUES = [None, -1.0, 0.0, 0.1, 0.2, 0.25, 0.9, 0.95, 1.0, 1.05, 1.5, 1.6, 2.5, 
 THRESHOLD_KINDS = {"high", "low", "rate_of_rise"}
 
 
-def build_rules(high_latch: bool, crit_latch: bool, deadband: float, on_delay: float,
-                off_delay: float) -> list[Any]:
+def build_rules(
+    high_latch: bool, crit_latch: bool, deadband: float, on_delay: float, off_delay: float
+) -> list[Any]:
     specs = [
-        {"kind": "high", "threshold": 1.0, "deadband": deadband, "on_delay": on_delay,
-         "off_delay": off_delay, "latch": high_latch},
-        {"kind": "high", "level": "critical", "threshold": 1.5, "deadband": 0.5,
-         "latch": crit_latch, "shelvable": False},
+        {
+            "kind": "high",
+            "threshold": 1.0,
+            "deadband": deadband,
+            "on_delay": on_delay,
+            "off_delay": off_delay,
+            "latch": high_latch,
+        },
+        {
+            "kind": "high",
+            "level": "critical",
+            "threshold": 1.5,
+            "deadband": 0.5,
+            "latch": crit_latch,
+            "shelvable": False,
+        },
         {"kind": "low", "threshold": 0.2, "deadband": 0.05, "on_delay": on_delay},
         {"kind": "rate_of_rise", "rate": 3.0, "window": 10, "deadband": 1.0},
         {"kind": "stuck", "duration": 5},
@@ -36,13 +49,21 @@ def build_rules(high_latch: bool, crit_latch: bool, deadband: float, on_delay: f
         {"kind": "invalid", "off_delay": off_delay},
         {"kind": "out_of_range"},
     ]
-    return resolve_rules(TypeAdapter(list[AlarmRule]).validate_python(specs), rules_from=None,
-                         unit="", point_range=(0.0, 4.0))
+    return resolve_rules(
+        TypeAdapter(list[AlarmRule]).validate_python(specs),
+        rules_from=None,
+        unit="",
+        point_range=(0.0, 4.0),
+    )
 
 
 QUALITIES = [Quality.GOOD] * 5 + [Quality.BAD, Quality.COMM, Quality.STALE]
-samples = st.tuples(st.just("sample"), st.sampled_from(QUALITIES), st.sampled_from(VALUES),
-                    st.sampled_from([0, 500, 1000, 1000, 1000, 3000]))
+samples = st.tuples(
+    st.just("sample"),
+    st.sampled_from(QUALITIES),
+    st.sampled_from(VALUES),
+    st.sampled_from([0, 500, 1000, 1000, 1000, 3000]),
+)
 holds = st.tuples(st.just("hold"), st.sampled_from(VALUES[1:]), st.integers(1, 12))
 acks = st.tuples(st.just("ack"), st.integers(0, 9), st.sampled_from(["crew", "platform"]))
 shelves = st.tuples(st.just("shelve"), st.integers(0, 9), st.integers(1, 20))
@@ -51,7 +72,9 @@ ticks = st.tuples(st.just("tick"), st.integers(0, 15_000))
 restarts = st.tuples(st.just("restart"))
 operations = st.lists(
     st.one_of(samples, samples, samples, holds, acks, shelves, unshelves, ticks, restarts),
-    min_size=5, max_size=150)
+    min_size=5,
+    max_size=150,
+)
 
 
 class Run:
@@ -83,8 +106,9 @@ class Run:
             elif kind == "ack":
                 self.engine.acknowledge(self.ids[op[1] % len(self.ids)], by=op[2])
             elif kind == "shelve":
-                self.engine.shelve(self.ids[op[1] % len(self.ids)], by="crew", reason="work",
-                                   duration_s=op[2])
+                self.engine.shelve(
+                    self.ids[op[1] % len(self.ids)], by="crew", reason="work", duration_s=op[2]
+                )
             elif kind == "unshelve":
                 self.engine.unshelve(self.ids[op[1] % len(self.ids)], by="crew")
             elif kind == "tick":
@@ -137,11 +161,19 @@ def check_stream(run: Run) -> None:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=operations, config=st.tuples(
-    st.booleans(), st.booleans(), st.sampled_from([0.0, 0.1]), st.sampled_from([0.0, 2.0]),
-    st.sampled_from([0.0, 2.0])))
+@given(
+    ops=operations,
+    config=st.tuples(
+        st.booleans(),
+        st.booleans(),
+        st.sampled_from([0.0, 0.1]),
+        st.sampled_from([0.0, 2.0]),
+        st.sampled_from([0.0, 2.0]),
+    ),
+)
 def test_no_sequence_leaves_an_alarm_without_its_event_or_clears_it_twice(
-        ops: list[tuple[Any, ...]], config: tuple[bool, bool, float, float, float]) -> None:
+    ops: list[tuple[Any, ...]], config: tuple[bool, bool, float, float, float]
+) -> None:
     run = Run(build_rules(*config))
     for op in ops:
         run.apply(op)
@@ -149,12 +181,16 @@ def test_no_sequence_leaves_an_alarm_without_its_event_or_clears_it_twice(
 
 
 @settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.floats(-10, 10, allow_nan=False), max_size=200),
-       deadband=st.floats(0, 2, allow_nan=False))
+@given(
+    values=st.lists(st.floats(-10, 10, allow_nan=False), max_size=200),
+    deadband=st.floats(0, 2, allow_nan=False),
+)
 def test_a_threshold_alarm_is_raised_exactly_when_hysteresis_says_so(
-        values: list[float], deadband: float) -> None:
+    values: list[float], deadband: float
+) -> None:
     rules = TypeAdapter(list[AlarmRule]).validate_python(
-        [{"kind": "high", "threshold": 1.0, "deadband": deadband}])
+        [{"kind": "high", "threshold": 1.0, "deadband": deadband}]
+    )
     engine = AlarmEngine({"p": rules}, lambda: T0)
     expected = False
     for i, value in enumerate(values):
@@ -162,5 +198,6 @@ def test_a_threshold_alarm_is_raised_exactly_when_hysteresis_says_so(
         before = expected
         expected = value >= 1.0 - deadband if expected else value >= 1.0
         assert [e.event for e in events] == (
-            [] if expected == before else ["raised" if expected else "cleared"])
+            [] if expected == before else ["raised" if expected else "cleared"]
+        )
         assert engine.describe("p/high_alarm")["raised"] == expected

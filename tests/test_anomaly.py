@@ -54,8 +54,7 @@ def test_shipped_model_scores_a_window_with_installed_runtime() -> None:
     assert model.channel_independent
     assert model.n_features == 4
     rng = np.random.default_rng(3)
-    window = np.stack([np.full(model.window, 2.0),
-                       rng.standard_normal(model.window)], axis=1)
+    window = np.stack([np.full(model.window, 2.0), rng.standard_normal(model.window)], axis=1)
     feats = model.features(window)
     assert feats.shape == (4,)
     assert np.all(np.isfinite(feats))
@@ -108,11 +107,11 @@ def test_calibration_survives_a_restart(tmp_path: Path) -> None:
     assert again.calibrated
     assert again.calibration.threshold == pytest.approx(first.calibration.threshold)
     # after a window's worth of rows it scores exactly like the detector that calibrated
-    tail = rows[PARAMS.calibration_rows:]
+    tail = rows[PARAMS.calibration_rows :]
     out2 = feed(again, tail, PARAMS.calibration_rows)
     w = again.model.window
-    s1 = [v.score for v in out1[PARAMS.calibration_rows + w - 1:]]
-    s2 = [v.score for v in out2[w - 1:]]
+    s1 = [v.score for v in out1[PARAMS.calibration_rows + w - 1 :]]
+    s2 = [v.score for v in out2[w - 1 :]]
     assert s1 == pytest.approx(s2)
 
 
@@ -131,14 +130,16 @@ def test_calibration_of_other_points_or_corrupt_state_is_not_reused(tmp_path: Pa
 def test_too_few_calibration_rows_is_refused_up_front() -> None:
     model = LiteRTModel(shipped_model_path(), ["a"])
     with pytest.raises(CalibrationError, match="at least 90 are needed"):
-        AnomalyDetector(name="short", model=model,
-                        params=DetectorParams(calibration_rows=40, drift_lag=50))
+        AnomalyDetector(
+            name="short", model=model, params=DetectorParams(calibration_rows=40, drift_lag=50)
+        )
 
 
 def test_gaps_during_calibration_make_it_wait_for_more_rows_not_fail() -> None:
     model = LiteRTModel(shipped_model_path(), ["a"])
-    det = AnomalyDetector(name="gappy", model=model,
-                          params=DetectorParams(calibration_rows=60, drift_lag=10))
+    det = AnomalyDetector(
+        name="gappy", model=model, params=DetectorParams(calibration_rows=60, drift_lag=10)
+    )
     for seed in range(8):  # 20 rows between gaps: never one whole window of 32
         feed(det, normal_rows(20, p=1, seed=seed))
         det.gap()
@@ -180,8 +181,12 @@ def test_stuck_sensor_raises() -> None:
 
 def test_config_rejects_duplicates_and_unknown_keys() -> None:
     with pytest.raises(pydantic.ValidationError, match="more than once"):
-        AnomalyConfig(models=[AnomalyModelConfig(name="a", points=["x"]),
-                              AnomalyModelConfig(name="a", points=["y"])])
+        AnomalyConfig(
+            models=[
+                AnomalyModelConfig(name="a", points=["x"]),
+                AnomalyModelConfig(name="a", points=["y"]),
+            ]
+        )
     with pytest.raises(pydantic.ValidationError, match="listed more than once"):
         AnomalyModelConfig(name="a", points=["x", "x"])
     with pytest.raises(pydantic.ValidationError, match="extra"):
@@ -200,8 +205,11 @@ def samples_for(rows: np.ndarray, points: list[str], t0_ms: int) -> list[Sample]
 
 def test_runner_turns_samples_into_events_and_keeps_state(tmp_path: Path) -> None:
     points = ["flow", "pressure", "temp"]
-    cfg = AnomalyConfig(models=[AnomalyModelConfig(
-        name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)])
+    cfg = AnomalyConfig(
+        models=[
+            AnomalyModelConfig(name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)
+        ]
+    )
     rows = normal_rows(800, seed=7)
     rows[500:600, 1] += 10 * 0.05
     got: list[dict] = []
@@ -235,13 +243,20 @@ def test_runner_turns_samples_into_events_and_keeps_state(tmp_path: Path) -> Non
 
 def test_runner_treats_bad_samples_as_gaps_not_anomalies(tmp_path: Path) -> None:
     points = ["flow", "pressure", "temp"]
-    cfg = AnomalyConfig(models=[AnomalyModelConfig(
-        name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)])
+    cfg = AnomalyConfig(
+        models=[
+            AnomalyModelConfig(name="pump", points=points, calibration_s=300, hold_s=3, clear_s=5)
+        ]
+    )
     got: list[dict] = []
     samples = samples_for(normal_rows(700, seed=8), points, 0)
     # the flow meter stops answering for 60 s: no rows, no scores, no event
-    samples = [s if not (s.point == "flow" and 450_000 <= s.ts < 510_000)
-               else Sample(s.point, s.ts, None, Quality.COMM) for s in samples]
+    samples = [
+        s
+        if not (s.point == "flow" and 450_000 <= s.ts < 510_000)
+        else Sample(s.point, s.ts, None, Quality.COMM)
+        for s in samples
+    ]
 
     async def main() -> AnomalyRunner:
         runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=got.append)
@@ -272,8 +287,9 @@ def test_observe_never_blocks_and_counts_drops(tmp_path: Path) -> None:
 def test_slow_model_does_not_delay_the_loop(tmp_path: Path) -> None:
     """While each window takes 200 ms in the model, the poll path keeps its 20 ms beat."""
     points = ["flow", "pressure", "temp"]
-    cfg = AnomalyConfig(models=[AnomalyModelConfig(
-        name="pump", points=points, calibration_s=100, drift_lag_s=10)])
+    cfg = AnomalyConfig(
+        models=[AnomalyModelConfig(name="pump", points=points, calibration_s=100, drift_lag_s=10)]
+    )
     rows = normal_rows(160, seed=11)
     lateness: list[float] = []
     observe_s: list[float] = []
@@ -297,7 +313,7 @@ def test_slow_model_does_not_delay_the_loop(tmp_path: Path) -> None:
         for i in range(0, len(samples), per_beat):  # the poller: one row every 20 ms
             due = loop.time() + 0.02
             t = loop.time()
-            for s in samples[i:i + per_beat]:
+            for s in samples[i : i + per_beat]:
                 runner.observe(s)
             observe_s.append(loop.time() - t)
             await asyncio.sleep(max(0.0, due - loop.time()))
@@ -329,7 +345,8 @@ def test_broken_relation_between_points_raises_by_the_relation_part() -> None:
     points = ["flow", "current", "temp"]
     params = DetectorParams(calibration_rows=300, hold=3, clear=5)
     with_relation = AnomalyDetector(
-        name="pump", model=LiteRTModel(shipped_model_path(), points), params=params)
+        name="pump", model=LiteRTModel(shipped_model_path(), points), params=params
+    )
     ev = events(feed(with_relation, rows))
     assert ev
     assert ev[0]["event"] == "raised"
@@ -337,8 +354,10 @@ def test_broken_relation_between_points_raises_by_the_relation_part() -> None:
     assert set(ev[0]["points"][:2]) == {"flow", "current"}
     assert "temp" not in ev[0]["points"]
     point_only = AnomalyDetector(
-        name="pump", model=LiteRTModel(shipped_model_path(), points),
-        params=dataclasses.replace(params, relation_factor=0))
+        name="pump",
+        model=LiteRTModel(shipped_model_path(), points),
+        params=dataclasses.replace(params, relation_factor=0),
+    )
     out = feed(point_only, rows)
     # each point alone looks normal once the switch-over (a step in the current) is past
     assert all(out[i].score < out[i].threshold / 2 for i in range(540, 650))
@@ -357,11 +376,14 @@ def test_poll_jitter_does_not_break_the_rows(tmp_path: Path) -> None:
     """Samples a little early or late (a period without a new sample) repeat the latest
     values instead of opening a gap, so scoring goes on."""
     points = ["flow", "pressure", "temp"]
-    cfg = AnomalyConfig(models=[AnomalyModelConfig(
-        name="pump", points=points, calibration_s=300, drift_lag_s=20)])
+    cfg = AnomalyConfig(
+        models=[AnomalyModelConfig(name="pump", points=points, calibration_s=300, drift_lag_s=20)]
+    )
     rng = np.random.default_rng(4)
-    samples = [Sample(s.point, s.ts + int(rng.integers(-400, 400)), s.value, s.quality)
-               for s in samples_for(normal_rows(500, seed=4), points, 1_000_000)]
+    samples = [
+        Sample(s.point, s.ts + int(rng.integers(-400, 400)), s.value, s.quality)
+        for s in samples_for(normal_rows(500, seed=4), points, 1_000_000)
+    ]
 
     async def main() -> AnomalyRunner:
         runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=lambda e: None)

@@ -19,18 +19,33 @@ def run(argv: list[str]) -> int:
     return args.handler(args)
 
 
-def write_csv(path: Path, *, n: int = 600, shift_at: int | None = None, sep: str = ",",
-              labels: np.ndarray | None = None, seed: int = 0) -> Path:
+def write_csv(
+    path: Path,
+    *,
+    n: int = 600,
+    shift_at: int | None = None,
+    sep: str = ",",
+    labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> Path:
     rng = np.random.default_rng(seed)
     flow = 32 + 0.4 * rng.standard_normal(n)
     current = 1.0 + 0.2 * rng.standard_normal(n)
     if shift_at is not None:
-        flow[shift_at:shift_at + 150] -= 6.0
+        flow[shift_at : shift_at + 150] -= 6.0
     lab = np.zeros(n, dtype=int) if labels is None else labels
     lines = [sep.join(["datetime", "flow", "current", "anomaly"])]
     for i in range(n):
-        lines.append(sep.join([f"2020-03-09 10:{i // 60:02d}:{i % 60:02d}",
-                               f"{flow[i]:.4f}", f"{current[i]:.4f}", str(lab[i])]))
+        lines.append(
+            sep.join(
+                [
+                    f"2020-03-09 10:{i // 60:02d}:{i % 60:02d}",
+                    f"{flow[i]:.4f}",
+                    f"{current[i]:.4f}",
+                    str(lab[i]),
+                ]
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -44,11 +59,25 @@ def parse(out: str) -> list[tuple[int, float, int]]:
     return rows
 
 
-def test_prints_one_line_per_row_after_calibration(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_prints_one_line_per_row_after_calibration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = write_csv(tmp_path / "pump.csv", n=600, shift_at=420)
-    status = run(["anomaly", "score", str(csv), "--calibrate-rows", "300", "--clear", "10",
-                  "--time-column", "datetime", "--ignore-columns", "anomaly"])
+    status = run(
+        [
+            "anomaly",
+            "score",
+            str(csv),
+            "--calibrate-rows",
+            "300",
+            "--clear",
+            "10",
+            "--time-column",
+            "datetime",
+            "--ignore-columns",
+            "anomaly",
+        ]
+    )
     assert status == 0
     rows = parse(capsys.readouterr().out)
     assert [r[0] for r in rows] == list(range(300, 600))
@@ -59,8 +88,9 @@ def test_prints_one_line_per_row_after_calibration(tmp_path: Path,
     assert not any(a for r, _s, a in rows if r >= 590)  # cleared after the drop ends (570)
 
 
-def test_separator_and_ignored_label_column(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_separator_and_ignored_label_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = write_csv(tmp_path / "a.csv", sep=";")
     labels = np.random.default_rng(9).integers(0, 2, 600)
     b = write_csv(tmp_path / "b.csv", sep=";", labels=labels)
@@ -76,14 +106,27 @@ def test_separator_and_ignored_label_column(tmp_path: Path,
     assert capsys.readouterr().out != out_a
 
 
-def test_unparseable_row_prints_an_empty_score(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_unparseable_row_prints_an_empty_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = write_csv(tmp_path / "pump.csv", n=500)
     lines = csv.read_text().splitlines()
     lines[1 + 450] = "2020-03-09 10:07:30,,1.0,0"  # data row 450: flow missing
     csv.write_text("\n".join(lines) + "\n")
-    assert run(["anomaly", "score", str(csv), "--time-column", "datetime",
-                "--ignore-columns", "anomaly"]) == 0
+    assert (
+        run(
+            [
+                "anomaly",
+                "score",
+                str(csv),
+                "--time-column",
+                "datetime",
+                "--ignore-columns",
+                "anomaly",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 100
     assert out[50] == "450,,0"
@@ -104,11 +147,23 @@ def test_unknown_column_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_model_that_does_not_fit_the_columns_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = write_csv(tmp_path / "pump.csv")
     site = Path(__file__).with_name("anomaly_fixtures") / "site-3points.tflite"
-    status = run(["anomaly", "score", str(csv), "--model", str(site),
-                  "--time-column", "datetime", "--ignore-columns", "anomaly"])
+    status = run(
+        [
+            "anomaly",
+            "score",
+            str(csv),
+            "--model",
+            str(site),
+            "--time-column",
+            "datetime",
+            "--ignore-columns",
+            "anomaly",
+        ]
+    )
     assert status == 2
     assert "takes windows of 3 point(s)" in capsys.readouterr().err
 

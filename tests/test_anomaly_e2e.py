@@ -160,12 +160,22 @@ class PumpHouse(SimulatedSite):
 
     def __init__(self, folder: Path, broker: Broker, *, site_extra: str, models: str) -> None:
         super().__init__(folder, SITE_TOML.format(extra=site_extra))
-        points = "".join(POINT.format(name=name, address=i) + (CH4_ALARM if name == "ch4" else "")
-                         for i, name in enumerate(["flow", "pressure", "temp", "level", "ch4"]))
+        points = "".join(
+            POINT.format(name=name, address=i) + (CH4_ALARM if name == "ch4" else "")
+            for i, name in enumerate(["flow", "pressure", "temp", "level", "ch4"])
+        )
         config = folder / "gateway.toml"
-        config.write_text(GATEWAY_TOML.format(
-            site=SITE, gateway=GATEWAY, broker=broker.url, poll=POLL_S, points=points,
-            port=self.events["buses"]["plant"]["port"], models=models))
+        config.write_text(
+            GATEWAY_TOML.format(
+                site=SITE,
+                gateway=GATEWAY,
+                broker=broker.url,
+                poll=POLL_S,
+                points=points,
+                port=self.events["buses"]["plant"]["port"],
+                models=models,
+            )
+        )
         self.ready_at = float(self.events["started_at"])
         self.start_gateway_with(config)
 
@@ -185,8 +195,10 @@ def pump_house(tmp_path: Path):
 
 
 def entry(name: str, points: list[str], extra: str = "") -> str:
-    return (f'[[anomaly.models]]\nname = "{name}"\npoints = {json.dumps(points)}\n'
-            f"{CALIBRATION}{extra}\n")
+    return (
+        f'[[anomaly.models]]\nname = "{name}"\npoints = {json.dumps(points)}\n'
+        f"{CALIBRATION}{extra}\n"
+    )
 
 
 def wall_time_of(message: Any) -> float:
@@ -195,15 +207,23 @@ def wall_time_of(message: Any) -> float:
 
 
 @pytest.mark.slow
-def test_drift_and_stuck_sensor_raise_anomaly_events_at_the_broker(broker, subscriber,
-                                                                    pump_house, validate):
+def test_drift_and_stuck_sensor_raise_anomaly_events_at_the_broker(
+    broker, subscriber, pump_house, validate
+):
     sub: Subscriber = subscriber(ROOT + "#")
-    house = pump_house(broker, site_extra=FAULTS, models=(
-        entry("flow-pressure", ["flow", "pressure"]) + entry("temp-level", ["temp", "level"])))
+    house = pump_house(
+        broker,
+        site_extra=FAULTS,
+        models=(
+            entry("flow-pressure", ["flow", "pressure"]) + entry("temp-level", ["temp", "level"])
+        ),
+    )
 
     def both_raised(got: list[dict[str, Any]]) -> bool:
         return {m["model"] for m in got if m["event"] == "raised"} >= {
-            "flow-pressure", "temp-level"}
+            "flow-pressure",
+            "temp-level",
+        }
 
     sub.wait_for(ROOT + "anomalies", timeout=FAULT_AT + 30, predicate=both_raised)
     assert stop(house.gateway) == 0, house.log("gateway")
@@ -228,15 +248,24 @@ def test_slow_model_does_not_delay_alarms(broker, subscriber, pump_house, valida
     """The model takes 1 s per 0.2 s row (five times slower than real time) while the gas
     rises: the gas alarm reaches the platform as fast as the poll allows all the same."""
     sub: Subscriber = subscriber(ROOT + "#")
-    house = pump_house(broker, site_extra=GAS_RAMP, models=entry(
-        "all", ["flow", "pressure", "temp", "level", "ch4"], "test_latency_s = 1.0\n"))
+    house = pump_house(
+        broker,
+        site_extra=GAS_RAMP,
+        models=entry("all", ["flow", "pressure", "temp", "level", "ch4"], "test_latency_s = 1.0\n"),
+    )
 
-    sub.wait_for(ROOT + "alarms", timeout=FAULT_AT + 20, predicate=lambda got: any(
-        m["point"] == "ch4" and m["event"] == "raised" for m in got))
+    sub.wait_for(
+        ROOT + "alarms",
+        timeout=FAULT_AT + 20,
+        predicate=lambda got: any(m["point"] == "ch4" and m["event"] == "raised" for m in got),
+    )
     crossing = house.crossing("ch4", 1.0)
     assert crossing is not None, "the simulator announced no crossing"
-    [raised] = [m for m in sub.raw if m.topic == ROOT + "alarms"
-                and json.loads(m.payload)["event"] == "raised"]
+    [raised] = [
+        m
+        for m in sub.raw
+        if m.topic == ROOT + "alarms" and json.loads(m.payload)["event"] == "raised"
+    ]
     body = json.loads(raised.payload)
     validate("alarms", body)
     # noise may cross a little early; late only by a poll period and the way to the broker
@@ -245,8 +274,11 @@ def test_slow_model_does_not_delay_alarms(broker, subscriber, pump_house, valida
     assert abs(body["sample_ts"] / 1000 - crossing) <= POLL_S + 1.0
 
     # the model really was in use, and far behind, while the alarm went through
-    sub.wait_for(ROOT + "health", timeout=5, predicate=lambda got: any(
-        wall_time_of_health(m) > crossing for m in got))
+    sub.wait_for(
+        ROOT + "health",
+        timeout=5,
+        predicate=lambda got: any(wall_time_of_health(m) > crossing for m in got),
+    )
     health = sub.get(ROOT + "health")[-1]["anomaly"]
     model = health["models"]["all"]
     assert model["calibrated"], health

@@ -94,15 +94,22 @@ latch = true
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                 max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
-@given(name=st.sampled_from(sorted(COMMANDS)),
-       request=st.dictionaries(st.sampled_from(["id", "alarm", "by", "note", "reason",
-                                                "minutes", "x"]) | st.text(max_size=8),
-                               json_values, max_size=6))
+@given(
+    name=st.sampled_from(sorted(COMMANDS)),
+    request=st.dictionaries(
+        st.sampled_from(["id", "alarm", "by", "note", "reason", "minutes", "x"])
+        | st.text(max_size=8),
+        json_values,
+        max_size=6,
+    ),
+)
 def test_any_request_is_either_valid_or_refused_with_a_reason(name, request):
     try:
         command: object = parse(name, request)
@@ -146,9 +153,14 @@ class Platform:
         before = len(self.sub.get(ROOT + f"cmd/{name}/reply"))
         self.client.publish(ROOT + f"cmd/{name}", payload, qos=1).wait_for_publish(5)
         replies = self.sub.wait_for(
-            ROOT + f"cmd/{name}/reply", timeout=timeout,
-            predicate=lambda got: any(r.get("id") == wanted for r in got[before:])
-            if wanted is not None else len(got) > before)
+            ROOT + f"cmd/{name}/reply",
+            timeout=timeout,
+            predicate=lambda got: (
+                any(r.get("id") == wanted for r in got[before:])
+                if wanted is not None
+                else len(got) > before
+            ),
+        )
         return next(r for r in replies[before:] if wanted is None or r.get("id") == wanted)
 
     def close(self) -> None:
@@ -166,8 +178,9 @@ def daemon(tmp_path: Path, broker: Broker):
         config = tmp_path / "gateway.toml"
         config.write_text(GATEWAY.format(broker=broker.url, port=sim.tcp_port("tcp")))
         config.chmod(0o640)
-        process = watchpost("run", "--config", str(config), cwd=tmp_path,
-                            log=tmp_path / "gateway.log")
+        process = watchpost(
+            "run", "--config", str(config), cwd=tmp_path, log=tmp_path / "gateway.log"
+        )
         try:
             yield process, config
         finally:
@@ -175,22 +188,34 @@ def daemon(tmp_path: Path, broker: Broker):
 
 
 def crew(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watchpost", *args, "--config", str(config)],
-                          cwd=config.parent, capture_output=True, text=True, timeout=30,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.slow
 def test_acknowledgement_from_the_platform_and_the_crew(daemon, broker, subscriber, validate):
     process, config = daemon
     sub = subscriber(ROOT + "#")
-    sub.wait_for(ROOT + "alarms", timeout=20, predicate=lambda got: {
-        m["alarm"] for m in got if m["event"] == "raised"} >= {"gas_a/high_alarm",
-                                                               "gas_b/high_alarm"})
+    sub.wait_for(
+        ROOT + "alarms",
+        timeout=20,
+        predicate=lambda got: (
+            {m["alarm"] for m in got if m["event"] == "raised"}
+            >= {"gas_a/high_alarm", "gas_b/high_alarm"}
+        ),
+    )
     platform = Platform(broker, sub)
     try:
-        reply = platform.send("ack", {"alarm": "gas_a/high_alarm", "by": "duty-officer",
-                                      "note": "ventilation crew sent"})
+        reply = platform.send(
+            "ack",
+            {"alarm": "gas_a/high_alarm", "by": "duty-officer", "note": "ventilation crew sent"},
+        )
         validate("reply", reply)
         assert reply["ok"] is True, reply
         again = platform.send("ack", {"alarm": "gas_a/high_alarm", "by": "duty-officer"})
@@ -198,8 +223,13 @@ def test_acknowledgement_from_the_platform_and_the_crew(daemon, broker, subscrib
         assert "gas_a/high_alarm" in again["error"]
     finally:
         platform.close()
-    acked = sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda got: any(
-        m["event"] == "acknowledged" and m["alarm"] == "gas_a/high_alarm" for m in got))
+    acked = sub.wait_for(
+        ROOT + "alarms",
+        timeout=10,
+        predicate=lambda got: any(
+            m["event"] == "acknowledged" and m["alarm"] == "gas_a/high_alarm" for m in got
+        ),
+    )
     event = next(m for m in acked if m["event"] == "acknowledged")
     assert event["by"] == "duty-officer"
     validate("alarms", event)
@@ -212,9 +242,16 @@ def test_acknowledgement_from_the_platform_and_the_crew(daemon, broker, subscrib
 
     ack = crew(config, "alarms", "ack", "gas_b/high_alarm", "--by", "shift-7")
     assert ack.returncode == 0, ack.stderr
-    sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda got: any(
-        m["event"] == "acknowledged" and m["alarm"] == "gas_b/high_alarm"
-        and m["by"] == "shift-7" for m in got))
+    sub.wait_for(
+        ROOT + "alarms",
+        timeout=10,
+        predicate=lambda got: any(
+            m["event"] == "acknowledged"
+            and m["alarm"] == "gas_b/high_alarm"
+            and m["by"] == "shift-7"
+            for m in got
+        ),
+    )
     unknown = crew(config, "alarms", "ack", "gas_c/high_alarm")
     assert unknown.returncode != 0
     assert "gas_c/high_alarm" in unknown.stderr
@@ -222,8 +259,7 @@ def test_acknowledgement_from_the_platform_and_the_crew(daemon, broker, subscrib
 
 
 @pytest.mark.slow
-def test_malformed_commands_are_answered_with_errors_and_change_nothing(daemon, broker,
-                                                                         subscriber):
+def test_malformed_commands_are_answered_with_errors_and_change_nothing(daemon, broker, subscriber):
     process, _config = daemon
     sub = subscriber(ROOT + "#")
     sub.wait_for(ROOT + "alarms", timeout=20, predicate=lambda got: len(got) >= 2)
@@ -235,26 +271,36 @@ def test_malformed_commands_are_answered_with_errors_and_change_nothing(daemon, 
             ("ack", b"{not json"),
             ("ack", b"[1, 2, 3]"),
             ("launch", {"what": "missiles"}),
-            ("ack", {"alarm": "gas_a/high_alarm"}),                       # no 'by'
+            ("ack", {"alarm": "gas_a/high_alarm"}),  # no 'by'
             ("shelve", {"alarm": "gas_a/high_alarm", "by": "x", "reason": "r"}),  # no expiry
-            ("shelve", {"alarm": "gas_a/high_alarm", "by": "x", "reason": "r",
-                        "minutes": 1e9}),
+            ("shelve", {"alarm": "gas_a/high_alarm", "by": "x", "reason": "r", "minutes": 1e9}),
             ("ack", {"alarm": "y" * (MAX_COMMAND_BYTES + 10), "by": "x"}),
-            ("unshelve", {"alarm": "gas_a/high_alarm", "by": "x"}),       # not shelved
+            ("unshelve", {"alarm": "gas_a/high_alarm", "by": "x"}),  # not shelved
         ]
         for name, payload in fixed:
             reply = platform.send(name, payload)
             assert reply["ok"] is False, (name, payload, reply)
             assert reply["error"]
 
-        @settings(max_examples=40, deadline=None,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture])
-        @given(name=st.sampled_from(["ack", "shelve", "unshelve", "reload"]),
-               body=st.dictionaries(st.sampled_from(["alarm", "by", "minutes", "reason",
-                                                     "zzz"]), json_values, max_size=4))
+        @settings(
+            max_examples=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        )
+        @given(
+            name=st.sampled_from(["ack", "shelve", "unshelve", "reload"]),
+            body=st.dictionaries(
+                st.sampled_from(["alarm", "by", "minutes", "reason", "zzz"]),
+                json_values,
+                max_size=4,
+            ),
+        )
         def fuzz(name, body):
-            body = {k: v for k, v in body.items() if not (k == "alarm" and isinstance(v, str)
-                                                          and v.startswith("gas_"))}
+            body = {
+                k: v
+                for k, v in body.items()
+                if not (k == "alarm" and isinstance(v, str) and v.startswith("gas_"))
+            }
             body.setdefault("zzz", 1)  # an unknown key: every one of these must be refused
             reply = platform.send(name, body)
             assert reply["ok"] is False
@@ -273,8 +319,9 @@ def test_malformed_commands_are_answered_with_errors_and_change_nothing(daemon, 
 def test_reload_refuses_a_bad_file_and_takes_a_good_one(daemon, broker, subscriber):
     process, config = daemon
     sub = subscriber(ROOT + "#")
-    sub.wait_for(ROOT + "status", timeout=20, predicate=lambda got: any(
-        m["state"] == "online" for m in got))
+    sub.wait_for(
+        ROOT + "status", timeout=20, predicate=lambda got: any(m["state"] == "online" for m in got)
+    )
     platform = Platform(broker, sub)
     good = config.read_text()
     try:
@@ -288,8 +335,11 @@ def test_reload_refuses_a_bad_file_and_takes_a_good_one(daemon, broker, subscrib
         onlines = len([m for m in sub.get(ROOT + "status") if m["state"] == "online"])
         reply = platform.send("reload", {})
         assert reply["ok"] is True, reply
-        sub.wait_for(ROOT + "status", timeout=30, predicate=lambda got: len(
-            [m for m in got if m["state"] == "online"]) > onlines)
+        sub.wait_for(
+            ROOT + "status",
+            timeout=30,
+            predicate=lambda got: len([m for m in got if m["state"] == "online"]) > onlines,
+        )
         assert platform.send("ping", {})["ok"] is True
     finally:
         platform.close()
@@ -299,8 +349,11 @@ def test_reload_refuses_a_bad_file_and_takes_a_good_one(daemon, broker, subscrib
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_the_published_command_schemas_match_the_models(name):
     """gateway/schemas/cmd-*.json are what platforms read; they must say what the code checks."""
-    published = json.loads((Path(__file__).resolve().parents[1] / "gateway" / "schemas"
-                            / f"cmd-{name}.json").read_text())
+    published = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "gateway" / "schemas" / f"cmd-{name}.json"
+        ).read_text()
+    )
     expected = COMMANDS[name].model_json_schema()
     for key in ("$schema", "$id", "title"):
         published.pop(key)
@@ -309,20 +362,26 @@ def test_the_published_command_schemas_match_the_models(name):
 
 
 @pytest.mark.slow
-def test_status_after_a_reconnect_carries_the_alarm_picture(daemon, broker, subscriber,
-                                                            validate):
+def test_status_after_a_reconnect_carries_the_alarm_picture(daemon, broker, subscriber, validate):
     process, _config = daemon
     sub = subscriber(ROOT + "#")
-    raised = sub.wait_for(ROOT + "alarms", timeout=20, predicate=lambda got: len(
-        [m for m in got if m["event"] == "raised"]) >= 2)
+    raised = sub.wait_for(
+        ROOT + "alarms",
+        timeout=20,
+        predicate=lambda got: len([m for m in got if m["event"] == "raised"]) >= 2,
+    )
     broker.stop()
     time.sleep(1.0)
     broker.start()
-    statuses = sub.wait_for(ROOT + "status", timeout=40, predicate=lambda got: any(
-        m["state"] == "online" and m.get("alarms_seq", 0) >= 2 for m in got))
+    statuses = sub.wait_for(
+        ROOT + "status",
+        timeout=40,
+        predicate=lambda got: any(
+            m["state"] == "online" and m.get("alarms_seq", 0) >= 2 for m in got
+        ),
+    )
     status = next(m for m in reversed(statuses) if m["state"] == "online")
     validate("status", status)
-    assert {a["alarm"] for a in status["active_alarms"]} == {"gas_a/high_alarm",
-                                                             "gas_b/high_alarm"}
+    assert {a["alarm"] for a in status["active_alarms"]} == {"gas_a/high_alarm", "gas_b/high_alarm"}
     assert status["alarms_seq"] >= max(m["seq"] for m in raised)
     assert process.poll() is None

@@ -62,8 +62,13 @@ scale = 0.01
 
 
 def watchpost(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watchpost", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "watchpost", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,12 +87,13 @@ def test_a_good_file_passes(tmp_path):
 
 
 def test_five_mistakes_are_each_named_by_key_path(tmp_path):
-    bad = (GOOD
-           .replace('id = "gw-01"\n', "")                         # missing key
-           .replace("mqtt://127.0.0.1:1883", "http://broker")       # wrong scheme
-           .replace("port = 5020", "port = 70000")                 # out of range
-           .replace('type = "float32"', 'type = "float64"')        # unknown data type
-           .replace("scale = 0.01", 'scale = "0.01x"\ncolour = "red"'))  # not a number, unknown key
+    bad = (
+        GOOD.replace('id = "gw-01"\n', "")  # missing key
+        .replace("mqtt://127.0.0.1:1883", "http://broker")  # wrong scheme
+        .replace("port = 5020", "port = 70000")  # out of range
+        .replace('type = "float32"', 'type = "float64"')  # unknown data type
+        .replace("scale = 0.01", 'scale = "0.01x"\ncolour = "red"')
+    )  # not a number, unknown key
     result = watchpost("config", "check", str(write(tmp_path, bad)))
     assert result.returncode == EXIT_CONFIG
     err = result.stderr
@@ -101,21 +107,26 @@ def test_five_mistakes_are_each_named_by_key_path(tmp_path):
 
 
 def test_references_and_duplicates_are_checked(tmp_path):
-    bad = GOOD.replace('bus = "plant"', 'bus = "plantt"').replace('name = "level"',
-                                                                  'name = "ch4_face_1"')
+    bad = GOOD.replace('bus = "plant"', 'bus = "plantt"').replace(
+        'name = "level"', 'name = "ch4_face_1"'
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, bad))
     assert "devices[1].bus: no bus named 'plantt' (buses: face, plant)" in caught.value.errors
-    assert ("devices[1].points[0].name: point name 'ch4_face_1' is used more than once"
-            in caught.value.errors)
+    assert (
+        "devices[1].points[0].name: point name 'ch4_face_1' is used more than once"
+        in caught.value.errors
+    )
 
 
 def test_type_must_fit_the_table(tmp_path):
     bad = GOOD.replace("address = 10\n", 'address = 10\ntable = "coil"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, bad))
-    assert any(e.startswith("devices[1].points[0]: type 'uint16' does not fit table 'coil'")
-               for e in caught.value.errors), caught.value.errors
+    assert any(
+        e.startswith("devices[1].points[0]: type 'uint16' does not fit table 'coil'")
+        for e in caught.value.errors
+    ), caught.value.errors
 
 
 def test_broken_toml_and_missing_file(tmp_path):
@@ -140,10 +151,13 @@ def test_secrets_readable_by_others_are_refused_at_start(tmp_path):
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
     for name in ("gateway.crt", "ca.crt"):
         (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
-    tls = GOOD.replace('broker = "mqtt://127.0.0.1:1883"', f'''broker = "mqtts://127.0.0.1:8883"
-ca_file = "{tmp_path / 'ca.crt'}"
-cert_file = "{tmp_path / 'gateway.crt'}"
-key_file = "{key}"''')
+    tls = GOOD.replace(
+        'broker = "mqtt://127.0.0.1:1883"',
+        f'''broker = "mqtts://127.0.0.1:8883"
+ca_file = "{tmp_path / "ca.crt"}"
+cert_file = "{tmp_path / "gateway.crt"}"
+key_file = "{key}"''',
+    )
     config = write(tmp_path, tls)
     key.chmod(0o644)
     config.chmod(0o640)

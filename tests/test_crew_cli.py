@@ -21,9 +21,14 @@ EX_UNAVAILABLE = 69
 
 
 def crew(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watchpost", *args, "--config", str(config)],
-                          cwd=config.parent, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +82,9 @@ def test_the_daemons_health_message_fits_its_schema(running, validate):
 
 def test_read_goes_through_the_daemon(running):
     run, _sub = running
-    result = crew(run.config, "read", "face-station", "0", "--table", "input", "--count", "2",
-                  "--json")
+    result = crew(
+        run.config, "read", "face-station", "0", "--table", "input", "--count", "2", "--json"
+    )
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)
     assert values["addresses"] == [0, 1]
@@ -111,8 +117,9 @@ def test_test_alarm_reaches_the_platform_marked_as_a_test(running):
     assert [e["event"] for e in answered] == ["raised", "cleared"]
     seqs = [e["seq"] for e in answered]
     assert all(isinstance(seq, int) for seq in seqs)
-    got = sub.wait_for(ROOT + "alarms", timeout=10, predicate=lambda ms: {
-        m["seq"] for m in ms} >= set(seqs))
+    got = sub.wait_for(
+        ROOT + "alarms", timeout=10, predicate=lambda ms: {m["seq"] for m in ms} >= set(seqs)
+    )
     tests = [(m["event"], m["seq"]) for m in got if m.get("test")]
     assert tests == list(zip(["raised", "cleared"], seqs, strict=True))
     unknown = crew(run.config, "test-alarm", "no_such_point")

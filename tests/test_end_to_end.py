@@ -22,9 +22,13 @@ def wall_time_of(message) -> float:
 
 
 def alarm_messages(sub: Subscriber, alarm: str, event: str):
-    return [m for m in sub.raw if m.topic == ROOT + "alarms"
-            and f'"alarm":"{alarm}"' in m.payload.decode().replace(" ", "")
-            and f'"event":"{event}"' in m.payload.decode().replace(" ", "")]
+    return [
+        m
+        for m in sub.raw
+        if m.topic == ROOT + "alarms"
+        and f'"alarm":"{alarm}"' in m.payload.decode().replace(" ", "")
+        and f'"event":"{event}"' in m.payload.decode().replace(" ", "")
+    ]
 
 
 @pytest.fixture
@@ -43,14 +47,18 @@ def site(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_incident_alarm_reaches_the_platform_in_time_and_clears(broker, subscriber, site,
-                                                                 validate):
+def test_incident_alarm_reaches_the_platform_in_time_and_clears(broker, subscriber, site, validate):
     sub = subscriber(ROOT + "#")
     run = site(broker.url)
     run.start_gateway()
 
-    sub.wait_for(ROOT + "alarms", timeout=60, predicate=lambda got: any(
-        m["alarm"] == "ch4_face_1/high_alarm" and m["event"] == "raised" for m in got))
+    sub.wait_for(
+        ROOT + "alarms",
+        timeout=60,
+        predicate=lambda got: any(
+            m["alarm"] == "ch4_face_1/high_alarm" and m["event"] == "raised" for m in got
+        ),
+    )
     crossing = run.crossing("ch4_face_1", 1.0, "up")
     assert crossing is not None, "the simulator announced no crossing"
     [raised] = alarm_messages(sub, "ch4_face_1/high_alarm", "raised")
@@ -58,8 +66,13 @@ def test_incident_alarm_reaches_the_platform_in_time_and_clears(broker, subscrib
     # noise on the ramp may cross a little early; late must stay within a poll period + 1 s
     assert -1.0 < delay <= POLL_PERIOD + 1.0, delay
 
-    sub.wait_for(ROOT + "alarms", timeout=60, predicate=lambda got: any(
-        m["alarm"] == "ch4_face_1/high_alarm" and m["event"] == "cleared" for m in got))
+    sub.wait_for(
+        ROOT + "alarms",
+        timeout=60,
+        predicate=lambda got: any(
+            m["alarm"] == "ch4_face_1/high_alarm" and m["event"] == "cleared" for m in got
+        ),
+    )
     assert stop(run.gateway) == 0, run.log("gateway")
 
     alarms = sub.get(ROOT + "alarms")
@@ -67,8 +80,11 @@ def test_incident_alarm_reaches_the_platform_in_time_and_clears(broker, subscrib
         validate("alarms", message)
         assert message["gateway"] == "gw-01"
     assert [m["seq"] for m in alarms] == list(range(1, len(alarms) + 1))
-    events = [(m["event"], m["value"] >= m["threshold"]) for m in alarms
-              if m["alarm"] == "ch4_face_1/high_alarm"]
+    events = [
+        (m["event"], m["value"] >= m["threshold"])
+        for m in alarms
+        if m["alarm"] == "ch4_face_1/high_alarm"
+    ]
     assert events == [("raised", True), ("cleared", False)]
     critical = [m["event"] for m in alarms if m["alarm"] == "ch4_face_1/high_critical"]
     assert critical[:1] == ["raised"]
@@ -89,8 +105,7 @@ def test_incident_alarm_reaches_the_platform_in_time_and_clears(broker, subscrib
 
 
 @pytest.mark.slow
-def test_thirty_second_outage_loses_nothing(tmp_path, persistent_broker: Broker, site,
-                                            validate):
+def test_thirty_second_outage_loses_nothing(tmp_path, persistent_broker: Broker, site, validate):
     broker = persistent_broker
     sub = Subscriber(broker, ROOT + "#", client_id="platform", persistent=True)
     try:
@@ -105,9 +120,11 @@ def test_thirty_second_outage_loses_nothing(tmp_path, persistent_broker: Broker,
 
         def caught_up(got) -> bool:
             seqs = {m["seq"] for m in got}
-            return (seqs == set(range(1, max(seqs) + 1))
-                    and any(wall_time_of(m) > restarted + 2 for m in sub.raw
-                            if m.topic == ROOT + "telemetry" and b'"replay"' not in m.payload))
+            return seqs == set(range(1, max(seqs) + 1)) and any(
+                wall_time_of(m) > restarted + 2
+                for m in sub.raw
+                if m.topic == ROOT + "telemetry" and b'"replay"' not in m.payload
+            )
 
         sub.wait_for(ROOT + "telemetry", timeout=60, predicate=caught_up)
         assert stop(run.gateway) == 0, run.log("gateway")
@@ -120,12 +137,16 @@ def test_thirty_second_outage_loses_nothing(tmp_path, persistent_broker: Broker,
         pending = set(db.execute("SELECT stream, seq FROM outbox"))
     for stream in ("telemetry", "alarms"):
         got = {m["seq"] for m in sub.get(ROOT + stream)}
-        missing = [seq for seq in range(1, last[stream] + 1)
-                   if seq not in got and (stream, seq) not in pending]
+        missing = [
+            seq
+            for seq in range(1, last[stream] + 1)
+            if seq not in got and (stream, seq) not in pending
+        ]
         assert not missing, f"{stream}: lost {missing[:10]}"
     alarms = sub.get(ROOT + "alarms")
-    raised_in_outage = [m for m in alarms if m["alarm"] == "ch4_face_1/high_alarm"
-                        and m["event"] == "raised"]
+    raised_in_outage = [
+        m for m in alarms if m["alarm"] == "ch4_face_1/high_alarm" and m["event"] == "raised"
+    ]
     assert raised_in_outage, "the incident's alarm never arrived"
     assert raised_in_outage[0].get("replay") is True
     for message in alarms:

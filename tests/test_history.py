@@ -43,11 +43,18 @@ def good(point: str, ts: int, value: float) -> Sample:
     return Sample(point, ts, value, Quality.GOOD)
 
 
-def make(tmp_path: Path, clock: FakeClock, devices: dict[str, Health] | None = None,
-         retention_days: float = 30) -> HistoryRecorder:
-    return HistoryRecorder(tmp_path / "history.db", retention_days=retention_days,
-                           devices=(lambda: devices) if devices is not None else None,
-                           now_ms=clock)
+def make(
+    tmp_path: Path,
+    clock: FakeClock,
+    devices: dict[str, Health] | None = None,
+    retention_days: float = 30,
+) -> HistoryRecorder:
+    return HistoryRecorder(
+        tmp_path / "history.db",
+        retention_days=retention_days,
+        devices=(lambda: devices) if devices is not None else None,
+        now_ms=clock,
+    )
 
 
 def test_minute_aggregates_of_good_and_failed_samples(tmp_path):
@@ -55,9 +62,14 @@ def test_minute_aggregates_of_good_and_failed_samples(tmp_path):
     rec = make(tmp_path, clock)
     rec.observe([good("ch4", T0 + 1000, 0.5), good("co", T0 + 1000, 10.0)])
     rec.observe([good("ch4", T0 + 2000, 0.9), Sample("ch4", T0 + 3000, None, Quality.COMM)])
-    rec.observe([Sample("ch4", T0 + 4000, None, Quality.BAD),
-                 Sample("ch4", T0 + 4500, 99.0, Quality.BAD),  # implausible: not in min/max
-                 Sample("ch4", T0 + 5000, None, Quality.STALE), good("ch4", T0 + 6000, 0.7)])
+    rec.observe(
+        [
+            Sample("ch4", T0 + 4000, None, Quality.BAD),
+            Sample("ch4", T0 + 4500, 99.0, Quality.BAD),  # implausible: not in min/max
+            Sample("ch4", T0 + 5000, None, Quality.STALE),
+            good("ch4", T0 + 6000, 0.7),
+        ]
+    )
     rec.observe([good("ch4", T0 + MINUTE_MS + 1, 2.0)])  # the next minute
     clock.ms = T0 + 2 * MINUTE_MS
     rec.flush()
@@ -65,7 +77,12 @@ def test_minute_aggregates_of_good_and_failed_samples(tmp_path):
     history = read_history(tmp_path / "history.db")
     first, second = history.points["ch4"]
     assert (first.minute, first.good, first.bad, first.comm, first.stale) == (
-        T0 // MINUTE_MS, 3, 2, 1, 1)
+        T0 // MINUTE_MS,
+        3,
+        2,
+        1,
+        1,
+    )
     assert first.low == 0.5
     assert first.high == 0.9
     assert first.mean == pytest.approx(0.7)
@@ -92,7 +109,13 @@ def test_a_minute_written_in_two_pieces_is_merged_exactly(tmp_path):
     assert row.mean == pytest.approx(4.0)
     (empty,) = history.points["q"]
     assert (empty.good, empty.comm, empty.bad, empty.low, empty.mean, empty.high) == (
-        0, 1, 1, None, None, None)
+        0,
+        1,
+        1,
+        None,
+        None,
+        None,
+    )
 
 
 def test_nothing_is_written_on_the_poll_path(tmp_path):
@@ -106,8 +129,7 @@ def test_nothing_is_written_on_the_poll_path(tmp_path):
 def test_alarm_events_are_recorded_as_the_engine_emits_them(tmp_path):
     clock = FakeClock(T0)
     rec = make(tmp_path, clock)
-    engine = AlarmEngine({"ch4": [ThresholdRule(kind="high", threshold=1.0, deadband=0.1)]},
-                         clock)
+    engine = AlarmEngine({"ch4": [ThresholdRule(kind="high", threshold=1.0, deadband=0.1)]}, clock)
     engine.add_listener(rec.record_alarm)
     clock.ms = T0 + 5000
     engine.evaluate([good("ch4", T0 + 5000, 1.2)])
@@ -118,8 +140,10 @@ def test_alarm_events_are_recorded_as_the_engine_emits_them(tmp_path):
     rec.close()
     alarms = read_history(tmp_path / "history.db").alarms
     assert [(a["event"], a["alarm"]) for a in alarms] == [
-        ("raised", "ch4/high_alarm"), ("acknowledged", "ch4/high_alarm"),
-        ("cleared", "ch4/high_alarm")]
+        ("raised", "ch4/high_alarm"),
+        ("acknowledged", "ch4/high_alarm"),
+        ("cleared", "ch4/high_alarm"),
+    ]
     assert alarms[0]["value"] == 1.2
     assert alarms[0]["threshold"] == 1.0
     assert alarms[1]["by"] == "ops"
@@ -143,9 +167,14 @@ def test_device_counters_per_minute(tmp_path):
     comm = read_history(tmp_path / "history.db").comm
     base = T0 // MINUTE_MS
     assert [(r.minute - base, r.polls, r.failures) for r in comm["face"]] == [
-        (0, 57, 0), (1, 58, 0), (2, 5, 0)]
+        (0, 57, 0),
+        (1, 58, 0),
+        (2, 5, 0),
+    ]
     assert [(r.minute - base, r.polls, r.failures) for r in comm["tank"]] == [
-        (0, 60, 20), (1, 60, 60)]
+        (0, 60, 20),
+        (1, 60, 60),
+    ]
 
 
 def test_retention_deletes_what_is_older(tmp_path):
@@ -176,8 +205,9 @@ def test_period_selection_and_no_history(tmp_path):
     rec.close()
     rows = read_history(tmp_path / "history.db", since_ms=T0 + 2 * MINUTE_MS).points["p"]
     assert [r.mean for r in rows] == [2.0, 3.0, 4.0]
-    rows = read_history(tmp_path / "history.db", since_ms=T0 + MINUTE_MS,
-                        until_ms=T0 + 3 * MINUTE_MS).points["p"]
+    rows = read_history(
+        tmp_path / "history.db", since_ms=T0 + MINUTE_MS, until_ms=T0 + 3 * MINUTE_MS
+    ).points["p"]
     assert [r.mean for r in rows] == [1.0, 2.0]
     with pytest.raises(NoHistoryError):
         read_history(tmp_path / "history.db", since_ms=T0 + 10 * MINUTE_MS)
@@ -198,7 +228,7 @@ def test_a_damaged_file_is_moved_aside_and_a_fresh_history_starts(tmp_path, dama
         rec.observe([good("p", T0 + i * 1000, float(i)) for i in range(2000)])
         rec.close()
         data = path.read_bytes()
-        path.write_bytes(data[:4096] + b"\x00" * 512 + data[4096 + 512:])
+        path.write_bytes(data[:4096] + b"\x00" * 512 + data[4096 + 512 :])
     rec = make(tmp_path, FakeClock(T0))
     asyncio.run(_run_briefly(rec))
     assert rec.moved_to is not None
@@ -246,8 +276,7 @@ def test_config_defaults_and_path():
     config = HistoryConfig()
     assert config.enabled is True
     assert config.retention_days == 30
-    assert history_path(config, Path("/var/lib/watchpost")) == Path(
-        "/var/lib/watchpost/history.db")
+    assert history_path(config, Path("/var/lib/watchpost")) == Path("/var/lib/watchpost/history.db")
     assert history_path(HistoryConfig(path=Path("/data/h.db")), Path("/x")) == Path("/data/h.db")
     with pytest.raises(ValueError, match="extra"):
         HistoryConfig.model_validate({"retention": 3})

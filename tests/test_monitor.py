@@ -10,19 +10,37 @@ ROOT = "watchpost/v1/site/gw/"
 
 
 def message(stream: str, seq: int, **body) -> bytes:
-    return json.dumps({"gateway": "gw", "stream": stream, "seq": seq, "ts": 1_700_000_000_000,
-                       **body}).encode()
+    return json.dumps(
+        {"gateway": "gw", "stream": stream, "seq": seq, "ts": 1_700_000_000_000, **body}
+    ).encode()
 
 
 def test_readings_alarms_and_gaps():
     view = PlatformView(units={"ch4": "%CH4"})
-    view.receive(ROOT + "telemetry", message("telemetry", 1, samples=[
-        {"point": "ch4", "ts": 1_700_000_000_000, "value": 0.42, "quality": "good"}]))
+    view.receive(
+        ROOT + "telemetry",
+        message(
+            "telemetry",
+            1,
+            samples=[{"point": "ch4", "ts": 1_700_000_000_000, "value": 0.42, "quality": "good"}],
+        ),
+    )
     lines = view.receive(ROOT + "telemetry", message("telemetry", 3, samples=[]))
     assert lines == ["GAP in telemetry: expected seq 2, got 3"]
-    [alarm] = view.receive(ROOT + "alarms", message(
-        "alarms", 1, event="raised", alarm="ch4/high_alarm", level="alarm", value=1.034567,
-        threshold=1.0, sample_ts=1_700_000_000_000, replay=True))
+    [alarm] = view.receive(
+        ROOT + "alarms",
+        message(
+            "alarms",
+            1,
+            event="raised",
+            alarm="ch4/high_alarm",
+            level="alarm",
+            value=1.034567,
+            threshold=1.0,
+            sample_ts=1_700_000_000_000,
+            replay=True,
+        ),
+    )
     assert "ch4/high_alarm" in alarm
     assert "value=1.035" in alarm
     assert alarm.endswith("(replay)")

@@ -14,14 +14,32 @@ from tests.conftest import Broker, Proxy, Subscriber, free_port
 from tests.test_uplink import ROOT, depth, make_uplink, running, until
 from watchpost.store import Store, StoreConfig
 
-ALARM = {"event": "raised", "alarm": "ch4/high_alarm", "point": "ch4", "rule": "high_alarm",
-         "kind": "high", "level": "alarm", "value": 1.2, "threshold": 1.0,
-         "sample_ts": 1, "decided_ts": 2}
+ALARM = {
+    "event": "raised",
+    "alarm": "ch4/high_alarm",
+    "point": "ch4",
+    "rule": "high_alarm",
+    "kind": "high",
+    "level": "alarm",
+    "value": 1.2,
+    "threshold": 1.0,
+    "sample_ts": 1,
+    "decided_ts": 2,
+}
 
 
 def sample_batch(i: int, points: int = 10) -> dict:
-    return {"samples": [{"point": f"p{k}", "ts": 1_700_000_000_000 + i * 1000, "value": i + k,
-                         "quality": "good"} for k in range(points)]}
+    return {
+        "samples": [
+            {
+                "point": f"p{k}",
+                "ts": 1_700_000_000_000 + i * 1000,
+                "value": i + k,
+                "quality": "good",
+            }
+            for k in range(points)
+        ]
+    }
 
 
 def assert_complete_in_order(sub: Subscriber, stream: str, last: int) -> None:
@@ -43,8 +61,7 @@ def test_ten_broker_restarts_lose_nothing(tmp_path: Path, persistent_broker: Bro
         i = 0
         while not stop.is_set():
             i += 1
-            counts["telemetry"] = await store.put("telemetry", sample_batch(i), ts=i,
-                                                  durable=False)
+            counts["telemetry"] = await store.put("telemetry", sample_batch(i), ts=i, durable=False)
             if i % 5 == 0:
                 counts["alarms"] = await store.put("alarms", dict(ALARM), ts=i, durable=True)
             await asyncio.sleep(0.02)
@@ -66,14 +83,19 @@ def test_ten_broker_restarts_lose_nothing(tmp_path: Path, persistent_broker: Bro
             try:
                 for stream in ("alarms", "telemetry"):
                     await asyncio.to_thread(
-                        sub.wait_for, ROOT + stream, timeout=30,
-                        predicate=lambda ms, n=counts[stream]: len({m["seq"] for m in ms}) >= n)
+                        sub.wait_for,
+                        ROOT + stream,
+                        timeout=30,
+                        predicate=lambda ms, n=counts[stream]: len({m["seq"] for m in ms}) >= n,
+                    )
             except AssertionError:
                 got = {m["seq"] for m in sub.get(ROOT + stream)}
                 missing = sorted(set(range(1, counts[stream] + 1)) - got)
-                raise AssertionError(f"{stream}: missing {missing[:20]}, store: "
-                                     f"{store.backlog()['streams']}, "
-                                     f"uplink: {uplink.stats}") from None
+                raise AssertionError(
+                    f"{stream}: missing {missing[:20]}, store: "
+                    f"{store.backlog()['streams']}, "
+                    f"uplink: {uplink.stats}"
+                ) from None
         store.close()
 
     try:
@@ -88,7 +110,8 @@ def test_ten_broker_restarts_lose_nothing(tmp_path: Path, persistent_broker: Bro
 
 @pytest.mark.slow
 def test_silent_dead_link_is_detected_within_one_and_a_half_keepalives(
-        tmp_path: Path, broker: Broker, proxy: Proxy, subscriber) -> None:
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber
+) -> None:
     sub: Subscriber = subscriber(ROOT + "#")
     keepalive = 5
     detected: list[float] = []
@@ -116,8 +139,11 @@ def test_silent_dead_link_is_detected_within_one_and_a_half_keepalives(
             proxy.reset()
             proxy.heal()
             await asyncio.to_thread(
-                sub.wait_for, ROOT + "alarms", timeout=20,
-                predicate=lambda ms: {m["seq"] for m in ms} >= set(range(1, last["alarms"] + 1)))
+                sub.wait_for,
+                ROOT + "alarms",
+                timeout=20,
+                predicate=lambda ms: {m["seq"] for m in ms} >= set(range(1, last["alarms"] + 1)),
+            )
             await until(lambda: depth(store, "alarms") == 0)
         store.close()
 
@@ -127,17 +153,21 @@ def test_silent_dead_link_is_detected_within_one_and_a_half_keepalives(
     assert_complete_in_order(sub, "alarms", last["alarms"])
 
 
-def test_quota_reached_during_outage(tmp_path: Path, broker: Broker, proxy: Proxy,
-                                     subscriber, validate) -> None:
+def test_quota_reached_during_outage(
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber, validate
+) -> None:
     sub: Subscriber = subscriber(ROOT + "#")
     rng = random.Random(7)
-    noise = [{"point": f"p{k}", "ts": 1_700_000_000_000 + k, "value": rng.random(),
-              "quality": "good"} for k in range(200)]
+    noise = [
+        {"point": f"p{k}", "ts": 1_700_000_000_000 + k, "value": rng.random(), "quality": "good"}
+        for k in range(200)
+    ]
 
     async def scenario() -> dict:
         proxy.blackhole()  # the uplink is down from the start
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05,
-                                  quota_mb=0.4), gateway="gw1")
+        store = Store(
+            StoreConfig(path=tmp_path / "b.db", commit_interval=0.05, quota_mb=0.4), gateway="gw1"
+        )
         uplink = make_uplink(proxy.url, store, connect_timeout=0.5)
         async with running(uplink):
             for i in range(300):
@@ -150,8 +180,9 @@ def test_quota_reached_during_outage(tmp_path: Path, broker: Broker, proxy: Prox
             proxy.reset()
             proxy.heal()
             await until(lambda: uplink.connected, timeout=10)
-            await until(lambda: depth(store, "telemetry") == 0 and depth(store, "alarms") == 0,
-                        timeout=20)
+            await until(
+                lambda: depth(store, "telemetry") == 0 and depth(store, "alarms") == 0, timeout=20
+            )
             await asyncio.to_thread(sub.wait_for, ROOT + "health", 1, 5)
         store.close()
         return backlog
@@ -168,8 +199,9 @@ def test_quota_reached_during_outage(tmp_path: Path, broker: Broker, proxy: Prox
     assert health["backlog"]["evictions"]["telemetry"]["last_seq_range"][1] == evicted
 
 
-def test_damaged_store_is_reported_to_the_platform(tmp_path: Path, broker: Broker,
-                                                   subscriber, validate) -> None:
+def test_damaged_store_is_reported_to_the_platform(
+    tmp_path: Path, broker: Broker, subscriber, validate
+) -> None:
     sub: Subscriber = subscriber(ROOT + "#")
     path = tmp_path / "buffer.db"
     path.write_bytes(b"\x00garbage" * 1000)

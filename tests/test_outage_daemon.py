@@ -26,8 +26,9 @@ def _old_store(path: Path) -> None:
     async def fill() -> None:
         store = Store(StoreConfig(path=path), gateway="gw-01")
         for i in range(300):
-            await store.put("alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i,
-                            durable=True)
+            await store.put(
+                "alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i, durable=True
+            )
         store.close()
 
     asyncio.run(fill())
@@ -36,8 +37,12 @@ def _old_store(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", [_damage_garbage, _damage_truncated, _damage_foreign_wal])
 def test_daemon_starts_on_a_damaged_store_and_reports_it(
-        tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber],
-        validate: Callable[[str, object], None], damage: Callable[[Path], None]) -> None:
+    tmp_path: Path,
+    broker: Broker,
+    subscriber: Callable[..., Subscriber],
+    validate: Callable[[str, object], None],
+    damage: Callable[[Path], None],
+) -> None:
     sub = subscriber(ROOT + "alarms", ROOT + "status")
     store = tmp_path / "var" / "buffer.db"
     store.parent.mkdir()
@@ -46,10 +51,12 @@ def test_daemon_starts_on_a_damaged_store_and_reports_it(
     run = SiteRun(tmp_path, broker.url)
     try:
         run.start_gateway()
-        got = sub.wait_for(ROOT + "alarms", timeout=30, predicate=lambda ms: any(
-            m.get("kind") == "store_damaged" for m in ms))
-        sub.wait_for(ROOT + "status", predicate=lambda ms: any(
-            m["state"] == "online" for m in ms))
+        got = sub.wait_for(
+            ROOT + "alarms",
+            timeout=30,
+            predicate=lambda ms: any(m.get("kind") == "store_damaged" for m in ms),
+        )
+        sub.wait_for(ROOT + "status", predicate=lambda ms: any(m["state"] == "online" for m in ms))
         assert run.gateway is not None
         assert run.gateway.poll() is None, run.log("gateway")
     finally:
@@ -75,7 +82,8 @@ def _wait_control(sock: Path, timeout: float = 30.0) -> None:
 
 @pytest.mark.slow
 def test_daemon_killed_20_times_loses_no_stored_alarm(
-        tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]) -> None:
+    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> None:
     """The crew's test alarms stand in for real ones. The control socket answers once the
     alarm engine has decided (the store commits a moment later, off the control path), so
     an alarm answered within ``SETTLE`` s of a kill may be lost with it; every older one must
@@ -108,8 +116,16 @@ def test_daemon_killed_20_times_loses_no_stored_alarm(
             for at, key in answered:
                 (settled if killed - at >= SETTLE else recent)[key] += 1
         run.start_gateway()
-        got = sub.wait_for(ROOT + "alarms", timeout=60, predicate=lambda ms: not (
-            settled - Counter((m["event"], m["decided_ts"]) for m in ms if m["rule"] == "test")))
+        got = sub.wait_for(
+            ROOT + "alarms",
+            timeout=60,
+            predicate=lambda ms: (
+                not (
+                    settled
+                    - Counter((m["event"], m["decided_ts"]) for m in ms if m["rule"] == "test")
+                )
+            ),
+        )
     finally:
         run.close()
     delivered = Counter((m["event"], m["decided_ts"]) for m in got if m["rule"] == "test")
@@ -118,5 +134,7 @@ def test_daemon_killed_20_times_loses_no_stored_alarm(
     assert seqs == set(range(1, max(seqs) + 1)), "alarm seq has a gap"
     telemetry = {m["seq"] for m in sub.get(ROOT + "telemetry")}
     assert telemetry == set(range(1, max(telemetry) + 1)), "telemetry seq has a gap"
-    print(f"seed {seed}: {sum(settled.values())} settled test alarms, all delivered; "
-          f"{lost_recent} of {sum(recent.values())} answered within {SETTLE} s of a kill lost")
+    print(
+        f"seed {seed}: {sum(settled.values())} settled test alarms, all delivered; "
+        f"{lost_recent} of {sum(recent.values())} answered within {SETTLE} s of a kill lost"
+    )

@@ -24,7 +24,7 @@ KILLS = 20
 # The driver: a gateway reduced to its store and uplink, fed by a fast producer. It prints
 # one line per stored message: "A seq run n" once an alarm is durable, "T seq wall_time"
 # once telemetry is queued.
-DRIVER = r'''
+DRIVER = r"""
 import asyncio, sys, time
 from pathlib import Path
 from watchpost.store import Store, StoreConfig
@@ -61,13 +61,17 @@ async def main():
         await asyncio.sleep(0.005)
 
 asyncio.run(main())
-'''
+"""
 
 
 def start_driver(script: Path, db: Path, url: str, run: int, mode: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(script), str(db), url, str(run), mode,
-                             str(COMMIT_INTERVAL)], stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(db), url, str(run), mode, str(COMMIT_INTERVAL)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -86,8 +90,11 @@ def test_sigkill_loses_no_reported_alarm(tmp_path: Path, broker: Broker, subscri
         lines: list[str] = []
         first = threading.Event()
 
-        def read(process: subprocess.Popen[str] = process, lines: list[str] = lines,
-                 first: threading.Event = first) -> None:
+        def read(
+            process: subprocess.Popen[str] = process,
+            lines: list[str] = lines,
+            first: threading.Event = first,
+        ) -> None:
             assert process.stdout is not None
             for line in process.stdout:
                 lines.append(line)
@@ -115,9 +122,12 @@ def test_sigkill_loses_no_reported_alarm(tmp_path: Path, broker: Broker, subscri
     assert drain.stdout.readline().strip() == "DRAINED"
     drain.wait(10)
 
-    got = {m["seq"]: (m["run"], m["n"]) for m in
-           sub.wait_for(ROOT + "alarms", predicate=lambda ms: {m["seq"] for m in ms} >= set(
-               alarms), timeout=20)}
+    got = {
+        m["seq"]: (m["run"], m["n"])
+        for m in sub.wait_for(
+            ROOT + "alarms", predicate=lambda ms: {m["seq"] for m in ms} >= set(alarms), timeout=20
+        )
+    }
     assert all(got[seq] == reported for seq, reported in alarms.items())
     delivered = {m["seq"] for m in sub.get(ROOT + "telemetry")}
     assert delivered == set(range(1, max(delivered) + 1)), "telemetry seq has a gap"
@@ -127,6 +137,8 @@ def test_sigkill_loses_no_reported_alarm(tmp_path: Path, broker: Broker, subscri
         lost = [(seq, at) for seq, at in telemetry if seq >= next_first]
         if lost:
             worst = max(worst, killed_at - lost[0][1])
-    print(f"seed {seed}: {len(alarms)} alarms reported and delivered; worst telemetry loss "
-          f"window {worst:.3f} s (commit interval {COMMIT_INTERVAL} s)")
+    print(
+        f"seed {seed}: {len(alarms)} alarms reported and delivered; worst telemetry loss "
+        f"window {worst:.3f} s (commit interval {COMMIT_INTERVAL} s)"
+    )
     assert worst <= COMMIT_INTERVAL + 0.25

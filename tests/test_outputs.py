@@ -23,11 +23,13 @@ from watchpost.poller import BusScheduler
 from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_000_000
-RULES = TypeAdapter(list[AlarmRule]).validate_python([
-    {"kind": "high", "level": "prealarm", "threshold": 0.8},
-    {"kind": "high", "level": "alarm", "threshold": 1.0},
-    {"kind": "high", "level": "critical", "threshold": 1.5, "deadband": 0.5},
-])
+RULES = TypeAdapter(list[AlarmRule]).validate_python(
+    [
+        {"kind": "high", "level": "prealarm", "threshold": 0.8},
+        {"kind": "high", "level": "alarm", "threshold": 1.0},
+        {"kind": "high", "level": "critical", "threshold": 1.5, "deadband": 0.5},
+    ]
+)
 
 
 @dataclass
@@ -38,25 +40,37 @@ class Device:
 
 
 def tcp_bus(name: str, port: int) -> modbus_tcp.ModbusTcpBus:
-    return modbus_tcp.create(modbus_tcp.Config(type="modbus_tcp", name=name, host="127.0.0.1",
-                                               port=port))
+    return modbus_tcp.create(
+        modbus_tcp.Config(type="modbus_tcp", name=name, host="127.0.0.1", port=port)
+    )
 
 
 class Rig:
     """An engine, an output driver on one TCP bus, and a clock of sample times."""
 
-    def __init__(self, port: int, outputs: Sequence[dict[str, Any]], *,
-                 retry_cap: float = 30.0, restore: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        outputs: Sequence[dict[str, Any]],
+        *,
+        retry_cap: float = 30.0,
+        restore: dict[str, Any] | None = None,
+    ) -> None:
         self.configs = [OutputConfig(**{"device": "station", **o}) for o in outputs]
-        self.engine = AlarmEngine({"ch4": RULES, "co": RULES}, lambda: self.ts,
-                                  outputs=fault_levels(self.configs))
+        self.engine = AlarmEngine(
+            {"ch4": RULES, "co": RULES}, lambda: self.ts, outputs=fault_levels(self.configs)
+        )
         self.engine.restore(restore)
         self.scheduler = BusScheduler(tcp_bus("face", port), [], lambda _s: None)
         self.emitted: list[AlarmEvent] = []
-        self.driver = OutputDriver(self.configs, engine=self.engine,
-                                   devices=[Device("station", "face", 1)],
-                                   schedulers={"face": self.scheduler},
-                                   emit=self.emitted.append, retry_cap=retry_cap)
+        self.driver = OutputDriver(
+            self.configs,
+            engine=self.engine,
+            devices=[Device("station", "face", 1)],
+            schedulers={"face": self.scheduler},
+            emit=self.emitted.append,
+            retry_cap=retry_cap,
+        )
         self.ts = T0
         self.probe = tcp_bus("probe", port)
 
@@ -93,8 +107,10 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
 
 def test_a_coil_follows_the_alarm_and_is_read_back() -> None:
     async def scenario() -> None:
-        async with tcp_server({1: device_context()}) as port, \
-                Rig(port, [{"name": "beacon", "address": 3, "points": ["ch4"]}]).running() as rig:
+        async with (
+            tcp_server({1: device_context()}) as port,
+            Rig(port, [{"name": "beacon", "address": 3, "points": ["ch4"]}]).running() as rig,
+        ):
             await until(lambda: rig.driver.status()["beacon"]["verified"] is False)
             rig.feed(0.9)  # a prealarm does not drive it by default
             await asyncio.sleep(0.1)
@@ -114,10 +130,15 @@ def test_a_coil_follows_the_alarm_and_is_read_back() -> None:
 
 def test_a_sounder_falls_silent_once_every_alarm_driving_it_is_acknowledged() -> None:
     async def scenario() -> None:
-        output = {"name": "sounder", "table": "holding", "address": 7, "on": 2, "off": 0,
-                  "until": "ack"}
-        async with tcp_server({1: device_context()}) as port, \
-                Rig(port, [output]).running() as rig:
+        output = {
+            "name": "sounder",
+            "table": "holding",
+            "address": 7,
+            "on": 2,
+            "off": 0,
+            "until": "ack",
+        }
+        async with tcp_server({1: device_context()}) as port, Rig(port, [output]).running() as rig:
             rig.feed(1.6)  # alarm and critical
             await until(lambda: rig.driver.status()["sounder"]["verified"] is True)
             assert await rig.read(Table.HOLDING, 7) == 2
@@ -135,8 +156,10 @@ def test_a_sounder_falls_silent_once_every_alarm_driving_it_is_acknowledged() ->
 
 def test_an_output_left_on_is_switched_off_at_start() -> None:
     async def scenario() -> None:
-        async with tcp_server({1: device_context(coils={4: True})}) as port, \
-                Rig(port, [{"name": "relay", "address": 4}]).running() as rig:
+        async with (
+            tcp_server({1: device_context(coils={4: True})}) as port,
+            Rig(port, [{"name": "relay", "address": 4}]).running() as rig,
+        ):
             await until(lambda: rig.driver.status()["relay"]["verified"] is False)
             assert await rig.read(Table.COIL, 4) == 0
 
@@ -159,8 +182,10 @@ def test_restored_alarms_drive_outputs_from_the_start() -> None:
 
 def test_shelved_and_unselected_alarms_do_not_drive_an_output() -> None:
     async def scenario() -> None:
-        outputs = [{"name": "power_cut", "address": 0, "levels": ["critical"], "points": ["ch4"]},
-                   {"name": "faults", "address": 1, "levels": ["fault"], "kinds": ["comm_loss"]}]
+        outputs = [
+            {"name": "power_cut", "address": 0, "levels": ["critical"], "points": ["ch4"]},
+            {"name": "faults", "address": 1, "levels": ["fault"], "kinds": ["comm_loss"]},
+        ]
         rig = Rig(1, outputs)  # run() is never started: no I/O
         rig.feed(1.2)
         assert rig.driver.status()["power_cut"]["on"] is False
@@ -180,13 +205,19 @@ def test_shelved_and_unselected_alarms_do_not_drive_an_output() -> None:
 
 def test_a_refused_write_raises_an_output_fault_and_the_poll_path_goes_on() -> None:
     async def scenario() -> None:
-        async with tcp_server({1: device_context(size=10)}) as port, \
-                Rig(port, [{"name": "sounder", "address": 50}]).running() as rig:
+        async with (
+            tcp_server({1: device_context(size=10)}) as port,
+            Rig(port, [{"name": "sounder", "address": 50}]).running() as rig,
+        ):
             rig.feed(1.2)
             await until(lambda: rig.emitted)
             [fault] = rig.emitted
             assert (fault.event, fault.alarm, fault.kind, fault.level) == (
-                "raised", "sounder/output_fault", "output_fault", "fault")
+                "raised",
+                "sounder/output_fault",
+                "output_fault",
+                "fault",
+            )
             assert fault.detail is not None
             assert "exception 2" in fault.detail
             assert rig.engine.describe("sounder/output_fault")["state"] == "unacknowledged"
@@ -198,8 +229,10 @@ def test_a_refused_write_raises_an_output_fault_and_the_poll_path_goes_on() -> N
 
 def test_a_silent_device_raises_an_output_fault_without_holding_up_evaluate() -> None:
     async def scenario() -> None:
-        async with silent_server() as port, \
-                Rig(port, [{"name": "sounder", "address": 0, "timeout": 0.3}]).running() as rig:
+        async with (
+            silent_server() as port,
+            Rig(port, [{"name": "sounder", "address": 0, "timeout": 0.3}]).running() as rig,
+        ):
             await asyncio.sleep(0.05)  # the start-up read is now waiting on the silent unit
             started = time.perf_counter()
             events = rig.feed(1.2)
@@ -213,11 +246,13 @@ def test_a_silent_device_raises_an_output_fault_without_holding_up_evaluate() ->
 
 
 def test_a_write_that_does_not_hold_is_a_fault_until_the_relay_is_repaired(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     real_set = KnownUnitsOnly.async_setValues
 
-    async def stuck_at_address_5(self: KnownUnitsOnly, device_id: int, func_code: int,
-                                 address: int, values: Any) -> Any:
+    async def stuck_at_address_5(
+        self: KnownUnitsOnly, device_id: int, func_code: int, address: int, values: Any
+    ) -> Any:
         if address == 5:
             return None  # accepted, not done: a welded relay contact
         return await real_set(self, device_id, func_code, address, values)
@@ -225,8 +260,10 @@ def test_a_write_that_does_not_hold_is_a_fault_until_the_relay_is_repaired(
     monkeypatch.setattr(KnownUnitsOnly, "async_setValues", stuck_at_address_5)
 
     async def scenario() -> None:
-        async with tcp_server({1: device_context()}) as port, \
-                Rig(port, [{"name": "relay", "address": 5}], retry_cap=0.2).running() as rig:
+        async with (
+            tcp_server({1: device_context()}) as port,
+            Rig(port, [{"name": "relay", "address": 5}], retry_cap=0.2).running() as rig,
+        ):
             rig.feed(1.2)
             await until(lambda: rig.emitted)
             assert rig.faults() == [("raised", "relay/output_fault")]
@@ -279,7 +316,9 @@ address = 0
 
 def test_config_names_every_wrong_output_key(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
-    path.write_text(CONFIG + """
+    path.write_text(
+        CONFIG
+        + """
 [[outputs]]
 name = "ch4"
 device = "nowhere"
@@ -290,7 +329,8 @@ name = "relay"
 bus = "rs485"
 unit = 3
 address = 1
-""")
+"""
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.errors == [

@@ -30,12 +30,19 @@ def test_small_gaps_are_bridged_large_gaps_split():
     points = [Point(Table.HOLDING, 0), Point(Table.HOLDING, 9), Point(Table.HOLDING, 30)]
     assert spans(plan_reads(1, points, max_gap=8)) == [("holding", 0, 10), ("holding", 30, 1)]
     assert spans(plan_reads(1, points, max_gap=0)) == [
-        ("holding", 0, 1), ("holding", 9, 1), ("holding", 30, 1)]
+        ("holding", 0, 1),
+        ("holding", 9, 1),
+        ("holding", 30, 1),
+    ]
 
 
 def test_tables_never_share_a_request():
-    points = [Point(Table.HOLDING, 0), Point(Table.INPUT, 1), Point(Table.COIL, 2),
-              Point(Table.DISCRETE, 3)]
+    points = [
+        Point(Table.HOLDING, 0),
+        Point(Table.INPUT, 1),
+        Point(Table.COIL, 2),
+        Point(Table.DISCRETE, 3),
+    ]
     assert len(plan_reads(1, points, max_gap=100)) == 4
 
 

@@ -16,8 +16,9 @@ from watchpost.samples import Quality
 
 
 def tcp_bus(name: str, port: int):
-    return modbus_tcp.create(modbus_tcp.Config(type="modbus_tcp", name=name,
-                                               host="127.0.0.1", port=port))
+    return modbus_tcp.create(
+        modbus_tcp.Config(type="modbus_tcp", name=name, host="127.0.0.1", port=port)
+    )
 
 
 def device(name: str, points: list[dict], **settings) -> DeviceConfig:
@@ -48,11 +49,15 @@ def test_values_are_decoded_scaled_and_checked_against_range():
 
     async def scenario():
         async with tcp_server({1: device_context(holding)}) as port:
-            dev = device("d", [
-                {"name": "scaled", "address": 0, "scale": 0.01, "offset": -2},
-                {"name": "negative", "address": 1, "type": "int16"},
-                {"name": "implausible", "address": 2, "type": "float32", "range": [0, 1]},
-            ], interval=0.1)
+            dev = device(
+                "d",
+                [
+                    {"name": "scaled", "address": 0, "scale": 0.01, "offset": -2},
+                    {"name": "negative", "address": 1, "type": "int16"},
+                    {"name": "implausible", "address": 2, "type": "float32", "range": [0, 1]},
+                ],
+                interval=0.1,
+            )
             reader = DeviceReader(dev, wall_clock_ms)
             samples = {s.point: s for s in await reader.poll(tcp_bus("b", port))}
             assert len(reader.plan) == 1  # three points, one request
@@ -70,8 +75,11 @@ def test_exception_answers_give_bad_samples_and_a_refused_gap_is_read_point_by_p
     async def scenario():
         # the unit's tables end at address 20: a request spanning 18..30 is refused
         async with tcp_server({1: device_context({18: 7}, size=20)}) as port:
-            dev = device("d", [{"name": "inside", "address": 18},
-                               {"name": "outside", "address": 25}], interval=0.1)
+            dev = device(
+                "d",
+                [{"name": "inside", "address": 18}, {"name": "outside", "address": 25}],
+                interval=0.1,
+            )
             reader = DeviceReader(dev, wall_clock_ms)
             bus = tcp_bus("b", port)
             first = {s.point: s for s in await reader.poll(bus)}
@@ -96,16 +104,26 @@ def test_a_hung_device_does_not_slow_the_others():
     async def scenario():
         async with tcp_server({1: device_context({0: 5})}) as port, silent_server() as hung:
             live = device("live", [{"name": "live_p", "address": 0}], interval=0.25)
-            mute = device("mute", [{"name": "mute_p", "address": 0}], unit=9, interval=0.25,
-                          timeout=0.3, retries=1)
-            hung_dev = device("hung", [{"name": "hung_p", "address": 0}], interval=0.25,
-                              timeout=2.0)
+            mute = device(
+                "mute",
+                [{"name": "mute_p", "address": 0}],
+                unit=9,
+                interval=0.25,
+                timeout=0.3,
+                retries=1,
+            )
+            hung_dev = device(
+                "hung", [{"name": "hung_p", "address": 0}], interval=0.25, timeout=2.0
+            )
             sink = Collector()
-            shared = BusScheduler(tcp_bus("shared", port),
-                                  [DeviceReader(live, wall_clock_ms),
-                                   DeviceReader(mute, wall_clock_ms)], sink)
-            alone = BusScheduler(tcp_bus("alone", hung), [DeviceReader(hung_dev, wall_clock_ms)],
-                                 sink)
+            shared = BusScheduler(
+                tcp_bus("shared", port),
+                [DeviceReader(live, wall_clock_ms), DeviceReader(mute, wall_clock_ms)],
+                sink,
+            )
+            alone = BusScheduler(
+                tcp_bus("alone", hung), [DeviceReader(hung_dev, wall_clock_ms)], sink
+            )
             await run_for(5.0, shared, alone)
             return sink
 

@@ -48,14 +48,20 @@ def test_site_ca(site: Path) -> None:
     assert main(["ca", "create", "--out", str(site / "ca"), "--site", "x"]) == 73  # no overwrite
 
 
-def test_two_gateways_two_bundles(bundles: Path, site: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_gateways_two_bundles(
+    bundles: Path, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ca = pki.load_certificate(site / "ca" / "ca.crt")
     assert sorted(p.name for p in bundles.iterdir()) == sorted(GATEWAYS)
     for gateway in GATEWAYS:
         bundle = bundles / gateway
         assert sorted(p.name for p in bundle.iterdir()) == [
-            "bundle.json", "ca.crt", "gateway.crt", "gateway.key", "gateway.toml"]
+            "bundle.json",
+            "ca.crt",
+            "gateway.crt",
+            "gateway.key",
+            "gateway.toml",
+        ]
         assert mode(bundle / "gateway.key") == 0o600
         assert mode(bundle / "gateway.toml") == 0o640
 
@@ -68,8 +74,9 @@ def test_two_gateways_two_bundles(bundles: Path, site: Path,
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert f"urn:watchpost:hx-chem-tankfarm:{gateway}" in \
-            san.get_values_for_type(x509.UniformResourceIdentifier)
+        assert f"urn:watchpost:hx-chem-tankfarm:{gateway}" in san.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
         assert (bundle / "ca.crt").read_bytes() == (site / "ca" / "ca.crt").read_bytes()
 
         assert main(["config", "check", str(bundle / "gateway.toml")]) == 0
@@ -114,18 +121,22 @@ def test_existing_bundles_are_not_replaced_without_force(bundles: Path, site: Pa
     manifest = str(site / "manifest.toml")
     assert main(["provision", manifest, "--out", str(bundles)]) == 73
     assert (bundles / "gw-loading" / "gateway.key").read_bytes() == before
-    assert main(["provision", manifest, "--out", str(bundles), "--force",
-                 "--only", "gw-loading"]) == 0
+    assert (
+        main(["provision", manifest, "--out", str(bundles), "--force", "--only", "gw-loading"]) == 0
+    )
     assert (bundles / "gw-loading" / "gateway.key").read_bytes() != before
-    assert main(["provision", manifest, "--out", str(bundles), "--force",
-                 "--only", "gw-nowhere"]) == EXIT_CONFIG
+    assert (
+        main(["provision", manifest, "--out", str(bundles), "--force", "--only", "gw-nowhere"])
+        == EXIT_CONFIG
+    )
     assert not [p for p in bundles.iterdir() if p.name.startswith(".")]  # no half bundles
 
 
 def test_rsa_keys(site: Path) -> None:
     manifest = site / "manifest.toml"
-    manifest.write_text(manifest.read_text().replace('key_type = "ec-p256"',
-                                                     'key_type = "rsa-2048"'))
+    manifest.write_text(
+        manifest.read_text().replace('key_type = "ec-p256"', 'key_type = "rsa-2048"')
+    )
     assert main(["provision", str(manifest), "--out", str(site / "out")]) == 0
     key = pki.load_private_key(site / "out" / "gw-loading" / "gateway.key")
     assert key.key_size == 2048
@@ -134,8 +145,9 @@ def test_rsa_keys(site: Path) -> None:
 # -- CSR mode --------------------------------------------------------------------------------
 
 
-def test_csr_mode_then_signed_elsewhere(site: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_csr_mode_then_signed_elsewhere(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest = site / "manifest.toml"
     # the CA key stays with whoever signs elsewhere: the manifest names only the certificate
     manifest.write_text(manifest.read_text().replace('key = "ca/ca.key"', ""))
@@ -153,8 +165,17 @@ def test_csr_mode_then_signed_elsewhere(site: Path, tmp_path: Path,
 
     # first boot refuses a bundle that still waits for its certificate
     etc, state = tmp_path / "etc", tmp_path / "state"
-    args = ["firstboot", "--bundle", str(bundle), "--etc", str(etc), "--state", str(state),
-            "--user", ME]
+    args = [
+        "firstboot",
+        "--bundle",
+        str(bundle),
+        "--etc",
+        str(etc),
+        "--state",
+        str(state),
+        "--user",
+        ME,
+    ]
     assert main(args) == EXIT_CONFIG
     assert "CSR" in capsys.readouterr().err
     assert not etc.exists()
@@ -173,27 +194,40 @@ def test_csr_mode_then_signed_elsewhere(site: Path, tmp_path: Path,
 
 BAD_MANIFESTS = {
     "no site": (('site = "hx-chem-tankfarm"', ""), "site: is required"),
-    "plain mqtt": (("mqtts://mqtt.emergency", "mqtt://mqtt.emergency"),
-                   "broker.urls: must be an mqtts:// URL"),
-    "unknown key": (('description = "Loading bay, pump house"', 'colour = "red"'),
-                    "gateways[1].colour: is not a known key"),
+    "plain mqtt": (
+        ("mqtts://mqtt.emergency", "mqtt://mqtt.emergency"),
+        "broker.urls: must be an mqtts:// URL",
+    ),
+    "unknown key": (
+        ('description = "Loading bay, pump house"', 'colour = "red"'),
+        "gateways[1].colour: is not a known key",
+    ),
     "bad baud": (("baudrate = 9600", "baudrate = 9601"), "gateways[0].buses[0].baudrate"),
-    "bad scale": (("scale = 0.1", 'scale = "tenth"'),
-                  "gateways[0].devices[0].points[0].scale: must be a number"),
-    "unknown bus": (('bus = "level_gauge"', 'bus = "level_gage"'),
-                    "gateways[1].devices[0].bus: no bus named 'level_gage'"),
-    "same gateway twice": (('id = "gw-loading"', 'id = "gw-tank-a"'),
-                           "gateways[1].id: gateway id 'gw-tank-a' is used more than once"),
-    "same point twice": (('name = "lel_a2"', 'name = "h2s_a1"'),
-                         "gateways[0].devices[1].points[0].name: point name 'h2s_a1'"),
+    "bad scale": (
+        ("scale = 0.1", 'scale = "tenth"'),
+        "gateways[0].devices[0].points[0].scale: must be a number",
+    ),
+    "unknown bus": (
+        ('bus = "level_gauge"', 'bus = "level_gage"'),
+        "gateways[1].devices[0].bus: no bus named 'level_gage'",
+    ),
+    "same gateway twice": (
+        ('id = "gw-loading"', 'id = "gw-tank-a"'),
+        "gateways[1].id: gateway id 'gw-tank-a' is used more than once",
+    ),
+    "same point twice": (
+        ('name = "lel_a2"', 'name = "h2s_a1"'),
+        "gateways[0].devices[1].points[0].name: point name 'h2s_a1'",
+    ),
     "ca missing": (('cert = "ca/ca.crt"', 'cert = "ca/nowhere.crt"'), "ca.cert: cannot read"),
     "not toml": (("[broker]", "[broker"), "not valid TOML"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_MANIFESTS, ids=list(BAD_MANIFESTS))
-def test_bad_manifest_names_the_key(case: str, site: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_manifest_names_the_key(
+    case: str, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (old, new), expected = BAD_MANIFESTS[case]
     manifest = site / "manifest.toml"
     text = manifest.read_text()
@@ -207,11 +241,25 @@ def test_bad_manifest_names_the_key(case: str, site: Path,
 
 
 def test_a_ca_that_is_not_a_ca(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ca", "broker", "--ca-dir", str(site / "ca"), "--host", "mqtt.local",
-                 "--out", str(site / "broker")]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "broker",
+                "--ca-dir",
+                str(site / "ca"),
+                "--host",
+                "mqtt.local",
+                "--out",
+                str(site / "broker"),
+            ]
+        )
+        == 0
+    )
     manifest = site / "manifest.toml"
-    manifest.write_text(manifest.read_text()
-                        .replace('cert = "ca/ca.crt"', 'cert = "broker/broker.crt"'))
+    manifest.write_text(
+        manifest.read_text().replace('cert = "ca/ca.crt"', 'cert = "broker/broker.crt"')
+    )
     assert main(["provision", str(manifest), "--out", str(site / "out")]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "ca.cert:" in err
@@ -220,8 +268,23 @@ def test_a_ca_that_is_not_a_ca(site: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_broker_certificate(site: Path) -> None:
-    assert main(["ca", "broker", "--ca-dir", str(site / "ca"), "--host", "mqtt.local",
-                 "--ip", "127.0.0.1", "--out", str(site / "broker")]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "broker",
+                "--ca-dir",
+                str(site / "ca"),
+                "--host",
+                "mqtt.local",
+                "--ip",
+                "127.0.0.1",
+                "--out",
+                str(site / "broker"),
+            ]
+        )
+        == 0
+    )
     cert = pki.load_certificate(site / "broker" / "broker.crt")
     assert pki.issued_by(cert, pki.load_certificate(site / "ca" / "ca.crt"))
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -235,12 +298,25 @@ def test_broker_certificate(site: Path) -> None:
 
 
 def firstboot(boot: Path, root: Path, *extra: str) -> int:
-    return main(["firstboot", "--boot-dir", str(boot), "--etc", str(root / "etc"),
-                 "--state", str(root / "state"), "--user", ME, *extra])
+    return main(
+        [
+            "firstboot",
+            "--boot-dir",
+            str(boot),
+            "--etc",
+            str(root / "etc"),
+            "--state",
+            str(root / "state"),
+            "--user",
+            ME,
+            *extra,
+        ]
+    )
 
 
-def test_firstboot_installs_and_is_idempotent(bundles: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_firstboot_installs_and_is_idempotent(
+    bundles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     boot, root = tmp_path / "boot", tmp_path / "root"
     shutil.copytree(bundles / "gw-tank-a", boot / "watchpost-bundle")
     old = os.umask(0o077)  # as under watchpost-firstboot.service
@@ -292,8 +368,9 @@ def test_firstboot_keeps_the_store(bundles: Path, tmp_path: Path) -> None:
     assert (root / "state" / "buffer.db").read_bytes() == b"backlog"
 
 
-def test_firstboot_refuses_a_mixed_up_bundle(bundles: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_firstboot_refuses_a_mixed_up_bundle(
+    bundles: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     boot, root = tmp_path / "boot", tmp_path / "root"
     bundle = boot / "watchpost-bundle"
     shutil.copytree(bundles / "gw-tank-a", bundle)
@@ -309,15 +386,17 @@ def test_firstboot_refuses_a_mixed_up_bundle(bundles: Path, tmp_path: Path,
     assert "names gateway 'gw-tank-a'" in capsys.readouterr().err
 
     shutil.copy(bundles / "gw-tank-a" / "gateway.toml", bundle / "gateway.toml")
-    (bundle / "gateway.toml").write_text((bundle / "gateway.toml").read_text()
-                                         .replace("keepalive = 30", "keepalive = 1"))
+    (bundle / "gateway.toml").write_text(
+        (bundle / "gateway.toml").read_text().replace("keepalive = 30", "keepalive = 1")
+    )
     assert firstboot(boot, root) == EXIT_CONFIG
     assert "uplink.keepalive" in capsys.readouterr().err
 
     # a CA of the same name but another key: the signature gives it away
     shutil.copy(bundles / "gw-tank-a" / "gateway.toml", bundle / "gateway.toml")
-    assert main(["ca", "create", "--out", str(tmp_path / "twin"), "--site",
-                 "hx-chem-tankfarm"]) == 0
+    assert (
+        main(["ca", "create", "--out", str(tmp_path / "twin"), "--site", "hx-chem-tankfarm"]) == 0
+    )
     shutil.copy(tmp_path / "twin" / "ca.crt", bundle / "ca.crt")
     assert firstboot(boot, root) == EXIT_CONFIG
     assert "is not signed by ca.crt" in capsys.readouterr().err
@@ -331,8 +410,22 @@ def test_firstboot_refuses_a_mixed_up_bundle(bundles: Path, tmp_path: Path,
 def test_firstboot_needs_the_service_user(bundles: Path, tmp_path: Path) -> None:
     boot, root = tmp_path / "boot", tmp_path / "root"
     shutil.copytree(bundles / "gw-tank-a", boot / "watchpost-bundle")
-    assert main(["firstboot", "--boot-dir", str(boot), "--etc", str(root / "etc"),
-                 "--state", str(root / "state"), "--user", "no-such-user-here"]) == 67
+    assert (
+        main(
+            [
+                "firstboot",
+                "--boot-dir",
+                str(boot),
+                "--etc",
+                str(root / "etc"),
+                "--state",
+                str(root / "state"),
+                "--user",
+                "no-such-user-here",
+            ]
+        )
+        == 67
+    )
     assert (boot / "watchpost-bundle").exists()
     assert not (root / "etc").exists()
 

@@ -93,12 +93,29 @@ def install(bundle: Path, root: Path) -> Path:
     test moves those two roots (and the control socket) into its own folder.
     """
     etc, state = root / "etc", root / "state"
-    assert main(["firstboot", "--bundle", str(bundle), "--etc", str(etc), "--state", str(state),
-                 "--user", ME]) == 0
+    assert (
+        main(
+            [
+                "firstboot",
+                "--bundle",
+                str(bundle),
+                "--etc",
+                str(etc),
+                "--state",
+                str(state),
+                "--user",
+                ME,
+            ]
+        )
+        == 0
+    )
     assert not bundle.exists()
     config = etc / "gateway.toml"
-    text = config.read_text().replace("/etc/watchpost", str(etc)) \
+    text = (
+        config.read_text()
+        .replace("/etc/watchpost", str(etc))
         .replace("/var/lib/watchpost", str(state))
+    )
     text += f'\n[control]\nsocket = "{root / "control.sock"}"\n'
     config.write_text(text)
     return config
@@ -116,7 +133,10 @@ class Daemon:
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "watchpost", "run", "--config", str(config)],
-                env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
 
     def wait_notify(self, field: str, timeout: float = 30.0) -> list[str]:
         """Datagrams until one holds ``field``; fails if the daemon exits first."""
@@ -157,11 +177,28 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[TlsBroker, Path]]:
     site = tmp_path / "site"
     site.mkdir()
     assert main(["ca", "create", "--out", str(site / "ca"), "--site", SITE]) == 0
-    assert main(["ca", "broker", "--ca-dir", str(site / "ca"), "--ip", "127.0.0.1",
-                 "--out", str(site / "broker")]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "broker",
+                "--ca-dir",
+                str(site / "ca"),
+                "--ip",
+                "127.0.0.1",
+                "--out",
+                str(site / "broker"),
+            ]
+        )
+        == 0
+    )
     (tmp_path / "mosquitto").mkdir()
-    broker = TlsBroker(tmp_path / "mosquitto", ca=site / "ca" / "ca.crt",
-                       cert=site / "broker" / "broker.crt", key=site / "broker" / "broker.key")
+    broker = TlsBroker(
+        tmp_path / "mosquitto",
+        ca=site / "ca" / "ca.crt",
+        cert=site / "broker" / "broker.crt",
+        key=site / "broker" / "broker.key",
+    )
     broker.start()
     yield broker, site
     broker.stop()
@@ -169,7 +206,8 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[TlsBroker, Path]]:
 
 @pytest.mark.slow
 def test_provisioned_gateways_come_online_over_mutual_tls(
-        tls_broker: tuple[TlsBroker, Path], tmp_path: Path) -> None:
+    tls_broker: tuple[TlsBroker, Path], tmp_path: Path
+) -> None:
     broker, site = tls_broker
     (site / "manifest.toml").write_text(MANIFEST.format(site=SITE, port=broker.port))
     assert main(["provision", str(site / "manifest.toml"), "--out", str(site / "out")]) == 0
@@ -196,23 +234,37 @@ def test_provisioned_gateways_come_online_over_mutual_tls(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trusts_the_broker", [False, True],
-                         ids=["gateway-refuses-broker", "broker-refuses-gateway"])
-def test_a_gateway_from_another_ca_is_refused(tls_broker: tuple[TlsBroker, Path],
-                                              tmp_path: Path, trusts_the_broker: bool) -> None:
+@pytest.mark.parametrize(
+    "trusts_the_broker", [False, True], ids=["gateway-refuses-broker", "broker-refuses-gateway"]
+)
+def test_a_gateway_from_another_ca_is_refused(
+    tls_broker: tuple[TlsBroker, Path], tmp_path: Path, trusts_the_broker: bool
+) -> None:
     """Certificates from another CA: whichever side checks first, no connection."""
     broker, site = tls_broker
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     # another name: first boot would catch a same-named CA whose signature does not match
-    assert main(["ca", "create", "--out", str(stranger / "ca"), "--site", SITE,
-                 "--name", "Some other CA"]) == 0
+    assert (
+        main(
+            [
+                "ca",
+                "create",
+                "--out",
+                str(stranger / "ca"),
+                "--site",
+                SITE,
+                "--name",
+                "Some other CA",
+            ]
+        )
+        == 0
+    )
     manifest = MANIFEST.format(site=SITE, port=broker.port)
     if trusts_the_broker:  # right CA for the broker's certificate, wrong CA for its own
         manifest = manifest.replace("keepalive = 10", f'keepalive = 10\nca = "{site}/ca/ca.crt"')
     (stranger / "manifest.toml").write_text(manifest)
-    assert main(["provision", str(stranger / "manifest.toml"), "--out",
-                 str(stranger / "out")]) == 0
+    assert main(["provision", str(stranger / "manifest.toml"), "--out", str(stranger / "out")]) == 0
     subscriber = Subscriber(broker.plain, f"watchpost/v1/{SITE}/#")  # type: ignore[arg-type]
     config = install(stranger / "out" / "gw-a", tmp_path / "gw-a")
     daemon = Daemon(config, tmp_path / "gw-a")
@@ -223,8 +275,10 @@ def test_a_gateway_from_another_ca_is_refused(tls_broker: tuple[TlsBroker, Path]
         assert daemon.process.poll() is None, daemon.log()
         if trusts_the_broker:
             assert "certificate verify failed" not in daemon.log()
-            assert "unknown ca" in broker.log_text().lower() or \
-                "certificate verify failed" in broker.log_text(), broker.log_text()
+            assert (
+                "unknown ca" in broker.log_text().lower()
+                or "certificate verify failed" in broker.log_text()
+            ), broker.log_text()
         else:
             assert "certificate verify failed" in daemon.log()
         key = (tmp_path / "gw-a" / "etc" / "gateway.key").read_text()

@@ -28,8 +28,20 @@ from watchpost.report import (
 from watchpost.samples import Quality, Sample
 
 T0 = 1_740_816_000_000  # 2025-03-01T08:00:00Z
-VOID = {"meta", "br", "hr", "img", "input", "link", "line", "rect", "circle", "polygon",
-        "polyline", "path"}
+VOID = {
+    "meta",
+    "br",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "line",
+    "rect",
+    "circle",
+    "polygon",
+    "polyline",
+    "path",
+}
 
 
 class Structure(HTMLParser):
@@ -66,8 +78,11 @@ class Structure(HTMLParser):
         self.text.append(data)
 
     def find(self, tag: str, **attrs: str) -> list[dict[str, str]]:
-        return [a for t, a in self.starts if t == tag and all(
-            a.get(k.rstrip("_")) == v for k, v in attrs.items())]
+        return [
+            a
+            for t, a in self.starts
+            if t == tag and all(a.get(k.rstrip("_")) == v for k, v in attrs.items())
+        ]
 
 
 def parse(page: str) -> Structure:
@@ -103,10 +118,15 @@ def site(tmp_path: Path):
     cert = pki.create_ca(site="demo-colliery", common_name="gw-01 test", key=key, days=365)
     (tmp_path / "gw.crt").write_bytes(pki.pem(cert))
     pki.write_private_key(key, tmp_path / "gw.key")
-    text = (DEMO / "gateway.toml").read_text().replace(
-        '[uplink]\nbroker = "mqtt://127.0.0.1:1883"',
-        f'[uplink]\nbroker = "mqtts://127.0.0.1:8883"\ncert_file = "{tmp_path}/gw.crt"\n'
-        f'key_file = "{tmp_path}/gw.key"')
+    text = (
+        (DEMO / "gateway.toml")
+        .read_text()
+        .replace(
+            '[uplink]\nbroker = "mqtt://127.0.0.1:1883"',
+            f'[uplink]\nbroker = "mqtts://127.0.0.1:8883"\ncert_file = "{tmp_path}/gw.crt"\n'
+            f'key_file = "{tmp_path}/gw.key"',
+        )
+    )
     text = text.replace('path = "var/buffer.db"', f'path = "{tmp_path}/var/buffer.db"')
     config_file = tmp_path / "gateway.toml"
     config_file.write_text(text)
@@ -121,8 +141,11 @@ def site(tmp_path: Path):
         for second in range(0, 60, 2):
             clock.ms = ts = T0 + minute * MINUTE_MS + second * 1000
             value = ch4 + (0.05 if second % 4 else -0.05)
-            tank = (Sample("tank1_level", ts, None, Quality.COMM) if minute == 6 else
-                    Sample("tank1_level", ts, 4.2, Quality.GOOD))
+            tank = (
+                Sample("tank1_level", ts, None, Quality.COMM)
+                if minute == 6
+                else Sample("tank1_level", ts, 4.2, Quality.GOOD)
+            )
             samples = [Sample("ch4_face_1", ts, value, Quality.GOOD), tank]
             engine.evaluate(samples)
             recorder.observe(samples)
@@ -167,9 +190,12 @@ def test_the_page_shows_values_thresholds_alarms_and_communication(site):
     # alarms raised, acknowledged and cleared, in time order
     events = [e for e in history.alarms if e["point"] == "ch4_face_1"]
     assert [(e["alarm"].split("/")[1], e["event"]) for e in events] == [
-        ("high_alarm", "raised"), ("high_critical", "raised"),
-        ("high_critical", "acknowledged"), ("high_critical", "cleared"),
-        ("high_alarm", "cleared")]
+        ("high_alarm", "raised"),
+        ("high_critical", "raised"),
+        ("high_critical", "acknowledged"),
+        ("high_critical", "cleared"),
+        ("high_alarm", "cleared"),
+    ]
     assert "Li Wei" in text
     assert "fan restarted" in text
     assert "2 raised, 2 cleared, 1 acknowledged, 0 shelved" in text
@@ -190,10 +216,10 @@ def test_the_page_needs_nothing_from_the_network(site):
 
 def test_the_period_can_be_narrowed(site):
     config, history_file = site
-    page, history = make_report(config, history_file=history_file, since_ms=T0 + 5 * MINUTE_MS,
-                                now_ms=T0 + 11 * MINUTE_MS)
-    assert [r.minute - T0 // MINUTE_MS for r in history.points["ch4_face_1"]] == [
-        5, 6, 7, 8, 9]
+    page, history = make_report(
+        config, history_file=history_file, since_ms=T0 + 5 * MINUTE_MS, now_ms=T0 + 11 * MINUTE_MS
+    )
+    assert [r.minute - T0 // MINUTE_MS for r in history.points["ch4_face_1"]] == [5, 6, 7, 8, 9]
     assert [e["event"] for e in history.alarms] == ["cleared", "cleared"]
     assert "2025-03-01 08:05 to 2025-03-01 08:10 UTC" in " ".join(parse(page).text)
 
@@ -201,8 +227,9 @@ def test_the_period_can_be_narrowed(site):
 def test_points_without_readings_and_unknown_points(tmp_path):
     config = load_config(DEMO / "gateway.toml")
     recorder = HistoryRecorder(tmp_path / "history.db", now_ms=FakeClock(T0))
-    recorder.observe([Sample("retired_point", T0, 3.0, Quality.GOOD),
-                      Sample("fan_on", T0, None, Quality.COMM)])
+    recorder.observe(
+        [Sample("retired_point", T0, 3.0, Quality.GOOD), Sample("fan_on", T0, None, Quality.COMM)]
+    )
     recorder.close()
     history = read_history(tmp_path / "history.db")
     page = render(_identity(), points_of(config), history, backlog={"streams": {}})
@@ -222,8 +249,19 @@ def test_cli_writes_the_page_and_says_where(site, tmp_path, capsys):
     config_file = tmp_path / "gateway.toml"
     out = tmp_path / "out" / "handover.html"
     out.parent.mkdir()
-    status = main(["report", "--config", str(config_file), "--history", str(history_file),
-                   "--out", str(out), "--since", "2025-03-01T08:00"])
+    status = main(
+        [
+            "report",
+            "--config",
+            str(config_file),
+            "--history",
+            str(history_file),
+            "--out",
+            str(out),
+            "--since",
+            "2025-03-01T08:00",
+        ]
+    )
     assert status == 0
     assert str(out) in capsys.readouterr().out
     parse(out.read_text(encoding="utf-8"))
@@ -231,8 +269,17 @@ def test_cli_writes_the_page_and_says_where(site, tmp_path, capsys):
 
 def test_cli_without_history_fails_clearly(tmp_path, capsys):
     shutil.copy(DEMO / "gateway.toml", tmp_path / "gateway.toml")
-    status = main(["report", "--config", str(tmp_path / "gateway.toml"),
-                   "--history", str(tmp_path / "none.db"), "--out", str(tmp_path / "r.html")])
+    status = main(
+        [
+            "report",
+            "--config",
+            str(tmp_path / "gateway.toml"),
+            "--history",
+            str(tmp_path / "none.db"),
+            "--out",
+            str(tmp_path / "r.html"),
+        ]
+    )
     assert status == EXIT_NO_HISTORY
     err = capsys.readouterr().err
     assert "no history yet" in err
@@ -242,8 +289,17 @@ def test_cli_without_history_fails_clearly(tmp_path, capsys):
 
 def test_cli_rejects_a_bad_since(site, tmp_path, capsys):
     _config, history_file = site
-    status = main(["report", "--config", str(tmp_path / "gateway.toml"),
-                   "--history", str(history_file), "--since", "yesterday"])
+    status = main(
+        [
+            "report",
+            "--config",
+            str(tmp_path / "gateway.toml"),
+            "--history",
+            str(history_file),
+            "--since",
+            "yesterday",
+        ]
+    )
     assert status == 1
     assert "--since 'yesterday'" in capsys.readouterr().err
 
@@ -257,8 +313,11 @@ def test_since_is_utc_unless_a_zone_is_given():
 
 def test_the_config_names_the_history_the_daemon_writes(tmp_path):
     """Needs `[history]` in the root config (GatewayConfig.history)."""
-    text = (DEMO / "gateway.toml").read_text().replace(
-        'path = "var/buffer.db"', f'path = "{tmp_path}/var/buffer.db"')
+    text = (
+        (DEMO / "gateway.toml")
+        .read_text()
+        .replace('path = "var/buffer.db"', f'path = "{tmp_path}/var/buffer.db"')
+    )
     (tmp_path / "gateway.toml").write_text(text + "\n[history]\nretention_days = 7\n")
     config = load_config(tmp_path / "gateway.toml")
     assert config.history.retention_days == 7
@@ -284,8 +343,8 @@ def _mean(history) -> float:
 
 def _rows(page: str, heading: str) -> list[list[str]]:
     """Cells of the first table after the heading that starts with ``heading``."""
-    section = page[page.index(f"<h2>{heading}"):]
-    table = section[section.index("<table"):section.index("</table>")]
+    section = page[page.index(f"<h2>{heading}") :]
+    table = section[section.index("<table") : section.index("</table>")]
     rows = []
     for tr in re.findall(r"<tr>(.*?)</tr>", table):
         row = [re.sub(r"<[^>]+>", "", td) for td in re.findall(r"<td>(.*?)</td>", tr)]

@@ -33,7 +33,7 @@ class Sections(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if tag == "div" and (found.get("id") or "").startswith("point-"):
-            self.ids.add(str(found["id"])[len("point-"):])
+            self.ids.add(str(found["id"])[len("point-") :])
         if tag == "svg":
             self.plots.add(str(found.get("aria-label", "")).split(" ")[0])
 
@@ -43,9 +43,22 @@ class Sections(HTMLParser):
 
 def report(run: SiteRun, out: Path) -> tuple[subprocess.CompletedProcess[str], Sections]:
     result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "report", "--config", str(run.config),
-         "--out", str(out)], cwd=run.folder, capture_output=True, text=True, timeout=60,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "watchpost",
+            "report",
+            "--config",
+            str(run.config),
+            "--out",
+            str(out),
+        ],
+        cwd=run.folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     sections = Sections()
     if out.exists():
         sections.feed(out.read_text(encoding="utf-8"))

@@ -41,8 +41,16 @@ def layout() -> tuple[dict[int, int], list[dict]]:
     for name, data_type, order, raw, scale, offset in CASES:
         words = encode(raw, data_type, order)
         registers.update(enumerate(words, start=address))
-        points.append({"name": name, "address": address, "type": data_type,
-                       "word_order": order, "scale": scale, "offset": offset})
+        points.append(
+            {
+                "name": name,
+                "address": address,
+                "type": data_type,
+                "word_order": order,
+                "scale": scale,
+                "offset": offset,
+            }
+        )
         address += len(words) + 1  # leave a one-register gap for the planner to bridge
     return registers, points
 
@@ -52,9 +60,12 @@ async def rtu_line(units):
     """A null modem with a pymodbus RTU server on one end; yields the other end's path."""
     modem = NullModem()
     modem.start(asyncio.get_running_loop())
-    server = ModbusSerialServer(ModbusServerContext(devices=units, single=False),
-                                port=modem.server_path, baudrate=19200,
-                                ignore_missing_devices=True)
+    server = ModbusSerialServer(
+        ModbusServerContext(devices=units, single=False),
+        port=modem.server_path,
+        baudrate=19200,
+        ignore_missing_devices=True,
+    )
     server.context = KnownUnitsOnly(server.context, set(units))
     task = asyncio.create_task(server.serve_forever())
     await asyncio.sleep(0.2)
@@ -69,8 +80,9 @@ async def rtu_line(units):
 
 
 def rtu_bus(path: str):
-    return modbus_rtu.create(modbus_rtu.Config(type="modbus_rtu", name="line", port=path,
-                                               baudrate=19200))
+    return modbus_rtu.create(
+        modbus_rtu.Config(type="modbus_rtu", name="line", port=path, baudrate=19200)
+    )
 
 
 def test_every_data_type_and_word_order_decodes_right():
@@ -80,8 +92,9 @@ def test_every_data_type_and_word_order_decodes_right():
     async def scenario():
         units = {5: device_context(registers, coils={3: True})}
         async with rtu_line(units) as path:
-            dev = DeviceConfig(name="d", bus="line", unit=5, timeout=1.0,
-                               points=[PointConfig(**p) for p in points])
+            dev = DeviceConfig(
+                name="d", bus="line", unit=5, timeout=1.0, points=[PointConfig(**p) for p in points]
+            )
             reader = DeviceReader(dev, wall_clock_ms)
             bus = rtu_bus(path)
             try:
@@ -104,13 +117,27 @@ def test_a_unit_that_does_not_answer_leaves_the_others_good():
     async def scenario():
         async with rtu_line({1: device_context({0: 42})}) as path:
             bus = rtu_bus(path)
-            live = DeviceReader(DeviceConfig(name="live", bus="line", unit=1, timeout=0.5,
-                                             points=[PointConfig(name="a", address=0)]),
-                                wall_clock_ms)
-            dead = DeviceReader(DeviceConfig(name="dead", bus="line", unit=2, timeout=0.3,
-                                             retries=0,
-                                             points=[PointConfig(name="b", address=0)]),
-                                wall_clock_ms)
+            live = DeviceReader(
+                DeviceConfig(
+                    name="live",
+                    bus="line",
+                    unit=1,
+                    timeout=0.5,
+                    points=[PointConfig(name="a", address=0)],
+                ),
+                wall_clock_ms,
+            )
+            dead = DeviceReader(
+                DeviceConfig(
+                    name="dead",
+                    bus="line",
+                    unit=2,
+                    timeout=0.3,
+                    retries=0,
+                    points=[PointConfig(name="b", address=0)],
+                ),
+                wall_clock_ms,
+            )
             try:
                 before = await live.poll(bus)
                 lost = await dead.poll(bus)

@@ -113,9 +113,12 @@ def rtu_site(units: dict[int, int], baudrate: int) -> Iterator[RtuSite]:
     async def serve() -> None:
         line.start(loop)
         contexts = {unit: device_context({0: value}) for unit, value in units.items()}
-        server = ModbusSerialServer(ModbusServerContext(devices=contexts, single=False),
-                                    port=line.server_path, baudrate=baudrate,
-                                    ignore_missing_devices=True)
+        server = ModbusSerialServer(
+            ModbusServerContext(devices=contexts, single=False),
+            port=line.server_path,
+            baudrate=baudrate,
+            ignore_missing_devices=True,
+        )
         server.context = KnownUnitsOnly(server.context, set(units))  # others stay silent
         holder["server"] = server
         await server.serve_forever(background=True)
@@ -137,8 +140,23 @@ def rtu_site(units: dict[int, int], baudrate: int) -> Iterator[RtuSite]:
 
 def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({2: 1234, 3: 77}, baudrate=19200) as site:
-        status = main(["scan", "--port", site.port, "--units", "1-4", "--baud", "9600,19200",
-                       "--parity", "N", "--timeout", "0.2", "--bus-name", "line_a"])
+        status = main(
+            [
+                "scan",
+                "--port",
+                site.port,
+                "--units",
+                "1-4",
+                "--baud",
+                "9600,19200",
+                "--parity",
+                "N",
+                "--timeout",
+                "0.2",
+                "--bus-name",
+                "line_a",
+            ]
+        )
         assert site.line.dropped > 0  # the 9600 probes were sent, and went unheard
     out, err = capsys.readouterr()
     assert status == 0
@@ -146,24 +164,55 @@ def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) 
     assert "9600 8N1: -" in err
 
     proposed = tomllib.loads(out)
-    assert proposed["buses"] == [{"type": "modbus_rtu", "name": "line_a", "port": site.port,
-                                  "baudrate": 19200, "parity": "N", "stopbits": 1}]
+    assert proposed["buses"] == [
+        {
+            "type": "modbus_rtu",
+            "name": "line_a",
+            "port": site.port,
+            "baudrate": 19200,
+            "parity": "N",
+            "stopbits": 1,
+        }
+    ]
     assert [(d["name"], d["unit"], d["bus"]) for d in proposed["devices"]] == [
-        ("line_a_unit_2", 2, "line_a"), ("line_a_unit_3", 3, "line_a")]
+        ("line_a_unit_2", 2, "line_a"),
+        ("line_a_unit_3", 3, "line_a"),
+    ]
     assert "holding 0 read 1234" in out
 
     # with one point each (the installer's part), the proposal is a valid config
     for device in proposed["devices"]:
         device["points"] = [{"name": f"p{device['unit']}", "address": 0}]
-    GatewayConfig.model_validate({
-        "gateway": {"site": "s", "id": "g"}, "uplink": {"broker": "mqtt://127.0.0.1"},
-        "store": {"path": "/tmp/x.db"}, **proposed})
+    GatewayConfig.model_validate(
+        {
+            "gateway": {"site": "s", "id": "g"},
+            "uplink": {"broker": "mqtt://127.0.0.1"},
+            "store": {"path": "/tmp/x.db"},
+            **proposed,
+        }
+    )
 
 
 def test_proposal_for_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({1: 5}, baudrate=9600) as site:
-        status = main(["scan", "--port", site.port, "--units", "1", "--baud", "9600",
-                       "--parity", "N", "--timeout", "0.3", "--manifest", "--bus-name", "b"])
+        status = main(
+            [
+                "scan",
+                "--port",
+                site.port,
+                "--units",
+                "1",
+                "--baud",
+                "9600",
+                "--parity",
+                "N",
+                "--timeout",
+                "0.3",
+                "--manifest",
+                "--bus-name",
+                "b",
+            ]
+        )
     assert status == 0
     proposed = tomllib.loads(capsys.readouterr().out)
     assert proposed["gateways"]["buses"][0]["baudrate"] == 9600
@@ -172,8 +221,21 @@ def test_proposal_for_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_settings_are_tried_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({1: 0}, baudrate=38400) as site:
-        status = main(["scan", "--port", site.port, "--units", "1",
-                       "--baud", "19200,9600,4800", "--parity", "N", "--timeout", "0.1"])
+        status = main(
+            [
+                "scan",
+                "--port",
+                site.port,
+                "--units",
+                "1",
+                "--baud",
+                "19200,9600,4800",
+                "--parity",
+                "N",
+                "--timeout",
+                "0.1",
+            ]
+        )
     err = capsys.readouterr().err
     assert status == 1, err
     tried = [line.split(":")[0] for line in err.splitlines() if line.endswith(": -")]
@@ -183,7 +245,11 @@ def test_settings_are_tried_in_order(capsys: pytest.CaptureFixture[str]) -> None
 def test_parity_by_parity_then_baud_by_baud() -> None:
     """(Linux pseudo-terminals refuse parity, so the order is checked without a line.)"""
     assert [str(s) for s in line_settings([9600, 19200], ["E", "N"], 2)] == [
-        "9600 8E2", "19200 8E2", "9600 8N2", "19200 8N2"]
+        "9600 8E2",
+        "19200 8E2",
+        "9600 8N2",
+        "19200 8N2",
+    ]
     defaults = build_parser().parse_args(["scan", "--port", "/dev/ttyUSB0"])
     assert defaults.baud == [9600, 19200, 38400, 4800, 115200]
     assert defaults.parity == ["N", "E", "O"]
@@ -192,16 +258,30 @@ def test_parity_by_parity_then_baud_by_baud() -> None:
 
 def test_an_exception_answer_counts_as_found() -> None:
     with rtu_site({7: 0}, baudrate=9600) as site:
-        found = asyncio.run(scan(site.port, units=[7], settings=[LineSetting(9600, "N")],
-                                 address=5000, timeout=0.3))  # past the unit's registers
+        found = asyncio.run(
+            scan(site.port, units=[7], settings=[LineSetting(9600, "N")], address=5000, timeout=0.3)
+        )  # past the unit's registers
     assert len(found) == 1
     assert "exception 2 (illegal data address)" in found[0].answer
 
 
 def test_nothing_on_the_line(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({9: 0}, baudrate=38400) as site:
-        status = main(["scan", "--port", site.port, "--units", "1,2", "--baud", "9600",
-                       "--parity", "N", "--timeout", "0.1"])
+        status = main(
+            [
+                "scan",
+                "--port",
+                site.port,
+                "--units",
+                "1,2",
+                "--baud",
+                "9600",
+                "--parity",
+                "N",
+                "--timeout",
+                "0.1",
+            ]
+        )
     out, err = capsys.readouterr()
     assert status == 1
     assert out == ""
@@ -209,8 +289,9 @@ def test_nothing_on_the_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_missing_port(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["scan", "--port", "/dev/ttyNOPE9", "--units", "1", "--baud", "9600",
-                   "--parity", "N"])
+    status = main(
+        ["scan", "--port", "/dev/ttyNOPE9", "--units", "1", "--baud", "9600", "--parity", "N"]
+    )
     assert status == 74
     assert "cannot open /dev/ttyNOPE9" in capsys.readouterr().err
 

@@ -76,8 +76,9 @@ def test_no_socket_means_no_op() -> None:
     assert not Notifier.from_environment({"NOTIFY_SOCKET": ""}).enabled
 
 
-def test_a_vanished_socket_is_reported_not_raised(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_vanished_socket_is_reported_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     notifier = Notifier(str(tmp_path / "gone"))
     assert not notifier.watchdog()
     assert not notifier.watchdog()
@@ -91,20 +92,21 @@ def test_rejects_multiline_assignments() -> None:
 
 def test_watchdog_interval_from_environment() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 30.0
-    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) \
-        == 30.0
+    assert (
+        watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 30.0
+    )
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
 
 
-def test_feeds_only_while_every_check_makes_progress(
-        listener: tuple[socket.socket, str]) -> None:
+def test_feeds_only_while_every_check_makes_progress(listener: tuple[socket.socket, str]) -> None:
     sock, address = listener
     clock = FakeClock()
     watchdog = Watchdog.from_environment(
-        Notifier(address), {"WATCHDOG_USEC": "10000000"}, clock=clock)
+        Notifier(address), {"WATCHDOG_USEC": "10000000"}, clock=clock
+    )
     poll = watchdog.register("poll loop")
     writer = watchdog.register("store writer")
 
@@ -155,7 +157,8 @@ def test_register_twice_is_an_error() -> None:
 
 
 def test_run_pings_in_real_time_and_stops_when_a_loop_hangs(
-        listener: tuple[socket.socket, str]) -> None:
+    listener: tuple[socket.socket, str],
+) -> None:
     """End to end with the real clock: a hung loop starves the watchdog."""
     sock, address = listener
     interval = 0.2

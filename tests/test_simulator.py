@@ -44,9 +44,23 @@ class SimulatorProcess:
         site.write_text(site_text, encoding="utf-8")
         events = folder / "events.json"
         process = subprocess.Popen(
-            [sys.executable, "-m", "watchpost", "simulate", str(site), "--port-base", "0",
-             "--events", str(events), *extra],
-            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "watchpost",
+                "simulate",
+                str(site),
+                "--port-base",
+                "0",
+                "--events",
+                str(events),
+                *extra,
+            ],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         sim = cls(process, events, folder)
         try:
             sim.wait_event("ready", timeout=START_TIMEOUT)
@@ -101,7 +115,8 @@ def _constants(*points: tuple[str, str, int, str, str, str]) -> str:
     return "".join(
         f'\n[[devices.points]]\nname = "{name}"\ntable = "{table}"\naddress = {address}\n'
         f'type = "{kind}"\n{more}\nsignal = {{ kind = "constant", value = {value} }}\n'
-        for name, table, address, kind, value, more in points)
+        for name, table, address, kind, value, more in points
+    )
 
 
 SITE_TEMPLATE = """
@@ -230,26 +245,32 @@ kind = "drift"
 point = "drifting"
 rate = 10.0
 """
-SITE = SITE_TEMPLATE.replace("{types}", _constants(
-    ("i16", "holding", 0, "int16", "-1234", ""),
-    ("u16", "holding", 1, "uint16", "54321", ""),
-    ("i32_big", "holding", 2, "int32", "-123456789", ""),
-    ("i32_little", "holding", 4, "int32", "-123456789", 'word_order = "little"'),
-    ("u32_big", "holding", 6, "uint32", "3000000000", ""),
-    ("u32_little", "holding", 8, "uint32", "3000000000", 'word_order = "little"'),
-    ("f32_big", "holding", 10, "float32", "12.5", ""),
-    ("f32_little", "holding", 12, "float32", "-0.375", 'word_order = "little"'),
-    ("scaled", "input", 0, "uint16", "12.34", "scale = 0.01"),
-    ("offset", "input", 1, "int16", "-12.5", "scale = 0.1\noffset = -40.0"),
-    ("relay", "coil", 0, "bool", "false", ""),
-    ("beacon", "coil", 1, "bool", "true", ""),
-    ("running", "discrete", 3, "bool", "true", ""),
-)).replace("{rtu}", _constants(
-    ("rtu_f32", "input", 0, "float32", "20.9", 'word_order = "little"'),
-    ("rtu_i16", "holding", 0, "int16", "-3.5", "scale = 0.1"),
-    ("rtu_u32", "holding", 1, "uint32", "70000", ""),
-    ("rtu_alarm", "discrete", 0, "bool", "true", ""),
-))
+SITE = SITE_TEMPLATE.replace(
+    "{types}",
+    _constants(
+        ("i16", "holding", 0, "int16", "-1234", ""),
+        ("u16", "holding", 1, "uint16", "54321", ""),
+        ("i32_big", "holding", 2, "int32", "-123456789", ""),
+        ("i32_little", "holding", 4, "int32", "-123456789", 'word_order = "little"'),
+        ("u32_big", "holding", 6, "uint32", "3000000000", ""),
+        ("u32_little", "holding", 8, "uint32", "3000000000", 'word_order = "little"'),
+        ("f32_big", "holding", 10, "float32", "12.5", ""),
+        ("f32_little", "holding", 12, "float32", "-0.375", 'word_order = "little"'),
+        ("scaled", "input", 0, "uint16", "12.34", "scale = 0.01"),
+        ("offset", "input", 1, "int16", "-12.5", "scale = 0.1\noffset = -40.0"),
+        ("relay", "coil", 0, "bool", "false", ""),
+        ("beacon", "coil", 1, "bool", "true", ""),
+        ("running", "discrete", 3, "bool", "true", ""),
+    ),
+).replace(
+    "{rtu}",
+    _constants(
+        ("rtu_f32", "input", 0, "float32", "20.9", 'word_order = "little"'),
+        ("rtu_i16", "holding", 0, "int16", "-3.5", "scale = 0.1"),
+        ("rtu_u32", "holding", 1, "uint32", "70000", ""),
+        ("rtu_alarm", "discrete", 0, "bool", "true", ""),
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +332,9 @@ def test_rtu_link_serves_its_units(sim: SimulatorProcess, rtu: ModbusSerialClien
     assert link.is_symlink()
     assert link.readlink().exists()
     decode = ModbusSerialClient.convert_from_registers
-    value = decode(rtu.read_input_registers(0, count=2, device_id=5).registers, DT.FLOAT32,
-                   word_order="little")
+    value = decode(
+        rtu.read_input_registers(0, count=2, device_id=5).registers, DT.FLOAT32, word_order="little"
+    )
     assert value == pytest.approx(20.9, abs=1e-5)
     words = rtu.read_holding_registers(0, count=3, device_id=5).registers
     assert decode(words[0:1], DT.INT16) == -35
@@ -397,8 +419,15 @@ def test_incident_on_time_then_sigterm_stops_cleanly(tmp_path: Path) -> None:
         assert fall == pytest.approx(3.9, abs=0.3)
         stops = sim.wait_event("phase", name="ventilation stops")
         assert stops["t"] == 1.0
-        assert stops["crossings"] == [{"point": "ch4", "mark": 1.0, "direction": "up", "t": 1.7,
-                                       "time": pytest.approx(stops["time"] + 0.7)}]
+        assert stops["crossings"] == [
+            {
+                "point": "ch4",
+                "mark": 1.0,
+                "direction": "up",
+                "t": 1.7,
+                "time": pytest.approx(stops["time"] + 0.7),
+            }
+        ]
         restarts = sim.wait_event("phase", name="ventilation restarts")
         assert restarts["crossings"][0]["direction"] == "down"
         assert restarts["crossings"][0]["t"] == pytest.approx(3.9)
@@ -428,7 +457,12 @@ def test_refuses_to_replace_a_file_at_the_link_path(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text(SITE, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--port-base", "0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 71
     assert "not a link" in result.stderr
     assert precious.read_text(encoding="utf-8") == "not a link"
@@ -442,25 +476,44 @@ def test_port_taken_exits_71(tmp_path: Path) -> None:
         (tmp_path / "site.toml").write_text(SITE, encoding="utf-8")
         result = subprocess.run(
             [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--port-base", str(port)],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     assert result.returncode == 71, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr
 
 
 def test_bad_site_file_exits_78_naming_the_keys(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
-    site.write_text(SITE.replace('type = "uint16"\nscale = 0.01\nmarks',
-                                 'type = "uint61"\nscale = 0.01\nmarks'), encoding="utf-8")
+    site.write_text(
+        SITE.replace(
+            'type = "uint16"\nscale = 0.01\nmarks', 'type = "uint61"\nscale = 0.01\nmarks'
+        ),
+        encoding="utf-8",
+    )
     result = subprocess.run(
         [sys.executable, "-m", "watchpost", "simulate", "site.toml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 78, result.stderr
     assert "devices[1].points[0].type: " in result.stderr
     # references are checked once the shapes are right
     site.write_text(SITE.replace('device = "dead"', 'device = "deaf"'), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "watchpost.drivers.simulator", "site.toml", "--check"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 78
     assert "faults[0].device: no device named 'deaf'" in result.stderr
 
@@ -469,6 +522,10 @@ def test_demo_site_file_is_valid() -> None:
     demo = Path(__file__).resolve().parents[1] / "examples" / "demo" / "site.toml"
     result = subprocess.run(
         [sys.executable, "-m", "watchpost", "simulate", str(demo), "--check"],
-        capture_output=True, text=True, timeout=30, check=False)
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

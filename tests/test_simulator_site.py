@@ -92,9 +92,17 @@ def test_demo_site_loads() -> None:
     site = load_site(DEMO)
     assert {bus.type for bus in site.buses} == {"modbus_tcp", "modbus_rtu"}
     types = {(p.type, p.word_order if p.width == 2 else "-") for _d, p in site.points()}
-    assert types >= {("int16", "-"), ("uint16", "-"), ("int32", "big"), ("int32", "little"),
-                     ("uint32", "big"), ("uint32", "little"), ("float32", "big"),
-                     ("float32", "little"), ("bool", "-")}
+    assert types >= {
+        ("int16", "-"),
+        ("uint16", "-"),
+        ("int32", "big"),
+        ("int32", "little"),
+        ("uint32", "big"),
+        ("uint32", "little"),
+        ("float32", "big"),
+        ("float32", "little"),
+        ("bool", "-"),
+    }
     assert {p.table for _d, p in site.points()} == set(Table)
 
 
@@ -125,14 +133,18 @@ def test_script_ramps_and_announces_crossings() -> None:
     engine.advance_to(10.0)
     ramps, crossings = engine.apply_phase(site.script[0], 10.0)
     assert [(c.point, c.mark, c.direction, c.t) for c in crossings] == [
-        ("ch4", 1.0, "up", pytest.approx(17.0)), ("ch4", 1.5, "up", pytest.approx(22.0))]
+        ("ch4", 1.0, "up", pytest.approx(17.0)),
+        ("ch4", 1.5, "up", pytest.approx(22.0)),
+    ]
     assert ramps[0].value_from == pytest.approx(0.3)
     engine.advance_to(26.0)
     assert float(engine.value("ch4")) == pytest.approx(1.9, abs=0.1)
     assert engine.value("fan") is False
     _ramps, crossings = engine.apply_phase(site.script[1], 30.0)
     assert [(c.mark, c.direction, c.t) for c in crossings] == [
-        (1.5, "down", pytest.approx(34.0)), (1.0, "down", pytest.approx(39.0))]
+        (1.5, "down", pytest.approx(34.0)),
+        (1.0, "down", pytest.approx(39.0)),
+    ]
     engine.advance_to(31.0)
     assert engine.value("fan") is False  # a bit switches at the end of its ramp
     engine.advance_to(32.0)
@@ -147,7 +159,8 @@ def test_derived_points_follow_their_source() -> None:
     before = float(engine.value("energy"))
     engine.advance_to(3.0)
     assert float(engine.value("energy")) - before == pytest.approx(
-        float(engine.value("pressure")), rel=0.05)
+        float(engine.value("pressure")), rel=0.05
+    )
 
 
 def test_registers_carry_the_values() -> None:
@@ -156,19 +169,24 @@ def test_registers_carry_the_values() -> None:
     engine.advance_to(1.0)
     words = engine.image("d", Table.HOLDING)
     assert decode(site.point("level"), [int(w) for w in words[0:2]]) == pytest.approx(
-        float(engine.value("level")), rel=1e-6)
+        float(engine.value("level")), rel=1e-6
+    )
     assert decode(site.point("pressure"), [int(w) for w in words[2:4]]) == pytest.approx(
-        float(engine.value("pressure")), abs=0.006)
+        float(engine.value("pressure")), abs=0.006
+    )
     assert engine.image("d", Table.DISCRETE) == [True]
 
 
-@pytest.mark.parametrize(("kind", "value", "scale", "expected"), [
-    ("int16", -40000.0, 1.0, -32768.0),  # saturates like a transmitter
-    ("uint16", -5.0, 1.0, 0.0),
-    ("uint16", 12.345, 0.01, 12.34),
-    ("int32", -2.5, 0.1, -2.5),
-    ("uint32", 4_294_967_295.0, 1.0, 4_294_967_295.0),
-])
+@pytest.mark.parametrize(
+    ("kind", "value", "scale", "expected"),
+    [
+        ("int16", -40000.0, 1.0, -32768.0),  # saturates like a transmitter
+        ("uint16", -5.0, 1.0, 0.0),
+        ("uint16", 12.345, 0.01, 12.34),
+        ("int32", -2.5, 0.1, -2.5),
+        ("uint32", 4_294_967_295.0, 1.0, 4_294_967_295.0),
+    ],
+)
 def test_encode_decode(kind: str, value: float, scale: float, expected: float) -> None:
     point = site_of().point("ch4").model_copy(update={"type": kind, "scale": scale})
     assert decode(point, encode(point, value)) == pytest.approx(expected)
@@ -184,8 +202,10 @@ def test_written_values_hold() -> None:
 
 
 def test_stuck_and_drift_faults() -> None:
-    faults = [{"kind": "stuck", "point": "level", "start": 1.0, "end": 3.0},
-              {"kind": "drift", "point": "ch4", "rate": 0.1, "start": 2.0}]
+    faults = [
+        {"kind": "stuck", "point": "level", "start": 1.0, "end": 3.0},
+        {"kind": "drift", "point": "ch4", "rate": 0.1, "start": 2.0},
+    ]
     engine = SiteEngine(site_of(faults=faults))
     engine.advance_to(1.0)
     frozen = engine.value("level")
@@ -198,24 +218,28 @@ def test_stuck_and_drift_faults() -> None:
 
 
 def test_mistakes_are_named_by_key_path() -> None:
-    text = (MINIMAL
-            .replace('type = "float32"', 'type = "float23"')
-            .replace("tick = 0.1", 'tick = "fast"')
-            .replace('name = "d"\nbus = "a"', 'name = "d"\nbus = "a"\ncolour = "red"'))
+    text = (
+        MINIMAL.replace('type = "float32"', 'type = "float23"')
+        .replace("tick = 0.1", 'tick = "fast"')
+        .replace('name = "d"\nbus = "a"', 'name = "d"\nbus = "a"\ncolour = "red"')
+    )
     errors = errors_of(text)
-    assert "devices[0].points[1].type: must be one of 'int16', 'uint16', 'int32', 'uint32', " \
-           "'float32' or 'bool' (got 'float23')" in errors
+    assert (
+        "devices[0].points[1].type: must be one of 'int16', 'uint16', 'int32', 'uint32', "
+        "'float32' or 'bool' (got 'float23')" in errors
+    )
     assert "site.tick: must be a number (got 'fast')" in errors
     assert "devices[0].colour: is not a known key" in errors
 
 
 def test_references_are_checked() -> None:
-    text = (MINIMAL
-            .replace('of = "level"', 'of = "levle"')
-            .replace('bus = "a"', 'bus = "b"')
-            .replace('{ point = "fan", to = false }', '{ point = "fan", to = 2.0 }')
-            + '\n[[faults]]\nkind = "silent"\ndevice = "nobody"\n'
-            + '\n[[faults]]\nkind = "drift"\npoint = "fan"\nrate = 1\n')
+    text = (
+        MINIMAL.replace('of = "level"', 'of = "levle"')
+        .replace('bus = "a"', 'bus = "b"')
+        .replace('{ point = "fan", to = false }', '{ point = "fan", to = 2.0 }')
+        + '\n[[faults]]\nkind = "silent"\ndevice = "nobody"\n'
+        + '\n[[faults]]\nkind = "drift"\npoint = "fan"\nrate = 1\n'
+    )
     errors = errors_of(text)
     assert "devices[0].bus: no bus named 'b' (buses: a)" in errors
     assert "devices[0].points[2].signal.of: no point named 'levle'" in errors
@@ -225,17 +249,21 @@ def test_references_are_checked() -> None:
 
 
 def test_overlaps_cycles_and_types() -> None:
-    text = (MINIMAL
-            .replace('name = "pressure"\naddress = 2', 'name = "pressure"\naddress = 1')
-            .replace('{ kind = "wander", base = 5.0, amplitude = 1.0, period = 60 }',
-                     '{ kind = "linear", of = "energy" }'))
+    text = MINIMAL.replace(
+        'name = "pressure"\naddress = 2', 'name = "pressure"\naddress = 1'
+    ).replace(
+        '{ kind = "wander", base = 5.0, amplitude = 1.0, period = 60 }',
+        '{ kind = "linear", of = "energy" }',
+    )
     errors = errors_of(text)
     assert "devices[0].points[2].address: holding 1 overlaps point 'level'" in errors
     assert any("in a circle" in error for error in errors)
     bit = 'type = "bool"\nsignal = { kind = "constant", value = '
     errors = errors_of(MINIMAL.replace(bit + "true }", bit + "1 }"))
-    assert errors == ["devices[0].points[4]: signal 'constant' gives numeric values, but the "
-                      "point's type is 'bool'"]
+    assert errors == [
+        "devices[0].points[4]: signal 'constant' gives numeric values, but the "
+        "point's type is 'bool'"
+    ]
 
 
 def test_repeat_must_follow_the_last_phase() -> None:

@@ -22,8 +22,9 @@ def rows(path: Path, stream: str) -> list[tuple[int, int]]:
     """(seq, ts) of the committed rows, read by another connection."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT seq, ts FROM outbox WHERE stream = ? ORDER BY id",
-                            (stream,)).fetchall()
+        return conn.execute(
+            "SELECT seq, ts FROM outbox WHERE stream = ? ORDER BY id", (stream,)
+        ).fetchall()
     finally:
         conn.close()
 
@@ -46,8 +47,10 @@ def test_seq_continues_across_reopen_even_when_everything_was_sent(tmp_path: Pat
     async def second() -> tuple[int, int]:
         store = make(path)
         try:
-            return (await store.put("alarms", {"n": 5}, ts=5, durable=True),
-                    await store.put("telemetry", {"samples": []}, ts=9, durable=True))
+            return (
+                await store.put("alarms", {"n": 5}, ts=5, durable=True),
+                await store.put("telemetry", {"samples": []}, ts=9, durable=True),
+            )
         finally:
             store.close()
 
@@ -114,8 +117,15 @@ def test_fetch_keeps_order_marks_replay_and_skips_acked(tmp_path: Path) -> None:
             payloads = [json.loads(row.payload) for row in got]
             assert [p["seq"] for p in payloads] == [1, 2, 3, 4, 5, 6]
             assert [p.get("replay", False) for p in payloads] == [True] * 3 + [False] * 3
-            assert payloads[0] == {"gateway": "gw1", "stream": "alarms", "seq": 1, "ts": 100,
-                                   "replay": True, "event": "raised", "n": 0}
+            assert payloads[0] == {
+                "gateway": "gw1",
+                "stream": "alarms",
+                "seq": 1,
+                "ts": 100,
+                "replay": True,
+                "event": "raised",
+                "n": 0,
+            }
             store.ack([got[0].id, got[1].id])  # not committed yet (interval 60 s)...
             again = store.fetch("alarms", 0, 100, replay_upto=0)
             assert [row.seq for row in again] == [3, 4, 5, 6]  # ...but never sent again
@@ -128,8 +138,15 @@ def test_fetch_keeps_order_marks_replay_and_skips_acked(tmp_path: Path) -> None:
 
 def test_quota_evicts_oldest_telemetry_never_alarms(tmp_path: Path) -> None:
     path = tmp_path / "buffer.db"
-    noise = [{"point": f"p{i}", "ts": 1_700_000_000_000 + i * 7919, "value": (i * 7919) % 1013 / 7,
-              "quality": "good"} for i in range(200)]
+    noise = [
+        {
+            "point": f"p{i}",
+            "ts": 1_700_000_000_000 + i * 7919,
+            "value": (i * 7919) % 1013 / 7,
+            "quality": "good",
+        }
+        for i in range(200)
+    ]
 
     async def scenario() -> dict:
         store = make(path, quota_mb=0.5, commit_interval=0.05)
@@ -186,8 +203,9 @@ def test_damaged_store_is_moved_aside_and_reported(tmp_path: Path, damage) -> No
     async def fill() -> None:
         store = make(path)
         for i in range(300):
-            await store.put("alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i,
-                            durable=True)
+            await store.put(
+                "alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i, durable=True
+            )
         store.close()
 
     asyncio.run(fill())
@@ -220,8 +238,7 @@ def test_unsynced_stamps_are_corrected_before_they_are_sent(tmp_path: Path) -> N
     synced = False
     wall = [1_000.0]  # the box thinks it is 1970
     mono = [50.0]
-    clock = Clock(lambda: synced, boot_id="boot-a", wall=lambda: wall[0],
-                  monotonic=lambda: mono[0])
+    clock = Clock(lambda: synced, boot_id="boot-a", wall=lambda: wall[0], monotonic=lambda: mono[0])
 
     async def scenario() -> tuple[list[dict], list[dict]]:
         nonlocal synced
@@ -230,19 +247,28 @@ def test_unsynced_stamps_are_corrected_before_they_are_sent(tmp_path: Path) -> N
             stamp = clock.now_ms()
             body = {"event": "raised", "sample_ts": stamp, "decided_ts": stamp}
             await store.put("alarms", body, ts=stamp, durable=True)
-            await store.put("telemetry", {"samples": [{"point": "p", "ts": stamp, "value": 1,
-                                                       "quality": "good"}]},
-                            ts=stamp, durable=True)
-            before = [json.loads(r.payload) for s in ("alarms", "telemetry")
-                      for r in store.fetch(s, 0, 10, replay_upto=0)]
+            await store.put(
+                "telemetry",
+                {"samples": [{"point": "p", "ts": stamp, "value": 1, "quality": "good"}]},
+                ts=stamp,
+                durable=True,
+            )
+            before = [
+                json.loads(r.payload)
+                for s in ("alarms", "telemetry")
+                for r in store.fetch(s, 0, 10, replay_upto=0)
+            ]
             mono[0] += 10  # ten seconds later NTP answers: the real time is 1.7e9
             wall[0] = 1_700_000_000.0
             synced = True
             delta = clock.check()
             assert delta is not None
             await asyncio.to_thread(store.correct_clock, "boot-a", delta)
-            after = [json.loads(r.payload) for s in ("alarms", "telemetry")
-                     for r in store.fetch(s, 0, 10, replay_upto=0)]
+            after = [
+                json.loads(r.payload)
+                for s in ("alarms", "telemetry")
+                for r in store.fetch(s, 0, 10, replay_upto=0)
+            ]
             return before, after
         finally:
             store.close()
@@ -279,8 +305,10 @@ def test_row_ids_are_never_reused_after_everything_was_sent(tmp_path: Path) -> N
 def test_full_disk_evicts_telemetry_and_keeps_every_alarm(tmp_path: Path) -> None:
     """SQLITE_FULL, as a full SD card gives it (here: a page limit on the file)."""
     path = tmp_path / "buffer.db"
-    noise = [{"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7,
-              "quality": "good"} for i in range(200)]
+    noise = [
+        {"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7, "quality": "good"}
+        for i in range(200)
+    ]
 
     async def scenario() -> dict:
         store = make(path, commit_interval=0.05)  # the quota is far away: the disk is not
@@ -304,11 +332,14 @@ def test_full_disk_evicts_telemetry_and_keeps_every_alarm(tmp_path: Path) -> Non
     assert left == list(range(left[0], 301))
 
 
-def test_low_disk_space_stops_growth_before_the_quota(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_low_disk_space_stops_growth_before_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "buffer.db"
-    noise = [{"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7,
-              "quality": "good"} for i in range(200)]
+    noise = [
+        {"point": f"p{i}", "ts": i * 7919, "value": (i * 7919) % 1013 / 7, "quality": "good"}
+        for i in range(200)
+    ]
     real = shutil.disk_usage
 
     def nearly_full(folder: object) -> object:
@@ -347,8 +378,10 @@ def test_a_version_2_store_is_migrated_not_moved_aside(tmp_path: Path) -> None:
 
     asyncio.run(fill())
     conn = sqlite3.connect(path)
-    conn.executescript("DROP INDEX outbox_stream; CREATE INDEX outbox_stream ON outbox(stream, id);"
-                       "UPDATE meta SET value = '2' WHERE key = 'schema_version';")
+    conn.executescript(
+        "DROP INDEX outbox_stream; CREATE INDEX outbox_stream ON outbox(stream, id);"
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+    )
     conn.close()
     store = make(path)
     try:

@@ -13,17 +13,21 @@ from watchpost.store import Store, StoreConfig
 
 
 def test_backlog_command_shows_depth_oldest_and_evictions(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "buffer.db"
-    noise = [{"point": f"p{k}", "ts": k * 7919, "value": (k * 7919) % 977 / 3,
-              "quality": "good"} for k in range(200)]
+    noise = [
+        {"point": f"p{k}", "ts": k * 7919, "value": (k * 7919) % 977 / 3, "quality": "good"}
+        for k in range(200)
+    ]
 
     async def fill() -> None:
         store = Store(StoreConfig(path=path, quota_mb=0.3, commit_interval=0.05), "gw1")
         await store.put("alarms", {"event": "raised"}, ts=1_732_000_000_000, durable=True)
         for i in range(200):
-            await store.put("telemetry", {"samples": noise}, ts=1_732_000_001_000 + i,
-                            durable=False)
+            await store.put(
+                "telemetry", {"samples": noise}, ts=1_732_000_001_000 + i, durable=False
+            )
         store.close()
 
     asyncio.run(fill())

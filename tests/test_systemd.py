@@ -65,8 +65,13 @@ def installed_copy(unit: Path, folder: Path) -> Path:
 @pytest.mark.parametrize("unit", [SERVICE, FIRSTBOOT], ids=lambda u: u.name)
 def test_verify(unit: Path, tmp_path: Path) -> None:
     copy = installed_copy(unit, tmp_path)
-    result = subprocess.run([tool("systemd-analyze"), "verify", str(copy)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [tool("systemd-analyze"), "verify", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert unit.name not in result.stdout + result.stderr
 
@@ -74,10 +79,16 @@ def test_verify(unit: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("unit", [SERVICE, FIRSTBOOT], ids=lambda u: u.name)
 def test_verify_as_shipped_finds_only_the_missing_command(unit: Path) -> None:
     """Unchanged, the unit's one complaint may be the command not being installed here."""
-    result = subprocess.run([tool("systemd-analyze"), "verify", str(unit)],
-                            capture_output=True, text=True, timeout=60, check=False)
-    complaints = [line for line in (result.stdout + result.stderr).splitlines()
-                  if unit.name in line]
+    result = subprocess.run(
+        [tool("systemd-analyze"), "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    complaints = [
+        line for line in (result.stdout + result.stderr).splitlines() if unit.name in line
+    ]
     if Path(INSTALLED_COMMAND).exists():
         assert result.returncode == 0, result.stderr
     for line in complaints:
@@ -88,7 +99,11 @@ def test_verify_as_shipped_finds_only_the_missing_command(unit: Path) -> None:
 def test_security_rating(unit: Path) -> None:
     result = subprocess.run(
         [tool("systemd-analyze"), "security", "--offline=true", "--no-pager", str(unit)],
-        capture_output=True, text=True, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?) (\w+)", result.stdout)
     assert match, result.stdout + result.stderr
     exposure, rating = float(match[1]), match[2]
@@ -128,14 +143,21 @@ def test_firstboot_unit_matches_the_command() -> None:
 
 def test_sysusers_makes_the_user_in_dialout(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
-    result = subprocess.run([tool("systemd-sysusers"), f"--root={tmp_path}", str(SYSUSERS)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [tool("systemd-sysusers"), f"--root={tmp_path}", str(SYSUSERS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text().splitlines()
     user = next(line.split(":") for line in passwd if line.startswith("watchpost:"))
     assert user[5] == "/var/lib/watchpost"
     assert user[6].endswith("nologin")
-    groups = {line.split(":")[0]: line.split(":")[3]
-              for line in (tmp_path / "etc" / "group").read_text().splitlines()}
+    groups = {
+        line.split(":")[0]: line.split(":")[3]
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
+    }
     assert "watchpost" in groups["dialout"].split(",")
     assert "watchpost" in groups

@@ -24,8 +24,15 @@ def make_uplink(url: str, store: Store, **config: Any) -> Uplink:
     config.setdefault("reconnect_min", 0.1)
     config.setdefault("reconnect_max", 0.5)
     config.setdefault("health_interval", 0.5)
-    return Uplink(UplinkConfig(broker=url, **config), store, site=SITE, gateway=GW,
-                  version="0.1.0", boot_id="boot-1", health=lambda: {"devices": {}})
+    return Uplink(
+        UplinkConfig(broker=url, **config),
+        store,
+        site=SITE,
+        gateway=GW,
+        version="0.1.0",
+        boot_id="boot-1",
+        health=lambda: {"devices": {}},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -50,20 +57,46 @@ def depth(store: Store, stream: str) -> int:
     return store.backlog()["streams"].get(stream, {}).get("depth", 0)
 
 
-def test_delivers_in_order_and_forgets_after_puback(tmp_path: Path, broker: Broker,
-                                                    subscriber, validate) -> None:
+def test_delivers_in_order_and_forgets_after_puback(
+    tmp_path: Path, broker: Broker, subscriber, validate
+) -> None:
     sub: Subscriber = subscriber(ROOT + "#")
 
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
         for i in range(50):  # stored before any connection: the backlog
-            await store.put("telemetry", {"samples": [
-                {"point": "ch4", "ts": 1_700_000_000_000 + i, "value": i / 10,
-                 "quality": "good"}]}, ts=1_700_000_000_000 + i, durable=False)
-        await store.put("alarms", {"event": "raised", "alarm": "ch4/high_alarm", "point": "ch4",
-                                   "rule": "high_alarm", "kind": "high", "level": "alarm",
-                                   "value": 1.2, "threshold": 1.0, "sample_ts": 1, "decided_ts": 2},
-                        ts=2, durable=True)
+            await store.put(
+                "telemetry",
+                {
+                    "samples": [
+                        {
+                            "point": "ch4",
+                            "ts": 1_700_000_000_000 + i,
+                            "value": i / 10,
+                            "quality": "good",
+                        }
+                    ]
+                },
+                ts=1_700_000_000_000 + i,
+                durable=False,
+            )
+        await store.put(
+            "alarms",
+            {
+                "event": "raised",
+                "alarm": "ch4/high_alarm",
+                "point": "ch4",
+                "rule": "high_alarm",
+                "kind": "high",
+                "level": "alarm",
+                "value": 1.2,
+                "threshold": 1.0,
+                "sample_ts": 1,
+                "decided_ts": 2,
+            },
+            ts=2,
+            durable=True,
+        )
         uplink = make_uplink(broker.url, store)
         async with running(uplink):
             await until(lambda: uplink.connected)
@@ -90,8 +123,9 @@ def test_delivers_in_order_and_forgets_after_puback(tmp_path: Path, broker: Brok
     asyncio.run(scenario())
 
 
-def test_rows_stay_until_the_broker_acknowledges(tmp_path: Path, broker: Broker, proxy: Proxy,
-                                                 subscriber) -> None:
+def test_rows_stay_until_the_broker_acknowledges(
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber
+) -> None:
     sub: Subscriber = subscriber(ROOT + "alarms")
 
     async def scenario() -> None:
@@ -115,8 +149,9 @@ def test_rows_stay_until_the_broker_acknowledges(tmp_path: Path, broker: Broker,
     asyncio.run(scenario())
 
 
-def test_status_is_retained_and_the_will_says_offline(tmp_path: Path, broker: Broker,
-                                                      proxy: Proxy, subscriber, validate) -> None:
+def test_status_is_retained_and_the_will_says_offline(
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber, validate
+) -> None:
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
         uplink = make_uplink(proxy.url, store)
@@ -130,14 +165,18 @@ def test_status_is_retained_and_the_will_says_offline(tmp_path: Path, broker: Br
             assert late.raw[0].retain
             proxy.reset()  # the gateway vanishes without DISCONNECT: the broker sends the will
             got = await asyncio.to_thread(
-                watcher.wait_for, ROOT + "status",
-                predicate=lambda ms: any(m["state"] == "offline" for m in ms))
+                watcher.wait_for,
+                ROOT + "status",
+                predicate=lambda ms: any(m["state"] == "offline" for m in ms),
+            )
             will = next(m for m in got if m["state"] == "offline")
-            await asyncio.to_thread(watcher.wait_for, ROOT + "status",
-                                    predicate=lambda ms: ms[-1]["state"] == "online")
+            await asyncio.to_thread(
+                watcher.wait_for, ROOT + "status", predicate=lambda ms: ms[-1]["state"] == "online"
+            )
         # a clean stop says offline itself
-        got = await asyncio.to_thread(watcher.wait_for, ROOT + "status",
-                                      predicate=lambda ms: ms[-1]["state"] == "offline")
+        got = await asyncio.to_thread(
+            watcher.wait_for, ROOT + "status", predicate=lambda ms: ms[-1]["state"] == "offline"
+        )
         store.close()
         assert online["state"] == "online"
         assert online["boot_id"] == "boot-1"
@@ -166,12 +205,18 @@ def test_outage_every_seq_arrives(tmp_path: Path, persistent_broker: Broker) -> 
                 await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
                 await store.put("telemetry", {"samples": []}, ts=i, durable=False)
                 await asyncio.sleep(0.05)
-            await asyncio.to_thread(sub.wait_for, ROOT + "alarms",
-                                    predicate=lambda ms: {m["seq"] for m in ms} >= set(
-                                        range(1, 31)), timeout=20)
-            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry",
-                                    predicate=lambda ms: {m["seq"] for m in ms} >= set(
-                                        range(1, 31)), timeout=20)
+            await asyncio.to_thread(
+                sub.wait_for,
+                ROOT + "alarms",
+                predicate=lambda ms: {m["seq"] for m in ms} >= set(range(1, 31)),
+                timeout=20,
+            )
+            await asyncio.to_thread(
+                sub.wait_for,
+                ROOT + "telemetry",
+                predicate=lambda ms: {m["seq"] for m in ms} >= set(range(1, 31)),
+                timeout=20,
+            )
         store.close()
 
     try:
@@ -214,11 +259,13 @@ def test_commands_get_replies(tmp_path: Path, broker: Broker, subscriber, valida
     asyncio.run(scenario())
 
 
-def test_live_alarm_overtakes_the_telemetry_backlog(tmp_path: Path, broker: Broker,
-                                                     subscriber) -> None:
+def test_live_alarm_overtakes_the_telemetry_backlog(
+    tmp_path: Path, broker: Broker, subscriber
+) -> None:
     sub: Subscriber = subscriber(ROOT + "alarms", ROOT + "telemetry")
-    batch = {"samples": [{"point": f"p{k}", "ts": k, "value": k, "quality": "good"}
-                         for k in range(300)]}
+    batch = {
+        "samples": [{"point": f"p{k}", "ts": k, "value": k, "quality": "good"} for k in range(300)]
+    }
 
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
@@ -243,27 +290,47 @@ def test_live_alarm_overtakes_the_telemetry_backlog(tmp_path: Path, broker: Brok
     assert [m["seq"] for m in sub.get(ROOT + "telemetry")] == list(range(1, 3001))
 
 
-def test_clock_sync_corrects_the_backlog_and_the_status(tmp_path: Path, broker: Broker,
-                                                       proxy: Proxy, subscriber,
-                                                       validate) -> None:
+def test_clock_sync_corrects_the_backlog_and_the_status(
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber, validate
+) -> None:
     sub: Subscriber = subscriber(ROOT + "#")
     state = {"synced": False}
     wall = [1_000.0]
-    clock = Clock(lambda: state["synced"], boot_id="boot-x", wall=lambda: wall[0],
-                  monotonic=time.monotonic)
+    clock = Clock(
+        lambda: state["synced"], boot_id="boot-x", wall=lambda: wall[0], monotonic=time.monotonic
+    )
 
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW, clock=clock)
-        uplink = Uplink(UplinkConfig(broker=proxy.url, reconnect_min=0.1, reconnect_max=0.3,
-                                     connect_timeout=1),
-                        store, site=SITE, gateway=GW, version="0.1.0", boot_id="boot-x",
-                        health=dict, clock=clock)
+        uplink = Uplink(
+            UplinkConfig(broker=proxy.url, reconnect_min=0.1, reconnect_max=0.3, connect_timeout=1),
+            store,
+            site=SITE,
+            gateway=GW,
+            version="0.1.0",
+            boot_id="boot-x",
+            health=dict,
+            clock=clock,
+        )
         proxy.blackhole()  # offline while unsynced: the alarm waits in the store
         stamp = clock.now_ms()
-        await store.put("alarms", {"event": "raised", "alarm": "p/high", "point": "p",
-                                   "rule": "high", "kind": "high", "level": "alarm",
-                                   "value": 2.0, "threshold": 1.0, "sample_ts": stamp,
-                                   "decided_ts": stamp}, ts=stamp, durable=True)
+        await store.put(
+            "alarms",
+            {
+                "event": "raised",
+                "alarm": "p/high",
+                "point": "p",
+                "rule": "high",
+                "kind": "high",
+                "level": "alarm",
+                "value": 2.0,
+                "threshold": 1.0,
+                "sample_ts": stamp,
+                "decided_ts": stamp,
+            },
+            ts=stamp,
+            durable=True,
+        )
         async with running(uplink):
             wall[0] = 1_700_000_000.0  # NTP answers
             state["synced"] = True
@@ -271,8 +338,11 @@ def test_clock_sync_corrects_the_backlog_and_the_status(tmp_path: Path, broker: 
             await asyncio.sleep(0.2)
             proxy.heal()
             await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1, 20)
-            await asyncio.to_thread(sub.wait_for, ROOT + "status",
-                                    predicate=lambda ms: ms and ms[-1]["clock"] == "synced")
+            await asyncio.to_thread(
+                sub.wait_for,
+                ROOT + "status",
+                predicate=lambda ms: ms and ms[-1]["clock"] == "synced",
+            )
         store.close()
 
     asyncio.run(scenario())

@@ -22,8 +22,9 @@ def test_bound_doubles_then_caps_and_resets() -> None:
 
 def test_a_thousand_gateways_do_not_reconnect_in_step() -> None:
     rng = random.Random(7)
-    gateways = [Backoff(initial=0.5, cap=60.0, rng=random.Random(rng.random()))
-                for _ in range(1000)]
+    gateways = [
+        Backoff(initial=0.5, cap=60.0, rng=random.Random(rng.random())) for _ in range(1000)
+    ]
     for _ in range(6):  # six failed rounds: bound 16 s
         delays = [g.next_delay() for g in gateways]
     # full jitter: spread uniformly over [0, 16 s], not bunched at the bound

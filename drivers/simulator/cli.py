@@ -18,10 +18,13 @@ EXIT_OS = 71  # EX_OSERR: a port is taken, a link path is a file
 
 TEXT_HELP = _("run a simulated hazard site (Modbus TCP and RTU) until Ctrl-C or SIGTERM")
 TEXT_SITE = _("the site file (TOML)")
-TEXT_EVENTS = _("keep the buses' addresses and every event in this JSON file, rewritten "
-                "after each event")
-TEXT_PORT_BASE = _("serve the TCP buses on this port and the following ones, in the file's "
-                   "order; 0: any free ports (see the events file)")
+TEXT_EVENTS = _(
+    "keep the buses' addresses and every event in this JSON file, rewritten after each event"
+)
+TEXT_PORT_BASE = _(
+    "serve the TCP buses on this port and the following ones, in the file's "
+    "order; 0: any free ports (see the events file)"
+)
 TEXT_SEED = _("seed of the noise, instead of the file's")
 TEXT_DURATION = _("stop by itself after this many seconds")
 TEXT_CHECK = _("only check the site file, print ok and exit")
@@ -55,8 +58,15 @@ def run(args: argparse.Namespace) -> int:
         print(TEXT_OK)
         return 0
     try:
-        asyncio.run(serve(site, events_path=args.events, port_base=args.port_base,
-                          seed=args.seed, duration=args.duration))
+        asyncio.run(
+            serve(
+                site,
+                events_path=args.events,
+                port_base=args.port_base,
+                seed=args.seed,
+                duration=args.duration,
+            )
+        )
     except SimulatorError as exc:
         print(TEXT_CANNOT_START.format(error=exc), file=sys.stderr)
         return EXIT_OS
@@ -68,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="watchpost-simulate", description=TEXT_HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return run(args)
 
 

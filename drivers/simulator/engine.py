@@ -60,17 +60,20 @@ def encode(point: SimPoint, value: float) -> list[int]:
     if point.type == "float32":
         raw = max(-_FLOAT32_MAX, min(_FLOAT32_MAX, raw))
         return ModbusClientMixin.convert_to_registers(
-            raw, _DATATYPES["float32"], word_order=point.word_order)
+            raw, _DATATYPES["float32"], word_order=point.word_order
+        )
     low, high = _LIMITS[point.type]
     whole = max(low, min(high, round(raw)))
     return ModbusClientMixin.convert_to_registers(
-        whole, _DATATYPES[point.type], word_order=point.word_order)
+        whole, _DATATYPES[point.type], word_order=point.word_order
+    )
 
 
 def decode(point: SimPoint, words: list[int]) -> float:
     """The engineering value carried by ``words`` (the inverse of ``encode``)."""
     raw = ModbusClientMixin.convert_from_registers(
-        words, _DATATYPES[point.type], word_order=point.word_order)
+        words, _DATATYPES[point.type], word_order=point.word_order
+    )
     return float(cast(float, raw)) * point.scale + point.offset
 
 
@@ -91,7 +94,8 @@ class Segment:
         if t <= self.t0:
             return self.v0
         return float(self.v0) + (float(self.v1) - float(self.v0)) * (t - self.t0) / (
-            self.t1 - self.t0)
+            self.t1 - self.t0
+        )
 
 
 @dataclass
@@ -183,8 +187,14 @@ class SiteEngine:
             for mark in state.config.marks:
                 if v0 < mark <= v1 or v1 <= mark < v0:
                     fraction = (mark - v0) / (v1 - v0)
-                    crossings.append(Crossing(change.point, mark, "up" if v1 > v0 else "down",
-                                              at + change.over * fraction))
+                    crossings.append(
+                        Crossing(
+                            change.point,
+                            mark,
+                            "up" if v1 > v0 else "down",
+                            at + change.over * fraction,
+                        )
+                    )
         crossings.sort(key=lambda crossing: crossing.t)
         return ramps, crossings
 
@@ -194,8 +204,9 @@ class SiteEngine:
         """The current registers (or bits) of a device's table, from address 0."""
         return self._images[(device, table)]
 
-    def write(self, device: SimDeviceConfig, table: Table, address: int,
-              values: list[int] | list[bool]) -> None:
+    def write(
+        self, device: SimDeviceConfig, table: Table, address: int, values: list[int] | list[bool]
+    ) -> None:
         """A master wrote ``values``: the points they cover hold the written value."""
         image = self._images[(device.name, table)]
         for offset, value in enumerate(values):
@@ -203,14 +214,17 @@ class SiteEngine:
                 image[address + offset] = value
         end = address + len(values)
         for point in device.points:
-            if point.table != table or point.address + point.width <= address or \
-                    point.address >= end:
+            if (
+                point.table != table
+                or point.address + point.width <= address
+                or point.address >= end
+            ):
                 continue
             state = self.points[point.name]
             if point.is_bool:
                 state.held = bool(image[point.address])
             else:
-                words = [int(w) for w in image[point.address: point.address + point.width]]
+                words = [int(w) for w in image[point.address : point.address + point.width]]
                 state.held = decode(point, words)
             state.shown = state.held
 
@@ -244,7 +258,8 @@ class SiteEngine:
             return float(state.true) + signal.gain * float(self.points[signal.of].true) * dt
         if isinstance(signal, Wander):
             value = float(state.mean.at(t)) + signal.amplitude * math.sin(
-                2 * math.pi * t / signal.period)
+                2 * math.pi * t / signal.period
+            )
         elif isinstance(signal, Linear):
             value = signal.gain * float(self.points[signal.of].true) + signal.bias
         elif isinstance(signal, Product):
@@ -271,7 +286,8 @@ class SiteEngine:
             else:
                 # frozen at the given value, or at the reading of the moment it began
                 frozen = state.stuck_at.setdefault(
-                    index, fault.value if fault.value is not None else value)
+                    index, fault.value if fault.value is not None else value
+                )
                 value = frozen
         return value
 
@@ -282,7 +298,7 @@ class SiteEngine:
             if point.is_bool:
                 image[point.address] = bool(value)
             else:
-                image[point.address: point.address + point.width] = encode(point, float(value))
+                image[point.address : point.address + point.width] = encode(point, float(value))
 
 
 def _initial_mean(point: SimPoint) -> Value:

@@ -65,9 +65,18 @@ TEXT_NO_EVENTS = _("cannot write the events file {path}: {error}")
 TEXT_NO_LINK = _("bus {name}: cannot make the link {path}: {error}")
 
 # function codes -> the table they touch
-_FC_TABLES = {1: Table.COIL, 5: Table.COIL, 15: Table.COIL, 2: Table.DISCRETE,
-              3: Table.HOLDING, 6: Table.HOLDING, 16: Table.HOLDING, 22: Table.HOLDING,
-              23: Table.HOLDING, 4: Table.INPUT}
+_FC_TABLES = {
+    1: Table.COIL,
+    5: Table.COIL,
+    15: Table.COIL,
+    2: Table.DISCRETE,
+    3: Table.HOLDING,
+    6: Table.HOLDING,
+    16: Table.HOLDING,
+    22: Table.HOLDING,
+    23: Table.HOLDING,
+    4: Table.INPUT,
+}
 
 
 class SimulatorError(Exception):
@@ -202,7 +211,7 @@ def _pack_bits(bits: list[bool]) -> list[int]:
     words = []
     for start in range(0, len(bits), 16):
         word = 0
-        for i, bit in enumerate(bits[start:start + 16]):
+        for i, bit in enumerate(bits[start : start + 16]):
             if bit:
                 word |= 1 << i
         words.append(word)
@@ -212,8 +221,14 @@ def _pack_bits(bits: list[bool]) -> list[int]:
 class SiteServer:
     """Everything the simulator serves, and its life from start to a clean stop."""
 
-    def __init__(self, site: SiteConfig, *, events: EventLog, port_base: int | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        events: EventLog,
+        port_base: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.site = site
         self.engine = SiteEngine(site, seed=seed)
         self.events = events
@@ -233,8 +248,11 @@ class SiteServer:
             tcp_index = 0
             for bus in self.site.buses:
                 if isinstance(bus, TcpBus):
-                    port = bus.port if self.port_base is None else (
-                        self.port_base + tcp_index if self.port_base else 0)
+                    port = (
+                        bus.port
+                        if self.port_base is None
+                        else (self.port_base + tcp_index if self.port_base else 0)
+                    )
                     tcp_index += 1
                     await self._start_tcp(bus, port)
                 else:
@@ -250,9 +268,13 @@ class SiteServer:
             raise SimulatorError(TEXT_NO_EVENTS.format(path=self.events.path, error=exc)) from exc
 
     def _begin_events(self) -> None:
-        self.events.begin(site=self.site.site.name, pid=os.getpid(),
-                          started_at=self.clock.started_at, tick=self.engine.tick,
-                          buses=self._buses)
+        self.events.begin(
+            site=self.site.site.name,
+            pid=os.getpid(),
+            started_at=self.clock.started_at,
+            tick=self.engine.tick,
+            buses=self._buses,
+        )
         lines = [TEXT_READY.format(site=self.site.site.name, pid=os.getpid())]
         for name, bus in self._buses.items():
             if bus["type"] == "modbus_tcp":
@@ -267,17 +289,23 @@ class SiteServer:
         catch_all = SimDevice(0, simdata=_blocks(None), action=_refuse_unknown)
         server = ModbusTcpServer(
             [*(self._sim_device(d) for d in devices), catch_all],
-            address=(bus.host, port), ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=False))  # type: ignore[arg-type]
+            address=(bus.host, port),
+            ignore_missing_devices=True,
+            trace_pdu=partial(self._trace, devices, silent_unknown=False),
+        )  # type: ignore[arg-type]
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
-            raise SimulatorError(TEXT_NO_LISTEN.format(name=bus.name,
-                                                       where=f"{bus.host}:{port}")) from exc
+            raise SimulatorError(
+                TEXT_NO_LISTEN.format(name=bus.name, where=f"{bus.host}:{port}")
+            ) from exc
         self._servers.append(server)
         listener = cast(asyncio.Server, server.transport)  # a listening server's transport
-        self._buses[bus.name] = {"type": "modbus_tcp", "host": bus.host,
-                                 "port": listener.sockets[0].getsockname()[1]}
+        self._buses[bus.name] = {
+            "type": "modbus_tcp",
+            "host": bus.host,
+            "port": listener.sockets[0].getsockname()[1],
+        }
 
     async def _start_rtu(self, bus: RtuBus) -> None:
         devices = self._devices_on(bus.name)
@@ -287,21 +315,30 @@ class SiteServer:
         try:
             path = make_link(bus.link, modem.client_path)
         except OSError as exc:
-            raise SimulatorError(TEXT_NO_LINK.format(name=bus.name, path=bus.link,
-                                                     error=exc)) from exc
+            raise SimulatorError(
+                TEXT_NO_LINK.format(name=bus.name, path=bus.link, error=exc)
+            ) from exc
         self._links.append((path, modem.client_path))
         server = ModbusSerialServer(
-            [self._sim_device(d) for d in devices], port=modem.server_path,
-            baudrate=bus.baudrate, ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=True))  # type: ignore[arg-type]
+            [self._sim_device(d) for d in devices],
+            port=modem.server_path,
+            baudrate=bus.baudrate,
+            ignore_missing_devices=True,
+            trace_pdu=partial(self._trace, devices, silent_unknown=True),
+        )  # type: ignore[arg-type]
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
-            raise SimulatorError(TEXT_NO_LISTEN.format(name=bus.name,
-                                                       where=modem.server_path)) from exc
+            raise SimulatorError(
+                TEXT_NO_LISTEN.format(name=bus.name, where=modem.server_path)
+            ) from exc
         self._servers.append(server)
-        self._buses[bus.name] = {"type": "modbus_rtu", "link": str(path),
-                                 "tty": modem.client_path, "baudrate": bus.baudrate}
+        self._buses[bus.name] = {
+            "type": "modbus_rtu",
+            "link": str(path),
+            "tty": modem.client_path,
+            "baudrate": bus.baudrate,
+        }
 
     async def stop(self) -> None:
         """Stop serving, close the pseudo-terminals, remove the links. Never raises."""
@@ -339,8 +376,7 @@ class SiteServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, wake - self.clock.now()))
         t = self.clock.now()
-        self.events.add(TEXT_STOPPED.format(t=t), event="stopped", t=round(t, 3),
-                        time=time.time())
+        self.events.add(TEXT_STOPPED.format(t=t), event="stopped", t=round(t, 3), time=time.time())
 
     def _script_times(self) -> Callable[[int], tuple[float, int, int]] | None:
         """The n-th scripted phase to start: (time, phase index, cycle)."""
@@ -362,14 +398,31 @@ class SiteServer:
         phase = self.site.script[index]
         ramps, crossings = self.engine.apply_phase(phase, at)
         lines = [TEXT_PHASE.format(t=at, name=phase.name)]
-        lines += [TEXT_RAMP.format(point=r.point, start=_show(r.value_from),
-                                   end=_show(r.value_to), t0=r.start, t1=r.end) for r in ramps]
-        lines += [TEXT_CROSS.format(point=c.point, direction=c.direction, mark=c.mark, t=c.t)
-                  for c in crossings]
-        self.events.add("\n".join(lines), event="phase", name=phase.name, index=index,
-                        cycle=cycle, t=at, time=self.clock.started_at + at,
-                        changes=[_ramp_json(r) for r in ramps],
-                        crossings=[_crossing_json(c, self.clock.started_at) for c in crossings])
+        lines += [
+            TEXT_RAMP.format(
+                point=r.point,
+                start=_show(r.value_from),
+                end=_show(r.value_to),
+                t0=r.start,
+                t1=r.end,
+            )
+            for r in ramps
+        ]
+        lines += [
+            TEXT_CROSS.format(point=c.point, direction=c.direction, mark=c.mark, t=c.t)
+            for c in crossings
+        ]
+        self.events.add(
+            "\n".join(lines),
+            event="phase",
+            name=phase.name,
+            index=index,
+            cycle=cycle,
+            t=at,
+            time=self.clock.started_at + at,
+            changes=[_ramp_json(r) for r in ramps],
+            crossings=[_crossing_json(c, self.clock.started_at) for c in crossings],
+        )
 
     def _announce_faults(self, now: float) -> None:
         for index, fault in enumerate(self.site.faults):
@@ -380,9 +433,16 @@ class SiteServer:
             at = fault.start if active else (fault.end or now)
             state = "start" if active else "end"
             (self._active_faults.add if active else self._active_faults.discard)(index)
-            self.events.add(TEXT_FAULT.format(t=at, kind=fault.kind, target=target, state=state),
-                            event="fault", kind=fault.kind, target=target, state=state,
-                            index=index, t=at, time=self.clock.started_at + at)
+            self.events.add(
+                TEXT_FAULT.format(t=at, kind=fault.kind, target=target, state=state),
+                event="fault",
+                kind=fault.kind,
+                target=target,
+                state=state,
+                index=index,
+                t=at,
+                time=self.clock.started_at + at,
+            )
 
     # -- what a master sees --------------------------------------------------------------------
 
@@ -391,16 +451,18 @@ class SiteServer:
 
     def _sim_device(self, device: SimDeviceConfig) -> SimDevice:
         spans = {table: len(self.engine.image(device.name, table)) for table in Table}
-        return SimDevice(device.unit, simdata=_blocks(spans),
-                         action=partial(self._action, device))
+        return SimDevice(device.unit, simdata=_blocks(spans), action=partial(self._action, device))
 
     def _silent(self, device: SimDeviceConfig) -> bool:
         now = self.clock.now()
-        return any(isinstance(fault, Silent) and fault.device == device.name and fault.active(now)
-                   for fault in self.site.faults)
+        return any(
+            isinstance(fault, Silent) and fault.device == device.name and fault.active(now)
+            for fault in self.site.faults
+        )
 
-    def _trace(self, devices: list[SimDeviceConfig], sending: bool, pdu: ModbusPDU, *,
-               silent_unknown: bool) -> ModbusPDU | None:
+    def _trace(
+        self, devices: list[SimDeviceConfig], sending: bool, pdu: ModbusPDU, *, silent_unknown: bool
+    ) -> ModbusPDU | None:
         """Drop requests to a silent device (and, on a serial line, to absent units).
 
         pymodbus answers nothing when the hook returns None for a received request, though
@@ -414,9 +476,15 @@ class SiteServer:
         return None if silent_unknown else pdu
 
     async def _action(  # noqa: PLR0917 - the signature of pymodbus's SimAction
-            self, device: SimDeviceConfig, function_code: int, _start: int,
-                      address: int, count: int, registers: list[int],
-                      set_values: list[int] | list[bool] | None) -> ExcCodes | None:
+        self,
+        device: SimDeviceConfig,
+        function_code: int,
+        _start: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         """Called by pymodbus on every access: inject faults, then serve the engine's image.
 
         For bit tables pymodbus passes ``count`` in registers of 16 bits, not in bits.
@@ -426,13 +494,17 @@ class SiteServer:
             return ExcCodes.ILLEGAL_FUNCTION
         now = self.clock.now()
         for fault in self.site.faults:
-            if not (isinstance(fault, Slow | Refuse) and fault.device == device.name
-                    and fault.active(now)):
+            if not (
+                isinstance(fault, Slow | Refuse)
+                and fault.device == device.name
+                and fault.active(now)
+            ):
                 continue
             if isinstance(fault, Slow):
                 await asyncio.sleep(fault.delay)
             elif fault.table == table and _overlaps(
-                    fault.address, fault.count, address, 1 if table.is_bits else count):
+                fault.address, fault.count, address, 1 if table.is_bits else count
+            ):
                 return ExcCodes(fault.code)
         image = self.engine.image(device.name, table)
         if table.is_bits:
@@ -455,8 +527,9 @@ async def _refuse_unknown(*_args: Any) -> ExcCodes:
     return ExcCodes.GATEWAY_NO_RESPONSE
 
 
-def _blocks(spans: dict[Table, int] | None) -> tuple[list[SimData], list[SimData],
-                                                      list[SimData], list[SimData]]:
+def _blocks(
+    spans: dict[Table, int] | None,
+) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
     """pymodbus's four tables, each covering the image from address 0 (at least one cell)."""
     spans = spans or {}
 
@@ -479,18 +552,34 @@ def _show(value: float | bool) -> str:
 
 
 def _ramp_json(ramp: RampInfo) -> dict[str, Any]:
-    return {"point": ramp.point, "from": ramp.value_from, "to": ramp.value_to,
-            "start": ramp.start, "end": ramp.end}
+    return {
+        "point": ramp.point,
+        "from": ramp.value_from,
+        "to": ramp.value_to,
+        "start": ramp.start,
+        "end": ramp.end,
+    }
 
 
 def _crossing_json(crossing: Crossing, started_at: float) -> dict[str, Any]:
-    return {"point": crossing.point, "mark": crossing.mark, "direction": crossing.direction,
-            "t": round(crossing.t, 3), "time": started_at + crossing.t}
+    return {
+        "point": crossing.point,
+        "mark": crossing.mark,
+        "direction": crossing.direction,
+        "t": round(crossing.t, 3),
+        "time": started_at + crossing.t,
+    }
 
 
-async def serve(site: SiteConfig, *, events_path: Path | None = None,
-                port_base: int | None = None, seed: int | None = None,
-                duration: float | None = None, out: TextIO = sys.stdout) -> None:
+async def serve(
+    site: SiteConfig,
+    *,
+    events_path: Path | None = None,
+    port_base: int | None = None,
+    seed: int | None = None,
+    duration: float | None = None,
+    out: TextIO = sys.stdout,
+) -> None:
     """Run the simulated site until SIGINT or SIGTERM (or ``duration``); stop cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

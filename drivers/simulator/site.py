@@ -44,8 +44,10 @@ TEXT_SAME_UNIT = _("unit {unit} is used twice on bus {bus!r}")
 TEXT_OVERLAP = _("{table} {address} overlaps point {other!r}")
 TEXT_SIGNAL_TYPE = _("signal {kind!r} gives {gives} values, but the point's type is {type!r}")
 TEXT_CYCLE = _("signals depend on each other in a circle: {points}")
-TEXT_DERIVED_CHANGE = _("point {name!r} follows other points ({kind}); script changes act on "
-                        "wander and constant signals")
+TEXT_DERIVED_CHANGE = _(
+    "point {name!r} follows other points ({kind}); script changes act on "
+    "wander and constant signals"
+)
 TEXT_CHANGE_TYPE = _("point {name!r} is {type}; 'to' must be {expected}")
 TEXT_END_BEFORE_START = _("end must be after start")
 TEXT_REPEAT_SHORT = _("repeat ({repeat} s) must be later than the last phase ({last} s)")
@@ -62,11 +64,14 @@ class SiteInfo(Model):
 
     name: str = Field(default="simulated-site", pattern=NAME, description="Name, for messages.")
     seed: int = Field(default=0, description="Seed of the noise; same seed, same values.")
-    tick: float = Field(default=0.1, ge=0.01, le=5,
-                        description="Seconds between updates of the served values.")
+    tick: float = Field(
+        default=0.1, ge=0.01, le=5, description="Seconds between updates of the served values."
+    )
     repeat: float | None = Field(
-        default=None, gt=0,
-        description="Run the script again every this many seconds; default: once.")
+        default=None,
+        gt=0,
+        description="Run the script again every this many seconds; default: once.",
+    )
 
 
 # -- buses ---------------------------------------------------------------------------------
@@ -78,7 +83,8 @@ class TcpBus(Model):
     type: Literal["modbus_tcp"] = Field(description="Bus type.")
     name: str = Field(pattern=NAME, description="Bus name, unique in the file.")
     host: Literal["127.0.0.1", "::1", "localhost"] = Field(
-        default="127.0.0.1", description="Loopback address to listen on.")
+        default="127.0.0.1", description="Loopback address to listen on."
+    )
     port: int = Field(ge=0, le=65535, description="TCP port; 0: any free port.")
 
 
@@ -87,10 +93,12 @@ class RtuBus(Model):
 
     type: Literal["modbus_rtu"] = Field(description="Bus type.")
     name: str = Field(pattern=NAME, description="Bus name, unique in the file.")
-    link: Path = Field(description="Path of the link to the serial end; relative to the "
-                                   "working directory.")
+    link: Path = Field(
+        description="Path of the link to the serial end; relative to the working directory."
+    )
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
-        default=9600, description="Line speed the server's port is set to.")
+        default=9600, description="Line speed the server's port is set to."
+    )
 
 
 BusConfig = Annotated[TcpBus | RtuBus, Field(discriminator="type")]
@@ -102,10 +110,18 @@ BusConfig = Annotated[TcpBus | RtuBus, Field(discriminator="type")]
 class Noisy(Model):
     """Correlated noise (Ornstein-Uhlenbeck) added to a numeric signal."""
 
-    noise: float = Field(default=0.0, ge=0, allow_inf_nan=False,
-                         description="Standard deviation of the noise, in the point's unit.")
-    tau: float = Field(default=5.0, gt=0, allow_inf_nan=False,
-                       description="Correlation time of the noise in seconds.")
+    noise: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Standard deviation of the noise, in the point's unit.",
+    )
+    tau: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Correlation time of the noise in seconds.",
+    )
     min: float | None = Field(default=None, description="Lowest value the signal reaches.")
     max: float | None = Field(default=None, description="Highest value the signal reaches.")
 
@@ -148,8 +164,11 @@ class Integral(Model):
 
     kind: Literal["integral"] = Field(description="Signal kind.")
     of: str = Field(description="The point integrated.")
-    gain: float = Field(default=1.0, allow_inf_nan=False,
-                        description="Factor per second, e.g. 1/3600 for kW to kWh.")
+    gain: float = Field(
+        default=1.0,
+        allow_inf_nan=False,
+        description="Factor per second, e.g. 1/3600 for kW to kWh.",
+    )
     start: float = Field(default=0.0, allow_inf_nan=False, description="Value at t=0.")
 
 
@@ -161,8 +180,9 @@ class Square(Model):
     duty: float = Field(default=0.5, ge=0, le=1, description="Fraction of the period it is on.")
 
 
-Signal = Annotated[Wander | Constant | Linear | Product | Integral | Square,
-                   Field(discriminator="kind")]
+Signal = Annotated[
+    Wander | Constant | Linear | Product | Integral | Square, Field(discriminator="kind")
+]
 BOOL_SIGNALS = ("square",)
 NUMERIC_SIGNALS = ("wander", "linear", "product", "integral")
 
@@ -184,14 +204,17 @@ class SimPoint(Model):
     address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
     type: DataType = Field(default="uint16", description="Data type of the raw value.")
     word_order: Literal["big", "little"] = Field(
-        default="big", description="Order of the two words of 32-bit types.")
+        default="big", description="Order of the two words of 32-bit types."
+    )
     scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
     offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
     marks: list[float] = Field(
         default_factory=list,
-        description="Values whose crossing by the scripted mean the simulator announces.")
-    signal: Signal = Field(default=Constant(kind="constant", value=0.0),
-                           description="How the value moves.")
+        description="Values whose crossing by the scripted mean the simulator announces.",
+    )
+    signal: Signal = Field(
+        default=Constant(kind="constant", value=0.0), description="How the value moves."
+    )
 
     @property
     def width(self) -> int:
@@ -205,20 +228,28 @@ class SimPoint(Model):
     @model_validator(mode="after")
     def _consistent(self) -> SimPoint:
         if self.table.is_bits != self.is_bool:
-            expected = ("coils and discrete inputs are bool" if self.table.is_bits
-                        else "registers hold numbers, not bool")
-            raise ValueError(TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table),
-                                                    expected=expected))
+            expected = (
+                "coils and discrete inputs are bool"
+                if self.table.is_bits
+                else "registers hold numbers, not bool"
+            )
+            raise ValueError(
+                TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table), expected=expected)
+            )
         if self.address + self.width > 65536:
             raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
         if self.scale == 0:
             raise ValueError("scale must not be 0")
         kind = self.signal.kind
         gives_bool = kind in BOOL_SIGNALS or (
-            isinstance(self.signal, Constant) and isinstance(self.signal.value, bool))
+            isinstance(self.signal, Constant) and isinstance(self.signal.value, bool)
+        )
         if gives_bool != self.is_bool:
-            raise ValueError(TEXT_SIGNAL_TYPE.format(
-                kind=kind, gives="bool" if gives_bool else "numeric", type=self.type))
+            raise ValueError(
+                TEXT_SIGNAL_TYPE.format(
+                    kind=kind, gives="bool" if gives_bool else "numeric", type=self.type
+                )
+            )
         return self
 
 
@@ -239,8 +270,12 @@ class Change(Model):
 
     point: str = Field(description="The point changed.")
     to: bool | float = Field(description="The new mean (a number) or state (true/false).")
-    over: float = Field(default=0.0, ge=0, allow_inf_nan=False,
-                        description="Seconds of the linear ramp; a bit switches at the end.")
+    over: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds of the linear ramp; a bit switches at the end.",
+    )
 
 
 class Phase(Model):
@@ -293,8 +328,12 @@ class Refuse(Window):
     table: Table = Field(default=Table.HOLDING, description="The table of the range.")
     address: int = Field(default=0, ge=0, le=65535, description="First address of the range.")
     count: int = Field(default=65536, ge=1, le=65536, description="Length of the range.")
-    code: int = Field(default=2, ge=1, le=11,
-                      description="Exception code; 2 illegal data address, 4 device failure.")
+    code: int = Field(
+        default=2,
+        ge=1,
+        le=11,
+        description="Exception code; 2 illegal data address, 4 device failure.",
+    )
 
 
 class Stuck(Window):
@@ -369,8 +408,9 @@ def _check_buses(site: SiteConfig) -> Iterable[str]:
     for what, key, names in (("bus", "buses", bus_names), ("device", "devices", device_names)):
         for index, name in _duplicates(names):
             yield f"{key}[{index}].name: " + TEXT_DUPLICATE.format(what=what, name=name)
-    ports = [(b, bus.port) for b, bus in enumerate(site.buses)
-             if isinstance(bus, TcpBus) and bus.port]
+    ports = [
+        (b, bus.port) for b, bus in enumerate(site.buses) if isinstance(bus, TcpBus) and bus.port
+    ]
     for index, port in _duplicates([port for _b, port in ports]):
         yield f"buses[{ports[index][0]}].port: " + TEXT_PORT_TWICE.format(port=port)
     links = [(b, str(bus.link)) for b, bus in enumerate(site.buses) if isinstance(bus, RtuBus)]
@@ -400,7 +440,8 @@ def _check_devices(site: SiteConfig) -> Iterable[str]:
                 other = taken.get((point.table, address))
                 if other is not None:
                     yield f"{where}.address: " + TEXT_OVERLAP.format(
-                        table=point.table, address=address, other=other)
+                        table=point.table, address=address, other=other
+                    )
                     break
                 taken[(point.table, address)] = point.name
             sources = _depends_on(point.signal)
@@ -426,11 +467,14 @@ def _check_script(site: SiteConfig) -> Iterable[str]:
                 continue
             if not isinstance(point.signal, Wander | Constant):
                 yield f"{where}.point: " + TEXT_DERIVED_CHANGE.format(
-                    name=point.name, kind=point.signal.kind)
+                    name=point.name, kind=point.signal.kind
+                )
             if isinstance(change.to, bool) != point.is_bool:
                 yield f"{where}.to: " + TEXT_CHANGE_TYPE.format(
-                    name=point.name, type="a bit" if point.is_bool else "a number",
-                    expected="true or false" if point.is_bool else "a number")
+                    name=point.name,
+                    type="a bit" if point.is_bool else "a number",
+                    expected="true or false" if point.is_bool else "a number",
+                )
     if site.site.repeat is not None and site.script:
         last = max(phase.at for phase in site.script)
         if site.site.repeat <= last:
@@ -446,11 +490,16 @@ def _check_faults(site: SiteConfig) -> Iterable[str]:
                 yield f"faults[{f}].device: " + TEXT_NO_DEVICE.format(name=fault.device)
         elif fault.point not in points:
             yield f"faults[{f}].point: " + TEXT_NO_POINT.format(name=fault.point)
-        elif isinstance(fault, Stuck) and fault.value is not None and \
-                isinstance(fault.value, bool) != points[fault.point].is_bool:
+        elif (
+            isinstance(fault, Stuck)
+            and fault.value is not None
+            and isinstance(fault.value, bool) != points[fault.point].is_bool
+        ):
             yield f"faults[{f}].value: " + TEXT_CHANGE_TYPE.format(
-                name=fault.point, type="a bit" if points[fault.point].is_bool else "a number",
-                expected="true or false" if points[fault.point].is_bool else "a number")
+                name=fault.point,
+                type="a bit" if points[fault.point].is_bool else "a number",
+                expected="true or false" if points[fault.point].is_bool else "a number",
+            )
         elif isinstance(fault, Drift) and points[fault.point].is_bool:
             yield f"faults[{f}].point: " + TEXT_NO_DRIFT
 
@@ -473,7 +522,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         path.append(name)
         for nxt in graph.get(name, []):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt in graph and nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -507,6 +556,22 @@ def evaluation_order(site: SiteConfig) -> list[str]:
 
 # pydantic's error types, said the way an installer reads them
 # discriminator values of the file's tagged unions: not keys, left out of error paths
-_TAGS = frozenset({"modbus_tcp", "modbus_rtu", "wander", "constant", "linear", "product",
-                   "integral", "square", "silent", "slow", "exception", "stuck", "drift",
-                   "bool", "float"})
+_TAGS = frozenset(
+    {
+        "modbus_tcp",
+        "modbus_rtu",
+        "wander",
+        "constant",
+        "linear",
+        "product",
+        "integral",
+        "square",
+        "silent",
+        "slow",
+        "exception",
+        "stuck",
+        "drift",
+        "bool",
+        "float",
+    }
+)
