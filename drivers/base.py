@@ -5,6 +5,8 @@ Exceptions::
     BusError                 base: a transaction on a bus failed
     +-- CommError            no valid answer (timeout, no connection, bad frame); a retry can help
     +-- DeviceError          the device answered with a Modbus exception; a retry will not help
+    +-- AnswerError          an answer that does not fit its request (length, byte count);
+                             its values are not trusted; a retry may help, the next poll retries
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ class DeviceError(BusError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AnswerError(BusError):
+    """An answer whose shape does not fit the request (more or fewer registers than asked
+    for, a byte count that does not match): the values are not trusted. The next poll tries
+    again; a device that keeps answering so is misconfigured or not the device meant."""
+
+    retry_can_help = True
 
 
 class Bus(Protocol):

@@ -1,4 +1,10 @@
-"""What Modbus TCP and Modbus RTU share: one pymodbus async client per bus."""
+"""What Modbus TCP and Modbus RTU share: one pymodbus async client per bus.
+
+pymodbus takes a read answer's registers from its byte count and drops whatever does not
+fit; the answer classes below keep the byte count and the payload's real length, so that an
+answer with more or fewer registers than asked for, or an odd byte count, is refused
+(``AnswerError``) instead of being read as good values.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,13 @@ from collections.abc import Awaitable, Callable
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
-from watchpost.drivers.base import CommError, DeviceError, ReadRequest, Table
+from watchpost.drivers.base import AnswerError, CommError, DeviceError, ReadRequest, Table
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +38,56 @@ EXCEPTION_NAMES = {
 }
 
 
+class _Measured:
+    """Mixin for read answers: keep the byte count and the length of what followed it."""
+
+    byte_count: int = -1
+    payload_length: int = -1
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = data[0] if data else -1
+        self.payload_length = len(data) - 1
+        super().decode(data)  # type: ignore[misc]
+
+
+class _HoldingAnswer(_Measured, ReadHoldingRegistersResponse):
+    pass
+
+
+class _InputAnswer(_Measured, ReadInputRegistersResponse):
+    pass
+
+
+class _CoilAnswer(_Measured, ReadCoilsResponse):
+    pass
+
+
+class _DiscreteAnswer(_Measured, ReadDiscreteInputsResponse):
+    pass
+
+
+ANSWER_CLASSES: tuple[type[ModbusPDU], ...] = (
+    _HoldingAnswer,
+    _InputAnswer,
+    _CoilAnswer,
+    _DiscreteAnswer,
+)
+
+
+def answer_mismatch(request: ReadRequest, response: ModbusPDU) -> str | None:
+    """Why ``response`` does not answer ``request`` (byte count, length), or None if it does."""
+    expected = (request.count + 7) // 8 if request.table.is_bits else 2 * request.count
+    byte_count = getattr(response, "byte_count", expected)
+    length = getattr(response, "payload_length", expected)
+    if byte_count == expected and length == expected:
+        return None
+    unit = "bits" if request.table.is_bits else "registers"
+    return (
+        f"answer has byte count {byte_count} and {length} data bytes; "
+        f"{request.count} {unit} need {expected}"
+    )
+
+
 class ModbusBus:
     """A bus carried by a pymodbus async client; subclasses only build the client."""
 
@@ -35,6 +96,8 @@ class ModbusBus:
     def __init__(self, name: str, client: ModbusBaseClient) -> None:
         self.name = name
         self._client = client
+        for answer in ANSWER_CLASSES:
+            client.register(answer)
         self._readers = {
             Table.HOLDING: client.read_holding_registers,
             Table.INPUT: client.read_input_registers,
@@ -62,14 +125,12 @@ class ModbusBus:
             request,
             timeout,
         )
+        mismatch = answer_mismatch(request, response)
+        if mismatch is not None:
+            raise AnswerError(f"bus {self.name}: {_what(request)}: {mismatch}")
         if request.table.is_bits:
             return list(response.bits[: request.count])
-        if len(response.registers) < request.count:
-            raise CommError(
-                f"bus {self.name}: {_what(request)}: short answer "
-                f"({len(response.registers)} registers)"
-            )
-        return list(response.registers[: request.count])
+        return list(response.registers)
 
     async def write(
         self,

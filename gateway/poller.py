@@ -16,7 +16,14 @@ from typing import TypeVar
 
 from watchpost.backoff import Backoff
 from watchpost.config import DeviceConfig, PointConfig
-from watchpost.drivers.base import Bus, BusError, CommError, DeviceError, ReadRequest
+from watchpost.drivers.base import (
+    AnswerError,
+    Bus,
+    BusError,
+    CommError,
+    DeviceError,
+    ReadRequest,
+)
 from watchpost.drivers.codec import Reader, reader
 from watchpost.drivers.planner import PlannedRead, plan_reads
 from watchpost.samples import Quality, Sample
@@ -37,6 +44,7 @@ DOWN_RECHECK = 5.0
 DOWN_RECHECK_CAP = 60.0
 
 TEXT_DEVICE_DOWN = "device %s on bus %s: %s (polled less often until it answers)"
+TEXT_DEVICE_BAD = "device %s on bus %s: %s (its samples are bad until it answers right)"
 TEXT_DEVICE_UP = "device %s on bus %s answers again"
 TEXT_SPLIT = (
     "device %s: %s covers an address the device refuses; reading its points one by one from now on"
@@ -91,6 +99,9 @@ class DeviceReader:
             except DeviceError as exc:
                 if exc.code == ILLEGAL_DATA_ADDRESS and len(planned.points) > 1:
                     self._split(planned)
+                errors.append(str(exc))
+                samples.extend(self._all(planned, Quality.BAD))
+            except AnswerError as exc:
                 errors.append(str(exc))
                 samples.extend(self._all(planned, Quality.BAD))
             else:
@@ -176,8 +187,10 @@ class DeviceReader:
         if health.state != was:
             if health.state == "ok" and was != "unknown":
                 log.warning(TEXT_DEVICE_UP, self.device.name, bus.name)
-            elif health.state != "ok":
+            elif health.state == "comm":
                 log.error(TEXT_DEVICE_DOWN, self.device.name, bus.name, health.last_error)
+            elif health.state == "bad":
+                log.error(TEXT_DEVICE_BAD, self.device.name, bus.name, health.last_error)
 
 
 class BusScheduler:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
+import threading
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -117,3 +119,79 @@ async def silent_server() -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+
+
+class MisshapenAnswers:
+    """A Modbus TCP server, written for the tests, that answers register reads in a shape
+    chosen per unit: ``"exact"`` (a right answer), ``"extra"`` (one register more than
+    asked, with a matching byte count), ``"odd"`` (an odd byte count, one byte short) or
+    ``"short"`` (one register fewer). Every register holds ``value``. Runs in a thread, so
+    that a daemon in another process can poll it; ``port`` is where it listens."""
+
+    def __init__(self, shapes: Mapping[int, str], value: int = 1234) -> None:
+        self.shapes = dict(shapes)
+        self.value = value
+        self.requests = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="misshapen-modbus", daemon=True)
+        self._thread.start()
+
+    def answer(self, request: bytes) -> bytes | None:
+        """The frame that answers one request frame (None: stay silent)."""
+        tid, unit, function = request[0:2], request[6], request[7]
+        address, count = struct.unpack(">HH", request[8:12])
+        del address
+        shape = self.shapes.get(unit)
+        if shape is None or function not in (3, 4):
+            return None
+        registers = count + {"exact": 0, "extra": 1, "short": -1, "odd": 0}[shape]
+        data = struct.pack(f">{registers}H", *([self.value] * registers))
+        if shape == "odd":
+            data = data[:-1]
+        pdu = bytes([function, len(data)]) + data
+        return tid + b"\x00\x00" + struct.pack(">H", len(pdu) + 1) + bytes([unit]) + pdu
+
+    def _serve(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _addr = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        buffer = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(256)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+                while len(buffer) >= 12:
+                    frame, buffer = buffer[:12], buffer[12:]
+                    self.requests += 1
+                    reply = self.answer(frame)
+                    if reply is not None:
+                        conn.sendall(reply)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=2)
+
+    def __enter__(self) -> MisshapenAnswers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
