@@ -10,7 +10,7 @@ A bundle is a folder named after the gateway::
       bundle.json    what the bundle is: format, site, gateway, certificate fingerprint
 
 Commands: ``watchpost provision MANIFEST --out DIR [--csr]``, ``watchpost ca create``,
-``watchpost ca broker``.
+``watchpost ca broker``, ``watchpost ca sign`` (a gateway's renewal CSR, offline).
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ TEXT_CA_DONE = _(
     "site CA written: {cert} (give it out) and {key} (keep it secret, 0600); SHA-256 {fingerprint}"
 )
 TEXT_BROKER_DONE = _("broker certificate written: {cert} and {key} (0600), for {names}")
+TEXT_SIGN_HELP = _("sign a gateway's certificate signing request (a renewal) with the site CA")
+TEXT_SIGN_CSR_HELP = _("the gateway's CSR (PEM), from its `csr` message or its bundle")
+TEXT_SIGN_OUT_HELP = _("file to write the signed certificate (PEM) to")
+TEXT_SIGN_DONE = _("certificate for {gateway} written to {path}, valid until {until}")
+TEXT_BAD_CSR = _("{path}: not a PEM certificate signing request")
 TEXT_KEY_EXISTS = _("{path} already exists; refusing to replace a key")
 
 
@@ -285,10 +290,8 @@ def create_site_ca(
     return cert_path, key_path, cert
 
 
-def create_broker_cert(
-    ca_dir: Path, out: Path, *, hosts: list[str], ips: list[str], days: int = 3650
-) -> tuple[Path, Path]:
-    """Write ``out/broker.crt`` and ``out/broker.key`` (0600), signed by the CA in ``ca_dir``."""
+def _load_site_ca(ca_dir: Path) -> tuple[x509.Certificate, pki.PrivateKey]:
+    """The site CA's certificate and key from ``ca_dir``; BundleError if it cannot sign."""
     try:
         ca_cert = pki.load_certificate(ca_dir / "ca.crt")
         ca_key = pki.load_private_key(ca_dir / "ca.key")
@@ -297,6 +300,37 @@ def create_broker_cert(
     problems = pki.check_ca(ca_cert, ca_key)
     if problems:
         raise BundleError(f"{ca_dir / 'ca.crt'}: " + "; ".join(problems), EXIT_CONFIG)
+    return ca_cert, ca_key
+
+
+def sign_gateway_csr(ca_dir: Path, csr_path: Path, out: Path, *, days: int) -> x509.Certificate:
+    """Sign the gateway CSR at ``csr_path`` with the CA in ``ca_dir``; write it to ``out``."""
+    ca_cert, ca_key = _load_site_ca(ca_dir)
+    try:
+        csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    except OSError as exc:
+        raise BundleError(f"{csr_path}: {exc.strerror or exc}", EXIT_IOERR) from exc
+    except ValueError as exc:
+        raise BundleError(TEXT_BAD_CSR.format(path=csr_path), 65) from exc  # EX_DATAERR
+    try:
+        cert = pki.sign_csr(csr, ca_cert=ca_cert, ca_key=ca_key, days=days)
+    except pki.PkiError as exc:
+        raise BundleError(f"{csr_path}: {exc}", 65) from exc
+    try:
+        pki.write_new_file(out, pki.pem(cert), 0o644)
+    except OSError as exc:
+        raise BundleError(
+            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
+            EXIT_CANTCREAT if isinstance(exc, FileExistsError) else EXIT_IOERR,
+        ) from exc
+    return cert
+
+
+def create_broker_cert(
+    ca_dir: Path, out: Path, *, hosts: list[str], ips: list[str], days: int = 3650
+) -> tuple[Path, Path]:
+    """Write ``out/broker.crt`` and ``out/broker.key`` (0600), signed by the CA in ``ca_dir``."""
+    ca_cert, ca_key = _load_site_ca(ca_dir)
     cert_path, key_path = out / "broker.crt", out / "broker.key"
     for path in (cert_path, key_path):
         if path.exists():
@@ -359,6 +393,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     broker.add_argument("--out", type=Path, required=True, metavar="DIR", help=TEXT_BROKER_OUT_HELP)
     broker.add_argument("--days", type=int, default=3650, help=TEXT_DAYS_HELP)
     broker.set_defaults(handler=_ca_broker)
+    sign = actions.add_parser("sign", help=TEXT_SIGN_HELP)
+    sign.add_argument("csr", type=Path, metavar="CSR", help=TEXT_SIGN_CSR_HELP)
+    sign.add_argument("--ca-dir", type=Path, required=True, metavar="DIR", help=TEXT_CA_DIR_HELP)
+    sign.add_argument("--out", type=Path, required=True, metavar="FILE", help=TEXT_SIGN_OUT_HELP)
+    sign.add_argument("--days", type=int, default=825, help=TEXT_DAYS_HELP)
+    sign.set_defaults(handler=_ca_sign)
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -405,5 +445,21 @@ def _ca_broker(args: argparse.Namespace) -> int:
         return exc.exit_status
     print(
         TEXT_BROKER_DONE.format(cert=cert_path, key=key_path, names=", ".join(args.host + args.ip))
+    )
+    return 0
+
+
+def _ca_sign(args: argparse.Namespace) -> int:
+    try:
+        cert = sign_gateway_csr(args.ca_dir, args.csr, args.out, days=args.days)
+    except BundleError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_status
+    print(
+        TEXT_SIGN_DONE.format(
+            gateway=cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+            path=args.out,
+            until=f"{cert.not_valid_after_utc:%Y-%m-%d}",
+        )
     )
     return 0

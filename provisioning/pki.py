@@ -269,3 +269,70 @@ def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint, as colon-separated hex (what installers compare by eye)."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def gateway_of(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
+    """The ``urn:watchpost:{site}:{gateway}`` name a gateway's certificate or CSR carries."""
+    try:
+        names = cert_or_csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return next((u for u in uris if u.startswith("urn:watchpost:")), None)
+
+
+def sign_csr(
+    csr: x509.CertificateSigningRequest,
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: CertificateIssuerPrivateKeyTypes,
+    days: int,
+) -> x509.Certificate:
+    """A client certificate for a gateway's CSR; PkiError if the CSR is not a gateway's."""
+    if not csr.is_signature_valid:
+        raise PkiError("the CSR's signature does not match its key")
+    name = gateway_of(csr)
+    if name is None:
+        raise PkiError("the CSR names no gateway (no urn:watchpost:SITE:GATEWAY name)")
+    _, _, site, gateway = name.split(":", 3)
+    cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not cn or cn[0].value != gateway:
+        raise PkiError(f"the CSR's common name is not the gateway id {gateway!r}")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise PkiError("the CSR's key is neither EC nor RSA")
+    dns = tuple(
+        csr.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
+    )
+    subject = Subject(common_name=gateway, organization=site, dns_names=dns, uris=(name,))
+    return sign_leaf(subject, public_key, ca_cert=ca_cert, ca_key=ca_key, days=days)
+
+
+def renewal_problems(
+    new: x509.Certificate,
+    *,
+    key: PrivateKey,
+    current: x509.Certificate,
+    trusted: x509.Certificate | None,
+) -> list[str]:
+    """Why ``new`` cannot replace ``current`` for the gateway holding ``key``; empty if it can.
+
+    ``trusted`` is the site CA the gateway knows; when given, it must have signed ``new``.
+    """
+    problems = []
+    if not same_public_key(new.public_key(), key.public_key()):
+        problems.append("is not for the key this gateway made for it")
+    if gateway_of(new) != gateway_of(current) or new.subject != current.subject:
+        problems.append("names another gateway")
+    if new.issuer != current.issuer:
+        problems.append("comes from another CA than the current certificate")
+    if trusted is not None and not issued_by(new, trusted):
+        problems.append("is not signed by the site CA")
+    now = _now()
+    if not new.not_valid_before_utc <= now < new.not_valid_after_utc:
+        problems.append("is not valid now")
+    if new.not_valid_after_utc <= current.not_valid_after_utc:
+        problems.append("does not last longer than the current certificate")
+    return problems
