@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from watchpost.samples import Quality
+from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
     from watchpost.alarms import AlarmEvent
@@ -522,7 +523,7 @@ def read_history(
     since = 0 if since_ms is None else since_ms
     until = 2**62 if until_ms is None else until_ms
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn = connect_read_only(path)
     except sqlite3.Error as exc:
         raise HistoryUnreadable(TEXT_UNREADABLE.format(path=path, error=exc)) from exc
     try:

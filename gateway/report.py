@@ -1,11 +1,18 @@
 """`watchpost report`: the commissioning report, one self-contained HTML page.
 
-It reads ``history.db`` (see ``history.py``) straight from disk, so it works whether the
-daemon runs or not, and needs no network: no scripts, no fonts, no images from elsewhere;
-the plots are inline SVG drawn here. The page holds the gateway's identity (site, id,
-version, its certificate), the period covered, a plot of every point (the band from the
-lowest to the highest good value of each minute, the mean, the alarm thresholds and the
-minutes with failed reads), the alarm events, communication per device and the backlog.
+It reads ``history.db`` (see ``history.py``) straight from disk and read-only (no file is
+created next to it), so it works whether the daemon runs or not, and needs no network: no
+scripts, no fonts, no images from elsewhere; the plots are inline SVG drawn by
+``report_plot.py``. The page holds the gateway's identity (site, id, version, its
+certificate), the period covered, a plot of every point (see ``report_plot``), the alarm
+events to the second, communication per device and the backlog. Values are written at
+each point's resolution (``display.py``), as `status` and `alarms` write them.
+
+Decision: hand-written SVG, not a plotting library. The page must open offline from one
+file, print, and read in a mail client or a locked-down browser that runs no scripts; an
+inlined script library (uPlot, ~50 kB, canvas) would need JavaScript for every plot and
+could not be checked by reading the HTML. What the plots need (round ticks, time axis,
+steps, event markers) is about 300 lines here.
 
 Exceptions::
 
@@ -17,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from gettext import gettext as _
@@ -31,6 +37,7 @@ from watchpost import __version__
 from watchpost.alarms import ThresholdRule
 from watchpost.config import EXIT_CONFIG, ConfigError, GatewayConfig, load_config
 from watchpost.config import print_config_error as _print_config_error
+from watchpost.display import DEFAULT_RESOLUTION, Resolution
 from watchpost.history import (
     MINUTE_MS,
     History,
@@ -41,6 +48,7 @@ from watchpost.history import (
     read_history,
     summarize_rows,
 )
+from watchpost.report_plot import EVENT_COLOURS, LEVEL_COLOURS, PlotSpec, marker, plot_svg
 from watchpost.store import read_backlog
 
 EXIT_NO_HISTORY = 66  # EX_NOINPUT: nothing to report yet
@@ -70,7 +78,7 @@ TEXT_BAD_HISTORY = _(
     "cannot read the history: {error}. Running again will not help; the "
     "daemon moves a damaged history aside and starts afresh."
 )
-TEXT_BAD_SINCE = _("--since {value!r} is not an ISO 8601 time, e.g. 2025-03-01T08:00")
+TEXT_BAD_SINCE = _("{value!r} is not an ISO 8601 time, e.g. 2025-03-01T08:00")
 TEXT_CANNOT_WRITE = _("cannot write {path}: {error}")
 
 TEXT_TITLE = _("Commissioning report: {site} / {gateway}")
@@ -101,11 +109,19 @@ TEXT_STORE_UNREADABLE = _("store unreadable: {error}")
 TEXT_BACKLOG_EMPTY = _("Nothing waiting: everything reached the broker.")
 TEXT_NO_READINGS = _("No readings recorded in the period.")
 TEXT_NOT_CONFIGURED = _("not in the current config")
-TEXT_LEGEND = _(
-    "band: lowest to highest good value per minute; line: mean; dashed: alarm "
-    "thresholds; red marks below the axis: minutes with failed reads"
+LEGEND = (
+    ("band", _("lowest to highest good value per minute")),
+    ("mean", _("mean per minute")),
+    ("state", _("on/off points: state per minute")),
+    ("threshold", _("alarm threshold")),
+    ("failed", _("minute with failed reads")),
+    ("raised", _("alarm raised")),
+    ("cleared", _("alarm cleared")),
+    ("acknowledged", _("alarm acknowledged")),
+    ("shelved", _("alarm shelved or unshelved")),
 )
 TEXT_TEST = _("test")
+TEXT_SHARE_ON = _("on {percent:.0f} % of the time")
 TEXT_TIMES_UTC = _("All times are UTC.")
 
 COLUMNS_SUMMARY = (
@@ -143,13 +159,6 @@ TEXT_ALARM_COUNTS = _(
     "{raised} raised, {cleared} cleared, {acknowledged} acknowledged, {shelved} shelved"
 )
 
-LEVEL_COLOURS = {
-    "prealarm": "#d98c00",
-    "alarm": "#d0021b",
-    "critical": "#7a0010",
-    "fault": "#6b6b6b",
-}
-
 STYLE = """
 body{font-family:sans-serif;margin:2em;color:#222;max-width:60em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
@@ -157,6 +166,9 @@ h3{font-size:1em;margin:1.5em 0 .3em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;
 text-align:left;font-size:.9em}th{background:#f2f2f2}td.n{text-align:right}
 .note{color:#555;font-size:.85em}.bad{color:#b00}svg{display:block;margin:.3em 0}
+.legend{list-style:none;padding:0;margin:.5em 0}.legend li{display:inline-block;
+margin:0 1.2em .3em 0;font-size:.85em;white-space:nowrap}.legend svg{display:inline-block;
+vertical-align:middle;margin:0 .3em 0 0}
 @media print{h2{page-break-before:auto}.point{page-break-inside:avoid}}
 """
 
@@ -179,6 +191,10 @@ class PointInfo:
     description: str = ""
     thresholds: tuple[tuple[str, str, float], ...] = ()  # (rule name, level, value)
     configured: bool = True
+    resolution: Resolution = DEFAULT_RESOLUTION
+
+    def plot_spec(self) -> PlotSpec:
+        return PlotSpec(self.name, self.unit, self.resolution, self.thresholds)
 
 
 @dataclass
@@ -205,8 +221,22 @@ def points_of(config: GatewayConfig) -> list[PointInfo]:
             for rule in point.alarms
             if isinstance(rule, ThresholdRule)
         )
-        infos.append(PointInfo(point.name, device.name, point.unit, point.description, thresholds))
+        infos.append(
+            PointInfo(
+                point.name,
+                device.name,
+                point.unit,
+                point.description,
+                thresholds,
+                resolution=Resolution.of(point),
+            )
+        )
     return infos
+
+
+def buses_of(config: GatewayConfig) -> dict[str, str]:
+    """The bus of every configured device."""
+    return {device.name: device.bus for device in config.devices}
 
 
 def identity_of(config: GatewayConfig) -> Identity:
@@ -240,6 +270,7 @@ def render(
     backlog: dict[str, Any] | str,
     history_file: Path | None = None,
     generated_ms: int | None = None,
+    buses: Mapping[str, str] | None = None,
 ) -> str:
     """The whole page as a string."""
     known = {p.name for p in points}
@@ -251,8 +282,7 @@ def render(
             if name not in known
         ),
     ]
-    start = history.first_ms or history.since_ms
-    end = history.last_ms or history.until_ms
+    start, end = period_of(history, generated_ms)
     title = TEXT_TITLE.format(site=identity.site, gateway=identity.gateway)
     parts = [
         "<!DOCTYPE html>",
@@ -272,15 +302,17 @@ def render(
         f"<h2>{_e(TEXT_SUMMARY)}</h2>",
         _summary_table(infos, history),
         f"<h2>{_e(TEXT_POINTS)}</h2>",
-        f'<p class="note">{_e(TEXT_LEGEND)}</p>',
+        legend_html(),
     ]
     for info in infos:
-        parts.append(_point_section(info, history.points.get(info.name, []), start, end))
+        events = [a for a in history.alarms if a.get("point") == info.name]
+        parts.append(_point_section(info, history.points.get(info.name, []), start, end, events))
+    formats = {info.name: info.resolution for info in infos}
     parts += [
         f"<h2>{_e(TEXT_ALARMS)}</h2>",
-        _alarms_section(history.alarms),
+        _alarms_section(history.alarms, formats),
         f"<h2>{_e(TEXT_COMM)}</h2>",
-        _comm_table(history, points),
+        _comm_table(history, buses or {}),
         f"<h2>{_e(TEXT_BACKLOG)}</h2>",
         _backlog_section(backlog),
         "</body>",
@@ -288,6 +320,51 @@ def render(
         "",
     ]
     return "\n".join(parts)
+
+
+def period_of(history: History, generated_ms: int | None = None) -> tuple[int, int]:
+    """First and last moment with a record, the end never past ``generated_ms``."""
+    start = history.first_ms or history.since_ms
+    end = history.last_ms or history.until_ms
+    if generated_ms is not None:
+        end = min(end, generated_ms)
+    return start, max(start, end)
+
+
+def minutes_with_records(history: History) -> int:
+    """Minutes in which a point has a sample (good or not). Communication counters do not
+    count: they are gathered per flush, not per minute."""
+    return len(
+        {
+            r.minute
+            for rows in history.points.values()
+            for r in rows
+            if r.good or r.bad or r.comm or r.stale
+        }
+    )
+
+
+def legend_html() -> str:
+    """The key to the plots' marks, once above them."""
+    swatches = {
+        "band": '<rect x="2" y="3" width="24" height="8" fill="#9ec5e8" stroke="#5b9bd5"/>',
+        "mean": '<line x1="2" y1="7" x2="26" y2="7" stroke="#1f4e79" stroke-width="1.5"/>',
+        "state": '<polyline points="2,11 12,11 12,3 26,3" fill="none" stroke="#1f4e79" '
+        'stroke-width="2"/>',
+        "threshold": f'<line x1="2" y1="7" x2="26" y2="7" stroke="{LEVEL_COLOURS["alarm"]}" '
+        'stroke-dasharray="6 3"/>',
+        "failed": '<rect x="2" y="5" width="24" height="4" fill="#d0021b"/>',
+        "raised": marker("raised", 14, 7, LEVEL_COLOURS["alarm"]),
+        "cleared": marker("cleared", 14, 7, EVENT_COLOURS["cleared"]),
+        "acknowledged": marker("acknowledged", 14, 7, EVENT_COLOURS["acknowledged"]),
+        "shelved": marker("shelved", 14, 7, EVENT_COLOURS["shelved"]),
+    }
+    items = "".join(
+        f'<li data-key="{key}"><svg xmlns="http://www.w3.org/2000/svg" width="28" height="14" '
+        f'viewBox="0 0 28 14" aria-hidden="true">{swatches[key]}</svg>{_e(text)}</li>'
+        for key, text in LEGEND
+    )
+    return f'<ul class="legend">{items}</ul>'
 
 
 def _identity_table(
@@ -299,7 +376,7 @@ def _identity_table(
     history_file: Path | None,
     generated_ms: int | None,
 ) -> str:
-    minutes = len({r.minute for rows in history.points.values() for r in rows})
+    minutes = minutes_with_records(history)
     rows: list[tuple[str, str]] = [
         (TEXT_SITE, identity.site),
         (TEXT_GATEWAY_ID, identity.gateway),
@@ -324,7 +401,10 @@ def _summary_table(infos: Sequence[PointInfo], history: History) -> str:
     rows = []
     for info in infos:
         totals = summarize_rows(history.points.get(info.name, []))
-        thresholds = ", ".join(f"{name} {_num(value)}" for name, _lvl, value in info.thresholds)
+        fmt = info.resolution
+        thresholds = ", ".join(
+            f"{name} {fmt.format(value)}" for name, _lvl, value in info.thresholds
+        )
         rows.append(
             [
                 f'<a href="#point-{_e(info.name)}">{_e(info.name)}</a>',
@@ -333,16 +413,22 @@ def _summary_table(infos: Sequence[PointInfo], history: History) -> str:
                 _n(str(totals["good"])),
                 _n(str(totals["bad"]), bad=totals["bad"] > 0),
                 _n(str(totals["comm"]), bad=totals["comm"] > 0),
-                _n(_num(totals["min"])),
-                _n(_num(totals["mean"])),
-                _n(_num(totals["max"])),
+                _n(fmt.format(totals["min"])),
+                _n(_mean(fmt, totals["mean"])),
+                _n(fmt.format(totals["max"])),
                 _e(thresholds),
             ]
         )
     return _table(COLUMNS_SUMMARY, rows, raw=True)
 
 
-def _point_section(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: int) -> str:
+def _point_section(
+    info: PointInfo,
+    rows: Sequence[MinuteRow],
+    start: int,
+    end: int,
+    events: Sequence[Mapping[str, Any]],
+) -> str:
     heading = info.name + (f" ({info.unit})" if info.unit else "")
     parts = [f'<div class="point" id="point-{_e(info.name)}">', f"<h3>{_e(heading)}</h3>"]
     notes = [
@@ -355,115 +441,12 @@ def _point_section(info: PointInfo, rows: Sequence[MinuteRow], start: int, end: 
     if not any(r.good or r.bad or r.comm or r.stale for r in rows):
         parts.append(f'<p class="bad">{_e(TEXT_NO_READINGS)}</p>')
     else:
-        parts.append(plot_svg(info, rows, start, end))
+        parts.append(plot_svg(info.plot_spec(), rows, start, end, events=events))
     parts.append("</div>")
     return "\n".join(parts)
 
 
-def plot_svg(
-    info: PointInfo,
-    rows: Sequence[MinuteRow],
-    start: int,
-    end: int,
-    *,
-    width: int = 720,
-    height: int = 200,
-) -> str:
-    """The min/max band, the mean and the threshold lines of one point, as inline SVG."""
-    left, right, top, bottom = 64, 150, 10, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    end = max(end, start + MINUTE_MS)
-    values = [v for r in rows for v in (r.low, r.high) if v is not None]
-    values += [value for _n, _l, value in info.thresholds]
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    if high - low < 1e-9:
-        low, high = low - 1.0, high + 1.0
-    pad = (high - low) * 0.05
-    low, high = low - pad, high + pad
-
-    def x(ms: float) -> float:
-        return left + (ms - start) / (end - start) * plot_w
-
-    def y(value: float) -> float:
-        return top + (high - value) / (high - low) * plot_h
-
-    label = _e(f"{info.name} {info.unit}".strip())
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
-        'stroke="#999"/>',
-    ]
-    for tick in _ticks(low, high):
-        ty = y(tick)
-        out.append(
-            f'<line x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" y2="{ty:.1f}" stroke="#e4e4e4"/>'
-        )
-        out.append(
-            f'<text x="{left - 4}" y="{ty + 4:.1f}" font-size="11" '
-            f'text-anchor="end">{_e(_num(tick))}</text>'
-        )
-    if info.unit:
-        out.append(
-            f'<text x="12" y="{top + plot_h / 2:.1f}" font-size="11" text-anchor="middle" '
-            f'transform="rotate(-90 12 {top + plot_h / 2:.1f})">{_e(info.unit)}</text>'
-        )
-    for segment in _segments(rows):
-        upper = [
-            p
-            for ts, _lo, _mean, hi in segment
-            for p in ((x(ts), y(hi)), (x(ts + MINUTE_MS), y(hi)))
-        ]
-        lower = [
-            p
-            for ts, lo, _mean, _hi in reversed(segment)
-            for p in ((x(ts + MINUTE_MS), y(lo)), (x(ts), y(lo)))
-        ]
-        out.append(
-            f'<polygon class="band" points="{_pts(upper + lower)}" fill="#9ec5e8" '
-            'fill-opacity="0.6" stroke="#5b9bd5" stroke-width="0.5"/>'
-        )
-        mean = [(x(ts + MINUTE_MS / 2), y(m)) for ts, _lo, m, _hi in segment]
-        if len(mean) > 1:
-            out.append(
-                f'<polyline class="mean" points="{_pts(mean)}" fill="none" '
-                'stroke="#1f4e79" stroke-width="1.5"/>'
-            )
-        else:
-            out.append(
-                f'<circle class="mean" cx="{mean[0][0]:.1f}" cy="{mean[0][1]:.1f}" r="2" '
-                'fill="#1f4e79"/>'
-            )
-    for name, level, value in info.thresholds:
-        colour = LEVEL_COLOURS.get(level, "#d0021b")
-        ty = y(value)
-        out.append(
-            f'<line class="threshold" x1="{left}" y1="{ty:.1f}" x2="{left + plot_w}" '
-            f'y2="{ty:.1f}" stroke="{colour}" stroke-dasharray="6 3" '
-            f'data-rule="{_e(name)}" data-value="{_e(_num(value))}"/>'
-        )
-        out.append(
-            f'<text x="{left + plot_w + 4}" y="{ty + 4:.1f}" font-size="11" '
-            f'fill="{colour}">{_e(f"{name} {_num(value)}")}</text>'
-        )
-    for r in rows:
-        if r.bad or r.comm or r.stale:
-            out.append(
-                f'<rect class="failed" x="{x(r.ts):.1f}" y="{top + plot_h + 2}" '
-                f'width="{max(x(r.ts + MINUTE_MS) - x(r.ts), 1):.1f}" height="4" '
-                'fill="#d0021b"/>'
-            )
-    base = top + plot_h + 20
-    out.append(f'<text x="{left}" y="{base}" font-size="11">{_e(_when(start))}</text>')
-    out.append(
-        f'<text x="{left + plot_w}" y="{base}" font-size="11" text-anchor="end">'
-        f"{_e(_when(end))}</text>"
-    )
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _alarms_section(alarms: Sequence[dict[str, Any]]) -> str:
+def _alarms_section(alarms: Sequence[dict[str, Any]], formats: Mapping[str, Resolution]) -> str:
     if not alarms:
         return f"<p>{_e(TEXT_NO_ALARM_EVENTS)}</p>"
     counts = {
@@ -474,14 +457,15 @@ def _alarms_section(alarms: Sequence[dict[str, Any]]) -> str:
     for a in alarms:
         event = str(a.get("event", "")) + (f" ({TEXT_TEST})" if a.get("test") else "")
         note = a.get("note") or a.get("detail") or ""
+        fmt = formats.get(str(a.get("point", "")), Resolution())
         rows.append(
             [
                 _when(a.get("decided_ts")),
                 str(a.get("alarm", "")),
                 event,
                 str(a.get("level", "")),
-                _num(a.get("value")),
-                _num(a.get("threshold")),
+                fmt.format(a.get("value")),
+                fmt.format(a.get("threshold")),
                 str(a.get("by") or ""),
                 str(note),
             ]
@@ -489,10 +473,9 @@ def _alarms_section(alarms: Sequence[dict[str, Any]]) -> str:
     return f"<p>{_e(TEXT_ALARM_COUNTS.format(**counts))}</p>" + _table(COLUMNS_ALARMS, rows)
 
 
-def _comm_table(history: History, points: Sequence[PointInfo]) -> str:
+def _comm_table(history: History, buses: Mapping[str, str]) -> str:
     if not history.comm:
         return f"<p>{_e(TEXT_NO_COMM)}</p>"
-    buses = {p.device: "" for p in points}
     rows = []
     for device, minutes in sorted(history.comm.items()):
         polls = sum(r.polls for r in minutes)
@@ -528,6 +511,13 @@ def _backlog_section(backlog: dict[str, Any] | str) -> str:
 # -- small helpers ------------------------------------------------------------------------------
 
 
+def _mean(fmt: Resolution, mean: float | None) -> str:
+    """A mean at one decimal more than the values; an on/off point's as its share of on."""
+    if fmt.boolean and mean is not None:
+        return TEXT_SHARE_ON.format(percent=100 * mean)
+    return fmt.finer().format(mean)
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -548,45 +538,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool =
 def _when(ts: object) -> str:
     if not isinstance(ts, int | float):
         return "-"
-    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _num(value: object) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "-" if value is None else str(value)
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}"
-
-
-def _pts(points: Iterable[tuple[float, float]]) -> str:
-    return " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-
-
-def _segments(rows: Sequence[MinuteRow]) -> list[list[tuple[int, float, float, float]]]:
-    """Runs of consecutive minutes with good values, as (ts, low, mean, high): the band
-    breaks where readings are missing."""
-    segments: list[list[tuple[int, float, float, float]]] = []
-    last = None
-    for row in rows:
-        if row.low is None or row.mean is None or row.high is None:
-            continue
-        point = (row.ts, row.low, row.mean, row.high)
-        if segments and last == row.minute - 1:
-            segments[-1].append(point)
-        else:
-            segments.append([point])
-        last = row.minute
-    return segments
-
-
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    span = high - low
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step) + 1)]
+    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- the `watchpost report` command ------------------------------------------------------------
@@ -599,7 +551,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--out", type=Path, help=TEXT_OUT_HELP)
     period = parser.add_mutually_exclusive_group()
-    period.add_argument("--since", help=TEXT_SINCE_HELP)
+    period.add_argument("--since", type=since_argument, help=TEXT_SINCE_HELP)
     period.add_argument("--hours", type=float, help=TEXT_HOURS_HELP)
     parser.add_argument("--history", type=Path, help=TEXT_HISTORY_HELP)
     parser.set_defaults(handler=_report)
@@ -628,6 +580,7 @@ def make_report(
         backlog=_read_backlog(config.store.path),
         history_file=path,
         generated_ms=now,
+        buses=buses_of(config),
     )
     return page, history
 
@@ -649,6 +602,14 @@ def parse_since(text: str) -> int:
     return int(when.timestamp() * 1000)
 
 
+def since_argument(text: str) -> int:
+    """``--since`` for argparse: a bad time is a usage error (exit status 2)."""
+    try:
+        return parse_since(text)
+    except ReportError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _read_backlog(path: Path) -> dict[str, Any] | str:
     if not path.exists():
         return TEXT_NO_STORE.format(path=path)
@@ -668,7 +629,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         since_ms = None
         if args.since is not None:
-            since_ms = parse_since(args.since)
+            since_ms = args.since
         elif args.hours is not None:
             since_ms = int((now - timedelta(hours=args.hours)).timestamp() * 1000)
         page, history = make_report(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from watchpost.clock import kernel_synced
+from watchpost.sqlite_ro import connect_read_only
 from watchpost.uplink import BrokerAddress
 
 MIN_FREE_BYTES = 50 * 1024 * 1024
@@ -80,8 +81,11 @@ def check_store_file(path: Path) -> Check:
     if not path.exists():
         return Check("store", True, TEXT_STORE_NEW.format(path=path))
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+        conn = connect_read_only(path, timeout=5)
+        try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
     except sqlite3.Error as exc:
         return Check("store", False, TEXT_STORE_BAD.format(path=path, error=exc))
     if result != "ok":

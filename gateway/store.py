@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from watchpost.backoff import Backoff
+from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -777,7 +778,7 @@ def _backlog(conn: sqlite3.Connection, path: Path, quota: int) -> dict[str, Any]
 
 def read_backlog(path: Path) -> dict[str, Any]:
     """``backlog()`` of a store file, read-only, without a running gateway."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn = connect_read_only(path)
     try:
         return _backlog(conn, path, quota=0)
     finally:

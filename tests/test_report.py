@@ -171,19 +171,19 @@ def test_the_page_shows_values_thresholds_alarms_and_communication(site):
     assert "CN=gw-01 test" in text
     cert = pki.load_certificate(Path(str(config.uplink.cert_file)))
     assert pki.fingerprint(cert) in text
-    assert "2025-03-01 08:00 to 2025-03-01 08:10 UTC" in text
+    assert "2025-03-01 08:00:00 to 2025-03-01 08:10:00 UTC (10 minutes with records)" in text
     # every configured point has its section; the plotted ones an SVG with band and mean
     for _device, point in config.points():
         assert doc.find("div", id=f"point-{point.name}"), point.name
-    svgs = doc.find("svg")
+    svgs = [s for s in doc.find("svg") if "aria-label" in s]
     assert [s["aria-label"] for s in svgs] == ["ch4_face_1 %CH4", "tank1_level m"]
     assert len(doc.find("polygon", class_="band")) >= 2
     # ch4's thresholds as lines, with their values; the tank's too
     lines = {(a["data-rule"], a["data-value"]) for a in doc.find("line", class_="threshold")}
-    assert {("high_alarm", "1"), ("high_critical", "1.5"), ("high_alarm", "8.5")} <= lines
+    assert {("high_alarm", "1.00"), ("high_critical", "1.50"), ("high_alarm", "8.5")} <= lines
     # the summary holds the true extremes: 1.9 + 0.05 and 0.3 - 0.05
     row = _summary_row(page, "ch4_face_1")
-    assert row[3:9] == ["300", "0", "0", "0.25", f"{_mean(history):.4g}", "1.95"]
+    assert row[3:9] == ["300", "0", "0", "0.25", f"{_mean(history):.3f}", "1.95"]
     # the tank's silent minute: counted, and marked under its plot
     assert _summary_row(page, "tank1_level")[5] == "30"
     assert len(doc.find("rect", class_="failed")) == 1
@@ -200,10 +200,108 @@ def test_the_page_shows_values_thresholds_alarms_and_communication(site):
     assert "fan restarted" in text
     assert "2 raised, 2 cleared, 1 acknowledged, 0 shelved" in text
     # communication: the tank missed 30 of 300 polls
-    assert ["tank-1", "", "300", "30", "90.0 %", "1"] in _rows(page, "Communication")
-    assert ["face-station", "", "300", "0", "100.0 %", "0"] in _rows(page, "Communication")
+    assert ["tank-1", "tankfarm", "300", "30", "90.0 %", "1"] in _rows(page, "Communication")
+    assert ["face-station", "face", "300", "0", "100.0 %", "0"] in _rows(page, "Communication")
     # no store yet: said so, not a crash
     assert "no store file at" in text
+
+
+def test_alarm_events_are_marked_on_their_point_and_timed_to_the_second(site):
+    config, history_file = site
+    page, history = make_report(config, history_file=history_file, now_ms=T0 + 11 * MINUTE_MS)
+    section = page[page.index('id="point-ch4_face_1"') : page.index('id="point-co_face_1"')]
+    marks = re.findall(r'<g class="event" data-event="(\w+)" data-ts="(\d+)">', section)
+    events = [e for e in history.alarms if e["point"] == "ch4_face_1"]
+    assert marks == [(e["event"], str(e["decided_ts"])) for e in events]
+    assert {kind for kind, _ts in marks} == {"raised", "acknowledged", "cleared"}
+    assert '<g class="event"' not in page[page.index('id="point-tank1_level"') :]
+    # the acknowledgement was at 08:04:10: the table says so to the second
+    times = [row[0] for row in _rows(page, "Alarm events") if row[2] == "acknowledged"]
+    assert times == ["2025-03-01 08:04:10"]
+
+
+def test_the_period_ends_at_generated_and_counts_only_minutes_with_records(site):
+    config, history_file = site
+    generated = T0 + 9 * MINUTE_MS + 20_000  # in the last recorded minute
+    page, _history = make_report(config, history_file=history_file, now_ms=generated)
+    text = " ".join(parse(page).text)
+    assert "2025-03-01 08:00:00 to 2025-03-01 09:20" not in text
+    assert "2025-03-01 08:00:00 to 2025-03-01 08:09:20 UTC (10 minutes with records)" in text
+    assert "Generated" in text
+    assert "2025-03-01 08:09:20 UTC" in text
+
+
+def test_minutes_without_records_do_not_count(tmp_path):
+    config = load_config(DEMO / "gateway.toml")
+    clock = FakeClock(T0)
+    recorder = HistoryRecorder(tmp_path / "history.db", now_ms=clock)
+    for minute in (0, 1, 2, 30, 31):  # the gateway was off for 27 minutes
+        clock.ms = T0 + minute * MINUTE_MS
+        recorder.observe([Sample("ch4_face_1", clock.ms, 0.5, Quality.GOOD)])
+        recorder.write(recorder.take())
+    recorder.close()
+    page = render(
+        _identity(),
+        points_of(config),
+        read_history(tmp_path / "history.db"),
+        backlog={"streams": {}},
+        generated_ms=T0 + 40 * MINUTE_MS,
+    )
+    text = " ".join(parse(page).text)
+    assert "2025-03-01 08:00:00 to 2025-03-01 08:32:00 UTC (5 minutes with records)" in text
+
+
+def test_on_off_points_are_drawn_as_steps(tmp_path):
+    config = load_config(DEMO / "gateway.toml")
+    recorder = HistoryRecorder(tmp_path / "history.db", now_ms=FakeClock(T0))
+    for minute, state in enumerate([1.0, 1.0, 0.0, 0.0, 1.0]):
+        ts = T0 + minute * MINUTE_MS
+        recorder.observe(
+            [
+                Sample("vent_running", ts, state, Quality.GOOD),
+                Sample("vent_running", ts + 30_000, 1.0 if minute == 2 else state, Quality.GOOD),
+            ]
+        )
+    recorder.close()
+    page = render(
+        _identity(),
+        points_of(config),
+        read_history(tmp_path / "history.db"),
+        backlog={"streams": {}},
+    )
+    doc = parse(page)
+    section = page[page.index('id="point-vent_running"') : page.index('id="point-sounder_face_1"')]
+    assert 'class="state"' in section
+    assert 'class="band"' not in section
+    assert 'class="mean"' not in section
+    assert re.findall(r'class="ytick"[^>]*>(\w+)<', section) == ["off", "on"]
+    assert section.count('class="both"') == 1  # minute 2 was on and off
+    assert doc.find("svg", **{"aria-label": "vent_running"})
+    assert _summary_row(page, "vent_running")[6:9] == ["off", "on 70 % of the time", "on"]
+
+
+def test_the_history_copy_is_only_read(site, tmp_path):
+    """`--history COPY.db`: nothing is created next to the copy (no -wal, no -shm)."""
+    _config, history_file = site
+    copy = tmp_path / "copy" / "history.db"
+    copy.parent.mkdir()
+    shutil.copy(history_file, copy)
+    copy.chmod(0o444)
+    before = sorted(p.name for p in copy.parent.iterdir())
+    status = main(
+        [
+            "report",
+            "--config",
+            str(tmp_path / "gateway.toml"),
+            "--history",
+            str(copy),
+            "--out",
+            str(tmp_path / "r.html"),
+        ]
+    )
+    assert status == 0
+    assert sorted(p.name for p in copy.parent.iterdir()) == before == ["history.db"]
+    assert "ch4_face_1" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_the_page_needs_nothing_from_the_network(site):
@@ -221,7 +319,7 @@ def test_the_period_can_be_narrowed(site):
     )
     assert [r.minute - T0 // MINUTE_MS for r in history.points["ch4_face_1"]] == [5, 6, 7, 8, 9]
     assert [e["event"] for e in history.alarms] == ["cleared", "cleared"]
-    assert "2025-03-01 08:05 to 2025-03-01 08:10 UTC" in " ".join(parse(page).text)
+    assert "2025-03-01 08:05:00 to 2025-03-01 08:10:00 UTC" in " ".join(parse(page).text)
 
 
 def test_points_without_readings_and_unknown_points(tmp_path):
@@ -289,19 +387,23 @@ def test_cli_without_history_fails_clearly(tmp_path, capsys):
 
 def test_cli_rejects_a_bad_since(site, tmp_path, capsys):
     _config, history_file = site
-    status = main(
-        [
-            "report",
-            "--config",
-            str(tmp_path / "gateway.toml"),
-            "--history",
-            str(history_file),
-            "--since",
-            "yesterday",
-        ]
-    )
-    assert status == 1
-    assert "--since 'yesterday'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(
+            [
+                "report",
+                "--config",
+                str(tmp_path / "gateway.toml"),
+                "--history",
+                str(history_file),
+                "--since",
+                "yesterday",
+            ]
+        )
+    status = caught.value.code
+    assert status == 2  # a usage error, as argparse reports every bad argument
+    err = capsys.readouterr().err
+    assert "usage: watchpost report" in err
+    assert "argument --since: 'yesterday' is not an ISO 8601 time" in err
 
 
 def test_since_is_utc_unless_a_zone_is_given():
@@ -358,3 +460,23 @@ def _summary_row(page: str, point: str) -> list[str]:
         if row[0] == point:
             return row
     raise AssertionError(f"no summary row for {point}")
+
+
+def test_a_live_history_is_read_with_the_writers_latest_commits(tmp_path):
+    """The daemon's file (its -wal exists) is read through the WAL, not as immutable."""
+    import sqlite3  # noqa: PLC0415
+
+    from watchpost.sqlite_ro import connect_read_only, read_only_uri  # noqa: PLC0415
+
+    path = tmp_path / "live.db"
+    writer = sqlite3.connect(path)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t(x)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    writer.commit()  # in the -wal, not yet in the main file
+    assert "immutable" not in read_only_uri(path)
+    reader = connect_read_only(path)
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    reader.close()
+    writer.close()  # the last connection checkpoints and removes the -wal
+    assert "immutable=1" in read_only_uri(path)

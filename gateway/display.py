@@ -1,0 +1,104 @@
+"""How a value reads to people: one value is shown the same way in `status`, `watch`,
+`alarms`, the points table and the commissioning report.
+
+A point's resolution follows from its config: a register scaled by 0.1 reads to one
+decimal, a counter (scale 1) to none, an on/off point as ``on``/``off``. A float32 point has
+no fixed resolution: it shows at most 7 significant digits (what a float32 holds) with
+trailing zeros dropped. Ordinary magnitudes never use an exponent; only values at or above
+1e15, or below 1e-6, do.
+
+    fmt = Resolution.of(point_config)     # or Resolution() when the point is unknown
+    fmt.format(65535.0)                   # '65535'
+    formats_of(config)["ch4_face_1"]      # every configured point's Resolution
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from gettext import gettext as _
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchpost.config import GatewayConfig, PointConfig
+
+MAX_DECIMALS = 6
+SIGNIFICANT = 7  # a float32 carries about 7 significant decimal digits
+EXPONENT_ABOVE = 1e15
+EXPONENT_BELOW = 1e-6
+
+TEXT_ON = _("on")
+TEXT_OFF = _("off")
+TEXT_NONE = "-"
+
+
+def decimals_of(number: float) -> int:
+    """Decimal places ``number`` is written with: 0.1 -> 1, 0.25 -> 2, 10 -> 0."""
+    exponent = Decimal(repr(float(number))).normalize().as_tuple().exponent
+    return min(MAX_DECIMALS, max(0, -int(exponent)))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """How one point's values are written; ``decimals`` None: no fixed resolution."""
+
+    decimals: int | None = None
+    boolean: bool = False
+
+    @classmethod
+    def of(cls, point: PointConfig) -> Resolution:
+        """The resolution the point's type, scale and offset give."""
+        if point.type == "bool":
+            return cls(boolean=True)
+        if point.type == "float32":
+            return cls()
+        return cls(max(decimals_of(point.scale), decimals_of(point.offset)))
+
+    def finer(self, extra: int = 1) -> Resolution:
+        """The same with ``extra`` more decimals (for means of values at this resolution)."""
+        if self.decimals is None or self.boolean:
+            return self
+        return Resolution(min(MAX_DECIMALS, self.decimals + extra))
+
+    def format(self, value: object) -> str:
+        """``value`` as a crew reads it; ``-`` for no value."""
+        if value is None:
+            return TEXT_NONE
+        if isinstance(value, bool) or (self.boolean and isinstance(value, int | float)):
+            return TEXT_ON if value else TEXT_OFF
+        if not isinstance(value, int | float):
+            return str(value)
+        return format_number(float(value), self.decimals)
+
+
+DEFAULT_RESOLUTION = Resolution()  # a point whose resolution is not known
+
+
+def format_number(value: float, decimals: int | None = None) -> str:
+    """``value`` with ``decimals`` places, or to 7 significant digits when None."""
+    if not math.isfinite(value):
+        return str(value)
+    magnitude = abs(value)
+    if magnitude >= EXPONENT_ABOVE or (0 < magnitude < EXPONENT_BELOW and decimals is None):
+        return f"{value:.{SIGNIFICANT - 1}e}"
+    if decimals is None:
+        digits = 0 if magnitude == 0 else math.floor(math.log10(magnitude)) + 1
+        places = min(MAX_DECIMALS + 3, max(0, SIGNIFICANT - digits))
+        text = f"{value:.{places}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+    else:
+        text = f"{value:.{decimals}f}"
+    return "0" if text.lstrip("-").strip("0.") == "" else text
+
+
+def formats_of(config: GatewayConfig) -> dict[str, Resolution]:
+    """Every configured point's resolution, by point name."""
+    return {point.name: Resolution.of(point) for _device, point in config.points()}
+
+
+def format_for(formats: Mapping[str, Resolution], point: str, value: object) -> str:
+    """``value`` of ``point`` (default resolution for a point not in ``formats``)."""
+    return formats.get(point, Resolution()).format(value)
