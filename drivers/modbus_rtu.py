@@ -1,4 +1,8 @@
-"""Modbus RTU over a serial line (RS-485): one line is one bus, shared by its units."""
+"""Modbus RTU over a serial line (RS-485): one line is one bus, shared by its units.
+
+Reads on a line where traffic the gateway did not cause was seen lately (a second master,
+see ``line_watch``) are refused as bad answers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pymodbus.client import AsyncModbusSerialClient
 
+from watchpost.drivers.base import AnswerError, CommError, ReadRequest, Table
+from watchpost.drivers.line_watch import LineWatch
 from watchpost.drivers.modbus import ModbusBus
 
 KEY = "modbus_rtu"
@@ -32,6 +38,7 @@ class ModbusRtuBus(ModbusBus):
     """A Modbus RTU line."""
 
     def __init__(self, config: Config) -> None:
+        self._watch = LineWatch(config.name)
         client = AsyncModbusSerialClient(
             config.port,
             baudrate=config.baudrate,
@@ -42,12 +49,48 @@ class ModbusRtuBus(ModbusBus):
             retries=0,
             timeout=1.0,
             reconnect_delay=0,
+            trace_packet=self._watch.trace,
         )
         super().__init__(config.name, client)
         self._where = config.port
 
     def describe(self) -> str:
         return self._where
+
+    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
+        self._watch.begin(request.unit)
+        timed_out = False
+        try:
+            values = await super().read(request, timeout=timeout)
+        except CommError:
+            timed_out = True
+            raise
+        finally:
+            self._watch.end(timed_out=timed_out)
+        suspect = self._watch.suspect()
+        if suspect is not None:
+            what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
+            raise AnswerError(f"bus {self.name}: {what}: {suspect}")
+        return values
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
+        self._watch.begin(unit)
+        timed_out = False
+        try:
+            await super().write(unit, table, address, values, timeout=timeout)
+        except CommError:
+            timed_out = True
+            raise
+        finally:
+            self._watch.end(timed_out=timed_out)
 
 
 def create(config: Config) -> ModbusRtuBus:
