@@ -4,16 +4,20 @@ Exceptions::
 
     BusError                 base: a transaction on a bus failed
     +-- CommError            no valid answer (timeout, no connection, bad frame); a retry can help
-    +-- DeviceError          the device answered with a Modbus exception; a retry will not help
-    +-- AnswerError          an answer that does not fit its request (length, byte count);
-                             its values are not trusted; a retry may help, the next poll retries
+    +-- DeviceError          the device answered with an exception (a Modbus exception code,
+    |                        a DL/T 645 abnormal reply); a retry will not help
+    +-- AnswerError          the device answered, but the answer is unusable (a failed checksum,
+                             a line that does not parse, an answer that does not fit its
+                             request); its values are not trusted; a retry can help
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from watchpost.samples import Sample
 
 
 class Table(enum.StrEnum):
@@ -52,7 +56,7 @@ class CommError(BusError):
 
 
 class DeviceError(BusError):
-    """The device answered with a Modbus exception code. A retry will not help."""
+    """The device answered with an exception code. A retry will not help."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -60,11 +64,26 @@ class DeviceError(BusError):
 
 
 class AnswerError(BusError):
-    """An answer whose shape does not fit the request (more or fewer registers than asked
-    for, a byte count that does not match): the values are not trusted. The next poll tries
+    """The device answered, but the answer is unusable: a failed checksum, a line that does
+    not parse, a value that is not a number, an answer whose shape does not fit the request
+    (more or fewer registers than asked for). Its samples are `bad`. The next poll tries
     again; a device that keeps answering so is misconfigured or not the device meant."""
 
     retry_can_help = True
+
+
+@dataclass(slots=True)
+class PollOutcome:
+    """What one poll of a device gave: every point's sample, and why some are not good.
+
+    ``comm_error`` says the device did not answer (its samples are `comm`); ``errors`` hold
+    what was wrong with answers that came (their samples are `bad`).
+    """
+
+    samples: list[Sample]
+    comm_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
 
 
 class Bus(Protocol):
