@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from watchpost.alarms import AlarmEngine, AlarmRule, load_rule_set
+from watchpost.alarms import AlarmEngine
+from watchpost.config.alarms import AlarmRule, load_rule_set
 from watchpost.samples import Quality, Sample
 
 EXTRA = [

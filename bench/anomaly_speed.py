@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from watchpost.anomaly import AnomalyDetector, AnomalyModelConfig, DetectorParams, LiteRTModel
+from watchpost.anomaly import AnomalyDetector, DetectorParams, LiteRTModel
+from watchpost.config.anomaly import AnomalyModelConfig
 from watchpost.models import shipped_model_path
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from watchpost.anomaly import AnomalyModelConfig
 from watchpost.anomaly_cli import read_table, score_table
+from watchpost.config.anomaly import AnomalyModelConfig
 
 LABELS = ("anomaly", "changepoint")
 TIME_COLUMN = "datetime"

@@ -24,8 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import Broker
-from watchpost.store import Store, StoreConfig
-from watchpost.uplink import Uplink, UplinkConfig
+from watchpost.config.store import StoreConfig
+from watchpost.config.uplink import UplinkConfig
+from watchpost.store import Store
+from watchpost.uplink import Uplink
 
 BATCH = 500
 POINTS = 1000

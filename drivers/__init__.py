@@ -1,16 +1,19 @@
-"""Field protocols. Each driver is one module with a KEY, a pydantic ``Config`` and ``create``.
+"""Field protocols. Each driver is one module with a KEY, a pydantic ``Config`` and ``DRIVER``.
 
 Adding a protocol is one module plus one line in ``DRIVERS``; the config's bus union is
-derived from this dict.
+derived from this dict. Importing this package stays light: a driver module imports its
+protocol's library (pymodbus, pyserial) only inside its factory, when a bus is opened.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from watchpost.drivers import modbus_rtu, modbus_tcp
+from watchpost.drivers.base import Driver
 
-DRIVERS: dict[str, ModuleType] = {
-    modbus_tcp.KEY: modbus_tcp,
-    modbus_rtu.KEY: modbus_rtu,
+DRIVERS: dict[str, Driver] = {
+    driver.key: driver
+    for driver in (
+        modbus_tcp.DRIVER,
+        modbus_rtu.DRIVER,
+    )
 }

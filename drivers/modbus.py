@@ -1,4 +1,7 @@
-"""What Modbus TCP and Modbus RTU share: one pymodbus async client per bus.
+"""Modbus TCP and Modbus RTU buses: one pymodbus async client per bus.
+
+Only the drivers' factories import this module, so pymodbus loads when a Modbus bus is
+opened, never when the config is checked.
 
 pymodbus takes a read answer's registers from its byte count and drops whatever does not
 fit; the answer classes below keep the byte count and the payload's real length, so that an
@@ -10,7 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
@@ -21,6 +26,13 @@ from pymodbus.pdu.register_message import (
 )
 
 from watchpost.drivers.base import AnswerError, CommError, DeviceError, ReadRequest, Table
+from watchpost.drivers.line_watch import LineWatch
+
+if TYPE_CHECKING:
+    from watchpost.drivers import modbus_rtu, modbus_tcp
+
+if TYPE_CHECKING:
+    from watchpost.drivers import modbus_tcp
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +200,81 @@ def _what(what: str | ReadRequest) -> str:
     if isinstance(what, ReadRequest):
         return f"unit {what.unit} {what.table} {what.address}+{what.count}"
     return what
+
+
+class ModbusTcpBus(ModbusBus):
+    """A Modbus TCP endpoint."""
+
+    def __init__(self, config: modbus_tcp.Config) -> None:
+        client = AsyncModbusTcpClient(
+            config.host,
+            port=config.port,
+            name=config.name,
+            retries=0,
+            timeout=1.0,
+            reconnect_delay=0,  # the poller reconnects on its own schedule
+        )
+        super().__init__(config.name, client)
+        self._where = f"{config.host}:{config.port}"
+
+    def describe(self) -> str:
+        return self._where
+
+
+class ModbusRtuBus(ModbusBus):
+    """A Modbus RTU line."""
+
+    def __init__(self, config: modbus_rtu.Config) -> None:
+        self._watch = LineWatch(config.name)
+        client = AsyncModbusSerialClient(
+            config.port,
+            baudrate=config.baudrate,
+            parity=config.parity,
+            stopbits=config.stopbits,
+            bytesize=config.bytesize,
+            name=config.name,
+            retries=0,
+            timeout=1.0,
+            reconnect_delay=0,
+            trace_packet=self._watch.trace,
+        )
+        super().__init__(config.name, client)
+        self._where = config.port
+
+    def describe(self) -> str:
+        return self._where
+
+    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
+        self._watch.begin(request.unit)
+        timed_out = False
+        try:
+            values = await super().read(request, timeout=timeout)
+        except CommError:
+            timed_out = True
+            raise
+        finally:
+            self._watch.end(timed_out=timed_out)
+        suspect = self._watch.suspect()
+        if suspect is not None:
+            what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
+            raise AnswerError(f"bus {self.name}: {what}: {suspect}")
+        return values
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
+        self._watch.begin(unit)
+        timed_out = False
+        try:
+            await super().write(unit, table, address, values, timeout=timeout)
+        except CommError:
+            timed_out = True
+            raise
+        finally:
+            self._watch.end(timed_out=timed_out)

@@ -32,18 +32,24 @@ import json
 import logging
 import math
 import os
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from gettext import gettext as _
-from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
+from watchpost.config.alarms import (
+    CommLossRule,
+    InvalidRule,
+    Level,
+    OutOfRangeRule,
+    OutputFaultRule,
+    RateOfRiseRule,
+    Rule,
+    StuckRule,
+    ThresholdRule,
+)
 from watchpost.samples import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -59,280 +65,14 @@ TEXT_SHELVE_PAST = _("the shelf of {alarm!r} must expire in the future")
 TEXT_SHELVE_TOO_LONG = _("alarm {alarm!r} may be shelved for at most {max} s (max_shelve)")
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
 TEXT_EXPIRED = _("shelf expired")
-TEXT_DEADBAND = _("deadband must be below rate")
-TEXT_RANGE = _("range: min must be below max")
-TEXT_RESERVED = _("rule name {name!r} is reserved")
-TEXT_NO_RULE_SET = _("no rule set {name!r} (known: {known})")
-TEXT_BAD_RULE_SET = _("rule set {name!r} is broken: {error}")
-TEXT_UNIT_MISMATCH = _("rule set {name!r} is for {expected!r}, the point is in {unit!r}")
-TEXT_DUPLICATE_RULE = _("rule name {name!r} is used more than once on this point")
-TEXT_NEEDS_RANGE = _("out_of_range needs a range: give the rule or the point one")
 TEXT_STATE_UNREADABLE = "alarm state %s unreadable, starting from normal: %s"
 TEXT_STATE_DROPPED = "alarm state of %s dropped: no such alarm in the config"
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-RESERVED_RULE_NAMES = frozenset({"test", "output_fault"})
 STATE_VERSION = 1
 
-Level = Literal["prealarm", "alarm", "critical", "fault"]
 EventName = Literal["raised", "cleared", "acknowledged", "shelved", "unshelved"]
 
 _GOOD, _BAD, _COMM, _STALE = Quality.GOOD, Quality.BAD, Quality.COMM, Quality.STALE
-
-
-# -- rules: one pydantic class per kind, a discriminated union keyed by `kind` ----------------
-
-
-class _Rule(BaseModel):
-    """What every rule has: its name, level, delays, latching and shelving."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(
-        default="",
-        pattern=r"^$|" + NAME_PATTERN,
-        description=(
-            "Rule id within its point (alarm id = point/name). Default: kind_level for high, "
-            "low and rate_of_rise, the kind for sensor faults."
-        ),
-    )
-    level: Level = Field(default="alarm", description="prealarm, alarm, critical or fault.")
-    on_delay: float = Field(
-        default=0.0,
-        ge=0,
-        le=86400,
-        allow_inf_nan=False,
-        description=("Seconds the condition must hold (by sample time) before the alarm raises."),
-    )
-    off_delay: float = Field(
-        default=0.0,
-        ge=0,
-        le=86400,
-        allow_inf_nan=False,
-        description=("Seconds the condition must stay normal before the alarm clears."),
-    )
-    latch: bool = Field(
-        default=False,
-        description=("Stay raised after the condition returns to normal until acknowledged."),
-    )
-    shelvable: bool = Field(default=True, description="Crews may shelve this alarm.")
-    max_shelve: float = Field(
-        default=8 * 3600,
-        gt=0,
-        le=7 * 86400,
-        description=("Longest shelf in seconds (the expiry of a shelf is mandatory)."),
-    )
-    description: str = Field(default="", description="Free text for people.")
-
-    def default_name(self) -> str:
-        return f"{self.kind}_{self.level}"  # type: ignore[attr-defined]
-
-    @model_validator(mode="after")
-    def _name(self) -> _Rule:
-        if not self.name:
-            object.__setattr__(self, "name", self.default_name())  # frozen: set once here
-        if self.name in RESERVED_RULE_NAMES:
-            raise ValueError(TEXT_RESERVED.format(name=self.name))
-        return self
-
-
-class ThresholdRule(_Rule):
-    """high: raise at value >= threshold, clear below threshold - deadband; low: mirrored."""
-
-    kind: Literal["high", "low"] = Field(description="high: raise above; low: raise below.")
-    threshold: float = Field(allow_inf_nan=False, description="Value at which the alarm raises.")
-    deadband: float = Field(
-        default=0.0,
-        ge=0,
-        allow_inf_nan=False,
-        description=("How far back past the threshold the value must go to clear."),
-    )
-
-
-class RateOfRiseRule(_Rule):
-    """Raise when the value rose by ``rate`` per minute over the last ``window`` seconds."""
-
-    kind: Literal["rate_of_rise"]
-    rate: float = Field(
-        gt=0,
-        allow_inf_nan=False,
-        description=(
-            "Units per minute: the rise from the lowest value in the window, per minute of window."
-        ),
-    )
-    window: float = Field(
-        default=60.0, gt=0, le=86400, allow_inf_nan=False, description=("Seconds looked back.")
-    )
-    deadband: float = Field(
-        default=0.0,
-        ge=0,
-        allow_inf_nan=False,
-        description=("Units per minute below rate at which the alarm clears."),
-    )
-
-    @model_validator(mode="after")
-    def _deadband_below_rate(self) -> RateOfRiseRule:
-        if self.deadband >= self.rate:
-            raise ValueError(TEXT_DEADBAND)
-        return self
-
-
-class _FaultRule(_Rule):
-    level: Level = Field(default="fault", description="prealarm, alarm, critical or fault.")
-
-    def default_name(self) -> str:
-        return str(self.kind)  # type: ignore[attr-defined]
-
-
-class OutOfRangeRule(_FaultRule):
-    """Sensor fault: the value lies outside the plausible range."""
-
-    kind: Literal["out_of_range"]
-    range: tuple[float, float] | None = Field(
-        default=None, description=("[min, max]; default: the point's range.")
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> OutOfRangeRule:
-        if self.range is not None and not self.range[0] < self.range[1]:
-            raise ValueError(TEXT_RANGE)
-        return self
-
-
-class StuckRule(_FaultRule):
-    """Sensor fault: good values stayed within ``tolerance`` of each other for ``duration``."""
-
-    kind: Literal["stuck"]
-    duration: float = Field(
-        gt=0,
-        le=30 * 86400,
-        allow_inf_nan=False,
-        description=("Seconds without movement after which the sensor counts as stuck."),
-    )
-    tolerance: float = Field(
-        default=0.0,
-        ge=0,
-        allow_inf_nan=False,
-        description=("Largest spread of values that still counts as not moving."),
-    )
-
-
-class CommLossRule(_FaultRule):
-    """Sensor fault: the device does not answer (`comm` samples)."""
-
-    kind: Literal["comm_loss"]
-    stale: bool = Field(default=True, description="Count `stale` samples as lost too.")
-
-
-class InvalidRule(_FaultRule):
-    """Sensor fault: the device answered with an exception or a value flagged invalid."""
-
-    kind: Literal["invalid"]
-
-
-class OutputFaultRule(_FaultRule):
-    """A local output that could not be written or verified (made by the engine, not config)."""
-
-    kind: Literal["output_fault"] = "output_fault"
-
-    @model_validator(mode="after")
-    def _name(self) -> OutputFaultRule:  # the reserved name is its own
-        if not self.name:
-            object.__setattr__(self, "name", "output_fault")
-        return self
-
-
-RULE_CLASSES: tuple[type[_Rule], ...] = (
-    ThresholdRule,
-    RateOfRiseRule,
-    OutOfRangeRule,
-    StuckRule,
-    CommLossRule,
-    InvalidRule,
-)
-RULE_KINDS = frozenset(
-    {"high", "low", "rate_of_rise", "out_of_range", "stuck", "comm_loss", "invalid"}
-)
-
-AlarmRule = Annotated[
-    ThresholdRule | RateOfRiseRule | OutOfRangeRule | StuckRule | CommLossRule | InvalidRule,
-    Field(discriminator="kind"),
-]
-
-
-# -- ready-made rule sets (drivers/profiles/*.toml) ---------------------------------------------
-
-
-class RuleSet(BaseModel):
-    """A profile file: rules for one hazard, with where their numbers come from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    description: str = Field(description="What the rule set is for.")
-    unit: str = Field(default="", description="Engineering unit the thresholds are in.")
-    sources: list[str] = Field(default_factory=list, description="Where each number comes from.")
-    alarms: list[AlarmRule] = Field(min_length=1, description="The rules.")
-
-
-def rule_set_names() -> list[str]:
-    """Names of the shipped rule sets."""
-    folder = resources.files("watchpost.drivers").joinpath("profiles")
-    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".toml"))
-
-
-@cache
-def load_rule_set(name: str) -> RuleSet:
-    """The shipped rule set ``name``; ValueError names the known ones."""
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ValueError(TEXT_NO_RULE_SET.format(name=name, known=", ".join(rule_set_names())))
-    entry = resources.files("watchpost.drivers").joinpath("profiles", f"{name}.toml")
-    if not entry.is_file():
-        raise ValueError(TEXT_NO_RULE_SET.format(name=name, known=", ".join(rule_set_names())))
-    try:
-        return RuleSet.model_validate(tomllib.loads(entry.read_text(encoding="utf-8")))
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ValueError(TEXT_BAD_RULE_SET.format(name=name, error=exc)) from exc
-
-
-def resolve_rules(
-    rules: Sequence[_Rule],
-    *,
-    rules_from: str | None,
-    unit: str,
-    point_range: tuple[float, float] | None,
-) -> list[_Rule]:
-    """A point's rules: its rule set's (unless overridden by name) then its own.
-
-    Fills the range of out_of_range rules from the point; raises ValueError on a clash.
-    """
-    merged: list[_Rule] = []
-    if rules_from is not None:
-        rule_set = load_rule_set(rules_from)
-        if unit and rule_set.unit and _unit_key(unit) != _unit_key(rule_set.unit):
-            raise ValueError(
-                TEXT_UNIT_MISMATCH.format(name=rules_from, expected=rule_set.unit, unit=unit)
-            )
-        own = {rule.name for rule in rules}
-        merged.extend(rule for rule in rule_set.alarms if rule.name not in own)
-    names: set[str] = set()
-    for rule in rules:
-        if rule.name in names:
-            raise ValueError(TEXT_DUPLICATE_RULE.format(name=rule.name))
-        names.add(rule.name)
-    merged.extend(rules)
-    resolved: list[_Rule] = []
-    for rule in merged:
-        if isinstance(rule, OutOfRangeRule) and rule.range is None:
-            if point_range is None:
-                raise ValueError(TEXT_NEEDS_RANGE)
-            resolved.append(rule.model_copy(update={"range": tuple(point_range)}))
-        else:
-            resolved.append(rule)
-    return resolved
-
-
-def _unit_key(unit: str) -> str:
-    return "".join(unit.split()).lower()
 
 
 # -- events -------------------------------------------------------------------------------
@@ -436,7 +176,7 @@ class _Alarm:
         "value",
     )
 
-    def __init__(self, point: str, rule: _Rule) -> None:
+    def __init__(self, point: str, rule: Rule) -> None:
         self.point = point
         self.rule = rule
         self.id = f"{point}/{rule.name}"
@@ -653,7 +393,7 @@ class _OutputFault(_Alarm):
         return None
 
 
-def _make_alarm(point: str, rule: _Rule, rules: Sequence[_Rule]) -> _Alarm:
+def _make_alarm(point: str, rule: Rule, rules: Sequence[Rule]) -> _Alarm:
     if isinstance(rule, ThresholdRule):
         return _Threshold(point, rule)
     if isinstance(rule, RateOfRiseRule):
@@ -685,7 +425,7 @@ class AlarmEngine:
 
     def __init__(
         self,
-        rules: Mapping[str, Sequence[_Rule]],
+        rules: Mapping[str, Sequence[Rule]],
         now_ms: Callable[[], int],
         *,
         outputs: Mapping[str, Level] | None = None,

@@ -25,10 +25,10 @@ import numpy as np
 from watchpost.anomaly import (
     AnomalyDetector,
     AnomalyError,
-    AnomalyModelConfig,
     DetectorParams,
     LiteRTModel,
 )
+from watchpost.config.anomaly import AnomalyModelConfig
 from watchpost.models import shipped_model_path
 
 TEXT_ANOMALY_HELP = _("on-device anomaly models")

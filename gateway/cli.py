@@ -20,7 +20,7 @@ from watchpost import __version__
 # installers' and crews' tooling in memory.
 COMMANDS: dict[str, str] = {
     "run": "watchpost.app",
-    "config": "watchpost.config",
+    "config": "watchpost.config.command",
     "monitor": "watchpost.monitor",
     **dict.fromkeys(
         ("status", "read", "watch", "alarms", "test-alarm", "selftest"), "watchpost.crew"

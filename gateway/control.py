@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
@@ -34,16 +32,6 @@ TEXT_UNKNOWN_OP = "unknown operation {op!r} (known: {known})"
 TEXT_BAD_REQUEST = "a request is one JSON object per line with an 'op'"
 TEXT_NOT_RUNNING = "the daemon is not running (no answer on {path})"
 TEXT_NO_ANSWER = "the daemon did not answer on {path}: {error}"
-
-
-class ControlConfig(BaseModel):
-    """The `[control]` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    socket: Path = Field(
-        default=Path("/run/watchpost/control.sock"), description="Unix socket of the crews' CLI."
-    )
 
 
 class ControlError(Exception):

@@ -38,8 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from watchpost.config.history import HistoryConfig
 from watchpost.samples import Quality
 from watchpost.sqlite_ro import connect_read_only
 
@@ -105,30 +104,6 @@ INSERT INTO comm(minute, device, polls, failures) VALUES (?, ?, ?, ?)
 ON CONFLICT(minute, device) DO UPDATE SET
     polls = polls + excluded.polls, failures = failures + excluded.failures
 """
-
-
-class HistoryConfig(BaseModel):
-    """The `[history]` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=True,
-        description=(
-            "Keep per-minute aggregates, alarm events and communication counters for "
-            "`watchpost report`."
-        ),
-    )
-    retention_days: float = Field(
-        default=30,
-        gt=0,
-        le=3650,
-        allow_inf_nan=False,
-        description=("Days of history kept; older rows are deleted once a minute."),
-    )
-    path: Path | None = Field(
-        default=None, description=("The SQLite file; default: history.db in [gateway] state_dir.")
-    )
 
 
 class HistoryError(Exception):

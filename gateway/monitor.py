@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
-from watchpost.uplink import BrokerAddress
+from watchpost.config.uplink import BrokerAddress
 
 TEXT_HELP = _("show live what the platform receives from gateways over MQTT")
 TEXT_BROKER_HELP = _("broker URL (default: [uplink] broker of --config)")

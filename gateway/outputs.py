@@ -25,34 +25,23 @@ import logging
 from collections.abc import (
     Awaitable,
     Callable,
-    Collection,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
 from gettext import gettext as _
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from watchpost.alarms import NAME_PATTERN, AlarmEngine, AlarmEvent, Level
+from watchpost.alarms import AlarmEngine, AlarmEvent
 from watchpost.backoff import Backoff
+from watchpost.config.alarms import Level
+from watchpost.config.outputs import OutputConfig
 from watchpost.drivers.base import Bus, BusError, ReadRequest, Table
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TEXT_DEVICE_OR_BUS = _("give exactly one of device or bus (with unit)")
-TEXT_UNIT_WITH_BUS = _("unit goes with bus; a device brings its own unit")
-TEXT_COIL_VALUES = _("a coil takes on/off values 0 or 1")
-TEXT_SAME_VALUES = _("on and off must differ")
-TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
-TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
-TEXT_NO_POINT = _("no point named {name!r}")
-TEXT_DUPLICATE = _("output name {name!r} is used more than once")
-TEXT_CLASH = _("output name {name!r} is also a point name")
 TEXT_NO_SCHEDULER = _("output {name!r}: bus {bus!r} has no scheduler")
 TEXT_NO_FAULT_ALARM = _(
     "output {name!r}: the alarm engine has no {name}/output_fault alarm "
@@ -62,102 +51,6 @@ TEXT_WRITE_FAILED = _("writing {value} to {what} failed: {error}")
 TEXT_UNVERIFIED = _("{what} reads back {got} after writing {value}")
 TEXT_FAULT = "output %s: %s (retrying)"
 TEXT_RECOVERED = "output %s: verified again"
-
-
-class OutputConfig(BaseModel):
-    """One local output: a coil or holding register written when alarms raise and clear."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(
-        pattern=NAME_PATTERN, description=("Output name; its fault alarm is NAME/output_fault.")
-    )
-    description: str = Field(default="", description="Free text for people.")
-    device: str | None = Field(
-        default=None, description=("A device of [[devices]]: its bus and unit carry the write.")
-    )
-    bus: str | None = Field(
-        default=None,
-        description=("A bus of [[buses]], for a relay module that is not polled (with unit)."),
-    )
-    unit: int | None = Field(
-        default=None, ge=0, le=255, description=("Modbus unit on bus (only with bus).")
-    )
-    table: Literal["coil", "holding"] = Field(
-        default="coil", description=("coil or holding register.")
-    )
-    address: int = Field(ge=0, le=65535, description="Coil or register address, 0-based.")
-    on: int = Field(default=1, ge=0, le=65535, description="Value written to switch on.")
-    off: int = Field(default=0, ge=0, le=65535, description="Value written to switch off.")
-    points: list[str] = Field(
-        default_factory=list, description=("Points whose alarms drive it; empty: every point.")
-    )
-    levels: list[Level] = Field(
-        default_factory=lambda: ["alarm", "critical"], description=("Alarm levels that drive it.")
-    )
-    kinds: list[str] = Field(
-        default_factory=list,
-        description=("Rule kinds that drive it; empty: every kind but output_fault."),
-    )
-    until: Literal["clear", "ack"] = Field(
-        default="clear",
-        description=(
-            "clear: on until the alarms clear; ack: off once they are acknowledged (sounders)."
-        ),
-    )
-    timeout: float = Field(
-        default=1.0, gt=0, le=30, description=("Seconds to wait for each answer.")
-    )
-    refresh: float = Field(
-        default=60.0,
-        ge=0,
-        le=86400,
-        description=("Seconds between read-backs that confirm the output still holds; 0: never."),
-    )
-    fault_level: Level = Field(
-        default="fault", description=("Level of the output's output_fault alarm.")
-    )
-
-    @model_validator(mode="after")
-    def _target(self) -> OutputConfig:
-        if (self.device is None) == (self.bus is None) or (self.bus and self.unit is None):
-            raise ValueError(TEXT_DEVICE_OR_BUS)
-        if self.device is not None and self.unit is not None:
-            raise ValueError(TEXT_UNIT_WITH_BUS)
-        if self.table == "coil" and not {self.on, self.off} <= {0, 1}:
-            raise ValueError(TEXT_COIL_VALUES)
-        if self.on == self.off:
-            raise ValueError(TEXT_SAME_VALUES)
-        return self
-
-
-def check_outputs(
-    outputs: Sequence[OutputConfig],
-    *,
-    devices: Mapping[str, str],
-    buses: Collection[str],
-    points: Collection[str],
-) -> Iterator[str]:
-    """Cross-section errors with key paths; ``devices`` maps device names to their bus."""
-    seen: set[str] = set()
-    for i, output in enumerate(outputs):
-        where = f"outputs[{i}]"
-        if output.name in seen:
-            yield f"{where}.name: " + TEXT_DUPLICATE.format(name=output.name)
-        seen.add(output.name)
-        if output.name in points:
-            yield f"{where}.name: " + TEXT_CLASH.format(name=output.name)
-        if output.device is not None and output.device not in devices:
-            yield f"{where}.device: " + TEXT_NO_DEVICE.format(
-                name=output.device, known=", ".join(devices) or "none"
-            )
-        if output.bus is not None and output.bus not in buses:
-            yield f"{where}.bus: " + TEXT_NO_BUS.format(
-                name=output.bus, known=", ".join(buses) or "none"
-            )
-        for p, point in enumerate(output.points):
-            if point not in points:
-                yield f"{where}.points[{p}]: " + TEXT_NO_POINT.format(name=point)
 
 
 def fault_levels(outputs: Iterable[OutputConfig]) -> dict[str, Level]:

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import __version__
-from watchpost.alarms import ThresholdRule
 from watchpost.config import EXIT_CONFIG, ConfigError, GatewayConfig, load_config
 from watchpost.config import print_config_error as _print_config_error
+from watchpost.config.alarms import ThresholdRule
 from watchpost.display import DEFAULT_RESOLUTION, Resolution
 from watchpost.history import (
     MINUTE_MS,

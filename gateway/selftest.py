@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from watchpost.clock import kernel_synced
+from watchpost.config.uplink import BrokerAddress
 from watchpost.sqlite_ro import connect_read_only
-from watchpost.uplink import BrokerAddress
 
 MIN_FREE_BYTES = 50 * 1024 * 1024
 

@@ -42,9 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from watchpost.backoff import Backoff
+from watchpost.config.store import StoreConfig
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
@@ -94,33 +93,6 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_stream ON outbox(stream, id, seq, ts, items);
 CREATE TABLE IF NOT EXISTS clock_fix(boot TEXT PRIMARY KEY, delta_ms INTEGER NOT NULL);
 """
-
-
-class StoreConfig(BaseModel):
-    """The `[store]` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    path: Path = Field(description="The SQLite file, e.g. /var/lib/watchpost/buffer.db.")
-    commit_interval: float = Field(
-        default=1.0,
-        gt=0,
-        le=60,
-        description="Seconds between telemetry commits: what a power cut can cost at most.",
-    )
-    quota_mb: float = Field(
-        default=512,
-        gt=0,
-        le=1_000_000,
-        description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.",
-    )
-    min_free_mb: float = Field(
-        default=64,
-        ge=0,
-        le=1_000_000,
-        description="Free space (MiB) to leave on the filesystem: below it the store stops "
-        "growing and evicts the oldest telemetry as if the quota were reached.",
-    )
 
 
 class StoreError(Exception):

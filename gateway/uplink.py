@@ -38,13 +38,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from watchpost.backoff import Backoff
+from watchpost.config.uplink import BrokerAddress, UplinkConfig
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -52,10 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEXT_BAD_URL = "must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883"
-TEXT_RECONNECT_RANGE = "reconnect_max must not be below reconnect_min"
-TEXT_CERT_PAIR = "cert_file and key_file go together: set both or neither"
-TEXT_PASSWORD_ALONE = "password_file needs username"
 TEXT_CONNECTED = "connected to %s:%d (%s)"
 TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
 TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
@@ -73,111 +68,6 @@ PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
 FETCH_ROWS = 256
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """A broker's place, parsed from its URL."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(TEXT_BAD_URL)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(TEXT_BAD_URL) from exc
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-class UplinkConfig(BaseModel):
-    """The `[uplink]` section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
-    backup_brokers: list[str] = Field(
-        default_factory=list, description="Further brokers tried in turn when it is unreachable."
-    )
-    keepalive: int = Field(
-        default=30,
-        ge=5,
-        le=600,
-        description="Seconds within which a dead link (even a silent one) is noticed at most "
-        "1.5 times over; the gateway pings every keepalive/2 to keep that promise.",
-    )
-    connect_timeout: float = Field(
-        default=10.0, gt=0, le=120, description="Seconds to wait for a broker to accept."
-    )
-    reconnect_min: float = Field(
-        default=0.5,
-        gt=0,
-        le=60,
-        description="First reconnect delay bound in seconds (capped exponential, full jitter).",
-    )
-    reconnect_max: float = Field(
-        default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds."
-    )
-    max_inflight: int = Field(
-        default=64,
-        ge=2,
-        le=1000,
-        description="Messages sent but not yet acknowledged (PUBACK) at any moment.",
-    )
-    health_interval: float = Field(
-        default=30.0, gt=0, le=3600, description="Seconds between `health` messages."
-    )
-    client_id: str | None = Field(
-        default=None, description="MQTT client id; default watchpost-{site}-{gateway}."
-    )
-    ca_file: Path | None = Field(
-        default=None, description="PEM file of the CA that signed the broker's certificate."
-    )
-    cert_file: Path | None = Field(
-        default=None, description="The gateway's client certificate (PEM), for mutual TLS."
-    )
-    key_file: Path | None = Field(
-        default=None, description="The gateway's private key (PEM); must not be readable by others."
-    )
-    username: str | None = Field(
-        default=None, description="MQTT user name, instead of a certificate."
-    )
-    password_file: Path | None = Field(
-        default=None, description="File holding the MQTT password; never put it in this file."
-    )
-
-    @field_validator("broker")
-    @classmethod
-    def _broker_url(cls, url: str) -> str:
-        BrokerAddress.parse(url)
-        return url
-
-    @field_validator("backup_brokers")
-    @classmethod
-    def _backup_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            BrokerAddress.parse(url)
-        return urls
-
-    @model_validator(mode="after")
-    def _consistent(self) -> UplinkConfig:
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError(TEXT_RECONNECT_RANGE)
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError(TEXT_CERT_PAIR)
-        if self.password_file is not None and self.username is None:
-            raise ValueError(TEXT_PASSWORD_ALONE)
-        return self
-
-    def addresses(self) -> list[BrokerAddress]:
-        """The primary broker first, then the backups."""
-        return [BrokerAddress.parse(url) for url in (self.broker, *self.backup_brokers)]
 
 
 class UplinkError(Exception):

@@ -27,8 +27,8 @@ from watchpost.config import (
     describe_error,
     read_toml,
 )
+from watchpost.config.uplink import BrokerAddress
 from watchpost.provisioning.pki import KeyType
-from watchpost.uplink import BrokerAddress
 
 TEXT_NOT_MQTTS = _("must be an mqtts:// URL: gateways authenticate with their certificate")
 TEXT_DUPLICATE_GATEWAY = _("gateway id {name!r} is used more than once")

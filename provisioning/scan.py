@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar, get_args
 
 from watchpost.drivers import modbus_rtu
-from watchpost.drivers.base import CommError, DeviceError, ReadRequest, Table
+from watchpost.drivers.base import Bus, CommError, DeviceError, ReadRequest, Table
 from watchpost.drivers.modbus import EXCEPTION_NAMES
 from watchpost.provisioning.tomlwrite import value_text
 
@@ -148,7 +148,7 @@ def default_timeout(baudrate: int) -> float:
     return 0.15 + 30 * 11 / baudrate
 
 
-async def probe(bus: modbus_rtu.ModbusRtuBus, request: ReadRequest, timeout: float) -> str | None:
+async def probe(bus: Bus, request: ReadRequest, timeout: float) -> str | None:
     """What the unit said, or None if nothing (valid) came back."""
     try:
         values = await bus.read(request, timeout=timeout)

@@ -15,15 +15,8 @@ import jsonschema
 import pytest
 from pydantic import TypeAdapter
 
-from watchpost.alarms import (
-    AlarmEngine,
-    AlarmEvent,
-    AlarmRule,
-    AlarmStateError,
-    AlarmStateFile,
-    UnknownAlarm,
-    resolve_rules,
-)
+from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmStateError, AlarmStateFile, UnknownAlarm
+from watchpost.config.alarms import AlarmRule, resolve_rules
 from watchpost.samples import Quality, Sample
 
 SCHEMA = json.loads(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from watchpost.alarms import AlarmEngine, load_rule_set, rule_set_names
+from watchpost.alarms import AlarmEngine
 from watchpost.config import ConfigError, load_config
+from watchpost.config.alarms import load_rule_set, rule_set_names
 from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_000_000

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent, AlarmRule, resolve_rules
+from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent
+from watchpost.config.alarms import AlarmRule, resolve_rules
 from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_000_000

@@ -14,9 +14,7 @@ import pydantic
 import pytest
 
 from watchpost.anomaly import (
-    AnomalyConfig,
     AnomalyDetector,
-    AnomalyModelConfig,
     AnomalyRunner,
     CalibrationError,
     DetectorParams,
@@ -24,6 +22,7 @@ from watchpost.anomaly import (
     ModelShapeError,
     open_detector,
 )
+from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
 from watchpost.models import shipped_model_path
 from watchpost.samples import Quality, Sample
 

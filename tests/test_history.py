@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from watchpost.alarms import AlarmEngine, ThresholdRule
-from watchpost.history import (
-    MINUTE_MS,
-    HistoryConfig,
-    HistoryRecorder,
-    NoHistoryError,
-    history_path,
-    read_history,
-)
+from watchpost.alarms import AlarmEngine
+from watchpost.config.alarms import ThresholdRule
+from watchpost.config.history import HistoryConfig
+from watchpost.history import MINUTE_MS, HistoryRecorder, NoHistoryError, history_path, read_history
 from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_040_000  # a minute boundary (UTC epoch ms)

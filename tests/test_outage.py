@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import Broker, Proxy, Subscriber, free_port
 from tests.test_uplink import ROOT, depth, make_uplink, running, until
-from watchpost.store import Store, StoreConfig
+from watchpost.config.store import StoreConfig
+from watchpost.store import Store
 
 ALARM = {
     "event": "raised",

@@ -15,8 +15,9 @@ from tests.conftest import Broker, Subscriber
 from tests.site_run import SiteRun
 from tests.test_store import _damage_foreign_wal, _damage_garbage, _damage_truncated
 from watchpost.config import load_config
+from watchpost.config.store import StoreConfig
 from watchpost.control import ControlError, request
-from watchpost.store import Store, StoreConfig
+from watchpost.store import Store
 
 ROOT = "watchpost/v1/demo-colliery/gw-01/"
 SETTLE = 0.5  # s: longer than any commit of a durable alarm takes here

@@ -27,8 +27,10 @@ KILLS = 20
 DRIVER = r"""
 import asyncio, sys, time
 from pathlib import Path
-from watchpost.store import Store, StoreConfig
-from watchpost.uplink import Uplink, UplinkConfig
+from watchpost.store import Store
+from watchpost.config.store import StoreConfig
+from watchpost.uplink import Uplink
+from watchpost.config.uplink import UplinkConfig
 
 db, url, run, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 

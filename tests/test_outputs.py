@@ -14,11 +14,14 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from tests.modbus_servers import KnownUnitsOnly, device_context, silent_server, tcp_server
-from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmRule
+from watchpost.alarms import AlarmEngine, AlarmEvent
 from watchpost.config import ConfigError, load_config
+from watchpost.config.alarms import AlarmRule
+from watchpost.config.outputs import OutputConfig
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.base import ReadRequest, Table
-from watchpost.outputs import OutputConfig, OutputDriver, fault_levels
+from watchpost.drivers.modbus import ModbusTcpBus
+from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler
 from watchpost.samples import Quality, Sample
 
@@ -39,7 +42,7 @@ class Device:
     unit: int
 
 
-def tcp_bus(name: str, port: int) -> modbus_tcp.ModbusTcpBus:
+def tcp_bus(name: str, port: int) -> ModbusTcpBus:
     return modbus_tcp.create(
         modbus_tcp.Config(type="modbus_tcp", name=name, host="127.0.0.1", port=port)
     )

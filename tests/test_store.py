@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from watchpost.clock import Clock
-from watchpost.store import BadMessageError, Store, StoreClosedError, StoreConfig, read_backlog
+from watchpost.config.store import StoreConfig
+from watchpost.store import BadMessageError, Store, StoreClosedError, read_backlog
 
 
 def make(path: Path, **kwargs: object) -> Store:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from watchpost.cli import main
-from watchpost.store import Store, StoreConfig
+from watchpost.config.store import StoreConfig
+from watchpost.store import Store
 
 
 def test_backlog_command_shows_depth_oldest_and_evictions(

@@ -13,8 +13,10 @@ from typing import Any
 
 from tests.conftest import Broker, Proxy, Subscriber
 from watchpost.clock import Clock
-from watchpost.store import Store, StoreConfig
-from watchpost.uplink import Uplink, UplinkConfig
+from watchpost.config.store import StoreConfig
+from watchpost.config.uplink import UplinkConfig
+from watchpost.store import Store
+from watchpost.uplink import Uplink
 
 SITE, GW = "site1", "gw1"
 ROOT = f"watchpost/v1/{SITE}/{GW}/"

@@ -1,0 +1,124 @@
+"""The `[anomaly]` section: on-device anomaly models and the points each one watches.
+
+The runner that loads the models (and numpy, and LiteRT) is ``watchpost.anomaly``; this module
+imports neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from watchpost.config.base import NAME_PATTERN, Model
+
+
+class AnomalyModelConfig(Model):
+    """One model watching a group of points."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="Name of this entry; appears as `model` in anomaly events.",
+    )
+    points: list[str] = Field(
+        min_length=1, description="Points fed to the model, in the model's order."
+    )
+    model: Path | None = Field(
+        default=None,
+        description="A .tflite file (with its .json sidecar); default: the shipped generic model.",
+    )
+    period_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Time grid: one row of all points per period, seconds.",
+    )
+    max_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A point's last good sample is used for at most this long; "
+        "default: 3 periods. Older means a gap in the data.",
+    )
+    calibration_s: float = Field(
+        default=7200.0,
+        gt=0,
+        description="Length of good data, seconds, learned as normal before scoring starts.",
+    )
+    threshold_factor: float = Field(
+        default=8.0,
+        gt=0,
+        description="Threshold = this factor times the highest calibration point score.",
+    )
+    relation_factor: float = Field(
+        default=8.0,
+        ge=0,
+        description="Threshold of the relation score (levels of the points that no longer "
+        "fit together) = this factor times its highest calibration value; "
+        "0 turns the relation part off.",
+    )
+    top_k: int = Field(
+        default=2, ge=1, description="Score = mean of the k largest squared feature z-scores."
+    )
+    drift_lag_s: float = Field(
+        default=50.0,
+        ge=0,
+        description="Lag, seconds, over which calibration measures slow drift of each "
+        "feature (0: no drift allowance).",
+    )
+    hold_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="The score must stay above the threshold this long "
+        "before an event is raised, seconds.",
+    )
+    clear_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="The score must stay below the threshold this long "
+        "before the event is cleared, seconds.",
+    )
+    test_latency_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Extra seconds the worker spends on every scored window: makes this "
+        "model artificially slow, to check on a bench that alarms never wait "
+        "for it. Keep 0 in service.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_points(self) -> AnomalyModelConfig:
+        seen: set[str] = set()
+        for p in self.points:
+            if p in seen:
+                raise ValueError(f"point {p!r} is listed more than once")
+            seen.add(p)
+        return self
+
+    def rows(self, seconds: float) -> int:
+        """A duration in rows of this entry's grid (at least 1 for a non-zero duration)."""
+        return max(1, round(seconds / self.period_s)) if seconds > 0 else 0
+
+
+class AnomalyConfig(Model):
+    """The `[anomaly]` section: on-device anomaly models."""
+
+    enabled: bool = Field(default=True, description="Run the anomaly models at all.")
+    queue_size: int = Field(
+        default=100_000,
+        ge=100,
+        description="Samples buffered between the poller and the models; when full, new "
+        "samples are dropped for the models only (never for alarms or the store).",
+    )
+    models: list[AnomalyModelConfig] = Field(
+        default_factory=list, description="Model entries, each watching a group of points."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AnomalyConfig:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.name in seen:
+                raise ValueError(f"anomaly model name {m.name!r} is used more than once")
+            seen.add(m.name)
+        return self

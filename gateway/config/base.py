@@ -1,0 +1,48 @@
+"""What every config model shares: the base class, the name pattern, the error and its exit code.
+
+Nothing here imports a runtime module: the simulator, the provisioning tools and the CLI
+build on these types without loading the daemon.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from gettext import gettext as _
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+EXIT_CONFIG = 78  # EX_CONFIG: systemd does not restart the service on it
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+TEXT_NO_FILE = _("cannot read the file: {error}")
+TEXT_TOML = _("not valid TOML: {error}")
+
+
+class Model(BaseModel):
+    """Base of every config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(Exception):
+    """The config file is unusable; ``errors`` holds one line per problem. No retry helps."""
+
+    def __init__(self, path: Path, errors: list[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(errors))
+        self.path = path
+        self.errors = errors
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML of ``path``; ConfigError if it cannot be read or is not TOML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc

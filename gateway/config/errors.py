@@ -1,0 +1,104 @@
+"""Config errors said the way an installer reads them: key path, message, the value given."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Collection
+from gettext import gettext as _
+from typing import Any
+
+from pydantic_core import ErrorDetails
+
+from watchpost.config.alarms import RULE_KINDS
+from watchpost.config.base import ConfigError
+from watchpost.config.buses import BUS_TYPES
+
+TEXT_ERRORS = _("{path}: {count} error(s)")
+
+# pydantic's error types, said the way an installer reads them
+_PLAIN_MESSAGES = {
+    "missing": _("is required"),
+    "extra_forbidden": _("is not a known key"),
+    "float_parsing": _("must be a number"),
+    "float_type": _("must be a number"),
+    "finite_number": _("must be a finite number"),
+    "int_parsing": _("must be a whole number"),
+    "int_type": _("must be a whole number"),
+    "int_from_float": _("must be a whole number"),
+    "string_type": _("must be a text string"),
+    "bool_type": _("must be true or false"),
+    "bool_parsing": _("must be true or false"),
+    "list_type": _("must be a list"),
+    "model_type": _("must be a table"),
+    "model_attributes_type": _("must be a table"),
+    "less_than_equal": _("must be at most {le}"),
+    "less_than": _("must be below {lt}"),
+    "greater_than_equal": _("must be at least {ge}"),
+    "greater_than": _("must be above {gt}"),
+    "literal_error": _("must be one of {expected}"),
+    "enum": _("must be one of {expected}"),
+    "string_pattern_mismatch": _("may hold only letters, digits, '_', '.' and '-'"),
+    "too_short": _("must have at least {min_length} item(s)"),
+}
+
+
+def describe_error(
+    error: ErrorDetails, union_tags: Collection[str] = BUS_TYPES | RULE_KINDS
+) -> str:
+    """``devices[1].points[3].scale: must be a number (got 'abc')``.
+
+    ``union_tags`` are the discriminator values pydantic puts into an error's location for
+    a member of a tagged union; they are not keys in the file and are left out of the path.
+    """
+    path = _key_path(error["loc"], union_tags)
+    kind = error["type"]
+    template = _PLAIN_MESSAGES.get(kind)
+    try:
+        message = template.format(**error.get("ctx", {})) if template else None
+    except (KeyError, IndexError):
+        message = None
+    message = message or _strip_prefix(error["msg"])
+    # a rule on a whole table names the table's path; its input is the whole table
+    if (
+        kind not in ("missing", "extra_forbidden", "model_type")
+        and "input" in error
+        and not isinstance(error["input"], dict)
+    ):
+        message += f" (got {_show(error['input'])})"
+    return f"{path}: {message}" if path else message
+
+
+def _key_path(loc: tuple[int | str, ...], union_tags: Collection[str]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in union_tags or item.startswith("function-"):
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _strip_prefix(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message[:1].lower() + message[1:]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def print_config_error(error: ConfigError) -> None:
+    """Print a config error the way every command does."""
+    print(TEXT_ERRORS.format(path=error.path, count=len(error.errors)), file=sys.stderr)
+    for line in error.errors:
+        print(f"  {line}", file=sys.stderr)

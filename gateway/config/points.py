@@ -1,0 +1,100 @@
+"""Devices and their points: where each named quantity is read (`[[devices]]`)."""
+
+from __future__ import annotations
+
+from gettext import gettext as _
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from watchpost.config.alarms import AlarmRule, resolve_rules
+from watchpost.config.base import NAME_PATTERN, Model
+from watchpost.drivers.base import Table
+
+TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
+TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
+REGISTER_WIDTH: dict[str, int] = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "bool": 1,
+}
+
+
+class PointConfig(Model):
+    """One named physical quantity read from a device."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Point name, unique in the gateway.")
+    unit: str = Field(default="", description="Engineering unit, e.g. %CH4, ppm, degC.")
+    description: str = Field(default="", description="Free text for people.")
+    table: Table = Field(
+        default=Table.HOLDING, description="Modbus table: holding, input, coil or discrete."
+    )
+    address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
+    type: DataType = Field(default="uint16", description="Data type of the raw value.")
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="Order of the two words of 32-bit types."
+    )
+    scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
+    offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
+    range: tuple[float, float] | None = Field(
+        default=None, description="Plausible range [min, max]; outside it a sample is bad."
+    )
+    alarms: list[AlarmRule] = Field(
+        default_factory=list,
+        description=("Alarm rules (docs/alarm-rules.md); after loading, also those of rules_from."),
+    )
+    rules_from: str | None = Field(
+        default=None,
+        description=(
+            "A shipped rule set (drivers/profiles/NAME.toml); own rules override it by name."
+        ),
+    )
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits) the point occupies."""
+        return REGISTER_WIDTH[self.type]
+
+    @model_validator(mode="after")
+    def _type_fits_table(self) -> PointConfig:
+        if self.table.is_bits != (self.type == "bool"):
+            expected = (
+                "coils and discrete inputs are bool"
+                if self.table.is_bits
+                else "registers hold numbers, not bool"
+            )
+            raise ValueError(
+                TEXT_TYPE_TABLE.format(type=self.type, table=str(self.table), expected=expected)
+            )
+        if self.address + self.width > 65536:
+            raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("range: min must be below max")
+        rules = resolve_rules(
+            self.alarms, rules_from=self.rules_from, unit=self.unit, point_range=self.range
+        )
+        object.__setattr__(self, "alarms", rules)  # frozen: resolved once, here
+        return self
+
+
+class DeviceConfig(Model):
+    """A unit on a bus and the points read from it."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Device name, unique in the file.")
+    bus: str = Field(description="Name of the bus the device is on.")
+    unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")
+    interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between polls.")
+    timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for an answer.")
+    retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed transaction.")
+    max_gap: int = Field(
+        default=8,
+        ge=0,
+        le=100,
+        description="Unused registers a single request may bridge between two points.",
+    )
+    points: list[PointConfig] = Field(min_length=1, description="The points read from it.")

@@ -1,0 +1,34 @@
+"""The `[store]` section: the on-disk outbox (store and forward)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from watchpost.config.base import Model
+
+
+class StoreConfig(Model):
+    """The `[store]` section."""
+
+    path: Path = Field(description="The SQLite file, e.g. /var/lib/watchpost/buffer.db.")
+    commit_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between telemetry commits: what a power cut can cost at most.",
+    )
+    quota_mb: float = Field(
+        default=512,
+        gt=0,
+        le=1_000_000,
+        description="Disk quota of the store in MiB; past it the oldest telemetry is evicted.",
+    )
+    min_free_mb: float = Field(
+        default=64,
+        ge=0,
+        le=1_000_000,
+        description="Free space (MiB) to leave on the filesystem: below it the store stops "
+        "growing and evicts the oldest telemetry as if the quota were reached.",
+    )

@@ -1,0 +1,122 @@
+"""The `[uplink]` section: the MQTT brokers, TLS files and timing of the uplink.
+
+The client itself (paho) is ``watchpost.uplink``; this module does not import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from watchpost.config.base import Model
+
+TEXT_BAD_URL = "must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883"
+TEXT_RECONNECT_RANGE = "reconnect_max must not be below reconnect_min"
+TEXT_CERT_PAIR = "cert_file and key_file go together: set both or neither"
+TEXT_PASSWORD_ALONE = "password_file needs username"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """A broker's place, parsed from its URL."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(TEXT_BAD_URL)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(TEXT_BAD_URL) from exc
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+class UplinkConfig(Model):
+    """The `[uplink]` section."""
+
+    broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
+    backup_brokers: list[str] = Field(
+        default_factory=list, description="Further brokers tried in turn when it is unreachable."
+    )
+    keepalive: int = Field(
+        default=30,
+        ge=5,
+        le=600,
+        description="Seconds within which a dead link (even a silent one) is noticed at most "
+        "1.5 times over; the gateway pings every keepalive/2 to keep that promise.",
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds to wait for a broker to accept."
+    )
+    reconnect_min: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="First reconnect delay bound in seconds (capped exponential, full jitter).",
+    )
+    reconnect_max: float = Field(
+        default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds."
+    )
+    max_inflight: int = Field(
+        default=64,
+        ge=2,
+        le=1000,
+        description="Messages sent but not yet acknowledged (PUBACK) at any moment.",
+    )
+    health_interval: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds between `health` messages."
+    )
+    client_id: str | None = Field(
+        default=None, description="MQTT client id; default watchpost-{site}-{gateway}."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the broker's certificate."
+    )
+    cert_file: Path | None = Field(
+        default=None, description="The gateway's client certificate (PEM), for mutual TLS."
+    )
+    key_file: Path | None = Field(
+        default=None, description="The gateway's private key (PEM); must not be readable by others."
+    )
+    username: str | None = Field(
+        default=None, description="MQTT user name, instead of a certificate."
+    )
+    password_file: Path | None = Field(
+        default=None, description="File holding the MQTT password; never put it in this file."
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, url: str) -> str:
+        BrokerAddress.parse(url)
+        return url
+
+    @field_validator("backup_brokers")
+    @classmethod
+    def _backup_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            BrokerAddress.parse(url)
+        return urls
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UplinkConfig:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError(TEXT_RECONNECT_RANGE)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(TEXT_CERT_PAIR)
+        if self.password_file is not None and self.username is None:
+            raise ValueError(TEXT_PASSWORD_ALONE)
+        return self
+
+    def addresses(self) -> list[BrokerAddress]:
+        """The primary broker first, then the backups."""
+        return [BrokerAddress.parse(url) for url in (self.broker, *self.backup_brokers)]

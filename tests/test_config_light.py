@@ -1,0 +1,97 @@
+"""The config layer loads light: no numpy, LiteRT, paho, pymodbus or sqlite3.
+
+Checked in a fresh interpreter, because this test process has loaded them all already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("numpy", "tflite_runtime", "ai_edge_litert", "paho", "pymodbus", "sqlite3", "_sqlite3")
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "gateway.toml"
+
+PROBE = """
+import json, sys
+{body}
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))
+print(json.dumps(heavy), file=sys.stderr)
+"""
+
+
+def loaded_heavy(body: str) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    """Run ``body`` in a new interpreter; the heavy packages it left in ``sys.modules``."""
+    code = PROBE.format(body=body, heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    return json.loads(last), done
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "watchpost.config",
+        "watchpost.config.command",
+        "watchpost.drivers",
+        "watchpost.drivers.simulator.site",
+    ],
+)
+def test_importing_the_config_layer_loads_no_runtime_library(module: str) -> None:
+    heavy, done = loaded_heavy(f"import {module}")
+    assert done.returncode == 0, done.stderr
+    assert heavy == []
+
+
+def test_loading_the_demo_config_loads_no_runtime_library() -> None:
+    heavy, done = loaded_heavy(
+        "from pathlib import Path\n"
+        "from watchpost.config import load_config\n"
+        f"load_config(Path({str(DEMO)!r}))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert heavy == []
+
+
+def test_config_check_loads_no_runtime_library() -> None:
+    heavy, done = loaded_heavy(
+        "from watchpost.cli import main\n"
+        f"status = main(['config', 'check', {str(DEMO)!r}])\n"
+        "print('status', status, file=sys.stderr)"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "status 0" in done.stderr
+    assert heavy == []
+
+
+def test_a_bad_config_still_exits_78_without_runtime_libraries(tmp_path: Path) -> None:
+    bad = tmp_path / "gateway.toml"
+    bad.write_text('[gateway]\nsite = "s"\nid = "g"\n[store]\npath = "x.db"\n', encoding="utf-8")
+    heavy, done = loaded_heavy(
+        "from watchpost.cli import main\n"
+        f"status = main(['config', 'check', {str(bad)!r}])\n"
+        "print('status', status, file=sys.stderr)"
+    )
+    assert "uplink: is required" in done.stderr
+    assert "status 78" in done.stderr
+    assert heavy == []
+
+
+def test_the_bus_union_comes_from_the_registry() -> None:
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    from watchpost.config import BusConfig  # noqa: PLC0415
+    from watchpost.drivers import DRIVERS  # noqa: PLC0415
+
+    adapter: TypeAdapter[object] = TypeAdapter(BusConfig)
+    for key, driver in DRIVERS.items():
+        assert driver.key == key
+        schema = driver.config.model_json_schema()
+        assert schema["properties"]["type"]["const"] == key
+    tcp = adapter.validate_python({"type": "modbus_tcp", "name": "b", "host": "h"})
+    assert type(tcp) is DRIVERS["modbus_tcp"].config
