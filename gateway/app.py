@@ -67,6 +67,9 @@ SWITCH_INTERVAL = 0.001  # seconds; see _run
 KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
+TEXT_BROKER_CONNECTED = _("{broker}: connected")
+TEXT_BROKER_DOWN = _("{broker}: not connected; last error: {error}")
+TEXT_NOT_TRIED = _("none yet (still trying to connect)")
 
 
 class Gateway:
@@ -364,18 +367,20 @@ class Gateway:
             raise ControlError(str(exc)) from exc
         return await self._durable(events)
 
+    def _broker_check(self) -> Check:
+        broker = self.config.uplink.broker
+        if self.uplink.connected:
+            return Check("broker", True, TEXT_BROKER_CONNECTED.format(broker=broker))
+        error = self.uplink.last_error or TEXT_NOT_TRIED
+        return Check("broker", False, TEXT_BROKER_DOWN.format(broker=broker, error=error))
+
     async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         checks = [
             Check(
                 "store", not self.store.backlog().get("failing", False), str(self.config.store.path)
             ),
-            Check(
-                "broker",
-                self.uplink.connected,
-                f"{self.config.uplink.broker}: "
-                f"{'connected' if self.uplink.connected else 'not connected'}",
-            ),
-            check_clock(),
+            self._broker_check(),
+            check_clock(self.config.gateway.clock),
             check_disk(Path(self.config.store.path)),
         ]
         for name, state in self.poller.devices().items():

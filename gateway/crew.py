@@ -31,7 +31,14 @@ from watchpost.control import ControlError, DaemonNotRunning, request
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
 from watchpost.drivers.codec import decode
-from watchpost.selftest import Check, check_broker, check_clock, check_disk, check_store_file
+from watchpost.selftest import (
+    Check,
+    check_broker,
+    check_clock,
+    check_disk,
+    check_store_file,
+    exit_status,
+)
 from watchpost.store import read_backlog
 
 DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
@@ -47,11 +54,11 @@ TEXT_ALARMS_HELP = _("list, acknowledge or shelve alarms")
 TEXT_TEST_ALARM_HELP = _("raise and clear a marked test alarm on a point, end to end")
 TEXT_SELFTEST_HELP = _("check config, buses, store, broker, clock, disk and models")
 TEXT_DAEMON_DOWN = _("daemon: not running; showing what can be read directly")
+TEXT_DAEMON_UP = _("running; these are the daemon's own checks")
 TEXT_NEEDS_DAEMON = _("this needs the running daemon: {error}")
 TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
-TEXT_PASS = _("PASS")
-TEXT_FAIL = _("FAIL")
+TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
 TEXT_NO_ALARMS = _("no active alarms")
 
 
@@ -250,14 +257,15 @@ def _selftest(args: argparse.Namespace) -> int:
         _print_checks(args, checks)
         return EXIT_CONFIG
     try:
-        checks = [Check(**c) for c in request(config.control.socket, "selftest")]
+        answer = request(config.control.socket, "selftest")
+        checks = [Check("daemon", True, TEXT_DAEMON_UP), *map(Check.from_dict, answer)]
     except DaemonNotRunning:
         checks = [Check("daemon", True, TEXT_DAEMON_DOWN), *offline_checks(config)]
     except ControlError as exc:
         checks = [Check("daemon", False, str(exc))]
     checks.insert(0, Check("config", True, str(args.config)))
     _print_checks(args, checks)
-    return 0 if all(c.ok for c in checks) else EXIT_FAILED
+    return exit_status(checks)
 
 
 # -- direct access, daemon stopped ------------------------------------------------------------
@@ -331,8 +339,11 @@ def offline_checks(config: GatewayConfig) -> list[Check]:
     """The checks that need no daemon."""
     checks = [
         check_store_file(config.store.path),
-        check_broker(config.uplink.broker),
-        check_clock(),
+        check_broker(
+            config.uplink,
+            config.uplink.client_id or f"watchpost-{config.gateway.site}-{config.gateway.id}",
+        ),
+        check_clock(config.gateway.clock),
         check_disk(config.store.path),
     ]
     checks.extend(asyncio.run(_probe_devices(config)))
@@ -485,5 +496,5 @@ def _print_checks(args: argparse.Namespace, checks: list[Check]) -> None:
         return
     _print_table(
         ("check", "result", "detail"),
-        [(c.name, TEXT_PASS if c.ok else TEXT_FAIL, c.detail) for c in checks],
+        [(c.name, TEXT_RESULTS[c.result], c.detail) for c in checks],
     )

@@ -43,6 +43,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from watchpost.backoff import Backoff
+from watchpost.broker_probe import apply_security, explain_error, explain_refusal
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 TEXT_CONNECTED = "connected to %s:%d (%s)"
 TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
 TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
-TEXT_REFUSED = "refused: {reason}"
 TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
 TEXT_STORE_UNREADABLE = "cannot read the store (%s); reconnecting after a pause"
 TEXT_HEALTH_FAILED = "cannot gather the health message; skipping this one"
@@ -121,6 +121,7 @@ class Uplink:
         self._clock = clock
         self._commands: dict[str, Handler] = {}
         self._link: _Link | None = None
+        self.last_error: str | None = None  # why the last connection failed or ended
         self._kick = asyncio.Event()
         self._new_rows = True
         self._status_seqs: tuple[int, int] | None = None
@@ -185,6 +186,7 @@ class Uplink:
                 try:
                     await self._session(address)
                 except ConnectError as exc:
+                    self.last_error = str(exc)
                     log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
                     continue
                 except sqlite3.Error as exc:  # the store could not be read: try again later
@@ -208,7 +210,7 @@ class Uplink:
             async with asyncio.timeout(self.config.connect_timeout + 1):  # paho's fires first
                 await asyncio.to_thread(link.client.connect, address.host, address.port, keepalive)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise ConnectError(str(exc) or type(exc).__name__) from exc
+            raise ConnectError(explain_error(exc, self.config, address)) from exc
         link.client.loop_start()
         self._link = link
         try:
@@ -220,7 +222,7 @@ class Uplink:
                     TEXT_NO_CONNACK.format(seconds=self.config.connect_timeout)
                 ) from exc
             if code != 0:
-                raise ConnectError(TEXT_REFUSED.format(reason=link.reason))
+                raise ConnectError(explain_refusal(code, link.reason, self.config, address))
             self._status_seqs = None
             link.up = True
             self.stats.update(
@@ -244,6 +246,7 @@ class Uplink:
                 await self._goodbye(link, offline_seq)
                 raise
             self.stats["disconnects"] += 1
+            self.last_error = link.reason
             log.warning(TEXT_LOST, address.host, address.port, link.reason, len(link.inflight))
         finally:
             self._link = None
@@ -262,14 +265,7 @@ class Uplink:
         )
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(config.max_inflight)
-        if address.tls:
-            client.tls_set(
-                ca_certs=_str(config.ca_file),
-                certfile=_str(config.cert_file),
-                keyfile=_str(config.key_file),
-            )
-        if config.username is not None:
-            client.username_pw_set(config.username, self._password)
+        apply_security(client, config, address, self._password)
         client.will_set(
             self.topic("status"), self._status_payload("offline", offline_seq), qos=1, retain=True
         )
@@ -515,10 +511,6 @@ class Uplink:
 
     def _now(self) -> int:
         return self._clock.now_ms() if self._clock is not None else round(time.time() * 1000)
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def _disk(path: Path) -> dict[str, Any]:
