@@ -14,7 +14,10 @@ Each alarm (one rule on one point, id ``point/rule``) goes through the ISA-18.2 
 A condition is abnormal once a rule's test holds for ``on_delay`` seconds (sample times) and
 normal again once its clearing test (threshold minus deadband) holds for ``off_delay``.
 Threshold and rate rules look at good samples only: a comm loss raises its own alarm and
-leaves every other alarm as it was. A shelved alarm emits no raised/cleared events; on
+leaves every other alarm as it was. The power watch (`production_during_shutdown`) is a high
+threshold armed only while an ordered shutdown is in force (gateway/shutdown.py): outside an
+order its condition is normal, and when the order ends or is cancelled a raised alarm clears
+at once, without its off_delay. A shelved alarm emits no raised/cleared events; on
 unshelving (by hand or on expiry) it is reconciled with its condition, so that on the stream
 the events of every alarm alternate raised, cleared, raised, ...
 
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from watchpost.config.alarms import (
     CommLossRule,
@@ -45,6 +48,7 @@ from watchpost.config.alarms import (
     Level,
     OutOfRangeRule,
     OutputFaultRule,
+    ProductionRule,
     RateOfRiseRule,
     Rule,
     StuckRule,
@@ -106,9 +110,10 @@ class AlarmEvent:
     until: int | None = None
     test: bool = False
     detail: str | None = None
+    order: str | None = None  # production_during_shutdown: the shutdown order broken
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "event": self.event,
             "alarm": self.alarm,
             "point": self.point,
@@ -130,6 +135,9 @@ class AlarmEvent:
             "test": self.test,
             "detail": self.detail,
         }
+        if self.order is not None:
+            body["order"] = self.order
+        return body
 
 
 class AlarmError(Exception):
@@ -386,6 +394,62 @@ class _Invalid(_Alarm):
         )
 
 
+class OrderBook(Protocol):
+    """What the power watch asks of the shutdown orders (gateway/shutdown.py)."""
+
+    def in_force(self, ts: int) -> Order | None:
+        """The order in force at ``ts`` (UTC epoch ms), if any."""
+
+
+class Order(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _Production(_Alarm):
+    """A high threshold armed only while a shutdown order is in force."""
+
+    __slots__ = ("clear_at", "limit", "order", "orders")
+
+    def __init__(self, point: str, rule: ProductionRule, orders: OrderBook | None) -> None:
+        super().__init__(point, rule)
+        self.limit = rule.threshold
+        self.clear_at = rule.threshold - rule.deadband
+        self.threshold = rule.threshold
+        self.orders = orders
+        self.order: str | None = None  # the order in force when the condition last rose
+
+    def armed_by(self, ts: int) -> Order | None:
+        return None if self.orders is None else self.orders.in_force(ts)
+
+    def check(self, sample: Sample) -> bool | None:
+        value = sample.value
+        if sample.quality is not _GOOD or value is None:
+            return None
+        self.value = value
+        return value >= self.clear_at if self.cond else value >= self.limit
+
+    def step(self, sample: Sample) -> bool:
+        order = self.armed_by(sample.ts)
+        if order is None:  # no order in force: normal at once, whatever the power
+            if sample.quality is _GOOD and sample.value is not None:
+                self.value = sample.value
+            return self.disarm(sample.ts, sample.quality)
+        if not self.cond:
+            self.order = order.id
+        return super().step(sample)
+
+    def disarm(self, ts: int, quality: Quality | None = None) -> bool:
+        """Condition normal because no order is in force; True if it changed."""
+        self.pending = None
+        if quality is not None:
+            self.last_ts, self.last_quality = ts, quality
+        if not self.cond:
+            return False
+        self.cond = False
+        return True
+
+
 class _OutputFault(_Alarm):
     __slots__ = ()
 
@@ -393,17 +457,23 @@ class _OutputFault(_Alarm):
         return None
 
 
-def _make_alarm(point: str, rule: Rule, rules: Sequence[Rule]) -> _Alarm:
-    if isinstance(rule, ThresholdRule):
-        return _Threshold(point, rule)
-    if isinstance(rule, RateOfRiseRule):
-        return _RateOfRise(point, rule)
-    if isinstance(rule, OutOfRangeRule):
-        return _OutOfRange(point, rule)
-    if isinstance(rule, StuckRule):
-        return _Stuck(point, rule)
-    if isinstance(rule, CommLossRule):
-        return _CommLoss(point, rule)
+_SIMPLE_ALARMS: dict[type[Rule], Callable[[str, Any], _Alarm]] = {
+    ThresholdRule: _Threshold,
+    RateOfRiseRule: _RateOfRise,
+    OutOfRangeRule: _OutOfRange,
+    StuckRule: _Stuck,
+    CommLossRule: _CommLoss,
+}
+
+
+def _make_alarm(
+    point: str, rule: Rule, rules: Sequence[Rule], orders: OrderBook | None = None
+) -> _Alarm:
+    make = _SIMPLE_ALARMS.get(type(rule))
+    if make is not None:
+        return make(point, rule)
+    if isinstance(rule, ProductionRule):
+        return _Production(point, rule, orders)
     if isinstance(rule, InvalidRule):
         ranges = [r.range for r in rules if isinstance(r, OutOfRangeRule)]
         return _Invalid(point, rule, ranges[0] if ranges else None)
@@ -429,13 +499,14 @@ class AlarmEngine:
         now_ms: Callable[[], int],
         *,
         outputs: Mapping[str, Level] | None = None,
+        orders: OrderBook | None = None,
     ) -> None:
         self._now_ms = now_ms
         self._points = frozenset(rules)
         self._by_point: dict[str, tuple[_Alarm, ...]] = {}
         self._alarms: dict[str, _Alarm] = {}
         for point, point_rules in rules.items():
-            alarms = tuple(_make_alarm(point, rule, point_rules) for rule in point_rules)
+            alarms = tuple(_make_alarm(point, rule, point_rules, orders) for rule in point_rules)
             if alarms:
                 self._by_point[point] = alarms
             for alarm in alarms:
@@ -443,6 +514,7 @@ class AlarmEngine:
         for name, level in (outputs or {}).items():
             alarm = _OutputFault(name, OutputFaultRule(level=level))
             self._alarms[alarm.id] = alarm
+        self._watches = [a for a in self._alarms.values() if isinstance(a, _Production)]
         self._shelved: set[_Alarm] = set()
         self._next_expiry: int | None = None
         self._listeners: list[Listener] = []
@@ -469,16 +541,32 @@ class AlarmEngine:
         return events
 
     def tick(self, now_ms: int | None = None) -> list[AlarmEvent]:
-        """Expire shelves whose time has come; the app calls it every second."""
+        """Expire shelves whose time has come, clear power watches whose order is over;
+        the app calls it every second."""
+        events = self.check_orders(now_ms)
         if self._next_expiry is None:
-            return []
+            return events
         now = self._now_ms() if now_ms is None else now_ms
         if now < self._next_expiry:
-            return []
-        events: list[AlarmEvent] = []
+            return events
         for alarm in sorted(self._shelved, key=lambda a: (a.shelved_until, a.id)):
             if alarm.shelved_until is not None and alarm.shelved_until <= now:
                 events.extend(self._unshelve(alarm, by=None, note=TEXT_EXPIRED, now=now))
+        return events
+
+    def check_orders(self, now_ms: int | None = None) -> list[AlarmEvent]:
+        """Clear every raised power watch whose order has ended or was cancelled (also
+        when its meter has gone quiet); call it after a cancellation."""
+        events: list[AlarmEvent] = []
+        if not self._watches:
+            return events
+        now = self._now_ms() if now_ms is None else now_ms
+        for alarm in self._watches:
+            if alarm.cond and alarm.armed_by(now) is None and alarm.disarm(now):
+                self.revision += 1
+                event = self._settle(alarm, now)
+                if event is not None:
+                    events.append(self._publish(event))
         return events
 
     # -- crew and platform actions ---------------------------------------------------------
@@ -631,6 +719,8 @@ class AlarmEngine:
                     "shelved_by": a.shelved_by,
                     "shelved_reason": a.shelved_reason,
                 }
+                if isinstance(a, _Production) and a.order is not None:
+                    alarms[a.id]["order"] = a.order
         return {"version": STATE_VERSION, "alarms": alarms}
 
     def restore(self, snapshot: Mapping[str, Any] | None) -> list[str]:
@@ -653,6 +743,8 @@ class AlarmEngine:
             state.acked_note = saved.get("acked_note")
             state.value = saved.get("value")
             state.last_ts = saved.get("last_ts")
+            if isinstance(state, _Production):
+                state.order = saved.get("order")
             until = saved.get("shelved_until")
             if until is not None and state.rule.shelvable:
                 state.shelved_until = int(until)
@@ -744,6 +836,7 @@ class AlarmEngine:
             note=note,
             until=until,
             detail=detail,
+            order=alarm.order if isinstance(alarm, _Production) else None,
         )
 
     def _publish(self, event: AlarmEvent) -> AlarmEvent:
@@ -752,7 +845,7 @@ class AlarmEngine:
         return event
 
     def _describe(self, a: _Alarm) -> dict[str, Any]:
-        return {
+        described = {
             "alarm": a.id,
             "point": a.point,
             "rule": a.rule.name,
@@ -775,6 +868,9 @@ class AlarmEngine:
             "shelved_until": a.shelved_until,
             "shelve_reason": a.shelved_reason,
         }
+        if isinstance(a, _Production):
+            described["order"] = a.order
+        return described
 
 
 def _require(text: str, what: str) -> None:

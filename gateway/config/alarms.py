@@ -129,6 +129,28 @@ class RateOfRiseRule(Rule):
         return self
 
 
+class ProductionRule(Rule):
+    """Power watch: the site draws ``threshold`` or more (it is producing) while an ordered
+    shutdown is in force. Put it on a power point (kW) or an energy-rate point."""
+
+    kind: Literal["production_during_shutdown"]
+    threshold: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="Power at or above which the site counts as producing: a margin above "
+        "its idle load during a shutdown (docs/alarm-rules.md).",
+    )
+    deadband: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="How far below the threshold the power must fall to clear.",
+    )
+
+    def default_name(self) -> str:
+        return "production_during_shutdown"
+
+
 class FaultRule(Rule):
     level: Level = Field(default="fault", description="prealarm, alarm, critical or fault.")
 
@@ -196,6 +218,7 @@ class OutputFaultRule(FaultRule):
 
 RULE_CLASSES: tuple[type[Rule], ...] = (
     ThresholdRule,
+    ProductionRule,
     RateOfRiseRule,
     OutOfRangeRule,
     StuckRule,
@@ -203,11 +226,26 @@ RULE_CLASSES: tuple[type[Rule], ...] = (
     InvalidRule,
 )
 RULE_KINDS = frozenset(
-    {"high", "low", "rate_of_rise", "out_of_range", "stuck", "comm_loss", "invalid"}
+    {
+        "high",
+        "low",
+        "rate_of_rise",
+        "out_of_range",
+        "stuck",
+        "comm_loss",
+        "invalid",
+        "production_during_shutdown",
+    }
 )
 
 AlarmRule = Annotated[
-    ThresholdRule | RateOfRiseRule | OutOfRangeRule | StuckRule | CommLossRule | InvalidRule,
+    ThresholdRule
+    | RateOfRiseRule
+    | OutOfRangeRule
+    | StuckRule
+    | CommLossRule
+    | InvalidRule
+    | ProductionRule,
     Field(discriminator="kind"),
 ]
 
