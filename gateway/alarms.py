@@ -11,8 +11,11 @@ Each alarm (one rule on one point, id ``point/rule``) goes through the ISA-18.2 
        |                        v  normal, waits for the ack)   v
        +------ cleared <-- latched --ack--> (acknowledged + cleared at once)
 
-A condition is abnormal once a rule's test holds for ``on_delay`` seconds (sample times) and
-normal again once its clearing test (threshold minus deadband) holds for ``off_delay``.
+A condition is abnormal once a rule's test holds for ``on_delay`` seconds and normal again
+once its clearing test (threshold minus deadband) holds for ``off_delay``. Every duration
+(delays, rate-of-rise windows, stuck spells, shelves) is measured on the monotonic clock
+(``Sample.mono``, the engine's ``monotonic_ms``): a wall clock stepped back or forward neither
+stretches nor cuts them. Wall time only stamps events and names a shelf's end.
 Threshold and rate rules look at good samples only: a comm loss raises its own alarm and
 leaves every other alarm as it was. The power watch (`production_during_shutdown`) is a high
 threshold armed only while an ordered shutdown is in force (gateway/shutdown.py): outside an
@@ -40,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 from watchpost.config.alarms import (
     CommLossRule,
@@ -65,6 +68,7 @@ TEXT_ALREADY_ACKED = _("alarm {alarm!r} was already acknowledged by {by!r}")
 TEXT_NOT_SHELVABLE = _("alarm {alarm!r} may not be shelved (its rule says shelvable = false)")
 TEXT_NOT_SHELVED = _("alarm {alarm!r} is not shelved")
 TEXT_SHELVE_EXPIRY = _("shelving needs exactly one of until_ms or duration_s")
+TEXT_SHELVE_NOT_A_NUMBER = _("{what} must be a finite number")
 TEXT_SHELVE_PAST = _("the shelf of {alarm!r} must expire in the future")
 TEXT_SHELVE_TOO_LONG = _("alarm {alarm!r} may be shelved for at most {max} s (max_shelve)")
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
@@ -177,6 +181,7 @@ class _Alarm:
         "raised",
         "raised_ts",
         "rule",
+        "shelf_deadline",
         "shelved_by",
         "shelved_reason",
         "shelved_until",
@@ -198,14 +203,15 @@ class _Alarm:
         self.last_ts: int | None = None
         self.last_quality: Quality | None = None
         self.cond = False  # the condition, confirmed through the delays
-        self.pending: int | None = None  # sample time the opposite condition was first seen
+        self.pending: int | None = None  # when (monotonic ms) the opposite condition began
         self.raised = False  # what the stream says: raised or cleared
         self.raised_ts: int | None = None
         self.acked = False
         self.acked_by: str | None = None
         self.acked_ts: int | None = None
         self.acked_note: str | None = None
-        self.shelved_until: int | None = None
+        self.shelved_until: int | None = None  # wall time, for people and the platform
+        self.shelf_deadline: int | None = None  # monotonic ms: when the shelf really ends
         self.shelved_by: str | None = None
         self.shelved_reason: str | None = None
 
@@ -218,14 +224,14 @@ class _Alarm:
         raw = self.check(sample)
         if raw is None:
             return False
-        ts = sample.ts
-        self.last_ts = ts
+        self.last_ts = sample.ts
         self.last_quality = sample.quality
         if raw is self.cond:
             self.pending = None
             return False
+        ts = sample.elapsed_ms
         pending = self.pending
-        if pending is None or ts < pending:  # a clock stepping back restarts the delay
+        if pending is None or ts < pending:  # samples out of order restart the delay
             self.pending = pending = ts
         if ts - pending < (self.on_ms if raw else self.off_ms):
             return False
@@ -287,7 +293,7 @@ class _RateOfRise(_Alarm):
         value = sample.value
         if sample.quality is not _GOOD or value is None:
             return None
-        ts = sample.ts
+        ts = sample.elapsed_ms
         times, values = self.times, self.values
         while values and values[-1] >= value:
             values.pop()
@@ -342,7 +348,7 @@ class _Stuck(_Alarm):
         if sample.quality is not _GOOD or value is None:
             return None
         self.value = value
-        ts = sample.ts
+        ts = sample.elapsed_ms
         if self.since is None or ts < self.since:
             self.since, self.lo, self.hi = ts, value, value
             return None
@@ -491,6 +497,8 @@ class AlarmEngine:
     ``rules`` maps every point name (also those without rules: test alarms need them) to its
     resolved rules; ``outputs`` maps local output names to the level of their output_fault
     alarm. Listeners (the output driver) get every event synchronously; they must not block.
+    ``now_ms`` stamps events; ``monotonic_ms`` measures shelves (default: ``now_ms``, for
+    tests that drive one fake clock).
     """
 
     def __init__(
@@ -500,8 +508,10 @@ class AlarmEngine:
         *,
         outputs: Mapping[str, Level] | None = None,
         orders: OrderBook | None = None,
+        monotonic_ms: Callable[[], int] | None = None,
     ) -> None:
         self._now_ms = now_ms
+        self._mono_ms = monotonic_ms or now_ms
         self._points = frozenset(rules)
         self._by_point: dict[str, tuple[_Alarm, ...]] = {}
         self._alarms: dict[str, _Alarm] = {}
@@ -525,7 +535,7 @@ class AlarmEngine:
     def evaluate(self, samples: Iterable[Sample]) -> list[AlarmEvent]:
         """Events caused by ``samples`` (and by shelves that expired meanwhile)."""
         events: list[AlarmEvent] = []
-        if self._next_expiry is not None and self._now_ms() >= self._next_expiry:
+        if self._next_expiry is not None and self._mono_ms() >= self._next_expiry:
             events.extend(self.tick())
         by_point = self._by_point
         for sample in samples:
@@ -540,17 +550,18 @@ class AlarmEngine:
                         events.append(self._publish(event))
         return events
 
-    def tick(self, now_ms: int | None = None) -> list[AlarmEvent]:
-        """Expire shelves whose time has come, clear power watches whose order is over;
-        the app calls it every second."""
-        events = self.check_orders(now_ms)
+    def tick(self, monotonic_ms: int | None = None) -> list[AlarmEvent]:
+        """Expire shelves whose time (monotonic ms) has come, clear power watches whose order
+        is over (orders are calendar time: wall clock); the app calls it every second."""
+        events = self.check_orders()
         if self._next_expiry is None:
             return events
-        now = self._now_ms() if now_ms is None else now_ms
-        if now < self._next_expiry:
+        mono = self._mono_ms() if monotonic_ms is None else monotonic_ms
+        if mono < self._next_expiry:
             return events
-        for alarm in sorted(self._shelved, key=lambda a: (a.shelved_until, a.id)):
-            if alarm.shelved_until is not None and alarm.shelved_until <= now:
+        now = self._now_ms()
+        for alarm in sorted(self._shelved, key=lambda a: (a.shelf_deadline, a.id)):
+            if alarm.shelf_deadline is not None and alarm.shelf_deadline <= mono:
                 events.extend(self._unshelve(alarm, by=None, note=TEXT_EXPIRED, now=now))
         return events
 
@@ -607,16 +618,24 @@ class AlarmEngine:
             raise AlarmStateError(TEXT_SHELVE_EXPIRY)
         now = self._now_ms()
         if duration_s is not None:
-            if not math.isfinite(duration_s):
-                raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
+            if not _finite_number(duration_s):
+                raise AlarmStateError(TEXT_SHELVE_NOT_A_NUMBER.format(what="duration_s"))
+            if duration_s > state.rule.max_shelve:
+                raise AlarmStateError(
+                    TEXT_SHELVE_TOO_LONG.format(alarm=alarm, max=state.rule.max_shelve)
+                )
             until_ms = now + round(duration_s * 1000)
-        assert until_ms is not None
+        if not _finite_number(until_ms) or until_ms != int(until_ms):
+            raise AlarmStateError(TEXT_SHELVE_NOT_A_NUMBER.format(what="until_ms"))
+        until_ms = int(until_ms)
         if until_ms <= now:
             raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
         if until_ms - now > state.rule.max_shelve * 1000:
             raise AlarmStateError(
                 TEXT_SHELVE_TOO_LONG.format(alarm=alarm, max=state.rule.max_shelve)
             )
+        # every check is done: only now does the shelf touch the alarm's state
+        state.shelf_deadline = self._mono_ms() + (until_ms - now)
         state.shelved_until, state.shelved_by, state.shelved_reason = until_ms, by, reason
         self._shelved.add(state)
         self._reschedule()
@@ -747,6 +766,10 @@ class AlarmEngine:
                 state.order = saved.get("order")
             until = saved.get("shelved_until")
             if until is not None and state.rule.shelvable:
+                # across a restart only the wall clock links the two runs; the shelf can still
+                # not outlast its rule's max_shelve from now
+                left = min(max(int(until) - self._now_ms(), 0), int(state.rule.max_shelve * 1000))
+                state.shelf_deadline = self._mono_ms() + left
                 state.shelved_until = int(until)
                 state.shelved_by = saved.get("shelved_by")
                 state.shelved_reason = saved.get("shelved_reason")
@@ -784,7 +807,8 @@ class AlarmEngine:
         return self._event(alarm, "cleared", self._now_ms(), sample_ts=sample_ts, detail=detail)
 
     def _unshelve(self, alarm: _Alarm, *, by: str | None, note: str, now: int) -> list[AlarmEvent]:
-        alarm.shelved_until = alarm.shelved_by = alarm.shelved_reason = None
+        alarm.shelved_until = alarm.shelf_deadline = None
+        alarm.shelved_by = alarm.shelved_reason = None
         self._shelved.discard(alarm)
         self._reschedule()
         self.revision += 1
@@ -798,7 +822,7 @@ class AlarmEngine:
 
     def _reschedule(self) -> None:
         self._next_expiry = min(
-            (a.shelved_until for a in self._shelved if a.shelved_until is not None), default=None
+            (a.shelf_deadline for a in self._shelved if a.shelf_deadline is not None), default=None
         )
 
     def _event(
@@ -871,6 +895,13 @@ class AlarmEngine:
         if isinstance(a, _Production):
             described["order"] = a.order
         return described
+
+
+def _finite_number(value: object) -> TypeGuard[int | float]:
+    """A real, finite number (not a bool, not NaN, not an infinity)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _require(text: str, what: str) -> None:

@@ -31,7 +31,7 @@ from watchpost.alarms import (
 )
 from watchpost.anomaly import AnomalyError, AnomalyRunner
 from watchpost.backoff import Backoff
-from watchpost.clock import Clock, always_synced, kernel_synced
+from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
     EXIT_CONFIG,
@@ -90,6 +90,7 @@ class Gateway:
             {point.name: point.alarms for _device, point in config.points()},
             self.now_ms,
             outputs=fault_levels(config.outputs),
+            monotonic_ms=monotonic_ms,
         )
         # latched, acknowledged and shelved alarms survive a restart
         self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))

@@ -10,6 +10,7 @@ boot were off (``delta_ms``); the store shifts them before they are sent.
     clock = Clock()                       # probe: the kernel's NTP state (adjtimex)
     ts = clock.now_ms()                   # the poller's and the alarm engine's stamp
     clock.synced                          # what `status` says: "synced" / "unsynced"
+    monotonic_ms()                        # what durations are measured with (never stamps)
     await clock.watch(store)              # a task: on sync, store.correct_clock(...)
 
 No exceptions of its own: a probe that fails counts as "not synchronised".
@@ -55,6 +56,13 @@ def kernel_synced() -> bool:
     except AttributeError:
         return False
     return state not in (-1, _TIME_ERROR)
+
+
+def monotonic_ms() -> int:
+    """Milliseconds on the monotonic clock. Durations (alarm delays, shelves, rates, stuck
+    spells) are measured with it, so that a wall clock step neither stretches nor cuts them;
+    the wall clock only stamps."""
+    return time.monotonic_ns() // 1_000_000
 
 
 def always_synced() -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from watchpost.backoff import Backoff
+from watchpost.clock import monotonic_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers.base import (
     AnswerError,
@@ -74,6 +75,7 @@ class DeviceReader:
     device: DeviceConfig
     now_ms: Clock
     health: DeviceHealth = field(default_factory=DeviceHealth)
+    mono_ms: Clock = monotonic_ms
 
     def __post_init__(self) -> None:
         self.plan: list[PlannedRead[PointConfig]] = plan_reads(
@@ -124,7 +126,7 @@ class DeviceReader:
     def _decode(
         self, planned: PlannedRead[PointConfig], raw: list[int] | list[bool]
     ) -> list[Sample]:
-        ts = self.now_ms()
+        ts, mono = self.now_ms(), self.mono_ms()
         good, bad, isfinite = Quality.GOOD, Quality.BAD, math.isfinite
         samples = []
         for name, index, read, scale, shift, limits in self._decodings_of(planned):
@@ -136,9 +138,9 @@ class DeviceReader:
                 if not isfinite(value):
                     value = None
             if value is None or (limits is not None and not limits[0] <= value <= limits[1]):
-                samples.append(Sample(name, ts, value, bad))
+                samples.append(Sample(name, ts, value, bad, mono))
             else:
-                samples.append(Sample(name, ts, value, good))
+                samples.append(Sample(name, ts, value, good, mono))
         return samples
 
     def _decodings_of(self, planned: PlannedRead[PointConfig]) -> list[Decoding]:
@@ -162,8 +164,8 @@ class DeviceReader:
         return entry[1]
 
     def _all(self, planned: PlannedRead[PointConfig], quality: Quality) -> list[Sample]:
-        ts = self.now_ms()
-        return [Sample(point.name, ts, None, quality) for point, _offset in planned.points]
+        ts, mono = self.now_ms(), self.mono_ms()
+        return [Sample(point.name, ts, None, quality, mono) for point, _offset in planned.points]
 
     def _split(self, planned: PlannedRead[PointConfig]) -> None:
         log.warning(TEXT_SPLIT, self.device.name, planned.request)

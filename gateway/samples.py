@@ -23,9 +23,18 @@ class Sample(NamedTuple):
     """
 
     point: str
-    ts: int  # UTC epoch milliseconds
+    ts: int  # UTC epoch milliseconds: the stamp, never used to measure a duration
     value: float | None
     quality: Quality
+    # monotonic milliseconds when taken: what alarm delays, rates and the like measure with.
+    # None (samples made by hand, in tests): the stamp stands in for it.
+    mono: int | None = None
+
+    @property
+    def elapsed_ms(self) -> int:
+        """The sample's time on the clock that durations are measured with."""
+        mono = self.mono
+        return self.ts if mono is None else mono
 
     @property
     def good(self) -> bool:

@@ -556,3 +556,121 @@ def test_housekeeper_expires_shelves_and_saves_state_on_change(tmp_path: Path) -
     assert saved is not None
     assert saved["alarms"]["p/high_alarm"]["raised"] is True
     assert saved["alarms"]["p/high_alarm"]["shelved_until"] is None
+
+
+# -- durations on the monotonic clock, wall time only stamps ----------------------------------
+
+
+class SteppedClocks:
+    """A wall clock the test steps, and a monotonic clock that only moves forward."""
+
+    def __init__(self) -> None:
+        self.wall = T0
+        self.mono = 5_000_000
+
+    def advance(self, ms: int) -> None:
+        self.wall += ms
+        self.mono += ms
+
+    def sample(self, value: float) -> Sample:
+        return Sample("p", self.wall, value, Quality.GOOD, self.mono)
+
+
+def stepped(*specs: dict[str, Any]) -> tuple[AlarmEngine, SteppedClocks]:
+    clocks = SteppedClocks()
+    engine = AlarmEngine(
+        {"p": rules(*specs), "other": []},
+        lambda: clocks.wall,
+        monotonic_ms=lambda: clocks.mono,
+    )
+    return engine, clocks
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, +3_600_000])
+def test_a_shelf_lasts_its_time_when_the_wall_clock_steps(step_ms: int) -> None:
+    engine, clocks = stepped({"kind": "high", "threshold": 1.0})
+    engine.evaluate([clocks.sample(1.5)])
+    [shelved] = engine.shelve("p/high_alarm", by="crew", reason="calibration", duration_s=60)
+    assert shelved.until == clocks.wall + 60_000  # named in wall time for people
+    clocks.wall += step_ms
+    clocks.advance(59_000)
+    assert engine.tick() == []
+    clocks.advance(1_000)
+    assert [e.event for e in engine.tick()] == ["unshelved"]
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, +3_600_000])
+def test_an_on_delay_takes_its_time_when_the_wall_clock_steps(step_ms: int) -> None:
+    engine, clocks = stepped({"kind": "high", "threshold": 1.0, "on_delay": 10})
+    raised_after = None
+    for second in range(30):
+        if second == 3:
+            clocks.wall += step_ms
+        events = engine.evaluate([clocks.sample(1.5)])
+        if events and raised_after is None:
+            raised_after = second
+        clocks.advance(1_000)
+    assert raised_after == 10
+
+
+def test_rate_of_rise_and_stuck_measure_on_the_monotonic_clock() -> None:
+    engine, clocks = stepped(
+        {"kind": "rate_of_rise", "rate": 1.0, "window": 60, "level": "alarm"},
+        {"kind": "stuck", "duration": 120, "tolerance": 0.01},
+    )
+    value, events = 0.0, []
+    for second in range(100):
+        if second == 50:
+            clocks.wall -= 3_600_000  # stepped back: the stuck spell must not restart
+        events += engine.evaluate([clocks.sample(value)])
+        clocks.advance(1_000)
+    # a flat value: neither a rise nor (after 100 s of 120) stuck
+    assert events == []
+    for _second in range(30):
+        events += engine.evaluate([clocks.sample(value)])
+        clocks.advance(1_000)
+    assert [(e.event, e.kind) for e in events] == [("raised", "stuck")]
+
+
+def test_a_restored_shelf_never_outlasts_max_shelve(tmp_path: Path) -> None:
+    spec = {"kind": "high", "threshold": 1.0, "max_shelve": 600}
+    engine, clocks = stepped(spec)
+    engine.shelve("p/high_alarm", by="crew", reason="x", duration_s=600)
+    snapshot = engine.snapshot()
+    snapshot["alarms"]["p/high_alarm"]["shelved_until"] = clocks.wall + 10**9  # a far-off end
+    again, later = stepped(spec)
+    again.restore(snapshot)
+    later.advance(600_000)
+    assert [e.event for e in again.tick()] == ["unshelved"]
+
+
+# -- actions are validated fully before they touch the state ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "expiry",
+    [
+        {"duration_s": float("nan")},
+        {"duration_s": float("inf")},
+        {"duration_s": float("-inf")},
+        {"duration_s": 1e400},
+        {"duration_s": 10**400},
+        {"duration_s": True},
+        {"duration_s": "60"},
+        {"until_ms": float("nan")},
+        {"until_ms": float("inf")},
+        {"until_ms": 1e400},
+        {"until_ms": T0 + 0.5},
+        {"until_ms": "soon"},
+    ],
+)
+def test_a_shelf_with_a_broken_expiry_changes_nothing(expiry: dict[str, Any]) -> None:
+    engine, feed = setup({"kind": "high", "threshold": 1.0})
+    feed(1.5)
+    before, revision = engine.snapshot(), engine.revision
+    with pytest.raises(AlarmStateError):
+        engine.shelve("p/high_alarm", by="crew", reason="x", **expiry)
+    assert engine.snapshot() == before
+    assert engine.revision == revision
+    assert engine.active()[0]["state"] == "unacknowledged"
+    json.dumps(engine.snapshot(), allow_nan=False)  # the state file stays valid JSON
