@@ -50,19 +50,28 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
+from watchpost.anomaly_part import (
+    CalibrationError,
+    EventSink,
+    ModelLoadError,
+    ModelShapeError,
+)
 from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
 from watchpost.models import shipped_model_path
 from watchpost.samples import Sample
 
 log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
 
 STATE_VERSION = 2
 
@@ -102,24 +111,6 @@ TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were droppe
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class AnomalyError(Exception):
-    """Base of the errors of this module."""
-
-    retry_helps = False
-
-
-class ModelLoadError(AnomalyError):
-    """The model file is missing, unreadable or not a Watchpost model."""
-
-
-class ModelShapeError(AnomalyError):
-    """The model's input does not fit the points it is given."""
-
-
-class CalibrationError(AnomalyError):
-    """Calibration cannot be fitted from the rows given."""
 
 
 # --------------------------------------------------------------------------- config
@@ -252,16 +243,17 @@ class LiteRTModel:
             self._it.allocate_tensors()
             self._batch = batch
 
-    def features(self, window: np.ndarray) -> np.ndarray:
+    def features(self, window: FloatArray) -> FloatArray:
         """Features of one window ``[window, points]`` of calibrated values (blocking)."""
-        return self.features_many(window[None])[0]
+        features: FloatArray = self.features_many(window[None])[0]
+        return features
 
-    def features_many(self, windows: np.ndarray) -> np.ndarray:
+    def features_many(self, windows: FloatArray) -> FloatArray:
         """Features of many windows ``[n, window, points]`` -> ``[n, n_features]``."""
-        windows = np.asarray(windows, dtype=np.float32)
-        n, w, p = windows.shape
+        batch = np.asarray(windows, dtype=np.float32)
+        n, w, p = batch.shape
         if self.channel_independent:
-            rows = windows.transpose(0, 2, 1).reshape(n * p, w, 1)
+            rows = batch.transpose(0, 2, 1).reshape(n * p, w, 1)
             out = np.empty((n * p, self.features_per_row), dtype=np.float32)
             # one batch size per call pattern: every resize re-plans the interpreter
             chunk = min(n * p, max(p, 1024 - 1024 % p))  # bounds the arena: ~20 MiB
@@ -274,12 +266,12 @@ class LiteRTModel:
                 self._it.invoke()
                 out[start : start + len(part)] = self._it.get_tensor(self._out)[: len(part)]
             return out.reshape(n, p * self.features_per_row).astype(np.float64)
-        out = np.empty((n, self.n_features), dtype=np.float64)
+        features = np.empty((n, self.n_features), dtype=np.float64)
         for i in range(n):
-            self._it.set_tensor(self._in, windows[i : i + 1])
+            self._it.set_tensor(self._in, batch[i : i + 1])
             self._it.invoke()
-            out[i] = self._it.get_tensor(self._out)[0]
-        return out
+            features[i] = self._it.get_tensor(self._out)[0]
+        return features
 
 
 # --------------------------------------------------------------------------- calibration
@@ -292,20 +284,20 @@ class Calibration:
     model_sha256: str
     points: list[str]
     rows: int
-    input_mean: np.ndarray
-    input_scale: np.ndarray
-    feature_center: np.ndarray
-    feature_scale: np.ndarray
+    input_mean: FloatArray
+    input_scale: FloatArray
+    feature_center: FloatArray
+    feature_scale: FloatArray
     max_score: float
     threshold: float
     created_ms: int
     relation_index: list[int] = field(default_factory=list)  # empty: no relation part
-    relation_center: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    relation_precision: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    relation_center: FloatArray = field(default_factory=lambda: np.zeros(0))
+    relation_precision: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     relation_max: float = 0.0
     relation_threshold: float = 0.0
 
-    def relation(self, feats: np.ndarray) -> tuple[float, np.ndarray]:
+    def relation(self, feats: FloatArray) -> tuple[float, FloatArray]:
         """Relation score of one window's features, and each level's share of it."""
         if not self.relation_index:
             return 0.0, np.zeros(0)
@@ -392,7 +384,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def input_scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per-point mean and scale; a point that never moved gets a small, non-zero scale."""
     mean = rows.mean(axis=0)
     scale = np.maximum(rows.std(axis=0), 1e-6 + 1e-3 * np.abs(mean))
@@ -402,14 +394,19 @@ def input_scaling(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 RELATION_RIDGE = 1e-3  # of the mean level variance, added to the diagonal
 
 
-def topk_mean(z2: np.ndarray, k: int) -> np.ndarray:
+def topk_mean(z2: FloatArray, k: int) -> FloatArray:
     """Mean of the k largest values along the last axis."""
     k = min(k, z2.shape[-1])
-    return np.partition(z2, z2.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1)
+    means: FloatArray = np.partition(z2, z2.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1)
+    return means
 
 
 def fit_calibration(
-    model: LiteRTModel, rows: np.ndarray, breaks: np.ndarray, params: DetectorParams, now_ms: int
+    model: LiteRTModel,
+    rows: FloatArray,
+    breaks: npt.NDArray[np.bool_],
+    params: DetectorParams,
+    now_ms: int,
 ) -> Calibration:
     """Fit the calibration of ``model`` on ``rows`` ``[n, points]``.
 
@@ -444,7 +441,7 @@ def fit_calibration(
     )
     center = feats.mean(axis=0)
     var = feats.var(axis=0)
-    drift: np.ndarray | None = None  # feature changes over `lag` rows within a segment
+    drift: FloatArray | None = None  # feature changes over `lag` rows within a segment
     if lag:
         pos = {int(e): i for i, e in enumerate(ends)}
         pairs = [(pos[e], pos[e - lag]) for e in pos if e - lag in pos and seg[e] == seg[e - lag]]
@@ -508,7 +505,7 @@ class Verdict:
 
 @dataclass
 class _Calibrating:
-    rows: list[np.ndarray] = field(default_factory=list)
+    rows: list[FloatArray] = field(default_factory=list)
     breaks: list[bool] = field(default_factory=list)
     gap: bool = False
     warned: bool = False
@@ -536,7 +533,7 @@ class AnomalyDetector:
         self.state_path = state_path
         self.calibration: Calibration | None = None
         self._cal = _Calibrating()
-        self._window: list[np.ndarray] = []
+        self._window: list[FloatArray] = []
         self._above = 0
         self._below = 0
         self.raised = False
@@ -591,7 +588,7 @@ class AnomalyDetector:
         self._window.clear()
         self._cal.gap = True
 
-    def push_row(self, ts: int, values: np.ndarray) -> Verdict | None:
+    def push_row(self, ts: int, values: FloatArray) -> Verdict | None:
         """Add one row (all points, in order); returns a verdict once a window is scored."""
         values = np.asarray(values, dtype=np.float64)
         if self.calibration is None:
@@ -615,7 +612,7 @@ class AnomalyDetector:
             score = math.inf
         return self._decide(ts, score, z2, share)
 
-    def _collect(self, ts: int, values: np.ndarray) -> None:
+    def _collect(self, ts: int, values: FloatArray) -> None:
         c = self._cal
         c.rows.append(values)
         c.breaks.append(c.gap)
@@ -647,7 +644,7 @@ class AnomalyDetector:
         self._window = [(rows[i] - cal.input_mean) / cal.input_scale for i in tail]
         self._cal = _Calibrating()
 
-    def _decide(self, ts: int, score: float, z2: np.ndarray, share: np.ndarray) -> Verdict:
+    def _decide(self, ts: int, score: float, z2: FloatArray, share: FloatArray) -> Verdict:
         threshold = self.calibration.threshold if self.calibration else math.inf
         event = None
         if score > threshold:
@@ -665,7 +662,7 @@ class AnomalyDetector:
             event = self._event("cleared", ts, score, threshold, self._raised_points)
         return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
 
-    def _points_involved(self, z2: np.ndarray, share: np.ndarray, threshold: float) -> list[str]:
+    def _points_involved(self, z2: FloatArray, share: FloatArray, threshold: float) -> list[str]:
         """Points whose features crossed the threshold, strongest first; then, if the
         relation score crossed it, the points that make up most (80 %) of it."""
         fp = self.model.feature_points
@@ -733,9 +730,9 @@ class _RowAssembler:
         self.last: list[tuple[int, float] | None] = [None] * len(self.points)
         self.tick: int | None = None
 
-    def add(self, s: Sample) -> list[tuple[int, np.ndarray | None]]:
+    def add(self, s: Sample) -> list[tuple[int, FloatArray | None]]:
         """Take a sample; returns finished rows ``(ts, values)``, ``values`` None for a gap."""
-        out: list[tuple[int, np.ndarray | None]] = []
+        out: list[tuple[int, FloatArray | None]] = []
         tick = s.ts // self.period_ms
         if self.tick is None:
             self.tick = tick
@@ -751,7 +748,7 @@ class _RowAssembler:
         self.last[i] = (s.ts, float(s.value)) if s.good and s.value is not None else None
         return out
 
-    def _row(self, tick: int) -> tuple[int, np.ndarray | None]:
+    def _row(self, tick: int) -> tuple[int, FloatArray | None]:
         end = (tick + 1) * self.period_ms
         vals = []
         for last in self.last:
@@ -759,9 +756,6 @@ class _RowAssembler:
                 return end, None
             vals.append(last[1])
         return end, np.array(vals)
-
-
-EventSink = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 class AnomalyRunner:
@@ -845,7 +839,7 @@ class AnomalyRunner:
             if self._dropping and self._queue.qsize() < self._queue.maxsize // 2:
                 self._dropping = False
                 log.warning(TEXT_QUEUE_OK, self.dropped)
-            work: list[tuple[str, int, np.ndarray | None]] = []
+            work: list[tuple[str, int, FloatArray | None]] = []
             for s in batch:
                 for name in self._by_point[s.point]:
                     work.extend((name, ts, v) for ts, v in self._assemblers[name].add(s))
@@ -865,7 +859,7 @@ class AnomalyRunner:
         """Wait until every sample observed so far has been processed (and its events sent)."""
         await self._queue.join()
 
-    def _process(self, work: list[tuple[str, int, np.ndarray | None]]) -> list[Verdict]:
+    def _process(self, work: list[tuple[str, int, FloatArray | None]]) -> list[Verdict]:
         """Worker thread: feed rows to detectors (blocking LiteRT calls)."""
         out = []
         for name, ts, values in work:

@@ -24,10 +24,10 @@ import numpy as np
 
 from watchpost.anomaly import (
     AnomalyDetector,
-    AnomalyError,
     DetectorParams,
     LiteRTModel,
 )
+from watchpost.anomaly_part import AnomalyError
 from watchpost.config.anomaly import AnomalyModelConfig
 from watchpost.models import shipped_model_path
 

@@ -29,7 +29,7 @@ from watchpost.alarms import (
     AlarmHousekeeper,
     AlarmStateFile,
 )
-from watchpost.anomaly import AnomalyError, AnomalyRunner
+from watchpost.anomaly_part import AnomalyError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.commands import PlatformCommands
@@ -95,9 +95,7 @@ class Gateway:
         # latched, acknowledged and shelved alarms survive a restart
         self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))
         self.alarm_keeper.restore()
-        self.anomaly = AnomalyRunner(
-            config=config.anomaly, state_dir=state_dir, emit=self._put_anomaly
-        )
+        self.anomaly = open_anomaly(config.anomaly, state_dir=state_dir, emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}
         # every transition, from samples or from a crew's or platform's action, is stored;
@@ -486,7 +484,7 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
         gateway.stop = task.cancel
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _stop, task, signum)
-        loop.add_signal_handler(signal.SIGHUP, lambda g=gateway: loop.create_task(g.reload()))
+        loop.add_signal_handler(signal.SIGHUP, _reload, loop, gateway)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if gateway.next_config is None:
@@ -498,6 +496,10 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
 def _stop(task: asyncio.Task[Any], signum: int) -> None:
     log.warning(TEXT_STOPPING, signal.Signals(signum).name)
     task.cancel()
+
+
+def _reload(loop: asyncio.AbstractEventLoop, gateway: Gateway) -> None:
+    loop.create_task(gateway.reload(), name="reload")
 
 
 # -- the `watchpost run` command -------------------------------------------------------------

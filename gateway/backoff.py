@@ -35,7 +35,7 @@ class Backoff:
 
     def bound(self) -> float:
         """The upper bound of the next delay."""
-        return min(self.cap, self.initial * 2 ** min(self._attempt, 32))
+        return min(self.cap, self.initial * (1 << min(self._attempt, 32)))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call counts one more failure."""

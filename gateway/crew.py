@@ -30,7 +30,7 @@ from watchpost.config import (
 from watchpost.control import ControlError, DaemonNotRunning, request
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
-from watchpost.drivers.codec import decode
+from watchpost.drivers.codec import WordOrder, decode
 from watchpost.selftest import (
     Check,
     check_broker,
@@ -56,6 +56,8 @@ TEXT_SELFTEST_HELP = _("check config, buses, store, broker, clock, disk and mode
 TEXT_DAEMON_DOWN = _("daemon: not running; showing what can be read directly")
 TEXT_DAEMON_UP = _("running; these are the daemon's own checks")
 TEXT_NEEDS_DAEMON = _("this needs the running daemon: {error}")
+TEXT_WORD_ORDER = _("word order {order!r} is neither 'big' nor 'little'")
+WORD_ORDERS: dict[str, WordOrder] = {"big": "big", "little": "little"}
 TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
 TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
@@ -327,12 +329,15 @@ async def read_values(
             "raw": [int(b) for b in raw],
             "values": [bool(b) for b in raw],
         }
+    order = WORD_ORDERS.get(word_order)
+    if order is None:
+        raise ControlError(TEXT_WORD_ORDER.format(order=word_order))
     groups = [[int(w) for w in raw[i * width : (i + 1) * width]] for i in range(count)]
     return {
         "addresses": addresses,
         "raw": groups,
-        "values": [decode(g, type, word_order) for g in groups],
-    }  # type: ignore[arg-type]
+        "values": [decode(g, type, order) for g in groups],
+    }
 
 
 def offline_checks(config: GatewayConfig) -> list[Check]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.config.uplink import BrokerAddress
@@ -177,14 +178,14 @@ def _monitor(args: argparse.Namespace) -> int:
     interactive = sys.stdout.isatty()
 
     def on_message(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        for line in view.receive(msg.topic, msg.payload):
+        for line in view.receive(msg.topic, bytes(msg.payload)):
             if not interactive:
                 print(line, flush=True)
 
     def on_connect(client: mqtt.Client, *_args: object) -> None:
         client.subscribe("watchpost/v1/#", qos=1)
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.on_message = on_message
     client.on_connect = on_connect
     try:

@@ -65,9 +65,14 @@ class Transactor(Protocol):
 
 
 class DeviceRef(Protocol):
-    name: str
-    bus: str
-    unit: int
+    """What an output needs of a device: where to write (read-only, as config models are)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def bus(self) -> str: ...
+    @property
+    def unit(self) -> int: ...
 
 
 class _Output:

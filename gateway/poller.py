@@ -134,7 +134,7 @@ class DeviceReader:
             if read is None:
                 value = 1.0 if raw[index] else 0.0
             else:
-                value = read(raw, index) * scale + shift  # type: ignore[arg-type]
+                value = read(raw, index) * scale + shift
                 if not isfinite(value):
                     value = None
             if value is None or (limits is not None and not limits[0] <= value <= limits[1]):

@@ -527,14 +527,14 @@ class Store:
         counters: dict[str, int] = {}
         for op in puts:
             counters[op.stream] = max(counters.get(op.stream, 0), op.seq)
-        fixes = []
-        for op in txn:
-            if isinstance(op, _Sync):
-                if op.reserve is not None:
-                    stream, last = op.reserve
+        fixes: list[tuple[str, int]] = []
+        for sync in txn:
+            if isinstance(sync, _Sync):
+                if sync.reserve is not None:
+                    stream, last = sync.reserve
                     counters[stream] = max(counters.get(stream, 0), last)
-                if op.fix is not None:
-                    fixes.append(op.fix)
+                if sync.fix is not None:
+                    fixes.append(sync.fix)
         conn.execute("BEGIN IMMEDIATE")
         self._insert(puts)
         if acked:

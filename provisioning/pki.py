@@ -194,6 +194,9 @@ def sign_leaf(
     now = _now()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if subject.server else ExtendedKeyUsageOID.CLIENT_AUTH
     is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    ca_public = ca_cert.public_key()
+    if not isinstance(ca_public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise PkiError("the CA's key is neither EC nor RSA")
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject.name())
@@ -220,8 +223,8 @@ def sign_leaf(
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False
-        )  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False
+        )
     )
     alternative = subject.alternative_names()
     if alternative is not None:

@@ -95,3 +95,31 @@ def test_the_bus_union_comes_from_the_registry() -> None:
         assert schema["properties"]["type"]["const"] == key
     tcp = adapter.validate_python({"type": "modbus_tcp", "name": "b", "host": "h"})
     assert type(tcp) is DRIVERS["modbus_tcp"].config
+
+
+def test_the_daemon_without_a_model_never_loads_numpy_or_litert(tmp_path: Path) -> None:
+    heavy, done = loaded_heavy(
+        "from watchpost.app import Gateway\n"
+        "from watchpost.anomaly_part import NoModels, open_anomaly\n"
+        "from watchpost.config.anomaly import AnomalyConfig\n"
+        "part = open_anomaly(AnomalyConfig(), state_dir=None, emit=print)\n"
+        "assert isinstance(part, NoModels), part\n"
+        "assert part.status() == {'dropped': 0, 'rows_scored': 0, 'models': {}}\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert not {"numpy", "tflite_runtime", "ai_edge_litert"} & set(heavy)
+
+
+def test_a_configured_model_loads_the_runner(tmp_path: Path) -> None:
+    heavy, done = loaded_heavy(
+        "from watchpost.anomaly_part import NoModels, open_anomaly\n"
+        "from watchpost.config.anomaly import AnomalyConfig\n"
+        "config = AnomalyConfig.model_validate("
+        "{'models': [{'name': 'm', 'points': ['a', 'b']}]})\n"
+        f"part = open_anomaly(config, state_dir=__import__('pathlib').Path({str(tmp_path)!r}), "
+        "emit=print)\n"
+        "assert not isinstance(part, NoModels)\n"
+        "assert list(part.status()['models']) == ['m']\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "numpy" in heavy

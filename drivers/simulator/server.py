@@ -58,6 +58,7 @@ TEXT_PHASE = _("t={t:7.1f} s  phase {name!r}")
 TEXT_RAMP = _("             {point}: {start} -> {end} from t={t0:.1f} to t={t1:.1f} s")
 TEXT_CROSS = _("             expect {point} {direction} through {mark} at t={t:.1f} s")
 TEXT_FAULT = _("t={t:7.1f} s  fault {kind} on {target} {state}")
+TEXT_SHUTDOWN_FAILED = "a simulated bus did not shut down cleanly (%s); its port may stay open"
 TEXT_STOPPED = _("t={t:7.1f} s  stopped")
 TEXT_NOT_A_LINK = _("{path} exists and is not a link; refusing to replace it")
 TEXT_NO_LISTEN = _("bus {name}: cannot listen on {where}")
@@ -291,8 +292,8 @@ class SiteServer:
             [*(self._sim_device(d) for d in devices), catch_all],
             address=(bus.host, port),
             ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=False),
-        )  # type: ignore[arg-type]
+            trace_pdu=partial(self._trace, devices, silent_unknown=False),  # type: ignore[arg-type]
+        )
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
@@ -324,8 +325,8 @@ class SiteServer:
             port=modem.server_path,
             baudrate=bus.baudrate,
             ignore_missing_devices=True,
-            trace_pdu=partial(self._trace, devices, silent_unknown=True),
-        )  # type: ignore[arg-type]
+            trace_pdu=partial(self._trace, devices, silent_unknown=True),  # type: ignore[arg-type]
+        )
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
@@ -343,8 +344,10 @@ class SiteServer:
     async def stop(self) -> None:
         """Stop serving, close the pseudo-terminals, remove the links. Never raises."""
         for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.shutdown()
+            try:
+                await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus: unannotated
+            except Exception as exc:
+                log.warning(TEXT_SHUTDOWN_FAILED, exc)
         self._servers = []
         for path, target in self._links:
             remove_link(path, target)

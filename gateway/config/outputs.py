@@ -24,6 +24,8 @@ TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_DUPLICATE = _("output name {name!r} is used more than once")
 TEXT_CLASH = _("output name {name!r} is also a point name")
 
+DEFAULT_LEVELS: tuple[Level, ...] = ("alarm", "critical")
+
 
 class OutputConfig(Model):
     """One local output: a coil or holding register written when alarms raise and clear."""
@@ -52,7 +54,7 @@ class OutputConfig(Model):
         default_factory=list, description=("Points whose alarms drive it; empty: every point.")
     )
     levels: list[Level] = Field(
-        default_factory=lambda: ["alarm", "critical"], description=("Alarm levels that drive it.")
+        default_factory=lambda: list(DEFAULT_LEVELS), description=("Alarm levels that drive it.")
     )
     kinds: list[str] = Field(
         default_factory=list,
