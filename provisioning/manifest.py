@@ -17,7 +17,6 @@ from pydantic import Field, ValidationError, field_validator
 # the manifest reuses the config's wording and cross-section rules, so that both files
 # report the same mistake the same way
 from watchpost.config import (
-    NAME_PATTERN,
     BusConfig,
     ConfigError,
     DeviceConfig,
@@ -27,6 +26,7 @@ from watchpost.config import (
     describe_error,
     read_toml,
 )
+from watchpost.config.base import TopicLevel
 from watchpost.config.uplink import BrokerAddress
 from watchpost.provisioning.pki import KeyType
 
@@ -95,7 +95,7 @@ class StoreSection(Model):
 class GatewaySection(Model):
     """One `[[gateways]]` entry: a gateway, its buses and its devices."""
 
-    id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
+    id: TopicLevel = Field(description="Gateway id, unique within the site.")
     hostname: str | None = Field(
         default=None, description="DNS name of the gateway, added to its certificate."
     )
@@ -107,7 +107,7 @@ class GatewaySection(Model):
 class Manifest(Model):
     """The whole site manifest."""
 
-    site: str = Field(pattern=NAME_PATTERN, description="Site id, the second level of topics.")
+    site: TopicLevel = Field(description="Site id, the second level of topics.")
     broker: BrokerSection = Field(description="The platform's MQTT broker.")
     ca: CaSection | None = Field(default=None, description="The site CA.")
     certificates: CertificateSection = Field(

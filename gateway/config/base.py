@@ -6,19 +6,38 @@ build on these types without loading the daemon.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd does not restart the service on it
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+TOPIC_LEVEL_PATTERN = r"[A-Za-z0-9_-]+"
 
 TEXT_NO_FILE = _("cannot read the file: {error}")
 TEXT_TOML = _("not valid TOML: {error}")
+TEXT_DOT_IN_ID = _(
+    "may not hold '.': some brokers (RabbitMQ's MQTT plugin) read it as a topic separator, "
+    "so the platform would see the messages under another topic; use '-' or '_'"
+)
+TEXT_BAD_ID = _("may hold only letters, digits, '_' and '-' (it is a level of every MQTT topic)")
+
+
+def _topic_level(value: str) -> str:
+    if "." in value:
+        raise ValueError(TEXT_DOT_IN_ID)
+    if not re.fullmatch(TOPIC_LEVEL_PATTERN, value):
+        raise ValueError(TEXT_BAD_ID)
+    return value
+
+
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+"""A site or gateway id: one level of every MQTT topic, the same on every broker."""
 
 
 class Model(BaseModel):

@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from watchpost.config.base import NAME_PATTERN, Model
+from watchpost.config.base import Model, TopicLevel
 
 
 class GatewayIdentity(Model):
     """Who this gateway is; the names appear in every MQTT topic."""
 
-    site: str = Field(pattern=NAME_PATTERN, description="Site id, the second level of topics.")
-    id: str = Field(pattern=NAME_PATTERN, description="Gateway id, unique within the site.")
+    site: TopicLevel = Field(description="Site id, the second level of topics.")
+    id: TopicLevel = Field(description="Gateway id, unique within the site.")
     state_dir: Path | None = Field(
         default=None,
         description="Identity and calibration state; default: the folder of [store] path.",
