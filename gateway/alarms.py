@@ -70,7 +70,10 @@ TEXT_NOT_SHELVED = _("alarm {alarm!r} is not shelved")
 TEXT_SHELVE_EXPIRY = _("shelving needs exactly one of until_ms or duration_s")
 TEXT_SHELVE_NOT_A_NUMBER = _("{what} must be a finite number")
 TEXT_SHELVE_PAST = _("the shelf of {alarm!r} must expire in the future")
-TEXT_SHELVE_TOO_LONG = _("alarm {alarm!r} may be shelved for at most {max} s (max_shelve)")
+TEXT_SHELVE_TOO_LONG = _(
+    "alarm {alarm!r} may be shelved for at most {minutes:g} minutes (its rule's max_shelve "
+    "is {max} s)"
+)
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
 TEXT_EXPIRED = _("shelf expired")
 TEXT_STATE_UNREADABLE = "alarm state %s unreadable, starting from normal: %s"
@@ -632,7 +635,9 @@ class AlarmEngine:
             raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
         if until_ms - now > state.rule.max_shelve * 1000:
             raise AlarmStateError(
-                TEXT_SHELVE_TOO_LONG.format(alarm=alarm, max=state.rule.max_shelve)
+                TEXT_SHELVE_TOO_LONG.format(
+                    alarm=alarm, minutes=state.rule.max_shelve / 60, max=state.rule.max_shelve
+                )
             )
         # every check is done: only now does the shelf touch the alarm's state
         state.shelf_deadline = self._mono_ms() + (until_ms - now)

@@ -7,7 +7,6 @@ has not reached the platform yet.
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.store import read_backlog
+from watchpost.textout import print_json, table
 
 TEXT_HELP = _("show what the store holds: depth per stream, oldest item, bytes, evictions")
 TEXT_CONFIG_HELP = _("the gateway's config file (its [store] path is read)")
@@ -60,7 +60,7 @@ def _backlog(args: argparse.Namespace) -> int:
         print(TEXT_UNREADABLE.format(path=path, error=exc), file=sys.stderr)
         return EXIT_NO_STORE
     if args.json:
-        print(json.dumps(backlog, indent=2))
+        print_json(backlog)
     else:
         print(render(path, backlog))
     return 0
@@ -76,11 +76,7 @@ def render(path: Path, backlog: dict[str, Any]) -> str:
     ]
     if not any(row[1] for row in rows):
         lines.append(TEXT_EMPTY)
-    table = [list(TEXT_COLUMNS), *[[str(cell) for cell in row] for row in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    lines += [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table
-    ]
+    lines.append(table(TEXT_COLUMNS, [[str(cell) for cell in row] for row in rows]))
     for stream, evicted in sorted(backlog["evictions"].items()):
         first, last = evicted.get("last_seq_range", ("?", "?"))
         lines.append(

@@ -1,7 +1,9 @@
 """The `watchpost` command: parses arguments and hands over to the module that does the work.
 
 Each command lives in the module of its subsystem, which exposes ``register(subparsers)``;
-adding a command is one line in ``COMMANDS``.
+adding a command is one line in ``COMMANDS``. Every command's (and sub-command's) `--help`
+starts with its one-line help as description and shows each option's default
+(``Parser``, ``DefaultsFormatter``); a test checks that no option lacks a help text.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from gettext import gettext as _
+from pathlib import PurePath
+from typing import Any
 
 from watchpost import __version__
 
@@ -37,11 +41,63 @@ COMMANDS: dict[str, str] = {
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
 TEXT_VERBOSE = _("log more (repeat for debug output)")
+TEXT_DEFAULT = _("(default: {value})")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Adds ``(default: ...)`` to an option's help when it has a default worth showing and
+    the help does not already name it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or isinstance(action, argparse._HelpAction | argparse._VersionAction)
+            or not action.option_strings
+        ):
+            return text
+        shown = show_default(default).replace("%", "%%")
+        return f"{text} {TEXT_DEFAULT.format(value=shown)}".strip()
+
+
+def show_default(value: Any) -> str:
+    """A default as a user would type it: lists comma-separated, paths as paths."""
+    if isinstance(value, list | tuple):
+        items = [show_default(v) for v in value]
+        numbers = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+        if len(numbers) == len(value) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+            return f"{numbers[0]}-{numbers[-1]}"
+        return ",".join(items)
+    if isinstance(value, PurePath):
+        return str(value)
+    return str(getattr(value, "value", value))
+
+
+class SubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Sub-commands whose `--help` opens with their one-line help and shows defaults."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if kwargs.get("help") and "description" not in kwargs:
+            kwargs["description"] = kwargs["help"]
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        return super().add_parser(name, **kwargs)  # type: ignore[no-any-return]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose sub-command parsers are ``SubParsers``, at every depth."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", SubParsers)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone when it is known, else for every command."""
-    parser = argparse.ArgumentParser(prog="watchpost", description=TEXT_DESCRIPTION)
+    parser = Parser(
+        prog="watchpost", description=TEXT_DESCRIPTION, formatter_class=DefaultsFormatter
+    )
     parser.add_argument("--version", action="version", version=f"watchpost {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=TEXT_VERBOSE)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,14 @@ from watchpost.config import (
     print_config_error,
 )
 from watchpost.control import ControlError, DaemonNotRunning, request
+from watchpost.crew_output import (
+    print_alarms,
+    print_events,
+    print_points,
+    print_read,
+    print_status,
+)
+from watchpost.display import formats_of
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
 from watchpost.drivers.codec import WordOrder, decode
@@ -40,6 +45,7 @@ from watchpost.selftest import (
     exit_status,
 )
 from watchpost.store import read_backlog
+from watchpost.textout import print_json, print_table
 
 DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
 EXIT_FAILED = 1
@@ -61,7 +67,8 @@ WORD_ORDERS: dict[str, WordOrder] = {"big": "big", "little": "little"}
 TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
 TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
-TEXT_NO_ALARMS = _("no active alarms")
+TEXT_BY_HELP = _("who does it, for the record")
+TEXT_ALARM_ID_HELP = _("alarm id as listed, e.g. ch4_face_1/high_alarm")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,31 +82,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     read = subparsers.add_parser("read", parents=[common], help=TEXT_READ_HELP)
     read.add_argument("device", help=_("device name from the config"))
     read.add_argument("address", type=int, help=_("register or bit address, 0-based"))
-    read.add_argument("--count", type=int, default=1, help=_("how many values (default 1)"))
-    read.add_argument("--table", choices=[t.value for t in Table], default="holding")
+    read.add_argument("--count", type=int, default=1, help=_("how many values"))
+    read.add_argument(
+        "--table",
+        choices=[t.value for t in Table],
+        default="holding",
+        help=_("the Modbus table to read"),
+    )
     read.add_argument(
         "--type",
         dest="data_type",
         default="uint16",
         choices=["int16", "uint16", "int32", "uint32", "float32"],
+        help=_("how to decode the registers"),
     )
-    read.add_argument("--word-order", choices=["big", "little"], default="big")
+    read.add_argument(
+        "--word-order",
+        choices=["big", "little"],
+        default="big",
+        help=_("order of the two registers of a 32-bit value"),
+    )
     read.set_defaults(handler=_read)
 
     watch = subparsers.add_parser("watch", parents=[common], help=TEXT_WATCH_HELP)
     watch.add_argument("--interval", type=float, default=1.0, help=_("seconds between refreshes"))
-    watch.add_argument("--seconds", type=float, help=_("stop after this many seconds"))
+    watch.add_argument(
+        "--seconds", type=float, help=_("stop after this many seconds (default: until Ctrl-C)")
+    )
     watch.set_defaults(handler=_watch)
 
     alarms = subparsers.add_parser("alarms", parents=[common], help=TEXT_ALARMS_HELP)
     actions = alarms.add_subparsers(dest="alarm_action", metavar="ACTION")
     actions.add_parser("list", parents=[common], help=_("active alarms (the default)"))
     ack = actions.add_parser("ack", parents=[common], help=_("acknowledge an alarm"))
-    ack.add_argument("alarm", help=_("alarm id as listed, e.g. ch4_face_1/high_alarm"))
-    ack.add_argument("--by", default="crew", help=_("who acknowledges"))
+    ack.add_argument("alarm", help=TEXT_ALARM_ID_HELP)
+    ack.add_argument("--by", default="crew", help=TEXT_BY_HELP)
     ack.add_argument("--note", default="", help=_("a note for the record"))
     shelve = actions.add_parser("shelve", parents=[common], help=_("shelve an alarm"))
-    shelve.add_argument("alarm")
+    shelve.add_argument("alarm", help=TEXT_ALARM_ID_HELP)
     shelve.add_argument(
         "--minutes",
         type=float,
@@ -107,10 +127,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=_("the shelf expires after this many minutes (mandatory)"),
     )
     shelve.add_argument("--reason", required=True, help=_("why, for the record"))
-    shelve.add_argument("--by", default="crew")
+    shelve.add_argument("--by", default="crew", help=TEXT_BY_HELP)
     unshelve = actions.add_parser("unshelve", parents=[common], help=_("unshelve an alarm"))
-    unshelve.add_argument("alarm")
-    unshelve.add_argument("--by", default="crew")
+    unshelve.add_argument("alarm", help=TEXT_ALARM_ID_HELP)
+    unshelve.add_argument("--by", default="crew", help=TEXT_BY_HELP)
     alarms.set_defaults(handler=_alarms)
 
     test_alarm = subparsers.add_parser("test-alarm", parents=[common], help=TEXT_TEST_ALARM_HELP)
@@ -135,9 +155,9 @@ def _status(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _fail(args, str(exc))
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
-    _print_status(result)
+    print_status({"store_path": config.store.path, **result}, formats_of(config))
     return 0
 
 
@@ -163,15 +183,9 @@ def _read(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _fail(args, TEXT_READ_FAILED.format(error=exc))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
-        rows = [
-            (str(address), str(raw), str(value))
-            for address, raw, value in zip(
-                result["addresses"], result["raw"], result["values"], strict=True
-            )
-        ]
-        _print_table(("address", "raw", "value"), rows)
+        print_read(result)
     return 0
 
 
@@ -181,17 +195,18 @@ def _watch(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     deadline = time.monotonic() + args.seconds if args.seconds else None
     interactive = sys.stdout.isatty() and not args.json
+    formats = formats_of(config)
     while deadline is None or time.monotonic() < deadline:
         try:
             result = request(config.control.socket, "status")
         except ControlError as exc:
             return _fail(args, TEXT_NEEDS_DAEMON.format(error=exc), EXIT_UNAVAILABLE)
         if args.json:
-            print(json.dumps(result["points"]), flush=True)
+            print_json(result["points"], indent=None)
         else:
             if interactive:
                 sys.stdout.write("\x1b[H\x1b[2J")
-            _print_points(result["points"])
+            print_points(result["points"], formats)
             sys.stdout.flush()
         time.sleep(args.interval)
     return 0
@@ -225,11 +240,11 @@ def _alarms(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _fail(args, str(exc))
     if args.json:
-        _print_json(result)
+        print_json(result)
     elif action == "list":
-        _print_alarms(result)
+        print_alarms(result, formats_of(config))
     else:
-        print(json.dumps(result, ensure_ascii=False))
+        print_events(result, formats_of(config))
     return 0
 
 
@@ -244,7 +259,7 @@ def _test_alarm(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _fail(args, str(exc))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for event in result:
             print(f"{event.get('event')}: {event.get('alarm')} (stored, seq {event.get('seq')})")
@@ -333,6 +348,7 @@ async def read_values(
     if order is None:
         raise ControlError(TEXT_WORD_ORDER.format(order=word_order))
     groups = [[int(w) for w in raw[i * width : (i + 1) * width]] for i in range(count)]
+    order: WordOrder = "little" if word_order == "little" else "big"
     return {
         "addresses": addresses,
         "raw": groups,
@@ -413,93 +429,17 @@ def _config(args: argparse.Namespace) -> GatewayConfig | None:
 
 def _fail(args: argparse.Namespace, message: str, status: int = EXIT_FAILED) -> int:
     if getattr(args, "json", False):
-        _print_json({"error": message})
+        print_json({"error": message})
     else:
         print(message, file=sys.stderr)
     return status
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _when(ts: int | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _print_status(result: dict[str, Any]) -> None:
-    print(
-        f"gateway {result.get('site')}/{result.get('gateway')}  "
-        f"daemon: {result.get('daemon', 'running')}  clock: {result.get('clock', '-')}"
-    )
-    uplink = result.get("uplink", {})
-    print(
-        f"uplink: {'connected' if uplink.get('connected') else 'not connected'} "
-        f"{uplink.get('broker', '')}"
-    )
-    print(f"backlog: {json.dumps(result.get('backlog', {}), ensure_ascii=False)}")
-    print()
-    rows = [
-        (name, str(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
-        for name, d in result.get("devices", {}).items()
-    ]
-    _print_table(("device", "state", "bus", "last error"), rows)
-    print()
-    if result.get("points"):
-        _print_points(result["points"])
-        print()
-    _print_alarms(result.get("alarms", []))
-
-
-def _print_points(points: dict[str, Any]) -> None:
-    rows = []
-    for name, p in sorted(points.items()):
-        value = p.get("value")
-        rows.append(
-            (
-                name,
-                "-" if value is None else f"{value:.4g}",
-                p.get("unit", ""),
-                p.get("quality", ""),
-                _when(p.get("ts")),
-            )
-        )
-    _print_table(("point", "value", "unit", "quality", "time (UTC)"), rows)
-
-
-def _print_alarms(alarms: list[dict[str, Any]]) -> None:
-    if not alarms:
-        print(TEXT_NO_ALARMS)
-        return
-    rows = [
-        (
-            str(a.get("alarm")),
-            str(a.get("level")),
-            str(a.get("state", "")),
-            str(a.get("value")),
-            _when(a.get("raised_ts") or a.get("sample_ts")),
-        )
-        for a in alarms
-    ]
-    _print_table(("alarm", "level", "state", "value", "raised (UTC)"), rows)
-
-
 def _print_checks(args: argparse.Namespace, checks: list[Check]) -> None:
     if args.json:
-        _print_json([c.as_dict() for c in checks])
+        print_json([c.as_dict() for c in checks])
         return
-    _print_table(
+    print_table(
         ("check", "result", "detail"),
         [(c.name, TEXT_RESULTS[c.result], c.detail) for c in checks],
     )

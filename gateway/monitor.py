@@ -2,7 +2,9 @@
 
 Subscribes to the gateway topics the way a platform would and shows the latest reading of
 every point, the alarm events as they arrive, and per-stream counters with `seq` gap checks.
-On a terminal it redraws a screen once a second; otherwise it prints one line per event.
+On a terminal it redraws a screen once a second; otherwise (a pipe, a file, a log) it prints
+one line per reading and per event, as they arrive. Values are written at the point's
+resolution when ``--config`` names the gateway's config (``display``), as `status` does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.config.uplink import BrokerAddress
+from watchpost.display import Resolution, format_for, formats_of
 
 TEXT_HELP = _("show live what the platform receives from gateways over MQTT")
 TEXT_BROKER_HELP = _("broker URL (default: [uplink] broker of --config)")
@@ -39,6 +42,7 @@ TEXT_ALARMS = _("alarm events (newest last)")
 TEXT_NO_DATA = _("(waiting for data...)")
 TEXT_CONNECT_FAILED = _("cannot reach the broker at {broker}: {error}")
 TEXT_GAP = _("GAP in {stream}: expected seq {expected}, got {got}")
+TEXT_READING = _("{time} {gateway} {point} = {value}{unit} ({quality})")
 
 
 @dataclass
@@ -54,13 +58,15 @@ class PlatformView:
     """What has arrived, per gateway: the state a platform would keep."""
 
     units: dict[str, str] = field(default_factory=dict)
+    formats: dict[str, Resolution] = field(default_factory=dict)
+    every_reading: bool = False  # receive() returns a line per reading too (not a terminal)
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
     streams: dict[str, StreamCounters] = field(default_factory=dict)
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)
     alarms: deque[str] = field(default_factory=lambda: deque(maxlen=12))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def receive(self, topic: str, payload: bytes) -> list[str]:
+    def receive(self, topic: str, payload: bytes | bytearray) -> list[str]:
         """Take one message; return the lines worth printing on their own."""
         try:
             message = json.loads(payload)
@@ -90,11 +96,26 @@ class PlatformView:
             if stream == "telemetry":
                 for sample in message.get("samples", []):
                     self.readings[sample["point"]] = sample
+                    if self.every_reading:
+                        lines.append(self._reading_line(str(message.get("gateway")), sample))
             elif stream in ("alarms", "anomalies"):
-                line = _format_event(stream, message)
+                line = _format_event(stream, message, self.formats)
                 self.alarms.append(line)
                 lines.append(line)
         return lines
+
+    def _reading_line(self, gateway: str, sample: dict[str, Any]) -> str:
+        point = str(sample.get("point"))
+        ts = sample.get("ts")
+        when = datetime.fromtimestamp(ts / 1000, UTC) if isinstance(ts, int) else None
+        return TEXT_READING.format(
+            time=f"{when:%H:%M:%S}" if when else "-",
+            gateway=gateway,
+            point=point,
+            value=format_for(self.formats, point, sample.get("value")),
+            unit=f" {self.units[point]}" if self.units.get(point) else "",
+            quality=sample.get("quality", ""),
+        )
 
     def screen(self, broker: str) -> str:
         width = shutil.get_terminal_size((100, 40)).columns
@@ -111,8 +132,7 @@ class PlatformView:
             out += ["", TEXT_READINGS]
             now_ms = time.time() * 1000
             for point, sample in sorted(self.readings.items()):
-                value = sample.get("value")
-                shown = "-" if value is None else f"{value:.3f}"
+                shown = format_for(self.formats, point, sample.get("value"))
                 age = (now_ms - sample.get("ts", now_ms)) / 1000
                 out.append(
                     f"{point:<21} {shown:>10}   {self.units.get(point, ''):<8} "
@@ -131,25 +151,22 @@ def _format_status(message: dict[str, Any]) -> str:
     )
 
 
-def _format_event(stream: str, message: dict[str, Any]) -> str:
+def _format_event(stream: str, message: dict[str, Any], formats: dict[str, Resolution]) -> str:
     ts = message.get("sample_ts") or message.get("ts") or 0
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%H:%M:%S")
     replay = " (replay)" if message.get("replay") else ""
     if stream == "alarms":
+        point = str(message.get("point") or str(message.get("alarm", "")).split("/")[0])
         return (
             f"{when} ALARM {message.get('event', ''):<12} {message.get('alarm', '')}"
-            f"  {message.get('level')} value={_number(message.get('value'))}"
-            f" threshold={_number(message.get('threshold'))}{replay}"
+            f"  {message.get('level')} value={format_for(formats, point, message.get('value'))}"
+            f" threshold={format_for(formats, point, message.get('threshold'))}{replay}"
         )
     return (
         f"{when} ANOMALY {message.get('event', ''):<10} {message.get('model', '')}"
-        f" score={_number(message.get('score'))}"
+        f" score={Resolution(3).format(message.get('score'))}"
         f" points={','.join(message.get('points', []))}{replay}"
     )
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,11 +188,13 @@ def _monitor(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         broker_url = broker_url or config.uplink.broker
         view.units = {point.name: point.unit for _device, point in config.points()}
+        view.formats = formats_of(config)
     if not broker_url:
         print(TEXT_NEED_BROKER, file=sys.stderr)
         return 2
     address = BrokerAddress.parse(broker_url)
     interactive = sys.stdout.isatty()
+    view.every_reading = not interactive
 
     def on_message(_client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         for line in view.receive(msg.topic, bytes(msg.payload)):

@@ -43,7 +43,9 @@ TEXT_HELP = _("find the Modbus RTU units on an RS-485 line and propose config en
 TEXT_PORT_HELP = _("the serial port of the line, e.g. /dev/ttyUSB0")
 TEXT_UNITS_HELP = _("unit ids to try, e.g. 1-247 or 1-10,20 (default: 1-247)")
 TEXT_BAUD_HELP = _("baud rates to try, in order (default: 9600,19200,38400,4800,115200)")
-TEXT_PARITY_HELP = _("parities to try, in order: N, E, O (default: N,E,O)")
+TEXT_PARITY_HELP = _(
+    "parities to try, in order: N, E, O; each is tried at every baud rate (default: N,E,O)"
+)
 TEXT_STOPBITS_HELP = _("stop bits (default: 1)")
 TEXT_TIMEOUT_HELP = _("seconds to wait for each answer (default: depends on the baud rate)")
 TEXT_PROBE_HELP = _("the register asked for, TABLE:ADDRESS (default: holding:0)")
@@ -54,6 +56,15 @@ TEXT_MANIFEST_HELP = _(
     "gateway of the site manifest"
 )
 TEXT_BAD_LIST = _("{value!r} is not a list like {example}")
+TEXT_UNIT_OUT_OF_RANGE = _(
+    "{value!r}: unit {unit} is outside the Modbus unit ids 1-247 (0 is broadcast, which no "
+    "unit answers)"
+)
+TEXT_UNIT_BACKWARDS = _("{value!r}: the range {first}-{last} runs backwards; write {last}-{first}")
+TEXT_PROGRESS = _(
+    "{setting} (setting {index} of {settings})  unit {unit:3d} ({position} of {units})  "
+    "found {found}  ~{left:.0f} s left"
+)
 TEXT_BAD_PROBE = _("{value!r} is not TABLE:ADDRESS with TABLE one of {tables}")
 TEXT_NO_PORT = _(
     "cannot open {port}: {error}. Is the adapter plugged in, is this user in "
@@ -112,16 +123,23 @@ class Found:
 
 @dataclass(slots=True)
 class Progress:
-    """A progress bar on a terminal; a line per setting when stderr is a file."""
+    """A progress bar on a terminal; a line per setting when stderr is a file.
 
-    total: int
+    The bar covers every setting to try; the text says which setting of how many (each
+    parity at each baud rate) and which unit of how many, so that a scan of one baud rate
+    at three parities does not read as one setting taking three times as long."""
+
+    settings: Sequence[LineSetting]
+    units: Sequence[int]
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     done: int = 0
     started: float = field(default_factory=time.monotonic)
+    total: int = 0
     _tty: bool = False
 
     def __post_init__(self) -> None:
         self._tty = self.stream.isatty()
+        self.total = len(self.settings) * len(self.units)
 
     def step(self, setting: LineSetting, unit: int, found: int, *, count: int = 1) -> None:
         self.done += count
@@ -131,10 +149,17 @@ class Progress:
         filled = width * self.done // max(self.total, 1)
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * (self.total - self.done)
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-            f"  {setting}  unit {unit:3d}  found {found}  ~{left:4.0f}s left "
+        text = TEXT_PROGRESS.format(
+            setting=setting,
+            index=self.settings.index(setting) + 1,
+            settings=len(self.settings),
+            unit=unit,
+            position=self.units.index(unit) + 1 if unit in self.units else len(self.units),
+            units=len(self.units),
+            found=found,
+            left=left,
         )
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text} ")
         self.stream.flush()
 
     def note(self, text: str) -> None:
@@ -176,7 +201,7 @@ async def scan(
     progress: Progress | None = None,
 ) -> list[Found]:
     """Every unit that answers, setting by setting; CommError if the port cannot be opened."""
-    progress = progress or Progress(len(units) * len(settings))
+    progress = progress or Progress(settings, units)
     found: list[Found] = []
     for setting in settings:
         bus = modbus_rtu.create(
@@ -274,8 +299,15 @@ def parse_units(text: str) -> list[int]:
         if not match:
             raise argparse.ArgumentTypeError(TEXT_BAD_LIST.format(value=text, example="1-247"))
         first, last = int(match[1]), int(match[2] or match[1])
-        if not 1 <= first <= last <= 247:
-            raise argparse.ArgumentTypeError(TEXT_BAD_LIST.format(value=text, example="1-247"))
+        for unit in (first, last):
+            if not 1 <= unit <= 247:
+                raise argparse.ArgumentTypeError(
+                    TEXT_UNIT_OUT_OF_RANGE.format(value=text, unit=unit)
+                )
+        if first > last:
+            raise argparse.ArgumentTypeError(
+                TEXT_UNIT_BACKWARDS.format(value=text, first=first, last=last)
+            )
         units += range(first, last + 1)
     return list(dict.fromkeys(units))
 

@@ -7,6 +7,7 @@ control socket, and straight to the buses and the store file once it has stopped
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,11 +128,75 @@ def test_test_alarm_reaches_the_platform_marked_as_a_test(running):
     assert "no_such_point" in unknown.stderr
 
 
+def test_values_read_as_a_crew_reads_them_the_same_everywhere(running):
+    """At the point's resolution, never an exponent: ch4 (scale 0.01) to two decimals, the
+    energy counter (uint32, scale 0.01) with all its digits."""
+    run, _sub = running
+    text = crew(run.config, "status").stdout
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    assert re.fullmatch(r"\d+\.\d\d", rows["ch4_face_1"][1]), rows["ch4_face_1"]
+    assert re.fullmatch(r"\d+\.\d", rows["co_face_1"][1]), rows["co_face_1"]
+    assert re.fullmatch(r"\d+\.\d\d", rows["fan_energy"][1]), rows["fan_energy"]
+    assert "e+" not in text
+    assert "e-0" not in text
+    watch = crew(run.config, "watch", "--seconds", "1.5", "--interval", "1").stdout
+    watched = {line.split()[0]: line.split() for line in watch.splitlines() if line.strip()}
+    assert re.fullmatch(r"\d+\.\d\d", watched["ch4_face_1"][1])
+
+
+def test_status_shows_the_backlog_as_a_table(running):
+    run, _sub = running
+    text = crew(run.config, "status").stdout
+    assert "backlog: {" not in text
+    assert re.search(r"^stream\s+waiting\s+items\s+oldest\s+last seq$", text, re.M), text
+    assert re.search(r"^telemetry\s+\d+", text, re.M), text
+
+
+def test_shelve_and_unshelve_print_tables_and_strict_json(running):
+    run, _sub = running
+    alarm = "ch4_face_1/high_alarm"
+    shelved = crew(run.config, "alarms", "shelve", alarm, "--minutes", "5", "--reason", "calib")
+    assert shelved.returncode == 0, shelved.stderr
+    lines = shelved.stdout.splitlines()
+    assert lines[0].split()[:4] == ["event", "alarm", "level", "value"]
+    assert lines[1].split()[:2] == ["shelved", alarm]
+    assert "{" not in shelved.stdout
+    unshelved = crew(run.config, "alarms", "unshelve", alarm, "--json")
+    assert unshelved.returncode == 0, unshelved.stderr
+    events = json.loads(unshelved.stdout, parse_constant=_no_constants)
+    assert [e["event"] for e in events] == ["unshelved"]
+
+
+def test_a_shelf_too_long_is_refused_in_minutes(running):
+    run, _sub = running
+    refused = crew(
+        run.config,
+        "alarms",
+        "shelve",
+        "ch4_face_1/high_alarm",
+        "--minutes",
+        "9999",
+        "--reason",
+        "calib",
+    )
+    assert refused.returncode != 0
+    assert "at most 480 minutes" in refused.stderr
+    assert "28800 s" in refused.stderr  # and the rule's limit as configured
+
+
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_selftest_names_each_check(running):
     run, _sub = running
     result = crew(run.config, "selftest", "--json")
     checks = {c["name"]: c for c in json.loads(result.stdout)}
-    assert {"config", "store", "broker", "clock", "disk", "device face-station"} <= set(checks)
+    assert {"config", "daemon", "store", "broker", "clock", "disk", "device face-station"} <= set(
+        checks
+    )
+    assert checks["daemon"]["detail"].startswith("running")
+    assert checks["clock"]["result"] in ("pass", "warn")
     assert checks["broker"]["ok"] is True
     assert checks["device face-station"]["ok"] is True
     assert result.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)

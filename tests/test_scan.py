@@ -299,9 +299,24 @@ def test_a_missing_port(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unit_lists() -> None:
     assert parse_units("1-3,7,2") == [1, 2, 3, 7]
     assert parse_units("247") == [247]
-    for bad in ("0-3", "1-248", "a", "5-2", ""):
+    for bad in ("a", "", "1-"):
         with pytest.raises(argparse.ArgumentTypeError, match="not a list"):
             parse_units(bad)
+    for bad, unit in (("0-300", "0"), ("1-300", "300"), ("1-248", "248"), ("0", "0")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"unit {unit} is outside") as caught:
+            parse_units(bad)
+        assert "1-247" in str(caught.value)
+        assert "not a list" not in str(caught.value)
+    with pytest.raises(argparse.ArgumentTypeError, match="runs backwards; write 2-5"):
+        parse_units("5-2")
+
+
+def test_a_range_problem_is_named_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["scan", "--port", "/dev/null", "--units", "0-300"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --units: '0-300': unit 0 is outside the Modbus unit ids 1-247" in err
 
 
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -318,11 +333,31 @@ def test_progress_bar_on_a_terminal() -> None:
             return True
 
     screen = Terminal()
-    progress = Progress(total=4, stream=screen)
+    progress = Progress([LineSetting(9600, "N")], [1, 2, 3, 4], stream=screen)
     progress.step(LineSetting(9600, "N"), 1, 0)
     progress.step(LineSetting(9600, "N"), 2, 1)
     progress.note("9600 8N1: unit 2")
     text = screen.getvalue()
-    assert "\r[" + "#" * 7 + "." * 23 + "] 1/4" in text
-    assert "2/4  9600 8N1  unit   2  found 1" in text
+    assert "\r[" + "#" * 7 + "." * 23 + "] 9600 8N1 (setting 1 of 1)  unit   1 (1 of 4)" in text
+    assert "unit   2 (2 of 4)  found 1" in text
     assert text.endswith("\r\033[K9600 8N1: unit 2\n")
+
+
+def test_progress_of_one_baud_rate_says_which_parity_of_how_many() -> None:
+    """One baud rate, the three default parities: the count is per setting, not one total
+    that reads as if a single setting were three times as long."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    settings = line_settings([9600], ["N", "E", "O"])
+    progress = Progress(settings, list(range(1, 248)), stream=screen)
+    for unit in range(1, 248):
+        progress.step(settings[0], unit, 0)
+    progress.step(settings[1], 1, 0)
+    text = screen.getvalue()
+    assert "9600 8N1 (setting 1 of 3)  unit 247 (247 of 247)" in text
+    assert "9600 8E1 (setting 2 of 3)  unit   1 (1 of 247)" in text
+    assert "/741" not in text
