@@ -348,7 +348,6 @@ async def read_values(
     if order is None:
         raise ControlError(TEXT_WORD_ORDER.format(order=word_order))
     groups = [[int(w) for w in raw[i * width : (i + 1) * width]] for i in range(count)]
-    order: WordOrder = "little" if word_order == "little" else "big"
     return {
         "addresses": addresses,
         "raw": groups,
