@@ -7,7 +7,7 @@ protocol's library (pymodbus, pyserial) only inside its factory, when a bus is o
 
 from __future__ import annotations
 
-from watchpost.drivers import modbus_rtu, modbus_tcp
+from watchpost.drivers import dlt645, modbus_rtu, modbus_tcp, serial_line
 from watchpost.drivers.base import Driver
 
 DRIVERS: dict[str, Driver] = {
@@ -15,5 +15,7 @@ DRIVERS: dict[str, Driver] = {
     for driver in (
         modbus_tcp.DRIVER,
         modbus_rtu.DRIVER,
+        dlt645.DRIVER,
+        serial_line.DRIVER,
     )
 }

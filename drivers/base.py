@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -123,6 +123,40 @@ class Bus(Protocol):
 
     async def close(self) -> None:
         """Release the medium. Never raises."""
+
+
+class PointSource(Protocol):
+    """One device of a protocol that reads all its points itself (DL/T 645, serial lines)."""
+
+    def longest_poll(self) -> float:
+        """Seconds one poll may take when every read times out on every retry."""
+        ...
+
+    async def poll(self, *, down: bool) -> PollOutcome:
+        """Every point once; ``down``: the device is known not to answer, one try only."""
+        ...
+
+
+@runtime_checkable
+class SourceBus(Protocol):
+    """A bus whose devices are read as whole devices (``PointSource``), not by registers."""
+
+    name: str
+
+    def source(self, device: Any, now_ms: Callable[[], int]) -> PointSource:
+        """The reader of ``device`` (a config of this bus type's devices) on this bus."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PortSettings:
+    """A serial port and how characters travel on it (the serial drivers' common part)."""
+
+    port: str
+    baudrate: int
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
 
 
 class BusSettings(BaseModel):

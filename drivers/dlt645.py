@@ -26,18 +26,18 @@ abnormal reply or a frame that fails its checksum `bad` ones.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from watchpost.drivers.base import AnswerError, CommError, DeviceError, PollOutcome
-from watchpost.drivers.serial_port import PortSettings, SerialPort
-from watchpost.samples import Quality, Sample
+from watchpost.drivers.base import BusSettings, DriverEntry, PortSettings
+
+if TYPE_CHECKING:
+    from watchpost.drivers.dlt645_bus import Dlt645Bus
 
 KEY = "dlt645"
 
@@ -369,16 +369,19 @@ def _later_frame(buffer: bytearray) -> int | None:
     return None
 
 
+def error_meaning(code: int) -> str:
+    """The set bits of an abnormal reply's error byte, in words."""
+    meanings = [text for bit, text in ERROR_BITS.items() if code & (1 << bit)]
+    return "; ".join(meanings) or "no bit set"
+
+
 # -- config ------------------------------------------------------------------------------------
 
 
-class Config(BaseModel):
+class Config(BusSettings):
     """An RS-485 line carrying DL/T 645-2007 meters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     type: Literal["dlt645"] = Field(description="Bus type.")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Bus name, unique in the file.")
     port: str = Field(min_length=1, description="Serial device path, e.g. /dev/ttyUSB1.")
     baudrate: Literal[1200, 2400, 4800, 9600, 19200] = Field(
         default=2400, description="Line speed in baud (DL/T 645-2007 meters default to 2400)."
@@ -394,204 +397,11 @@ class Config(BaseModel):
         return PortSettings(self.port, self.baudrate, self.bytesize, self.parity, self.stopbits)
 
 
-class PointConfig(BaseModel):
-    """What a DL/T 645 point adds: the data identifier it reads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="Point name, unique in the gateway.")
-    di: str = Field(
-        description="Data identifier as written in the standard, 8 hex digits, e.g. 02030000."
-    )
-    scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
-    offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
-    range: tuple[float, float] | None = Field(
-        default=None, description="Plausible range [min, max]; outside it a sample is bad."
-    )
-
-    @field_validator("di")
-    @classmethod
-    def _known_di(cls, di: str) -> str:
-        if data_format(di) is None:
-            raise ValueError(TEXT_UNKNOWN_DI.format(di=di))
-        return di.upper()
-
-
-class DeviceConfig(BaseModel):
-    """A meter on a DL/T 645 line."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="Device name, unique in the file.")
-    bus: str = Field(description="Name of the bus the meter is on.")
-    address: str = Field(
-        pattern=r"^[0-9]{12}$", description="The meter's address: the 12 digits printed on it."
-    )
-    interval: float = Field(default=5.0, gt=0, le=3600, description="Seconds between polls.")
-    timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for each reply.")
-    retries: int = Field(default=1, ge=0, le=5, description="Retries of a read without a reply.")
-    points: list[PointConfig] = Field(min_length=1, description="The points read from it.")
-
-
-# -- the line and its meters ----------------------------------------------------------------
-
-
-class Dlt645Bus:
-    """One DL/T 645 line: a serial port and the transaction that reads one DI."""
-
-    def __init__(self, config: Config) -> None:
-        self.name = config.name
-        self.wake = config.wake
-        self._arrived = asyncio.Event()
-        self.decoder = FrameDecoder(self._arrived.set)
-        self.port = SerialPort(config.name, config.settings(), self.decoder)
-
-    async def open(self) -> None:
-        await self.port.open()
-
-    async def close(self) -> None:
-        await self.port.close()
-
-    async def read(self, address: str, di: str, *, timeout: float) -> bytes:
-        """The value bytes of ``di`` from meter ``address``.
-
-        CommError: no reply in time (a retry can help); DeviceError: abnormal reply;
-        AnswerError: a reply that fails its checksum or carries another DI.
-        """
-        reply = await self._transact(address, READ_DATA, di_bytes(di), di, timeout)
-        got = reply.data[:4][::-1].hex().upper()
-        if got != di.upper():
-            raise AnswerError(TEXT_WRONG_DI.format(address=address, di=di, got=got))
-        return reply.data[4:]
-
-    async def read_address(self, *, timeout: float) -> str | None:
-        """The address of the only meter on the line (C=13H to AA..AA), None if no reply."""
-        try:
-            reply = await self._transact(ANY_ADDRESS, READ_ADDRESS, b"", "address", timeout)
-        except CommError:
-            return None
-        return reply.address
-
-    async def _transact(
-        self, address: str, function: int, data: bytes, di: str, timeout: float
-    ) -> Frame:
-        await self.port.open()
-        self.port.discard_input()
-        self._arrived.clear()
-        await self.port.write(
-            encode_frame(address, function, data, wake=self.wake), timeout=timeout
-        )
-        others: set[str] = set()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            while self.decoder.frames:
-                item = self.decoder.frames.popleft()
-                if isinstance(item, str):
-                    raise AnswerError(TEXT_CHECKSUM.format(address=address, di=di, what=item))
-                if not item.is_reply or (item.control & FUNCTION) != function:
-                    continue  # our own request echoed by an adapter, or a stray frame
-                if address not in (ANY_ADDRESS, item.address):
-                    others.add(item.address)
-                    continue
-                if item.control & ABNORMAL:
-                    code = item.data[0] if item.data else 0
-                    raise DeviceError(
-                        TEXT_ABNORMAL.format(
-                            address=address, di=di, code=code, meaning=error_meaning(code)
-                        ),
-                        code=code,
-                    )
-                return item
-            left = deadline - loop.time()
-            if left <= 0:
-                message = TEXT_NO_ANSWER.format(address=address, di=di, timeout=timeout)
-                if others:
-                    message += TEXT_OTHER_METER.format(other=", ".join(sorted(others)))
-                raise CommError(message)
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(left):
-                    await self._arrived.wait()
-            except TimeoutError:
-                continue
-
-
-def error_meaning(code: int) -> str:
-    """The set bits of an abnormal reply's error byte, in words."""
-    meanings = [text for bit, text in ERROR_BITS.items() if code & (1 << bit)]
-    return "; ".join(meanings) or "no bit set"
-
-
-class MeterReader:
-    """Reads the points of one meter, one DI per transaction, and decodes them."""
-
-    def __init__(self, device: DeviceConfig, now_ms: Callable[[], int]) -> None:
-        self.device = device
-        self.now_ms = now_ms
-        self._formats = [(point, _format(point.di)) for point in device.points]
-
-    def longest_poll(self) -> float:
-        """Seconds one poll may take when every read times out on every retry."""
-        return len(self._formats) * self.device.timeout * (self.device.retries + 1)
-
-    async def poll(self, bus: Dlt645Bus, *, down: bool = False) -> PollOutcome:
-        """Every point once; ``down``: the meter is known not to answer, one try per read."""
-        outcome = PollOutcome([])
-        attempts = 1 if down else self.device.retries + 1
-        for point, fmt in self._formats:
-            if outcome.comm_error is not None:  # not answering: do not wait again this poll
-                outcome.samples.append(Sample(point.name, self.now_ms(), None, Quality.COMM))
-                continue
-            outcome.samples.append(await self._read(bus, point, fmt, attempts, outcome))
-        return outcome
-
-    async def _read(
-        self,
-        bus: Dlt645Bus,
-        point: PointConfig,
-        fmt: DataFormat,
-        attempts: int,
-        outcome: PollOutcome,
-    ) -> Sample:
-        address = self.device.address
-        for attempt in range(attempts):
-            outcome.requests += 1
-            try:
-                raw = await bus.read(address, point.di, timeout=self.device.timeout)
-                break
-            except CommError as exc:
-                if attempt == attempts - 1:
-                    outcome.comm_error = str(exc)
-                    return Sample(point.name, self.now_ms(), None, Quality.COMM)
-            except (DeviceError, AnswerError) as exc:
-                outcome.errors.append(str(exc))
-                return Sample(point.name, self.now_ms(), None, Quality.BAD)
-        ts = self.now_ms()
-        if len(raw) < fmt.length:
-            outcome.errors.append(
-                TEXT_SHORT.format(address=address, di=point.di, got=len(raw), need=fmt.length)
-            )
-            return Sample(point.name, ts, None, Quality.BAD)
-        try:
-            value = decode_value(fmt, raw) * point.scale + point.offset
-        except ValueError:
-            outcome.errors.append(
-                TEXT_NOT_BCD.format(address=address, di=point.di, raw=raw.hex(" "))
-            )
-            return Sample(point.name, ts, None, Quality.BAD)
-        limits = point.range
-        if limits is not None and not limits[0] <= value <= limits[1]:
-            return Sample(point.name, ts, value, Quality.BAD)
-        return Sample(point.name, ts, value, Quality.GOOD)
-
-
-def _format(di: str) -> DataFormat:
-    fmt = data_format(di)
-    if fmt is None:  # the config validator refuses these
-        raise ValueError(TEXT_UNKNOWN_DI.format(di=di))
-    return fmt
-
-
 def create(config: Config) -> Dlt645Bus:
+    """A closed bus; pyserial is imported here, not when the config is loaded."""
+    from watchpost.drivers.dlt645_bus import Dlt645Bus  # noqa: PLC0415 - keeps the config light
+
     return Dlt645Bus(config)
+
+
+DRIVER = DriverEntry(KEY, Config, create)

@@ -17,12 +17,11 @@ import asyncio
 import logging
 import os
 import termios
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import serial
 
-from watchpost.drivers.base import CommError
+from watchpost.drivers.base import CommError, PortSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +41,6 @@ class Framer(Protocol):
 
     def reset(self) -> None:
         """Forget everything received so far (before a new request)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PortSettings:
-    """Where the port is and how characters travel on it."""
-
-    port: str
-    baudrate: int
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
 
 
 class SerialPort:

@@ -46,7 +46,7 @@ from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
 from watchpost.history import HistoryRecorder
 from watchpost.outputs import OutputDriver, fault_levels
-from watchpost.poller import BusScheduler, DeviceReader, Poller
+from watchpost.poller import BusScheduler, Poller, reader_for
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_disk
@@ -119,7 +119,7 @@ class Gateway:
         self.outputs = OutputDriver(
             config.outputs,
             engine=self.alarms,
-            devices=config.devices,
+            devices=config.modbus_devices(),
             schedulers=self.poller.schedulers,
         )
         self.uplink = Uplink(
@@ -144,12 +144,12 @@ class Gateway:
         """One per bus, also for a bus that only carries outputs (it connects on first use)."""
         schedulers = []
         for bus_config in self.config.buses:
+            bus = DRIVERS[bus_config.type].create(bus_config)
             readers = [
-                DeviceReader(device, self.now_ms)
+                reader_for(device, bus, self.now_ms)
                 for device in self.config.devices
                 if device.bus == bus_config.name
             ]
-            bus = DRIVERS[bus_config.type].create(bus_config)
             schedulers.append(BusScheduler(bus, readers, self.on_samples))
         return schedulers
 
@@ -330,7 +330,7 @@ class Gateway:
         }
 
     async def _read(self, args: dict[str, Any]) -> dict[str, Any]:
-        devices = {d.name: d for d in self.config.devices}
+        devices = {d.name: d for d in self.config.modbus_devices()}
         device = devices.get(args.get("device", ""))
         if device is None:
             raise ControlError(

@@ -20,10 +20,12 @@ from typing import Any
 from watchpost.config import (
     EXIT_CONFIG,
     ConfigError,
+    DeviceConfig,
     GatewayConfig,
     load_config,
     print_config_error,
 )
+from watchpost.config.points import DeviceBase
 from watchpost.control import ControlError, DaemonNotRunning, request
 from watchpost.crew_output import (
     print_alarms,
@@ -36,6 +38,7 @@ from watchpost.display import formats_of
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
 from watchpost.drivers.codec import WordOrder, decode
+from watchpost.poller import reader_for
 from watchpost.selftest import (
     Check,
     check_broker,
@@ -299,7 +302,7 @@ async def direct_read(
     word_order: str,
 ) -> dict[str, Any]:
     """One read straight on the bus, for when the daemon is not running."""
-    devices = {d.name: d for d in config.devices}
+    devices = {d.name: d for d in config.modbus_devices()}
     if device not in devices:
         raise ControlError(
             TEXT_NO_DEVICE.format(name=device, config="the config", known=", ".join(devices))
@@ -373,6 +376,9 @@ def offline_checks(config: GatewayConfig) -> list[Check]:
 async def _probe_devices(config: GatewayConfig) -> list[Check]:
     checks = []
     for device in config.devices:
+        if not isinstance(device, DeviceConfig):
+            checks.append(await _probe_source(config, device))
+            continue
         point = device.points[0]
         try:
             await direct_read(
@@ -389,6 +395,19 @@ async def _probe_devices(config: GatewayConfig) -> list[Check]:
         else:
             checks.append(Check(f"device {device.name}", True, "answers"))
     return checks
+
+
+async def _probe_source(config: GatewayConfig, device: DeviceBase) -> Check:
+    """One poll of a meter or a line instrument, straight on its bus."""
+    bus_config = next(b for b in config.buses if b.name == device.bus)
+    bus = DRIVERS[bus_config.type].create(bus_config)
+    try:
+        reader = reader_for(device, bus, lambda: time.time_ns() // 1_000_000)
+        await reader.poll(bus)
+    finally:
+        await bus.close()
+    health = reader.health
+    return Check(f"device {device.name}", health.state == "ok", health.last_error or "answers")
 
 
 def _offline_status(config: GatewayConfig) -> dict[str, Any]:

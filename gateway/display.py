@@ -21,8 +21,10 @@ from decimal import Decimal
 from gettext import gettext as _
 from typing import TYPE_CHECKING
 
+from watchpost.config.points import PointBase, PointConfig
+
 if TYPE_CHECKING:
-    from watchpost.config import GatewayConfig, PointConfig
+    from watchpost.config import GatewayConfig
 
 MAX_DECIMALS = 6
 SIGNIFICANT = 7  # a float32 carries about 7 significant decimal digits
@@ -48,8 +50,11 @@ class Resolution:
     boolean: bool = False
 
     @classmethod
-    def of(cls, point: PointConfig) -> Resolution:
-        """The resolution the point's type, scale and offset give."""
+    def of(cls, point: PointBase) -> Resolution:
+        """The resolution the point's type, scale and offset give (Modbus points; others
+        are written as read)."""
+        if not isinstance(point, PointConfig):
+            return cls()
         if point.type == "bool":
             return cls(boolean=True)
         if point.type == "float32":

@@ -2,6 +2,10 @@
 
 A device that stops answering is polled less often (capped backoff) so that the other
 devices on its RS-485 line keep their rate; every attempt still yields `comm` samples.
+
+Modbus devices are read by ``DeviceReader`` (a read plan over registers); devices of the
+other bus types (DL/T 645 meters, line-oriented instruments) read all their points
+themselves (a ``PointSource`` from their bus) and ``SourceReader`` keeps their health.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from typing import TypeVar
 from watchpost.backoff import Backoff
 from watchpost.clock import monotonic_ms
 from watchpost.config import DeviceConfig, PointConfig
+from watchpost.config.points import DeviceBase
 from watchpost.drivers.base import (
     AnswerError,
     Bus,
     BusError,
     CommError,
     DeviceError,
+    PointSource,
     ReadRequest,
+    SourceBus,
 )
 from watchpost.drivers.codec import Reader, reader
 from watchpost.drivers.planner import PlannedRead, plan_reads
@@ -175,30 +182,92 @@ class DeviceReader:
         self._decodings.pop(id(planned), None)
 
     def _record(self, comm_down: CommError | None, errors: list[str], bus: Bus) -> None:
-        health = self.health
-        health.polls += 1
-        was = health.state
-        if comm_down is not None:
-            health.failures += 1
-            health.state, health.last_error = "comm", str(comm_down)
-        elif errors:
-            health.state, health.last_error = "bad", errors[0]
-        else:
-            health.state, health.last_error = "ok", ""
-            health.last_good_ts = self.now_ms()
-        if health.state != was:
-            if health.state == "ok" and was != "unknown":
-                log.warning(TEXT_DEVICE_UP, self.device.name, bus.name)
-            elif health.state == "comm":
-                log.error(TEXT_DEVICE_DOWN, self.device.name, bus.name, health.last_error)
-            elif health.state == "bad":
-                log.error(TEXT_DEVICE_BAD, self.device.name, bus.name, health.last_error)
+        record_poll(
+            self.health,
+            None if comm_down is None else str(comm_down),
+            errors,
+            device=self.device.name,
+            bus=bus.name,
+            now_ms=self.now_ms(),
+        )
+
+    def longest_poll(self) -> float:
+        """Seconds one poll may take when every request times out on every retry."""
+        return len(self.plan) * self.device.timeout * (self.device.retries + 1)
+
+
+def record_poll(
+    health: DeviceHealth,
+    comm_error: str | None,
+    errors: list[str],
+    *,
+    device: str,
+    bus: str,
+    now_ms: int,
+) -> None:
+    """Count one poll in ``health``; log a change of state once, then stay quiet."""
+    health.polls += 1
+    was = health.state
+    if comm_error is not None:
+        health.failures += 1
+        health.state, health.last_error = "comm", comm_error
+    elif errors:
+        health.state, health.last_error = "bad", errors[0]
+    else:
+        health.state, health.last_error = "ok", ""
+        health.last_good_ts = now_ms
+    if health.state != was:
+        if health.state == "ok" and was != "unknown":
+            log.warning(TEXT_DEVICE_UP, device, bus)
+        elif health.state == "comm":
+            log.error(TEXT_DEVICE_DOWN, device, bus, health.last_error)
+        elif health.state == "bad":
+            log.error(TEXT_DEVICE_BAD, device, bus, health.last_error)
+
+
+class SourceReader:
+    """Reads one device whose protocol reads all its points itself, and keeps its health."""
+
+    def __init__(self, device: DeviceBase, source: PointSource, now_ms: Clock) -> None:
+        self.device = device
+        self.source = source
+        self.now_ms = now_ms
+        self.health = DeviceHealth()
+
+    def longest_poll(self) -> float:
+        return self.source.longest_poll()
+
+    async def poll(self, bus: Bus) -> list[Sample]:
+        """One poll cycle; never raises for bus trouble, which becomes sample quality."""
+        outcome = await self.source.poll(down=self.health.state == "comm")
+        self.health.requests += outcome.requests
+        record_poll(
+            self.health,
+            outcome.comm_error,
+            outcome.errors,
+            device=self.device.name,
+            bus=bus.name,
+            now_ms=self.now_ms(),
+        )
+        return outcome.samples
+
+
+AnyReader = DeviceReader | SourceReader
+
+
+def reader_for(device: DeviceBase, bus: Bus, now_ms: Clock) -> AnyReader:
+    """The reader of ``device`` on ``bus``: by registers for Modbus, else the bus's own."""
+    if isinstance(device, DeviceConfig):
+        return DeviceReader(device, now_ms)
+    if isinstance(bus, SourceBus):
+        return SourceReader(device, bus.source(device, now_ms), now_ms)
+    raise TypeError(f"device {device.name}: bus {bus.name} cannot read a {type(device).__name__}")
 
 
 class BusScheduler:
     """One bus: its devices on their schedules, and the lock every transaction takes."""
 
-    def __init__(self, bus: Bus, readers: Sequence[DeviceReader], sink: SampleSink) -> None:
+    def __init__(self, bus: Bus, readers: Sequence[AnyReader], sink: SampleSink) -> None:
         self.bus = bus
         self.readers = list(readers)
         self._sink = sink
@@ -206,10 +275,7 @@ class BusScheduler:
         self.cycles = 0
         self._busy_since: float | None = None
         # the longest one poll may take when every request times out on every retry
-        self._longest_poll = max(
-            (len(r.plan) * r.device.timeout * (r.device.retries + 1) for r in self.readers),
-            default=0.0,
-        )
+        self._longest_poll = max((r.longest_poll() for r in self.readers), default=0.0)
 
     def stuck(self, now: float, grace: float = 10.0) -> bool:
         """True when a poll has run far longer than its timeouts allow: the task is wedged."""
@@ -281,4 +347,12 @@ class Poller:
                 group.create_task(scheduler.run(), name=f"bus:{name}")
 
 
-__all__ = ["BusError", "BusScheduler", "DeviceHealth", "DeviceReader", "Poller"]
+__all__ = [
+    "BusError",
+    "BusScheduler",
+    "DeviceHealth",
+    "DeviceReader",
+    "Poller",
+    "SourceReader",
+    "reader_for",
+]

@@ -13,6 +13,7 @@ from pydantic_core import ErrorDetails
 from watchpost.config.alarms import RULE_KINDS
 from watchpost.config.base import ConfigError
 from watchpost.config.buses import BUS_TYPES
+from watchpost.config.devices import DEVICE_KINDS
 
 TEXT_ERRORS = _("{path}: {count} error(s)")
 
@@ -44,7 +45,7 @@ _PLAIN_MESSAGES = {
 
 
 def describe_error(
-    error: ErrorDetails, union_tags: Collection[str] = BUS_TYPES | RULE_KINDS
+    error: ErrorDetails, union_tags: Collection[str] = BUS_TYPES | RULE_KINDS | DEVICE_KINDS
 ) -> str:
     """``devices[1].points[3].scale: must be a number (got 'abc')``.
 

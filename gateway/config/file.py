@@ -9,18 +9,20 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from gettext import gettext as _
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from watchpost.config.anomaly import AnomalyConfig
 from watchpost.config.base import ConfigError, Model, read_toml
 from watchpost.config.buses import BusConfig
 from watchpost.config.control import ControlConfig
+from watchpost.config.devices import AnyDevice, tag_devices
 from watchpost.config.errors import describe_error
 from watchpost.config.history import HistoryConfig
 from watchpost.config.identity import GatewayIdentity
 from watchpost.config.outputs import OutputConfig, check_outputs
-from watchpost.config.points import DeviceConfig, PointConfig
+from watchpost.config.points import DeviceBase, DeviceConfig, PointBase
 from watchpost.config.store import StoreConfig
 from watchpost.config.uplink import UplinkConfig
 
@@ -55,16 +57,28 @@ class GatewayConfig(Model):
         ),
     )
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
-    devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
+    devices: list[AnyDevice] = Field(
+        default_factory=list,
+        description="Devices polled; their keys depend on their bus's type (config/devices.py).",
+    )
     outputs: list[OutputConfig] = Field(
         default_factory=list,
         description=("Local outputs driven by alarms: sounders, beacons, power-cut relays."),
     )
 
-    def points(self) -> Iterable[tuple[DeviceConfig, PointConfig]]:
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_devices(cls, data: Any) -> Any:
+        return tag_devices(data)
+
+    def points(self) -> Iterable[tuple[DeviceBase, PointBase]]:
         for device in self.devices:
-            for point in device.points:
+            for point in device.point_list:
                 yield device, point
+
+    def modbus_devices(self) -> list[DeviceConfig]:
+        """The devices read by Modbus registers (the only ones outputs and `read` can use)."""
+        return [device for device in self.devices if isinstance(device, DeviceConfig)]
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -79,8 +93,8 @@ def load_config(path: Path) -> GatewayConfig:
         *_anomaly_points(config),
         *check_outputs(
             config.outputs,
-            devices={d.name: d.bus for d in config.devices},
-            buses=[b.name for b in config.buses],
+            devices={d.name: d.bus for d in config.modbus_devices()},
+            buses=[b.name for b in config.buses if b.type.startswith("modbus")],
             points=[p.name for _d, p in config.points()],
         ),
     ]
@@ -143,7 +157,7 @@ def cross_check(config: GatewayConfig) -> Iterable[str]:
         if device.bus not in bus_names:
             known = ", ".join(bus_names) or "none"
             yield f"devices[{d}].bus: " + TEXT_NO_BUS.format(name=device.bus, known=known)
-        for p, point in enumerate(device.points):
+        for p, point in enumerate(device.point_list):
             if point.name in duplicated:
                 yield f"devices[{d}].points[{p}].name: " + TEXT_DUPLICATE.format(
                     what="point", name=point.name

@@ -1,9 +1,16 @@
-"""Devices and their points: where each named quantity is read (`[[devices]]`)."""
+"""Devices and their points: where each named quantity is read (`[[devices]]`).
+
+``PointBase`` and ``DeviceBase`` hold what every bus type shares (a point's name, unit,
+scale, offset, range and alarm rules; a device's name, bus, interval, timeout, retries);
+each bus type adds its own keys: Modbus here (``PointConfig``, ``DeviceConfig``), DL/T 645
+meters in ``dlt645``, line-oriented serial instruments in ``serial_line``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from gettext import gettext as _
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,20 +32,12 @@ REGISTER_WIDTH: dict[str, int] = {
 }
 
 
-class PointConfig(Model):
-    """One named physical quantity read from a device."""
+class PointBase(Model):
+    """One named physical quantity read from a device: what every bus type shares."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Point name, unique in the gateway.")
     unit: str = Field(default="", description="Engineering unit, e.g. %CH4, ppm, degC.")
     description: str = Field(default="", description="Free text for people.")
-    table: Table = Field(
-        default=Table.HOLDING, description="Modbus table: holding, input, coil or discrete."
-    )
-    address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
-    type: DataType = Field(default="uint16", description="Data type of the raw value.")
-    word_order: Literal["big", "little"] = Field(
-        default="big", description="Order of the two words of 32-bit types."
-    )
     scale: float = Field(default=1.0, allow_inf_nan=False, description="value = raw*scale+offset")
     offset: float = Field(default=0.0, allow_inf_nan=False, description="value = raw*scale+offset")
     range: tuple[float, float] | None = Field(
@@ -53,6 +52,29 @@ class PointConfig(Model):
         description=(
             "A shipped rule set (drivers/profiles/NAME.toml); own rules override it by name."
         ),
+    )
+
+    @model_validator(mode="after")
+    def _resolve_rules(self) -> PointBase:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("range: min must be below max")
+        rules = resolve_rules(
+            self.alarms, rules_from=self.rules_from, unit=self.unit, point_range=self.range
+        )
+        object.__setattr__(self, "alarms", rules)  # frozen: resolved once, here
+        return self
+
+
+class PointConfig(PointBase):
+    """A point read from Modbus registers or bits."""
+
+    table: Table = Field(
+        default=Table.HOLDING, description="Modbus table: holding, input, coil or discrete."
+    )
+    address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
+    type: DataType = Field(default="uint16", description="Data type of the raw value.")
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="Order of the two words of 32-bit types."
     )
 
     @property
@@ -73,24 +95,37 @@ class PointConfig(Model):
             )
         if self.address + self.width > 65536:
             raise ValueError(TEXT_PAST_END.format(address=self.address, width=self.width))
-        if self.range is not None and not self.range[0] < self.range[1]:
-            raise ValueError("range: min must be below max")
-        rules = resolve_rules(
-            self.alarms, rules_from=self.rules_from, unit=self.unit, point_range=self.range
-        )
-        object.__setattr__(self, "alarms", rules)  # frozen: resolved once, here
         return self
 
 
-class DeviceConfig(Model):
-    """A unit on a bus and the points read from it."""
+class DeviceBase(Model):
+    """A device on a bus: what every bus type shares. ``points`` is narrowed by each type."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Device name, unique in the file.")
     bus: str = Field(description="Name of the bus the device is on.")
-    unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")
     interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between polls.")
     timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for an answer.")
     retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed transaction.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untag(cls, data: Any) -> Any:
+        """Take off the bus type that config.devices.tag_devices put on (not a file key)."""
+        if isinstance(data, dict) and "__bus_type__" in data:
+            return {k: v for k, v in data.items() if k != "__bus_type__"}
+        return data
+
+    @property
+    def point_list(self) -> Sequence[PointBase]:
+        """The device's points, whatever their bus type."""
+        points: Sequence[PointBase] = getattr(self, "points", ())
+        return points
+
+
+class DeviceConfig(DeviceBase):
+    """A Modbus unit on a bus and the points read from it."""
+
+    unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")
     max_gap: int = Field(
         default=8,
         ge=0,

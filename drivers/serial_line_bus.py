@@ -1,0 +1,221 @@
+"""Serial lines at work: the port, the request/answer transaction, the instruments' readers.
+
+The framing and the config are in ``serial_line`` (loaded with the config); this module loads
+pyserial and is imported only when a ``serial_line`` bus is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+from watchpost.config.serial_line import LineDevice, LinePoint
+from watchpost.drivers.base import (
+    AnswerError,
+    CommError,
+    DeviceError,
+    PollOutcome,
+    ReadRequest,
+    Table,
+)
+from watchpost.drivers.serial_line import (
+    TEXT_CHECKSUM,
+    TEXT_NO_LINE,
+    TEXT_NO_MATCH,
+    TEXT_OVERLONG,
+    TEXT_PARTIAL,
+    Config,
+    LineFramer,
+    check_nmea,
+    unescape,
+)
+from watchpost.drivers.serial_port import SerialPort
+from watchpost.samples import Quality, Sample
+
+TEXT_NO_REGISTERS = (
+    "bus {name} carries line-oriented instruments: there are no registers to {what}; read "
+    "its points"
+)
+
+
+class SerialLineBus:
+    """One serial line: its port, its lines, and the request/answer transaction."""
+
+    def __init__(self, config: Config) -> None:
+        self.name = config.name
+        self.encoding = config.encoding
+        self._arrived = asyncio.Event()
+        self.framer = LineFramer(config.terminator(), config.max_line, self._arrived.set)
+        self.port = SerialPort(config.name, config.settings(), self.framer)
+
+    async def open(self) -> None:
+        await self.port.open()
+
+    async def close(self) -> None:
+        await self.port.close()
+
+    def source(self, device: Any, now_ms: Callable[[], int]) -> InstrumentReader:
+        """The reader of one instrument on this line."""
+        if not isinstance(device, LineDevice):
+            raise TypeError(f"bus {self.name}: {type(device).__name__} is not a line instrument")
+        return InstrumentReader(device, now_ms, self)
+
+    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
+        """Registers are Modbus: refused with a clear error (a crew's `watchpost read`)."""
+        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="read"), code=1)
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
+        """Instruments take no writes from the gateway: refused (outputs are Modbus)."""
+        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="write"), code=1)
+
+    async def ask(self, request: bytes, *, timeout: float) -> int:
+        """Send ``request`` after dropping older lines; the line count to read after."""
+        await self.port.open()
+        self.port.discard_input()
+        await self.port.write(request, timeout=timeout)
+        return self.framer.count
+
+    async def lines_after(
+        self, seen: int, overlong: int, *, timeout: float, device: str
+    ) -> list[tuple[int, str]]:
+        """Lines numbered above ``seen`` (waiting up to ``timeout`` for the first one).
+
+        CommError when none came; AnswerError when none came but a line too long did
+        (``overlong`` is the framer's count of those when the caller last looked).
+        """
+        await self.port.open()
+        framer = self.framer
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            fresh = [(n, line) for n, line in framer.lines if n > seen and line.strip()]
+            if fresh:
+                return [(n, line.decode(self.encoding, "replace").strip()) for n, line in fresh]
+            if framer.overlong != overlong:
+                raise AnswerError(TEXT_OVERLONG.format(device=device, limit=framer.max_line))
+            left = deadline - loop.time()
+            if left <= 0:
+                message = TEXT_NO_LINE.format(device=device, timeout=timeout)
+                if framer.partial:
+                    message += TEXT_PARTIAL.format(count=framer.partial)
+                raise CommError(message)
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._arrived.wait()
+            except TimeoutError:
+                continue
+
+
+class _Extract:
+    """How one point finds its number in a line."""
+
+    def __init__(self, point: LinePoint, delimiter: str) -> None:
+        self.point = point
+        self.pattern = re.compile(point.pattern) if point.pattern is not None else None
+        self.delimiter = delimiter
+
+    def number(self, line: str) -> float | None:
+        text: str | None
+        if self.pattern is not None:
+            match = self.pattern.search(line)
+            text = match.group("value") if match else None
+        else:
+            assert self.point.field is not None
+            fields = line.split(self.delimiter)
+            text = fields[self.point.field] if self.point.field < len(fields) else None
+        if text is None:
+            return None
+        try:
+            return float(text.strip())
+        except ValueError:
+            return None
+
+
+class InstrumentReader:
+    """Reads one instrument: asks (if polled) or takes its newest lines, then parses them."""
+
+    def __init__(self, device: LineDevice, now_ms: Callable[[], int], bus: SerialLineBus) -> None:
+        self.device = device
+        self.now_ms = now_ms
+        self.bus = bus
+        self.request = unescape(device.request).encode("latin-1") if device.request else None
+        self._extracts = [_Extract(point, device.delimiter) for point in device.points]
+        self._seen = 0  # the number of the last line this instrument looked at
+        self._overlong = 0  # the framer's count of over-long lines at that time
+
+    def longest_poll(self) -> float:
+        return self.device.timeout * (self.device.retries + 1)
+
+    async def poll(self, *, down: bool = False) -> PollOutcome:
+        """One look at the instrument; never raises for line trouble."""
+        bus = self.bus
+        outcome = PollOutcome([])
+        attempts = 1 if down or self.request is None else self.device.retries + 1
+        name, timeout = self.device.name, self.device.timeout
+        for attempt in range(attempts):
+            outcome.requests += 1
+            try:
+                if self.request is not None:
+                    self._seen = await bus.ask(self.request, timeout=timeout)
+                lines = await bus.lines_after(
+                    self._seen, self._overlong, timeout=timeout, device=name
+                )
+                break
+            except CommError as exc:
+                if attempt < attempts - 1:
+                    continue
+                outcome.comm_error = str(exc)
+                return self._all(outcome, Quality.COMM)
+            except AnswerError as exc:
+                self._overlong = bus.framer.overlong
+                outcome.errors.append(str(exc))
+                return self._all(outcome, Quality.BAD)
+        self._overlong = bus.framer.overlong
+        self._seen = lines[-1][0]
+        outcome.samples = self._parse([line for _n, line in lines], outcome)
+        return outcome
+
+    def _parse(self, lines: list[str], outcome: PollOutcome) -> list[Sample]:
+        if self.device.checksum == "nmea":
+            checked = [check_nmea(line) for line in lines]
+            bad = [line for line, body in zip(lines, checked, strict=True) if body is None]
+            if bad:
+                outcome.errors.append(TEXT_CHECKSUM.format(device=self.device.name, line=bad[-1]))
+            lines = [body for body in checked if body is not None]
+        ts = self.now_ms()
+        samples = []
+        for extract in self._extracts:
+            point = extract.point
+            number = next(
+                (n for line in reversed(lines) if (n := extract.number(line)) is not None), None
+            )
+            if number is None:
+                if lines:
+                    outcome.errors.append(
+                        TEXT_NO_MATCH.format(
+                            device=self.device.name, point=point.name, line=lines[-1]
+                        )
+                    )
+                samples.append(Sample(point.name, ts, None, Quality.BAD))
+                continue
+            value = number * point.scale + point.offset
+            limits = point.range
+            good = limits is None or limits[0] <= value <= limits[1]
+            samples.append(Sample(point.name, ts, value, Quality.GOOD if good else Quality.BAD))
+        return samples
+
+    def _all(self, outcome: PollOutcome, quality: Quality) -> PollOutcome:
+        ts = self.now_ms()
+        outcome.samples = [Sample(p.name, ts, None, quality) for p in self.device.points]
+        return outcome
