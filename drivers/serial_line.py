@@ -34,14 +34,13 @@ KEY = "serial_line"
 KEPT_LINES = 32
 
 TEXT_ESCAPES = "{text!r}: {error} (escapes allowed: \\r \\n \\t \\xHH \\\\)"
-TEXT_NO_LINE = "device {device}: no line within {timeout} s"
+TEXT_NO_LINE = "no line within {timeout} s"
 TEXT_PARTIAL = " ({count} byte(s) came without a line end: is line_end right?)"
 TEXT_OVERLONG = (
-    "device {device}: a line longer than {limit} bytes was dropped "
-    "(is line_end right, or the baud rate?)"
+    "a line longer than {limit} bytes was dropped (is line_end right, or the baud rate?)"
 )
-TEXT_CHECKSUM = "device {device}: line fails its checksum: {line!r}"
-TEXT_NO_MATCH = "device {device}: point {point}: no number in line {line!r}"
+TEXT_CHECKSUM = "line fails its checksum: {line!r}"
+TEXT_NO_MATCH = "point {point}: no number in line {line!r}"
 
 
 def unescape(text: str) -> str:
@@ -92,6 +91,11 @@ class LineFramer:
     def partial(self) -> int:
         """Bytes waiting for their line end."""
         return len(self._buffer)
+
+    @property
+    def skipping(self) -> bool:
+        """Inside a line already too long: its bytes are dropped up to its end."""
+        return self._skipping
 
     def reset(self) -> None:
         self._buffer.clear()

@@ -86,7 +86,7 @@ class SerialLineBus:
         return self.framer.count
 
     async def lines_after(
-        self, seen: int, overlong: int, *, timeout: float, device: str
+        self, seen: int, overlong: int, *, timeout: float
     ) -> list[tuple[int, str]]:
         """Lines numbered above ``seen`` (waiting up to ``timeout`` for the first one).
 
@@ -101,11 +101,13 @@ class SerialLineBus:
             fresh = [(n, line) for n, line in framer.lines if n > seen and line.strip()]
             if fresh:
                 return [(n, line.decode(self.encoding, "replace").strip()) for n, line in fresh]
-            if framer.overlong != overlong:
-                raise AnswerError(TEXT_OVERLONG.format(device=device, limit=framer.max_line))
+            if framer.overlong != overlong:  # a line too long came since the last look
+                raise AnswerError(TEXT_OVERLONG.format(limit=framer.max_line))
             left = deadline - loop.time()
             if left <= 0:
-                message = TEXT_NO_LINE.format(device=device, timeout=timeout)
+                if framer.skipping:  # still inside that line: no line end for too long
+                    raise AnswerError(TEXT_OVERLONG.format(limit=framer.max_line))
+                message = TEXT_NO_LINE.format(timeout=timeout)
                 if framer.partial:
                     message += TEXT_PARTIAL.format(count=framer.partial)
                 raise CommError(message)
@@ -162,15 +164,13 @@ class InstrumentReader:
         bus = self.bus
         outcome = PollOutcome([])
         attempts = 1 if down or self.request is None else self.device.retries + 1
-        name, timeout = self.device.name, self.device.timeout
+        timeout = self.device.timeout
         for attempt in range(attempts):
             outcome.requests += 1
             try:
                 if self.request is not None:
                     self._seen = await bus.ask(self.request, timeout=timeout)
-                lines = await bus.lines_after(
-                    self._seen, self._overlong, timeout=timeout, device=name
-                )
+                lines = await bus.lines_after(self._seen, self._overlong, timeout=timeout)
                 break
             except CommError as exc:
                 if attempt < attempts - 1:
@@ -191,7 +191,7 @@ class InstrumentReader:
             checked = [check_nmea(line) for line in lines]
             bad = [line for line, body in zip(lines, checked, strict=True) if body is None]
             if bad:
-                outcome.errors.append(TEXT_CHECKSUM.format(device=self.device.name, line=bad[-1]))
+                outcome.errors.append(TEXT_CHECKSUM.format(line=bad[-1]))
             lines = [body for body in checked if body is not None]
         ts = self.now_ms()
         samples = []
@@ -202,11 +202,7 @@ class InstrumentReader:
             )
             if number is None:
                 if lines:
-                    outcome.errors.append(
-                        TEXT_NO_MATCH.format(
-                            device=self.device.name, point=point.name, line=lines[-1]
-                        )
-                    )
+                    outcome.errors.append(TEXT_NO_MATCH.format(point=point.name, line=lines[-1]))
                 samples.append(Sample(point.name, ts, None, Quality.BAD))
                 continue
             value = number * point.scale + point.offset

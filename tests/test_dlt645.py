@@ -10,8 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from tests.dlt645_meter import Meter, MeterLine, bcd
+from watchpost.config.dlt645 import Dlt645Device
 from watchpost.drivers import dlt645
 from watchpost.drivers.base import PollOutcome
+from watchpost.drivers.dlt645_bus import Dlt645Bus
 from watchpost.samples import Quality
 
 ADDRESS = "000012345678"
@@ -54,29 +56,25 @@ FORMATS = [
 ]
 
 
-def bus_on(path: str, **keys: object) -> dlt645.Dlt645Bus:
+def bus_on(path: str, **keys: object) -> Dlt645Bus:
     return dlt645.create(dlt645.Config(type="dlt645", name="meters", port=path, **keys))
 
 
-def meter_device(address: str, dis: list[str], **keys: object) -> dlt645.DeviceConfig:
+def meter_device(address: str, dis: list[str], **keys: object) -> Dlt645Device:
     points = [{"name": f"p{i}_{di}", "di": di} for i, di in enumerate(dis)]
-    return dlt645.DeviceConfig.model_validate(
+    return Dlt645Device.model_validate(
         {"name": f"m{address[-2:]}", "bus": "meters", "address": address, "points": points, **keys}
     )
 
 
-def poll(
-    line: MeterLine, *devices: dlt645.DeviceConfig, rounds: int = 1
-) -> list[list[PollOutcome]]:
+def poll(line: MeterLine, *devices: Dlt645Device, rounds: int = 1) -> list[list[PollOutcome]]:
     """Poll every device ``rounds`` times, in order, over one bus."""
 
     async def scenario() -> list[list[PollOutcome]]:
         bus = bus_on(line.path)
-        readers = [
-            dlt645.MeterReader(device, lambda: time.time_ns() // 1_000_000) for device in devices
-        ]
+        readers = [bus.source(device, lambda: time.time_ns() // 1_000_000) for device in devices]
         try:
-            return [[await reader.poll(bus) for reader in readers] for _ in range(rounds)]
+            return [[await reader.poll() for reader in readers] for _ in range(rounds)]
         finally:
             await bus.close()
 
@@ -116,7 +114,7 @@ def test_the_request_on_the_wire_follows_the_standard():
 
 def test_scale_offset_and_range_apply_after_decoding():
     meter = Meter(ADDRESS, {"02030000": bcd("123456"), "02010100": bcd("2202")})
-    device = dlt645.DeviceConfig.model_validate(
+    device = Dlt645Device.model_validate(
         {
             "name": "m",
             "bus": "meters",
@@ -185,13 +183,11 @@ def test_a_half_frame_is_no_answer_and_the_next_poll_reads_again():
 
     async def scenario() -> tuple[PollOutcome, PollOutcome]:
         bus = bus_on(line.path)
-        reader = dlt645.MeterReader(
-            meter_device(ADDRESS, ["02010100"], timeout=0.3, retries=0), lambda: 0
-        )
+        reader = bus.source(meter_device(ADDRESS, ["02010100"], timeout=0.3, retries=0), lambda: 0)
         try:
-            broken = await reader.poll(bus)
+            broken = await reader.poll()
             meter.mode = "normal"
-            return broken, await reader.poll(bus)
+            return broken, await reader.poll()
         finally:
             await bus.close()
 
@@ -238,7 +234,7 @@ def test_the_only_meter_on_a_line_tells_its_address():
 
 def test_config_names_a_wrong_address_and_an_unknown_di():
     with pytest.raises(ValidationError) as error:
-        dlt645.DeviceConfig.model_validate(
+        Dlt645Device.model_validate(
             {"name": "m", "bus": "b", "address": "12345", "points": [{"name": "p", "di": "x"}]}
         )
     text = str(error.value)
@@ -249,9 +245,9 @@ def test_config_names_a_wrong_address_and_an_unknown_di():
 def test_a_port_that_is_not_there_is_comm_not_a_crash(tmp_path):
     async def scenario() -> PollOutcome:
         bus = bus_on(str(tmp_path / "ttyNONE"))
-        reader = dlt645.MeterReader(meter_device(ADDRESS, ["02010100"], retries=0), lambda: 0)
+        reader = bus.source(meter_device(ADDRESS, ["02010100"], retries=0), lambda: 0)
         try:
-            return await reader.poll(bus)
+            return await reader.poll()
         finally:
             await bus.close()
 

@@ -14,8 +14,10 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
+from watchpost.config.serial_line import LineDevice
 from watchpost.drivers import serial_line
 from watchpost.drivers.base import PollOutcome
+from watchpost.drivers.serial_line_bus import SerialLineBus
 from watchpost.samples import Quality
 
 
@@ -59,15 +61,15 @@ class Instrument:
                     os.write(self.master, reply)
 
 
-def line_bus(path: str, **keys: object) -> serial_line.SerialLineBus:
+def line_bus(path: str, **keys: object) -> SerialLineBus:
     config = serial_line.Config.model_validate(
         {"type": "serial_line", "name": "gasline", "port": path, **keys}
     )
     return serial_line.create(config)
 
 
-def device(points: list[dict[str, object]], **keys: object) -> serial_line.DeviceConfig:
-    return serial_line.DeviceConfig.model_validate(
+def device(points: list[dict[str, object]], **keys: object) -> LineDevice:
+    return LineDevice.model_validate(
         {"name": "gas-detector", "bus": "gasline", "timeout": 0.5, "points": points, **keys}
     )
 
@@ -80,7 +82,7 @@ GAS = [
 
 def run(
     instrument: Instrument,
-    config: serial_line.DeviceConfig,
+    config: LineDevice,
     steps: list[Callable[[], None] | None],
     **bus_keys: object,
 ) -> list[PollOutcome]:
@@ -89,13 +91,13 @@ def run(
     async def scenario() -> list[PollOutcome]:
         bus = line_bus(instrument.path, **bus_keys)
         await bus.open()
-        reader = serial_line.InstrumentReader(config, lambda: 0)
+        reader = bus.source(config, lambda: 0)
         outcomes = []
         try:
             for step in steps:
                 if step is not None:
                     await asyncio.to_thread(step)
-                outcomes.append(await reader.poll(bus))
+                outcomes.append(await reader.poll())
         finally:
             await bus.close()
         return outcomes
@@ -148,7 +150,7 @@ def test_silence_is_comm_within_the_timeout():
     with Instrument() as gas:
         [outcome] = run(gas, device(GAS, timeout=0.3), [None])
     assert [q for _v, q in values(outcome)] == [Quality.COMM, Quality.COMM]
-    assert outcome.comm_error == "device gas-detector: no line within 0.3 s"
+    assert outcome.comm_error == "no line within 0.3 s"
 
 
 def test_no_line_end_is_comm_and_says_bytes_came_without_one():
@@ -174,20 +176,20 @@ def test_a_garbage_line_is_bad_and_the_next_good_line_is_good_again():
 
 
 def test_an_over_long_line_is_bad_and_memory_stays_bounded():
-    bus_holder: list[serial_line.SerialLineBus] = []
+    bus_holder: list[SerialLineBus] = []
     endless = b"CH4=" + b"9" * 100_000  # an instrument stuck sending without a line end
 
     async def scenario() -> list[PollOutcome]:
         bus = line_bus(gas.path, max_line=64)
         bus_holder.append(bus)
         await bus.open()
-        reader = serial_line.InstrumentReader(device(GAS), lambda: 0)
+        reader = bus.source(device(GAS), lambda: 0)
         try:
             await asyncio.to_thread(gas.send, endless)
-            first = await reader.poll(bus)
+            first = await reader.poll()
             assert bus.framer.partial <= 64
             await asyncio.to_thread(gas.send, b"\r\nCH4=0.42;CO=12\r\n")
-            return [first, await reader.poll(bus)]
+            return [first, await reader.poll()]
         finally:
             await bus.close()
 
@@ -241,7 +243,7 @@ def test_config_errors_name_what_is_wrong():
         device([{"name": "x", "pattern": "(?P<value>.*)", "field": 1}])
     with pytest.raises(ValidationError, match="not a regular expression"):
         device([{"name": "x", "pattern": "(?P<value>"}])
-    with pytest.raises(ValidationError, match="line_end"):
+    with pytest.raises(ValidationError, match="line_end must be one or two characters"):
         serial_line.Config.model_validate(
             {"type": "serial_line", "name": "b", "port": "/dev/x", "line_end": "END!"}
         )
