@@ -1,0 +1,155 @@
+"""1,200 idle connections to the control socket: alarms go on, the log stays small.
+
+The daemon runs with a limit of 1,024 open files (as under a default systemd unit). The test
+opens 1,200 connections to the control socket and sends nothing; meanwhile a gas reading
+crosses its alarm limit. The raised alarm must reach the broker and the alarm state file,
+the log must name the resource trouble at most a few times, and once the idle connections
+have timed out a crew's `status` is answered again.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Broker, Subscriber
+from tests.modbus_servers import MisshapenAnswers
+from tests.site_run import stop
+from watchpost.control import IDLE_TIMEOUT, MAX_CONNECTIONS, ControlError, request
+
+ROOT = "watchpost/v1/flood-site/gw-f/"
+FILES = 1024
+FLOOD = 1200
+
+GATEWAY = """
+[gateway]
+site = "flood-site"
+id = "gw-f"
+[uplink]
+broker = "{broker}"
+[store]
+path = "var/buffer.db"
+[control]
+socket = "var/control.sock"
+[[buses]]
+type = "modbus_tcp"
+name = "tcp"
+host = "127.0.0.1"
+port = {port}
+[[devices]]
+name = "gas"
+bus = "tcp"
+interval = 0.2
+[[devices.points]]
+name = "gas_a"
+unit = "%LEL"
+address = 0
+scale = 0.01
+[[devices.points.alarms]]
+kind = "high"
+threshold = 20.0
+"""
+
+
+def wait_status(sock: Path, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return request(sock, "status", timeout=2)
+        except ControlError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def open_idle(path: Path, count: int, budget: float = 30.0) -> list[socket.socket]:
+    """``count`` connections that send nothing, each connected as far as the daemon lets it
+    within ``budget`` seconds in all (the ones it refuses are kept open on this side too).
+
+    A Unix socket's connect fails at once while the listen backlog is full; it is retried
+    until the daemon accepts or the budget is spent."""
+    held = []
+    deadline = time.monotonic() + budget
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        held.append(sock)
+        while True:
+            try:
+                sock.connect(str(path))
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
+    return held
+
+
+@pytest.mark.slow
+def test_idle_connections_cannot_starve_the_alarm_path(
+    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < FLOOD + 200:
+        pytest.fail(f"the test needs {FLOOD + 200} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD + 200), hard))
+    sub = subscriber(ROOT + "alarms")
+    with MisshapenAnswers({1: "exact"}, value=1000) as server:  # 10.00 %LEL: normal
+        config = tmp_path / "gateway.toml"
+        config.write_text(GATEWAY.format(broker=broker.url, port=server.port))
+        log = tmp_path / "gateway.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [
+                    *("prlimit", f"--nofile={FILES}:{FILES}"),
+                    *(sys.executable, "-m", "watchpost", "run", "--config", str(config)),
+                ],
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        sock = tmp_path / "var" / "control.sock"
+        held: list[socket.socket] = []
+        try:
+            wait_status(sock, timeout=30)
+            held = open_idle(sock, FLOOD)
+            time.sleep(2.0)
+            server.value = 3000  # 30.00 %LEL: above the limit while the socket is flooded
+            got = sub.wait_for(
+                ROOT + "alarms",
+                timeout=20,
+                predicate=lambda ms: any(m["event"] == "raised" for m in ms),
+            )
+            assert got[0]["alarm"] == "gas_a/high_alarm"
+            # the state file follows within its save interval, fds or not
+            state = tmp_path / "var" / "alarms.json"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                saved = json.loads(state.read_text()) if state.exists() else {}
+                if saved.get("alarms", {}).get("gas_a/high_alarm", {}).get("raised"):
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("alarms.json never recorded the raised alarm")
+            # a crew is served again once the idle connections have timed out
+            status = wait_status(sock, timeout=IDLE_TIMEOUT + 15)
+            assert status["alarms"][0]["alarm"] == "gas_a/high_alarm"
+            assert process.poll() is None, log.read_text()[-3000:]
+        finally:
+            for held_sock in held:
+                held_sock.close()
+            assert stop(process) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert len(text) < 20_000, text[-3000:]
+    assert "Too many open files" not in text
+    limit_lines = [line for line in text.splitlines() if "control connections" in line]
+    assert 1 <= len(limit_lines) <= 2, limit_lines  # named once, and once when it cleared
+    assert MAX_CONNECTIONS < FILES // 4
