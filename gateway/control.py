@@ -23,8 +23,8 @@ import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from gettext import gettext as _
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
