@@ -624,9 +624,7 @@ class AlarmEngine:
             if not _finite_number(duration_s):
                 raise AlarmStateError(TEXT_SHELVE_NOT_A_NUMBER.format(what="duration_s"))
             if duration_s > state.rule.max_shelve:
-                raise AlarmStateError(
-                    TEXT_SHELVE_TOO_LONG.format(alarm=alarm, max=state.rule.max_shelve)
-                )
+                raise _shelf_too_long(alarm, state.rule.max_shelve)
             until_ms = now + round(duration_s * 1000)
         if not _finite_number(until_ms) or until_ms != int(until_ms):
             raise AlarmStateError(TEXT_SHELVE_NOT_A_NUMBER.format(what="until_ms"))
@@ -634,11 +632,7 @@ class AlarmEngine:
         if until_ms <= now:
             raise AlarmStateError(TEXT_SHELVE_PAST.format(alarm=alarm))
         if until_ms - now > state.rule.max_shelve * 1000:
-            raise AlarmStateError(
-                TEXT_SHELVE_TOO_LONG.format(
-                    alarm=alarm, minutes=state.rule.max_shelve / 60, max=state.rule.max_shelve
-                )
-            )
+            raise _shelf_too_long(alarm, state.rule.max_shelve)
         # every check is done: only now does the shelf touch the alarm's state
         state.shelf_deadline = self._mono_ms() + (until_ms - now)
         state.shelved_until, state.shelved_by, state.shelved_reason = until_ms, by, reason
@@ -997,3 +991,11 @@ class AlarmHousekeeper:
         if revision != self._saved:
             await asyncio.to_thread(self.state.save, self.engine.snapshot())
             self._saved = revision
+
+
+def _shelf_too_long(alarm: str, max_shelve: float) -> AlarmStateError:
+    """The refusal of a shelf past the rule's limit, in minutes (what crews and the platform
+    give), with the rule's own figure in seconds."""
+    return AlarmStateError(
+        TEXT_SHELVE_TOO_LONG.format(alarm=alarm, minutes=max_shelve / 60, max=max_shelve)
+    )
