@@ -37,7 +37,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from watchpost.config.alarms import (
     StuckRule,
     ThresholdRule,
 )
+from watchpost.files import atomic_write
 from watchpost.samples import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -932,19 +932,8 @@ class AlarmStateFile:
         return data
 
     def save(self, snapshot: Mapping[str, Any]) -> None:
-        """Write, fsync and rename into place (blocking: call it off the event loop)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(snapshot, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Replace the file atomically (blocking: call it off the event loop)."""
+        atomic_write(self.path, json.dumps(snapshot, separators=(",", ":")).encode("utf-8"))
 
 
 class AlarmHousekeeper:

@@ -40,14 +40,11 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -66,6 +63,7 @@ from watchpost.anomaly_part import (
     ModelShapeError,
 )
 from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
+from watchpost.files import atomic_write
 from watchpost.models import shipped_model_path
 from watchpost.samples import Sample
 
@@ -362,26 +360,6 @@ class Calibration:
     def save(self, path: Path) -> None:
         """Write atomically: a reader (or a restart) sees the old file or the new one."""
         atomic_write(path, json.dumps(self.to_json()).encode())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -11,6 +11,11 @@ boot were off (``delta_ms``); the store shifts them before they are sent.
     ts = clock.now_ms()                   # the poller's and the alarm engine's stamp
     clock.synced                          # what `status` says: "synced" / "unsynced"
     monotonic_ms()                        # what durations are measured with (never stamps)
+    wall_ms()                             # the plain wall clock: parts run without a Clock
+
+One clock is passed in: the daemon makes one ``Clock`` and hands its ``now_ms`` (a
+``NowMs``) to every part that stamps; a part built without one (a tool, a test) falls back
+to ``wall_ms``, the only other "now in ms" of the gateway.
     await clock.watch(store)              # a task: on sync, store.correct_clock(...)
 
 No exceptions of its own: a probe that fails counts as "not synchronised".
@@ -56,6 +61,15 @@ def kernel_synced() -> bool:
     except AttributeError:
         return False
     return state not in (-1, _TIME_ERROR)
+
+
+NowMs = Callable[[], int]
+"""A source of time stamps, UTC epoch milliseconds: ``Clock.now_ms``, ``wall_ms`` or a fake."""
+
+
+def wall_ms() -> int:
+    """Milliseconds of the wall clock, UTC epoch (trusted or not: see ``Clock``)."""
+    return time.time_ns() // 1_000_000
 
 
 def monotonic_ms() -> int:

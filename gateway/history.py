@@ -25,21 +25,20 @@ Exceptions (raised by the reading side only)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from watchpost.clock import wall_ms
 from watchpost.config.history import HistoryConfig
 from watchpost.samples import Quality
+from watchpost.sqlite_files import open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
@@ -55,7 +54,10 @@ FLUSH_OFFSET_MS = 500  # flush just after each minute boundary, when the minute 
 MAX_PENDING = 60  # batches kept in memory while the disk refuses writes (an hour)
 DEFAULT_FILE = "history.db"
 
-TEXT_DAMAGED = "history %s is damaged (%s); moved aside to %s, starting a fresh history"
+TEXT_CLOSE_FLUSH_FAILED = (
+    "history %s: the last minute could not be written at close (%s); it is lost"
+)
+TEXT_CLOSE_FAILED = "history %s: closing the file failed (%s); nothing was lost"
 TEXT_WRITE_FAILED = "cannot write the history %s (%s); retrying each minute"
 TEXT_WRITE_RECOVERED = "history writes work again"
 TEXT_DROPPED = "history: dropped %d minute batch(es) that could not be written"
@@ -191,7 +193,7 @@ class HistoryRecorder:
         self.enabled = enabled
         self.retention_ms = int(retention_days * 86_400_000)
         self._devices = devices
-        self._now_ms = now_ms or _wall_ms
+        self._now_ms = now_ms or wall_ms
         self._open: dict[str, _Minute] = {}
         self._closed: list[tuple[str, _Minute]] = []
         self._alarms: list[tuple[Any, ...]] = []
@@ -340,12 +342,13 @@ class HistoryRecorder:
         """Commit what gathered and close the file."""
         if not self.enabled:
             return
-        with contextlib.suppress(sqlite3.Error):
+        try:
             self.flush()
+        except (sqlite3.Error, HistoryError, OSError) as exc:
+            log.error(TEXT_CLOSE_FLUSH_FAILED, self.path, exc)
         with self._lock:
             if self._conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.close()
+                _close_quietly(self._conn, self.path)
                 self._conn = None
 
     def _expire(self, conn: sqlite3.Connection) -> None:
@@ -361,8 +364,7 @@ class HistoryRecorder:
             self._failing = True
             log.error(TEXT_WRITE_FAILED, self.path, exc)
         if _is_damage(exc) and self._conn is not None:  # reopening moves the file aside
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
+            _close_quietly(self._conn, self.path)
             self._conn = None
 
     def _ensure_open(self) -> sqlite3.Connection:
@@ -372,20 +374,13 @@ class HistoryRecorder:
 
     def _open_or_recover(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return _open_checked(self.path)
-        except (sqlite3.DatabaseError, HistoryUnreadable) as exc:
-            if not _is_damage(exc):
-                raise  # cannot open (permissions, disk): retried at the next minute
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            target = self.path.with_name(f"{self.path.name}.damaged-{stamp}").resolve()
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(f"{self.path}{suffix}")
-                if source.exists():
-                    source.replace(Path(f"{target}{suffix}"))
-            self.moved_to = target
-            log.error(TEXT_DAMAGED, self.path, exc, target)
-            return _open_checked(self.path)
+        # an error that is not damage (permissions, disk) is raised: retried at the next minute
+        conn, moved = open_or_move_aside(
+            self.path, _open_checked, is_damage=_is_damage, what="history"
+        )
+        if moved is not None:
+            self.moved_to = moved.moved_to
+        return conn
 
     def _counts(self) -> dict[str, tuple[int, int]]:
         if self._devices is None:
@@ -419,15 +414,19 @@ def _open_checked(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _close_quietly(conn: sqlite3.Connection, path: Path) -> None:
+    """Close; a failure costs nothing more than the connection (logged, not raised)."""
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.warning(TEXT_CLOSE_FAILED, path, exc)
+
+
 def _is_damage(exc: Exception) -> bool:
     """True for a file that is not a (good) history; false for a disk that refuses work."""
     if isinstance(exc, HistoryUnreadable):
         return True
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # -- reading (the report) -------------------------------------------------------------------

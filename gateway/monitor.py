@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from watchpost.clock import wall_ms
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.config.uplink import BrokerAddress
 from watchpost.display import Resolution, format_for, formats_of
@@ -130,7 +131,7 @@ class PlatformView:
                     f"{c.gaps:>6} {c.replayed:>10}"
                 )
             out += ["", TEXT_READINGS]
-            now_ms = time.time() * 1000
+            now_ms = wall_ms()
             for point, sample in sorted(self.readings.items()):
                 shown = format_for(self.formats, point, sample.get("value"))
                 age = (now_ms - sample.get("ts", now_ms)) / 1000

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from watchpost.backoff import Backoff
-from watchpost.clock import monotonic_ms
+from watchpost.clock import NowMs, monotonic_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.config.points import DeviceBase
 from watchpost.drivers.base import (
@@ -39,7 +38,6 @@ from watchpost.samples import Quality, Sample
 log = logging.getLogger(__name__)
 
 SampleSink = Callable[[Sequence[Sample]], None]
-Clock = Callable[[], int]
 T = TypeVar("T")
 # how the poll path decodes one point: name, index in the answer, register reader (None for
 # a bit), scale, offset, plausible range (low, high) or None
@@ -59,10 +57,6 @@ TEXT_SPLIT = (
 )
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass
 class DeviceHealth:
     """Communication state of one device, published in `health` and shown by `status`."""
@@ -80,9 +74,9 @@ class DeviceReader:
     """Reads one device: its read plan, decoding and the quality of every sample."""
 
     device: DeviceConfig
-    now_ms: Clock
+    now_ms: NowMs
     health: DeviceHealth = field(default_factory=DeviceHealth)
-    mono_ms: Clock = monotonic_ms
+    mono_ms: NowMs = monotonic_ms
 
     def __post_init__(self) -> None:
         self.plan: list[PlannedRead[PointConfig]] = plan_reads(

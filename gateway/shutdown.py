@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from watchpost.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class ShutdownOrders:
             "version": FILE_VERSION,
             "orders": [order.model_dump() for order in self._orders.values()],
         }
-        _atomic_write(self.path, json.dumps(document, indent=1).encode("utf-8"))
+        atomic_write(self.path, json.dumps(document, indent=1).encode("utf-8"))
 
 
 _ORDER_KEYS = set(ShutdownOrder.model_fields)
@@ -215,23 +215,3 @@ def _iso(ms: int) -> str:
     import datetime as dt  # noqa: PLC0415 - only for messages
 
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the folder: a crash leaves old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

@@ -38,12 +38,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watchpost.backoff import Backoff
+from watchpost.clock import wall_ms
 from watchpost.config.store import StoreConfig
+from watchpost.log_once import LogOnce
+from watchpost.sqlite_files import open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
@@ -60,7 +62,13 @@ MAX_QUEUED_BYTES = 4 * 1024 * 1024  # telemetry puts wait while the writer is th
 COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-TEXT_DAMAGED = "store %s is damaged (%s); moved aside to %s, starting a fresh store"
+TEXT_CHECKPOINT_FAILED = (
+    "store: closing checkpoint failed (%s); the next start replays the write-ahead log"
+)
+TEXT_ROLLBACK_COST = "the failed transaction is left to SQLite; the writer retries it whole"
+TEXT_EVICT_COST = "no telemetry evicted to make room; writes wait until the disk has space"
+TEXT_QUOTA_COST = "the store may grow past its quota until a later commit trims it"
+TEXT_DISK_COST = "min_free_mb is not checked until the filesystem answers; the quota still is"
 TEXT_SALVAGED = "kept the seq counters of the damaged store: %s"
 TEXT_WRITE_FAILED = "cannot write the store (%s); keeping %d operation(s) in memory, retrying"
 TEXT_WRITE_RECOVERED = "store writes work again"
@@ -183,6 +191,11 @@ class Store:
         self._failing = False
         self._queued_bytes = 0  # bodies handed to the writer, not yet committed
         self._backoff = Backoff(initial=0.2, cap=10.0)
+        # errors the writer survives: each logged once with its cost, then on recovery
+        self._rollback_failures = LogOnce(log, "store rollback", TEXT_ROLLBACK_COST)
+        self._evict_failures = LogOnce(log, "store eviction (disk full)", TEXT_EVICT_COST)
+        self._quota_failures = LogOnce(log, "store quota check", TEXT_QUOTA_COST)
+        self._disk_failures = LogOnce(log, "store free-space check", TEXT_DISK_COST)
         if self.recovery is not None:
             self._record_recovery(salvaged)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
@@ -191,27 +204,24 @@ class Store:
     # -- opening and recovering -------------------------------------------------------------
 
     def _open_or_recover(self) -> tuple[sqlite3.Connection, dict[str, int]]:
-        try:
-            return _open_checked(self.path), {}
-        except (sqlite3.DatabaseError, _DamagedError) as exc:
-            reason = str(exc) or type(exc).__name__
-        salvaged = _salvage_counters(self.path)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved = self.path.absolute().with_name(f"{self.path.name}.damaged-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(f"{self.path}{suffix}")
-            if source.exists():
-                shutil.move(source, Path(f"{moved}{suffix}"))
-        log.error(TEXT_DAMAGED, self.path, reason, moved)
+        conn, moved = open_or_move_aside(
+            self.path,
+            _open_checked,
+            is_damage=lambda exc: isinstance(exc, sqlite3.DatabaseError | _DamagedError),
+            what="store",
+        )
+        if moved is None:
+            return conn, {}
+        salvaged = _salvage_counters(moved.moved_to)
         if salvaged:
             log.warning(TEXT_SALVAGED, salvaged)
         self.recovery = {
-            "reason": reason,
-            "moved_to": str(moved),
+            "reason": moved.reason,
+            "moved_to": str(moved.moved_to),
             "seq_kept": bool(salvaged),
-            "at": _wall_ms(),
+            "at": wall_ms(),
         }
-        return _open_checked(self.path), salvaged
+        return conn, salvaged
 
     def _record_recovery(self, salvaged: dict[str, int]) -> None:
         """Queue the alarm-level event that tells the platform what happened (committed now)."""
@@ -332,7 +342,7 @@ class Store:
         self._listeners.append(callback)
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
-        with contextlib.suppress(ValueError):
+        if callback in self._listeners:
             self._listeners.remove(callback)
 
     # -- reading (the uplink) -----------------------------------------------------------------
@@ -443,7 +453,7 @@ class Store:
         return None if clock is None or clock.synced else clock.boot_id
 
     def _stamp(self) -> int:
-        return self._clock.now_ms() if self._clock is not None else _wall_ms()
+        return self._clock.now_ms() if self._clock is not None else wall_ms()
 
     def _write_loop(self) -> None:
         """The writer thread: apply queued operations, commit when one is urgent or due."""
@@ -479,8 +489,10 @@ class Store:
                     break  # give up at shutdown: what is lost is uncommitted telemetry
             if closing is not None and not txn:
                 break
-        with contextlib.suppress(sqlite3.Error):
+        try:
             self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning(TEXT_CHECKPOINT_FAILED, exc)
         self._wconn.close()
         if closing is not None:
             closing.done.set()
@@ -500,21 +512,33 @@ class Store:
         try:
             self._commit(conn, txn)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
+            try:
                 conn.rollback()
+            except sqlite3.Error as rollback_exc:
+                self._rollback_failures.failed(rollback_exc)
+            else:
+                self._rollback_failures.succeeded()
             if not self._failing:
                 log.error(TEXT_WRITE_FAILED, exc, len(txn))
             self._failing = True
             if _is_full(exc):
-                with contextlib.suppress(sqlite3.Error):
+                try:
                     self._evict(conn, fraction=0.1)
+                except sqlite3.Error as evict_exc:
+                    self._evict_failures.failed(evict_exc)
+                else:
+                    self._evict_failures.succeeded()
             return False
         if self._failing:
             log.warning(TEXT_WRITE_RECOVERED)
             self._failing = False
             self._backoff.reset()
-        with contextlib.suppress(sqlite3.Error):
+        try:
             self._enforce_quota(conn)
+        except sqlite3.Error as exc:
+            self._quota_failures.failed(exc)
+        else:
+            self._quota_failures.succeeded()
         self._finish(txn)
         if any(isinstance(op, _Put) for op in txn):
             for callback in list(self._listeners):
@@ -585,8 +609,11 @@ class Store:
         limit = self.quota_bytes
         try:
             free = shutil.disk_usage(self.path.parent).free
-        except OSError:
+        except OSError as exc:
+            self._disk_failures.failed(exc)
             free = None
+        else:
+            self._disk_failures.succeeded()
         if free is not None and free < self.min_free_bytes:
             pages, size = (
                 conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size")
@@ -789,7 +816,3 @@ def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> 
 
 def _is_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
-
-
-def _wall_ms() -> int:
-    return round(time.time() * 1000)

@@ -44,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from watchpost.backoff import Backoff
 from watchpost.broker_probe import apply_security, explain_error, explain_refusal
+from watchpost.clock import wall_ms
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
 TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
 TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
 TEXT_STORE_UNREADABLE = "cannot read the store (%s); reconnecting after a pause"
+TEXT_DISCONNECT_FAILED = "disconnecting from %s:%d failed (%s); the link is dropped anyway"
+TEXT_GOODBYE_FAILED = (
+    "could not say offline at shutdown (%s); the platform learns it from the last will"
+)
 TEXT_HEALTH_FAILED = "cannot gather the health message; skipping this one"
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
@@ -251,8 +256,10 @@ class Uplink:
         finally:
             self._link = None
             link.lost.set()
-            with contextlib.suppress(Exception):
+            try:
                 link.client.disconnect()
+            except Exception as exc:
+                log.warning(TEXT_DISCONNECT_FAILED, address.host, address.port, exc)
             await asyncio.to_thread(link.client.loop_stop)
 
     def _client(self, address: BrokerAddress, offline_seq: int) -> mqtt.Client:
@@ -427,12 +434,14 @@ class Uplink:
         moment for its PUBACK."""
         if link.lost.is_set():
             return
-        with contextlib.suppress(Exception):
+        try:
             info = self._publish_status(link, "offline", offline_seq)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             link.waiting[info.mid] = waiter
             async with asyncio.timeout(2.0):
                 await waiter
+        except Exception as exc:
+            log.warning(TEXT_GOODBYE_FAILED, str(exc) or type(exc).__name__)
 
     async def _health_loop(self) -> None:
         """A `health` message soon after each connect, then every ``health_interval``."""
@@ -510,7 +519,7 @@ class Uplink:
         )
 
     def _now(self) -> int:
-        return self._clock.now_ms() if self._clock is not None else round(time.time() * 1000)
+        return self._clock.now_ms() if self._clock is not None else wall_ms()
 
 
 def _disk(path: Path) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import os
 import pwd
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 from cryptography.x509.oid import NameOID
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
+from watchpost.files import atomic_write
 from watchpost.provisioning import pki
 from watchpost.provisioning.bundle import BUNDLE_FORMAT, BUNDLE_INFO, EXIT_IOERR
 from watchpost.provisioning.manifest import (
@@ -205,24 +205,7 @@ def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dic
 
 def _install_file(data: bytes, target: Path, mode: int, uid: int, gid: int) -> None:
     """Replace ``target`` atomically; the content never exists with a wider mode."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # 0600
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchown(file.fileno(), uid, gid)
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        temp.replace(target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(target, data, mode=mode, owner=(uid, gid))
 
 
 # -- the `watchpost firstboot` command -------------------------------------------------------

@@ -8,10 +8,11 @@ import contextlib
 import pytest
 
 from tests.modbus_servers import device_context, silent_server, tcp_server
+from watchpost.clock import wall_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.codec import encode
-from watchpost.poller import BusScheduler, DeviceReader, Poller, wall_clock_ms
+from watchpost.poller import BusScheduler, DeviceReader, Poller
 from watchpost.samples import Quality
 
 
@@ -58,7 +59,7 @@ def test_values_are_decoded_scaled_and_checked_against_range():
                 ],
                 interval=0.1,
             )
-            reader = DeviceReader(dev, wall_clock_ms)
+            reader = DeviceReader(dev, wall_ms)
             samples = {s.point: s for s in await reader.poll(tcp_bus("b", port))}
             assert len(reader.plan) == 1  # three points, one request
             return samples
@@ -80,7 +81,7 @@ def test_exception_answers_give_bad_samples_and_a_refused_gap_is_read_point_by_p
                 [{"name": "inside", "address": 18}, {"name": "outside", "address": 25}],
                 interval=0.1,
             )
-            reader = DeviceReader(dev, wall_clock_ms)
+            reader = DeviceReader(dev, wall_ms)
             bus = tcp_bus("b", port)
             first = {s.point: s for s in await reader.poll(bus)}
             second = {s.point: s for s in await reader.poll(bus)}
@@ -118,12 +119,10 @@ def test_a_hung_device_does_not_slow_the_others():
             sink = Collector()
             shared = BusScheduler(
                 tcp_bus("shared", port),
-                [DeviceReader(live, wall_clock_ms), DeviceReader(mute, wall_clock_ms)],
+                [DeviceReader(live, wall_ms), DeviceReader(mute, wall_ms)],
                 sink,
             )
-            alone = BusScheduler(
-                tcp_bus("alone", hung), [DeviceReader(hung_dev, wall_clock_ms)], sink
-            )
+            alone = BusScheduler(tcp_bus("alone", hung), [DeviceReader(hung_dev, wall_ms)], sink)
             await run_for(5.0, shared, alone)
             return sink
 

@@ -48,6 +48,7 @@ from watchpost.drivers.simulator.site import (
     Slow,
     TcpBus,
 )
+from watchpost.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,8 @@ class EventLog:
     def _save(self) -> None:
         if self.path is None:
             return
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self.document, indent=1) + "\n", encoding="utf-8")
-        temporary.replace(self.path)
+        text = json.dumps(self.document, indent=1) + "\n"
+        atomic_write(self.path, text.encode("utf-8"), mode=0o644, durable=False)
 
 
 # -- the RTU line: two pseudo-terminals back to back -------------------------------------------
