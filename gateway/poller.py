@@ -222,7 +222,7 @@ def record_poll(
 class SourceReader:
     """Reads one device whose protocol reads all its points itself, and keeps its health."""
 
-    def __init__(self, device: DeviceBase, source: PointSource, now_ms: Clock) -> None:
+    def __init__(self, device: DeviceBase, source: PointSource, now_ms: NowMs) -> None:
         self.device = device
         self.source = source
         self.now_ms = now_ms
@@ -249,7 +249,7 @@ class SourceReader:
 AnyReader = DeviceReader | SourceReader
 
 
-def reader_for(device: DeviceBase, bus: Bus, now_ms: Clock) -> AnyReader:
+def reader_for(device: DeviceBase, bus: Bus, now_ms: NowMs) -> AnyReader:
     """The reader of ``device`` on ``bus``: by registers for Modbus, else the bus's own."""
     if isinstance(device, DeviceConfig):
         return DeviceReader(device, now_ms)
