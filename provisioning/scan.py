@@ -29,6 +29,15 @@ from typing import TextIO, TypeVar, get_args
 from watchpost.drivers import modbus_rtu
 from watchpost.drivers.base import Bus, CommError, DeviceError, ReadRequest, Table
 from watchpost.drivers.modbus import EXCEPTION_NAMES
+from watchpost.provisioning.scan_meters import (
+    METER_BAUDS,
+    MeterSetting,
+    meter_proposal,
+    parse_addresses,
+    print_summary,
+    scan_meters,
+)
+from watchpost.provisioning.scan_meters import TEXT_NOTHING as TEXT_NO_METER
 from watchpost.provisioning.tomlwrite import value_text
 
 T = TypeVar("T")
@@ -39,12 +48,28 @@ PARITIES = ("N", "E", "O")
 EXIT_NOTHING = 1
 EXIT_NO_PORT = 74  # EX_IOERR
 
-TEXT_HELP = _("find the Modbus RTU units on an RS-485 line and propose config entries")
+TEXT_HELP = _(
+    "find the Modbus RTU units (or, with --dlt645, the DL/T 645 meters) on an RS-485 line "
+    "and propose config entries"
+)
+TEXT_DLT645_HELP = _(
+    "look for DL/T 645-2007 meters instead of Modbus units: the broadcast address read "
+    "(one meter on the line) and --addresses (default baud rates 2400,1200,4800,9600, "
+    "parity E)"
+)
+TEXT_ADDRESSES_HELP = _(
+    "with --dlt645: meter addresses to try, as printed on the meters, e.g. "
+    "000012345678,000012345670-000012345679"
+)
 TEXT_PORT_HELP = _("the serial port of the line, e.g. /dev/ttyUSB0")
 TEXT_UNITS_HELP = _("unit ids to try, e.g. 1-247 or 1-10,20 (default: 1-247)")
-TEXT_BAUD_HELP = _("baud rates to try, in order (default: 9600,19200,38400,4800,115200)")
+TEXT_BAUD_HELP = _(
+    "baud rates to try, in order (default: 9600,19200,38400,4800,115200; with --dlt645: "
+    "2400,1200,4800,9600)"
+)
 TEXT_PARITY_HELP = _(
-    "parities to try, in order: N, E, O; each is tried at every baud rate (default: N,E,O)"
+    "parities to try, in order: N, E, O; each is tried at every baud rate (default: N,E,O; "
+    "with --dlt645: E)"
 )
 TEXT_STOPBITS_HELP = _("stop bits (default: 1)")
 TEXT_TIMEOUT_HELP = _("seconds to wait for each answer (default: depends on the baud rate)")
@@ -358,6 +383,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=list(PARITIES),
         help=TEXT_PARITY_HELP,
     )
+    command.add_argument("--dlt645", action="store_true", help=TEXT_DLT645_HELP)
+    command.add_argument("--addresses", type=parse_addresses, default=[], help=TEXT_ADDRESSES_HELP)
     command.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help=TEXT_STOPBITS_HELP)
     command.add_argument("--timeout", type=float, help=TEXT_TIMEOUT_HELP)
     command.add_argument(
@@ -377,6 +404,8 @@ def line_settings(
 
 
 def _scan(args: argparse.Namespace) -> int:
+    if args.dlt645:
+        return _scan_meters(args)
     settings = line_settings(args.baud, args.parity, args.stopbits)
     table, address = args.probe
     try:
@@ -418,4 +447,34 @@ def _scan(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(warning, file=sys.stderr)
     sys.stdout.write(text)
+    return 0
+
+
+def _scan_meters(args: argparse.Namespace) -> int:
+    # the Modbus defaults stand for "not given": meters have their own
+    bauds = list(METER_BAUDS) if args.baud == list(COMMON_BAUDS) else args.baud
+    parities = ["E"] if args.parity == list(PARITIES) else args.parity
+    settings = [MeterSetting(baud, parity) for parity in parities for baud in bauds]
+    try:
+        found = asyncio.run(
+            scan_meters(
+                args.port,
+                addresses=args.addresses,
+                settings=settings,
+                timeout=args.timeout,
+                keep_going=args.keep_going,
+                progress=lambda text: print(text, file=sys.stderr, flush=True),
+            )
+        )
+    except CommError as exc:
+        print(TEXT_NO_PORT.format(port=args.port, error=exc), file=sys.stderr)
+        return EXIT_NO_PORT
+    if not found:
+        print(TEXT_NO_METER.format(port=args.port, settings=len(settings)), file=sys.stderr)
+        return EXIT_NOTHING
+    bus_name = args.bus_name or "meters_" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.port).name)
+    print_summary(found, args.port)
+    sys.stdout.write(
+        meter_proposal(found, port=args.port, bus_name=bus_name, manifest=args.manifest)
+    )
     return 0

@@ -153,10 +153,16 @@ class MeterLine:
             meters = list(self.meters.values())
         else:
             meters = [self.meters[address]] if address in self.meters else []
-        for meter in meters:
-            answer = meter.reply(control, data)
-            if answer is None:
-                continue
+        answers = [a for a in (meter.reply(control, data) for meter in meters) if a is not None]
+        if len(answers) > 1:
+            # several meters talking at once on RS-485: the line carries a mix of them
+            # (the dominant level wins bit by bit), which no receiver can take apart
+            mixed = bytearray(answers[0])
+            for other in answers[1:]:
+                for i in range(min(len(mixed), len(other))):
+                    mixed[i] &= other[i]
+            answers = [bytes(mixed)]
+        for meter, answer in zip(meters, answers, strict=False):
             if meter.delay:
                 time.sleep(meter.delay)
             os.write(self.master, answer)
