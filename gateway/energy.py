@@ -20,13 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from watchpost.files import atomic_write
 from watchpost.samples import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -164,20 +163,6 @@ class DailyEnergy:
             return
         document = {"open": {name: asdict(day) for name, day in self._open.items()}}
         try:
-            _atomic_write(self._state, json.dumps(document).encode("utf-8"))
+            atomic_write(self._state, json.dumps(document).encode("utf-8"))
         except OSError as exc:  # the figure is still sent; only a restart today loses it
             log.error("daily energy state %s not saved: %s", self._state, exc)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
