@@ -53,6 +53,7 @@ from watchpost.selftest import Check, check_clock, check_disk
 from watchpost.store import Store
 from watchpost.telemetry import TelemetryBatcher
 from watchpost.uplink import Uplink
+from watchpost.version import log_rollback, software
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ class Gateway:
             "site": config.gateway.site,
             "gateway": config.gateway.id,
             "version": __version__,
+            "software": software(),
             "clock": self.clock.state,
             "uptime_s": round(time.time() - self.started),
             "uplink": {
@@ -529,4 +531,5 @@ def _run(args: argparse.Namespace) -> int:
     # an alarm's durable commit waits on that handoff (p99 read-to-durable 9-16 ms at 5 ms,
     # 7.6-8.5 ms at 1 ms, bench/alarm_latency.py)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    log_rollback()
     return asyncio.run(_serve(config, args.config))

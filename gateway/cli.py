@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "ca": "watchpost.provisioning.bundle",
     "firstboot": "watchpost.provisioning.firstboot",
     "scan": "watchpost.provisioning.scan",
+    "version": "watchpost.version",
 }
 
 TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
+# The oldest gateway schema that can still use a file written at SCHEMA_VERSION. A change
+# that older versions can live with (a new table, column or index) keeps it, so that a
+# version rolled back after an update still opens the store; raise it only for a change
+# they cannot (see docs/store-and-forward.md, "Schema changes and rollback").
+OLDEST_READER = 3
 APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
 ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
 EVICTABLE_STREAMS = frozenset({"telemetry"})
@@ -80,6 +85,7 @@ TEXT_NOT_JSON = "body is not JSON-serialisable: {error}"
 TEXT_NOT_OURS = "not a Watchpost store (application_id {found:#x})"
 TEXT_VERSION = "store schema version {found}, this gateway reads {expected}"
 TEXT_CHECK = "integrity check: {result}"
+TEXT_NEWER = "store schema %s is newer than this gateway's %s and declared usable by it"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -686,8 +692,9 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         if not tables:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("oldest_reader", str(OLDEST_READER))],
             )
             return conn
         if app_id != APPLICATION_ID:
@@ -701,7 +708,9 @@ def _open_checked(path: Path) -> sqlite3.Connection:
                 "COMMIT;"
             )
             found = ("3",)
-        if found is None or found[0] != str(SCHEMA_VERSION):
+        if found is not None and _readable_newer(conn, found[0]):
+            log.info(TEXT_NEWER, found[0], SCHEMA_VERSION)
+        elif found is None or found[0] != str(SCHEMA_VERSION):
             raise _DamagedError(
                 TEXT_VERSION.format(found=found and found[0], expected=SCHEMA_VERSION)
             )
@@ -713,6 +722,15 @@ def _open_checked(path: Path) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
+
+
+def _readable_newer(conn: sqlite3.Connection, found: str) -> bool:
+    """A newer schema whose writer declared this version able to use it."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'oldest_reader'").fetchone()
+    try:
+        return int(found) > SCHEMA_VERSION and row is not None and int(row[0]) <= SCHEMA_VERSION
+    except ValueError:
+        return False
 
 
 def _salvage_counters(path: Path) -> dict[str, int]:

@@ -140,6 +140,7 @@ class Uplink:
             "disconnects": 0,
             "published": 0,
             "acked": 0,
+            "health_sent": 0,  # the update guard waits for the first (packaging/debian)
             "broker": None,
             "connected_since": None,
         }
@@ -463,12 +464,14 @@ class Uplink:
                 continue
             seq = await self.store.reserve("health")
             body = self._envelope("health", seq) | state
-            link.client.publish(
+            sent = link.client.publish(
                 self.topic("health"),
                 json.dumps(body, separators=(",", ":"), default=str).encode(),
                 qos=0,
                 retain=True,
             )
+            if sent.rc == mqtt.MQTT_ERR_SUCCESS:
+                self.stats["health_sent"] += 1
 
     def health_body(self) -> dict[str, Any]:
         """The `health` body: backlog, disk, CPU, uplink, clock; the app's dict on top."""

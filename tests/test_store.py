@@ -390,3 +390,35 @@ def test_a_version_2_store_is_migrated_not_moved_aside(tmp_path: Path) -> None:
         assert [row.seq for row in store.fetch("alarms", 0, 10, replay_upto=0)] == [1]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("oldest_reader", "opens"), [("3", True), ("4", False)])
+def test_a_newer_schema_opens_when_its_writer_allows_it(
+    tmp_path: Path, oldest_reader: str, opens: bool
+) -> None:
+    """A version rolled back after an update opens its successor's store, if declared able."""
+    path = tmp_path / "buffer.db"
+
+    async def fill() -> None:
+        store = make(path)
+        await store.put("alarms", {"n": 1}, ts=1, durable=True)
+        store.close()
+
+    asyncio.run(fill())
+    conn = sqlite3.connect(path)
+    conn.executescript(  # what a schema-4 gateway with an extra table would have left
+        "CREATE TABLE later(x); UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+        f"UPDATE meta SET value = '{oldest_reader}' WHERE key = 'oldest_reader';"
+    )
+    conn.close()
+    store = make(path)
+    try:
+        if opens:
+            assert store.recovery is None
+            assert [row.seq for row in store.fetch("alarms", 0, 10, replay_upto=0)] == [1]
+        else:
+            assert store.recovery is not None
+            assert "schema version 4" in store.recovery["reason"]
+            assert Path(store.recovery["moved_to"]).exists()  # kept aside, as before
+    finally:
+        store.close()

@@ -1,0 +1,169 @@
+"""Minimal Debian bookworm roots for the package tests: made once, cached, copied per test.
+
+A base root is ``debootstrap --variant=minbase --include=python3,systemd bookworm``: Debian's
+python3 and systemd and nothing of ours, as on a freshly flashed gateway. arm64 roots are made
+with ``--foreign`` and finished by the second stage under qemu-user-static (binfmt_misc).
+Bases are cached in /var/cache/watchpost-test/<suite>-<arch>/ (``WATCHPOST_TEST_CACHE``
+moves it) and kept between runs; each test works on a copy.
+
+``Root.sh`` runs a shell script in the root inside new network, mount and PID namespaces:
+no network but a loopback of its own (nothing can be fetched), /proc and /dev mounted for the
+script alone, and every process the script left behind ends with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SUITE = "bookworm"
+CACHE = Path(os.environ.get("WATCHPOST_TEST_CACHE", "/var/cache/watchpost-test"))
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+QEMU = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
+HOST_ARCH = "amd64"
+APT_SOURCES = Path("/etc/apt")
+
+
+def mirror(apt: Path = APT_SOURCES) -> str:
+    """The Debian mirror apt uses here: enabled sources only (*.list, *.sources), else Debian's.
+
+    Disabled files (``*.disabled``, ``*.list.save``) and other archives (a NodeSource list)
+    are not Debian mirrors; only a URL ending in ``/debian`` counts.
+    """
+    files = [apt / "sources.list"]
+    folder = apt / "sources.list.d"
+    if folder.is_dir():
+        files += sorted(p for p in folder.iterdir() if p.suffix in (".list", ".sources"))
+    pattern = re.compile(r"^\s*(?:deb|URIs:)\s+(?:\[[^]]*\]\s*)?(https?://\S+)", re.MULTILINE)
+    for path in files:
+        if not path.is_file():
+            continue
+        for url in pattern.findall(path.read_text(errors="replace")):
+            if url.rstrip("/").endswith("/debian"):
+                return url.rstrip("/")
+    return FALLBACK_MIRROR
+
+
+def missing_tools(arch: str) -> str | None:
+    """Why roots of ``arch`` cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, chroot, unshare)"
+    for tool in ("debootstrap", "unshare", "chroot", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing: scripts/setup installs it"
+    if arch in QEMU:
+        name = QEMU[arch]
+        if shutil.which(f"{name}-static") is None:
+            return f"{name}-static is missing: scripts/setup installs qemu-user-static"
+        entry = Path("/proc/sys/fs/binfmt_misc") / name
+        if not entry.exists() or "enabled" not in entry.read_text():
+            return f"binfmt_misc has no enabled {name} entry: scripts/setup registers it"
+    return None
+
+
+def base_root(arch: str) -> Path:
+    """The cached base root of ``arch``, made now if missing (under a lock)."""
+    base = CACHE / f"{SUITE}-{arch}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f".{SUITE}-{arch}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (base / ".complete").exists():
+            _debootstrap(arch, base)
+    return base
+
+
+def _debootstrap(arch: str, base: Path) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    work = base.with_name(base.name + ".new")
+    shutil.rmtree(work, ignore_errors=True)
+    log = CACHE / f"{SUITE}-{arch}.log"
+    command = [
+        "debootstrap",
+        "--variant=minbase",
+        "--include=python3,systemd",
+        f"--arch={arch}",
+        *(["--foreign"] if arch != HOST_ARCH else []),
+        SUITE,
+        str(work),
+        mirror(),
+    ]
+    with log.open("w") as out:
+        subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True)
+        if arch != HOST_ARCH:
+            qemu = shutil.which(f"{QEMU[arch]}-static")
+            assert qemu is not None
+            shutil.copy2(qemu, work / "usr/bin" / Path(qemu).name)
+            subprocess.run(
+                ["chroot", str(work), "/debootstrap/debootstrap", "--second-stage"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+    subprocess.run(["chroot", str(work), "apt-get", "clean"], check=True)
+    (work / ".complete").write_text(f"{SUITE} {arch}\n")
+    work.rename(base)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A copy of a base root that one test may change at will."""
+
+    path: Path
+    arch: str
+
+    @classmethod
+    def fresh(cls, arch: str, dest: Path) -> Root:
+        base = base_root(arch)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(dest)], check=True)
+        return cls(dest, arch)
+
+    def sh(
+        self, script: str, *, timeout: float = 300, broker: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``script`` with /bin/sh -e in the root, without network; output captured.
+
+        ``broker``: the host's Mosquitto listens on 127.0.0.1:1883 of the script's own
+        network namespace (a loopback nobody else shares), for the gateway's uplink.
+        """
+        inner = (
+            'mount -t proc proc "$ROOT/proc" && mount --rbind /dev "$ROOT/dev" && '
+            "ip link set lo up && "
+            + (
+                '{ mosquitto -c "$ROOT/tmp/mosquitto.conf" >/dev/null 2>&1 & } && '
+                if broker
+                else ""
+            )
+            + 'exec chroot "$ROOT" /bin/sh -ec "$SCRIPT"'
+        )
+        if broker:
+            (self.path / "tmp/mosquitto.conf").write_text(
+                "listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            )
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ROOT": str(self.path),
+            "SCRIPT": script,
+            "LANG": "C.UTF-8",
+        }
+        return subprocess.run(
+            ["unshare", "--net", "--mount", "--pid", "--fork", "/bin/sh", "-c", inner],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def put(self, source: Path, inside: str) -> Path:
+        dest = self.path / inside.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest)
+        return dest
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
