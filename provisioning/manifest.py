@@ -22,11 +22,11 @@ from watchpost.config import (
     DeviceConfig,
     GatewayConfig,
     Model,
-    cross_check,
     describe_error,
     read_toml,
 )
 from watchpost.config.base import TopicLevel
+from watchpost.config.references import gateway_references, tables, text
 from watchpost.config.uplink import BrokerAddress
 from watchpost.provisioning.pki import KeyType
 
@@ -121,31 +121,45 @@ def load_manifest(path: Path) -> Manifest:
     """Read and check ``path``; raise ConfigError naming every wrong key.
 
     Relative file paths in the manifest are taken from the manifest's folder.
+    Type errors, names and references are reported together, in one run.
     """
     raw = read_toml(path)
+    problems: list[str] = []
+    manifest = None
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [describe_error(error) for error in exc.errors()]) from exc
-    problems = _check_gateways(manifest)
-    if problems:
+        problems = [describe_error(error) for error in exc.errors()]
+    problems += _references(raw)
+    if manifest is not None and not problems:
+        problems = _check_gateways(manifest)
+    if problems or manifest is None:
         raise ConfigError(path, problems)
     return _resolve_paths(manifest, path.parent)
 
 
-def _check_gateways(manifest: Manifest) -> list[str]:
-    problems = []
+def _references(raw: dict[str, Any]) -> list[str]:
+    """Gateway ids unique; in each gateway, the names and references of its config."""
+    problems: list[str] = []
     seen: set[str] = set()
+    for g, gateway in tables(raw, "gateways"):
+        gateway_id = text(gateway, "id")
+        if gateway_id is not None and gateway_id in seen:
+            problems.append(f"gateways[{g}].id: " + TEXT_DUPLICATE_GATEWAY.format(name=gateway_id))
+        seen.add(gateway_id or "")
+        problems += [f"gateways[{g}].{line}" for line in gateway_references(gateway)]
+    return problems
+
+
+def _check_gateways(manifest: Manifest) -> list[str]:
+    """Each gateway's config as it will be written, validated whole: rules the sections
+    alone do not see."""
+    problems = []
     for g, gateway in enumerate(manifest.gateways):
-        if gateway.id in seen:
-            problems.append(f"gateways[{g}].id: " + TEXT_DUPLICATE_GATEWAY.format(name=gateway.id))
-        seen.add(gateway.id)
         try:
-            config = GatewayConfig.model_validate(gateway_config(manifest, gateway))
-        except ValidationError as exc:  # a rule the sections alone do not see
+            GatewayConfig.model_validate(gateway_config(manifest, gateway))
+        except ValidationError as exc:
             problems += [f"gateways[{g}]." + describe_error(error) for error in exc.errors()]
-            continue
-        problems += [f"gateways[{g}].{line}" for line in cross_check(config)]
     return problems
 
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from watchpost.config.references import site_references
 from watchpost.config import (
     NAME_PATTERN,
     REGISTER_WIDTH,
@@ -387,7 +388,9 @@ def parse_site(raw: dict[str, Any], path: Path) -> SiteConfig:
     try:
         site = SiteConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [describe_error(error, _TAGS) for error in exc.errors()]) from exc
+        # the names and references too, in the same run (config.references)
+        problems = [describe_error(error, _TAGS) for error in exc.errors()]
+        raise ConfigError(path, problems + site_references(raw)) from exc
     problems = list(_cross_check(site))
     if problems:
         raise ConfigError(path, problems)

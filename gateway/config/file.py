@@ -5,8 +5,7 @@ Every error names its key path (``devices[1].points[3].scale: must be a number``
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,18 @@ from watchpost.config.devices import AnyDevice, tag_devices
 from watchpost.config.errors import describe_error
 from watchpost.config.history import HistoryConfig
 from watchpost.config.identity import GatewayIdentity
-from watchpost.config.outputs import OutputConfig, check_outputs
+from watchpost.config.outputs import OutputConfig
 from watchpost.config.points import DeviceBase, DeviceConfig, PointBase
+from watchpost.config.references import gateway_references
 from watchpost.config.store import StoreConfig
 from watchpost.config.uplink import UplinkConfig
 
-TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
-TEXT_NO_POINT = _("no point named {name!r}")
 TEXT_MISSING = _("{path} does not exist")
 TEXT_WORLD_WRITABLE = _("{path}: others can change this file (chmod o-w)")
 TEXT_WORLD_READABLE = _(
     "{path}: others can read this file, which points at credentials (chmod 640)"
 )
 TEXT_SECRET_READABLE = _("{path} can be read by others (mode {mode}); chmod 600")
-TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 
 
 class GatewayConfig(Model):
@@ -82,23 +79,17 @@ class GatewayConfig(Model):
 
 
 def load_config(path: Path) -> GatewayConfig:
-    """Read and validate ``path``; raise ConfigError naming every wrong key."""
+    """Read and validate ``path``; raise ConfigError naming every wrong key, type errors
+    and wrong references (``config.references``) in one go."""
     raw = read_toml(path)
+    problems: list[str] = []
+    config = None
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [describe_error(error) for error in exc.errors()]) from exc
-    problems = [
-        *cross_check(config),
-        *_anomaly_points(config),
-        *check_outputs(
-            config.outputs,
-            devices={d.name: d.bus for d in config.modbus_devices()},
-            buses=[b.name for b in config.buses if b.type.startswith("modbus")],
-            points=[p.name for _d, p in config.points()],
-        ),
-    ]
-    if problems:
+        problems = [describe_error(error) for error in exc.errors()]
+    problems += gateway_references(raw)
+    if problems or config is None:
         raise ConfigError(path, problems)
     return config
 
@@ -140,41 +131,3 @@ def check_file_modes(
                 f"{key}: " + TEXT_SECRET_READABLE.format(path=file, mode=oct(file_mode & 0o777))
             )
     return problems
-
-
-def cross_check(config: GatewayConfig) -> Iterable[str]:
-    """Rules that span sections: references and unique names."""
-    bus_names = [bus.name for bus in config.buses]
-    for what, key, names in (
-        ("bus", "buses", bus_names),
-        ("device", "devices", [device.name for device in config.devices]),
-    ):
-        for index, name in _duplicates(names):
-            yield f"{key}[{index}].name: " + TEXT_DUPLICATE.format(what=what, name=name)
-    point_names = [point.name for _device, point in config.points()]
-    duplicated = {name for name, count in Counter(point_names).items() if count > 1}
-    for d, device in enumerate(config.devices):
-        if device.bus not in bus_names:
-            known = ", ".join(bus_names) or "none"
-            yield f"devices[{d}].bus: " + TEXT_NO_BUS.format(name=device.bus, known=known)
-        for p, point in enumerate(device.point_list):
-            if point.name in duplicated:
-                yield f"devices[{d}].points[{p}].name: " + TEXT_DUPLICATE.format(
-                    what="point", name=point.name
-                )
-
-
-def _anomaly_points(config: GatewayConfig) -> Iterable[str]:
-    known = {point.name for _device, point in config.points()}
-    for m, model in enumerate(config.anomaly.models):
-        for p, name in enumerate(model.points):
-            if name not in known:
-                yield f"anomaly.models[{m}].points[{p}]: " + TEXT_NO_POINT.format(name=name)
-
-
-def _duplicates(names: Sequence[str]) -> Iterable[tuple[int, str]]:
-    seen: set[str] = set()
-    for index, name in enumerate(names):
-        if name in seen:
-            yield index, name
-        seen.add(name)

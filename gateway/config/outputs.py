@@ -5,7 +5,6 @@ The driver that writes them is ``watchpost.outputs``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
 from gettext import gettext as _
 from typing import Literal
 
@@ -18,11 +17,6 @@ TEXT_DEVICE_OR_BUS = _("give exactly one of device or bus (with unit)")
 TEXT_UNIT_WITH_BUS = _("unit goes with bus; a device brings its own unit")
 TEXT_COIL_VALUES = _("a coil takes on/off values 0 or 1")
 TEXT_SAME_VALUES = _("on and off must differ")
-TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
-TEXT_NO_BUS = _("no bus named {name!r} (buses: {known})")
-TEXT_NO_POINT = _("no point named {name!r}")
-TEXT_DUPLICATE = _("output name {name!r} is used more than once")
-TEXT_CLASH = _("output name {name!r} is also a point name")
 
 DEFAULT_LEVELS: tuple[Level, ...] = ("alarm", "critical")
 
@@ -90,32 +84,3 @@ class OutputConfig(Model):
         if self.on == self.off:
             raise ValueError(TEXT_SAME_VALUES)
         return self
-
-
-def check_outputs(
-    outputs: Sequence[OutputConfig],
-    *,
-    devices: Mapping[str, str],
-    buses: Collection[str],
-    points: Collection[str],
-) -> Iterator[str]:
-    """Cross-section errors with key paths; ``devices`` maps device names to their bus."""
-    seen: set[str] = set()
-    for i, output in enumerate(outputs):
-        where = f"outputs[{i}]"
-        if output.name in seen:
-            yield f"{where}.name: " + TEXT_DUPLICATE.format(name=output.name)
-        seen.add(output.name)
-        if output.name in points:
-            yield f"{where}.name: " + TEXT_CLASH.format(name=output.name)
-        if output.device is not None and output.device not in devices:
-            yield f"{where}.device: " + TEXT_NO_DEVICE.format(
-                name=output.device, known=", ".join(devices) or "none"
-            )
-        if output.bus is not None and output.bus not in buses:
-            yield f"{where}.bus: " + TEXT_NO_BUS.format(
-                name=output.bus, known=", ".join(buses) or "none"
-            )
-        for p, point in enumerate(output.points):
-            if point not in points:
-                yield f"{where}.points[{p}]: " + TEXT_NO_POINT.format(name=point)
