@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from watchpost.config.references import site_references
 from watchpost.config import (
     NAME_PATTERN,
     REGISTER_WIDTH,
@@ -38,6 +37,7 @@ from watchpost.config import (
     describe_error,
     read_toml,
 )
+from watchpost.config.references import site_references
 from watchpost.drivers.base import Table
 
 TEXT_NO_DEVICE = _("no device named {name!r}")
