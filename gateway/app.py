@@ -21,7 +21,7 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
-from watchpost import __version__
+from watchpost import __version__, hangup
 from watchpost.alarms import (
     AlarmEngine,
     AlarmError,
@@ -485,8 +485,10 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
         task = asyncio.create_task(gateway.run(), name="gateway")
         gateway.stop = task.cancel
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, _stop, task, signum)
+            loop.add_signal_handler(signum, _stop, gateway, task, signum)
         loop.add_signal_handler(signal.SIGHUP, _reload, loop, gateway)
+        if hangup.take():  # a SIGHUP came while the daemon started: reload now
+            _reload(loop, gateway)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if gateway.next_config is None:
@@ -495,8 +497,9 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
         config = gateway.next_config
 
 
-def _stop(task: asyncio.Task[Any], signum: int) -> None:
+def _stop(gateway: Gateway, task: asyncio.Task[Any], signum: int) -> None:
     log.warning(TEXT_STOPPING, signal.Signals(signum).name)
+    gateway.next_config = None  # a stop wins over a reload that is still pending
     task.cancel()
 
 

@@ -17,7 +17,7 @@ from gettext import gettext as _
 from pathlib import PurePath
 from typing import Any
 
-from watchpost import __version__
+from watchpost import __version__, hangup
 
 # Each command and the module that adds it, in the order `watchpost --help` lists them.
 # Only the module of the command being run is imported: the daemon does not carry the
@@ -112,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `watchpost` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command == "run":
+        hangup.hold()  # before the daemon's slow imports: a reload must not kill the start
     args = build_parser(command).parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
