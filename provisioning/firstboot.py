@@ -14,8 +14,11 @@ Installed::
     /etc/watchpost/ca.crt         0644
     /var/lib/watchpost/           0750 watchpost:watchpost, with identity.json
 
-The roots (``--etc``, ``--state``) are for staging and tests, like DESTDIR: the installed
-config still names the production paths.
+Other roots (``--etc``, ``--state``: a trial on a laptop, tests) get a config that names
+them: every path under /etc/watchpost and /var/lib/watchpost in ``gateway.toml`` is
+rewritten to the folder given, so that `watchpost run --config DIR/gateway.toml` uses the
+installed files. ``--keep-paths`` keeps the production paths instead, for an SD card image
+mounted elsewhere (like DESTDIR).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import pwd
 import shutil
 import sys
+import tomllib
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
@@ -36,7 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.files import atomic_write
-from watchpost.provisioning import pki
+from watchpost.provisioning import pki, tomlwrite
 from watchpost.provisioning.bundle import BUNDLE_FORMAT, BUNDLE_INFO, EXIT_IOERR
 from watchpost.provisioning.manifest import (
     CA_NAME,
@@ -59,6 +63,14 @@ TEXT_BUNDLE_HELP = _("the bundle folder (default: watchpost-bundle on the boot p
 TEXT_BOOT_HELP = _("the boot partition (default: /boot/firmware, then /boot)")
 TEXT_ETC_HELP = _("config folder to install into (default: /etc/watchpost)")
 TEXT_STATE_HELP = _("state folder to install into (default: /var/lib/watchpost)")
+TEXT_KEEP_PATHS_HELP = _(
+    "keep /etc/watchpost and /var/lib/watchpost in the installed gateway.toml although "
+    "--etc or --state differ (an SD card image mounted elsewhere); by default the config "
+    "names the folders given"
+)
+TEXT_REWRITTEN = _(
+    "the installed {config} names {etc} and {state} instead of {prod_etc} and {prod_state}"
+)
 TEXT_USER_HELP = _("the daemon's user, who gets the key (default: watchpost)")
 TEXT_KEEP_HELP = _("leave the bundle in place after installing it")
 TEXT_NOTHING = _("no bundle at {places}: nothing to do")
@@ -172,8 +184,33 @@ def check_bundle(bundle: Path) -> dict[str, str]:
     }
 
 
-def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dict[str, str]:
-    """Check ``bundle`` and install it; return its identity. Safe to repeat."""
+def relocate_config(text: str, *, etc: Path, state: Path) -> str:
+    """The config ``text`` with every path under /etc/watchpost and /var/lib/watchpost moved
+    to ``etc`` and ``state``."""
+    moves = ((str(ETC_DIR), str(etc.absolute())), (str(STATE_DIR), str(state.absolute())))
+
+    def move(value: object) -> object:
+        if isinstance(value, str):
+            for old, new in moves:
+                if value == old or value.startswith(old + "/"):
+                    return new + value[len(old) :]
+            return value
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    document = move(tomllib.loads(text))
+    assert isinstance(document, dict)
+    return tomlwrite.dumps(document)
+
+
+def install_bundle(
+    bundle: Path, *, etc: Path, state: Path, owner: Owner, keep_paths: bool = False
+) -> dict[str, str]:
+    """Check ``bundle`` and install it; return its identity. Safe to repeat. The config
+    names ``etc`` and ``state`` unless ``keep_paths`` (see the module's docstring)."""
     identity = check_bundle(bundle)
     if not etc.exists():
         etc.mkdir(parents=True)
@@ -190,8 +227,12 @@ def install_bundle(bundle: Path, *, etc: Path, state: Path, owner: Owner) -> dic
         (CA_NAME, 0o644, root, root),
         (CONFIG_NAME, 0o640, root, owner.gid),
     ]
+    relocate = not keep_paths and (etc, state) != (ETC_DIR, STATE_DIR)
     for name, mode, uid, gid in plan:
-        _install_file((bundle / name).read_bytes(), etc / name, mode, uid, gid)
+        data = (bundle / name).read_bytes()
+        if name == CONFIG_NAME and relocate:
+            data = relocate_config(data.decode("utf-8"), etc=etc, state=state).encode("utf-8")
+        _install_file(data, etc / name, mode, uid, gid)
     record = identity | {"installed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     _install_file(
         (json.dumps(record, indent=2) + "\n").encode("utf-8"),
@@ -219,6 +260,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command.add_argument(
         "--state", type=Path, default=STATE_DIR, metavar="DIR", help=TEXT_STATE_HELP
     )
+    command.add_argument("--keep-paths", action="store_true", help=TEXT_KEEP_PATHS_HELP)
     command.add_argument("--user", default=SERVICE_USER, help=TEXT_USER_HELP)
     command.add_argument("--keep-bundle", action="store_true", help=TEXT_KEEP_HELP)
     command.set_defaults(handler=_firstboot)
@@ -234,7 +276,9 @@ def _firstboot(args: argparse.Namespace) -> int:
         print(TEXT_NO_USER.format(user=args.user), file=sys.stderr)
         return EXIT_NOUSER
     try:
-        identity = install_bundle(bundle, etc=args.etc, state=args.state, owner=owner)
+        identity = install_bundle(
+            bundle, etc=args.etc, state=args.state, owner=owner, keep_paths=args.keep_paths
+        )
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_CONFIG
@@ -252,6 +296,16 @@ def _firstboot(args: argparse.Namespace) -> int:
             gateway=identity["gateway"], site=identity["site"], etc=args.etc, state=args.state
         )
     )
+    if not args.keep_paths and (args.etc, args.state) != (ETC_DIR, STATE_DIR):
+        print(
+            TEXT_REWRITTEN.format(
+                config=args.etc / CONFIG_NAME,
+                etc=args.etc.absolute(),
+                state=args.state.absolute(),
+                prod_etc=ETC_DIR,
+                prod_state=STATE_DIR,
+            )
+        )
     return 0 if args.keep_bundle else _remove(bundle)
 
 

@@ -332,9 +332,18 @@ def test_firstboot_installs_and_is_idempotent(
     assert mode(state) == 0o750
     assert mode(etc) == 0o755
     assert (etc / "gateway.key").stat().st_uid == os.getuid()
-    for name in ("gateway.key", "gateway.crt", "ca.crt", "gateway.toml"):
+    for name in ("gateway.key", "gateway.crt", "ca.crt"):
         assert (etc / name).read_bytes() == (bundles / "gw-tank-a" / name).read_bytes()
     assert main(["config", "check", str(etc / "gateway.toml")]) == 0
+    # installed into other roots, the config names them, not /etc/watchpost
+    config = load_config(etc / "gateway.toml")
+    assert config.uplink.cert_file == etc / "gateway.crt"
+    assert config.uplink.key_file == etc / "gateway.key"
+    assert config.uplink.ca_file == etc / "ca.crt"
+    assert config.store.path == state / "buffer.db"
+    assert "/etc/watchpost" not in (etc / "gateway.toml").read_text()
+    assert "/var/lib/watchpost" not in (etc / "gateway.toml").read_text()
+    assert f"names {etc} and {state} instead of /etc/watchpost" in capsys.readouterr().out
     identity = json.loads((state / "identity.json").read_text())
     assert identity["gateway"] == "gw-tank-a"
     assert identity["site"] == "hx-chem-tankfarm"
@@ -352,6 +361,17 @@ def test_firstboot_installs_and_is_idempotent(
     assert firstboot(boot, root, "--keep-bundle") == 0
     assert {p.name: p.read_bytes() for p in etc.iterdir()} == installed
     assert (boot / "watchpost-bundle").exists()
+
+
+def test_firstboot_can_keep_the_production_paths_for_an_image(
+    bundles: Path, tmp_path: Path
+) -> None:
+    boot, root = tmp_path / "boot", tmp_path / "image"
+    shutil.copytree(bundles / "gw-tank-a", boot / "watchpost-bundle")
+    assert firstboot(boot, root, "--keep-paths") == 0
+    installed = root / "etc" / "gateway.toml"
+    assert installed.read_bytes() == (bundles / "gw-tank-a" / "gateway.toml").read_bytes()
+    assert load_config(installed).uplink.key_file == Path("/etc/watchpost/gateway.key")
 
 
 def test_firstboot_without_a_boot_partition_bundle(tmp_path: Path) -> None:
