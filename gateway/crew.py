@@ -71,6 +71,8 @@ TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
 TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
 TEXT_BY_HELP = _("who does it, for the record")
+TEXT_ANSWERS = _("answers")
+TEXT_TEST_EVENT = _("{event}: {alarm} (stored, seq {seq})")
 TEXT_ALARM_ID_HELP = _("alarm id as listed, e.g. ch4_face_1/high_alarm")
 
 
@@ -265,7 +267,11 @@ def _test_alarm(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         for event in result:
-            print(f"{event.get('event')}: {event.get('alarm')} (stored, seq {event.get('seq')})")
+            print(
+                TEXT_TEST_EVENT.format(
+                    event=event.get("event"), alarm=event.get("alarm"), seq=event.get("seq")
+                )
+            )
     return 0
 
 
@@ -393,7 +399,7 @@ async def _probe_devices(config: GatewayConfig) -> list[Check]:
         except (BusError, ControlError) as exc:
             checks.append(Check(f"device {device.name}", False, str(exc)))
         else:
-            checks.append(Check(f"device {device.name}", True, "answers"))
+            checks.append(Check(f"device {device.name}", True, TEXT_ANSWERS))
     return checks
 
 
@@ -407,7 +413,7 @@ async def _probe_source(config: GatewayConfig, device: DeviceBase) -> Check:
     finally:
         await bus.close()
     health = reader.health
-    return Check(f"device {device.name}", health.state == "ok", health.last_error or "answers")
+    return Check(f"device {device.name}", health.state == "ok", health.last_error or TEXT_ANSWERS)
 
 
 def _offline_status(config: GatewayConfig) -> dict[str, Any]:
