@@ -76,8 +76,8 @@ TEXT_SHELVE_TOO_LONG = _(
 )
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
 TEXT_EXPIRED = _("shelf expired")
-TEXT_STATE_UNREADABLE = "alarm state %s unreadable, starting from normal: %s"
-TEXT_STATE_DROPPED = "alarm state of %s dropped: no such alarm in the config"
+TEXT_STATE_UNREADABLE = _("alarm state %s unreadable, starting from normal: %s")
+TEXT_STATE_DROPPED = _("alarm state of %s dropped: no such alarm in the config")
 
 STATE_VERSION = 1
 

@@ -97,7 +97,7 @@ TEXT_CALIBRATION_SHORT = _(
     "anomaly model {name!r}: calibration_s gives {rows} row(s); at least {needed} are needed "
     "(window {window} + drift lag {lag} + 8): make calibration_s longer"
 )
-TEXT_CALIBRATION_GAPS = "%s; calibration goes on with more rows"
+TEXT_CALIBRATION_GAPS = _("%s; calibration goes on with more rows")
 TEXT_FEW_ROWS = _(
     "anomaly model {name!r}: {rows} calibration row(s) give {windows} window(s); "
     "at least {needed} rows are needed (window {window} + drift lag {lag} + 8)"

@@ -59,11 +59,11 @@ log = logging.getLogger(__name__)
 
 TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")
-TEXT_STARTED = "gateway %s/%s started: %d buses, %d devices, %d points"
-TEXT_STOPPING = "stopping on %s"
-TEXT_PART_FAILED = "%s failed; it starts again after a pause, the rest of the gateway goes on"
-TEXT_RELOADED = "restarting with the config read anew from %s"
-TEXT_RELOAD_REFUSED = "reload refused, the running config stays: %s"
+TEXT_STARTED = _("gateway %s/%s started: %d buses, %d devices, %d points")
+TEXT_STOPPING = _("stopping on %s")
+TEXT_PART_FAILED = _("%s failed; it starts again after a pause, the rest of the gateway goes on")
+TEXT_RELOADED = _("restarting with the config read anew from %s")
+TEXT_RELOAD_REFUSED = _("reload refused, the running config stays: %s")
 SWITCH_INTERVAL = 0.001  # seconds; see _run
 KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave

@@ -14,10 +14,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from gettext import gettext as _
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
-from watchpost import __version__, hangup
+from watchpost import __version__, hangup, i18n
+from watchpost.i18n import N_
 
 # Each command and the module that adds it, in the order `watchpost --help` lists them.
 # Only the module of the command being run is imported: the daemon does not carry the
@@ -40,9 +41,16 @@ COMMANDS: dict[str, str] = {
     "version": "watchpost.version",
 }
 
-TEXT_DESCRIPTION = _("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
-TEXT_VERBOSE = _("log more (repeat for debug output)")
-TEXT_DEFAULT = _("(default: {value})")
+# The config the commands read unless given --config; its `[gateway] language` applies
+# when the environment names no language.
+DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
+
+# Translated where used: this module is imported before the language is settled.
+TEXT_DESCRIPTION = N_("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
+TEXT_VERBOSE = N_("log more (repeat for debug output)")
+TEXT_VERSION = N_("show the version and exit")
+TEXT_DEFAULT = N_("(default: {value})")
+TEXT_DEFAULT_WORD = N_("default")  # a help text that names its default already
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -54,13 +62,14 @@ class DefaultsFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "default" in text
+            or _(TEXT_DEFAULT_WORD) in text
             or default in (None, False, argparse.SUPPRESS)
             or isinstance(action, argparse._HelpAction | argparse._VersionAction)
             or not action.option_strings
         ):
             return text
         shown = show_default(default).replace("%", "%%")
-        return f"{text} {TEXT_DEFAULT.format(value=shown)}".strip()
+        return f"{text} {_(TEXT_DEFAULT).format(value=shown)}".strip()
 
 
 def show_default(value: Any) -> str:
@@ -97,10 +106,12 @@ class Parser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for ``command`` alone when it is known, else for every command."""
     parser = Parser(
-        prog="watchpost", description=TEXT_DESCRIPTION, formatter_class=DefaultsFormatter
+        prog="watchpost", description=_(TEXT_DESCRIPTION), formatter_class=DefaultsFormatter
     )
-    parser.add_argument("--version", action="version", version=f"watchpost {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help=TEXT_VERBOSE)
+    parser.add_argument(
+        "--version", action="version", version=f"watchpost {__version__}", help=_(TEXT_VERSION)
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_(TEXT_VERBOSE))
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
     for name in modules:
@@ -114,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command == "run":
         hangup.hold()  # before the daemon's slow imports: a reload must not kill the start
+    i18n.apply_configured_language(_config_argument(argv))
     args = build_parser(command).parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -126,3 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return 0
+
+
+def _config_argument(argv: Sequence[str]) -> Path:
+    """The file a command's ``--config`` names, read before the parser exists."""
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return Path(argv[index + 1])
+        if arg.startswith("--config="):
+            return Path(arg.partition("=")[2])
+    return DEFAULT_CONFIG

@@ -31,12 +31,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from gettext import gettext as _
 from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-TEXT_SYNCED = "clock synchronised: stamps of boot %s taken before now shift by %+d ms"
+TEXT_SYNCED = _("clock synchronised: stamps of boot %s taken before now shift by %+d ms")
 
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 

@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MIDNIGHT_SLACK_MS = 15 * 60_000  # a start or end read within 15 min of midnight counts
 FILE_NAME = "energy_days.json"
-TEXT_UNREADABLE = "daily energy state %s unreadable (%s); days start anew"
+TEXT_UNREADABLE = _("daily energy state %s unreadable (%s); days start anew")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,16 +58,16 @@ DEFAULT_FILE = "history.db"
 TEXT_CLOSE_FLUSH_FAILED = (
     "history %s: the last minute could not be written at close (%s); it is lost"
 )
-TEXT_CLOSE_FAILED = "history %s: closing the file failed (%s); nothing was lost"
-TEXT_WRITE_FAILED = "cannot write the history %s (%s); retrying each minute"
-TEXT_WRITE_RECOVERED = "history writes work again"
-TEXT_DROPPED = "history: dropped %d minute batch(es) that could not be written"
-TEXT_NOT_OURS = "not a Watchpost history (application_id {found:#x})"
-TEXT_VERSION = "history schema version {found}, this gateway reads {expected}"
-TEXT_CHECK = "integrity check: {result}"
-TEXT_NO_FILE = "no history at {path}"
-TEXT_EMPTY = "nothing recorded in {path} in the period asked for"
-TEXT_UNREADABLE = "cannot read the history {path}: {error}"
+TEXT_CLOSE_FAILED = _("history %s: closing the file failed (%s); nothing was lost")
+TEXT_WRITE_FAILED = _("cannot write the history %s (%s); retrying each minute")
+TEXT_WRITE_RECOVERED = _("history writes work again")
+TEXT_DROPPED = _("history: dropped %d minute batch(es) that could not be written")
+TEXT_NOT_OURS = _("not a Watchpost history (application_id {found:#x})")
+TEXT_VERSION = _("history schema version {found}, this gateway reads {expected}")
+TEXT_CHECK = _("integrity check: {result}")
+TEXT_NO_FILE = _("no history at {path}")
+TEXT_EMPTY = _("nothing recorded in {path} in the period asked for")
+TEXT_UNREADABLE = _("cannot read the history {path}: {error}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -9,9 +9,10 @@ without a word, and a failure that repeats every second does not flood the journ
 from __future__ import annotations
 
 import logging
+from gettext import gettext as _
 
-TEXT_FAILED = "%s failed: %s; %s"
-TEXT_RECOVERED = "%s works again (%d failure(s) in between)"
+TEXT_FAILED = _("%s failed: %s; %s")
+TEXT_RECOVERED = _("%s works again (%d failure(s) in between)")
 
 
 class LogOnce:

@@ -49,8 +49,8 @@ TEXT_NO_FAULT_ALARM = _(
 )
 TEXT_WRITE_FAILED = _("writing {value} to {what} failed: {error}")
 TEXT_UNVERIFIED = _("{what} reads back {got} after writing {value}")
-TEXT_FAULT = "output %s: %s (retrying)"
-TEXT_RECOVERED = "output %s: verified again"
+TEXT_FAULT = _("output %s: %s (retrying)")
+TEXT_RECOVERED = _("output %s: verified again")
 
 
 def fault_levels(outputs: Iterable[OutputConfig]) -> dict[str, Level]:

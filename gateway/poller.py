@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from gettext import gettext as _
 from typing import TypeVar
 
 from watchpost.backoff import Backoff
@@ -49,10 +50,10 @@ ILLEGAL_DATA_ADDRESS = 2
 DOWN_RECHECK = 5.0
 DOWN_RECHECK_CAP = 60.0
 
-TEXT_DEVICE_DOWN = "device %s on bus %s: %s (polled less often until it answers)"
-TEXT_DEVICE_BAD = "device %s on bus %s: %s (its samples are bad until it answers right)"
-TEXT_DEVICE_UP = "device %s on bus %s answers again"
-TEXT_SPLIT = (
+TEXT_DEVICE_DOWN = _("device %s on bus %s: %s (polled less often until it answers)")
+TEXT_DEVICE_BAD = _("device %s on bus %s: %s (its samples are bad until it answers right)")
+TEXT_DEVICE_UP = _("device %s on bus %s answers again")
+TEXT_SPLIT = _(
     "device %s: %s covers an address the device refuses; reading its points one by one from now on"
 )
 

@@ -30,12 +30,13 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from gettext import gettext as _
 
 log = logging.getLogger(__name__)
 
-TEXT_SEND_FAILED = "sd_notify to {address}: {error} (systemd may consider the service hung)"
-TEXT_STALLED = "watchdog not fed: no progress from {names} for over {interval:.1f}s"
-TEXT_RECOVERED = "watchdog fed again: every liveness check reports progress"
+TEXT_SEND_FAILED = _("sd_notify to {address}: {error} (systemd may consider the service hung)")
+TEXT_STALLED = _("watchdog not fed: no progress from {names} for over {interval:.1f}s")
+TEXT_RECOVERED = _("watchdog fed again: every liveness check reports progress")
 
 
 class Notifier:

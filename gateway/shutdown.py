@@ -46,7 +46,7 @@ TEXT_ID_REUSED = _("an order with id {id!r} exists already with other times or r
 TEXT_NO_ORDER = _("no order with id {id!r} (orders: {known})")
 TEXT_CANCELLED_ALREADY = _("order {id!r} was cancelled already")
 TEXT_TOO_MANY = _("at most {limit} orders are kept; cancel some first")
-TEXT_UNREADABLE = "shutdown orders %s unreadable (%s); moved to %s, starting with no orders"
+TEXT_UNREADABLE = _("shutdown orders %s unreadable (%s); moved to %s, starting with no orders")
 
 
 class OrderError(Exception):

@@ -14,11 +14,12 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from gettext import gettext as _
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TEXT_DAMAGED = "%s %s is damaged (%s); moved aside to %s, starting a fresh one"
+TEXT_DAMAGED = _("%s %s is damaged (%s); moved aside to %s, starting a fresh one")
 
 Opener = Callable[[Path], sqlite3.Connection]
 

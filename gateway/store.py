@@ -38,6 +38,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,22 +71,24 @@ STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 TEXT_CHECKPOINT_FAILED = (
     "store: closing checkpoint failed (%s); the next start replays the write-ahead log"
 )
-TEXT_ROLLBACK_COST = "the failed transaction is left to SQLite; the writer retries it whole"
-TEXT_EVICT_COST = "no telemetry evicted to make room; writes wait until the disk has space"
-TEXT_QUOTA_COST = "the store may grow past its quota until a later commit trims it"
-TEXT_DISK_COST = "min_free_mb is not checked until the filesystem answers; the quota still is"
-TEXT_SALVAGED = "kept the seq counters of the damaged store: %s"
-TEXT_WRITE_FAILED = "cannot write the store (%s); keeping %d operation(s) in memory, retrying"
-TEXT_WRITE_RECOVERED = "store writes work again"
-TEXT_EVICTED = "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
+TEXT_ROLLBACK_COST = _("the failed transaction is left to SQLite; the writer retries it whole")
+TEXT_EVICT_COST = _("no telemetry evicted to make room; writes wait until the disk has space")
+TEXT_QUOTA_COST = _("the store may grow past its quota until a later commit trims it")
+TEXT_DISK_COST = _("min_free_mb is not checked until the filesystem answers; the quota still is")
+TEXT_SALVAGED = _("kept the seq counters of the damaged store: %s")
+TEXT_WRITE_FAILED = _("cannot write the store (%s); keeping %d operation(s) in memory, retrying")
+TEXT_WRITE_RECOVERED = _("store writes work again")
+TEXT_EVICTED = _(
+    "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
+)
 TEXT_CLOSED = "the store is closed"
 TEXT_ENVELOPE = "body must not set the envelope key(s) {keys}"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
 TEXT_NOT_JSON = "body is not JSON-serialisable: {error}"
-TEXT_NOT_OURS = "not a Watchpost store (application_id {found:#x})"
-TEXT_VERSION = "store schema version {found}, this gateway reads {expected}"
-TEXT_CHECK = "integrity check: {result}"
-TEXT_NEWER = "store schema %s is newer than this gateway's %s and declared usable by it"
+TEXT_NOT_OURS = _("not a Watchpost store (application_id {found:#x})")
+TEXT_VERSION = _("store schema version {found}, this gateway reads {expected}")
+TEXT_CHECK = _("integrity check: {result}")
+TEXT_NEWER = _("store schema %s is newer than this gateway's %s and declared usable by it")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);

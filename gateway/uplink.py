@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,19 +54,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEXT_CONNECTED = "connected to %s:%d (%s)"
-TEXT_CONNECT_FAILED = "cannot connect to %s:%d: %s (retrying)"
-TEXT_LOST = "lost the connection to %s:%d: %s; %d message(s) in flight will be sent again"
-TEXT_NO_CONNACK = "no answer to CONNECT within {seconds:g} s"
-TEXT_STORE_UNREADABLE = "cannot read the store (%s); reconnecting after a pause"
-TEXT_DISCONNECT_FAILED = "disconnecting from %s:%d failed (%s); the link is dropped anyway"
+TEXT_CONNECTED = _("connected to %s:%d (%s)")
+TEXT_CONNECT_FAILED = _("cannot connect to %s:%d: %s (retrying)")
+TEXT_LOST = _("lost the connection to %s:%d: %s; %d message(s) in flight will be sent again")
+TEXT_NO_CONNACK = _("no answer to CONNECT within {seconds:g} s")
+TEXT_STORE_UNREADABLE = _("cannot read the store (%s); reconnecting after a pause")
+TEXT_DISCONNECT_FAILED = _("disconnecting from %s:%d failed (%s); the link is dropped anyway")
 TEXT_GOODBYE_FAILED = (
     "could not say offline at shutdown (%s); the platform learns it from the last will"
 )
-TEXT_HEALTH_FAILED = "cannot gather the health message; skipping this one"
+TEXT_HEALTH_FAILED = _("cannot gather the health message; skipping this one")
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
-TEXT_COMMAND_FAILED = "command %s failed"
+TEXT_COMMAND_FAILED = _("command %s failed")
 
 QOS = {"status": 1, "health": 0}  # every other stream: QoS 1, not retained
 PRIORITY_STREAMS = ("alarms", "anomalies")

@@ -30,6 +30,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+# The suite reads the product in English, whatever the locale of whoever runs it; tests of
+# other languages set them for the processes they start (tests/test_i18n.py).
+for _variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_variable, None)
+os.environ["LANG"] = "C.UTF-8"
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "schemas"
 

@@ -41,7 +41,17 @@ _PLAIN_MESSAGES = {
     "enum": _("must be one of {expected}"),
     "string_pattern_mismatch": _("may hold only letters, digits, '_', '.' and '-'"),
     "too_short": _("must have at least {min_length} item(s)"),
+    "too_long": _("must have at most {max_length} item(s)"),
+    "string_too_short": _("must have at least {min_length} character(s)"),
+    "string_too_long": _("must have at most {max_length} character(s)"),
+    "tuple_type": _("must be a list"),
+    "dict_type": _("must be a table"),
+    "union_tag_invalid": _("{discriminator} must be one of {expected_tags} (got {tag!r})"),
+    "union_tag_not_found": _("{discriminator} is required"),
 }
+TEXT_GOT = _("{message} (got {value})")
+TEXT_OR = _("{choices} or {last}")
+TEXT_A_TABLE = _("a table")
 
 
 def describe_error(
@@ -55,8 +65,12 @@ def describe_error(
     path = _key_path(error["loc"], union_tags)
     kind = error["type"]
     template = _PLAIN_MESSAGES.get(kind)
+    context = dict(error.get("ctx", {}))
+    if isinstance(context.get("expected"), str) and " or " in context["expected"]:
+        choices, _or, last = context["expected"].rpartition(" or ")  # pydantic's English "or"
+        context["expected"] = TEXT_OR.format(choices=choices, last=last)
     try:
-        message = template.format(**error.get("ctx", {})) if template else None
+        message = template.format(**context) if template else None
     except (KeyError, IndexError):
         message = None
     message = message or _strip_prefix(error["msg"])
@@ -66,7 +80,7 @@ def describe_error(
         and "input" in error
         and not isinstance(error["input"], dict)
     ):
-        message += f" (got {_show(error['input'])})"
+        message = TEXT_GOT.format(message=message, value=_show(error["input"]))
     return f"{path}: {message}" if path else message
 
 
@@ -91,7 +105,7 @@ def _strip_prefix(message: str) -> str:
 
 def _show(value: Any) -> str:
     if isinstance(value, dict):
-        return "a table"
+        return TEXT_A_TABLE
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     text = repr(value)

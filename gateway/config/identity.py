@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import zoneinfo
+from gettext import gettext as _
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from watchpost.config.base import Model, TopicLevel
+
+TEXT_NO_ZONE = _("{zone!r} is not a known time zone (e.g. Asia/Shanghai)")
 
 
 class GatewayIdentity(Model):
@@ -24,3 +28,24 @@ class GatewayIdentity(Model):
         description="ntp: trust the wall clock once the kernel says NTP has set it (a Pi has "
         "no real-time clock); rtc: the box keeps time by itself.",
     )
+    language: Literal["en", "zh_CN"] | None = Field(
+        default=None,
+        description="Language of what the gateway writes for people (log sentences, status "
+        "texts, the report) when the environment (LANGUAGE, LC_ALL, LC_MESSAGES, LANG) names "
+        "none, as under systemd; the environment wins otherwise. Read at start.",
+    )
+    timezone: str | None = Field(
+        default=None,
+        description="The site's IANA time zone, e.g. Asia/Shanghai, for the times people read "
+        "(the report); default UTC. The store and MQTT keep UTC milliseconds.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(TEXT_NO_ZONE.format(zone=value)) from exc
+        return value

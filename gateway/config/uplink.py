@@ -6,6 +6,7 @@ The client itself (paho) is ``watchpost.uplink``; this module does not import it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from gettext import gettext as _
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,10 +14,10 @@ from pydantic import Field, field_validator, model_validator
 
 from watchpost.config.base import Model
 
-TEXT_BAD_URL = "must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883"
-TEXT_RECONNECT_RANGE = "reconnect_max must not be below reconnect_min"
-TEXT_CERT_PAIR = "cert_file and key_file go together: set both or neither"
-TEXT_PASSWORD_ALONE = "password_file needs username"
+TEXT_BAD_URL = _("must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883")
+TEXT_RECONNECT_RANGE = _("reconnect_max must not be below reconnect_min")
+TEXT_CERT_PAIR = _("cert_file and key_file go together: set both or neither")
+TEXT_PASSWORD_ALONE = _("password_file needs username")
 
 
 @dataclass(frozen=True, slots=True)
