@@ -41,6 +41,7 @@ from watchpost.config import (
     load_config,
     print_config_error,
 )
+from watchpost.config.paths import check_paths
 from watchpost.control import ControlError, ControlServer
 from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
@@ -308,6 +309,7 @@ class Gateway:
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
             problems = check_file_modes(config, self.config_path, require_files=True)
+            problems += check_paths(config)
         except ConfigError as exc:
             problems = exc.errors
         if problems:
@@ -526,7 +528,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
-    problems = check_file_modes(config, args.config, require_files=True)
+    problems = check_file_modes(config, args.config, require_files=True) + check_paths(config)
     if problems:
         print_config_error(ConfigError(args.config, problems))
         return EXIT_CONFIG

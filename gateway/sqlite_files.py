@@ -43,6 +43,11 @@ def move_aside(path: Path, *, now: datetime | None = None) -> Path:
     return moved
 
 
+def _regular_file(path: Path) -> bool:
+    """A regular file (not a directory, device or socket), and not a link to anything else."""
+    return path.is_file()
+
+
 def open_or_move_aside(
     path: Path,
     open_checked: Opener,
@@ -53,11 +58,13 @@ def open_or_move_aside(
     """Open ``path`` with ``open_checked``; if that fails with damage, move it aside and
     open a fresh file. Errors that are not damage (``is_damage`` false: permissions, a full
     disk) are raised, since moving the file would not help; so is a failure of the fresh file.
+    Only a regular file is ever moved aside: a directory or a device in its place is raised
+    (``config check`` names it before a start).
     """
     try:
         return open_checked(path), None
     except Exception as exc:
-        if not is_damage(exc):
+        if not is_damage(exc) or not _regular_file(path):
             raise
         reason = str(exc) or type(exc).__name__
     moved = move_aside(path)

@@ -6,6 +6,7 @@ at its exit status, its output and what reached the broker.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -102,3 +103,120 @@ def test_a_sighup_while_starting_does_not_kill_the_daemon(
             assert process.poll() is None, log.read_text()
         finally:
             assert stop(process) == 0, log.read_text()
+
+
+# -- paths the daemon must write -------------------------------------------------------------
+
+EXIT_CONFIG = 78
+
+
+def check_and_run(config: Path) -> list[subprocess.CompletedProcess[str]]:
+    """`watchpost config check` and `watchpost run` on ``config``, each to its exit."""
+    results = []
+    for args in (("config", "check", str(config)), ("run", "--config", str(config))):
+        results.append(
+            subprocess.run(
+                [sys.executable, "-m", "watchpost", *args],
+                cwd=config.parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        )
+    return results
+
+
+def assert_refused(config: Path, *words: str) -> str:
+    """Both commands exit 78 and name every one of ``words``; no traceback."""
+    output = ""
+    for result in check_and_run(config):
+        text = result.stdout + result.stderr
+        assert result.returncode == EXIT_CONFIG, text
+        for word in words:
+            assert word in text, text
+        assert "Traceback" not in text, text
+        output += text
+    return output
+
+
+def test_a_store_path_naming_a_directory_is_refused_and_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "var" / "buffer.db"
+    folder.mkdir(parents=True)
+    (folder / "keep.txt").write_text("a crew's notes")
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1)
+    assert_refused(config, "store.path", "is a directory")
+    assert folder.is_dir()
+    assert (folder / "keep.txt").read_text() == "a crew's notes"
+    assert not list(tmp_path.glob("var/*damaged*"))
+
+
+def test_a_store_path_under_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("not a folder")
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1, socket="run/control.sock")
+    assert_refused(config, "store.path", "var is a file, not a folder")
+    assert (tmp_path / "var").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize(
+    ("socket", "words"),
+    [
+        ("s" * 120 + ".sock", ("control.socket", "at most 107")),
+        ("notes.txt/control.sock", ("control.socket", "notes.txt is a file")),
+        ("notes.txt", ("control.socket", "is not a socket")),
+    ],
+)
+def test_an_unusable_control_socket_path_is_refused(
+    tmp_path: Path, socket: str, words: tuple[str, ...]
+) -> None:
+    (tmp_path / "notes.txt").write_text("a crew's notes")
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1, socket=socket)
+    assert_refused(config, *words)
+    assert (tmp_path / "notes.txt").read_text() == "a crew's notes"
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path):
+    """A small tmpfs at ``tmp_path/ro``; ``remount_read_only()`` makes it read-only."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting a read-only file system needs root (CI runs as root)")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+
+    def remount_read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+    try:
+        yield mount, remount_read_only
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_store_folder_on_a_read_only_file_system_is_refused(
+    tmp_path: Path, read_only_mount
+) -> None:
+    mount, remount_read_only = read_only_mount
+    remount_read_only()
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1, store=f"{mount}/var/buffer.db")
+    assert_refused(config, "store.path", "read-only")
+
+
+@pytest.mark.slow
+def test_a_read_only_store_at_start_is_refused_with_the_reason(
+    tmp_path: Path, broker: Broker, read_only_mount
+) -> None:
+    mount, remount_read_only = read_only_mount
+    with MisshapenAnswers({1: "exact"}) as server:
+        config = write_config(tmp_path, broker.url, server.port, store=f"{mount}/buffer.db")
+        process = start(config)  # a first run makes the store
+        try:
+            wait_status(tmp_path / "var" / "control.sock")
+        finally:
+            assert stop(process) == 0
+        store = mount / "buffer.db"
+        before = store.read_bytes()
+        remount_read_only()
+        output = assert_refused(config, "store.path", str(store), "read-only")
+    assert store.read_bytes() == before
+    assert output.count("store.path:") == 2  # named once by each command

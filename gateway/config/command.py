@@ -14,6 +14,7 @@ from pathlib import Path
 from watchpost.config.base import EXIT_CONFIG, ConfigError
 from watchpost.config.errors import print_config_error
 from watchpost.config.file import check_file_modes, load_config
+from watchpost.config.paths import check_paths
 
 TEXT_OK = _("ok")
 TEXT_CHECK_HELP = _("check a config file and print every error with its key path")
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
-        problems = check_file_modes(config, args.file)
+        problems = check_file_modes(config, args.file) + check_paths(config)
         if problems:
             raise ConfigError(args.file, problems)
     except ConfigError as exc:

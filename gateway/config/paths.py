@@ -1,0 +1,129 @@
+"""Paths the daemon must be able to write: checked by `config check` and before `run`.
+
+A store, a history or a state folder that cannot be made or written is a config error
+(exit 78: a restart will not help), found before the daemon starts, with the key and the
+reason; never a traceback and a restart loop. The checks look at the file system as the
+process running them sees it: `config check` run as another user than the daemon may see
+other permissions.
+
+- ``[store] path`` and ``[history] path`` (when history is on): a regular file or nothing
+  yet, never a directory (it is not a damaged store to move aside); writable, in a folder
+  that is writable or can be made;
+- ``[gateway] state_dir``: a folder, writable or makeable;
+- ``[control] socket``: short enough for a Unix socket, a socket or nothing yet (the daemon
+  replaces a socket a killed daemon left, never another file), its folder writable or makeable.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from gettext import gettext as _
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchpost.config.file import GatewayConfig
+
+SOCKET_PATH_MAX = 107  # bytes: sun_path holds 108 with its terminating NUL (Linux)
+
+TEXT_IS_DIRECTORY = _("{path} is a directory, not a file; name a file in it")
+TEXT_NOT_REGULAR = _("{path} exists and is not a regular file")
+TEXT_NOT_SOCKET = _(
+    "{path} exists and is not a socket; the daemon would have to delete it: move it away"
+)
+TEXT_NOT_A_FOLDER = _("{path} is a file, not a folder")
+TEXT_PARENT_FILE = _("{path} cannot be made: {parent} is a file, not a folder")
+TEXT_NOT_WRITABLE = _("cannot write in {folder} ({reason})")
+TEXT_FILE_READ_ONLY = _("{path} cannot be written ({reason})")
+TEXT_SOCKET_TOO_LONG = _(
+    "{path} is {length} bytes long; a Unix socket path may have at most {max}: "
+    "choose a shorter path"
+)
+TEXT_READ_ONLY_FS = _("the file system is read-only")
+TEXT_NO_PERMISSION = _("no permission")
+
+
+def check_paths(config: GatewayConfig) -> list[str]:
+    """Every problem with the paths the daemon writes, each with its key."""
+    state_dir = config.gateway.state_dir or config.store.path.parent
+    history = config.history.path or state_dir / "history.db"
+    problems = [f"store.path: {p}" for p in _file_problems(config.store.path)]
+    problems += [f"gateway.state_dir: {p}" for p in _folder_problems(state_dir)]
+    if config.history.enabled:
+        problems += [f"history.path: {p}" for p in _file_problems(history)]
+    problems += [f"control.socket: {p}" for p in _socket_problems(config.control.socket)]
+    return problems
+
+
+def _file_problems(path: Path) -> Iterable[str]:
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # not there, or under a file
+        yield from _folder_problems(path.parent)
+        return
+    except OSError as exc:
+        yield TEXT_FILE_READ_ONLY.format(path=path, reason=exc.strerror)
+        return
+    if stat.S_ISDIR(mode):
+        yield TEXT_IS_DIRECTORY.format(path=path)
+    elif not stat.S_ISREG(mode):
+        yield TEXT_NOT_REGULAR.format(path=path)
+    elif not _writable(path):
+        yield TEXT_FILE_READ_ONLY.format(path=path, reason=_why_not_writable(path))
+    else:
+        yield from _folder_problems(path.parent)  # SQLite writes its -wal and -shm beside it
+
+
+def _socket_problems(path: Path) -> Iterable[str]:
+    length = len(os.fsencode(path))
+    if length > SOCKET_PATH_MAX:
+        yield TEXT_SOCKET_TOO_LONG.format(path=path, length=length, max=SOCKET_PATH_MAX)
+        return
+    try:
+        mode = path.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # not there, or under a file
+        yield from _folder_problems(path.parent)
+        return
+    except OSError as exc:
+        yield TEXT_FILE_READ_ONLY.format(path=path, reason=exc.strerror)
+        return
+    if not stat.S_ISSOCK(mode):
+        yield TEXT_NOT_SOCKET.format(path=path)
+    else:
+        yield from _folder_problems(path.parent)
+
+
+def _folder_problems(folder: Path) -> Iterable[str]:
+    """A folder that is there and writable, or that can be made (its nearest existing
+    ancestor is a writable folder)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == folder:
+            yield TEXT_NOT_A_FOLDER.format(path=folder)
+        else:
+            yield TEXT_PARENT_FILE.format(path=folder, parent=existing)
+        return
+    if not _writable(existing):
+        yield TEXT_NOT_WRITABLE.format(folder=existing, reason=_why_not_writable(existing))
+
+
+def _writable(path: Path) -> bool:
+    flags = os.W_OK | (os.X_OK if path.is_dir() else 0)
+    return os.access(path, flags)
+
+
+def _why_not_writable(path: Path) -> str:
+    """Why ``path`` cannot be written: a read-only file system, or permissions."""
+    try:
+        probe = os.statvfs(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if probe.f_flag & os.ST_RDONLY:
+        return TEXT_READ_ONLY_FS
+    return TEXT_NO_PERMISSION
