@@ -92,7 +92,7 @@ def configured_language(config_path: Path) -> str | None:
     """
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return None
     section = data.get("gateway")
     language = section.get("language") if isinstance(section, dict) else None

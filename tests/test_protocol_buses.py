@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from tests.dlt645_meter import Meter, MeterLine, bcd
 from tests.test_serial_line import Instrument
+from watchpost.clock import wall_ms
 from watchpost.config.dlt645 import Dlt645Device
 from watchpost.config.serial_line import LineDevice
 from watchpost.drivers import dlt645, serial_line
-from watchpost.poller import BusScheduler, Poller, reader_for, wall_clock_ms
+from watchpost.poller import BusScheduler, Poller, reader_for
 from watchpost.samples import Quality, Sample
 
 LIVE = "000000000001"
@@ -51,7 +52,7 @@ def test_a_silent_meter_leaves_the_other_meter_its_rate():
     got: list[Sample] = []
     with MeterLine(Meter(LIVE, {"02030000": bcd("123456")}), Meter(DEAD, mode="silent")) as line:
         bus = dlt645.create(dlt645.Config(type="dlt645", name="meters", port=line.path))
-        readers = [reader_for(meter(a), bus, wall_clock_ms) for a in (LIVE, DEAD)]
+        readers = [reader_for(meter(a), bus, wall_ms) for a in (LIVE, DEAD)]
         scheduler = BusScheduler(bus, readers, got.extend)
         run_for(3.0, Poller([scheduler]))
     live = [s for s in got if s.point == "power_1"]
@@ -92,8 +93,8 @@ def test_garbage_on_one_line_does_not_stall_a_meter_on_another():
             }
         )
         schedulers: Sequence[BusScheduler] = [
-            BusScheduler(meters, [reader_for(meter(LIVE), meters, wall_clock_ms)], got.extend),
-            BusScheduler(noisy, [reader_for(detector, noisy, wall_clock_ms)], got.extend),
+            BusScheduler(meters, [reader_for(meter(LIVE), meters, wall_ms)], got.extend),
+            BusScheduler(noisy, [reader_for(detector, noisy, wall_ms)], got.extend),
         ]
         flooder = threading.Thread(target=flood, args=(gas,), daemon=True)
         flooder.start()

@@ -12,11 +12,12 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusSerialServer
 
 from tests.modbus_servers import KnownUnitsOnly, device_context
+from watchpost.clock import wall_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_rtu
 from watchpost.drivers.codec import encode
 from watchpost.drivers.simulator.server import NullModem
-from watchpost.poller import DeviceReader, wall_clock_ms
+from watchpost.poller import DeviceReader
 from watchpost.samples import Quality
 
 # (name, type, word order, value, scale, offset) laid out from address 0 upwards
@@ -95,7 +96,7 @@ def test_every_data_type_and_word_order_decodes_right():
             dev = DeviceConfig(
                 name="d", bus="line", unit=5, timeout=1.0, points=[PointConfig(**p) for p in points]
             )
-            reader = DeviceReader(dev, wall_clock_ms)
+            reader = DeviceReader(dev, wall_ms)
             bus = rtu_bus(path)
             try:
                 return reader, {s.point: s for s in await reader.poll(bus)}
@@ -125,7 +126,7 @@ def test_a_unit_that_does_not_answer_leaves_the_others_good():
                     timeout=0.5,
                     points=[PointConfig(name="a", address=0)],
                 ),
-                wall_clock_ms,
+                wall_ms,
             )
             dead = DeviceReader(
                 DeviceConfig(
@@ -136,7 +137,7 @@ def test_a_unit_that_does_not_answer_leaves_the_others_good():
                     retries=0,
                     points=[PointConfig(name="b", address=0)],
                 ),
-                wall_clock_ms,
+                wall_ms,
             )
             try:
                 before = await live.poll(bus)

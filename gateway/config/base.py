@@ -20,6 +20,11 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 TOPIC_LEVEL_PATTERN = r"[A-Za-z0-9_-]+"
 
 TEXT_NO_FILE = _("cannot read the file: {error}")
+TEXT_BOM = _(
+    "the file starts with a byte order mark (BOM, bytes EF BB BF), which TOML does not allow: "
+    "save it as UTF-8 without BOM"
+)
+TEXT_TOO_DEEP = _("arrays or tables are nested too deeply to be a config file")
 TEXT_TOML = _("not valid TOML: {error}")
 TEXT_DOT_IN_ID = _(
     "may not hold '.': some brokers (RabbitMQ's MQTT plugin) read it as a topic separator, "
@@ -61,7 +66,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [TEXT_NO_FILE.format(error=exc)]) from exc
+    if text.startswith("\ufeff"):
+        raise ConfigError(path, [TEXT_BOM])
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [TEXT_TOML.format(error=exc)]) from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(path, [TEXT_TOO_DEEP]) from exc

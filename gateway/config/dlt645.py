@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from watchpost.config.points import DeviceBase, PointBase
+from watchpost.config.points import MIN_INTERVAL, DeviceBase, PointBase
 from watchpost.drivers.dlt645 import TEXT_UNKNOWN_DI, data_format
 
 
@@ -42,5 +42,11 @@ class Dlt645Device(DeviceBase):
     address: str = Field(
         pattern=r"^[0-9]{12}$", description="The meter's address: the 12 digits printed on it."
     )
-    interval: float = Field(default=5.0, gt=0, le=3600, description="Seconds between polls.")
+    interval: float = Field(
+        default=5.0,
+        ge=MIN_INTERVAL,
+        le=3600,
+        allow_inf_nan=False,
+        description=f"Seconds between polls (at least {MIN_INTERVAL}).",
+    )
     points: list[Dlt645Point] = Field(min_length=1, description="The points read from it.")

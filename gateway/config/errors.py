@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Collection
 from gettext import gettext as _
@@ -103,11 +104,16 @@ def _strip_prefix(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^/@]*@")
+
+
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return TEXT_A_TABLE
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1:***@", value)  # a password in a URL is never shown
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

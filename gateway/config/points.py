@@ -98,12 +98,21 @@ class PointConfig(PointBase):
         return self
 
 
+MIN_INTERVAL = 0.05  # s: 20 polls a second is more than any field bus here can carry
+
+
 class DeviceBase(Model):
     """A device on a bus: what every bus type shares. ``points`` is narrowed by each type."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Device name, unique in the file.")
     bus: str = Field(description="Name of the bus the device is on.")
-    interval: float = Field(default=1.0, gt=0, le=3600, description="Seconds between polls.")
+    interval: float = Field(
+        default=1.0,
+        ge=MIN_INTERVAL,
+        le=3600,
+        allow_inf_nan=False,
+        description=f"Seconds between polls (at least {MIN_INTERVAL}).",
+    )
     timeout: float = Field(default=1.0, gt=0, le=30, description="Seconds to wait for an answer.")
     retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed transaction.")
 

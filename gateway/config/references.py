@@ -26,6 +26,11 @@ TEXT_DUPLICATE = _("{what} name {name!r} is used more than once")
 TEXT_OUTPUT_DUPLICATE = _("output name {name!r} is used more than once")
 TEXT_OUTPUT_CLASH = _("output name {name!r} is also a point name")
 TEXT_NONE = _("none")
+TEXT_RTU_UNIT = _(
+    "{unit} is not a unit an RTU line can poll: 0 is the broadcast address (no unit answers "
+    "it) and 248-255 are reserved; use 1-247"
+)
+RTU_UNITS = range(1, 248)
 
 Table = Mapping[str, Any]
 
@@ -97,7 +102,23 @@ def gateway_references(raw: Any) -> list[str]:
                     f"anomaly.models[{m}].points[{p}]: " + TEXT_NO_POINT.format(name=name)
                 )
     problems += _output_references(raw, points)
+    problems += _rtu_units(raw)
     return problems
+
+
+def _rtu_units(raw: Any) -> Iterator[str]:
+    """A device on a Modbus RTU line has a unit id that can answer (1-247)."""
+    rtu_buses = {
+        name
+        for _b, bus in tables(raw, "buses")
+        if text(bus, "type") == "modbus_rtu" and (name := text(bus, "name")) is not None
+    }
+    for d, device in tables(raw, "devices"):
+        unit = device.get("unit", RTU_UNITS.start)
+        if text(device, "bus") not in rtu_buses or isinstance(unit, bool):
+            continue
+        if isinstance(unit, int) and unit not in RTU_UNITS:
+            yield f"devices[{d}].unit: " + TEXT_RTU_UNIT.format(unit=unit)
 
 
 def _output_references(raw: Any, points: set[str]) -> Iterator[str]:
