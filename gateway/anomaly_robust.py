@@ -1,0 +1,164 @@
+"""Robust per-sensor deviation scores: the scoring stage of the generic-v2 detector.
+
+The model (LiteRT, ``models/generic-v2.tflite``) turns each point's window into two
+features: its *level* (the mean of its last few rows) and its *roughness energy* (the mean
+squared first difference over the window). This module learns, from the calibration rows,
+what normal looks like for each point, and scores every window in *robust units*: how many
+robust spreads the feature is from its calibration median.
+
+Calibration, per point:
+
+- input centre and scale: the median of the calibration rows and their robust spread
+  (1.4826 x the median absolute deviation, MAD), with a **scale floor** so that a channel
+  that hardly moves in calibration does not make every small change an anomaly: the floor is
+  the larger of the channel's *quantisation step* (the smallest difference between two of
+  its distinct calibration values: a flow meter reporting whole litres has a step of 1) and
+  0.1 % of its level (instruments rarely resolve finer);
+- level: the median of the calibration levels and their robust spread, widened by the
+  robust spread of their change over ``drift_lag`` rows (slow normal drift), and floored at
+  one quantisation step (a sustained one-step change of a coarse channel scores 1);
+- roughness: ``log(energy + eps)`` where ``eps`` is the energy of one quantisation step per
+  window (a quantised channel that rarely changes is not "stuck" in calibration), its median
+  and robust spread, floored at 0.25 (a factor of 1.3 in energy).
+
+A point's score is the larger of its level and roughness deviations; the window's score
+combines the points by the maximum or by the mean of the two largest (``combine``). The
+threshold is in the same robust units (a fixed number, not a factor of what calibration
+saw), so it means the same on every site.
+
+The *relation* part (optional, ``relation_factor > 0``) is the squared Mahalanobis distance
+of the points' level deviations from their calibration relations, per point, as in
+generic-v1; its threshold is ``relation_factor`` times its highest calibration value, and it
+is expressed in units of the point threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+MAD_TO_SIGMA = 1.4826
+RELATIVE_FLOOR = 1e-3  # of the channel's level: instruments rarely resolve finer
+ABSOLUTE_FLOOR = 1e-6
+ROUGHNESS_FLOOR = 0.25  # log units: a factor of 1.3 in difference energy
+CONTINUOUS_EPS = 1e-4  # roughness eps, squared input units, for a channel without a step
+RELATION_RIDGE = 1e-3
+
+
+def robust_spread(x: FloatArray, axis: int = 0) -> FloatArray:
+    """1.4826 x the median absolute deviation (the standard deviation for Gaussian data)."""
+    med = np.median(x, axis=axis, keepdims=True)
+    return np.asarray(MAD_TO_SIGMA * np.median(np.abs(x - med), axis=axis), dtype=np.float64)
+
+
+def quantisation_step(rows: FloatArray) -> FloatArray:
+    """Per column: the smallest difference between two distinct values (0 if constant).
+
+    Values are compared at 9 significant digits so that decimal noise of a CSV or a float32
+    register does not pass for a fine step.
+    """
+    out = np.zeros(rows.shape[1])
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        scale = np.max(np.abs(col)) or 1.0
+        digits = 9 - int(np.floor(np.log10(scale)))
+        u = np.unique(np.round(col, digits))
+        if len(u) > 1:
+            out[j] = float(np.min(np.diff(u)))
+    return out
+
+
+def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per point: centre (median), scale (robust spread with its floor), and the
+    quantisation step in scaled units."""
+    center = np.median(rows, axis=0)
+    step = quantisation_step(rows)
+    scale = np.maximum.reduce(
+        [
+            robust_spread(rows),
+            step,
+            RELATIVE_FLOOR * np.abs(center) + ABSOLUTE_FLOOR,
+        ]
+    )
+    return center, scale, step / scale
+
+
+@dataclass(frozen=True)
+class RobustStats:
+    """What normal looks like, per point, in the units of the scaled input."""
+
+    level_center: FloatArray
+    level_scale: FloatArray
+    rough_eps: FloatArray
+    rough_center: FloatArray
+    rough_scale: FloatArray
+
+
+def fit_stats(
+    level: FloatArray, energy: FloatArray, step_z: FloatArray, window: int, drift_lag: int
+) -> RobustStats:
+    """Fit the per-point statistics on calibration features ``[n, points]``."""
+    lc = np.median(level, axis=0)
+    spread = robust_spread(level)
+    if drift_lag and len(level) > drift_lag + 8:
+        drift = robust_spread(level[drift_lag:] - level[:-drift_lag])
+        spread = np.sqrt(spread**2 + drift**2)
+    ls = np.maximum(spread, np.maximum(step_z, ABSOLUTE_FLOOR))
+    eps = np.maximum(step_z**2 / window, CONTINUOUS_EPS)
+    rough = np.log(energy + eps)
+    rc = np.median(rough, axis=0)
+    rs = np.maximum(robust_spread(rough), ROUGHNESS_FLOOR)
+    return RobustStats(lc, ls, eps, rc, rs)
+
+
+def point_scores(stats: RobustStats, level: FloatArray, energy: FloatArray) -> FloatArray:
+    """Per point, the larger of its level and roughness deviations ``[..., points]``."""
+    zl = np.abs(level - stats.level_center) / stats.level_scale
+    zr = np.abs(np.log(energy + stats.rough_eps) - stats.rough_center) / stats.rough_scale
+    return np.asarray(np.maximum(zl, zr), dtype=np.float64)
+
+
+def combine(z: FloatArray, how: str) -> FloatArray:
+    """Combine per-point scores ``[..., points]`` by ``max`` or ``top2`` (mean of two largest)."""
+    if how == "max" or z.shape[-1] == 1:
+        return np.asarray(z.max(axis=-1), dtype=np.float64)
+    if how != "top2":
+        raise ValueError(f"combine must be 'max' or 'top2', not {how!r}")
+    part = np.partition(z, z.shape[-1] - 2, axis=-1)[..., -2:]
+    return np.asarray(part.mean(axis=-1), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """The points' level relations seen in calibration (robust units)."""
+
+    center: FloatArray
+    precision: FloatArray
+    max_value: float
+
+    def scores(self, zl: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Relation score per window and each point's share of it, for signed level
+        deviations ``zl`` ``[n, points]``."""
+        d = zl - self.center
+        share = d * (d @ self.precision.T) / d.shape[-1]
+        return np.asarray(share.sum(axis=-1), dtype=np.float64), share
+
+
+def fit_relation(zl: FloatArray, drift_lag: int) -> Relation:
+    """Mean and precision of the signed level deviations ``[n, points]`` (with drift)."""
+    center = zl.mean(axis=0)
+    dev = zl - center
+    cov = dev.T @ dev / len(dev)
+    if drift_lag and len(zl) > drift_lag + 8:
+        drift = zl[drift_lag:] - zl[:-drift_lag]
+        cov += drift.T @ drift / len(drift)
+    p = zl.shape[1]
+    cov += (RELATION_RIDGE * np.trace(cov) / p + 1e-6) * np.eye(p)
+    precision = np.linalg.inv(cov)
+    rel = Relation(center, precision, 0.0)
+    values, _share = rel.scores(zl)
+    return Relation(center, precision, float(values.max()))
