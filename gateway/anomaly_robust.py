@@ -42,49 +42,33 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 
 MAD_TO_SIGMA = 1.4826
+MEAN_AD_TO_SIGMA = 1.2533
+LEVEL_FLOOR = 0.05  # input scales: a level never needs to be known finer than this
 RELATIVE_FLOOR = 1e-3  # of the channel's level: instruments rarely resolve finer
 ABSOLUTE_FLOOR = 1e-6
 ROUGHNESS_FLOOR = 0.25  # log units: a factor of 1.3 in difference energy
-CONTINUOUS_EPS = 1e-4  # roughness eps, squared input units, for a channel without a step
+ROUGHNESS_EPS = 1e-2  # squared input scales: a flat window is 0.01, white noise about 2
 RELATION_RIDGE = 1e-3
 
 
 def robust_spread(x: FloatArray, axis: int = 0) -> FloatArray:
-    """1.4826 x the median absolute deviation (the standard deviation for Gaussian data)."""
+    """Spread that a few outliers do not move: the larger of 1.4826 x the median absolute
+    deviation (MAD) and 1.2533 x the mean absolute deviation from the median (both the
+    standard deviation for Gaussian data). The second is the floor for quantised channels:
+    when more than half of the rows sit on one value, the MAD is 0, and the mean absolute
+    deviation still says how often and how far the channel leaves that value."""
     med = np.median(x, axis=axis, keepdims=True)
-    return np.asarray(MAD_TO_SIGMA * np.median(np.abs(x - med), axis=axis), dtype=np.float64)
+    dev = np.abs(x - med)
+    mad = MAD_TO_SIGMA * np.median(dev, axis=axis)
+    mean_ad = MEAN_AD_TO_SIGMA * np.mean(dev, axis=axis)
+    return np.asarray(np.maximum(mad, mean_ad), dtype=np.float64)
 
 
-def quantisation_step(rows: FloatArray) -> FloatArray:
-    """Per column: the smallest difference between two distinct values (0 if constant).
-
-    Values are compared at 9 significant digits so that decimal noise of a CSV or a float32
-    register does not pass for a fine step.
-    """
-    out = np.zeros(rows.shape[1])
-    for j in range(rows.shape[1]):
-        col = rows[:, j]
-        scale = np.max(np.abs(col)) or 1.0
-        digits = 9 - int(np.floor(np.log10(scale)))
-        u = np.unique(np.round(col, digits))
-        if len(u) > 1:
-            out[j] = float(np.min(np.diff(u)))
-    return out
-
-
-def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per point: centre (median), scale (robust spread with its floor), and the
-    quantisation step in scaled units."""
+def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per point: centre (median) and scale (robust spread, floored at 0.1 % of the level)."""
     center = np.median(rows, axis=0)
-    step = quantisation_step(rows)
-    scale = np.maximum.reduce(
-        [
-            robust_spread(rows),
-            step,
-            RELATIVE_FLOOR * np.abs(center) + ABSOLUTE_FLOOR,
-        ]
-    )
-    return center, scale, step / scale
+    scale = np.maximum(robust_spread(rows), RELATIVE_FLOOR * np.abs(center) + ABSOLUTE_FLOOR)
+    return center, scale
 
 
 @dataclass(frozen=True)
@@ -98,17 +82,15 @@ class RobustStats:
     rough_scale: FloatArray
 
 
-def fit_stats(
-    level: FloatArray, energy: FloatArray, step_z: FloatArray, window: int, drift_lag: int
-) -> RobustStats:
+def fit_stats(level: FloatArray, energy: FloatArray, drift_lag: int) -> RobustStats:
     """Fit the per-point statistics on calibration features ``[n, points]``."""
     lc = np.median(level, axis=0)
     spread = robust_spread(level)
     if drift_lag and len(level) > drift_lag + 8:
         drift = robust_spread(level[drift_lag:] - level[:-drift_lag])
         spread = np.sqrt(spread**2 + drift**2)
-    ls = np.maximum(spread, np.maximum(step_z, ABSOLUTE_FLOOR))
-    eps = np.maximum(step_z**2 / window, CONTINUOUS_EPS)
+    ls = np.maximum(spread, LEVEL_FLOOR)
+    eps = np.full(level.shape[1], ROUGHNESS_EPS)
     rough = np.log(energy + eps)
     rc = np.median(rough, axis=0)
     rs = np.maximum(robust_spread(rough), ROUGHNESS_FLOOR)
