@@ -97,11 +97,19 @@ def fit_stats(level: FloatArray, energy: FloatArray, drift_lag: int) -> RobustSt
     return RobustStats(lc, ls, eps, rc, rs)
 
 
-def point_scores(stats: RobustStats, level: FloatArray, energy: FloatArray) -> FloatArray:
-    """Per point, the larger of its level and roughness deviations ``[..., points]``."""
+def point_scores(
+    stats: RobustStats, level: FloatArray, energy: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per point, its level and its roughness deviations, each ``[..., points]``."""
     zl = np.abs(level - stats.level_center) / stats.level_scale
     zr = np.abs(np.log(energy + stats.rough_eps) - stats.rough_center) / stats.rough_scale
-    return np.asarray(np.maximum(zl, zr), dtype=np.float64)
+    return zl, zr
+
+
+def window_score(zl: FloatArray, zr: FloatArray, how: str) -> FloatArray:
+    """The window's score: levels combined by ``how`` (a process fault moves several points),
+    roughness by the maximum (a stuck or chattering sensor is one sensor's fault)."""
+    return np.maximum(combine(zl, how), zr.max(axis=-1))
 
 
 def combine(z: FloatArray, how: str) -> FloatArray:
@@ -144,3 +152,19 @@ def fit_relation(zl: FloatArray, drift_lag: int) -> Relation:
     rel = Relation(center, precision, 0.0)
     values, _share = rel.scores(zl)
     return Relation(center, precision, float(values.max()))
+
+
+def feature_stats(
+    feats: FloatArray, drift: FloatArray | None, level_index: list[int]
+) -> tuple[FloatArray, FloatArray]:
+    """Centre (median) and scale of calibration features ``[n, features]`` in robust
+    units; ``drift``: feature changes over the drift lag (widens the scale), or None.
+    Level features are floored at ``LEVEL_FLOOR``, the others (roughness) at
+    ``ROUGHNESS_FLOOR``."""
+    center = np.median(feats, axis=0)
+    spread = robust_spread(feats)
+    if drift is not None and len(drift):
+        spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
+    floor = np.full(feats.shape[1], ROUGHNESS_FLOOR)
+    floor[level_index] = LEVEL_FLOOR
+    return center, np.maximum(spread, floor)
