@@ -47,7 +47,10 @@ Rounds (each ran this same rule; the design changed between them, never the rule
    of 12 (tests/test_anomaly.py), so:
 4. Levels are combined by `combine`, roughness always by the maximum (a stuck or chattering
    sensor is one sensor's fault; in rounds 1-3 turning roughness off changed no figure on
-   valve1). Shipped.
+   valve1). The choice has threshold 24, and a stuck sensor scores about 21 there: the
+   roughness term log(energy + 0.01) cannot fall further than log(0.01); so:
+5. Roughness = log(energy + 1e-4), generic-v1's constant (a flat window falls to log(1e-4),
+   twice as far). Shipped.
 
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.

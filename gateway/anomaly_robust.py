@@ -47,7 +47,7 @@ LEVEL_FLOOR = 0.05  # input scales: a level never needs to be known finer than t
 RELATIVE_FLOOR = 1e-3  # of the channel's level: instruments rarely resolve finer
 ABSOLUTE_FLOOR = 1e-6
 ROUGHNESS_FLOOR = 0.25  # log units: a factor of 1.3 in difference energy
-ROUGHNESS_EPS = 1e-2  # squared input scales: a flat window is 0.01, white noise about 2
+ROUGHNESS_EPS = 1e-4  # squared input scales: a flat window is 1e-4, white noise about 2
 RELATION_RIDGE = 1e-3
 
 
