@@ -50,7 +50,12 @@ Rounds (each ran this same rule; the design changed between them, never the rule
    valve1). The choice has threshold 24, and a stuck sensor scores about 21 there: the
    roughness term log(energy + 0.01) cannot fall further than log(0.01); so:
 5. Roughness = log(energy + 1e-4), generic-v1's constant (a flat window falls to log(1e-4),
-   twice as far). Shipped.
+   twice as far). The choice has threshold 24, and a stuck sensor in the test scores about
+   11 (roughness spreads of 0.5 to 0.9 log units on 300 rows); a flat line is not a matter of
+   degree, so:
+6. A window with no change at all of a point that changed in every calibration window is
+   infinitely far (a stuck sensor); a quantised channel that rested in calibration is
+   exempt (`watchpost.anomaly_robust.deviations`). Shipped.
 
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
@@ -78,11 +83,12 @@ from skab_data import LabelledSeries, anomaly_free_series, valve_series
 
 from watchpost.anomaly_eval import Tally, hold_clear
 from watchpost.anomaly_robust import (
+    ROUGHNESS_EPS,
+    deviations,
+    feature_stats,
     fit_relation,
-    fit_stats,
     input_scaling,
-    point_scores,
-    window_score,
+    window_scores,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -132,12 +138,16 @@ def score_series(s: LabelledSeries, cal: int, level_rows: int, drift_lag: int, h
     center, scale = input_scaling(s.values[:cal])
     z = (s.values - center) / scale
     level, energy = numpy_features(z, level_rows)
-    lc, ec = level[WINDOW - 1 : cal], energy[WINDOW - 1 : cal]
-    stats = fit_stats(lc, ec, drift_lag)
-    zl, zr = point_scores(stats, level[cal:], energy[cal:])
-    rel = fit_relation((lc - stats.level_center) / stats.level_scale, drift_lag)
-    rv, _share = rel.scores((level[cal:] - stats.level_center) / stats.level_scale)
-    return Scored(window_score(zl, zr, how), rv / max(rel.max_value, 1e-6), s.truth[cal:])
+    feats = np.stack([level, np.log(energy + ROUGHNESS_EPS)], axis=-1).reshape(len(z), -1)
+    fc = feats[WINDOW - 1 : cal]
+    drift = fc[drift_lag:] - fc[:-drift_lag] if drift_lag else None
+    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2)
+    dev = deviations(feats[cal:], fcenter, fscale, flat_seen, 2)
+    score = window_scores(dev, 1 if how == "max" else 2)
+    signed = (feats[:, 0::2] - fcenter[0::2]) / fscale[0::2]
+    rel = fit_relation(signed[WINDOW - 1 : cal], drift_lag)
+    rv, _share = rel.scores(signed[cal:])
+    return Scored(score, rv / max(rel.max_value, 1e-6), s.truth[cal:])
 
 
 @dataclass

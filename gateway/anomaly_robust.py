@@ -1,35 +1,34 @@
 """Robust per-sensor deviation scores: the scoring stage of the generic-v2 detector.
 
-The model (LiteRT, ``models/generic-v2.tflite``) turns each point's window into two
-features: its *level* (the mean of its last few rows) and its *roughness energy* (the mean
-squared first difference over the window). This module learns, from the calibration rows,
-what normal looks like for each point, and scores every window in *robust units*: how many
-robust spreads the feature is from its calibration median.
+The model (LiteRT, ``models/generic-v2.tflite``) turns each point's window of scaled input
+into two features: its *level* (the median of its last 3 rows) and its *roughness*
+(``log(mean squared first difference + 1e-4)`` over the 32-row window). This module learns,
+from the calibration rows, what normal looks like for each point, and scores every window
+in *robust units*: how many robust spreads a feature is from its calibration median.
 
-Calibration, per point:
+- **Input scaling**, per point: the median of the calibration rows and their robust spread.
+  The robust spread is the larger of 1.4826 x the median absolute deviation (MAD) and
+  1.2533 x the mean absolute deviation (both the standard deviation for Gaussian data).
+  **Scale floor for quantised channels**: when more than half of the calibration rows sit on
+  one value (a flow meter that reads whole litres, a level switch), the MAD is 0 and every
+  small change would be an anomaly; the mean absolute deviation still says how often and
+  how far the channel leaves that value. A second floor, 0.1 % of the channel's level,
+  stands for the resolution of real instruments.
+- **Feature statistics**: the median and robust spread of each feature over the
+  calibration windows (widened by the spread of its change over ``drift_lag`` rows when
+  that is not 0), floored at 0.05 input scales for levels and 0.25 for roughness (a factor
+  of 1.3 in difference energy).
+- **Stuck sensors**: a window with no change at all (roughness at the floor) of a point
+  that changed in every calibration window is infinitely far: an exact flat line is what a
+  frozen transmitter or a lost loop looks like. A quantised channel that rested on one
+  value in calibration is exempt.
+- **Score**: the mean of the ``top_k`` largest level deviations over the points, or the
+  largest roughness deviation when that is larger (a stuck or chattering sensor is one
+  sensor's fault, never diluted by the others). The threshold is in the same robust units
+  (a fixed number, not a factor of what calibration saw), so it means the same on every
+  site.
 
-- input centre and scale: the median of the calibration rows and their robust spread
-  (1.4826 x the median absolute deviation, MAD), with a **scale floor** so that a channel
-  that hardly moves in calibration does not make every small change an anomaly: the floor is
-  the larger of the channel's *quantisation step* (the smallest difference between two of
-  its distinct calibration values: a flow meter reporting whole litres has a step of 1) and
-  0.1 % of its level (instruments rarely resolve finer);
-- level: the median of the calibration levels and their robust spread, widened by the
-  robust spread of their change over ``drift_lag`` rows (slow normal drift), and floored at
-  one quantisation step (a sustained one-step change of a coarse channel scores 1);
-- roughness: ``log(energy + eps)`` where ``eps`` is the energy of one quantisation step per
-  window (a quantised channel that rarely changes is not "stuck" in calibration), its median
-  and robust spread, floored at 0.25 (a factor of 1.3 in energy).
-
-A point's score is the larger of its level and roughness deviations; the window's score
-combines the points by the maximum or by the mean of the two largest (``combine``). The
-threshold is in the same robust units (a fixed number, not a factor of what calibration
-saw), so it means the same on every site.
-
-The *relation* part (optional, ``relation_factor > 0``) is the squared Mahalanobis distance
-of the points' level deviations from their calibration relations, per point, as in
-generic-v1; its threshold is ``relation_factor`` times its highest calibration value, and it
-is expressed in units of the point threshold.
+The optional *relation* part (``relation_factor > 0``) is generic-v1's, on these levels.
 """
 
 from __future__ import annotations
@@ -48,6 +47,8 @@ RELATIVE_FLOOR = 1e-3  # of the channel's level: instruments rarely resolve fine
 ABSOLUTE_FLOOR = 1e-6
 ROUGHNESS_FLOOR = 0.25  # log units: a factor of 1.3 in difference energy
 ROUGHNESS_EPS = 1e-4  # squared input scales: a flat window is 1e-4, white noise about 2
+# a window whose roughness is at most this is flat: log(2 x ROUGHNESS_EPS)
+FLAT_ROUGHNESS = float(np.log(2 * ROUGHNESS_EPS))
 RELATION_RIDGE = 1e-3
 
 
@@ -71,55 +72,52 @@ def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
     return center, scale
 
 
-@dataclass(frozen=True)
-class RobustStats:
-    """What normal looks like, per point, in the units of the scaled input."""
-
-    level_center: FloatArray
-    level_scale: FloatArray
-    rough_eps: FloatArray
-    rough_center: FloatArray
-    rough_scale: FloatArray
+def topk_mean(x: FloatArray, k: int) -> FloatArray:
+    """Mean of the k largest values along the last axis."""
+    k = min(k, x.shape[-1])
+    return np.asarray(np.partition(x, x.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1))
 
 
-def fit_stats(level: FloatArray, energy: FloatArray, drift_lag: int) -> RobustStats:
-    """Fit the per-point statistics on calibration features ``[n, points]``."""
-    lc = np.median(level, axis=0)
-    spread = robust_spread(level)
-    if drift_lag and len(level) > drift_lag + 8:
-        drift = robust_spread(level[drift_lag:] - level[:-drift_lag])
-        spread = np.sqrt(spread**2 + drift**2)
-    ls = np.maximum(spread, LEVEL_FLOOR)
-    eps = np.full(level.shape[1], ROUGHNESS_EPS)
-    rough = np.log(energy + eps)
-    rc = np.median(rough, axis=0)
-    rs = np.maximum(robust_spread(rough), ROUGHNESS_FLOOR)
-    return RobustStats(lc, ls, eps, rc, rs)
+def feature_stats(
+    feats: FloatArray, drift: FloatArray | None, features_per_point: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Centre (median), scale and flat flags of calibration features ``[n, features]``
+    (per point: level, then roughness). ``drift``: feature changes over the drift lag
+    (widens the scale), or None. Levels are floored at ``LEVEL_FLOOR``, roughness at
+    ``ROUGHNESS_FLOOR``. ``flat_seen`` is 1 for a roughness feature that was flat in some
+    calibration window (a quantised channel that rests on one value): for the others, a
+    flat window is a stuck sensor."""
+    center = np.median(feats, axis=0)
+    spread = robust_spread(feats)
+    if drift is not None and len(drift):
+        spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
+    is_level = np.arange(feats.shape[1]) % features_per_point == 0
+    scale = np.maximum(spread, np.where(is_level, LEVEL_FLOOR, ROUGHNESS_FLOOR))
+    flat_seen = np.where(is_level, 1.0, (feats <= FLAT_ROUGHNESS).any(axis=0))
+    return center, scale, flat_seen.astype(np.float64)
 
 
-def point_scores(
-    stats: RobustStats, level: FloatArray, energy: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Per point, its level and its roughness deviations, each ``[..., points]``."""
-    zl = np.abs(level - stats.level_center) / stats.level_scale
-    zr = np.abs(np.log(energy + stats.rough_eps) - stats.rough_center) / stats.rough_scale
-    return zl, zr
+def deviations(
+    feats: FloatArray,
+    center: FloatArray,
+    scale: FloatArray,
+    flat_seen: FloatArray,
+    features_per_point: int,
+) -> FloatArray:
+    """Robust deviations ``[..., points, features per point]`` (level first); a flat window
+    of a point that was never flat in calibration is infinitely far (stuck)."""
+    z = np.abs(feats - center) / scale
+    if flat_seen.size:
+        stuck = (feats <= FLAT_ROUGHNESS) & (flat_seen < 0.5)
+        z = np.where(stuck, np.inf, z)
+    return z.reshape(*z.shape[:-1], -1, features_per_point)
 
 
-def window_score(zl: FloatArray, zr: FloatArray, how: str) -> FloatArray:
-    """The window's score: levels combined by ``how`` (a process fault moves several points),
-    roughness by the maximum (a stuck or chattering sensor is one sensor's fault)."""
-    return np.maximum(combine(zl, how), zr.max(axis=-1))
-
-
-def combine(z: FloatArray, how: str) -> FloatArray:
-    """Combine per-point scores ``[..., points]`` by ``max`` or ``top2`` (mean of two largest)."""
-    if how == "max" or z.shape[-1] == 1:
-        return np.asarray(z.max(axis=-1), dtype=np.float64)
-    if how != "top2":
-        raise ValueError(f"combine must be 'max' or 'top2', not {how!r}")
-    part = np.partition(z, z.shape[-1] - 2, axis=-1)[..., -2:]
-    return np.asarray(part.mean(axis=-1), dtype=np.float64)
+def window_scores(z: FloatArray, top_k: int) -> FloatArray:
+    """Window scores from ``deviations``: the mean of the ``top_k`` largest level deviations
+    over the points, or the largest roughness deviation if that is larger (a stuck or
+    chattering sensor is one sensor's fault, never diluted by the others)."""
+    return np.asarray(np.maximum(topk_mean(z[..., 0], top_k), z[..., 1:].max(axis=(-2, -1))))
 
 
 @dataclass(frozen=True)
@@ -152,19 +150,3 @@ def fit_relation(zl: FloatArray, drift_lag: int) -> Relation:
     rel = Relation(center, precision, 0.0)
     values, _share = rel.scores(zl)
     return Relation(center, precision, float(values.max()))
-
-
-def feature_stats(
-    feats: FloatArray, drift: FloatArray | None, level_index: list[int]
-) -> tuple[FloatArray, FloatArray]:
-    """Centre (median) and scale of calibration features ``[n, features]`` in robust
-    units; ``drift``: feature changes over the drift lag (widens the scale), or None.
-    Level features are floored at ``LEVEL_FLOOR``, the others (roughness) at
-    ``ROUGHNESS_FLOOR``."""
-    center = np.median(feats, axis=0)
-    spread = robust_spread(feats)
-    if drift is not None and len(drift):
-        spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
-    floor = np.full(feats.shape[1], ROUGHNESS_FLOOR)
-    floor[level_index] = LEVEL_FLOOR
-    return center, np.maximum(spread, floor)
