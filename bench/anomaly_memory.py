@@ -68,6 +68,7 @@ def gateway_toml(n: int, port: int, broker: int, calibration_s: float, models: b
         out.append(
             f'[anomaly]\n[[anomaly.models]]\nname = "all"\npoints = {points}\n'
             f"calibration_s = {calibration_s}\n"
+            "drift_lag_s = 50\n"  # short bench calibrations: generic-v2's 180 s needs 220 rows
         )
     return "\n".join(out)
 

@@ -1,4 +1,5 @@
-"""Choose the detector's default numbers on held-out files: `python bench/anomaly_tune.py DIR`.
+"""How generic-v1's numbers were chosen: `python bench/anomaly_tune.py DIR` (generic-v2's:
+`bench/anomaly_search.py`).
 
 Two ways of halving the files (even and odd positions in sorted order; first and second
 half): for each half, the grid point with the best pooled F1 on the other half's files is
@@ -21,7 +22,7 @@ import numpy as np
 
 from watchpost.anomaly import AnomalyDetector, DetectorParams, LiteRTModel
 from watchpost.anomaly_cli import read_table
-from watchpost.models import shipped_model_path
+from watchpost.models import PREVIOUS_MODEL, shipped_model_path
 
 CAL = 400
 
@@ -61,7 +62,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("dir", type=Path)
     ap.add_argument("--normal", type=Path)
-    ap.add_argument("--model", type=Path, default=shipped_model_path())
+    ap.add_argument("--model", type=Path, default=shipped_model_path(PREVIOUS_MODEL))
     ap.add_argument("--normal-cal", type=int, default=7200)
     ap.add_argument("--max-far", type=float, default=0.10)
     ap.add_argument(

@@ -193,6 +193,7 @@ def gateway_toml(
         out.append(
             f'[anomaly]\n[[anomaly.models]]\nname = "bench"\npoints = {json.dumps(names)}\n'
             f"calibration_s = {calibration_s}\n"
+            "drift_lag_s = 50\n"  # short bench calibrations: generic-v2's 180 s needs 220 rows
         )
     return "\n".join(out)
 

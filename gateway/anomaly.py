@@ -47,7 +47,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from gettext import gettext as _
 from pathlib import Path
@@ -56,6 +56,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from watchpost import anomaly_robust as robust
 from watchpost.anomaly_part import (
     CalibrationError,
     EventSink,
@@ -114,6 +115,18 @@ TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were droppe
 # --------------------------------------------------------------------------- config
 
 
+# The numbers of a model whose sidecar names none: generic-v1's and the site models'.
+LEGACY_DEFAULTS: dict[str, float] = {
+    "threshold": 24.0,
+    "threshold_factor": 8.0,
+    "relation_factor": 8.0,
+    "top_k": 2,
+    "drift_lag_s": 50.0,
+    "hold_s": 5.0,
+    "clear_s": 30.0,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class DetectorParams:
     """An entry's numbers, in rows of its grid."""
@@ -125,17 +138,29 @@ class DetectorParams:
     drift_lag: int = 50
     hold: int = 5
     clear: int = 30
+    threshold: float = 24.0  # robust models only: in robust units (generic-v2)
 
     @classmethod
-    def from_config(cls, cfg: AnomalyModelConfig) -> DetectorParams:
+    def from_config(
+        cls, cfg: AnomalyModelConfig, defaults: Mapping[str, float] | None = None
+    ) -> DetectorParams:
+        """The entry's numbers: its own, else the model's ``defaults`` (its sidecar's),
+        else ``LEGACY_DEFAULTS``."""
+        d = {**LEGACY_DEFAULTS, **(defaults or {})}
+
+        def pick(name: str) -> float:
+            value = getattr(cfg, name)
+            return float(d[name] if value is None else value)
+
         return cls(
             calibration_rows=cfg.rows(cfg.calibration_s),
-            threshold_factor=cfg.threshold_factor,
-            relation_factor=cfg.relation_factor,
-            top_k=cfg.top_k,
-            drift_lag=cfg.rows(cfg.drift_lag_s),
-            hold=cfg.rows(cfg.hold_s),
-            clear=cfg.rows(cfg.clear_s),
+            threshold=pick("threshold"),
+            threshold_factor=pick("threshold_factor"),
+            relation_factor=pick("relation_factor"),
+            top_k=int(pick("top_k")),
+            drift_lag=cfg.rows(pick("drift_lag_s")),
+            hold=cfg.rows(pick("hold_s")),
+            clear=cfg.rows(pick("clear_s")),
         )
 
 
@@ -222,6 +247,19 @@ class LiteRTModel:
             self._it.allocate_tensors()
             self._batch = 1
         self.level_index = self._level_features()
+        # robust scoring (generic-v2): features scored in robust units, see anomaly_robust
+        self.robust = self.meta.get("scoring") == "robust"
+        if self.robust and (not self.channel_independent or not self.level_index):
+            raise ModelLoadError(
+                TEXT_NO_MODEL.format(
+                    name=self.name,
+                    path=sidecar,
+                    error="robust scoring needs a channel-independent model with a level",
+                )
+            )
+        self.defaults: dict[str, float] = {
+            str(k): float(v) for k, v in dict(self.meta.get("defaults", {})).items()
+        }
 
     def _level_features(self) -> list[int]:
         """Indices of the features that are a point's level (sidecar names ``level`` or
@@ -294,6 +332,8 @@ class Calibration:
     relation_precision: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     relation_max: float = 0.0
     relation_threshold: float = 0.0
+    robust: bool = False  # scored in robust units (generic-v2); else squared z-scores
+    flat_seen: FloatArray = field(default_factory=lambda: np.zeros(0))  # robust: per feature
 
     def relation(self, feats: FloatArray) -> tuple[float, FloatArray]:
         """Relation score of one window's features, and each level's share of it."""
@@ -321,6 +361,8 @@ class Calibration:
             "relation_precision": self.relation_precision.tolist(),
             "relation_max": self.relation_max,
             "relation_threshold": self.relation_threshold,
+            "robust": self.robust,
+            "flat_seen": self.flat_seen.tolist(),
         }
 
     @classmethod
@@ -354,6 +396,8 @@ class Calibration:
             relation_precision=precision.reshape(len(index), len(index)),
             relation_max=float(d["relation_max"]),
             relation_threshold=float(d["relation_threshold"]),
+            robust=bool(d.get("robust", False)),
+            flat_seen=np.asarray(d.get("flat_seen", []), dtype=np.float64),
             **arrays,
         )
 
@@ -400,7 +444,7 @@ def fit_calibration(
                 name=model.name, rows=n, windows=max(0, n - w + 1), needed=needed, window=w, lag=lag
             )
         )
-    mean, scale = input_scaling(rows)
+    mean, scale = robust.input_scaling(rows) if model.robust else input_scaling(rows)
     z = (rows - mean) / scale
     seg = np.cumsum(breaks)  # segment id of each row
     ends = np.array([i for i in range(w - 1, n) if seg[i] == seg[i - w + 1]], dtype=int)
@@ -417,8 +461,6 @@ def fit_calibration(
             for i in range(0, len(ends), chunk)
         ]
     )
-    center = feats.mean(axis=0)
-    var = feats.var(axis=0)
     drift: FloatArray | None = None  # feature changes over `lag` rows within a segment
     if lag:
         pos = {int(e): i for i, e in enumerate(ends)}
@@ -426,11 +468,21 @@ def fit_calibration(
         if pairs:
             a, b = np.array(pairs).T
             drift = feats[a] - feats[b]
+    flat_seen = np.zeros(0)
+    if model.robust:
+        center, fscale, flat_seen = robust.feature_stats(feats, drift, model.features_per_row)
+        z = robust.deviations(feats, center, fscale, flat_seen, model.features_per_row)
+        max_score = float(robust.window_scores(z, params.top_k).max())
+        threshold = params.threshold
+    else:
+        center = feats.mean(axis=0)
+        var = feats.var(axis=0)
+        if drift is not None:
             var = var + (drift**2).mean(axis=0)  # drift allowance
-    fscale = np.maximum(np.sqrt(var), 1e-3)
-    scores = topk_mean(((feats - center) / fscale) ** 2, params.top_k)
-    max_score = float(scores.max())
-    threshold = params.threshold_factor * max(max_score, 1e-6)
+        fscale = np.maximum(np.sqrt(var), 1e-3)
+        scores = topk_mean(((feats - center) / fscale) ** 2, params.top_k)
+        max_score = float(scores.max())
+        threshold = params.threshold_factor * max(max_score, 1e-6)
     relation: dict[str, Any] = {}
     index = list(model.level_index) if params.relation_factor > 0 else []
     if index:
@@ -463,6 +515,8 @@ def fit_calibration(
         max_score=max_score,
         threshold=threshold,
         created_ms=now_ms,
+        robust=model.robust,
+        flat_seen=flat_seen,
         **relation,
     )
 
@@ -579,8 +633,19 @@ class AnomalyDetector:
         if len(self._window) < self.model.window:
             return None
         feats = self.model.features(np.stack(self._window))
-        z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2
-        point_score = float(topk_mean(z2, self.params.top_k))
+        if cal.robust:
+            z = robust.deviations(
+                feats,
+                cal.feature_center,
+                cal.feature_scale,
+                cal.flat_seen,
+                self.model.features_per_row,
+            )
+            z2 = z.reshape(-1)  # per feature: the points involved are found the same way
+            point_score = float(robust.window_scores(z, self.params.top_k))
+        else:
+            z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2
+            point_score = float(topk_mean(z2, self.params.top_k))
         rel, share = cal.relation(feats)
         if cal.relation_threshold > 0:  # in units of the point threshold: one threshold
             to_points = cal.threshold / cal.relation_threshold
@@ -690,7 +755,10 @@ def open_detector(cfg: AnomalyModelConfig, state_dir: Path | None) -> AnomalyDet
     model = LiteRTModel(path, cfg.points, name=cfg.name)
     state = state_dir / "anomaly" / f"{cfg.name}.json" if state_dir is not None else None
     return AnomalyDetector(
-        name=cfg.name, model=model, params=DetectorParams.from_config(cfg), state_path=state
+        name=cfg.name,
+        model=model,
+        params=DetectorParams.from_config(cfg, model.defaults),
+        state_path=state,
     )
 
 

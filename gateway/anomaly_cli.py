@@ -43,13 +43,18 @@ TEXT_CAL_HELP = _("rows used for calibration (default: %(default)s)")
 TEXT_SEP_HELP = _("column separator (default: ',')")
 TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
 TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
-TEXT_FACTOR_HELP = _("threshold = factor x highest calibration score (default: %(default)s)")
+TEXT_THRESHOLD_HELP = _(
+    "robust models (generic-v2): threshold in robust units (default: the model's, 24)"
+)
+TEXT_FACTOR_HELP = _(
+    "other models: threshold = factor x highest calibration score (default: the model's, 8)"
+)
 TEXT_RELATION_HELP = _(
     "relation threshold = factor x highest calibration relation score; 0: off "
-    "(default: %(default)s)"
+    "(default: the model's)"
 )
-TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: %(default)s)")
-TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: %(default)s)")
+TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: the model's)")
+TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: the model's)")
 TEXT_NO_COLUMN = _("{path}: no column {name!r} (columns: {columns})")
 TEXT_NO_INPUT = _("{path}: no column left to feed the model")
 TEXT_SHORT = _("{path}: {rows} data row(s), fewer than --calibrate-rows {n}")
@@ -106,8 +111,9 @@ def score_table(
     *,
     model_path: Path | None = None,
     calibrate_rows: int,
-    threshold_factor: float = _DEFAULTS.threshold_factor,
-    relation_factor: float = _DEFAULTS.relation_factor,
+    threshold: float | None = None,
+    threshold_factor: float | None = None,
+    relation_factor: float | None = None,
     hold: int | None = None,
     clear: int | None = None,
 ) -> Iterator[ScoredRow]:
@@ -120,16 +126,17 @@ def score_table(
         name="csv",
         points=table.columns,
         calibration_s=calibrate_rows * _DEFAULTS.period_s,
+        threshold=threshold,
         threshold_factor=threshold_factor,
         relation_factor=relation_factor,
     )
-    params = DetectorParams.from_config(cfg)
+    model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
+    params = DetectorParams.from_config(cfg, model.defaults)
     params = dataclasses.replace(
         params,
         hold=params.hold if hold is None else hold,
         clear=params.clear if clear is None else clear,
     )
-    model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
     det = AnomalyDetector(name="csv", model=model, params=params)
     for i, values in enumerate(table.rows):
         if values is None:
@@ -170,6 +177,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 table,
                 model_path=args.model,
                 calibrate_rows=args.calibrate_rows,
+                threshold=args.threshold,
                 threshold_factor=args.threshold_factor,
                 relation_factor=args.relation_factor,
                 hold=args.hold,
@@ -199,16 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--sep", default=",", help=TEXT_SEP_HELP)
     p.add_argument("--time-column", metavar="C", help=TEXT_TIME_HELP)
     p.add_argument("--ignore-columns", default="", metavar="a,b", help=TEXT_IGNORE_HELP)
-    p.add_argument(
-        "--threshold-factor", type=float, default=_DEFAULTS.threshold_factor, help=TEXT_FACTOR_HELP
-    )
-    p.add_argument(
-        "--relation-factor", type=float, default=_DEFAULTS.relation_factor, help=TEXT_RELATION_HELP
-    )
-    p.add_argument(
-        "--hold", type=int, default=_DEFAULTS.rows(_DEFAULTS.hold_s), help=TEXT_HOLD_HELP
-    )
-    p.add_argument(
-        "--clear", type=int, default=_DEFAULTS.rows(_DEFAULTS.clear_s), help=TEXT_CLEAR_HELP
-    )
+    p.add_argument("--threshold", type=float, help=TEXT_THRESHOLD_HELP)
+    p.add_argument("--threshold-factor", type=float, help=TEXT_FACTOR_HELP)
+    p.add_argument("--relation-factor", type=float, help=TEXT_RELATION_HELP)
+    p.add_argument("--hold", type=int, help=TEXT_HOLD_HELP)
+    p.add_argument("--clear", type=int, help=TEXT_CLEAR_HELP)
     p.set_defaults(handler=cmd_score)

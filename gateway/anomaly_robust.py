@@ -110,7 +110,7 @@ def deviations(
     if flat_seen.size:
         stuck = (feats <= FLAT_ROUGHNESS) & (flat_seen < 0.5)
         z = np.where(stuck, np.inf, z)
-    return z.reshape(*z.shape[:-1], -1, features_per_point)
+    return np.asarray(z.reshape(*z.shape[:-1], -1, features_per_point), dtype=np.float64)
 
 
 def window_scores(z: FloatArray, top_k: int) -> FloatArray:

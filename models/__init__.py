@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED_MODEL = "generic-v1"
+SHIPPED_MODEL = "generic-v2"
+PREVIOUS_MODEL = "generic-v1"
 
 
-def shipped_model_path() -> Path:
-    """Path of the generic model that ships with the gateway."""
-    return Path(__file__).with_name(f"{SHIPPED_MODEL}.tflite")
+def shipped_model_path(name: str = SHIPPED_MODEL) -> Path:
+    """Path of a model that ships with the gateway (default: the generic model used when an
+    entry names none)."""
+    return Path(__file__).with_name(f"{name}.tflite")

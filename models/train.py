@@ -12,6 +12,12 @@ features on the device and scores windows by how far the features stray from nor
     and the log energy of first differences (a stuck sensor drives it down). Trained on
     synthetic data only: it has never seen a real site.
 
+``robust``
+    Channel-independent, and not trained: a fixed graph whose features per point are the
+    *level* (the median of the window's last ``level_rows`` rows, 5 for generic-v2) and the
+    *roughness* (``log(mean(diff(x)^2) + 1e-4)`` over the window). The gateway scores them in robust
+    units (``watchpost.anomaly_robust``): the generic-v2 model.
+
 ``site``
     A multivariate autoencoder for one fixed list of points, trained on a CSV of that
     site's normal data. Its features are the per-point reconstruction errors and the
@@ -21,6 +27,7 @@ features on the device and scores windows by how far the features stray from nor
 Usage::
 
     python -m watchpost.models.train generic --out models/generic-v1
+    python -m watchpost.models.train robust --out models/generic-v2
     python -m watchpost.models.train site normal.csv --sep ';' --time-column datetime \\
         --window 32 --out /etc/watchpost/models/pump
 
@@ -154,6 +161,54 @@ def train_generic(out: Path, windows: int, epochs: int, seed: int) -> dict[str, 
     return meta
 
 
+ROBUST_EPS = 1e-4  # squared input scales: a flat window gives log(1e-4), white noise ~log(2)
+ROBUST_DEFAULTS = {
+    # chosen by bench/anomaly_search.py (round 8) on SKAB valve1 and anomaly-free
+    "threshold": 24.0,
+    "top_k": 2,
+    "relation_factor": 16.0,
+    "drift_lag_s": 180.0,
+    "hold_s": 3.0,
+    "clear_s": 60.0,
+}
+
+
+def build_robust(tf: Any, window: int = GENERIC_WINDOW, level_rows: int = 3) -> Any:
+    """The generic-v2 feature graph: per point, the median of the last ``level_rows``
+    rows (odd) and the log energy of first differences over the window."""
+    if level_rows % 2 != 1 or not 1 <= level_rows <= window:
+        raise ValueError(f"level_rows must be odd and at most {window}, not {level_rows}")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, window, 1], tf.float32, name="window")])
+    def features(x: Any) -> Any:
+        tail = x[:, window - level_rows :, 0]  # [B, m]
+        # the median of an odd count: the smallest of the (m + 1) / 2 largest
+        level = tf.math.top_k(tail, k=(level_rows + 1) // 2).values[:, -1:]
+        diff = x[:, 1:, :] - x[:, :-1, :]
+        rough = tf.math.log(tf.reduce_mean(tf.square(diff), axis=1) + ROBUST_EPS)
+        return tf.concat([level, rough], axis=1)  # [B, 2]
+
+    return features
+
+
+def export_robust(out: Path, level_rows: int) -> dict[str, Any]:
+    import tensorflow as tf  # noqa: PLC0415 (the optional `train` extra, never on a gateway)
+
+    meta = {
+        "name": out.name,
+        "kind": "generic",
+        "scoring": "robust",
+        "window": GENERIC_WINDOW,
+        "level_rows": level_rows,
+        "channel_independent": True,
+        "features": ["level", "roughness"],
+        "trained_on": "nothing: a fixed graph (rolling median, log difference energy)",
+        "defaults": ROBUST_DEFAULTS,
+    }
+    _export(tf, build_robust(tf, GENERIC_WINDOW, level_rows), out, meta)
+    return meta
+
+
 def read_csv(
     path: Path, sep: str, time_column: str | None, ignore: set[str]
 ) -> tuple[list[str], np.ndarray]:
@@ -246,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--windows", type=int, default=200_000)
     g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("robust", help="export the fixed robust feature graph (generic-v2)")
+    r.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    r.add_argument("--level-rows", type=int, default=5)
     s = sub.add_parser("site", help="train a site model on a CSV of normal data")
     s.add_argument("csv", type=Path)
     s.add_argument("--out", type=Path, required=True, help="output path without suffix")
@@ -258,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.kind == "generic":
         meta = train_generic(args.out, args.windows, args.epochs, args.seed)
+    elif args.kind == "robust":
+        meta = export_robust(args.out, args.level_rows)
     else:
         ignore = {c.strip() for c in args.ignore_columns.split(",") if c.strip()}
         meta = train_site(

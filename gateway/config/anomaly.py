@@ -44,38 +44,53 @@ class AnomalyModelConfig(Model):
         gt=0,
         description="Length of good data, seconds, learned as normal before scoring starts.",
     )
-    threshold_factor: float = Field(
-        default=8.0,
+    threshold: float | None = Field(
+        default=None,
         gt=0,
-        description="Threshold = this factor times the highest calibration point score.",
+        description="Robust models (generic-v2): the threshold, in robust units (how many "
+        "robust spreads a point's level or roughness is from its calibration median); "
+        "default: the model's (24 for generic-v2).",
     )
-    relation_factor: float = Field(
-        default=8.0,
+    threshold_factor: float | None = Field(
+        default=None,
+        gt=0,
+        description="Other models (generic-v1, site models): threshold = this factor times "
+        "the highest calibration point score; default: 8.",
+    )
+    relation_factor: float | None = Field(
+        default=None,
         ge=0,
         description="Threshold of the relation score (levels of the points that no longer "
         "fit together) = this factor times its highest calibration value; "
-        "0 turns the relation part off.",
+        "0 turns the relation part off; default: the model's (16 for generic-v2, 8 otherwise).",
     )
-    top_k: int = Field(
-        default=2, ge=1, description="Score = mean of the k largest squared feature z-scores."
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        description="Robust models: score = mean of the k largest level deviations over the "
+        "points (roughness: the largest); others: mean of the k largest squared feature "
+        "z-scores; default: 2.",
     )
-    drift_lag_s: float = Field(
-        default=50.0,
+    drift_lag_s: float | None = Field(
+        default=None,
         ge=0,
         description="Lag, seconds, over which calibration measures slow drift of each "
-        "feature (0: no drift allowance).",
+        "feature (0: no drift allowance); default: the model's (180 for generic-v2, 50 "
+        "otherwise).",
     )
-    hold_s: float = Field(
-        default=5.0,
+    hold_s: float | None = Field(
+        default=None,
         ge=0,
         description="The score must stay above the threshold this long "
-        "before an event is raised, seconds.",
+        "before an event is raised, seconds; default: the model's (3 for generic-v2, 5 "
+        "otherwise).",
     )
-    clear_s: float = Field(
-        default=30.0,
+    clear_s: float | None = Field(
+        default=None,
         ge=0,
         description="The score must stay below the threshold this long "
-        "before the event is cleared, seconds.",
+        "before the event is cleared, seconds; default: the model's (60 for generic-v2, 30 "
+        "otherwise).",
     )
     test_latency_s: float = Field(
         default=0.0,
