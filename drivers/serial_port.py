@@ -30,6 +30,7 @@ CHUNK = 4096  # bytes read per wake-up: bounds how much a framer sees at once
 TEXT_NO_PORT = "bus {name}: cannot open {port}: {error}"
 TEXT_LOST = "bus %s: port %s lost (%s); it is opened again at the next transaction"
 TEXT_WRITE = "bus {name}: cannot write to {port}: {error}"
+TEXT_PTY_PARITY = "bus %s: %s is a pseudo-terminal that refuses parity; opened without it"
 TEXT_WRITE_TIMEOUT = "bus {name}: {port} did not take {count} bytes within {timeout} s"
 
 
@@ -64,16 +65,22 @@ class SerialPort:
             return
         settings = self.settings
         try:
-            port = serial.Serial(
-                settings.port,
-                baudrate=settings.baudrate,
-                bytesize=settings.bytesize,
-                parity=settings.parity,
-                stopbits=settings.stopbits,
-                timeout=0,
-                write_timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            port = self._open(settings.parity)
+        except termios.error as exc:
+            # A pseudo-terminal (the simulator, the tests) carries no parity bits, and some
+            # kernels refuse to set parity on one: open it without
+            if settings.parity == "N" or not _is_pseudo_terminal(settings.port):
+                raise CommError(
+                    TEXT_NO_PORT.format(name=self.name, port=settings.port, error=exc)
+                ) from exc
+            log.info(TEXT_PTY_PARITY, self.name, settings.port)
+            try:
+                port = self._open("N")
+            except (serial.SerialException, OSError, ValueError, termios.error) as again:
+                raise CommError(
+                    TEXT_NO_PORT.format(name=self.name, port=settings.port, error=again)
+                ) from again
+        except (serial.SerialException, OSError, ValueError) as exc:
             raise CommError(
                 TEXT_NO_PORT.format(name=self.name, port=settings.port, error=exc)
             ) from exc
@@ -81,6 +88,18 @@ class SerialPort:
         self._loop = asyncio.get_running_loop()
         self.framer.reset()
         self._loop.add_reader(port.fileno(), self._readable)
+
+    def _open(self, parity: str) -> serial.Serial:
+        settings = self.settings
+        return serial.Serial(
+            settings.port,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=parity,
+            stopbits=settings.stopbits,
+            timeout=0,
+            write_timeout=0,
+        )
 
     def _readable(self) -> None:
         port = self._serial
@@ -171,3 +190,8 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         await ready
     finally:
         loop.remove_writer(fd)
+
+
+def _is_pseudo_terminal(path: str) -> bool:
+    """``path`` (or the link it is) names a pseudo-terminal's slave (/dev/pts/N)."""
+    return os.path.realpath(path).startswith("/dev/pts/")

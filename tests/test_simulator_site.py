@@ -90,7 +90,7 @@ def errors_of(text: str) -> list[str]:
 
 def test_demo_site_loads() -> None:
     site = load_site(DEMO)
-    assert {bus.type for bus in site.buses} == {"modbus_tcp", "modbus_rtu"}
+    assert {bus.type for bus in site.buses} == {"modbus_tcp", "modbus_rtu", "dlt645", "serial_line"}
     types = {(p.type, p.word_order if p.width == 2 else "-") for _d, p in site.points()}
     assert types >= {
         ("int16", "-"),

@@ -156,7 +156,8 @@ class SiteEngine:
                 state.true = point.signal.start
             self.points[point.name] = state
         self._images: dict[tuple[str, Table], list[Any]] = {}  # ints, or bools for bits
-        for device in site.devices:
+        self._served = site.modbus_devices()  # the others are read by value, not registers
+        for device in self._served:
             for table in Table:
                 self._images[(device.name, table)] = _blank_image(device, table)
         self._evaluate(0.0, 0.0)
@@ -244,7 +245,7 @@ class SiteEngine:
                 state.noise = state.noise * decay + state.rng.gauss(0.0, spread)
             state.true = self._signal_value(state, t, dt)
             state.shown = self._sensor_value(state, t)
-        for device in self.site.devices:
+        for device in self._served:
             self._render(device)
 
     def _signal_value(self, state: PointState, t: float, dt: float) -> Value:

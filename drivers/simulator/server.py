@@ -38,8 +38,11 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from watchpost.drivers.base import Table
 from watchpost.drivers.simulator.engine import Crossing, RampInfo, SiteEngine
+from watchpost.drivers.simulator.serial_devices import SerialServer, serial_server
 from watchpost.drivers.simulator.site import (
     DEVICE_FAULTS,
+    InstrumentLine,
+    MeterLine,
     Refuse,
     RtuBus,
     Silent,
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 TEXT_READY = _("site {site!r} ready (pid {pid}); buses:")
 TEXT_TCP = _("  {name}: modbus_tcp {host}:{port}")
 TEXT_RTU = _("  {name}: modbus_rtu {link} -> {tty}")
+TEXT_SERIAL = _("  {name}: {type} {link} -> {tty}")
 TEXT_PHASE = _("t={t:7.1f} s  phase {name!r}")
 TEXT_RAMP = _("             {point}: {start} -> {end} from t={t0:.1f} to t={t1:.1f} s")
 TEXT_CROSS = _("             expect {point} {direction} through {mark} at t={t:.1f} s")
@@ -237,6 +241,7 @@ class SiteServer:
         self.clock = Clock()
         self._servers: list[ModbusBaseServer] = []
         self._modems: list[NullModem] = []
+        self._serial: list[SerialServer] = []
         self._links: list[tuple[Path, str]] = []
         self._buses: dict[str, dict[str, Any]] = {}
         self._active_faults: set[int] = set()
@@ -256,8 +261,10 @@ class SiteServer:
                     )
                     tcp_index += 1
                     await self._start_tcp(bus, port)
-                else:
+                elif isinstance(bus, RtuBus):
                     await self._start_rtu(bus)
+                else:
+                    self._start_serial(bus)
         except BaseException:
             await self.stop()
             raise
@@ -280,8 +287,14 @@ class SiteServer:
         for name, bus in self._buses.items():
             if bus["type"] == "modbus_tcp":
                 lines.append(TEXT_TCP.format(name=name, host=bus["host"], port=bus["port"]))
-            else:
+            elif bus["type"] == "modbus_rtu":
                 lines.append(TEXT_RTU.format(name=name, link=bus["link"], tty=bus["tty"]))
+            else:
+                lines.append(
+                    TEXT_SERIAL.format(
+                        name=name, type=bus["type"], link=bus["link"], tty=bus["tty"]
+                    )
+                )
         self.events.add("\n".join(lines), event="ready", t=0.0, time=self.clock.started_at)
 
     async def _start_tcp(self, bus: TcpBus, port: int) -> None:
@@ -341,6 +354,25 @@ class SiteServer:
             "baudrate": bus.baudrate,
         }
 
+    def _start_serial(self, bus: MeterLine | InstrumentLine) -> None:
+        """A meter line or a line of text instruments on one pseudo-terminal."""
+        server = serial_server(bus, self.site, self.engine.value, self.clock.now)
+        self._serial.append(server)
+        try:
+            path = make_link(bus.link, server.end.path)
+        except OSError as exc:
+            raise SimulatorError(
+                TEXT_NO_LINK.format(name=bus.name, path=bus.link, error=exc)
+            ) from exc
+        self._links.append((path, server.end.path))
+        server.start(asyncio.get_running_loop())
+        self._buses[bus.name] = {
+            "type": bus.type,
+            "link": str(path),
+            "tty": server.end.path,
+            "baudrate": bus.baudrate,
+        }
+
     async def stop(self) -> None:
         """Stop serving, close the pseudo-terminals, remove the links. Never raises."""
         for server in self._servers:
@@ -355,6 +387,10 @@ class SiteServer:
         for modem in self._modems:
             modem.close()
         self._modems = []
+        loop = asyncio.get_running_loop()
+        for serial in self._serial:
+            serial.close(loop)
+        self._serial = []
 
     # -- the clock ---------------------------------------------------------------------------
 

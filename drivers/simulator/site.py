@@ -7,8 +7,11 @@ Shape of the file::
 
     [site]        name, seed, tick, repeat
     [[buses]]     type = "modbus_tcp" (host, port) | "modbus_rtu" (link, baudrate)
-    [[devices]]   name, bus, unit
-      [[devices.points]]  name, table, address, type, word_order, scale, offset, marks, signal
+                  | "dlt645" (link, baudrate) | "serial_line" (link, baudrate, line_end)
+    [[devices]]   name, bus, and by the bus's type: unit (Modbus); address (a DL/T 645
+                  meter's 12 digits); line, period or request, checksum (a line instrument)
+      [[devices.points]]  name, table, address, type, word_order, scale, offset (Modbus),
+                  di (a meter's data identifier), marks, signal
     [[script]]    at, name, changes = [{point, to, over}]
     [[faults]]    kind = silent | slow | exception | stuck | drift, with start and end
 """
@@ -19,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from gettext import gettext as _
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -39,6 +43,7 @@ from watchpost.config import (
 )
 from watchpost.config.references import site_references
 from watchpost.drivers.base import Table
+from watchpost.drivers.dlt645 import TEXT_UNKNOWN_DI, data_format
 
 TEXT_NO_DEVICE = _("no device named {name!r}")
 TEXT_SAME_UNIT = _("unit {unit} is used twice on bus {bus!r}")
@@ -56,6 +61,11 @@ TEXT_PORT_TWICE = _("port {port} is used by two buses")
 TEXT_LINK_TWICE = _("link {link} is used by two buses")
 TEXT_BIT_SOURCE = _("point {name!r} is a bit, not a number")
 TEXT_NO_DRIFT = _("a bit cannot drift")
+TEXT_NEEDS_KEY = _("is required on a bus of type {type}")
+TEXT_NOT_ON_BUS = _("is not a key of a device on a bus of type {type}")
+TEXT_PERIOD_OR_REQUEST = _(
+    "give exactly one of period (the instrument streams) or request (it is polled)"
+)
 
 NAME = NAME_PATTERN
 
@@ -102,7 +112,37 @@ class RtuBus(Model):
     )
 
 
-BusConfig = Annotated[TcpBus | RtuBus, Field(discriminator="type")]
+class MeterLine(Model):
+    """A DL/T 645 line on a pseudo-terminal; the meters' serial end appears at ``link``."""
+
+    type: Literal["dlt645"] = Field(description="Bus type.")
+    name: str = Field(pattern=NAME, description="Bus name, unique in the file.")
+    link: Path = Field(
+        description="Path of the link to the serial end; relative to the working directory."
+    )
+    baudrate: Literal[1200, 2400, 4800, 9600] = Field(
+        default=2400,
+        description="Line speed the gateway is told to use (a pseudo-terminal "
+        "carries bytes at any speed).",
+    )
+
+
+class InstrumentLine(Model):
+    """A line of text instruments on a pseudo-terminal; its serial end appears at ``link``."""
+
+    type: Literal["serial_line"] = Field(description="Bus type.")
+    name: str = Field(pattern=NAME, description="Bus name, unique in the file.")
+    link: Path = Field(
+        description="Path of the link to the serial end; relative to the working directory."
+    )
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
+        default=9600, description="Line speed the gateway is told to use."
+    )
+    line_end: str = Field(default="\r\n", description="What ends a line, escapes allowed.")
+
+
+SerialSimBus = RtuBus | MeterLine | InstrumentLine
+BusConfig = Annotated[TcpBus | RtuBus | MeterLine | InstrumentLine, Field(discriminator="type")]
 
 
 # -- signals: how a point's value moves ------------------------------------------------------
@@ -202,7 +242,13 @@ class SimPoint(Model):
     name: str = Field(pattern=NAME, description="Point name, unique in the file.")
     unit: str = Field(default="", description="Engineering unit, for people.")
     table: Table = Field(default=Table.HOLDING, description="holding, input, coil or discrete.")
-    address: int = Field(ge=0, le=65535, description="Register or bit address, 0-based.")
+    address: int = Field(
+        default=0, ge=0, le=65535, description="Register or bit address, 0-based (Modbus)."
+    )
+    di: str | None = Field(
+        default=None,
+        description="A meter's data identifier, e.g. 02030000 (DL/T 645 devices only).",
+    )
     type: DataType = Field(default="uint16", description="Data type of the raw value.")
     word_order: Literal["big", "little"] = Field(
         default="big", description="Order of the two words of 32-bit types."
@@ -260,6 +306,30 @@ class SimDeviceConfig(Model):
     name: str = Field(pattern=NAME, description="Device name, unique in the file.")
     bus: str = Field(description="Name of the bus the device is on.")
     unit: int = Field(default=1, ge=1, le=247, description="Modbus unit (slave) id.")
+    address: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{12}$",
+        description="A DL/T 645 meter's address, the 12 digits printed on it.",
+    )
+    line: str | None = Field(
+        default=None,
+        description="A line instrument's line, with its points' values in braces, e.g. "
+        "CH4={ch4_heading:.2f};CO={co_heading:.0f}.",
+    )
+    period: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="A streaming instrument sends its line every this many seconds.",
+    )
+    request: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A polled instrument answers its line to this request (escapes allowed).",
+    )
+    checksum: Literal["none", "nmea"] = Field(
+        default="none", description="nmea: the line goes out as $LINE*hh."
+    )
     points: list[SimPoint] = Field(min_length=1, description="The values it serves.")
 
 
@@ -371,6 +441,11 @@ class SiteConfig(Model):
             for point in device.points:
                 yield device, point
 
+    def modbus_devices(self) -> list[SimDeviceConfig]:
+        """The devices served by Modbus (their points have registers)."""
+        modbus = {bus.name for bus in self.buses if isinstance(bus, TcpBus | RtuBus)}
+        return [device for device in self.devices if device.bus in modbus]
+
     def point(self, name: str) -> SimPoint:
         for _device, point in self.points():
             if point.name == name:
@@ -416,12 +491,19 @@ def _check_buses(site: SiteConfig) -> Iterable[str]:
     ]
     for index, port in _duplicates([port for _b, port in ports]):
         yield f"buses[{ports[index][0]}].port: " + TEXT_PORT_TWICE.format(port=port)
-    links = [(b, str(bus.link)) for b, bus in enumerate(site.buses) if isinstance(bus, RtuBus)]
+    links = [
+        (b, str(bus.link))
+        for b, bus in enumerate(site.buses)
+        if isinstance(bus, RtuBus | MeterLine | InstrumentLine)
+    ]
     for index, link in _duplicates([link for _b, link in links]):
         yield f"buses[{links[index][0]}].link: " + TEXT_LINK_TWICE.format(link=link)
 
 
 def _check_devices(site: SiteConfig) -> Iterable[str]:
+    bus_types = {bus.name: bus.type for bus in site.buses}
+    for d, device in enumerate(site.devices):
+        yield from _check_device_kind(d, device, bus_types.get(device.bus, "modbus_tcp"))
     bus_names = [bus.name for bus in site.buses]
     point_names = [point.name for _device, point in site.points()]
     duplicated = {name for name, count in Counter(point_names).items() if count > 1}
@@ -431,7 +513,8 @@ def _check_devices(site: SiteConfig) -> Iterable[str]:
         if device.bus not in bus_names:
             known = ", ".join(bus_names)
             yield f"devices[{d}].bus: " + TEXT_NO_BUS.format(name=device.bus, known=known)
-        if (device.bus, device.unit) in units:
+        modbus = bus_types.get(device.bus, "modbus_tcp").startswith("modbus")
+        if modbus and (device.bus, device.unit) in units:
             yield f"devices[{d}].unit: " + TEXT_SAME_UNIT.format(unit=device.unit, bus=device.bus)
         units.add((device.bus, device.unit))
         taken: dict[tuple[Table, int], str] = {}
@@ -439,7 +522,7 @@ def _check_devices(site: SiteConfig) -> Iterable[str]:
             where = f"devices[{d}].points[{p}]"
             if point.name in duplicated:
                 yield f"{where}.name: " + TEXT_DUPLICATE.format(what="point", name=point.name)
-            for address in range(point.address, point.address + point.width):
+            for address in range(point.address, point.address + point.width if modbus else 0):
                 other = taken.get((point.table, address))
                 if other is not None:
                     yield f"{where}.address: " + TEXT_OVERLAP.format(
@@ -457,6 +540,47 @@ def _check_devices(site: SiteConfig) -> Iterable[str]:
     cycle = _find_cycle({name: _depends_on(point.signal) for name, point in points.items()})
     if cycle:
         yield "devices: " + TEXT_CYCLE.format(points=" -> ".join(cycle))
+
+
+def _check_device_kind(d: int, device: SimDeviceConfig, bus_type: str) -> Iterable[str]:
+    """The keys a device and its points must (and must not) have on its bus's type."""
+    where = f"devices[{d}]"
+    given = device.model_fields_set
+    keys = {
+        "dlt645": ({"address"}, {"unit", "line", "period", "request", "checksum"}),
+        "serial_line": ({"line"}, {"unit", "address"}),
+    }.get(bus_type, (set(), {"address", "line", "period", "request", "checksum"}))
+    required, refused = keys
+    for key in sorted(required - given):
+        yield f"{where}.{key}: " + TEXT_NEEDS_KEY.format(type=bus_type)
+    for key in sorted(refused & given):
+        yield f"{where}.{key}: " + TEXT_NOT_ON_BUS.format(type=bus_type)
+    if bus_type == "serial_line" and (device.period is None) == (device.request is None):
+        yield f"{where}: " + TEXT_PERIOD_OR_REQUEST
+    if bus_type == "serial_line" and device.line is not None:
+        names = {point.name for point in device.points}
+        for field_name in _template_fields(device.line):
+            if field_name not in names:
+                yield f"{where}.line: " + TEXT_NO_POINT.format(name=field_name)
+    for p, point in enumerate(device.points):
+        at = f"{where}.points[{p}]"
+        if bus_type == "dlt645":
+            if point.di is None:
+                yield f"{at}.di: " + TEXT_NEEDS_KEY.format(type=bus_type)
+            elif data_format(point.di) is None:
+                yield f"{at}.di: " + TEXT_UNKNOWN_DI.format(di=point.di)
+        elif point.di is not None:
+            yield f"{at}.di: " + TEXT_NOT_ON_BUS.format(type=bus_type)
+        if bus_type.startswith("modbus") and "address" not in point.model_fields_set:
+            yield f"{at}.address: " + TEXT_NEEDS_KEY.format(type=bus_type)
+
+
+def _template_fields(line: str) -> list[str]:
+    """The point names a line template refers to; unbalanced braces name themselves."""
+    try:
+        return [name for _text, name, _spec, _conv in Formatter().parse(line) if name]
+    except ValueError:
+        return [line]
 
 
 def _check_script(site: SiteConfig) -> Iterable[str]:
@@ -563,6 +687,8 @@ _TAGS = frozenset(
     {
         "modbus_tcp",
         "modbus_rtu",
+        "dlt645",
+        "serial_line",
         "wander",
         "constant",
         "linear",
