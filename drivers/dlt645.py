@@ -30,6 +30,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from gettext import gettext as _
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -73,7 +74,7 @@ TEXT_CHECKSUM = "meter {address}: DI {di}: reply fails its {what}"
 TEXT_WRONG_DI = "meter {address}: asked for DI {di}, the reply carries DI {got}"
 TEXT_SHORT = "meter {address}: DI {di}: reply holds {got} value byte(s), the format needs {need}"
 TEXT_NOT_BCD = "meter {address}: DI {di}: value bytes {raw} are not BCD"
-TEXT_UNKNOWN_DI = (
+TEXT_UNKNOWN_DI = _(
     "DI {di} is not one this driver decodes (energy 00.., demand 01.., variables 02..; "
     "docs/dlt645.md lists them)"
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 from collections import deque
 from collections.abc import Callable
+from gettext import gettext as _
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 KEY = "serial_line"
 KEPT_LINES = 32
 
-TEXT_ESCAPES = "{text!r}: {error} (escapes allowed: \\r \\n \\t \\xHH \\\\)"
+TEXT_ESCAPES = _("{text!r}: {error} (escapes allowed: \\r \\n \\t \\xHH \\\\)")
+TEXT_LINE_END = _("line_end must be one or two characters, e.g. \\r\\n")
 TEXT_NO_LINE = "no line within {timeout} s"
 TEXT_PARTIAL = " ({count} byte(s) came without a line end: is line_end right?)"
 TEXT_OVERLONG = (
@@ -157,7 +159,7 @@ class Config(BusSettings):
     def _line_end(cls, value: str) -> str:
         end = check_escapes(value)
         if not 1 <= len(end) <= 2:
-            raise ValueError("line_end must be one or two characters, e.g. \\r\\n")
+            raise ValueError(TEXT_LINE_END)
         return value
 
     def terminator(self) -> bytes:
