@@ -246,6 +246,7 @@ class Gateway:
             "anomaly": self.anomaly.status(),
             "failed_parts": self.failed_parts,
             "uptime_s": round(time.time() - self.started),
+            "software": software(),
         }
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:

@@ -438,6 +438,12 @@ class HealthMessage(Message):
     uptime_s: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None, description="Seconds since the daemon started."
     )
+    software: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="What runs, as `watchpost version --json` prints it: version, package "
+        "architecture, bundled libraries, the model's id, and `update` (previous version, "
+        "confirmed version, `rolled_back_from` when a failed update was rolled back).",
+    )
 
     @classmethod
     def of(cls, parts: dict[str, Any]) -> HealthMessage:

@@ -17,6 +17,7 @@ names the version that did not come up when this one is running because of a rol
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -57,8 +58,8 @@ def software(update_state: Path = UPDATE_STATE) -> dict[str, Any]:
         "version": __version__,
         "architecture": _buildinfo().get("architecture", "source"),
         "python": platform.python_version(),
-        "libraries": _libraries(),
-        "model": _model(),
+        "libraries": dict(_libraries()),
+        "model": dict(_model()),
         "update": update_info(update_state),
     }
 
@@ -89,6 +90,7 @@ def log_rollback(path: Path = UPDATE_STATE) -> None:
         log.warning(LOG_ROLLED_BACK, __version__, info["rolled_back_from"], info["rollback_reason"])
 
 
+@functools.cache
 def _buildinfo() -> dict[str, Any]:
     try:
         info: dict[str, Any] = json.loads(BUILDINFO.read_text())
@@ -97,6 +99,7 @@ def _buildinfo() -> dict[str, Any]:
     return info
 
 
+@functools.cache
 def _libraries() -> dict[str, str]:
     found = {}
     for name in LIBRARIES:
@@ -107,6 +110,7 @@ def _libraries() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def _model() -> dict[str, Any]:
     card = shipped_model_path().with_suffix(".json")
     try:

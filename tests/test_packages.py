@@ -104,6 +104,22 @@ sys.exit(0 if s.get("version") == sys.argv[1] and s["uplink"]["health_sent"] els
 }
 """
 
+# Stops the daemon the way systemd would (SIGTERM, then wait), at the end of each phase.
+STOP = """\
+pid=$(cat /run/wp.pid); kill "$pid" 2>/dev/null || true
+n=0; while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done
+"""
+
+# The retained `health` on the broker, read with the paho that the package bundles.
+RETAINED_HEALTH = """\
+python3 -c '
+import sys
+sys.path.insert(0, "/usr/lib/watchpost/current/lib")
+import paho.mqtt.subscribe as subscribe
+topic = "watchpost/v1/pkg-test/gw-pkg/health"
+print(subscribe.simple(topic, hostname="127.0.0.1", retained=True).payload.decode())'
+"""
+
 STORE_STATE = """\
 python3 -c '
 import json, sqlite3
@@ -275,7 +291,7 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
     def phase(script: str) -> list[str]:
         """Run with a broker and the daemon started by hand; the parts after each '---'."""
         started = "/usr/local/sbin/restart-by-hand\n"
-        result = root.sh(WAIT_UP + started + script, timeout=240, broker=True)
+        result = root.sh(WAIT_UP + started + script + STOP, timeout=240, broker=True)
         return ok(result).split("---\n")
 
     guard = (
@@ -297,7 +313,9 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
     _, alarms, store = phase(
         f"up {old}\n"
         "watchpost alarms shelve ch4/high_alarm --minutes 300 --reason 'sensor swap' >/dev/null\n"
-        + state
+        # the housekeeper saves the alarm state within a second of a change
+        "n=0; until grep -q ch4/high_alarm /var/lib/watchpost/alarms.json 2>/dev/null; do\n"
+        "  n=$((n+1)); [ $n -lt 50 ] || exit 1; sleep 0.2; done\n" + state
     )
     assert "ch4/high_alarm" in alarms, alarms
     before = json.loads(store)
@@ -319,8 +337,12 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
     # 3. an update whose daemon exits at start: back to the previous version by itself
     started = time.monotonic()
     head, alarms, store = phase(
-        f"up {new}\n" + dpkg_i("broken") + guard + f"up {new}\n"
-        "watchpost status --json > /tmp/s.json\n"
+        f"up {new}\n"
+        + dpkg_i("broken")
+        + guard
+        + f"up {new}\n"
+        + RETAINED_HEALTH
+        + "watchpost status --json > /tmp/s.json\n"
         'python3 -c \'import json; print(json.dumps(json.load(open("/tmp/s.json"))'
         '["software"]))\'\n'
         "readlink /usr/lib/watchpost/current\n"
@@ -330,7 +352,8 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
     )
     took = time.monotonic() - started
     assert "guard=1" in head, head
-    lines = head.split("guard=1\n", 1)[1].splitlines()
+    health, *lines = head.split("guard=1\n", 1)[1].splitlines()
+    assert json.loads(health)["software"]["update"]["rolled_back_from"] == broken, health
     software = json.loads(lines[0])
     assert software["version"] == new
     assert software["update"]["rolled_back_from"] == broken

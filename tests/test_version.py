@@ -1,0 +1,43 @@
+"""`watchpost version`: what runs, and what the update guard's state says about it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from watchpost import __version__
+from watchpost.version import update_info
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_version_json_names_the_libraries_and_the_model() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "watchpost", "version", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(result.stdout)
+    card = json.loads((REPO / "models/generic-v1.json").read_text())
+    assert info["version"] == __version__
+    assert info["architecture"] == "source"  # not installed from a Debian package
+    assert info["libraries"]["numpy"].startswith("1.")
+    assert {"pydantic", "pymodbus", "paho-mqtt"} <= set(info["libraries"])
+    assert {"tflite-runtime", "ai-edge-litert"} & set(info["libraries"])
+    assert info["model"] == {"id": "generic-v1", "sha256": card["sha256"]}
+
+
+def test_a_rollback_is_reported_only_by_the_version_it_led_to(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    rollback = {"from": "9.9.9", "to": __version__, "reason": "not up within 180 s", "ts_ms": 5}
+    state.write_text(json.dumps({"previous": "9.9.9", "last_rollback": rollback}))
+    info = update_info(state)
+    assert info["previous"] == "9.9.9"
+    assert info["rolled_back_from"] == "9.9.9"
+    assert info["rollback_reason"] == "not up within 180 s"
+    state.write_text(json.dumps({"last_rollback": {**rollback, "to": "0.0.1"}}))
+    assert update_info(state)["rolled_back_from"] is None
+    assert update_info(tmp_path / "missing.json")["rolled_back_from"] is None
