@@ -13,6 +13,14 @@ detector's state (an event raised or not), this module counts:
   after a fault is not a new fault. False events are counted per hour of normal (unlabelled)
   rows.
 
+The **NAB-style score** (Numenta Anomaly Benchmark, standard profile, simplified) weighs
+each window's first raised row by where it falls in the window (the scaled sigmoid
+``2 / (1 + exp(5 y)) - 1`` of its position ``y`` from -1 at the window's start to 0 at its
+end), a missed window -1, and every false event -0.11 (NAB weighs a false detection right
+after a window less; here every one weighs fully); then normalises so that a detector that
+never raises scores 0 and one that raises at the first row of every window and never
+falsely scores 100.
+
 Rows are one period apart (``period_s``, one second by default): times are row indices
 times the period. Pure numpy, no detector inside: ``bench/skab.py``, ``bench/anomaly_labelled.py``
 and the tests use it.
@@ -29,6 +37,13 @@ import numpy.typing as npt
 BoolArray = npt.NDArray[np.bool_]
 
 GRACE_S = 120.0
+NAB_FP = 0.11  # NAB standard profile: a false detection costs 0.11, a missed window 1
+NAB_FN = 1.0
+
+
+def _scaled_sigmoid(y: float) -> float:
+    """NAB's weight of a detection at relative position ``y`` (-1: window start, 0: end)."""
+    return float(2.0 / (1.0 + np.exp(5.0 * y)) - 1.0)
 
 
 def runs(flags: BoolArray) -> list[tuple[int, int]]:
@@ -58,6 +73,7 @@ class Tally:
     false_events: int = 0
     events: int = 0
     normal_rows: int = 0
+    nab_tp: float = 0.0  # sum of the detected windows' sigmoid weights
 
     def add(self, pred: BoolArray, truth: BoolArray) -> None:
         """One series: ``pred[i]`` an event raised at row i, ``truth[i]`` inside a window."""
@@ -80,6 +96,7 @@ class Tally:
             if hit.size:
                 self.detected += 1
                 self.delays_s.append(float(hit[0]) * self.period_s)
+                self.nab_tp += _scaled_sigmoid((float(hit[0]) - (b - a + 1)) / (b - a + 1))
         for a, _b in runs(p):
             self.events += 1
             if not excused[a]:
@@ -118,6 +135,18 @@ class Tally:
     def false_per_hour(self) -> float:
         hours = self.normal_hours
         return self.false_events / hours if hours > 0 else float("nan")
+
+    @property
+    def nab_score(self) -> float:
+        """NAB-style normalised score: 0 for a detector that never raises, 100 for a perfect
+        one (see the module's docstring)."""
+        if not self.windows:
+            return float("nan")
+        missed = self.windows - self.detected
+        raw = self.nab_tp - NAB_FN * missed - NAB_FP * self.false_events
+        null = -NAB_FN * self.windows
+        perfect = _scaled_sigmoid(-1.0) * self.windows
+        return 100.0 * (raw - null) / (perfect - null)
 
     def row_line(self) -> str:
         return f"F1 {self.f1:.3f}  FAR {self.far:.1%}  MAR {self.mar:.1%}"
