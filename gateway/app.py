@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")
 TEXT_STARTED = _("gateway %s/%s started: %d buses, %d devices, %d points")
+TEXT_CALIBRATED = _("calibrated")
+TEXT_CALIBRATING = _("calibrating: {rows} of {needed} rows")
+TEXT_PART_FAILURES = _("{error} ({count} time(s))")
 TEXT_STOPPING = _("stopping on %s")
 TEXT_PART_FAILED = _("%s failed; it starts again after a pause, the rest of the gateway goes on")
 TEXT_RELOADED = _("restarting with the config read anew from %s")
@@ -393,16 +396,22 @@ class Gateway:
             )
         for name, failure in self.failed_parts.items():
             checks.append(
-                Check(f"part {name}", False, f"{failure['error']} ({failure['count']} time(s))")
+                Check(
+                    f"part {name}",
+                    False,
+                    TEXT_PART_FAILURES.format(error=failure["error"], count=failure["count"]),
+                )
             )
         for name, model in self.anomaly.status()["models"].items():
             checks.append(
                 Check(
                     f"model {name}",
                     True,
-                    "calibrated"
+                    TEXT_CALIBRATED
                     if model["calibrated"]
-                    else "calibrating {}/{} rows".format(*model["calibration_rows"]),
+                    else TEXT_CALIBRATING.format(
+                        rows=model["calibration_rows"][0], needed=model["calibration_rows"][1]
+                    ),
                 )
             )
         return [c.as_dict() for c in checks]

@@ -34,7 +34,7 @@ from watchpost.crew_output import (
     print_read,
     print_status,
 )
-from watchpost.display import formats_of
+from watchpost.display import formats_of, word
 from watchpost.drivers import DRIVERS
 from watchpost.drivers.base import BusError, ReadRequest, Table
 from watchpost.drivers.codec import WordOrder, decode
@@ -70,6 +70,17 @@ WORD_ORDERS: dict[str, WordOrder] = {"big": "big", "little": "little"}
 TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
 TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
+TEXT_CHECKS = {
+    "config": _("config"),
+    "daemon": _("daemon"),
+    "store": _("store"),
+    "broker": _("broker"),
+    "clock": _("clock"),
+    "disk": _("disk"),
+    "device": _("device"),
+    "part": _("part"),
+    "model": _("model"),
+}
 TEXT_BY_HELP = _("who does it, for the record")
 TEXT_ANSWERS = _("answers")
 TEXT_TEST_EVENT = _("{event}: {alarm} (stored, seq {seq})")
@@ -464,6 +475,13 @@ def _print_checks(args: argparse.Namespace, checks: list[Check]) -> None:
         print_json([c.as_dict() for c in checks])
         return
     print_table(
-        ("check", "result", "detail"),
-        [(c.name, TEXT_RESULTS[c.result], c.detail) for c in checks],
+        (_("check"), _("result"), _("detail")),
+        # a detail the daemon wrote in another language: what is a whole msgid translates
+        [(_check_label(c.name), TEXT_RESULTS[c.result], word(_(c.detail))) for c in checks],
     )
+
+
+def _check_label(name: str) -> str:
+    """A check's name (``device tank-1``, a key for scripts) as the table shows it."""
+    kind, _space, subject = name.partition(" ")
+    return f"{TEXT_CHECKS.get(kind, kind)} {subject}".rstrip()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import backlog_cli
-from watchpost.display import Resolution, format_for
+from watchpost.display import Resolution, format_for, unit, word
 from watchpost.textout import print_table
 
 TEXT_GATEWAY_LINE = _("gateway {site}/{gateway}  daemon: {daemon}  clock: {clock}")
@@ -55,8 +55,8 @@ def print_status(result: Mapping[str, Any], formats: Formats) -> None:
         TEXT_GATEWAY_LINE.format(
             site=result.get("site"),
             gateway=result.get("gateway"),
-            daemon=result.get("daemon", "running"),
-            clock=result.get("clock", "-"),
+            daemon=word(result.get("daemon", "running")),
+            clock=word(result.get("clock", "-")),
         )
     )
     uplink = result.get("uplink", {})
@@ -66,7 +66,7 @@ def print_status(result: Mapping[str, Any], formats: Formats) -> None:
     print_backlog(result.get("backlog", {}), result.get("store_path", ""))
     print()
     rows = [
-        (name, str(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
+        (name, word(d.get("state")), str(d.get("bus", "")), d.get("last_error", "") or "")
         for name, d in result.get("devices", {}).items()
     ]
     print_table(COLUMNS_DEVICES, rows)
@@ -90,8 +90,8 @@ def print_points(points: Mapping[str, Any], formats: Formats) -> None:
         (
             name,
             format_for(formats, name, p.get("value")),
-            p.get("unit", ""),
-            p.get("quality", ""),
+            unit(p.get("unit", "")),
+            word(p.get("quality", "")),
             when(p.get("ts")),
         )
         for name, p in sorted(points.items())
@@ -106,8 +106,8 @@ def print_alarms(alarms: Sequence[Mapping[str, Any]], formats: Formats) -> None:
     rows = [
         (
             str(a.get("alarm")),
-            str(a.get("level")),
-            str(a.get("state", "")),
+            word(a.get("level")),
+            word(a.get("state", "")),
             format_for(formats, _point_of(a), a.get("value")),
             when(a.get("raised_ts") or a.get("sample_ts")),
         )
@@ -123,9 +123,9 @@ def print_events(events: Sequence[Mapping[str, Any]], formats: Formats) -> None:
         return
     rows = [
         (
-            str(e.get("event", "")),
+            word(e.get("event", "")),
             str(e.get("alarm", "")),
-            str(e.get("level", "")),
+            word(e.get("level", "")),
             format_for(formats, _point_of(e), e.get("value")),
             str(e.get("by") or ""),
             str(e.get("note") or ""),

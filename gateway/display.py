@@ -35,6 +35,61 @@ TEXT_ON = _("on")
 TEXT_OFF = _("off")
 TEXT_NONE = "-"
 
+# The codes the daemon reports (states, qualities, alarm levels and events), as a person
+# reads them. JSON and MQTT keep the codes; only tables and pages show these words.
+TEXT_CODES = {
+    "running": _("running"),
+    "stopped": _("stopped"),
+    "synced": _("synchronised"),
+    "unsynced": _("not synchronised"),
+    "rtc": _("real-time clock"),
+    "unknown": _("unknown"),
+    "ok": _("ok"),
+    "good": _("good"),
+    "bad": _("bad"),
+    "comm": _("no communication"),
+    "stale": _("stale"),
+    "normal": _("normal"),
+    "latched": _("latched"),
+    "acknowledged": _("acknowledged"),
+    "unacknowledged": _("unacknowledged"),
+    "shelved": _("shelved"),
+    "unshelved": _("unshelved"),
+    "raised": _("raised"),
+    "cleared": _("cleared"),
+    "prealarm": _("prealarm"),
+    "alarm": _("alarm"),
+    "critical": _("critical"),
+    "fault": _("fault"),
+}
+
+
+# Engineering units as the config writes them (ASCII), and as a site in the reader's
+# language writes them (the Chinese catalogue: ℃, m³/min, kW·h).
+TEXT_UNITS = {
+    "degC": _("degC"),
+    "degF": _("degF"),
+    "m3": _("m3"),
+    "m3/h": _("m3/h"),
+    "m3/min": _("m3/min"),
+    "kWh": _("kWh"),
+    "kvarh": _("kvarh"),
+    "m/s": _("m/s"),
+}
+
+
+def unit(text: object) -> str:
+    """An engineering unit as the reader's site writes it; an unknown one as it is."""
+    written = str(text or "")
+    return TEXT_UNITS.get(written, written)
+
+
+def word(code: object) -> str:
+    """A reported code (``comm``, ``raised``, ``critical``) in the reader's language; an
+    unknown code as it is."""
+    text = str(code)
+    return TEXT_CODES.get(text, text)
+
 
 def decimals_of(number: float) -> int:
     """Decimal places ``number`` is written with: 0.1 -> 1, 0.25 -> 2, 10 -> 0."""

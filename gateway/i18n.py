@@ -74,6 +74,12 @@ def bind() -> None:
     gettext.textdomain(DOMAIN)
 
 
+def current_language() -> str:
+    """The language ``_()`` speaks in this process, as HTML writes it (``en``, ``zh-CN``)."""
+    catalogue = gettext.find(DOMAIN, str(LOCALE_DIR))
+    return Path(catalogue).parts[-3].replace("_", "-") if catalogue else "en"
+
+
 def environment_language(environ: MutableMapping[str, str]) -> str | None:
     """The language the environment names, or None for unset, ``C`` and ``POSIX``."""
     for name in ENVIRONMENT:

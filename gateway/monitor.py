@@ -28,7 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from watchpost.clock import wall_ms
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.config.uplink import BrokerAddress
-from watchpost.display import Resolution, format_for, formats_of
+from watchpost.display import Resolution, format_for, formats_of, unit, word
+from watchpost.textout import pad
 
 TEXT_HELP = _("show live what the platform receives from gateways over MQTT")
 TEXT_BROKER_HELP = _("broker URL (default: [uplink] broker of --config)")
@@ -43,6 +44,11 @@ TEXT_ALARMS = _("alarm events (newest last)")
 TEXT_NO_DATA = _("(waiting for data...)")
 TEXT_CONNECT_FAILED = _("cannot reach the broker at {broker}: {error}")
 TEXT_GAP = _("GAP in {stream}: expected seq {expected}, got {got}")
+TEXT_REPLAY = _(" (replay)")
+TEXT_ALARM_LINE = _(
+    "{time} ALARM {event} {alarm}  {level} value={value} threshold={threshold}{replay}"
+)
+TEXT_ANOMALY_LINE = _("{time} ANOMALY {event} {model} score={score} points={points}{replay}")
 TEXT_READING = _("{time} {gateway} {point} = {value}{unit} ({quality})")
 
 
@@ -114,8 +120,8 @@ class PlatformView:
             gateway=gateway,
             point=point,
             value=format_for(self.formats, point, sample.get("value")),
-            unit=f" {self.units[point]}" if self.units.get(point) else "",
-            quality=sample.get("quality", ""),
+            unit=f" {unit(self.units[point])}" if self.units.get(point) else "",
+            quality=word(sample.get("quality", "")),
         )
 
     def screen(self, broker: str) -> str:
@@ -136,8 +142,8 @@ class PlatformView:
                 shown = format_for(self.formats, point, sample.get("value"))
                 age = (now_ms - sample.get("ts", now_ms)) / 1000
                 out.append(
-                    f"{point:<21} {shown:>10}   {self.units.get(point, ''):<8} "
-                    f"{sample.get('quality', ''):<8} {age:4.0f}s"
+                    f"{point:<21} {shown:>10}   {pad(unit(self.units.get(point, '')), 8)} "
+                    f"{pad(word(sample.get('quality', '')), 8)} {age:4.0f}s"
                 )
             out += ["", TEXT_ALARMS, *self.alarms]
         return "\n".join(out)
@@ -146,27 +152,34 @@ class PlatformView:
 def _format_status(message: dict[str, Any]) -> str:
     return TEXT_STATUS.format(
         gateway=message.get("gateway"),
-        state=message.get("state"),
+        state=word(message.get("state")),
         version=message.get("version"),
-        clock=message.get("clock"),
+        clock=word(message.get("clock")),
     )
 
 
 def _format_event(stream: str, message: dict[str, Any], formats: dict[str, Resolution]) -> str:
     ts = message.get("sample_ts") or message.get("ts") or 0
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%H:%M:%S")
-    replay = " (replay)" if message.get("replay") else ""
+    replay = TEXT_REPLAY if message.get("replay") else ""
     if stream == "alarms":
         point = str(message.get("point") or str(message.get("alarm", "")).split("/")[0])
-        return (
-            f"{when} ALARM {message.get('event', ''):<12} {message.get('alarm', '')}"
-            f"  {message.get('level')} value={format_for(formats, point, message.get('value'))}"
-            f" threshold={format_for(formats, point, message.get('threshold'))}{replay}"
+        return TEXT_ALARM_LINE.format(
+            time=when,
+            event=pad(word(message.get("event", "")), 12),
+            alarm=message.get("alarm", ""),
+            level=word(message.get("level")),
+            value=format_for(formats, point, message.get("value")),
+            threshold=format_for(formats, point, message.get("threshold")),
+            replay=replay,
         )
-    return (
-        f"{when} ANOMALY {message.get('event', ''):<10} {message.get('model', '')}"
-        f" score={Resolution(3).format(message.get('score'))}"
-        f" points={','.join(message.get('points', []))}{replay}"
+    return TEXT_ANOMALY_LINE.format(
+        time=when,
+        event=pad(word(message.get("event", "")), 10),
+        model=message.get("model", ""),
+        score=Resolution(3).format(message.get("score")),
+        points=",".join(message.get("points", [])),
+        replay=replay,
     )
 
 

@@ -26,18 +26,19 @@ import argparse
 import html
 import sqlite3
 import sys
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
-from watchpost import __version__
+from watchpost import __version__, i18n
 from watchpost.config import EXIT_CONFIG, ConfigError, GatewayConfig, load_config
 from watchpost.config import print_config_error as _print_config_error
 from watchpost.config.alarms import ThresholdRule
-from watchpost.display import DEFAULT_RESOLUTION, Resolution
+from watchpost.display import DEFAULT_RESOLUTION, Resolution, unit, word
 from watchpost.history import (
     MINUTE_MS,
     History,
@@ -67,7 +68,7 @@ TEXT_SINCE_HELP = _(
 TEXT_HOURS_HELP = _("the period is the last N hours")
 TEXT_HISTORY_HELP = _("the history file itself, instead of the one the config names")
 TEXT_WRITTEN = _(
-    "report written: {path} ({points} points, {alarms} alarm events, {start} to {end} UTC)"
+    "report written: {path} ({points} points, {alarms} alarm events, {start} to {end} {zone})"
 )
 TEXT_NO_HISTORY = _(
     "no history yet: {error}. The daemon records it once a minute while it "
@@ -94,7 +95,7 @@ TEXT_CERT_EXPIRY = _("Certificate valid until")
 TEXT_CERT_NONE = _("no client certificate configured ([uplink] cert_file)")
 TEXT_CERT_UNREADABLE = _("certificate unreadable: {error}")
 TEXT_PERIOD = _("Period")
-TEXT_PERIOD_VALUE = _("{start} to {end} UTC ({minutes} minutes with records)")
+TEXT_PERIOD_VALUE = _("{start} to {end} {zone} ({minutes} minutes with records)")
 TEXT_GENERATED = _("Generated")
 TEXT_HISTORY_FILE = _("History file")
 TEXT_SUMMARY = _("Points at a glance")
@@ -122,7 +123,10 @@ LEGEND = (
 )
 TEXT_TEST = _("test")
 TEXT_SHARE_ON = _("on {percent:.0f} % of the time")
-TEXT_TIMES_UTC = _("All times are UTC.")
+TEXT_TIMES_IN = _("All times are {zone}.")
+TEXT_ZONE = _("{name} time (UTC{offset})")
+TEXT_CHINA_TIME = _("China Standard Time (UTC+08:00)")
+CHINA_ZONES = frozenset({"Asia/Shanghai", "Asia/Chongqing", "Asia/Harbin", "PRC"})
 
 COLUMNS_SUMMARY = (
     _("point"),
@@ -194,7 +198,7 @@ class PointInfo:
     resolution: Resolution = DEFAULT_RESOLUTION
 
     def plot_spec(self) -> PlotSpec:
-        return PlotSpec(self.name, self.unit, self.resolution, self.thresholds)
+        return PlotSpec(self.name, unit(self.unit), self.resolution, self.thresholds)
 
 
 @dataclass
@@ -271,8 +275,9 @@ def render(
     history_file: Path | None = None,
     generated_ms: int | None = None,
     buses: Mapping[str, str] | None = None,
+    zone: tzinfo = UTC,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string, its times in ``zone`` (the site's)."""
     known = {p.name for p in points}
     infos = [
         *points,
@@ -286,7 +291,7 @@ def render(
     title = TEXT_TITLE.format(site=identity.site, gateway=identity.gateway)
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en">',
+        f'<html lang="{i18n.current_language()}">',
         "<head>",
         '<meta charset="utf-8">',
         f"<title>{_e(title)}</title>",
@@ -296,9 +301,15 @@ def render(
         f"<h1>{_e(title)}</h1>",
         f"<h2>{_e(TEXT_IDENTITY)}</h2>",
         _identity_table(
-            identity, history, start, end, history_file=history_file, generated_ms=generated_ms
+            identity,
+            history,
+            start,
+            end,
+            history_file=history_file,
+            generated_ms=generated_ms,
+            zone=zone,
         ),
-        f'<p class="note">{_e(TEXT_TIMES_UTC)}</p>',
+        f'<p class="note">{_e(TEXT_TIMES_IN.format(zone=zone_name(zone, end)))}</p>',
         f"<h2>{_e(TEXT_SUMMARY)}</h2>",
         _summary_table(infos, history),
         f"<h2>{_e(TEXT_POINTS)}</h2>",
@@ -306,15 +317,17 @@ def render(
     ]
     for info in infos:
         events = [a for a in history.alarms if a.get("point") == info.name]
-        parts.append(_point_section(info, history.points.get(info.name, []), start, end, events))
+        parts.append(
+            _point_section(info, history.points.get(info.name, []), start, end, events, zone=zone)
+        )
     formats = {info.name: info.resolution for info in infos}
     parts += [
         f"<h2>{_e(TEXT_ALARMS)}</h2>",
-        _alarms_section(history.alarms, formats),
+        _alarms_section(history.alarms, formats, zone),
         f"<h2>{_e(TEXT_COMM)}</h2>",
         _comm_table(history, buses or {}),
         f"<h2>{_e(TEXT_BACKLOG)}</h2>",
-        _backlog_section(backlog),
+        _backlog_section(backlog, zone),
         "</body>",
         "</html>",
         "",
@@ -375,6 +388,7 @@ def _identity_table(
     *,
     history_file: Path | None,
     generated_ms: int | None,
+    zone: tzinfo,
 ) -> str:
     minutes = minutes_with_records(history)
     rows: list[tuple[str, str]] = [
@@ -387,12 +401,22 @@ def _identity_table(
     if identity.certificate_note:
         rows.append((TEXT_CERT_SUBJECT, identity.certificate_note))
     rows.append(
-        (TEXT_PERIOD, TEXT_PERIOD_VALUE.format(start=_when(start), end=_when(end), minutes=minutes))
+        (
+            TEXT_PERIOD,
+            TEXT_PERIOD_VALUE.format(
+                start=_when(start, zone),
+                end=_when(end, zone),
+                zone=zone_name(zone, end),
+                minutes=minutes,
+            ),
+        )
     )
     if history_file is not None:
         rows.append((TEXT_HISTORY_FILE, str(history_file)))
     if generated_ms is not None:
-        rows.append((TEXT_GENERATED, _when(generated_ms) + " UTC"))
+        rows.append(
+            (TEXT_GENERATED, f"{_when(generated_ms, zone)} {zone_name(zone, generated_ms)}")
+        )
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f'<table class="identity">{body}</table>'
 
@@ -409,7 +433,7 @@ def _summary_table(infos: Sequence[PointInfo], history: History) -> str:
             [
                 f'<a href="#point-{_e(info.name)}">{_e(info.name)}</a>',
                 _e(info.device),
-                _e(info.unit),
+                _e(unit(info.unit)),
                 _n(str(totals["good"])),
                 _n(str(totals["bad"]), bad=totals["bad"] > 0),
                 _n(str(totals["comm"]), bad=totals["comm"] > 0),
@@ -428,8 +452,10 @@ def _point_section(
     start: int,
     end: int,
     events: Sequence[Mapping[str, Any]],
+    *,
+    zone: tzinfo,
 ) -> str:
-    heading = info.name + (f" ({info.unit})" if info.unit else "")
+    heading = info.name + (f" ({unit(info.unit)})" if info.unit else "")
     parts = [f'<div class="point" id="point-{_e(info.name)}">', f"<h3>{_e(heading)}</h3>"]
     notes = [
         text
@@ -441,12 +467,14 @@ def _point_section(
     if not any(r.good or r.bad or r.comm or r.stale for r in rows):
         parts.append(f'<p class="bad">{_e(TEXT_NO_READINGS)}</p>')
     else:
-        parts.append(plot_svg(info.plot_spec(), rows, start, end, events=events))
+        parts.append(plot_svg(info.plot_spec(), rows, start, end, events=events, zone=zone))
     parts.append("</div>")
     return "\n".join(parts)
 
 
-def _alarms_section(alarms: Sequence[dict[str, Any]], formats: Mapping[str, Resolution]) -> str:
+def _alarms_section(
+    alarms: Sequence[dict[str, Any]], formats: Mapping[str, Resolution], zone: tzinfo
+) -> str:
     if not alarms:
         return f"<p>{_e(TEXT_NO_ALARM_EVENTS)}</p>"
     counts = {
@@ -455,15 +483,15 @@ def _alarms_section(alarms: Sequence[dict[str, Any]], formats: Mapping[str, Reso
     }
     rows = []
     for a in alarms:
-        event = str(a.get("event", "")) + (f" ({TEXT_TEST})" if a.get("test") else "")
+        event = word(a.get("event", "")) + (f" ({TEXT_TEST})" if a.get("test") else "")
         note = a.get("note") or a.get("detail") or ""
         fmt = formats.get(str(a.get("point", "")), Resolution())
         rows.append(
             [
-                _when(a.get("decided_ts")),
+                _when(a.get("decided_ts"), zone),
                 str(a.get("alarm", "")),
                 event,
-                str(a.get("level", "")),
+                word(a.get("level", "")),
                 fmt.format(a.get("value")),
                 fmt.format(a.get("threshold")),
                 str(a.get("by") or ""),
@@ -495,12 +523,12 @@ def _comm_table(history: History, buses: Mapping[str, str]) -> str:
     return _table(COLUMNS_COMM, rows, raw=True)
 
 
-def _backlog_section(backlog: dict[str, Any] | str) -> str:
+def _backlog_section(backlog: dict[str, Any] | str, zone: tzinfo) -> str:
     if isinstance(backlog, str):
         return f'<p class="bad">{_e(backlog)}</p>'
     streams = backlog.get("streams", {})
     rows = [
-        [name, str(s.get("depth", 0)), str(s.get("items") or 0), _when(s.get("oldest_ts"))]
+        [name, str(s.get("depth", 0)), str(s.get("items") or 0), _when(s.get("oldest_ts"), zone)]
         for name, s in sorted(streams.items())
     ]
     waiting = any(s.get("depth") for s in streams.values())
@@ -535,10 +563,26 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _when(ts: object) -> str:
+def _when(ts: object, zone: tzinfo = UTC) -> str:
     if not isinstance(ts, int | float):
         return "-"
-    return datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def site_zone(config: GatewayConfig) -> tzinfo:
+    """The zone the report writes times in: ``[gateway] timezone``, else UTC."""
+    name = config.gateway.timezone
+    return zoneinfo.ZoneInfo(name) if name else UTC
+
+
+def zone_name(zone: tzinfo, at_ms: int) -> str:
+    """``UTC``, or e.g. ``Asia/Shanghai time (UTC+08:00)`` at the moment ``at_ms``."""
+    if zone is UTC:
+        return "UTC"
+    if str(zone) in CHINA_ZONES:
+        return TEXT_CHINA_TIME  # what Chinese sites write: 北京时间
+    offset = datetime.fromtimestamp(at_ms / 1000, zone).strftime("%z")
+    return TEXT_ZONE.format(name=zone, offset=f"{offset[:3]}:{offset[3:]}")
 
 
 # -- the `watchpost report` command ------------------------------------------------------------
@@ -581,6 +625,7 @@ def make_report(
         history_file=path,
         generated_ms=now,
         buses=buses_of(config),
+        zone=site_zone(config),
     )
     return page, history
 
@@ -649,8 +694,9 @@ def _report(args: argparse.Namespace) -> int:
             path=out,
             points=len(history.points),
             alarms=len(history.alarms),
-            start=_when(history.first_ms),
-            end=_when(history.last_ms),
+            start=_when(history.first_ms, site_zone(config)),
+            end=_when(history.last_ms, site_zone(config)),
+            zone=zone_name(site_zone(config), history.last_ms or 0),
         )
     )
     return 0

@@ -23,11 +23,11 @@ import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from gettext import gettext as _
 from typing import Any
 
-from watchpost.display import DEFAULT_RESOLUTION, MAX_DECIMALS, Resolution
+from watchpost.display import DEFAULT_RESOLUTION, MAX_DECIMALS, Resolution, word
 from watchpost.history import MINUTE_MS, MinuteRow
 
 LEVEL_COLOURS = {
@@ -103,11 +103,12 @@ def value_range(values: Sequence[float], resolution: Resolution) -> tuple[float,
     return low - half, high + half
 
 
-def time_ticks(start: int, end: int) -> list[int]:
-    """Round UTC times in ``[start, end]``, at most MAX_X_TICKS of them."""
+def time_ticks(start: int, end: int, offset_ms: int = 0) -> list[int]:
+    """Times in ``[start, end]`` that are round on a clock ``offset_ms`` ahead of UTC (the
+    site's zone), at most MAX_X_TICKS of them."""
     span = max(end - start, MINUTE_MS)
     step = next((s for s in TIME_STEPS if span / s <= MAX_X_TICKS - 1), TIME_STEPS[-1])
-    first = -(-start // step) * step
+    first = -(-(start + offset_ms) // step) * step - offset_ms
     return list(range(first, end + 1, step))
 
 
@@ -120,8 +121,9 @@ def plot_svg(
     events: Sequence[Mapping[str, Any]] = (),
     width: int = 760,
     height: int = 220,
+    zone: tzinfo = UTC,
 ) -> str:
-    """The plot of one point over ``[start, end]`` as inline SVG."""
+    """The plot of one point over ``[start, end]`` as inline SVG, its times in ``zone``."""
     end = max(end, start + MINUTE_MS)
     boolean = spec.resolution.boolean
     if boolean:
@@ -142,7 +144,9 @@ def plot_svg(
         130, int(10 + CHAR_PX * max((len(n) + 1 + len(w) for n, w, _c, _v in t_labels), default=0))
     )
     top, bottom = 24, 46
-    frame = _Frame(left, top, width - left - right, height - top - bottom, start, end, low, high)
+    frame = _Frame(
+        left, top, width - left - right, height - top - bottom, start, end, low, high, zone
+    )
     label = _e(f"{spec.name} {spec.unit}".strip())
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -170,6 +174,7 @@ class _Frame:
     end: int
     low: float
     high: float
+    zone: tzinfo = UTC
 
     def x(self, ms: float) -> float:
         return self.left + (ms - self.start) / (self.end - self.start) * self.w
@@ -203,9 +208,11 @@ def _x_axis(f: _Frame) -> list[str]:
     base = f.top + f.h + 20
     last_date = ""
     last_date_x = -1e9
-    for ms in time_ticks(f.start, f.end):
+    offset = datetime.fromtimestamp(f.start / 1000, f.zone).utcoffset()
+    offset_ms = int(offset.total_seconds() * 1000) if offset else 0
+    for ms in time_ticks(f.start, f.end, offset_ms):
         tx = f.x(ms)
-        when = datetime.fromtimestamp(ms / 1000, UTC)
+        when = datetime.fromtimestamp(ms / 1000, f.zone)
         out.append(
             f'<line x1="{tx:.1f}" y1="{f.top + f.h}" x2="{tx:.1f}" y2="{f.top + f.h + 8}" '
             'stroke="#999"/>'
@@ -327,10 +334,10 @@ def _events(f: _Frame, events: Sequence[Mapping[str, Any]], res: Resolution) -> 
         level = str(event.get("level", ""))
         colour = LEVEL_COLOURS.get(level, "#d0021b") if kind == "raised" else EVENT_COLOURS[kind]
         title = TEXT_EVENT_TITLE.format(
-            time=datetime.fromtimestamp(ts / 1000, UTC).strftime("%H:%M:%S"),
+            time=datetime.fromtimestamp(ts / 1000, f.zone).strftime("%H:%M:%S"),
             event=EVENT_NAMES[kind],
             alarm=event.get("alarm", ""),
-            level=level,
+            level=word(level),
             value=res.format(event.get("value")),
         )
         out.append(

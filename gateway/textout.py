@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: a Chinese character takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, columns: int) -> str:
+    """``text`` padded with spaces to ``columns`` terminal columns."""
+    return text + " " * max(0, columns - width(text))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """``rows`` under ``headers``, each column as wide as its widest cell."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    """``rows`` under ``headers``, each column as wide as its widest cell on a terminal."""
+    widths = [max([width(h), *(width(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines = [headers, *rows]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        "  ".join(pad(cell, columns) for cell, columns in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
 

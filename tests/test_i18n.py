@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import argparse
 import gettext
+import html
 import io
+import json
 import os
 import re
+import select
 import string
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -25,12 +30,22 @@ from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
+from tests.conftest import Broker, Subscriber
+from tests.site_run import DEMO, SiteRun
+from tests.test_report_browser import CHROMIUM, MEASURE, FakeClock, Health
+from tests.test_report_browser import _chromium as chromium
+from tests.test_report_browser import _overlap as overlap
+from tests.test_report_browser import _samples as browser_samples
 from watchpost import i18n
+from watchpost.alarms import AlarmEngine
 from watchpost.cli import build_parser
+from watchpost.config import load_config
+from watchpost.history import MINUTE_MS, HistoryRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "gateway" / "locale" / "zh_CN" / "LC_MESSAGES" / "watchpost.po"
 SOURCES = ("gateway", "drivers", "provisioning", "models")  # what scripts/translations reads
+T0 = 1_740_816_000_000  # 2025-03-01T08:00:00Z
 HOW = "scripts/translations update, translate the entry (docs/zh/glossary.md)"
 
 # four Latin words in a row, and not one Chinese character on the line: an English sentence
@@ -337,3 +352,268 @@ def test_the_wheel_carries_the_compiled_catalogue(tmp_path: Path) -> None:
     assert not [name for name in names if name.endswith(".po")]  # compiled, not the sources
     compiled = gettext.GNUTranslations(io.BytesIO(mo))
     assert compiled.gettext("usage: ") == "用法："
+
+
+# -- the daemon and the crew's commands, with `[gateway] language` ---------------------------
+
+
+@pytest.fixture(scope="module")
+def chinese_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteRun]:
+    """The demo site; the gateway's config says `language = "zh_CN"`, and the daemon runs
+    under the suite's C locale, as under systemd."""
+    broker = Broker(tmp_path_factory.mktemp("broker"))
+    broker.start()
+    run = SiteRun(tmp_path_factory.mktemp("site"), broker.url)
+    text = run.config.read_text()
+    assert "\n[uplink]" in text
+    run.config.write_text(text.replace("\n[uplink]", '\nlanguage = "zh_CN"\n\n[uplink]', 1))
+    run.config.chmod(0o640)
+    sub = Subscriber(broker, "watchpost/v1/demo-colliery/gw-01/#")
+    try:
+        run.start_gateway()
+        sub.wait_for("watchpost/v1/demo-colliery/gw-01/telemetry", count=2, timeout=30)
+        yield run
+    finally:
+        sub.close()
+        run.close()
+        broker.stop()
+
+
+def crew(run: SiteRun, *args: str, lang: str) -> subprocess.CompletedProcess[str]:
+    return watchpost(*args, "--config", str(run.config), lang=lang, cwd=run.folder)
+
+
+def test_the_daemon_logs_in_the_configured_language(chinese_site: SiteRun) -> None:
+    log = chinese_site.log("gateway")
+    assert "网关 demo-colliery/gw-01 已启动" in log, log
+    assert "started:" not in log
+
+
+def test_status_against_the_running_daemon_in_chinese(chinese_site: SiteRun) -> None:
+    for lang in ("zh_CN.UTF-8", "C"):  # C: the config's language applies
+        result = crew(chinese_site, "status", lang=lang)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "守护进程：运行中" in out, out
+        assert "上传通道：已连接" in out
+        for heading in ("设备", "状态", "总线", "测点", "数值", "单位", "质量"):
+            assert heading in out, heading
+        assert re.search(r"face-station\s+正常\s+face", out), out
+        assert re.search(r"temp_face_1\s+\S+\s+℃\s+正常", out), out  # degC as sites write it
+        assert latin_sentences(out) == [], out
+    english = crew(chinese_site, "status", lang="en_US.UTF-8")  # a person's own locale wins
+    assert "daemon: running" in english.stdout, english.stdout
+    assert re.search(r"face-station\s+ok\s+face", english.stdout)
+    assert not CJK.search(english.stdout)
+
+
+def test_selftest_alarms_and_backlog_in_chinese(chinese_site: SiteRun) -> None:
+    selftest = crew(chinese_site, "selftest", lang="zh_CN.UTF-8")
+    assert selftest.returncode in (0, 1), selftest.stderr
+    assert selftest.stdout.startswith("检查项"), selftest.stdout
+    assert re.search(r"MQTT 服务器\s+通过\s+\S+：已连接", selftest.stdout), selftest.stdout
+    assert re.search(r"设备 face-station\s+通过\s+正常", selftest.stdout)
+    assert re.search(r"时钟\s+(通过|警告)\s+\S*[\u4e00-\u9fff]", selftest.stdout)
+    for args in (("alarms",), ("backlog",), ("read", "tank-1", "0")):
+        result = crew(chinese_site, *args, lang="zh_CN.UTF-8")
+        assert result.returncode == 0, (args, result.stderr)
+        assert CJK.search(result.stdout), (args, result.stdout)
+        assert latin_sentences(result.stdout + result.stderr) == [], (args, result.stdout)
+    assert latin_sentences(selftest.stdout) == [], selftest.stdout
+    missing = crew(chinese_site, "read", "no-such-device", "0", lang="zh_CN.UTF-8")
+    assert missing.returncode != 0
+    assert "没有名为 'no-such-device' 的设备" in missing.stderr, missing.stderr
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def site_history(folder: Path, extra_gateway_keys: str) -> tuple[Path, Path]:
+    """The demo config (with ``extra_gateway_keys``) and 30 minutes of history with a
+    methane incident: alarms raised, acknowledged and cleared."""
+    text = (DEMO / "gateway.toml").read_text()
+    text = text.replace('path = "var/buffer.db"', f'path = "{folder}/var/buffer.db"')
+    text = text.replace("\n[uplink]", f"\n{extra_gateway_keys}\n\n[uplink]", 1)
+    config_file = folder / "gateway.toml"
+    config_file.write_text(text)
+    config = load_config(config_file)
+    clock = FakeClock(T0)
+    devices = {"face-station": Health(), "fan-meter": Health(), "tank-1": Health()}
+    recorder = HistoryRecorder(folder / "history.db", devices=lambda: devices, now_ms=clock)
+    engine = AlarmEngine({p.name: p.alarms for _d, p in config.points()}, clock)
+    engine.add_listener(recorder.record_alarm)
+    for minute in range(30):
+        for second in range(0, 60, 5):
+            clock.ms = ts = T0 + minute * MINUTE_MS + second * 1000
+            samples = browser_samples(minute, second, ts)
+            engine.evaluate(samples)
+            recorder.observe(samples)
+            for health in devices.values():
+                health.polls += 1
+            if minute == 12 and second == 30:
+                engine.acknowledge("ch4_face_1/high_critical", by="李伟", note="已恢复通风")
+        clock.ms = T0 + (minute + 1) * MINUTE_MS + 500
+        recorder.write(recorder.take())
+    recorder.close()
+    return config_file, folder / "history.db"
+
+
+class PageText(HTMLParser):
+    """The page's text nodes, its headings, and the <html> element's lang."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lang = ""
+        self.texts: list[str] = []
+        self.headings: list[str] = []
+        self._tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "html":
+            self.lang = dict(attrs).get("lang") or ""
+        self._tags.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._tags and self._tags.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        if self._tags and self._tags[-1] in ("style", "script"):
+            return
+        if data.strip():
+            self.texts.append(data.strip())
+            if self._tags and self._tags[-1] in ("h1", "h2"):
+                self.headings.append(data.strip())
+
+
+def make_page(tmp_path: Path, lang: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    config, history = site_history(tmp_path, 'timezone = "Asia/Shanghai"')
+    out = tmp_path / "report.html"
+    result = watchpost(
+        "report", "--config", str(config), "--history", str(history), "--out", str(out),
+        "--since", "2025-03-01T08:00", lang=lang,
+    )  # fmt: skip
+    return result, out
+
+
+def test_the_report_in_chinese_in_the_sites_time_zone(tmp_path: Path) -> None:
+    result, out = make_page(tmp_path, "zh_CN.UTF-8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("报告已写入："), result.stdout
+    assert "北京时间（UTC+08:00）" in result.stdout  # 08:00 UTC is 16:00 at the site
+    assert "2025-03-01 16:00:00 至 2025-03-01 16:30:00" in result.stdout, result.stdout
+    page = PageText()
+    page.feed(out.read_text(encoding="utf-8"))
+    assert page.lang == "zh-CN"
+    assert page.headings[0] == "调试报告：demo-colliery / gw-01"
+    assert {"网关", "测点概览", "测点", "报警事件", "各设备通讯情况"} <= set(page.headings)
+    assert all(CJK.search(h) for h in page.headings), page.headings
+    text = "\n".join(page.texts)
+    assert "所有时间均为北京时间（UTC+08:00）。" in text
+    assert "fan_energy (kW·h)" in text  # units as Chinese sites write them
+    assert "temp_face_1 (℃)" in text
+    for word in ("报警", "确认", "解除", "李伟", "已恢复通风"):
+        assert word in text, word
+    assert "2025-03-01 16:12:30" in text  # the acknowledgement, in the site's time
+    # the points' descriptions are what the installer typed (English in the demo config)
+    typed = [p.description for _d, p in load_config(tmp_path / "gateway.toml").points()]
+    ours = [t for t in page.texts if not any(d and t.startswith(d) for d in typed)]
+    assert latin_sentences("\n".join(ours)) == [], latin_sentences("\n".join(ours))
+
+
+def test_the_report_in_english_under_c(tmp_path: Path) -> None:
+    result, out = make_page(tmp_path, "C")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("report written:")
+    page = PageText()
+    page.feed(out.read_text(encoding="utf-8"))
+    assert page.lang == "en"
+    assert page.headings[0] == "Commissioning report: demo-colliery / gw-01"
+    text = "\n".join(page.texts)
+    assert "All times are Asia/Shanghai time (UTC+08:00)." not in text
+    assert "All times are China Standard Time (UTC+08:00)." in text
+    assert "fan_energy (kWh)" in text
+    assert not CJK.search(text.replace("李伟", "").replace("已恢复通风", ""))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup)")
+def test_the_chinese_report_in_a_browser(tmp_path: Path) -> None:
+    """Chromium lays the Chinese page out: no text of a plot overlaps another or leaves its
+    plot, the legend's items stand apart; a screenshot is kept for people to look at."""
+    result, out = make_page(tmp_path, "zh_CN.UTF-8")
+    assert result.returncode == 0, result.stderr
+    measured = out.with_name("measured.html")
+    measured.write_text(
+        out.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    dump = chromium(
+        "--window-size=1100,900", "--dump-dom", measured.as_uri(), profile=tmp_path / "p1"
+    )
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dump.stdout, re.S)
+    assert found, dump.stderr[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["plots"]
+    for plot in layout["plots"]:
+        texts = plot["texts"]
+        for i, a in enumerate(texts):
+            assert plot["box"]["left"] - 0.5 <= a["left"], (plot["label"], a)
+            assert a["right"] <= plot["box"]["right"] + 0.5, (plot["label"], a)
+            for b in texts[i + 1 :]:
+                assert not overlap(a, b), (plot["label"], a, b)
+    items = layout["legendItems"]
+    assert any(CJK.search(item["text"]) for item in items)
+    for i, a in enumerate(items):
+        for b in items[i + 1 :]:
+            assert not overlap(a, b), (a, b)
+    shot = tmp_path / "report-zh.png"
+    chromium(
+        "--window-size=1100,2400", f"--screenshot={shot}", out.as_uri(), profile=tmp_path / "p2"
+    )
+    assert shot.exists(), "no screenshot"
+    assert shot.stat().st_size > 50_000  # plots and Chinese text, not a blank page
+
+
+# -- scan ---------------------------------------------------------------------------------------
+
+
+def test_a_scan_progress_line_in_chinese(tmp_path: Path) -> None:
+    """`scan` on a real pseudo-terminal line where no unit answers, its progress on a
+    terminal (another pseudo-terminal) as an installer sees it."""
+    line_master, line_slave = os.openpty()
+    screen_master, screen_slave = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "watchpost", "scan", "--port", os.ttyname(line_slave)),
+                *("--baud", "9600", "--parity", "N", "--units", "1-3", "--timeout", "0.05"),
+            ],
+            env=language_env("zh_CN.UTF-8"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=screen_slave,
+        )
+        os.close(screen_slave)
+        screen = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _w, _x = select.select([screen_master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(screen_master, 4096)
+                except OSError:  # the scan closed its end
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif process.poll() is not None:
+                break
+        process.wait(timeout=30)
+    finally:
+        for fd in (line_master, line_slave, screen_master):
+            os.close(fd)
+    text = screen.decode("utf-8", errors="replace")
+    assert process.returncode != 0  # nothing found
+    assert "9600 8N1（第 1/1 组参数）  从站   1（第 1/3 个）  已找到 0" in text, text
+    assert "上没有从站应答" in text, text
+    lines = [part for line in text.splitlines() for part in line.split("\r")]
+    assert latin_sentences("\n".join(lines)) == [], text
