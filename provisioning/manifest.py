@@ -12,20 +12,20 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the manifest reuses the config's wording and cross-section rules, so that both files
 # report the same mistake the same way
 from watchpost.config import (
     BusConfig,
     ConfigError,
-    DeviceConfig,
     GatewayConfig,
     Model,
     describe_error,
     read_toml,
 )
 from watchpost.config.base import TopicLevel
+from watchpost.config.devices import AnyDevice, tag_devices
 from watchpost.config.references import gateway_references, tables, text
 from watchpost.config.uplink import BrokerAddress
 from watchpost.provisioning.pki import KeyType
@@ -101,7 +101,15 @@ class GatewaySection(Model):
     )
     description: str = Field(default="", description="Free text for people (where it hangs).")
     buses: list[BusConfig] = Field(default_factory=list, description="Field buses.")
-    devices: list[DeviceConfig] = Field(default_factory=list, description="Devices polled.")
+    devices: list[AnyDevice] = Field(
+        default_factory=list,
+        description="Devices polled; their keys depend on their bus's type.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_devices(cls, data: Any) -> Any:
+        return tag_devices(data)
 
 
 class Manifest(Model):

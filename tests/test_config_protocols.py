@@ -203,3 +203,64 @@ def test_config_check_prints_the_key_path_and_exits_78(tmp_path):
     )
     assert done.returncode == EXIT_CONFIG
     assert "buses[2].line_end: line_end must be one or two characters" in done.stderr
+
+
+def test_a_manifest_carries_meters_and_line_instruments_into_the_bundle(tmp_path):
+    from watchpost.cli import main  # noqa: PLC0415 - the provisioning command
+
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(
+        textwrap.dedent(
+            """
+            site = "quarry-3"
+
+            [broker]
+            urls = ["mqtts://broker.example:8883"]
+
+            [ca]
+            cert = "ca/ca.crt"
+            key = "ca/ca.key"
+
+            [[gateways]]
+            id = "gw-power"
+
+            [[gateways.buses]]
+            type = "dlt645"
+            name = "meters"
+            port = "/dev/ttyUSB1"
+
+            [[gateways.devices]]
+            name = "main-meter"
+            bus = "meters"
+            address = "000012345678"
+
+            [[gateways.devices.points]]
+            name = "plant_power"
+            di = "02030000"
+            scale = 80.0
+
+            [[gateways.buses]]
+            type = "serial_line"
+            name = "gasline"
+            port = "/dev/ttyUSB2"
+
+            [[gateways.devices]]
+            name = "gas-detector"
+            bus = "gasline"
+
+            [[gateways.devices.points]]
+            name = "ch4"
+            pattern = 'CH4=(?P<value>[-+0-9.]+)'
+            """
+        )
+    )
+    assert main(["ca", "create", "--out", str(tmp_path / "ca"), "--site", "quarry-3"]) == 0
+    assert main(["provision", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    config = load_config(tmp_path / "out" / "gw-power" / "gateway.toml")
+    meter, gas = config.devices
+    assert isinstance(meter, Dlt645Device)
+    assert meter.points[0].unit == "kW"
+    assert isinstance(gas, LineDevice)
+    bad = manifest.read_text().replace('di = "02030000"', 'di = "02030000"\nunit_id = 3')
+    manifest.write_text(bad)
+    assert main(["provision", str(manifest), "--out", str(tmp_path / "out2")]) == EXIT_CONFIG
