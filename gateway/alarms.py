@@ -34,16 +34,15 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from gettext import gettext as _
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeGuard
 
+from watchpost.alarm_state import STATE_VERSION, AlarmStateFile
 from watchpost.config.alarms import (
     CommLossRule,
     InvalidRule,
@@ -53,10 +52,10 @@ from watchpost.config.alarms import (
     ProductionRule,
     RateOfRiseRule,
     Rule,
+    StateDamagedRule,
     StuckRule,
     ThresholdRule,
 )
-from watchpost.files import atomic_write
 from watchpost.samples import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -76,10 +75,9 @@ TEXT_SHELVE_TOO_LONG = _(
 )
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
 TEXT_EXPIRED = _("shelf expired")
-TEXT_STATE_UNREADABLE = _("alarm state %s unreadable, starting from normal: %s")
 TEXT_STATE_DROPPED = _("alarm state of %s dropped: no such alarm in the config")
 
-STATE_VERSION = 1
+GATEWAY_POINT = "gateway"  # the point of the gateway's own faults
 
 EventName = Literal["raised", "cleared", "acknowledged", "shelved", "unshelved"]
 
@@ -118,6 +116,8 @@ class AlarmEvent:
     test: bool = False
     detail: str | None = None
     order: str | None = None  # production_during_shutdown: the shutdown order broken
+    reason: str | None = None  # the gateway's own faults: what was wrong
+    moved_to: str | None = None  # state_damaged: where the unusable file went
 
     def body(self) -> dict[str, Any]:
         body = {
@@ -144,6 +144,10 @@ class AlarmEvent:
         }
         if self.order is not None:
             body["order"] = self.order
+        if self.reason is not None:
+            body["reason"] = self.reason
+        if self.moved_to is not None:
+            body["moved_to"] = self.moved_to
         return body
 
 
@@ -527,6 +531,8 @@ class AlarmEngine:
         for name, level in (outputs or {}).items():
             alarm = _OutputFault(name, OutputFaultRule(level=level))
             self._alarms[alarm.id] = alarm
+        state_damaged = _OutputFault(GATEWAY_POINT, StateDamagedRule())
+        self._alarms[state_damaged.id] = state_damaged
         self._watches = [a for a in self._alarms.values() if isinstance(a, _Production)]
         self._shelved: set[_Alarm] = set()
         self._next_expiry: int | None = None
@@ -691,6 +697,21 @@ class AlarmEngine:
         self.revision += 1
         event = self._settle(state, now, detail=detail or None)
         return [] if event is None else [self._publish(event)]
+
+    def report_state_damaged(self, *, reason: str, moved_to: str | None) -> list[AlarmEvent]:
+        """The alarm state file could not be used: raise the latched `state_damaged` fault
+        (point ``gateway``); it stays raised until acknowledged."""
+        state = self._get(f"{GATEWAY_POINT}/state_damaged")
+        now = self._now_ms()
+        state.last_ts = now
+        state.cond = True
+        state.raised = False  # raised anew even if a saved state said it was
+        self.revision += 1
+        event = self._settle(state, now, detail=None)
+        state.cond = False  # nothing to come back from: the acknowledgement clears it
+        if event is None:
+            return []
+        return [self._publish(replace(event, reason=reason, moved_to=moved_to))]
 
     # -- state for status, the CLI, the platform and restarts --------------------------------
 
@@ -911,31 +932,6 @@ def _require(text: str, what: str) -> None:
 # -- restart safety -------------------------------------------------------------------------
 
 
-class AlarmStateFile:
-    """The engine's snapshot on disk (``alarms.json`` in the state directory), atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def load(self) -> dict[str, Any] | None:
-        """The saved snapshot; None if there is none or it is unreadable (logged)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.error(TEXT_STATE_UNREADABLE, self.path, exc)
-            return None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            log.error(TEXT_STATE_UNREADABLE, self.path, "unknown version")
-            return None
-        return data
-
-    def save(self, snapshot: Mapping[str, Any]) -> None:
-        """Replace the file atomically (blocking: call it off the event loop)."""
-        atomic_write(self.path, json.dumps(snapshot, separators=(",", ":")).encode("utf-8"))
-
-
 class AlarmHousekeeper:
     """The engine's clockwork, run as a task: shelf expiry each second, state saved on change.
 
@@ -958,10 +954,20 @@ class AlarmHousekeeper:
         self._saved = -1
 
     def restore(self) -> list[str]:
-        """Load the saved state into the engine (before polling starts)."""
+        """Load the saved state into the engine (before polling starts). A file that could
+        not be used was moved aside: ``report_damage`` raises its fault once the engine's
+        listeners are there to store it."""
         dropped = self.engine.restore(self.state.load())
         self._saved = self.engine.revision
         return dropped
+
+    def report_damage(self) -> list[AlarmEvent]:
+        """The `state_damaged` fault if ``restore`` found the file unusable (once)."""
+        damage, self.state.damage = self.state.damage, None
+        if damage is None:
+            return []
+        moved_to = None if damage.moved_to is None else str(damage.moved_to)
+        return self.engine.report_state_damaged(reason=damage.reason, moved_to=moved_to)
 
     async def run(self) -> None:
         try:

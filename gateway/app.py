@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import __version__, hangup
+from watchpost.alarm_state import AlarmStateFile
 from watchpost.alarms import (
     AlarmEngine,
     AlarmError,
     AlarmEvent,
     AlarmHousekeeper,
-    AlarmStateFile,
 )
 from watchpost.anomaly_part import AnomalyError, open_anomaly
 from watchpost.backoff import Backoff
@@ -111,6 +111,7 @@ class Gateway:
         self._stored_seqs: dict[int, int] = {}  # queue number -> seq, the last few hundred
         self._alarms_stored_changed = asyncio.Condition()
         self.alarms.add_listener(self._queue_alarm)
+        self.alarm_keeper.report_damage()  # an unusable alarms.json: a fault, never a stop
         self.telemetry = TelemetryBatcher(self._put_telemetry)
         self.notifier = Notifier.from_environment()
         self.watchdog = Watchdog.from_environment(self.notifier)

@@ -27,7 +27,7 @@ TEXT_UNIT_MISMATCH = _("rule set {name!r} is for {expected!r}, the point is in {
 TEXT_DUPLICATE_RULE = _("rule name {name!r} is used more than once on this point")
 TEXT_NEEDS_RANGE = _("out_of_range needs a range: give the rule or the point one")
 
-RESERVED_RULE_NAMES = frozenset({"test", "output_fault"})
+RESERVED_RULE_NAMES = frozenset({"test", "output_fault", "state_damaged"})
 
 Level = Literal["prealarm", "alarm", "critical", "fault"]
 
@@ -213,6 +213,21 @@ class OutputFaultRule(FaultRule):
     def _name(self) -> OutputFaultRule:  # the reserved name is its own
         if not self.name:
             object.__setattr__(self, "name", "output_fault")
+        return self
+
+
+class StateDamagedRule(FaultRule):
+    """The gateway's alarm state file could not be used and was moved aside (made by the
+    engine, not config): latched, so that it stays raised until someone acknowledges it."""
+
+    kind: Literal["state_damaged"] = "state_damaged"
+    latch: bool = Field(default=True, description="Stays raised until acknowledged.")
+    shelvable: bool = Field(default=False, description="A gateway fault is not shelved.")
+
+    @model_validator(mode="after")
+    def _name(self) -> StateDamagedRule:  # the reserved name is its own
+        if not self.name:
+            object.__setattr__(self, "name", "state_damaged")
         return self
 
 
