@@ -47,6 +47,8 @@ from watchpost.selftest import (
     check_store_file,
     exit_status,
 )
+from watchpost.shutdown import FILE_NAME as ORDERS_FILE
+from watchpost.shutdown import describe_orders, read_orders
 from watchpost.store import read_backlog
 from watchpost.textout import print_json, print_table
 
@@ -437,7 +439,20 @@ def _offline_status(config: GatewayConfig) -> dict[str, Any]:
         "alarms": [],
         "uplink": {"connected": False},
         "backlog": _backlog_from_file(config.store.path),
+        "shutdown_orders": _orders_from_file(config),
     }
+
+
+def _orders_from_file(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The shutdown orders the stopped daemon keeps (read only; none if unreadable)."""
+    state_dir = config.gateway.state_dir or Path(config.store.path).parent
+    try:
+        orders = read_orders(state_dir / ORDERS_FILE)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        return [{"id": "?", "state": "unknown", "reason": str(exc)}]
+    return describe_orders(orders, time.time_ns() // 1_000_000)
 
 
 def _backlog_from_file(path: Path) -> dict[str, Any]:

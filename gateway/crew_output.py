@@ -38,6 +38,13 @@ COLUMNS_EVENTS = (
     _("seq"),
 )
 COLUMNS_READ = (_("address"), _("raw"), _("value"))
+COLUMNS_ORDERS = (
+    _("shutdown order"),
+    _("state"),
+    _("start (UTC)"),
+    _("end (UTC)"),
+    _("reason"),
+)
 
 Formats = Mapping[str, Resolution]
 
@@ -75,6 +82,24 @@ def print_status(result: Mapping[str, Any], formats: Formats) -> None:
         print_points(result["points"], formats)
         print()
     print_alarms(result.get("alarms", []), formats)
+    if result.get("shutdown_orders"):
+        print()
+        print_orders(result["shutdown_orders"])
+
+
+def print_orders(orders: Sequence[Mapping[str, Any]]) -> None:
+    """The shutdown orders the platform sent (the power watch is armed while one is in force)."""
+    rows = [
+        (
+            str(o.get("id", "")),
+            word(o.get("state", "")),
+            when(o.get("start")),
+            when(o.get("cancelled_ts") if o.get("state") == "cancelled" else o.get("end")),
+            str(o.get("reason", "")),
+        )
+        for o in orders
+    ]
+    print_table(COLUMNS_ORDERS, rows)
 
 
 def print_backlog(backlog: Mapping[str, Any], path: str | Path) -> None:

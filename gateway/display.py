@@ -61,6 +61,10 @@ TEXT_CODES = {
     "alarm": _("alarm"),
     "critical": _("critical"),
     "fault": _("fault"),
+    "pending": _("pending"),
+    "in_force": _("in force"),
+    "ended": _("ended"),
+    "cancelled": _("cancelled"),
 }
 
 

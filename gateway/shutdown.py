@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from gettext import gettext as _
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,10 @@ class ShutdownOrders:
 
     def _load(self) -> None:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if raw.get("version") != FILE_VERSION:
-                raise ValueError(f"version {raw.get('version')!r}")
-            orders = [KeptOrder.model_validate(item) for item in raw["orders"]]
+            orders = read_orders(self.path)
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+        except (OSError, ValueError) as exc:
             aside = self.path.with_name(self.path.name + ".unreadable")
             try:
                 self.path.replace(aside)
@@ -188,11 +185,7 @@ class ShutdownOrders:
 
     def listing(self) -> list[dict[str, Any]]:
         """Every kept order with its state, earliest first: for `status` and the CLI."""
-        now = self._now_ms()
-        return [
-            {**order.model_dump(), "state": order.state(now)}
-            for order in sorted(self._orders.values(), key=lambda o: o.start)
-        ]
+        return describe_orders(self._orders.values(), self._now_ms())
 
     def _prune(self, now: int) -> None:
         for order_id, order in list(self._orders.items()):
@@ -209,6 +202,28 @@ class ShutdownOrders:
 
 
 _ORDER_KEYS = set(ShutdownOrder.model_fields)
+
+
+def read_orders(path: Path) -> list[KeptOrder]:
+    """The orders kept in ``path``, read only (`watchpost status` with the daemon stopped).
+
+    FileNotFoundError if there is none; ValueError if it cannot be understood.
+    """
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or raw.get("version") != FILE_VERSION:
+        raise ValueError(f"version {raw.get('version') if isinstance(raw, dict) else raw!r}")
+    try:
+        return [KeptOrder.model_validate(item) for item in raw["orders"]]
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def describe_orders(orders: Iterable[KeptOrder], now: int) -> list[dict[str, Any]]:
+    """Orders with their state at ``now``, earliest first."""
+    return [
+        {**order.model_dump(), "state": order.state(now)}
+        for order in sorted(orders, key=lambda o: o.start)
+    ]
 
 
 def _iso(ms: int) -> str:

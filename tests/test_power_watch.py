@@ -196,3 +196,35 @@ def test_an_unreadable_order_file_is_moved_aside_not_fatal(tmp_path):
     orders = ShutdownOrders(path, Clock())
     assert orders.listing() == []
     assert (tmp_path / "shutdown_orders.json.unreadable").read_text() == "{not json"
+
+
+def test_status_with_the_daemon_stopped_lists_the_kept_orders(tmp_path, capsys):
+    from watchpost.cli import main  # noqa: PLC0415 - the crew's command
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[gateway]
+site = "quarry-3"
+id = "gw-1"
+
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+
+[store]
+path = "{tmp_path}/buffer.db"
+
+[control]
+socket = "{tmp_path}/control.sock"
+"""
+    )
+    config.chmod(0o640)
+    now = Clock()
+    now.now = 1_900_000_000_000  # 2030: the order is still to come
+    orders = ShutdownOrders(tmp_path / "shutdown_orders.json", now)
+    orders.add(order("flood-7", now.now + MINUTE, now.now + 60 * MINUTE, "flood warning 7"))
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "flood-7" in out
+    assert "flood warning 7" in out
+    assert "pending" in out
