@@ -62,6 +62,7 @@ from watchpost.anomaly_part import (
     EventSink,
     ModelLoadError,
     ModelShapeError,
+    UnknownModelError,
 )
 from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
 from watchpost.files import atomic_write
@@ -106,6 +107,8 @@ TEXT_FEW_ROWS = _(
 TEXT_STATE_DISCARDED = _("anomaly model %r: calibration in %s does not fit (%s); calibrating anew")
 TEXT_CALIBRATED = _("anomaly model %r: calibrated on %d rows, threshold %.3g")
 TEXT_QUEUE_FULL = _("anomaly runner: input queue full, dropping samples until it drains")
+TEXT_UNKNOWN_MODEL = _("no anomaly model {name!r} (configured: {models})")
+TEXT_REBASELINE = _("anomaly model %r: rebaseline by %s; calibrating anew on the next %d rows")
 TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were dropped")
 
 
@@ -570,6 +573,10 @@ class AnomalyDetector:
         self._below = 0
         self.raised = False
         self._raised_points: list[str] = []
+        self._above_since: int | None = None  # ts of the first row of the current run above
+        self.raised_since: int | None = None  # while raised: since when (its first row above)
+        self.holding: list[str] = []  # while raised: the points above the threshold now
+        self.last_verdict: tuple[float, float] = (0.0, math.inf)  # (score, threshold)
         needed = model.window + params.drift_lag + 8
         if params.calibration_rows < needed:
             raise CalibrationError(
@@ -691,6 +698,8 @@ class AnomalyDetector:
         threshold = self.calibration.threshold if self.calibration else math.inf
         event = None
         if score > threshold:
+            if not self._above:
+                self._above_since = ts
             self._above += 1
             self._below = 0
         else:
@@ -698,12 +707,38 @@ class AnomalyDetector:
             self._above = 0
         if not self.raised and self._above >= max(1, self.params.hold):
             self.raised = True
+            self.raised_since = self._above_since
             self._raised_points = self._points_involved(z2, share, threshold)
             event = self._event("raised", ts, score, threshold, self._raised_points)
         elif self.raised and self._below >= max(1, self.params.clear):
             self.raised = False
             event = self._event("cleared", ts, score, threshold, self._raised_points)
+            self.raised_since = None
+        if self.raised:
+            above = score > threshold
+            self.holding = self._points_involved(z2, share, threshold) if above else []
+        else:
+            self.holding = []
+        self.last_verdict = (score, threshold)
         return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
+
+    def rebaseline(self, ts: int) -> dict[str, Any] | None:
+        """Forget what normal was: the next rows calibrate anew (``calibration_rows`` of
+        them), and the saved calibration is deleted at once, so a restart calibrates anew
+        too. Returns the ``cleared`` event of the event raised until now, if one was."""
+        event = None
+        if self.raised:
+            score, threshold = self.last_verdict
+            event = self._event("cleared", ts, score, threshold, self._raised_points)
+        self.calibration = None
+        self._cal = _Calibrating()
+        self._window.clear()
+        self._above = self._below = 0
+        self.raised, self.raised_since, self.holding = False, None, []
+        self._raised_points = []
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
+        return event
 
     def _points_involved(self, z2: FloatArray, share: FloatArray, threshold: float) -> list[str]:
         """Points whose features crossed the threshold, strongest first; then, if the
@@ -839,6 +874,7 @@ class AnomalyRunner:
         # set when run() is cancelled: the worker thread stops between rows, so a slow
         # model never holds up the daemon's shutdown (a thread cannot be cancelled)
         self._stopping = threading.Event()
+        self._work_lock = asyncio.Lock()
 
     def observe(self, sample: Sample) -> None:
         """Hand a sample to the models; never blocks, drops (and counts) when overloaded."""
@@ -862,6 +898,8 @@ class AnomalyRunner:
                     "calibrated": d.calibrated,
                     "calibration_rows": list(d.calibration_progress),
                     "raised": d.raised,
+                    "raised_since": d.raised_since,
+                    "holding": list(d.holding),
                     "threshold": d.calibration.threshold if d.calibration else None,
                     "score": self.last_score.get(name),
                 }
@@ -891,15 +929,42 @@ class AnomalyRunner:
                     work.extend((name, ts, v) for ts, v in self._assemblers[name].add(s))
             try:
                 if work:
-                    verdicts = await asyncio.to_thread(self._process, work)
-                    for v in verdicts:
-                        if v.event is not None:
-                            result = self._emit(v.event)
-                            if inspect.isawaitable(result):
-                                await result
+                    async with self._work_lock:  # a rebaseline waits for these rows
+                        verdicts = await asyncio.to_thread(self._process, work)
+                        for v in verdicts:
+                            if v.event is not None:
+                                await self._send(v.event)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        result = self._emit(event)
+        if inspect.isawaitable(result):
+            await result
+
+    async def rebaseline(self, name: str, *, by: str) -> dict[str, Any]:
+        """Recalibrate model entry ``name`` from the next rows, at the request of ``by`` (a
+        crew member, the platform). The saved calibration is deleted before anything else
+        (a restart calibrates anew); an event still raised is cleared; then a
+        ``rebaseline`` event is sent (through the store: it is durable when this returns).
+        Raises UnknownModelError for a name that is not configured."""
+        det = self.detectors.get(name)
+        if det is None:
+            raise UnknownModelError(
+                TEXT_UNKNOWN_MODEL.format(name=name, models=", ".join(self.detectors) or "-")
+            )
+        async with self._work_lock:  # not while the worker thread holds the detector
+            cleared = det.rebaseline(int(time.time() * 1000))
+            self.last_score.pop(name, None)
+            log.warning(TEXT_REBASELINE, name, by, det.params.calibration_rows)
+            if cleared is not None:
+                cleared.pop("ts")  # stamped by the daemon's clock, like the next one
+                await self._send(cleared)
+            await self._send(
+                {"event": "rebaseline", "model": name, "by": by, "points": list(det.model.points)}
+            )
+        return {"model": name, "calibration_rows": det.params.calibration_rows}
 
     async def idle(self) -> None:
         """Wait until every sample observed so far has been processed (and its events sent)."""

@@ -11,17 +11,21 @@ Errors::
      +-- ModelLoadError     the model file is missing or unreadable (fix the file; no retry)
      +-- ModelShapeError    the model does not fit the configured points (fix the config)
      +-- CalibrationError   too few rows to calibrate (give it more rows)
+     +-- UnknownModelError  a command names a model entry that is not configured
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from gettext import gettext as _
 from pathlib import Path
 from typing import Any, Protocol
 
 from watchpost.config.anomaly import AnomalyConfig
 from watchpost.samples import Sample
+
+TEXT_NO_MODELS = _("no anomaly model {name!r}: this gateway runs none")
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -44,6 +48,10 @@ class CalibrationError(AnomalyError):
     """Calibration cannot be fitted from the rows given."""
 
 
+class UnknownModelError(AnomalyError):
+    """A command names a model entry that is not configured."""
+
+
 class AnomalyPart(Protocol):
     """What the daemon uses of the anomaly runner."""
 
@@ -59,6 +67,10 @@ class AnomalyPart(Protocol):
         """Process samples until cancelled."""
         ...
 
+    async def rebaseline(self, name: str, *, by: str) -> dict[str, Any]:
+        """Recalibrate model entry ``name`` from the next rows; UnknownModelError."""
+        ...
+
 
 class NoModels:
     """The anomaly part of a gateway without models: nothing to feed, nothing to report."""
@@ -71,6 +83,9 @@ class NoModels:
 
     async def run(self) -> None:
         await asyncio.Event().wait()  # until cancelled, like the runner's empty queue
+
+    async def rebaseline(self, name: str, *, by: str) -> dict[str, Any]:
+        raise UnknownModelError(TEXT_NO_MODELS.format(name=name))
 
 
 def open_anomaly(config: AnomalyConfig, *, state_dir: Path | None, emit: EventSink) -> AnomalyPart:
