@@ -399,12 +399,13 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
     assert purged.count("No such file or directory") == 2, purged
 
 
-def anomaly_csv(rows: int = 300) -> str:
-    """Two smooth channels with a burst of noise near the end."""
+def anomaly_csv(rows: int = 400) -> str:
+    """Two smooth channels with a burst of noise near the end (generic-v2 calibrates on at
+    least 220 rows: its window, drift lag and 8)."""
     lines = ["t,a,b"]
     for i in range(rows):
         a = 20 + 2 * math.sin(i / 9)
-        b = 5 + math.cos(i / 13) + (3 * math.sin(i * 2.1) if 260 <= i < 280 else 0)
+        b = 5 + math.cos(i / 13) + (3 * math.sin(i * 2.1) if 360 <= i < 380 else 0)
         lines.append(f"{i},{a:.4f},{b:.4f}")
     return "\n".join(lines) + "\n"
 
@@ -420,7 +421,7 @@ def test_arm64_installs_and_scores_with_litert(
     csv = tmp_path / "small.csv"
     csv.write_text(anomaly_csv())
     root.put(csv, "/tmp/small.csv")
-    score = ["anomaly", "score", "--time-column", "t", "--calibrate-rows", "150"]
+    score = ["anomaly", "score", "--time-column", "t", "--calibrate-rows", "250"]
     on_arm = ok(root.sh(f"uname -m; watchpost {' '.join(score)} /tmp/small.csv"))
     machine, *rows = on_arm.splitlines()
     assert machine == "aarch64"
