@@ -93,6 +93,14 @@ TEXT_BROKER_DONE = _("broker certificate written: {cert} and {key} (0600), for {
 TEXT_SIGN_HELP = _("sign a gateway's certificate signing request (a renewal) with the site CA")
 TEXT_SIGN_CSR_HELP = _("the gateway's CSR (PEM), from its `csr` message or its bundle")
 TEXT_SIGN_OUT_HELP = _("file to write the signed certificate (PEM) to")
+TEXT_COMMAND_KEY_HELP = _(
+    "make the platform's Ed25519 key pair for signed commands ([commands] verify_key)"
+)
+TEXT_COMMAND_KEY_OUT_HELP = _("folder for command-signing.key and command-verify.pem")
+TEXT_COMMAND_KEY_DONE = _(
+    "command keys written: {private} (0600: the platform signs with it; keep it there) and "
+    "{public} (every gateway's [commands] verify_key)"
+)
 TEXT_SIGN_DONE = _("certificate for {gateway} written to {path}, valid until {until}")
 TEXT_BAD_CSR = _("{path}: not a PEM certificate signing request")
 TEXT_KEY_EXISTS = _("{path} already exists; refusing to replace a key")
@@ -399,6 +407,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sign.add_argument("--out", type=Path, required=True, metavar="FILE", help=TEXT_SIGN_OUT_HELP)
     sign.add_argument("--days", type=int, default=825, help=TEXT_DAYS_HELP)
     sign.set_defaults(handler=_ca_sign)
+    command_key = actions.add_parser("command-key", help=TEXT_COMMAND_KEY_HELP)
+    command_key.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help=TEXT_COMMAND_KEY_OUT_HELP
+    )
+    command_key.set_defaults(handler=_ca_command_key)
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -446,6 +459,17 @@ def _ca_broker(args: argparse.Namespace) -> int:
     print(
         TEXT_BROKER_DONE.format(cert=cert_path, key=key_path, names=", ".join(args.host + args.ip))
     )
+    return 0
+
+
+def _ca_command_key(args: argparse.Namespace) -> int:
+    try:
+        private, public = pki.create_command_keys(args.out)
+    except OSError as exc:
+        path = exc.filename or (exc.args[0] if exc.args else args.out)
+        print(TEXT_WRITE_FAILED.format(path=path, error=exc.strerror or exc), file=sys.stderr)
+        return EXIT_IOERR
+    print(TEXT_COMMAND_KEY_DONE.format(private=private, public=public))
     return 0
 
 

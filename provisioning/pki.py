@@ -17,7 +17,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
@@ -50,6 +50,27 @@ def write_private_key(key: PrivateKey, path: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     write_new_file(path, data, 0o600)
+
+
+def create_command_keys(out: Path) -> tuple[Path, Path]:
+    """The platform's Ed25519 pair for signed commands: ``command-signing.key`` (0600, for
+    the platform only) and ``command-verify.pem`` (for every gateway's ``[commands]
+    verify_key``). Refuses to replace either file."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = out / "command-signing.key"
+    public = out / "command-verify.pem"
+    out.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_data = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if public.exists():
+        raise FileExistsError(public)
+    write_new_file(private, data, 0o600)
+    write_new_file(public, public_data, 0o644)
+    return private, public
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:

@@ -1,6 +1,6 @@
 """The gateway's one config file (TOML), validated on load: the config layer.
 
-One module per section (``identity``, ``uplink``, ``store``, ``control``, ``anomaly``,
+One module per section (``identity``, ``uplink``, ``store``, ``control``, ``commands``, ``anomaly``,
 ``history``, ``points``, ``alarms``, ``buses``, ``outputs``); ``file`` assembles them;
 ``references`` checks the names and references that span sections, on the raw file, so
 that they are reported in the same run as type errors; ``errors`` words pydantic's errors
@@ -20,6 +20,7 @@ from watchpost.config.base import ConfigError as ConfigError
 from watchpost.config.base import Model as Model
 from watchpost.config.base import read_toml as read_toml
 from watchpost.config.buses import BusConfig as BusConfig
+from watchpost.config.commands import CommandsConfig as CommandsConfig
 from watchpost.config.control import ControlConfig as ControlConfig
 from watchpost.config.errors import describe_error as describe_error
 from watchpost.config.errors import print_config_error as print_config_error

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from watchpost.config.anomaly import AnomalyConfig
 from watchpost.config.base import ConfigError, Model, read_toml
 from watchpost.config.buses import BusConfig
+from watchpost.config.commands import CommandsConfig
 from watchpost.config.control import ControlConfig
 from watchpost.config.devices import AnyDevice, tag_devices
 from watchpost.config.errors import describe_error
@@ -32,6 +33,9 @@ TEXT_WORLD_READABLE = _(
     "{path}: others can read this file, which points at credentials (chmod 640)"
 )
 TEXT_SECRET_READABLE = _("{path} can be read by others (mode {mode}); chmod 600")
+TEXT_KEY_WRITABLE = _(
+    "{path}: others can replace the key that decides which commands run (chmod 644)"
+)
 
 
 class GatewayConfig(Model):
@@ -42,6 +46,10 @@ class GatewayConfig(Model):
     store: StoreConfig = Field(description="The on-disk store and forward buffer.")
     control: ControlConfig = Field(
         default_factory=ControlConfig, description="The local control socket for crews."
+    )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig,
+        description="How commands from the platform are authenticated (signatures).",
     )
     anomaly: AnomalyConfig = Field(
         default_factory=AnomalyConfig, description="On-device anomaly models."
@@ -122,6 +130,12 @@ def check_file_modes(
         ):
             if file is not None and not file.is_file():
                 problems.append(f"{key}: " + TEXT_MISSING.format(path=file))
+    verify_key = config.commands.verify_key
+    if verify_key is not None:
+        if require_files and not verify_key.is_file():
+            problems.append("commands.verify_key: " + TEXT_MISSING.format(path=verify_key))
+        elif verify_key.exists() and verify_key.stat().st_mode & 0o022:
+            problems.append("commands.verify_key: " + TEXT_KEY_WRITABLE.format(path=verify_key))
     for key, file in secrets:
         if file is None or not file.exists():
             continue
