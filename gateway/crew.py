@@ -282,7 +282,7 @@ def _test_alarm(args: argparse.Namespace) -> int:
         for event in result:
             print(
                 TEXT_TEST_EVENT.format(
-                    event=event.get("event"), alarm=event.get("alarm"), seq=event.get("seq")
+                    event=word(event.get("event")), alarm=event.get("alarm"), seq=event.get("seq")
                 )
             )
     return 0

@@ -114,6 +114,7 @@ TEXT_HEADER = _(
 )
 TEXT_ANSWER_VALUE = _("{table} {address} read {value} during the scan")
 TEXT_ANSWER_EXCEPTION = _("answered {table} {address} with exception {code} ({name})")
+TEXT_UNIT_COMMENT = _("# unit {unit}: {answer}")
 TEXT_POINT_TEMPLATE = _(
     "# [[{prefix}devices.points]]\n"
     '# name = "..."          # unique in the gateway, e.g. ch4_face_1\n'
@@ -303,7 +304,7 @@ def proposal(
     for f in on_line:
         parts += [
             "",
-            f"# unit {f.unit}: {f.answer}",
+            TEXT_UNIT_COMMENT.format(unit=f.unit, answer=f.answer),
             f"[[{prefix}devices]]",
             f"name = {value_text(f'{bus_name}_unit_{f.unit}')}",
             f"bus = {value_text(bus_name)}",
