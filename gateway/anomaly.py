@@ -40,6 +40,8 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -109,6 +111,10 @@ TEXT_CALIBRATED = _("anomaly model %r: calibrated on %d rows, threshold %.3g")
 TEXT_QUEUE_FULL = _("anomaly runner: input queue full, dropping samples until it drains")
 TEXT_UNKNOWN_MODEL = _("no anomaly model {name!r} (configured: {models})")
 TEXT_REBASELINE = _("anomaly model %r: rebaseline by %s; calibrating anew on the next %d rows")
+TEXT_PROPOSED = _(
+    "anomaly model %r: raised since %s and steady at a new level since %s; "
+    "a rebaseline is proposed (never applied by itself)"
+)
 TEXT_QUEUE_OK = _("anomaly runner: input queue drained, %d sample(s) were dropped")
 
 
@@ -142,6 +148,8 @@ class DetectorParams:
     hold: int = 5
     clear: int = 30
     threshold: float = 24.0  # robust models only: in robust units (generic-v2)
+    propose_rebaseline: int = 0  # rows of steady levels while raised; 0: never propose
+    period_ms: int = 1000  # one row
 
     @classmethod
     def from_config(
@@ -164,6 +172,8 @@ class DetectorParams:
             drift_lag=cfg.rows(pick("drift_lag_s")),
             hold=cfg.rows(pick("hold_s")),
             clear=cfg.rows(pick("clear_s")),
+            propose_rebaseline=cfg.rows(cfg.propose_rebaseline_s),
+            period_ms=round(cfg.period_s * 1000),
         )
 
 
@@ -416,6 +426,7 @@ def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
     return mean, scale
 
 
+STEADY_BAND = 4.0  # calibration spreads: a level moving less than this is steady
 RELATION_RIDGE = 1e-3  # of the mean level variance, added to the diagonal
 
 
@@ -577,6 +588,8 @@ class AnomalyDetector:
         self.raised_since: int | None = None  # while raised: since when (its first row above)
         self.holding: list[str] = []  # while raised: the points above the threshold now
         self.last_verdict: tuple[float, float] = (0.0, math.inf)  # (score, threshold)
+        self._levels: collections.deque[FloatArray] = collections.deque()  # while raised
+        self._proposed = False
         needed = model.window + params.drift_lag + 8
         if params.calibration_rows < needed:
             raise CalibrationError(
@@ -660,7 +673,11 @@ class AnomalyDetector:
         score = max(point_score, rel)
         if not math.isfinite(score):
             score = math.inf
-        return self._decide(ts, score, z2, share)
+        verdict = self._decide(ts, score, z2, share)
+        proposal = self._proposal(ts, feats)
+        if proposal is not None and verdict.event is None:
+            return dataclasses.replace(verdict, event=proposal)
+        return verdict
 
     def _collect(self, ts: int, values: FloatArray) -> None:
         c = self._cal
@@ -722,6 +739,32 @@ class AnomalyDetector:
         self.last_verdict = (score, threshold)
         return Verdict(ts=ts, score=score, threshold=threshold, anomaly=self.raised, event=event)
 
+    def _proposal(self, ts: int, feats: FloatArray) -> dict[str, Any] | None:
+        """Once per raised event: a ``rebaseline_proposed`` event when every point's level
+        has stayed within ``STEADY_BAND`` of its calibration spreads for
+        ``propose_rebaseline`` rows while raised (the process settled somewhere new)."""
+        n = self.params.propose_rebaseline
+        if not n or self.calibration is None or not self.model.level_index:
+            return None
+        if not self.raised:
+            self._levels.clear()
+            self._proposed = False
+            return None
+        index = self.model.level_index
+        self._levels.append(feats[index] / self.calibration.feature_scale[index])
+        if len(self._levels) > n:
+            self._levels.popleft()
+        if self._proposed or len(self._levels) < n:
+            return None
+        levels = np.stack(self._levels)
+        if float((levels.max(axis=0) - levels.min(axis=0)).max()) > STEADY_BAND:
+            return None
+        self._proposed = True
+        since = ts - (n - 1) * self.params.period_ms
+        log.warning(TEXT_PROPOSED, self.name, self.raised_since, since)
+        event = self._event("rebaseline_proposed", ts, *self.last_verdict, self._raised_points)
+        return {**event, "steady_since": since}
+
     def rebaseline(self, ts: int) -> dict[str, Any] | None:
         """Forget what normal was: the next rows calibrate anew (``calibration_rows`` of
         them), and the saved calibration is deleted at once, so a restart calibrates anew
@@ -736,6 +779,8 @@ class AnomalyDetector:
         self._above = self._below = 0
         self.raised, self.raised_since, self.holding = False, None, []
         self._raised_points = []
+        self._levels.clear()
+        self._proposed = False
         if self.state_path is not None:
             self.state_path.unlink(missing_ok=True)
         return event
@@ -760,7 +805,7 @@ class AnomalyDetector:
 
     def _event(
         self,
-        kind: Literal["raised", "cleared"],
+        kind: Literal["raised", "cleared", "rebaseline_proposed"],
         ts: int,
         score: float,
         threshold: float,

@@ -76,3 +76,44 @@ def test_rebaseline_of_an_unknown_model_names_the_configured_ones(tmp_path: Path
             await runner.rebaseline("pumpp", by="crew")
 
     asyncio.run(main())
+
+
+def test_a_model_proposes_a_rebaseline_once_the_new_level_holds_but_never_applies_it(
+    tmp_path: Path,
+) -> None:
+    got: list[dict[str, Any]] = []
+    rows = normal_rows(1400, seed=11)
+    rows[500:, 1] += 40 * 0.05  # the pressure settles higher and stays there
+    cfg = AnomalyConfig(
+        models=[
+            AnomalyModelConfig(
+                name="pump",
+                points=POINTS,
+                calibration_s=300,
+                hold_s=3,
+                propose_rebaseline_s=300,
+            )
+        ]
+    )
+
+    async def main() -> dict[str, Any]:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=got.append)
+        task = asyncio.create_task(runner.run())
+        await feed(runner, rows, 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return runner.status()["models"]["pump"]
+
+    status = asyncio.run(main())
+    assert [e["event"] for e in got] == ["raised", "rebaseline_proposed"]
+    raised, proposal = got
+    assert proposal["model"] == "pump"
+    assert proposal["points"] == ["pressure"]
+    # steady for the configured 300 s: proposed 300 rows into the new level (and its ramp)
+    assert T0 + 800_000 <= proposal["ts"] <= T0 + 830_000
+    assert proposal["steady_since"] == proposal["ts"] - 299_000
+    assert status["raised"]  # never applied: still raised, the old calibration kept
+    assert status["calibrated"]
+    assert (tmp_path / "anomaly" / "pump.json").exists()
+    assert T0 + 500_000 <= raised["ts"] <= T0 + 510_000

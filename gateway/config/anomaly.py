@@ -92,6 +92,14 @@ class AnomalyModelConfig(Model):
         "before the event is cleared, seconds; default: the model's (60 for generic-v2, 30 "
         "otherwise).",
     )
+    propose_rebaseline_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="While an event stays raised and every point's level has held steady "
+        "(within 4 of its calibration spreads) this long, seconds, send one "
+        "`rebaseline_proposed` event: the process may have settled somewhere new. Never "
+        "applied by itself. 0: never propose.",
+    )
     test_latency_s: float = Field(
         default=0.0,
         ge=0,
