@@ -811,7 +811,7 @@ class AnomalyDetector:
         threshold: float,
         points: list[str],
     ) -> dict[str, Any]:
-        return {
+        event: dict[str, Any] = {
             "event": kind,
             "model": self.name,
             "score": _json_float(score),
@@ -819,6 +819,9 @@ class AnomalyDetector:
             "points": list(points),
             "ts": ts,
         }
+        if self.raised_since is not None:
+            event["since"] = self.raised_since
+        return event
 
 
 def _json_float(x: float) -> float:

@@ -290,12 +290,39 @@ class AnomalyMessage(Message):
     stream: ClassVar[str] = "anomalies"
     stored: ClassVar[bool] = True
     durable: ClassVar[bool] = True
+    stamp_keys: ClassVar[tuple[str, ...]] = ("since", "steady_since")
 
-    event: Literal["raised", "cleared"] = Field(description="raised or cleared.")
+    event: Literal["raised", "cleared", "rebaseline_proposed", "rebaseline"] = Field(
+        description="raised or cleared; rebaseline_proposed: the model has stayed raised "
+        "while the process held steady at a new level (never applied by itself); "
+        "rebaseline: a crew or the platform had the model recalibrate from the next rows."
+    )
     model: str = Field(min_length=1, description="The model entry's name.")
-    score: float = Field(description="The score that decided.")
-    threshold: float = Field(description="The model's decision threshold.")
-    points: list[str] = Field(min_length=1, description="The points involved, strongest first.")
+    score: float | None = Field(
+        default=None, description="The score that decided (not on rebaseline)."
+    )
+    threshold: float | None = Field(
+        default=None, description="The model's decision threshold (not on rebaseline)."
+    )
+    points: list[str] = Field(
+        min_length=1,
+        description="The points involved, strongest first; on rebaseline: the model's points.",
+    )
+    since: int | None = Field(
+        default=None,
+        description="raised, cleared, rebaseline_proposed: when the event began (its first "
+        "row above the threshold), UTC epoch ms.",
+    )
+    steady_since: int | None = Field(
+        default=None,
+        description="rebaseline_proposed: since when the levels have held steady, UTC epoch ms.",
+    )
+    by: str | None = Field(
+        default=None, max_length=100, description="rebaseline: who asked for it."
+    )
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class AlarmSummary(BaseModel):
