@@ -38,6 +38,8 @@ TEXT_NONE = "-"
 # The codes the daemon reports (states, qualities, alarm levels and events), as a person
 # reads them. JSON and MQTT keep the codes; only tables and pages show these words.
 TEXT_CODES = {
+    "online": _("online"),
+    "offline": _("offline"),
     "running": _("running"),
     "stopped": _("stopped"),
     "synced": _("synchronised"),

@@ -29,7 +29,7 @@ from watchpost.clock import wall_ms
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.config.uplink import BrokerAddress
 from watchpost.display import Resolution, format_for, formats_of, unit, word
-from watchpost.textout import pad
+from watchpost.textout import pad, rpad
 
 TEXT_HELP = _("show live what the platform receives from gateways over MQTT")
 TEXT_BROKER_HELP = _("broker URL (default: [uplink] broker of --config)")
@@ -142,7 +142,7 @@ class PlatformView:
                 shown = format_for(self.formats, point, sample.get("value"))
                 age = (now_ms - sample.get("ts", now_ms)) / 1000
                 out.append(
-                    f"{point:<21} {shown:>10}   {pad(unit(self.units.get(point, '')), 8)} "
+                    f"{point:<21} {rpad(shown, 10)}   {pad(unit(self.units.get(point, '')), 8)} "
                     f"{pad(word(sample.get('quality', '')), 8)} {age:4.0f}s"
                 )
             out += ["", TEXT_ALARMS, *self.alarms]

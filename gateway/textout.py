@@ -25,6 +25,11 @@ def pad(text: str, columns: int) -> str:
     return text + " " * max(0, columns - width(text))
 
 
+def rpad(text: str, columns: int) -> str:
+    """``text`` right-aligned in ``columns`` terminal columns."""
+    return " " * max(0, columns - width(text)) + text
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """``rows`` under ``headers``, each column as wide as its widest cell on a terminal."""
     widths = [max([width(h), *(width(r[i]) for r in rows)]) for i, h in enumerate(headers)]

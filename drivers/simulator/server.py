@@ -63,7 +63,7 @@ TEXT_PHASE = _("t={t:7.1f} s  phase {name!r}")
 TEXT_RAMP = _("             {point}: {start} -> {end} from t={t0:.1f} to t={t1:.1f} s")
 TEXT_CROSS = _("             expect {point} {direction} through {mark} at t={t:.1f} s")
 TEXT_FAULT = _("t={t:7.1f} s  fault {kind} on {target} {state}")
-TEXT_SHUTDOWN_FAILED = "a simulated bus did not shut down cleanly (%s); its port may stay open"
+TEXT_SHUTDOWN_FAILED = _("a simulated bus did not shut down cleanly (%s); its port may stay open")
 TEXT_STOPPED = _("t={t:7.1f} s  stopped")
 TEXT_NOT_A_LINK = _("{path} exists and is not a link; refusing to replace it")
 TEXT_NO_LISTEN = _("bus {name}: cannot listen on {where}")
