@@ -50,7 +50,7 @@ from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
-from watchpost.selftest import Check, check_clock, check_disk
+from watchpost.selftest import Check, check_clock, check_commands, check_disk
 from watchpost.store import Store
 from watchpost.telemetry import TelemetryBatcher
 from watchpost.uplink import Uplink
@@ -390,6 +390,7 @@ class Gateway:
             self._broker_check(),
             check_clock(self.config.gateway.clock),
             check_disk(Path(self.config.store.path)),
+            check_commands(self.config.commands),
         ]
         for name, state in self.poller.devices().items():
             checks.append(

@@ -43,6 +43,7 @@ from watchpost.selftest import (
     Check,
     check_broker,
     check_clock,
+    check_commands,
     check_disk,
     check_store_file,
     exit_status,
@@ -387,6 +388,7 @@ def offline_checks(config: GatewayConfig) -> list[Check]:
         ),
         check_clock(config.gateway.clock),
         check_disk(config.store.path),
+        check_commands(config.commands),
     ]
     checks.extend(asyncio.run(_probe_devices(config)))
     return checks

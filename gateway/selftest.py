@@ -25,6 +25,7 @@ from watchpost.clock import kernel_synced
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
+    from watchpost.config.commands import CommandsConfig
     from watchpost.config.uplink import UplinkConfig
 
 MIN_FREE_BYTES = 50 * 1024 * 1024
@@ -37,6 +38,11 @@ TEXT_CLOCK_UNSYNCED = _(
     "clock is set; check that the gateway reaches its time server"
 )
 TEXT_CLOCK_RTC = _("not NTP-synchronised; the box's real-time clock keeps time ([gateway] clock)")
+TEXT_COMMANDS_UNSIGNED = _(
+    "commands are accepted unsigned: anyone who may publish on the broker's cmd/ topics can "
+    "acknowledge or shelve alarms; set [commands] verify_key"
+)
+TEXT_COMMANDS_SIGNED = _("only commands signed by the platform's key run ({path})")
 TEXT_STORE_OK = _("{path}: integrity ok")
 TEXT_STORE_NEW = _("{path}: not created yet (the daemon creates it)")
 TEXT_STORE_BAD = _("{path}: {error}")
@@ -99,6 +105,20 @@ def check_clock(mode: str = "ntp", *, synced: bool | None = None) -> Check:
     if mode == "rtc":
         return Check("clock", True, TEXT_CLOCK_RTC)
     return Check("clock", True, TEXT_CLOCK_UNSYNCED, warn=True)
+
+
+def check_commands(config: CommandsConfig) -> Check:
+    """Whether the platform's commands must be signed. No key is a warning: commands are
+    then accepted from anyone who may publish on the broker's cmd/ topics."""
+    if config.verify_key is None:
+        return Check("commands", True, TEXT_COMMANDS_UNSIGNED, warn=True)
+    from watchpost.command_auth import load_verify_key  # noqa: PLC0415 - cryptography, on demand
+
+    try:
+        load_verify_key(config.verify_key)
+    except ValueError as exc:
+        return Check("commands", False, str(exc))
+    return Check("commands", True, TEXT_COMMANDS_SIGNED.format(path=config.verify_key))
 
 
 def check_broker(config: UplinkConfig, client_id: str) -> Check:
