@@ -153,3 +153,65 @@ def test_idle_connections_cannot_starve_the_alarm_path(
     limit_lines = [line for line in text.splitlines() if "control connections" in line]
     assert 1 <= len(limit_lines) <= 2, limit_lines  # named once, and once when it cleared
     assert MAX_CONNECTIONS < FILES // 4
+
+
+OUT_OF_FILES = r"""
+import asyncio, logging, os, resource, socket, sys
+from pathlib import Path
+from watchpost.control import ControlServer
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+
+async def ok(_args):
+    return "pong"
+
+async def main(path):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+    server = ControlServer(path, {"ping": ok})
+    task = asyncio.create_task(server.run())
+    while not path.exists():
+        await asyncio.sleep(0.01)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.setblocking(False)
+    hog = []
+    while True:  # take every descriptor left
+        try:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    try:
+        client.connect(str(path))  # queued in the backlog: accept() now fails with EMFILE
+    except BlockingIOError:
+        pass
+    await asyncio.sleep(3.5)  # asyncio retries accept() every second
+    for fd in hog:
+        os.close(fd)
+    client.setblocking(True)
+    client.settimeout(5)
+
+    def ask():  # in a thread: the server runs on this loop
+        client.sendall(b'{"op": "ping"}\n')
+        return client.recv(200).decode().strip()
+
+    print("ANSWER", await asyncio.to_thread(ask), flush=True)
+    client.close()
+    await asyncio.sleep(0.2)  # the server sees the client go before it is stopped
+    task.cancel()
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_running_out_of_descriptors_is_logged_once_until_it_clears(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", OUT_OF_FILES, str(tmp_path / "control.sock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout + result.stderr
+    assert 'ANSWER {"ok": true, "result": "pong"}' in out, out
+    assert out.count("cannot accept connections") == 1, out
+    assert out.count("accepting connections again") == 1, out
+    assert "Traceback" not in out, out
