@@ -58,22 +58,23 @@ KEPT_FRAMES = 16
 
 # DL/T 645-2007 7.3, the error byte of an abnormal reply (bit: meaning)
 ERROR_BITS = {
-    0: "other error",
-    1: "no data requested (the meter does not have this DI)",
-    2: "wrong password or not authorised",
-    3: "the baud rate cannot be changed",
-    4: "too many yearly time zones",
-    5: "too many daily time periods",
-    6: "too many tariffs",
+    0: _("other error"),
+    1: _("no data requested (the meter does not have this DI)"),
+    2: _("wrong password or not authorised"),
+    3: _("the baud rate cannot be changed"),
+    4: _("too many yearly time zones"),
+    5: _("too many daily time periods"),
+    6: _("too many tariffs"),
 }
 
-TEXT_NO_ANSWER = "meter {address}: no answer to DI {di} within {timeout} s"
-TEXT_OTHER_METER = " (a reply came from meter {other} instead: two meters share the line?)"
-TEXT_ABNORMAL = "meter {address}: DI {di}: abnormal reply, error byte {code:02X}H ({meaning})"
-TEXT_CHECKSUM = "meter {address}: DI {di}: reply fails its {what}"
-TEXT_WRONG_DI = "meter {address}: asked for DI {di}, the reply carries DI {got}"
-TEXT_SHORT = "meter {address}: DI {di}: reply holds {got} value byte(s), the format needs {need}"
-TEXT_NOT_BCD = "meter {address}: DI {di}: value bytes {raw} are not BCD"
+TEXT_NO_BIT = _("no bit set")
+TEXT_NO_ANSWER = _("meter {address}: no answer to DI {di} within {timeout} s")
+TEXT_OTHER_METER = _(" (a reply came from meter {other} instead: two meters share the line?)")
+TEXT_ABNORMAL = _("meter {address}: DI {di}: abnormal reply, error byte {code:02X}H ({meaning})")
+TEXT_CHECKSUM = _("meter {address}: DI {di}: reply fails its {what}")
+TEXT_WRONG_DI = _("meter {address}: asked for DI {di}, the reply carries DI {got}")
+TEXT_SHORT = _("meter {address}: DI {di}: reply holds {got} value byte(s), the format needs {need}")
+TEXT_NOT_BCD = _("meter {address}: DI {di}: value bytes {raw} are not BCD")
 TEXT_UNKNOWN_DI = _(
     "DI {di} is not one this driver decodes (energy 00.., demand 01.., variables 02..; "
     "docs/dlt645.md lists them)"
@@ -373,7 +374,7 @@ def _later_frame(buffer: bytearray) -> int | None:
 def error_meaning(code: int) -> str:
     """The set bits of an abnormal reply's error byte, in words."""
     meanings = [text for bit, text in ERROR_BITS.items() if code & (1 << bit)]
-    return "; ".join(meanings) or "no bit set"
+    return "; ".join(meanings) or TEXT_NO_BIT
 
 
 # -- config ------------------------------------------------------------------------------------

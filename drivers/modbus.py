@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from gettext import gettext as _
 from typing import TYPE_CHECKING
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -86,6 +87,21 @@ ANSWER_CLASSES: tuple[type[ModbusPDU], ...] = (
 )
 
 
+TEXT_CANNOT_CONNECT = _("bus {name}: cannot connect to {where}")
+TEXT_AT = _("bus {name}: {what}: {problem}")
+TEXT_NO_ANSWER = _("bus {name}: {what}: no answer ({error})")
+TEXT_EXCEPTION = _("bus {bus}: {what}: exception {code} ({name})")
+TEXT_READ_ONLY = _("bus {name}: {what}: {table} is read-only")
+TEXT_READ_WHAT = _("unit {unit} {table} {address}+{count}")
+TEXT_WRITE_WHAT = _("unit {unit} {table} {address} write {values}")
+TEXT_REGISTERS_MISMATCH = _(
+    "answer has byte count {byte_count} and {length} data bytes; {count} registers need {expected}"
+)
+TEXT_BITS_MISMATCH = _(
+    "answer has byte count {byte_count} and {length} data bytes; {count} bits need {expected}"
+)
+
+
 def answer_mismatch(request: ReadRequest, response: ModbusPDU) -> str | None:
     """Why ``response`` does not answer ``request`` (byte count, length), or None if it does."""
     expected = (request.count + 7) // 8 if request.table.is_bits else 2 * request.count
@@ -93,11 +109,8 @@ def answer_mismatch(request: ReadRequest, response: ModbusPDU) -> str | None:
     length = getattr(response, "payload_length", expected)
     if byte_count == expected and length == expected:
         return None
-    unit = "bits" if request.table.is_bits else "registers"
-    return (
-        f"answer has byte count {byte_count} and {length} data bytes; "
-        f"{request.count} {unit} need {expected}"
-    )
+    text = TEXT_BITS_MISMATCH if request.table.is_bits else TEXT_REGISTERS_MISMATCH
+    return text.format(byte_count=byte_count, length=length, count=request.count, expected=expected)
 
 
 class ModbusBus:
@@ -121,7 +134,7 @@ class ModbusBus:
         if self._client.connected:
             return
         if not await self._client.connect():
-            raise CommError(f"bus {self.name}: cannot connect to {self.describe()}")
+            raise CommError(TEXT_CANNOT_CONNECT.format(name=self.name, where=self.describe()))
 
     async def close(self) -> None:
         self._client.close()
@@ -139,7 +152,7 @@ class ModbusBus:
         )
         mismatch = answer_mismatch(request, response)
         if mismatch is not None:
-            raise AnswerError(f"bus {self.name}: {_what(request)}: {mismatch}")
+            raise AnswerError(TEXT_AT.format(name=self.name, what=_what(request), problem=mismatch))
         if request.table.is_bits:
             return list(response.bits[: request.count])
         return list(response.registers)
@@ -153,7 +166,7 @@ class ModbusBus:
         *,
         timeout: float,
     ) -> None:
-        what = f"unit {unit} {table} {address} write {values}"
+        what = TEXT_WRITE_WHAT.format(unit=unit, table=table, address=address, values=values)
         client = self._client
         call: Callable[[], Awaitable[ModbusPDU]]
         if table is Table.COIL:
@@ -171,7 +184,7 @@ class ModbusBus:
                 else (lambda: client.write_registers(address, words, device_id=unit))
             )
         else:
-            raise DeviceError(f"bus {self.name}: {what}: {table} is read-only", code=1)
+            raise DeviceError(TEXT_READ_ONLY.format(name=self.name, what=what, table=table), code=1)
         await self._execute(call, what, timeout)
 
     async def _execute(
@@ -186,19 +199,24 @@ class ModbusBus:
         try:
             response = await call()
         except (TimeoutError, ModbusException, OSError) as exc:
-            raise CommError(f"bus {self.name}: {_what(what)}: no answer ({exc})") from exc
+            raise CommError(
+                TEXT_NO_ANSWER.format(name=self.name, what=_what(what), error=exc)
+            ) from exc
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
             raise DeviceError(
-                f"bus {self.name}: {_what(what)}: exception {code} ({name})", code=code
+                TEXT_EXCEPTION.format(bus=self.name, what=_what(what), code=code, name=name),
+                code=code,
             )
         return response
 
 
 def _what(what: str | ReadRequest) -> str:
     if isinstance(what, ReadRequest):
-        return f"unit {what.unit} {what.table} {what.address}+{what.count}"
+        return TEXT_READ_WHAT.format(
+            unit=what.unit, table=what.table, address=what.address, count=what.count
+        )
     return what
 
 
@@ -257,7 +275,7 @@ class ModbusRtuBus(ModbusBus):
         suspect = self._watch.suspect()
         if suspect is not None:
             what = f"unit {request.unit} {request.table} {request.address}+{request.count}"
-            raise AnswerError(f"bus {self.name}: {what}: {suspect}")
+            raise AnswerError(TEXT_AT.format(name=self.name, what=what, problem=suspect))
         return values
 
     async def write(

@@ -36,13 +36,13 @@ KEPT_LINES = 32
 
 TEXT_ESCAPES = _("{text!r}: {error} (escapes allowed: \\r \\n \\t \\xHH \\\\)")
 TEXT_LINE_END = _("line_end must be one or two characters, e.g. \\r\\n")
-TEXT_NO_LINE = "no line within {timeout} s"
-TEXT_PARTIAL = " ({count} byte(s) came without a line end: is line_end right?)"
-TEXT_OVERLONG = (
+TEXT_NO_LINE = _("no line within {timeout} s")
+TEXT_PARTIAL = _(" ({count} byte(s) came without a line end: is line_end right?)")
+TEXT_OVERLONG = _(
     "a line longer than {limit} bytes was dropped (is line_end right, or the baud rate?)"
 )
-TEXT_CHECKSUM = "line fails its checksum: {line!r}"
-TEXT_NO_MATCH = "point {point}: no number in line {line!r}"
+TEXT_CHECKSUM = _("line fails its checksum: {line!r}")
+TEXT_NO_MATCH = _("point {point}: no number in line {line!r}")
 
 
 def unescape(text: str) -> str:

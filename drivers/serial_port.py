@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 
 CHUNK = 4096  # bytes read per wake-up: bounds how much a framer sees at once
 
-TEXT_NO_PORT = "bus {name}: cannot open {port}: {error}"
+TEXT_NO_PORT = _("bus {name}: cannot open {port}: {error}")
 TEXT_LOST = _("bus %s: port %s lost (%s); it is opened again at the next transaction")
-TEXT_WRITE = "bus {name}: cannot write to {port}: {error}"
+TEXT_WRITE = _("bus {name}: cannot write to {port}: {error}")
 TEXT_PTY_PARITY = _("bus %s: %s is a pseudo-terminal that refuses parity; opened without it")
-TEXT_WRITE_TIMEOUT = "bus {name}: {port} did not take {count} bytes within {timeout} s"
+TEXT_WRITE_TIMEOUT = _("bus {name}: {port} did not take {count} bytes within {timeout} s")
 
 
 class Framer(Protocol):
