@@ -3,9 +3,10 @@
 Run through `scripts/package --arch amd64|arm64|armhf`. Cross-building needs no emulation:
 the target's wheels are fetched for its platform tags (`pip install --target --platform ...
 --only-binary=:all: --python-version 3.11`), and every wheel the gateway needs is either pure
-Python or published for that platform. The exception is numpy on armhf (armv7l): PyPI has no
-numpy wheel for it, so that package depends on Debian's `python3-numpy` (1.24, below 2 as
-tflite-runtime 2.14 needs).
+Python or published for that platform. The exceptions are numpy and cffi on armhf (armv7l):
+PyPI has no wheel of either for it, so that package depends on Debian's `python3-numpy` (1.24,
+below 2 as tflite-runtime 2.14 needs) and `python3-cffi-backend` (1.15, which cryptography
+up to 45 accepts).
 
 What the package holds, and where (see docs/installer-guide.md, "What the package installs"):
 
@@ -24,6 +25,7 @@ Only the standard library: it runs before the virtual environment is of any use.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -51,7 +53,11 @@ class Target:
 
     deb_arch: str
     machine: str  # the wheel platform's machine name
-    numpy_from_debian: bool  # True where PyPI has no numpy wheel
+    # distributions PyPI has no wheel of for this machine: left out, and the Debian package
+    # that provides them is a dependency instead
+    from_debian: tuple[tuple[str, str], ...] = ()
+    # installed without their dependencies (those come from Debian), pinned where needed
+    without_deps: tuple[str, ...] = ()
 
     def platforms(self) -> list[str]:
         """Every manylinux tag bookworm's glibc can run, newest first."""
@@ -60,9 +66,17 @@ class Target:
 
 
 TARGETS = {
-    "amd64": Target("amd64", "x86_64", numpy_from_debian=False),
-    "arm64": Target("arm64", "aarch64", numpy_from_debian=False),
-    "armhf": Target("armhf", "armv7l", numpy_from_debian=True),
+    "amd64": Target("amd64", "x86_64"),
+    "arm64": Target("arm64", "aarch64"),
+    # armv7l: no numpy and no cffi wheels on PyPI. Debian's numpy is 1.24 (below 2, as
+    # tflite-runtime 2.14 needs); Debian's cffi backend is 1.15, which cryptography up to 45
+    # accepts (46 and later want cffi 2).
+    "armhf": Target(
+        "armhf",
+        "armv7l",
+        from_debian=(("numpy", "python3-numpy (<< 1:2)"), ("cffi", "python3-cffi-backend")),
+        without_deps=(LITERT, "cryptography>=41,<46"),
+    ),
 }
 
 
@@ -73,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: SOURCE/dist)")
     parser.add_argument(
         "--version", help="stamp this version instead of the one in gateway/__init__.py"
+    )
+    parser.add_argument(
+        "--deps-cache",
+        type=Path,
+        help="reuse the libraries' tree kept here by an earlier build with the same "
+        "requirements (default: resolve afresh)",
     )
     parser.add_argument(
         "--compression",
@@ -86,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or source / "dist").resolve()
     with tempfile.TemporaryDirectory(prefix="watchpost-package-") as tmp:
         deb = build(
-            target, source, out, Path(tmp), version=args.version, compression=args.compression
+            target,
+            source,
+            out,
+            Path(tmp),
+            version=args.version,
+            compression=args.compression,
+            cache=args.deps_cache,
         )
     size = deb.stat().st_size / 1e6
     print(f"package: {deb} ({size:.1f} MB)")
@@ -101,6 +127,7 @@ def build(
     *,
     version: str | None,
     compression: str,
+    cache: Path | None = None,
 ) -> Path:
     copy = tmp / "src"
     version = stage_source(source, copy, version)
@@ -108,7 +135,7 @@ def build(
         raise SystemExit(f"package: {version!r} is not a Debian version")
     root = tmp / "root"
     tree = root / f"usr/lib/watchpost/shipped/{version}"
-    install_python_tree(target, copy, tree / "lib", tmp / "wheels")
+    install_python_tree(target, copy, tree / "lib", tmp / "wheels", cache)
     write_buildinfo(tree / "lib/watchpost/buildinfo.json", version, target)
     install_files(copy, root, version)
     write_control(root, copy, target, version)
@@ -152,34 +179,62 @@ def requirements(copy: Path, target: Target) -> tuple[list[str], list[str]]:
     installed without its dependencies there.
     """
     project = tomllib.loads((copy / "pyproject.toml").read_text())["project"]
-    deps = [d for d in project["dependencies"] if not d.replace("_", "-").startswith(LITERT_NAMES)]
-    if target.numpy_from_debian:
-        return [d for d in deps if not d.startswith("numpy")], [LITERT]
+    left_out = (*LITERT_NAMES, *(name for name, _ in target.from_debian))
+    left_out += tuple(re.split(r"[<>=!~ ;]", r, maxsplit=1)[0] for r in target.without_deps)
+    deps = [d for d in project["dependencies"] if not d.replace("_", "-").startswith(left_out)]
+    if target.without_deps:
+        return deps, list(target.without_deps)
     return [*deps, LITERT], []
 
 
-def install_python_tree(target: Target, copy: Path, lib: Path, wheels: Path) -> None:
+def install_python_tree(
+    target: Target, copy: Path, lib: Path, wheels: Path, cache: Path | None
+) -> None:
+    """The gateway's wheel and its libraries for the target, installed into ``lib``.
+
+    ``cache``: keep the libraries' tree there, keyed by the target and the requirements, and
+    reuse it for the next build with the same requirements (tests build several versions of
+    one tree). Without it every build resolves afresh.
+    """
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(copy)])
     (wheel,) = wheels.glob("watchpost_gateway-*.whl")
-    platform = [f"--platform={tag}" for tag in target.platforms()]
-    common = [
-        *pip,
+    with_deps, without_deps = requirements(copy, target)
+    key = hashlib.sha256(json.dumps([target.deb_arch, with_deps, without_deps]).encode())
+    kept = cache / f"{target.deb_arch}-{key.hexdigest()[:16]}" if cache else None
+    if kept is not None and kept.is_dir():
+        shutil.copytree(kept, lib, symlinks=True)
+    else:
+        run([*pip_install(target, lib), *with_deps])
+        if without_deps:
+            # a second pass into the same folder adds packages, it replaces none of the first's
+            run([*pip_install(target, lib), "--upgrade", "--no-deps", *without_deps])
+        shutil.rmtree(lib / "bin", ignore_errors=True)  # console scripts for the build machine
+        if kept is not None:
+            tmp = kept.with_name(kept.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(lib, tmp, symlinks=True)
+            tmp.rename(kept)
+    run([*pip_install(target, lib), "--upgrade", "--no-deps", str(wheel)])
+
+
+def pip_install(target: Target, lib: Path) -> list[str]:
+    """`pip install --target lib` for the target's platform, wheels only."""
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "--disable-pip-version-check",
         "install",
         "-q",
         "--target",
         str(lib),
-        *platform,
+        *(f"--platform={tag}" for tag in target.platforms()),
         f"--python-version={PYTHON_VERSION}",
         "--implementation=cp",
         "--only-binary=:all:",
         "--no-warn-script-location",
     ]
-    with_deps, without_deps = requirements(copy, target)
-    run([*common, *with_deps])
-    # a second pass into the same folder adds packages, it replaces none of the first's
-    run([*common, "--upgrade", "--no-deps", str(wheel), *without_deps])
-    shutil.rmtree(lib / "bin", ignore_errors=True)  # console scripts for the build machine
 
 
 def write_buildinfo(path: Path, version: str, target: Target) -> None:
@@ -189,7 +244,7 @@ def write_buildinfo(path: Path, version: str, target: Target) -> None:
         "version": version,
         "architecture": target.deb_arch,
         "python": PYTHON_VERSION,
-        "numpy_from_debian": target.numpy_from_debian,
+        "from_debian": [name for name, _ in target.from_debian],
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
 
@@ -229,8 +284,7 @@ def install_files(copy: Path, root: Path, version: str) -> None:
 
 def write_control(root: Path, copy: Path, target: Target, version: str) -> None:
     depends = ["python3 (>= 3.11)", "python3 (<< 3.12)", "systemd"]
-    if target.numpy_from_debian:
-        depends.append("python3-numpy (<< 1:2)")
+    depends += [dependency for _, dependency in target.from_debian]
     size_kib = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) // 1024
     description = tomllib.loads((copy / "pyproject.toml").read_text())["project"]["description"]
     control = "\n".join(

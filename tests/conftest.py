@@ -341,3 +341,16 @@ def proxy(broker: Broker) -> Iterator[Proxy]:
     relay = Proxy(broker.host, broker.port)
     yield relay
     relay.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Debian package tests run last, and their base roots are made in the background
+    from the start, while the other tests run (a cold arm64 root takes minutes under qemu)."""
+    packages = [item for item in items if item.get_closest_marker("packages")]
+    if packages:
+        items[:] = [item for item in items if not item.get_closest_marker("packages")] + packages
+        if config.option.collectonly:
+            return
+        from tests.debian_root import prepare_in_background  # noqa: PLC0415
+
+        prepare_in_background(["amd64", "arm64"])

@@ -13,13 +13,19 @@ script alone, and every process the script left behind ends with it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SUITE = "bookworm"
 CACHE = Path(os.environ.get("WATCHPOST_TEST_CACHE", "/var/cache/watchpost-test"))
@@ -76,6 +82,24 @@ def base_root(arch: str) -> Path:
     return base
 
 
+def prepare_in_background(arches: list[str]) -> threading.Thread:
+    """Make the missing base roots while the rest of the suite runs (a cold arm64 root takes
+    minutes under emulation). A failure here is logged; the test that needs the root then
+    makes it again and fails with the real error."""
+
+    def prepare() -> None:
+        for arch in arches:
+            if missing_tools(arch) is None:
+                try:
+                    base_root(arch)
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    logging.getLogger(__name__).warning("base root %s: %s", arch, exc)
+
+    thread = threading.Thread(target=prepare, name="debian-roots", daemon=True)
+    thread.start()
+    return thread
+
+
 def _debootstrap(arch: str, base: Path) -> None:
     shutil.rmtree(base, ignore_errors=True)
     work = base.with_name(base.name + ".new")
@@ -95,23 +119,43 @@ def _debootstrap(arch: str, base: Path) -> None:
     # part); the setting goes again before the root is used
     unsafe_io = work / "etc/dpkg/dpkg.cfg.d/watchpost-test-unsafe-io"
     with log.open("w") as out:
-        subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=True)
+        _run_to_the_end(command, out)
         if arch in QEMU:
             qemu = shutil.which(f"{QEMU[arch]}-static")
             assert qemu is not None
             shutil.copy2(qemu, work / "usr/bin" / Path(qemu).name)
         unsafe_io.parent.mkdir(parents=True, exist_ok=True)
         unsafe_io.write_text("force-unsafe-io\n")
-        subprocess.run(
-            ["chroot", str(work), "/debootstrap/debootstrap", "--second-stage"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+        _run_to_the_end(["chroot", str(work), "/debootstrap/debootstrap", "--second-stage"], out)
     unsafe_io.unlink()
     subprocess.run(["chroot", str(work), "apt-get", "clean"], check=True)
     (work / ".complete").write_text(f"{SUITE} {arch}\n")
     work.rename(base)
+
+
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+def _run_to_the_end(command: list[str], out: IO[str]) -> None:
+    """Run a root-making command in its own process group, which ends with this process:
+    a test run that stops early leaves no debootstrap writing into the cache."""
+    with subprocess.Popen(
+        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    ) as process:
+        _RUNNING.add(process)
+        try:
+            code = process.wait()
+        finally:
+            _RUNNING.discard(process)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
+
+
+@atexit.register
+def _stop_running() -> None:
+    for process in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile: nothing to stop
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.debian_root import Root, missing_tools
+from tests.debian_root import CACHE, Root, missing_tools
+from watchpost.models import SHIPPED_MODEL, shipped_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.packages, pytest.mark.slow]
@@ -153,6 +154,8 @@ def build(arch: str, out: Path, stamp: str, source: Path = REPO) -> Path:
             str(out),
             "--compression",
             "gzip",
+            "--deps-cache",
+            str(CACHE / "deps"),
         ],
         env={"PYTHON": sys.executable, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"},
         capture_output=True,
@@ -248,8 +251,8 @@ def test_amd64_installs_with_no_network(amd64_root: Root, debs: dict[str, Path])
     assert isinstance(libraries, dict)
     assert libraries["tflite-runtime"] == "2.14.0"
     assert libraries["numpy"].startswith("1.")
-    card = json.loads((REPO / "models/generic-v1.json").read_text())
-    assert info["model"] == {"id": "generic-v1", "sha256": card["sha256"]}
+    card = json.loads(shipped_model_path().with_suffix(".json").read_text())
+    assert info["model"] == {"id": SHIPPED_MODEL, "sha256": card["sha256"]}
     out = ok(
         root.sh(
             "id watchpost\n"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from watchpost import __version__
+from watchpost.models import SHIPPED_MODEL, shipped_model_path
 from watchpost.version import update_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,13 +22,13 @@ def test_version_json_names_the_libraries_and_the_model() -> None:
         check=True,
     )
     info = json.loads(result.stdout)
-    card = json.loads((REPO / "models/generic-v1.json").read_text())
+    card = json.loads(shipped_model_path().with_suffix(".json").read_text())
     assert info["version"] == __version__
     assert info["architecture"] == "source"  # not installed from a Debian package
     assert info["libraries"]["numpy"].startswith("1.")
     assert {"pydantic", "pymodbus", "paho-mqtt"} <= set(info["libraries"])
     assert {"tflite-runtime", "ai-edge-litert"} & set(info["libraries"])
-    assert info["model"] == {"id": "generic-v1", "sha256": card["sha256"]}
+    assert info["model"] == {"id": SHIPPED_MODEL, "sha256": card["sha256"]}
 
 
 def test_a_rollback_is_reported_only_by_the_version_it_led_to(tmp_path: Path) -> None:
