@@ -786,17 +786,62 @@ class AlarmEngine:
                 state.order = saved.get("order")
             until = saved.get("shelved_until")
             if until is not None and state.rule.shelvable:
-                # across a restart only the wall clock links the two runs; the shelf can still
-                # not outlast its rule's max_shelve from now
-                left = min(max(int(until) - self._now_ms(), 0), int(state.rule.max_shelve * 1000))
-                state.shelf_deadline = self._mono_ms() + left
-                state.shelved_until = int(until)
-                state.shelved_by = saved.get("shelved_by")
-                state.shelved_reason = saved.get("shelved_reason")
-                self._shelved.add(state)
+                self._restore_shelf(
+                    state, int(until), saved.get("shelved_by"), saved.get("shelved_reason")
+                )
         self._reschedule()
         self.revision += 1
         return dropped
+
+    def reconcile(
+        self, last_events: Mapping[str, Mapping[str, Any]], *, complete: bool = False
+    ) -> list[str]:
+        """Align each alarm's lifecycle with its last event the store committed (``alarm id
+        -> event body``), after ``restore``: what the platform has been told wins over a
+        state file saved a moment earlier or later, so that a kill between the two neither
+        repeats an event nor loses one. ``complete``: the store has the last event of every
+        alarm it ever stored, so an alarm without one was never raised as far as the platform
+        knows. Returns the ids that were changed."""
+        changed = []
+        never: Mapping[str, Any] = {"active": False, "acked": False, "shelved": False}
+        ids = self._alarms if complete else last_events
+        for alarm_id in ids:
+            state = self._alarms.get(alarm_id)
+            body = last_events.get(alarm_id, never)
+            if state is None or body.get("test"):
+                continue
+            raised, acked = bool(body.get("active")), bool(body.get("acked"))
+            shelved = bool(body.get("shelved"))
+            if (raised, acked and raised, shelved) == (
+                state.raised,
+                state.acked,
+                state.shelved_until is not None,
+            ):
+                continue
+            changed.append(alarm_id)
+            if raised != state.raised:
+                state.cond = raised  # the fresh samples decide again, through the delays
+                state.pending = None
+            state.raised, state.acked = raised, acked and raised
+            if not shelved:
+                state.shelved_until = state.shelf_deadline = None
+                state.shelved_by = state.shelved_reason = None
+                self._shelved.discard(state)
+            elif state.shelved_until is None and isinstance(body.get("until"), int):
+                self._restore_shelf(state, body["until"], body.get("by"), body.get("note"))
+        if changed:
+            self._reschedule()
+            self.revision += 1
+        return changed
+
+    def _restore_shelf(self, state: _Alarm, until: int, by: str | None, reason: str | None) -> None:
+        """A shelf carried over a restart: only the wall clock links the two runs, and the
+        shelf can still not outlast its rule's max_shelve from now."""
+        left = min(max(until - self._now_ms(), 0), int(state.rule.max_shelve * 1000))
+        state.shelf_deadline = self._mono_ms() + left
+        state.shelved_until = until
+        state.shelved_by, state.shelved_reason = by, reason
+        self._shelved.add(state)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -674,3 +674,38 @@ def test_a_shelf_with_a_broken_expiry_changes_nothing(expiry: dict[str, Any]) ->
     assert engine.revision == revision
     assert engine.active()[0]["state"] == "unacknowledged"
     json.dumps(engine.snapshot(), allow_nan=False)  # the state file stays valid JSON
+
+
+# -- after a kill: the store's last events win over the state file -----------------------------
+
+
+def test_a_state_file_behind_the_store_repeats_no_event() -> None:
+    engine, _feed = setup({"kind": "high", "threshold": 1.0})
+    [raised] = engine.evaluate([Sample("p", T0, 1.5, Quality.GOOD)])
+    again, later = setup({"kind": "high", "threshold": 1.0})
+    again.restore({"version": 1, "alarms": {}})  # saved before the raise was
+    assert again.reconcile({"p/high_alarm": raised.body()}) == ["p/high_alarm"]
+    assert later(1.6, 1.7) == []  # no second "raised"
+    assert later(0.5) == [("cleared", "high_alarm")]
+
+
+def test_a_state_file_ahead_of_the_store_loses_no_event() -> None:
+    engine, feed = setup({"kind": "high", "threshold": 1.0})
+    feed(1.5)  # raised in the engine; the kill came before the store committed it
+    again, later = setup({"kind": "high", "threshold": 1.0})
+    again.restore(engine.snapshot())
+    assert again.reconcile({}, complete=True) == ["p/high_alarm"]
+    assert later(1.6) == [("raised", "high_alarm")]  # the platform hears it after all
+    assert again.reconcile({}, complete=False) == []  # an old store knows nothing: no change
+
+
+def test_an_acknowledgement_the_store_kept_is_kept() -> None:
+    engine, feed = setup({"kind": "high", "threshold": 1.0, "latch": True})
+    feed(1.5)
+    snapshot = engine.snapshot()
+    [acked] = engine.acknowledge("p/high_alarm", by="crew")
+    again, later = setup({"kind": "high", "threshold": 1.0, "latch": True})
+    again.restore(snapshot)
+    again.reconcile({"p/high_alarm": acked.body()})
+    assert again.active()[0]["acked"] is True
+    assert later(0.5) == [("cleared", "high_alarm")]
