@@ -149,7 +149,8 @@ def build(
 def stage_source(source: Path, copy: Path, version: str | None) -> str:
     """A copy of what the wheel is built from, with the version stamped if asked."""
     copy.mkdir()
-    for name in ("pyproject.toml", "README.md", "CHANGELOG.md"):
+    # setup.py compiles the message catalogues into the wheel (MANIFEST.in: their sources)
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md"):
         shutil.copy2(source / name, copy / name)
     for name in ("gateway", "drivers", "models", "provisioning", "src", "systemd", "docs"):
         shutil.copytree(

@@ -617,3 +617,43 @@ def test_a_scan_progress_line_in_chinese(tmp_path: Path) -> None:
     assert "上没有从站应答" in text, text
     lines = [part for line in text.splitlines() for part in line.split("\r")]
     assert latin_sentences("\n".join(lines)) == [], text
+
+
+# English words of the glossary (docs/zh/glossary.md) and the Chinese every translation of
+# a text with that word uses; names, keys, options and placeholders are not words here
+GLOSSARY = {
+    r"\backnowledg": "确认",
+    r"\bshelv|\bshelf": "搁置",
+    r"\balarm": "报警",
+    r"\bbroker": "MQTT 服务器",
+    r"\bbundles?\b": "配置包",
+    r"\bmanifest\b": "站点清单",
+    r"\bcalibrat": "标定",
+    r"\bpoints?\b": "测点",
+    r"\buplink": "上传通道",
+    r"\bself-test|\bselftest": "自检",
+    r"\bdaemon": "守护进程",
+}
+NOT_THE_TERM = {  # the English word in another sense
+    "{path}: others can read this file, which points at credentials (chmod 640)",
+}
+
+
+def words_of(msgid: str) -> str:
+    """``msgid`` without placeholders, [sections], `code`, 'quoted', options and names."""
+    return re.sub(
+        r"\{[^}]*\}|%\([^)]*\)\w|\[[^\]]*\]|`[^`]*`|'[^']*'|--?[\w-]+|\S+[._/]\S+|#.*",
+        " ",
+        msgid,
+    )
+
+
+def test_the_glossary_is_used_consistently() -> None:
+    wrong = [
+        f"{chinese}: {msgid!r} -> {msgstr!r}"
+        for msgid, (msgstr, _flags) in catalogue().items()
+        if msgstr and msgid not in NOT_THE_TERM
+        for english, chinese in GLOSSARY.items()
+        if re.search(english, words_of(msgid), re.IGNORECASE) and chinese not in msgstr
+    ]
+    assert not wrong, "not in the glossary's words (docs/zh/glossary.md):\n" + "\n".join(wrong)

@@ -262,6 +262,7 @@ def test_amd64_installs_with_no_network(amd64_root: Root, debs: dict[str, Path])
             "readlink /usr/lib/watchpost/current\n"
             "ls /usr/share/watchpost/schemas/ | head -1\n"
             "dpkg-query -W -f='${Conffiles}\\n' watchpost-gateway\n"
+            "LANG=zh_CN.UTF-8 watchpost --help | head -1\n"  # the compiled Chinese catalogue
         )
     )
     lines = out.splitlines()
@@ -273,6 +274,7 @@ def test_amd64_installs_with_no_network(amd64_root: Root, debs: dict[str, Path])
     assert f"versions/{stamp}" in out
     assert "alarms.json" in out  # the schemas are reachable through the running tree
     assert "/etc/watchpost/update.toml" in out
+    assert lines[-1].startswith("用法：watchpost"), out
 
 
 def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[str, Path]) -> None:
