@@ -64,12 +64,12 @@ TEXT_ADDRESSES_HELP = _(
 TEXT_PORT_HELP = _("the serial port of the line, e.g. /dev/ttyUSB0")
 TEXT_UNITS_HELP = _("unit ids to try, e.g. 1-247 or 1-10,20 (default: 1-247)")
 TEXT_BAUD_HELP = _(
-    "baud rates to try, in order (default: 9600,19200,38400,4800,115200; with --dlt645: "
-    "2400,1200,4800,9600)"
+    "baud rates to try, in order (default: 9600,19200,38400,4800,115200); with --dlt645: "
+    "2400,1200,4800,9600"
 )
 TEXT_PARITY_HELP = _(
-    "parities to try, in order: N, E, O; each is tried at every baud rate (default: N,E,O; "
-    "with --dlt645: E)"
+    "parities to try, in order: N, E, O; each is tried at every baud rate (default: N,E,O); "
+    "with --dlt645: E"
 )
 TEXT_STOPBITS_HELP = _("stop bits (default: 1)")
 TEXT_TIMEOUT_HELP = _("seconds to wait for each answer (default: depends on the baud rate)")
