@@ -51,9 +51,10 @@ async def serve(port: str, baudrate: int) -> None:
 
 async def client(port: str, baudrate: int, seconds: float) -> dict[str, float]:
     """Poll the device back to back for ``seconds``; count what went through."""
+    from watchpost.clock import wall_ms  # noqa: PLC0415
     from watchpost.config import DeviceConfig  # noqa: PLC0415 - keep --serve light
     from watchpost.drivers import modbus_rtu  # noqa: PLC0415
-    from watchpost.poller import DeviceReader, wall_clock_ms  # noqa: PLC0415
+    from watchpost.poller import DeviceReader  # noqa: PLC0415
     from watchpost.samples import Quality  # noqa: PLC0415
 
     device = DeviceConfig.model_validate(
@@ -72,7 +73,7 @@ async def client(port: str, baudrate: int, seconds: float) -> dict[str, float]:
     bus = modbus_rtu.create(
         modbus_rtu.Config(type="modbus_rtu", name="line", port=port, baudrate=baudrate)
     )  # type: ignore[arg-type]
-    reader = DeviceReader(device, wall_clock_ms)
+    reader = DeviceReader(device, wall_ms)
     try:
         for _ in range(3):  # connect and warm up
             await reader.poll(bus)

@@ -222,7 +222,10 @@ def use_code(revision: str) -> str:
         subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
         # the installed layout: gateway/ is the package, drivers/ models/ provisioning/ in it
         for sub in ("drivers", "models", "provisioning"):
-            (partial / sub).rename(partial / "gateway" / sub)
+            link = partial / "gateway" / sub  # a link to the top-level folder since the layout
+            if link.is_symlink():
+                link.unlink()
+            (partial / sub).rename(link)
         (partial / "gateway").rename(partial / "watchpost")
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)

@@ -166,7 +166,7 @@ class BusSettings(BaseModel):
     package imports the driver registry, so the drivers must not import the config package.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     type: str = Field(description="Bus type.")
     name: str = Field(pattern=BUS_NAME_PATTERN, description="Bus name, unique in the file.")

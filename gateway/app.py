@@ -68,6 +68,7 @@ TEXT_STOPPING = _("stopping on %s")
 TEXT_PART_FAILED = _("%s failed; it starts again after a pause, the rest of the gateway goes on")
 TEXT_RELOADED = _("restarting with the config read anew from %s")
 TEXT_RELOAD_REFUSED = _("reload refused, the running config stays: %s")
+CONTROL_READY_WAIT = 5.0  # seconds READY=1 waits for the control socket at most
 SWITCH_INTERVAL = 0.001  # seconds; see _run
 KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
@@ -448,6 +449,12 @@ class Gateway:
             async with asyncio.TaskGroup() as group:
                 for name, run in parts.items():
                     group.create_task(self._supervised(name, run), name=name)
+                # ready once the crews' socket answers (or, if it cannot start, after a while:
+                # the supervisor retries it, and the gateway's alarms do not wait for it)
+                await asyncio.wait(
+                    [group.create_task(self.control.listening.wait(), name="control-ready")],
+                    timeout=CONTROL_READY_WAIT,
+                )
                 self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
             self.notifier.stopping()

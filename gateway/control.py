@@ -70,6 +70,7 @@ class ControlServer:
         self.open_connections = 0
         self._refusing = False  # over MAX_CONNECTIONS: logged once until it clears
         self._out_of_descriptors = False  # accept() failed: logged once until it clears
+        self.listening = asyncio.Event()  # set once crews can connect
 
     async def run(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,10 +83,12 @@ class ControlServer:
             self._serve, path=str(self.path), limit=MAX_REQUEST, backlog=MAX_CONNECTIONS
         )
         self.path.chmod(0o660)
+        self.listening.set()
         try:
             async with server:
                 await server.serve_forever()
         finally:
+            self.listening.clear()
             loop.set_exception_handler(previous)
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()

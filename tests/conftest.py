@@ -30,6 +30,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.kit.net import free_port, wait_port
+
 # The suite reads the product in English, whatever the locale of whoever runs it; tests of
 # other languages set them for the processes they start (tests/test_i18n.py).
 for _variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
@@ -38,24 +40,6 @@ os.environ["LANG"] = "C.UTF-8"
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "schemas"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 class Broker:

@@ -19,6 +19,8 @@ from pymodbus.datastore import (
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 
+from tests.kit.net import free_port
+
 warnings.filterwarnings("ignore", message=".*deprecated.*", module="pymodbus")
 
 
@@ -48,12 +50,6 @@ class KnownUnitsOnly:
     def _check(self, device_id: int) -> None:
         if device_id not in self._units:
             raise NoSuchIdException(f"no unit {device_id}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def device_context(

@@ -1,40 +1,31 @@
-"""The simulated demo site and a gateway daemon, as real processes, for end-to-end tests."""
+"""The simulated demo site and a gateway daemon, as real processes, for end-to-end tests.
+
+Both run through the kit's process runner (``tests.kit.processes.Watchpost``) and count as
+started when they say ``READY=1``.
+"""
 
 from __future__ import annotations
 
 import importlib.resources
 import json
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.kit.processes import Watchpost
 
 # the demo files as installed with the package (examples/demo in the repository)
 DEMO = Path(str(importlib.resources.files("watchpost") / "examples" / "demo"))
 
 
-def watchpost(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "watchpost", *args],
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def watchpost(*args: str, cwd: Path, log: Path) -> Watchpost:
+    """`python -m watchpost ARGS` in ``cwd``, its output appended to ``log``."""
+    return Watchpost(*args, folder=cwd, name=log.stem, log=log)
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+def stop(process: Watchpost, timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout`` s; the exit status."""
+    return process.stop(timeout)
 
 
 class SimulatedSite:
@@ -44,37 +35,27 @@ class SimulatedSite:
         self.folder = folder
         (folder / "site.toml").write_text(site_text)
         self.events_file = folder / "events.json"
-        self.simulator = watchpost(
+        self.simulator = Watchpost(
             "simulate",
             "site.toml",
             "--port-base",
             "0",
             "--events",
             str(self.events_file),
-            cwd=folder,
-            log=folder / "simulator.log",
+            folder=folder,
+            name="simulator",
         )
-        self.gateway: subprocess.Popen[bytes] | None = None
-        self.events = self._wait_ready()
+        self.gateway: Watchpost | None = None
+        try:
+            self.simulator.wait_ready()
+        except BaseException:
+            self.simulator.stop()
+            raise
+        self.events = self.refresh_events()
 
-    def _wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.simulator.poll() is not None:
-                raise RuntimeError(self.log("simulator"))
-            try:
-                events = json.loads(self.events_file.read_text())
-            except (OSError, ValueError):
-                events = {}
-            if any(e.get("event") == "ready" for e in events.get("events", [])):
-                return events
-            time.sleep(0.1)
-        raise RuntimeError("the simulator did not get ready: " + self.log("simulator"))
-
-    def start_gateway_with(self, config: Path) -> None:
-        self.gateway = watchpost(
-            "run", "--config", str(config), cwd=self.folder, log=self.folder / "gateway.log"
-        )
+    def start_gateway_with(self, config: Path) -> Watchpost:
+        self.gateway = Watchpost("run", "--config", str(config), folder=self.folder, name="gateway")
+        return self.gateway
 
     def refresh_events(self) -> dict[str, Any]:
         self.events = json.loads(self.events_file.read_text())
@@ -98,8 +79,8 @@ class SimulatedSite:
 
     def close(self) -> None:
         if self.gateway is not None:
-            stop(self.gateway)
-        stop(self.simulator)
+            self.gateway.stop()
+        self.simulator.stop()
 
 
 class SiteRun(SimulatedSite):
@@ -110,8 +91,8 @@ class SiteRun(SimulatedSite):
         self.config = folder / "gateway.toml"
         self.config.write_text(self._gateway_config(broker_url))
 
-    def start_gateway(self) -> None:
-        self.start_gateway_with(self.config)
+    def start_gateway(self) -> Watchpost:
+        return self.start_gateway_with(self.config)
 
     def _gateway_config(self, broker_url: str) -> str:
         text = (DEMO / "gateway.toml").read_text()

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from pydantic import TypeAdapter
 
+from tests.kit.clock import FakeClock
 from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmStateError, AlarmStateFile, UnknownAlarm
 from watchpost.config.alarms import AlarmRule, resolve_rules
 from watchpost.samples import Quality, Sample
@@ -24,14 +25,6 @@ SCHEMA = json.loads(
 )
 RULES = TypeAdapter(list[AlarmRule])
 T0 = 1_700_000_000_000
-
-
-class FakeClock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def rules(*specs: dict[str, Any], point_range: tuple[float, float] | None = None) -> list[Any]:
@@ -63,7 +56,7 @@ class Feed:
         out: list[AlarmEvent] = []
         for value in values:
             self.ts += self.step_ms
-            self.clock.now = self.ts + 5
+            self.clock.ms = self.ts + 5
             out += self.engine.evaluate([Sample(self.point, self.ts, value, quality)])
         self.events += out
         return [(e.event, e.rule) for e in out]
@@ -338,12 +331,12 @@ def test_a_shelved_alarm_is_silent_and_is_reconciled_when_the_shelf_expires() ->
         "p/high_alarm", by="crew:wang", reason="sensor calibration", duration_s=30
     )
     assert shelved.event == "shelved"
-    assert shelved.until == clock.now + 30_000
+    assert shelved.until == clock.ms + 30_000
     assert shelved.by == "crew:wang"
     assert shelved.note == "sensor calibration"
     assert feed(1.5, 0.2, 1.5) == []
     assert engine.active()[0]["state"] == "shelved"
-    assert engine.tick(clock.now + 10_000) == []
+    assert engine.tick(clock.ms + 10_000) == []
     events = engine.tick(shelved.until)
     assert [(e.event, e.by, e.note) for e in events] == [
         ("unshelved", None, "shelf expired"),
@@ -486,7 +479,7 @@ def test_snapshot_survives_a_restart_through_the_state_file(tmp_path: Path) -> N
     state = AlarmStateFile(tmp_path / "alarms.json")
     state.save(engine.snapshot())
 
-    clock = FakeClock(feed.clock.now + 1000)
+    clock = FakeClock(feed.clock.ms + 1000)
     again = make(rules(*specs), clock)
     assert again.restore(state.load()) == []
     assert again.active() == engine.active()
@@ -497,7 +490,7 @@ def test_snapshot_survives_a_restart_through_the_state_file(tmp_path: Path) -> N
         "acknowledged",
         "cleared",
     ]
-    clock.now += 60_000
+    clock.ms += 60_000
     assert [e.event for e in again.tick()] == ["unshelved"]
 
 
@@ -519,7 +512,7 @@ def test_active_describes_state_for_crews_and_platforms() -> None:
     [entry] = engine.active()
     assert entry["state"] == "unacknowledged"
     assert entry["condition"] == "abnormal"
-    assert entry["raised_ts"] == feed.clock.now
+    assert entry["raised_ts"] == feed.clock.ms
     assert entry["value"] == 1.4
     engine.acknowledge("p/high_alarm", by="crew")
     assert engine.active()[0]["acked_by"] == "crew"
@@ -544,7 +537,7 @@ def test_housekeeper_expires_shelves_and_saves_state_on_change(tmp_path: Path) -
     async def scenario() -> None:
         task = asyncio.create_task(keeper.run())
         await asyncio.sleep(0.05)
-        feed.clock.now += 1000
+        feed.clock.ms += 1000
         await asyncio.sleep(0.05)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

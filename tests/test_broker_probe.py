@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
+from tests.kit.net import free_port
 from tests.site_run import stop, watchpost
 from watchpost.broker_probe import probe
 from watchpost.cli import main

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.processes import SimulatorProcess
 from tests.site_run import stop, watchpost
-from tests.test_simulator import SimulatorProcess
 from watchpost.commands import COMMANDS, MAX_COMMAND_BYTES, CommandError, parse
 
 ROOT = "watchpost/v1/cmd-site/gw-9/"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.processes import Watchpost
 from tests.modbus_servers import MisshapenAnswers
 from tests.site_run import stop
 from watchpost.control import IDLE_TIMEOUT, MAX_CONNECTIONS, ControlError, request
@@ -106,16 +107,12 @@ def test_idle_connections_cannot_starve_the_alarm_path(
         config = tmp_path / "gateway.toml"
         config.write_text(GATEWAY.format(broker=broker.url, port=server.port))
         log = tmp_path / "gateway.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [
-                    *("prlimit", f"--nofile={FILES}:{FILES}"),
-                    *(sys.executable, "-m", "watchpost", "run", "--config", str(config)),
-                ],
-                cwd=tmp_path,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        process = Watchpost(
+            *("run", "--config", str(config)),
+            folder=tmp_path,
+            name="gateway",
+            prefix=("prlimit", f"--nofile={FILES}:{FILES}"),
+        )
         sock = tmp_path / "var" / "control.sock"
         held: list[socket.socket] = []
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.clock import FakeClock
 from watchpost.alarms import AlarmEngine
 from watchpost.config.alarms import ThresholdRule
 from watchpost.config.history import HistoryConfig
@@ -18,14 +19,6 @@ from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_040_000  # a minute boundary (UTC epoch ms)
 assert T0 % MINUTE_MS == 0
-
-
-class FakeClock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 @dataclass

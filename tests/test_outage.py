@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker, Proxy, Subscriber, free_port
+from tests.conftest import Broker, Proxy, Subscriber
+from tests.kit.net import free_port
 from tests.test_uplink import ROOT, depth, make_uplink, running, until
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store

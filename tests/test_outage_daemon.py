@@ -69,18 +69,6 @@ def test_daemon_starts_on_a_damaged_store_and_reports_it(
     assert report["moved_to"].startswith(str(store.absolute()) + ".damaged-")
 
 
-def _wait_control(sock: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            request(sock, "status", timeout=2)
-            return
-        except ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_daemon_killed_20_times_loses_no_stored_alarm(
     tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
@@ -99,8 +87,7 @@ def test_daemon_killed_20_times_loses_no_stored_alarm(
     recent: Counter[tuple[str, int]] = Counter()
     try:
         for _ in range(20):
-            run.start_gateway()
-            _wait_control(sock)
+            run.start_gateway().wait_ready()
             answered: list[tuple[float, tuple[str, int]]] = []
             until = time.monotonic() + rng.uniform(0.3, 1.5)
             while time.monotonic() < until:

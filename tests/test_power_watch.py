@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from tests.kit.clock import FakeClock
 from watchpost.alarms import AlarmEngine, AlarmEvent
 from watchpost.config.alarms import AlarmRule, resolve_rules
 from watchpost.samples import Quality, Sample
@@ -22,19 +23,11 @@ MINUTE = 60_000
 RULES = TypeAdapter(list[AlarmRule])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def order(order_id: str, start: int, end: int, reason: str = "notice 7") -> ShutdownOrder:
     return ShutdownOrder(id=order_id, start=start, end=end, reason=reason)
 
 
-def watch(tmp_path: Path, clock: Clock, **rule: Any) -> tuple[AlarmEngine, ShutdownOrders]:
+def watch(tmp_path: Path, clock: FakeClock, **rule: Any) -> tuple[AlarmEngine, ShutdownOrders]:
     orders = ShutdownOrders(tmp_path / "shutdown_orders.json", clock)
     spec = {"kind": "production_during_shutdown", "threshold": 50.0, **rule}
     rules = resolve_rules(
@@ -44,16 +37,16 @@ def watch(tmp_path: Path, clock: Clock, **rule: Any) -> tuple[AlarmEngine, Shutd
 
 
 def feed(
-    engine: AlarmEngine, clock: Clock, power: float, *, quality: Quality = Quality.GOOD
+    engine: AlarmEngine, clock: FakeClock, power: float, *, quality: Quality = Quality.GOOD
 ) -> list[AlarmEvent]:
     """One poll: a sample stamped now, then a minute passes."""
-    events = engine.evaluate([Sample("plant_power", clock.now, power, quality)])
-    clock.now += MINUTE
+    events = engine.evaluate([Sample("plant_power", clock.ms, power, quality)])
+    clock.ms += MINUTE
     return events
 
 
 def test_no_alarm_outside_an_order(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock)
     orders.add(order("later", T0 + 60 * MINUTE, T0 + 120 * MINUTE))
     events = [e for _ in range(30) for e in feed(engine, clock, 400.0)]
@@ -62,7 +55,7 @@ def test_no_alarm_outside_an_order(tmp_path):
 
 
 def test_raised_within_on_delay_and_one_poll_inside_an_order_naming_it(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock, on_delay=300)  # 5 minutes
     orders.add(order("flood-2026-11", T0, T0 + 24 * 60 * MINUTE, "flood warning"))
     raised_at = None
@@ -84,20 +77,20 @@ def test_raised_within_on_delay_and_one_poll_inside_an_order_naming_it(tmp_path)
 
 
 def test_idle_load_below_the_threshold_is_no_alarm(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0, T0 + 60 * MINUTE))
     assert [e for _ in range(20) for e in feed(engine, clock, 35.0)] == []
 
 
 def test_cleared_at_the_orders_end_even_without_samples(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0, T0 + 10 * MINUTE))
     assert [e.event for e in feed(engine, clock, 400.0)] == ["raised"]
-    clock.now = T0 + 9 * MINUTE
+    clock.ms = T0 + 9 * MINUTE
     assert engine.tick() == []  # still in force
-    clock.now = T0 + 10 * MINUTE
+    clock.ms = T0 + 10 * MINUTE
     [cleared] = engine.tick()  # the meter may be silent: the clock ends the order
     assert cleared.event == "cleared"
     assert cleared.order == "o1"
@@ -105,7 +98,7 @@ def test_cleared_at_the_orders_end_even_without_samples(tmp_path):
 
 
 def test_cleared_by_a_sample_after_the_end_without_off_delay(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock, off_delay=3600)
     orders.add(order("o1", T0, T0 + 2 * MINUTE))
     assert [e.event for e in feed(engine, clock, 400.0)] == ["raised"]
@@ -114,12 +107,12 @@ def test_cleared_by_a_sample_after_the_end_without_off_delay(tmp_path):
 
 
 def test_cleared_by_cancellation(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0, T0 + 600 * MINUTE))
     assert [e.event for e in feed(engine, clock, 400.0)] == ["raised"]
     cancelled = orders.cancel("o1")
-    assert cancelled.cancelled_ts == clock.now
+    assert cancelled.cancelled_ts == clock.ms
     [cleared] = engine.check_orders()
     assert cleared.event == "cleared"
     assert feed(engine, clock, 400.0) == []
@@ -127,7 +120,7 @@ def test_cleared_by_cancellation(tmp_path):
 
 
 def test_production_dropping_below_threshold_clears_inside_the_order(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock, deadband=5.0)
     orders.add(order("o1", T0, T0 + 600 * MINUTE))
     assert [e.event for e in feed(engine, clock, 400.0)] == ["raised"]
@@ -136,7 +129,7 @@ def test_production_dropping_below_threshold_clears_inside_the_order(tmp_path):
 
 
 def test_comm_samples_leave_the_watch_as_it_was(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0, T0 + 600 * MINUTE))
     assert [e.event for e in feed(engine, clock, 400.0)] == ["raised"]
@@ -145,7 +138,7 @@ def test_comm_samples_leave_the_watch_as_it_was(tmp_path):
 
 
 def test_an_order_survives_a_restart(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     _engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0 + MINUTE, T0 + 600 * MINUTE))
     saved = json.loads((tmp_path / "shutdown_orders.json").read_text())
@@ -157,7 +150,7 @@ def test_an_order_survives_a_restart(tmp_path):
 
 
 def test_overlapping_orders_are_refused_and_change_nothing(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     _engine, orders = watch(tmp_path, clock)
     orders.add(order("o1", T0, T0 + 60 * MINUTE))
     with pytest.raises(OrderError, match="overlaps order 'o1'"):
@@ -167,7 +160,7 @@ def test_overlapping_orders_are_refused_and_change_nothing(tmp_path):
 
 
 def test_the_same_order_twice_is_accepted_once_and_a_reused_id_refused(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     _engine, orders = watch(tmp_path, clock)
     _kept, new = orders.add(order("o1", T0, T0 + 60 * MINUTE))
     assert new
@@ -178,7 +171,7 @@ def test_the_same_order_twice_is_accepted_once_and_a_reused_id_refused(tmp_path)
 
 
 def test_malformed_orders_are_refused(tmp_path):
-    clock = Clock()
+    clock = FakeClock(T0)
     _engine, orders = watch(tmp_path, clock)
     with pytest.raises(ValidationError, match="end must be after start"):
         order("o1", T0 + MINUTE, T0)
@@ -193,7 +186,7 @@ def test_malformed_orders_are_refused(tmp_path):
 def test_an_unreadable_order_file_is_moved_aside_not_fatal(tmp_path):
     path = tmp_path / "shutdown_orders.json"
     path.write_text("{not json")
-    orders = ShutdownOrders(path, Clock())
+    orders = ShutdownOrders(path, FakeClock(T0))
     assert orders.listing() == []
     assert (tmp_path / "shutdown_orders.json.unreadable").read_text() == "{not json"
 
@@ -219,10 +212,9 @@ socket = "{tmp_path}/control.sock"
 """
     )
     config.chmod(0o640)
-    now = Clock()
-    now.now = 1_900_000_000_000  # 2030: the order is still to come
+    now = FakeClock(1_900_000_000_000)  # 2030: the order is still to come
     orders = ShutdownOrders(tmp_path / "shutdown_orders.json", now)
-    orders.add(order("flood-7", now.now + MINUTE, now.now + 60 * MINUTE, "flood warning 7"))
+    orders.add(order("flood-7", now.ms + MINUTE, now.ms + 60 * MINUTE, "flood warning 7"))
     assert main(["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "flood-7" in out

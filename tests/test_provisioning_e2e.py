@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker, Subscriber, free_port
+from tests.conftest import Broker, Subscriber
+from tests.kit.net import free_port
+from tests.kit.processes import Watchpost
 from watchpost.cli import main
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -116,54 +114,10 @@ def install(bundle: Path, root: Path) -> Path:
     return config
 
 
-class Daemon:
+def Daemon(config: Path, folder: Path) -> Watchpost:
     """`watchpost run` in its own process, with a notify socket standing in for systemd."""
-
-    def __init__(self, config: Path, folder: Path) -> None:
-        self.notify_path = folder / "notify"
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(self.notify_path))
-        self.stderr_path = folder / "daemon.log"
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), PYTHONUNBUFFERED="1")
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "watchpost", "run", "--config", str(config)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-
-    def wait_notify(self, field: str, timeout: float = 30.0) -> list[str]:
-        """Datagrams until one holds ``field``; fails if the daemon exits first."""
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.notify.settimeout(0.2)
-            try:
-                seen.append(self.notify.recv(4096).decode())
-            except TimeoutError:
-                if self.process.poll() is not None and time.monotonic() > deadline - timeout + 1:
-                    break  # exited, and what it sent before has been read
-                continue
-            if field in seen[-1].split("\n"):
-                return seen
-        raise AssertionError(f"no {field} from the daemon; got {seen}; log: {self.log()}")
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def close(self) -> None:
-        self.notify.close()
+    folder.mkdir(parents=True, exist_ok=True)
+    return Watchpost("run", "--config", str(config), folder=folder, name="daemon")
 
 
 @pytest.fixture
@@ -213,14 +167,14 @@ def test_provisioned_gateways_come_online_over_mutual_tls(
             config = install(site / "out" / gateway, tmp_path / gateway)
             daemon = Daemon(config, tmp_path / gateway)
             daemons.append(daemon)
-            assert any(m.startswith("READY=1") for m in daemon.wait_notify("READY=1"))
+            assert any(m.startswith("READY=1") for m in daemon.wait_for("READY=1"))
         for gateway in ("gw-a", "gw-b"):
             status = subscriber.wait_for(f"watchpost/v1/{SITE}/{gateway}/status", timeout=30)
             assert status[-1]["state"] == "online"
             assert status[-1]["gateway"] == gateway
         for daemon in daemons:
             assert daemon.stop() == 0, daemon.log()
-            daemon.wait_notify("STOPPING=1", timeout=1)
+            daemon.wait_for("STOPPING=1", timeout=1)
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -264,7 +218,7 @@ def test_a_gateway_from_another_ca_is_refused(
     config = install(stranger / "out" / "gw-a", tmp_path / "gw-a")
     daemon = Daemon(config, tmp_path / "gw-a")
     try:
-        daemon.wait_notify("READY=1")  # it runs, keeps alarming locally, and keeps trying
+        daemon.wait_for("READY=1")  # it runs, keeps alarming locally, and keeps trying
         time.sleep(4)
         assert subscriber.get(f"watchpost/v1/{SITE}/gw-a/status") == []
         assert daemon.process.poll() is None, daemon.log()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.clock import FakeClock
 from tests.site_run import DEMO
 from watchpost.alarms import AlarmEngine
 from watchpost.cli import main
@@ -93,14 +94,6 @@ def parse(page: str) -> Structure:
     assert parser.stack == []
     assert parser.doctype.lower() == "doctype html"
     return parser
-
-
-class FakeClock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.kit.clock import FakeClock
 from tests.site_run import DEMO
 from watchpost.alarms import AlarmEngine
 from watchpost.config import load_config
@@ -69,14 +70,6 @@ MEASURE = """
 })();
 </script>
 """
-
-
-class FakeClock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 @dataclass

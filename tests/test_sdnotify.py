@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.clock import FakeClock
 from watchpost.sdnotify import Notifier, Watchdog, watchdog_interval
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def receive_all(sock: socket.socket) -> list[str]:
@@ -103,9 +96,9 @@ def test_watchdog_interval_from_environment() -> None:
 
 def test_feeds_only_while_every_check_makes_progress(listener: tuple[socket.socket, str]) -> None:
     sock, address = listener
-    clock = FakeClock()
+    clock = FakeClock(1_000_000)  # 1000 s: the watchdog counts seconds
     watchdog = Watchdog.from_environment(
-        Notifier(address), {"WATCHDOG_USEC": "10000000"}, clock=clock
+        Notifier(address), {"WATCHDOG_USEC": "10000000"}, clock=clock.seconds
     )
     poll = watchdog.register("poll loop")
     writer = watchdog.register("store writer")
@@ -113,15 +106,15 @@ def test_feeds_only_while_every_check_makes_progress(listener: tuple[socket.sock
     assert watchdog.tick()
     assert receive_all(sock) == ["WATCHDOG=1"]
 
-    clock.now += 8
+    clock.advance(8000)
     poll.beat()
     writer.beat()
-    clock.now += 8  # 16 s since start, 8 s since the last beats: still fresh
+    clock.advance(8000)  # 16 s since start, 8 s since the last beats: still fresh
     assert watchdog.tick()
     assert receive_all(sock) == ["WATCHDOG=1"]
 
     poll.beat()
-    clock.now += 3  # the store writer is now 11 s silent
+    clock.advance(3000)  # the store writer is now 11 s silent
     assert watchdog.stalled() == ["store writer"]
     assert not watchdog.tick()
     messages = receive_all(sock)

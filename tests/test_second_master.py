@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.processes import SimulatorProcess
 from tests.site_run import stop, watchpost
-from tests.test_simulator import SimulatorProcess
 from watchpost.drivers.line_watch import QUIET
 
 ROOT = "watchpost/v1/line-site/gw-l/"

@@ -1,16 +1,11 @@
 """The site simulator as a real process: `watchpost simulate` on free loopback ports and a
 real pseudo-terminal, read with real pymodbus clients over TCP and over the RTU link.
 
-``SimulatorProcess`` is reusable by other tests::
-
-    with SimulatorProcess.start(site_toml_text, tmp_path) as sim:
-        sim.tcp_port("face"); sim.link("rs485"); sim.wait_event("phase", name="...")
+The process itself is the kit's ``SimulatorProcess`` (``tests/kit/processes.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import socket
 import subprocess
@@ -18,95 +13,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from tests.kit.processes import SimulatorProcess
+
 DT = ModbusTcpClient.DATATYPE
-START_TIMEOUT = 15.0
-
-
-class SimulatorProcess:
-    """A `watchpost simulate` subprocess with its events file."""
-
-    def __init__(self, process: subprocess.Popen[str], events: Path, cwd: Path) -> None:
-        self.process = process
-        self.events_path = events
-        self.cwd = cwd
-
-    @classmethod
-    @contextlib.contextmanager
-    def start(cls, site_text: str, folder: Path, *extra: str) -> Iterator[SimulatorProcess]:
-        """Write ``site.toml`` into ``folder``, run the simulator there, stop it at the end."""
-        site = folder / "site.toml"
-        site.write_text(site_text, encoding="utf-8")
-        events = folder / "events.json"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "watchpost",
-                "simulate",
-                str(site),
-                "--port-base",
-                "0",
-                "--events",
-                str(events),
-                *extra,
-            ],
-            cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        sim = cls(process, events, folder)
-        try:
-            sim.wait_event("ready", timeout=START_TIMEOUT)
-            yield sim
-        finally:
-            sim.stop()
-
-    def document(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.events_path.read_text(encoding="utf-8")))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def wait_event(self, event: str, /, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for found in self.document().get("events", []):
-                if found["event"] == event and all(found.get(k) == v for k, v in match.items()):
-                    return dict(found)
-            if self.process.poll() is not None:
-                _out, err = self.process.communicate()
-                raise AssertionError(f"simulator exited {self.process.returncode}: {err}")
-            time.sleep(0.02)
-        raise AssertionError(f"no {event} event {match} within {timeout} s")
-
-    def tcp_port(self, bus: str) -> int:
-        return int(self.document()["buses"][bus]["port"])
-
-    def link(self, bus: str) -> Path:
-        return Path(self.document()["buses"][bus]["link"])
-
-    def t(self) -> float:
-        """Seconds on the simulator's clock."""
-        return time.time() - float(self.document()["started_at"])
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
-        with contextlib.suppress(ValueError):
-            self.process.communicate()
-        return self.process.returncode
 
 
 def _constants(*points: tuple[str, str, int, str, str, str]) -> str:

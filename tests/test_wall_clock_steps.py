@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.processes import SimulatorProcess, Watchpost
 from tests.site_run import stop
-from tests.test_simulator import SimulatorProcess
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/clock-site/gw-c/"
@@ -109,14 +107,9 @@ class SteppedDaemon:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
         self.log = folder / "gateway.log"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "watchpost", "run", "--config", str(config)],
-                cwd=folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        self.process = Watchpost(
+            "run", "--config", str(config), folder=folder, name="gateway", env=env
+        )
 
     def step(self, seconds: int) -> None:
         """Set the daemon's wall clock to real time + ``seconds`` (takes effect at once)."""

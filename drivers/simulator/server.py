@@ -52,6 +52,7 @@ from watchpost.drivers.simulator.site import (
     TcpBus,
 )
 from watchpost.files import atomic_write
+from watchpost.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -627,6 +628,8 @@ async def serve(
     server = SiteServer(site, events=EventLog(events_path, out), port_base=port_base, seed=seed)
     try:
         await server.start()
+        # under systemd (Type=notify) or the test kit: the buses listen, the site is ready
+        Notifier.from_environment().ready(status=f"site {site.site.name} ready")
         await server.run(stop, duration)
     finally:
         await server.stop()

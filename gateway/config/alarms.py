@@ -38,7 +38,7 @@ Level = Literal["prealarm", "alarm", "critical", "fault"]
 class Rule(BaseModel):
     """What every rule has: its name, level, delays, latching and shelving."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(
         default="",
@@ -271,7 +271,7 @@ AlarmRule = Annotated[
 class RuleSet(BaseModel):
     """A profile file: rules for one hazard, with where their numbers come from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     description: str = Field(description="What the rule set is for.")
     unit: str = Field(default="", description="Engineering unit the thresholds are in.")

@@ -48,7 +48,7 @@ TopicLevel = Annotated[str, AfterValidator(_topic_level)]
 class Model(BaseModel):
     """Base of every config section: unknown keys are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ConfigError(Exception):
