@@ -29,7 +29,7 @@ from watchpost.alarms import (
     AlarmEvent,
     AlarmHousekeeper,
 )
-from watchpost.anomaly_part import AnomalyError, UnknownModelError, open_anomaly
+from watchpost.anomaly_part import AnomalyError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.commands import PlatformCommands
@@ -142,11 +142,7 @@ class Gateway:
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
         commands = PlatformCommands(
-            self.alarms,
-            ping=self._ping,
-            reload=self.reload,
-            durable=self._durable,
-            rebaseline=self.anomaly.rebaseline,
+            self.alarms, ping=self._ping, reload=self.reload, durable=self._durable
         )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
@@ -341,17 +337,7 @@ class Gateway:
             "unshelve": self._alarm_op("unshelve"),
             "test_alarm": self._test_alarm,
             "selftest": self._selftest,
-            "anomaly_rebaseline": self._anomaly_rebaseline,
         }
-
-    async def _anomaly_rebaseline(self, args: dict[str, Any]) -> dict[str, Any]:
-        """A crew's rebaseline: recorded (durable) before the answer."""
-        try:
-            return await self.anomaly.rebaseline(
-                str(args.get("model", "")), by=str(args.get("by") or "crew")
-            )
-        except UnknownModelError as exc:
-            raise ControlError(str(exc)) from exc
 
     async def _read(self, args: dict[str, Any]) -> dict[str, Any]:
         devices = {d.name: d for d in self.config.modbus_devices()}

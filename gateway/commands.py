@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent
-from watchpost.anomaly_part import UnknownModelError
 from watchpost.config import describe_error
 
 MAX_COMMAND_BYTES = 16 * 1024
@@ -73,19 +72,6 @@ class Unshelve(Request):
     by: str = Field(min_length=1, max_length=100, description="Who unshelves.")
 
 
-class AnomalyRebaseline(Request):
-    """`cmd/anomaly_rebaseline`: recalibrate an anomaly model from the next rows, after the
-    process settled somewhere new. Recorded as a `rebaseline` event before the reply."""
-
-    model: str = Field(
-        min_length=1,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="The model entry's name, as in [[anomaly.models]].",
-    )
-    by: str = Field(min_length=1, max_length=100, description="Who asks, for the record.")
-
-
 class Reload(Request):
     """`cmd/reload`: re-read the config file; refused, and nothing changes, if it is bad."""
 
@@ -96,7 +82,6 @@ COMMANDS: dict[str, type[Request]] = {
     "shelve": Shelve,
     "unshelve": Unshelve,
     "reload": Reload,
-    "anomaly_rebaseline": AnomalyRebaseline,
 }
 
 
@@ -122,13 +107,11 @@ class PlatformCommands:
         ping: Callable[[], dict[str, Any]],
         reload: Callable[[], Awaitable[list[str]]],
         durable: Callable[[list[AlarmEvent]], Awaitable[list[dict[str, Any]]]],
-        rebaseline: Callable[..., Awaitable[dict[str, Any]]],
     ) -> None:
         self._alarms = alarms
         self._ping = ping
         self._reload = reload
         self._durable = durable  # answers once the events are stored, with their seq
-        self._rebaseline = rebaseline  # (model, by=...): answers once its event is stored
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -138,7 +121,7 @@ class PlatformCommands:
             command = parse(name, request)
             try:
                 return await self._run(command)
-            except (AlarmError, UnknownModelError) as exc:
+            except AlarmError as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
@@ -155,8 +138,6 @@ class PlatformCommands:
                 )
             case Unshelve(alarm=alarm, by=by):
                 return await self._durable(self._alarms.unshelve(alarm, by=by))
-            case AnomalyRebaseline(model=model, by=by):
-                return await self._rebaseline(model, by=by)
             case Reload():
                 errors = await self._reload()
                 if errors:
