@@ -13,12 +13,19 @@ What is tested, and how:
   `anomaly score` on a CSV, whose scores must equal the host's: numpy and LiteRT load and
   compute on aarch64.
 
-What is not: systemd cannot run as PID 1 in a chroot, so the daemon is started by hand as the
-unit would start it (same command, user watchpost, group dialout), and the update guard's
-`watch` is run by hand with ``--restart-command`` pointing at a script that stops and starts
-that daemon, instead of `systemctl restart`. The guard's decisions (confirm, roll back on
-time-out, the state it writes, the links it switches) are the real ones; systemd's side
-(Type=notify, Restart=, NRestarts, the unit starting the guard) is not exercised here.
+The update and rollback are tested twice on amd64:
+- in a chroot, where systemd cannot run: the daemon is started by hand as the unit would
+  start it (same command, user watchpost, group dialout), and the guard's `watch` is run by
+  hand with ``--restart-command`` pointing at a script that stops and starts that daemon.
+  This covers the data: store, alarm state, conffile, remove and purge, downgrade by hand.
+- booted with systemd as PID 1 (systemd-nspawn, `Booted`): the units as shipped (hardening
+  included), the postinst enabling them and starting the guard, READY through sd_notify,
+  `systemctl restart`, Restart=on-failure's loop counted through NRestarts, the rollback.
+
+Not tested: the guard resuming a trial after a reboot (its unit's ConditionPathExists at
+boot), the firstboot unit with a bundle, arm64 updates (the same scripts as on amd64; arm64
+is only installed and run), armhf (built, not installed: no armhf root is made), a real
+Raspberry Pi.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.debian_root import CACHE, Root, missing_tools
+from tests.debian_root import CACHE, Booted, Root, missing_tools
 from watchpost.models import SHIPPED_MODEL, shipped_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -446,3 +453,81 @@ def test_arm64_installs_and_scores_with_litert(
             scored += 1
             assert float(arm_score) == pytest.approx(float(host_score), rel=1e-3, abs=1e-4)
     assert scored > 100
+
+
+# Waits (bounded, in the booted root) until no update is on trial any more.
+TRIAL_OVER = """\
+n=0
+while [ -e /var/lib/watchpost-update/trial.json ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done
+[ ! -e /var/lib/watchpost-update/trial.json ] || { echo 'trial still open'; exit 1; }
+n=0
+guard() { systemctl show -p ActiveState --value watchpost-update-guard; }
+while [ "$(guard)" = activating ] && [ $n -lt 300 ]; do
+    sleep 0.2; n=$((n+1))
+done
+"""
+
+
+def test_amd64_under_systemd_update_and_rollback(amd64_root: Root, debs: dict[str, Path]) -> None:
+    """The same with systemd as PID 1 (systemd-nspawn): the units as shipped, READY through
+    sd_notify, the postinst starting the guard, `systemctl restart`, Restart=on-failure."""
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("systemd-nspawn is missing: scripts/setup installs systemd-container")
+    root = amd64_root
+    new, broken = version("t2"), version("broken")
+    for tag in ("t1", "t2", "broken"):
+        deb = debs[f"amd64-{tag}"]
+        root.put(deb, f"/var/tmp/{tag}.deb")
+    with Booted(root) as box:
+        box.start_broker()
+        out = ok(
+            box.sh(
+                "dpkg -i /var/tmp/t1.deb >/var/tmp/dpkg.log 2>&1 || cat /var/tmp/dpkg.log\n"
+                "systemctl is-enabled watchpost\n"
+                "systemctl show -p ConditionResult --value watchpost\n"
+                f"cat > /etc/watchpost/gateway.toml <<'EOF'\n{GATEWAY_TOML}EOF\n"
+                "chown root:watchpost /etc/watchpost/gateway.toml\n"
+                "chmod 0640 /etc/watchpost/gateway.toml\n"
+                f"sed -i 's/^confirm_within_s = .*/confirm_within_s = {CONFIRM_WITHIN_S}/' "
+                "/etc/watchpost/update.toml\n"
+                "systemctl start watchpost\n"  # returns once the daemon sent READY=1
+                "systemctl is-active watchpost\n"
+            )
+        )
+        assert out.splitlines() == ["enabled", "no", "active"], out  # no config: not started
+
+        # an update: the postinst starts the guard, which restarts the daemon and confirms it
+        out = ok(
+            box.sh(
+                "dpkg -i /var/tmp/t2.deb >>/var/tmp/dpkg.log 2>&1\n"
+                + TRIAL_OVER
+                + "cat /var/lib/watchpost-update/state.json\n"
+                "watchpost status --json | python3 -c "
+                "'import json, sys; print(json.load(sys.stdin)[\"version\"])'\n"
+            )
+        )
+        *state, running = out.splitlines()
+        assert json.loads("\n".join(state))["confirmed"] == new
+        assert running == new
+
+        # an update whose daemon exits at once: systemd restarts it, the guard gives it up
+        out = ok(
+            box.sh(
+                "dpkg -i /var/tmp/broken.deb >>/var/tmp/dpkg.log 2>&1\n"
+                + TRIAL_OVER
+                + "readlink /usr/lib/watchpost/current\n"
+                "systemctl is-active watchpost\n"
+                "journalctl -u watchpost-update-guard --no-pager -o cat | grep 'rolled back'\n"
+                "journalctl -u watchpost-update-guard --no-pager -o cat | grep 'running again'\n"
+                "watchpost status --json | python3 -c "
+                "'import json, sys; print(json.dumps(json.load(sys.stdin)[\"software\"]))'\n"
+            )
+        )
+        link, active, said, again, software = out.splitlines()
+        assert link == f"versions/{new}"
+        assert active == "active"
+        assert f"{broken} did not come up" in said
+        assert again.endswith(f"{new} is running again"), again
+        assert "restarted 3 times" in said  # Restart=on-failure's loop, seen through NRestarts
+        assert json.loads(software)["update"]["rolled_back_from"] == broken
+        print(f"rolled back under systemd: {said}")
