@@ -49,7 +49,7 @@ def test_gateway_config_references_of_anomaly_models_and_outputs_with_a_type_err
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "gateway.toml")
     errors = caught.value.errors
-    assert "devices[0].interval: must be above 0.0 (got -1)" in errors
+    assert "devices[0].interval: must be at least 0.05 (got -1)" in errors
     assert "outputs[0].name: output name 'ch4_face_1' is also a point name" in errors
     assert any(e.startswith("outputs[0].device: no device named 'nowhere'") for e in errors)
     assert "outputs[0].points[0]: no point named 'no_point'" in errors
