@@ -9,7 +9,7 @@ its own), and the daemon's Gateway in this process: poller, alarm engine, store 
 each burst of alarms in one fsync'd commit), uplink (paho). Three probes, one clock (perf_counter):
 
     read     the poll path receives the sample (right after its device's read returned)
-    durable  Store.put of the event returned: committed and fsync'd
+    durable  Outbox.put of the event returned: committed and fsync'd
     broker   the uplink takes the PUBACK of the event's message
 
 Each bit has a high alarm at 0.5, so every edge of a square wave is one raised or cleared
@@ -36,6 +36,7 @@ from perf_site import PYTHON, Broker, gateway_toml, layout, site_toml, stop
 
 from watchpost.app import SWITCH_INTERVAL, Gateway
 from watchpost.config import load_config
+from watchpost.messages import AlarmMessage, Message
 from watchpost.samples import Sample
 
 BITS = 50
@@ -118,20 +119,20 @@ class InstrumentedGateway(Gateway):
     def __init__(self, config: Any, config_path: Path, probes: Probes) -> None:
         self.probes = probes
         super().__init__(config, config_path)
-        put = self.store.put
+        put = self.outbox.put
 
-        async def timed_put(stream: str, body: dict[str, Any], *, ts: int, durable: bool) -> int:
+        async def timed_put(message: Message, *, ts: int | None = None) -> int:
             asked = time.perf_counter_ns()
-            seq = await put(stream, body, ts=ts, durable=durable)
-            if stream == "alarms" and probes.counting:
+            seq = await put(message, ts=ts)
+            if isinstance(message, AlarmMessage) and probes.counting:
                 probes.durable[seq] = (
-                    (body["point"], body["sample_ts"]),
+                    (message.point, message.sample_ts),
                     asked,
                     time.perf_counter_ns(),
                 )
             return seq
 
-        self.store.put = timed_put  # type: ignore[method-assign]
+        self.outbox.put = timed_put  # type: ignore[method-assign]
         on_puback = self.uplink._on_puback
 
         def timed_puback(link: Any, mid: int) -> None:

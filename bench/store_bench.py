@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import Broker
 from watchpost.config.store import StoreConfig
 from watchpost.config.uplink import UplinkConfig
+from watchpost.messages import AlarmMessage, SampleReading, TelemetryBatch
+from watchpost.outbox import Outbox
 from watchpost.store import Store
 from watchpost.uplink import Uplink
 
@@ -50,8 +52,8 @@ class Site:
         self.t = 1_732_000_000_000
         self.index = 0
 
-    def batch(self) -> list[dict]:
-        out = []
+    def batch(self) -> list[SampleReading]:
+        out: list[SampleReading] = []
         for _ in range(BATCH):
             i = self.index
             self.values[i] += self.rng.gauss(0, 0.05)
@@ -70,13 +72,21 @@ class Site:
         return out
 
 
+_OUTBOXES: dict[int, Outbox] = {}
+
+
+def outbox_of(store: Store) -> Outbox:
+    """The one outbox over ``store``."""
+    return _OUTBOXES.setdefault(id(store), Outbox(store, gateway="gw1"))
+
+
 async def ingest(store: Store, site: Site, samples: int, marks: list[int]) -> dict:
     """Put ``samples`` offline as fast as the store takes them; RSS at each mark."""
     rss = {0: rss_mib()}
     start = time.perf_counter()
     done = 0
     while done < samples:
-        await store.put("telemetry", {"samples": site.batch()}, ts=site.t, durable=False)
+        await outbox_of(store).put(TelemetryBatch.of(site.batch()), ts=site.t)
         done += BATCH
         if done % (BATCH * 200) == 0:
             await asyncio.sleep(0)  # let the writer's listener callbacks run
@@ -91,7 +101,7 @@ async def ingest(store: Store, site: Site, samples: int, marks: list[int]) -> di
 async def drain(store: Store, url: str) -> tuple[float, int]:
     uplink = Uplink(
         UplinkConfig(broker=url, max_inflight=256, health_interval=3600),
-        store,
+        outbox_of(store),
         site="bench",
         gateway="gw1",
         version="bench",
@@ -116,26 +126,25 @@ async def drain(store: Store, url: str) -> tuple[float, int]:
 async def durable(folder: Path, count: int = 500) -> None:
     """Alarms: one fsync'd commit each, awaited one by one or issued together."""
     store = Store(StoreConfig(path=folder / "alarms.db"), gateway="gw1")
-    body = {
-        "event": "raised",
-        "alarm": "ch4_face_1/high_alarm",
-        "point": "ch4_face_1",
-        "rule": "high_alarm",
-        "kind": "high",
-        "level": "alarm",
-        "value": 1.1,
-        "threshold": 1.0,
-        "sample_ts": 1,
-        "decided_ts": 1,
-    }
+    alarm = AlarmMessage(
+        event="raised",
+        alarm="ch4_face_1/high_alarm",
+        point="ch4_face_1",
+        rule="high_alarm",
+        kind="high",
+        level="alarm",
+        value=1.1,
+        threshold=1.0,
+        sample_ts=1,
+        decided_ts=1,
+    )
+    outbox = outbox_of(store)
     start = time.perf_counter()
     for _ in range(count):
-        await store.put("alarms", dict(body), ts=1, durable=True)
+        await outbox.put(alarm, ts=1)
     one_by_one = count / (time.perf_counter() - start)
     start = time.perf_counter()
-    await asyncio.gather(
-        *(store.put("alarms", dict(body), ts=1, durable=True) for _ in range(count))
-    )
+    await asyncio.gather(*(outbox.put(alarm, ts=1) for _ in range(count)))
     together = count / (time.perf_counter() - start)
     store.close()
     print(
@@ -194,7 +203,7 @@ async def fill_quota(folder: Path) -> None:
     site = Site()
     done, start = 0, time.perf_counter()
     while True:
-        await store.put("telemetry", {"samples": site.batch()}, ts=site.t, durable=False)
+        await outbox_of(store).put(TelemetryBatch.of(site.batch()), ts=site.t)
         done += BATCH
         if done % (BATCH * 1000) == 0:
             await asyncio.to_thread(store.flush)

@@ -1,9 +1,10 @@
 """The daemon: wires the parts together and runs them until told to stop.
 
-poller -> alarm engine -> store (`alarms`, durable) -> uplink -> platform
-       -> telemetry batcher -> store (`telemetry`)
-       -> anomaly runner (LiteRT, off the loop) -> store (`anomalies`, durable)
-control socket <- crews' CLI;  systemd watchdog <- poll loop and store writer alive
+poller -> alarm engine -> recorder -> outbox (`alarms`, durable) -> store -> uplink -> platform
+       -> telemetry batcher -> outbox (`telemetry`)
+       -> anomaly runner (LiteRT, off the loop) -> outbox (`anomalies`, durable)
+control socket (crews' CLI) and platform commands -> alarm actions -> alarm engine
+systemd watchdog <- poll loop and store writer alive
 """
 
 from __future__ import annotations
@@ -22,13 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from watchpost import __version__, hangup
+from watchpost.actions import ActionError, AlarmActions
 from watchpost.alarm_state import AlarmStateFile
-from watchpost.alarms import (
-    AlarmEngine,
-    AlarmError,
-    AlarmEvent,
-    AlarmHousekeeper,
-)
+from watchpost.alarms import AlarmEngine, AlarmHousekeeper
 from watchpost.anomaly_part import AnomalyError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
@@ -46,8 +43,11 @@ from watchpost.control import ControlError, ControlServer
 from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
 from watchpost.history import HistoryRecorder
+from watchpost.messages import AnomalyMessage, SampleReading, TelemetryBatch
+from watchpost.outbox import Outbox
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
+from watchpost.recorder import AlarmRecorder
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_commands, check_disk
@@ -70,7 +70,6 @@ TEXT_RELOADED = _("restarting with the config read anew from %s")
 TEXT_RELOAD_REFUSED = _("reload refused, the running config stays: %s")
 CONTROL_READY_WAIT = 5.0  # seconds READY=1 waits for the control socket at most
 SWITCH_INTERVAL = 0.001  # seconds; see _run
-KEPT_SEQS = 1000  # seqs of recent alarm events kept for actions waiting on them
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
 TEXT_BROKER_CONNECTED = _("{broker}: connected")
@@ -92,6 +91,7 @@ class Gateway:
         self.now_ms = self.clock.now_ms
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
         self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
+        self.outbox = Outbox(self.store, gateway=config.gateway.id, clock=self.clock)
         self.alarms = AlarmEngine(
             {point.name: point.alarms for _device, point in config.points()},
             self.now_ms,
@@ -104,14 +104,10 @@ class Gateway:
         self.anomaly = open_anomaly(config.anomaly, state_dir=state_dir, emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}
-        # every transition, from samples or from a crew's or platform's action, is stored;
-        # events are numbered in queue order so that an action can wait for its own
-        self._alarm_queue: asyncio.Queue[tuple[int, AlarmEvent]] = asyncio.Queue()
-        self._alarms_queued = 0
-        self._alarms_stored = 0
-        self._stored_seqs: dict[int, int] = {}  # queue number -> seq, the last few hundred
-        self._alarms_stored_changed = asyncio.Condition()
-        self.alarms.add_listener(self._queue_alarm)
+        # every transition, from samples or from a crew's or platform's action, is stored
+        self.recorder = AlarmRecorder(self.outbox)
+        self.alarms.add_listener(self.recorder)
+        self.actions = AlarmActions(self.alarms, self.recorder)
         self.alarm_keeper.report_damage()  # an unusable alarms.json: a fault, never a stop
         self.telemetry = TelemetryBatcher(self._put_telemetry)
         self.notifier = Notifier.from_environment()
@@ -131,7 +127,7 @@ class Gateway:
         )
         self.uplink = Uplink(
             config.uplink,
-            self.store,
+            self.outbox,
             site=config.gateway.site,
             gateway=config.gateway.id,
             version=__version__,
@@ -141,9 +137,7 @@ class Gateway:
             alarm_snapshot=self._alarm_snapshot,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
-        commands = PlatformCommands(
-            self.alarms, ping=self._ping, reload=self.reload, durable=self._durable
-        )
+        commands = PlatformCommands(self.actions, ping=self._ping, reload=self.reload)
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
 
@@ -171,56 +165,13 @@ class Gateway:
         self.telemetry.add(samples)
         self.history.observe(samples)
 
-    def _queue_alarm(self, event: AlarmEvent) -> None:
-        self._alarms_queued += 1
-        self._alarm_queue.put_nowait((self._alarms_queued, event))
-
-    async def _record_alarms(self) -> None:
-        """Store alarm events durably, in order. A burst (one poll can move many alarms) is
-        handed to the store at once, so that it goes to disk in one commit."""
-        while True:
-            batch = [await self._alarm_queue.get()]
-            while not self._alarm_queue.empty():
-                batch.append(self._alarm_queue.get_nowait())
-            await self._store_alarms(batch)
-
-    async def _store_alarms(self, batch: list[tuple[int, AlarmEvent]]) -> None:
-        # put() takes each event's seq before its first await: gather keeps the order
-        seqs = await asyncio.gather(
-            *(
-                self.store.put("alarms", event.body(), ts=event.decided_ts, durable=True)
-                for _number, event in batch
-            )
-        )
-        for (number, _event), seq in zip(batch, seqs, strict=True):
-            self._stored_seqs[number] = seq
-            self._stored_seqs.pop(number - KEPT_SEQS, None)
-        if batch:
-            self._alarms_stored = batch[-1][0]
-        async with self._alarms_stored_changed:
-            self._alarms_stored_changed.notify_all()
-
-    async def _durable(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
-        """Wait until ``events``, just raised by an action, are durable; their bodies with seq.
-
-        The engine calls its listeners synchronously, so an action's events are the last
-        ``len(events)`` queued when it returns.
-        """
-        last = self._alarms_queued
-        async with self._alarms_stored_changed:
-            await self._alarms_stored_changed.wait_for(lambda: self._alarms_stored >= last)
-        first = last - len(events) + 1
-        return [
-            {**event.body(), "seq": self._stored_seqs.get(first + i)}
-            for i, event in enumerate(events)
-        ]
-
-    async def _put_telemetry(self, batch: list[dict[str, Any]]) -> None:
-        await self.store.put("telemetry", {"samples": batch}, ts=self.now_ms(), durable=False)
+    async def _put_telemetry(self, batch: list[SampleReading]) -> None:
+        await self.outbox.put(TelemetryBatch.of(batch))
 
     async def _put_anomaly(self, event: dict[str, Any]) -> None:
-        ts = int(event.pop("ts", self.now_ms()))
-        await self.store.put("anomalies", event, ts=ts, durable=True)
+        ts = int(event.get("ts", self.now_ms()))
+        body = {key: value for key, value in event.items() if key != "ts"}
+        await self.outbox.put(AnomalyMessage(**body), ts=ts)
 
     async def _poll_liveness(self, period: float = 2.0) -> None:
         """The poll loop is alive while the event loop turns and no bus is wedged in a poll
@@ -332,10 +283,10 @@ class Gateway:
             "status": self._status,
             "read": self._read,
             "alarms": self._alarms_list,
-            "ack": self._alarm_op("acknowledge"),
-            "shelve": self._alarm_op("shelve"),
-            "unshelve": self._alarm_op("unshelve"),
-            "test_alarm": self._test_alarm,
+            "ack": self._alarm_action("ack"),
+            "shelve": self._alarm_action("shelve"),
+            "unshelve": self._alarm_action("unshelve"),
+            "test_alarm": self._alarm_action("test_alarm"),
             "selftest": self._selftest,
         }
 
@@ -355,26 +306,16 @@ class Gateway:
     async def _alarms_list(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         return self._active_alarms()
 
-    def _alarm_op(self, name: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    def _alarm_action(self, name: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+        """The crews' side of an alarm action: the same service as the platform's commands."""
+
         async def operate(args: dict[str, Any]) -> Any:
-            kwargs = dict(args)
-            alarm = kwargs.pop("alarm")
-            if "minutes" in kwargs:
-                kwargs["duration_s"] = float(kwargs.pop("minutes")) * 60
             try:
-                events = getattr(self.alarms, name)(alarm, **kwargs)
-            except AlarmError as exc:
+                return await self.actions.perform(name, args)
+            except ActionError as exc:
                 raise ControlError(str(exc)) from exc
-            return await self._durable(events)
 
         return operate
-
-    async def _test_alarm(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            events = self.alarms.test_alarm(str(args.get("point")), by="crew")
-        except AlarmError as exc:
-            raise ControlError(str(exc)) from exc
-        return await self._durable(events)
 
     def _broker_check(self) -> Check:
         broker = self.config.uplink.broker
@@ -434,7 +375,7 @@ class Gateway:
         try:
             parts: dict[str, Callable[[], Awaitable[None]]] = {
                 "poller": self.poller.run,
-                "alarm-recorder": self._record_alarms,
+                "alarm-recorder": self.recorder.run,
                 "alarm-keeper": self.alarm_keeper.run,
                 "outputs": self.outputs.run,
                 "telemetry": self.telemetry.run,
@@ -458,7 +399,7 @@ class Gateway:
                 self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
             self.notifier.stopping()
-            await self._drain_alarm_queue()
+            await self.recorder.drain()
             self.store.close()
 
     async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -485,12 +426,6 @@ class Gateway:
             if time.monotonic() - started > 60:
                 backoff.reset()  # it ran for a while: a new failure starts from the bottom
             await asyncio.sleep(backoff.next_delay())
-
-    async def _drain_alarm_queue(self) -> None:
-        batch = []
-        while not self._alarm_queue.empty():
-            batch.append(self._alarm_queue.get_nowait())
-        await self._store_alarms(batch)
 
 
 async def _serve(config: GatewayConfig, config_path: Path) -> int:

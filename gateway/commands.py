@@ -2,8 +2,10 @@
 
 Every request is a JSON object checked against its pydantic model (the JSON Schemas in
 `schemas/cmd-*.json` are generated from the same models); anything malformed, unknown or
-too large is answered with an error and changes nothing. The uplink publishes each
-handler's result, or the text of its ``CommandError``, on `cmd/{name}/reply`.
+too large is answered with an error and changes nothing. The alarm commands are the alarm
+actions of ``actions.py`` (their models, their checks, their answers), the same the crews'
+CLI gets. The uplink publishes each handler's result, or the text of its
+``CommandError``, on `cmd/{name}/reply`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from watchpost.alarms import AlarmEngine, AlarmError, AlarmEvent
+from watchpost import actions
+from watchpost.actions import ActionError, AlarmActions
 from watchpost.config import describe_error
 
 MAX_COMMAND_BYTES = 16 * 1024
@@ -43,33 +46,16 @@ class Ping(Request):
     """`cmd/ping`: is the gateway there? Answers with its clock and uptime."""
 
 
-class Acknowledge(Request):
+class Acknowledge(actions.Acknowledge, Request):
     """`cmd/ack`: acknowledge a raised alarm."""
 
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id, e.g. ch4/high_alarm.")
-    by: str = Field(min_length=1, max_length=100, description="Who acknowledges.")
-    note: str = Field(default="", max_length=1000, description="A note for the record.")
 
-
-class Shelve(Request):
+class Shelve(actions.Shelve, Request):
     """`cmd/shelve`: shelve an alarm for maintenance, with a mandatory expiry."""
 
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id.")
-    by: str = Field(min_length=1, max_length=100, description="Who shelves.")
-    reason: str = Field(min_length=1, max_length=1000, description="Why, for the record.")
-    minutes: float = Field(
-        gt=0,
-        le=7 * 24 * 60,
-        allow_inf_nan=False,
-        description="The shelf expires after this many minutes.",
-    )
 
-
-class Unshelve(Request):
+class Unshelve(actions.Unshelve, Request):
     """`cmd/unshelve`: end a shelf now."""
-
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id.")
-    by: str = Field(min_length=1, max_length=100, description="Who unshelves.")
 
 
 class Reload(Request):
@@ -98,20 +84,18 @@ def parse(name: str, request: dict[str, Any]) -> Request:
 
 
 class PlatformCommands:
-    """The handlers the uplink serves, over the alarm engine and the daemon's controls."""
+    """The handlers the uplink serves: the alarm actions, ping and reload."""
 
     def __init__(
         self,
-        alarms: AlarmEngine,
+        alarm_actions: AlarmActions,
         *,
         ping: Callable[[], dict[str, Any]],
         reload: Callable[[], Awaitable[list[str]]],
-        durable: Callable[[list[AlarmEvent]], Awaitable[list[dict[str, Any]]]],
     ) -> None:
-        self._alarms = alarms
+        self._actions = alarm_actions
         self._ping = ping
         self._reload = reload
-        self._durable = durable  # answers once the events are stored, with their seq
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -120,27 +104,21 @@ class PlatformCommands:
         async def handle(request: dict[str, Any]) -> Any:
             command = parse(name, request)
             try:
-                return await self._run(command)
-            except AlarmError as exc:
+                return await self._run(name, command)
+            except ActionError as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
 
-    async def _run(self, command: Request) -> Any:
+    async def _run(self, name: str, command: Request) -> Any:
         match command:
             case Ping():
                 return self._ping()
-            case Acknowledge(alarm=alarm, by=by, note=note):
-                return await self._durable(self._alarms.acknowledge(alarm, by=by, note=note))
-            case Shelve(alarm=alarm, by=by, reason=reason, minutes=minutes):
-                return await self._durable(
-                    self._alarms.shelve(alarm, by=by, reason=reason, duration_s=minutes * 60)
-                )
-            case Unshelve(alarm=alarm, by=by):
-                return await self._durable(self._alarms.unshelve(alarm, by=by))
             case Reload():
                 errors = await self._reload()
                 if errors:
                     raise CommandError("; ".join(errors))
                 return {"reloading": True, "message": TEXT_RELOADING}
+            case actions.Action():  # ack, shelve, unshelve: the crews' actions too
+                return await self._actions.perform(name, command)
         raise CommandError(type(command).__name__)

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
 from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
 from typing_extensions import TypedDict  # pydantic reads its fields on Python < 3.12
 
@@ -39,6 +39,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 SCHEMA_FOLDER = Path(__file__).resolve().parent / "schemas"
 
 TEXT_NOT_JSON = "the {stream} body cannot be encoded as JSON: {error}"
+TEXT_ENVELOPE = "{model}: a stored body must not have the envelope key(s) {keys}"
+ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
 
 Clock = Literal["unsynced", "corrected"]
 
@@ -132,6 +134,15 @@ class Message(BaseModel):
     stamp_keys: ClassVar[tuple[str, ...]] = ()  # body keys holding epoch-ms stamps
     lenient: ClassVar[bool] = False  # encode what JSON lacks (a path) as text, not an error
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A stored body must not carry a key of the envelope (``frame`` owns them)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.stored:
+            clash = ENVELOPE_KEYS.intersection(cls.model_fields)
+            if clash:
+                raise TypeError(TEXT_ENVELOPE.format(model=cls.__name__, keys=sorted(clash)))
+
     def body(self) -> dict[str, Any]:
         """The body as plain JSON types."""
         return self.model_dump(mode="json")
@@ -167,10 +178,9 @@ def _encode(stream: str, body: dict[str, Any], *, lenient: bool = False) -> byte
         raise EncodeError(TEXT_NOT_JSON.format(stream=stream, error=exc)) from exc
 
 
+@with_config(ConfigDict(extra="forbid"))
 class SampleReading(TypedDict):
     """One sample in a telemetry batch."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
     point: Annotated[str, Field(pattern=NAME_PATTERN, description="The point's name.")]
     ts: Annotated[int, Field(ge=0, description="When the value was read, UTC epoch ms.")]

@@ -1,6 +1,10 @@
 """The on-disk outbox (SQLite, WAL): every message that leaves the gateway passes through it.
 
-``put`` gives a message its per-stream ``seq`` and hands it to one writer thread. Durable
+The store keeps bytes: a message's body as ``messages.encode_body`` made it, beside the
+columns the uplink needs to frame it (stream, seq, ts, the boot of an unsynchronised stamp).
+It knows no payload schema and makes no envelope (``outbox.py`` does both, through
+``messages.py``). ``put`` gives a message its per-stream ``seq`` and hands it to one writer
+thread. Durable
 puts (alarms, anomalies) return once their row is committed and fsync'd; the others
 (telemetry) are committed together every ``commit_interval`` seconds, so a ``kill -9`` or a
 power cut costs at most that much telemetry. The uplink reads committed rows only, so a
@@ -10,13 +14,17 @@ when the uplink reports the broker's PUBACK (``ack``).
 When the store grows past its quota the oldest telemetry is evicted (counted per stream,
 reported by ``backlog()``); alarms and anomaly events are never evicted. A damaged file
 found at start is moved aside with a time stamp, a fresh store starts and an alarm-level
-event (``kind: store_damaged``) is queued on the `alarms` stream: never a crash loop.
+event (``kind: store_damaged``) is put on the `alarms` stream by the outbox (``recovery``
+says what happened): never a crash loop.
+
+After each commit the writer hands the committed rows to its listeners (the outbox, for the
+uplink), so that a live message is sent without being read back from SQLite.
 
 Exceptions::
 
     StoreError                 base class
      ├── StoreClosedError      the store was closed; no retry helps
-     └── BadMessageError       the body cannot be stored (envelope key, NaN, not JSON);
+     └── BadMessageError       the message cannot be stored (a bad stream name);
                                a programming error, no retry helps
 
 Disk errors while writing are not raised to callers: the writer keeps the rows in memory,
@@ -61,9 +69,7 @@ SCHEMA_VERSION = 3
 # they cannot (see docs/store-and-forward.md, "Schema changes and rollback").
 OLDEST_READER = 3
 APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
-ENVELOPE_KEYS = frozenset({"gateway", "stream", "seq", "ts", "replay", "clock", "boot_id"})
-EVICTABLE_STREAMS = frozenset({"telemetry"})
-PRIORITY = ("alarms", "anomalies")  # sent ahead of every other stream
+EVICTABLE_STREAMS = frozenset({"telemetry"})  # = messages.EVICTABLE; the store imports no schema
 MAX_QUEUED_BYTES = 4 * 1024 * 1024  # telemetry puts wait while the writer is this far behind
 COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -82,9 +88,8 @@ TEXT_EVICTED = _(
     "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
 )
 TEXT_CLOSED = "the store is closed"
-TEXT_ENVELOPE = "body must not set the envelope key(s) {keys}"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
-TEXT_NOT_JSON = "body is not JSON-serialisable: {error}"
+TEXT_NOT_BYTES = "a body is stored as bytes (messages.encode_body), not {kind}"
 TEXT_NOT_OURS = _("not a Watchpost store (application_id {found:#x})")
 TEXT_VERSION = _("store schema version {found}, this gateway reads {expected}")
 TEXT_CHECK = _("integrity check: {result}")
@@ -125,13 +130,18 @@ class BadMessageError(StoreError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A stored message as the uplink publishes it."""
+class StoredRow:
+    """A committed message: its body's bytes and the columns that frame it."""
 
-    id: int
+    id: int  # global insertion order, never reused
     stream: str
     seq: int
-    payload: bytes
+    ts: int
+    boot: str | None  # the boot whose unsynchronised clock stamped it, else None
+    body: bytes  # as it was put (not compressed)
+
+
+Listener = Callable[[list[StoredRow]], None]
 
 
 @dataclass(slots=True)
@@ -143,6 +153,7 @@ class _Put:
     boot: str | None
     body: bytes
     done: Callable[[], None] | None
+    id: int | None = None  # given by the writer when it inserts the row
 
 
 @dataclass(slots=True)
@@ -190,11 +201,21 @@ class Store:
         self._row_streams: set[str] = {
             row[0] for row in conn.execute("SELECT DISTINCT stream FROM outbox")
         }
+        # ids are given by the writer, so that it can hand committed rows on at once
+        self._last_id = int(
+            conn.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),"
+                " coalesce((SELECT max(id) FROM outbox), 0))"
+            ).fetchone()[0]
+        )
+        self._fixes: dict[str, int] = dict(
+            conn.execute("SELECT boot, delta_ms FROM clock_fix").fetchall()
+        )
         self._rlock = threading.Lock()
         self._seq_lock = threading.Lock()
         self._acked: set[int] = set()  # acked, delete not yet committed
         self._acked_lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Listener] = []
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._closed = False
         self._failing = False
@@ -205,8 +226,6 @@ class Store:
         self._evict_failures = LogOnce(log, "store eviction (disk full)", TEXT_EVICT_COST)
         self._quota_failures = LogOnce(log, "store quota check", TEXT_QUOTA_COST)
         self._disk_failures = LogOnce(log, "store free-space check", TEXT_DISK_COST)
-        if self.recovery is not None:
-            self._record_recovery(salvaged)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -232,51 +251,16 @@ class Store:
         }
         return conn, salvaged
 
-    def _record_recovery(self, salvaged: dict[str, int]) -> None:
-        """Queue the alarm-level event that tells the platform what happened (committed now)."""
-        assert self.recovery is not None
-        now = self._stamp()
-        body = {
-            "event": "raised",
-            "alarm": "gateway/store_damaged",
-            "point": "gateway",
-            "rule": "store_damaged",
-            "kind": "store_damaged",
-            "level": "fault",
-            "value": None,
-            "threshold": None,
-            "sample_ts": now,
-            "decided_ts": now,
-            "reason": self.recovery["reason"],
-            "moved_to": self.recovery["moved_to"],
-            "seq_kept": bool(salvaged),
-        }
-        seq = self._next_seq("alarms")
-        self._row_streams.add("alarms")
-        op = _Put("alarms", seq, now, 1, self._unsynced_boot(), _encode(body), None)
-        self._wconn.execute("BEGIN IMMEDIATE")
-        self._insert([op])
-        self._save_counters({"alarms": seq})
-        self._wconn.execute("COMMIT")
-
     # -- writing ------------------------------------------------------------------------------
 
-    async def put(self, stream: str, body: dict[str, Any], *, ts: int, durable: bool) -> int:
-        """Store one message; return its ``seq``.
+    async def put(self, stream: str, data: bytes, *, ts: int, durable: bool, items: int = 1) -> int:
+        """Store one message body (``data``, a JSON object's bytes); return its ``seq``.
 
         Durable: returns after the row is committed and fsync'd. Otherwise queued and
-        committed within ``commit_interval``. The store owns ``body`` from here on.
+        committed within ``commit_interval``. ``items``: samples or events it carries.
         """
-        if self._closed:
-            raise StoreClosedError(TEXT_CLOSED)
-        if not STREAM_PATTERN.match(stream):
-            raise BadMessageError(TEXT_STREAM.format(name=stream))
-        clash = ENVELOPE_KEYS.intersection(body)
-        if clash:
-            raise BadMessageError(TEXT_ENVELOPE.format(keys=", ".join(sorted(clash))))
-        data = _encode(body)
+        self._check(stream, data)
         self._row_streams.add(stream)
-        items = len(body.get("samples", ())) if stream == "telemetry" else 1
         boot = self._unsynced_boot()
         if not durable:
             # the writer (a thread) is behind: wait for it rather than grow in memory
@@ -293,6 +277,26 @@ class Store:
         self._queue.put(_Put(stream, seq, int(ts), items, boot, data, _resolver(loop, future)))
         await asyncio.shield(future)
         return seq
+
+    def put_blocking(self, stream: str, data: bytes, *, ts: int, items: int = 1) -> int:
+        """``put`` for code that runs before the event loop does (the report of a damaged
+        store at start): returns once committed. Blocks: never call it from the loop."""
+        self._check(stream, data)
+        self._row_streams.add(stream)
+        done = threading.Event()
+        seq = self._next_seq(stream)
+        self._queued(len(data))
+        self._queue.put(_Put(stream, seq, int(ts), items, self._unsynced_boot(), data, done.set))
+        done.wait()
+        return seq
+
+    def _check(self, stream: str, data: bytes) -> None:
+        if self._closed:
+            raise StoreClosedError(TEXT_CLOSED)
+        if not STREAM_PATTERN.match(stream):
+            raise BadMessageError(TEXT_STREAM.format(name=stream))
+        if not isinstance(data, bytes):  # the writer could never insert it
+            raise BadMessageError(TEXT_NOT_BYTES.format(kind=type(data).__name__))
 
     async def reserve(self, stream: str, count: int = 1) -> int:
         """Take ``count`` seqs of ``stream`` for messages that bypass the outbox (status,
@@ -325,6 +329,11 @@ class Store:
         done = threading.Event()
         self._queue.put(_Sync(done.set, fix=(boot_id, delta_ms)))
         done.wait()
+        self._fixes[boot_id] = delta_ms
+
+    def clock_fix(self, boot_id: str) -> int | None:
+        """How far the unsynced stamps of ``boot_id`` were off, once learned."""
+        return self._fixes.get(boot_id)
 
     def flush(self) -> None:
         """Commit everything queued so far. Blocks: call it off the event loop."""
@@ -346,85 +355,38 @@ class Store:
         with self._rlock:
             self._rconn.close()
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from the writer thread) after each commit that added rows."""
+    def add_listener(self, callback: Listener) -> None:
+        """Call ``callback(rows)`` from the writer thread after each commit that added rows,
+        with those rows in id order. It must not block."""
         self._listeners.append(callback)
 
-    def remove_listener(self, callback: Callable[[], None]) -> None:
+    def remove_listener(self, callback: Listener) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
 
     # -- reading (the uplink) -----------------------------------------------------------------
 
-    def fetch(self, stream: str, after_id: int, limit: int, *, replay_upto: int) -> list[Outgoing]:
-        """Committed rows of ``stream`` after ``after_id``, oldest first, as payloads.
-
-        Rows with ``id <= replay_upto`` are marked ``"replay": true``. Blocking (SQLite and
-        JSON): call it off the event loop.
-        """
+    def fetch(self, stream: str, after_id: int, limit: int) -> list[StoredRow]:
+        """Committed rows of ``stream`` after ``after_id``, oldest first, bodies
+        decompressed; rows acknowledged but not yet deleted are left out. Blocking
+        (SQLite): call it off the event loop."""
         with self._rlock:
             rows = self._rconn.execute(
                 "SELECT id, seq, ts, boot, z, body FROM outbox WHERE stream = ? AND id > ? "
                 "ORDER BY id LIMIT ?",
                 (stream, after_id, limit),
             ).fetchall()
-            fixes = (
-                dict(self._rconn.execute("SELECT boot, delta_ms FROM clock_fix").fetchall())
-                if any(row[3] for row in rows)
-                else {}
-            )
         with self._acked_lock:
             acked = self._acked.intersection(row[0] for row in rows) if self._acked else set()
-        out = []
-        for row_id, seq, ts, boot, z, body in rows:
-            if row_id in acked:
-                continue
-            payload = self._payload(
-                stream,
-                seq,
-                ts,
-                boot,
-                zlib.decompress(body) if z else body,
-                replay=row_id <= replay_upto,
-                fixes=fixes,
-            )
-            out.append(Outgoing(row_id, stream, seq, payload))
-        return out
+        return [
+            StoredRow(row_id, stream, seq, ts, boot, zlib.decompress(body) if z else body)
+            for row_id, seq, ts, boot, z, body in rows
+            if row_id not in acked
+        ]
 
-    def _payload(
-        self,
-        stream: str,
-        seq: int,
-        ts: int,
-        boot: str | None,
-        body: bytes,
-        *,
-        replay: bool,
-        fixes: dict[str, int],
-    ) -> bytes:
-        head: dict[str, Any] = {"gateway": self.gateway, "stream": stream, "seq": seq, "ts": ts}
-        if replay:
-            head["replay"] = True
-        if boot is not None:
-            delta = fixes.get(boot)
-            if delta is None:
-                head["clock"] = "unsynced"
-                head["boot_id"] = boot
-            else:
-                head["ts"] = ts + delta
-                head["clock"] = "corrected"
-                body = _encode(_shift_stamps(json.loads(body), delta))
-        start = json.dumps(head, separators=(",", ":")).encode()
-        if body == b"{}":
-            return start
-        return start[:-1] + b"," + body[1:]
-
-    def streams(self) -> list[str]:
-        """Streams that may have rows waiting, alarms and anomalies first."""
-        return sorted(
-            self._row_streams,
-            key=lambda name: (PRIORITY.index(name) if name in PRIORITY else len(PRIORITY), name),
-        )
+    def streams(self) -> set[str]:
+        """Streams that may have rows waiting."""
+        return set(self._row_streams)
 
     def max_id(self) -> int:
         """The newest committed row id (0 when empty)."""
@@ -460,9 +422,6 @@ class Store:
     def _unsynced_boot(self) -> str | None:
         clock = self._clock
         return None if clock is None or clock.synced else clock.boot_id
-
-    def _stamp(self) -> int:
-        return self._clock.now_ms() if self._clock is not None else wall_ms()
 
     def _write_loop(self) -> None:
         """The writer thread: apply queued operations, commit when one is urgent or due."""
@@ -542,17 +501,30 @@ class Store:
             log.warning(TEXT_WRITE_RECOVERED)
             self._failing = False
             self._backoff.reset()
+        self._after_commit(conn, txn)
+        return True
+
+    def _after_commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
+        """First whoever waits for a put (a durable alarm), then the uplink, then the
+        housekeeping: each SQLite call hands the GIL to the event loop and waits for it."""
+        self._finish(txn)
+        committed = [
+            StoredRow(op.id, op.stream, op.seq, op.ts, op.boot, op.body)
+            for op in txn
+            if isinstance(op, _Put) and op.id is not None
+        ]
+        if committed:
+            for callback in list(self._listeners):
+                callback(committed)
         try:
             self._enforce_quota(conn)
         except sqlite3.Error as exc:
             self._quota_failures.failed(exc)
         else:
             self._quota_failures.succeeded()
-        self._finish(txn)
-        if any(isinstance(op, _Put) for op in txn):
-            for callback in list(self._listeners):
-                callback()
-        return True
+        for op in txn:  # a flush or a reservation: done once the quota is kept too
+            if isinstance(op, _Sync) and op.done is not None:
+                op.done()
 
     def _commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
         puts = [op for op in txn if isinstance(op, _Put)]
@@ -582,13 +554,18 @@ class Store:
     def _insert(self, puts: list[_Put]) -> None:
         rows = []
         for op in puts:
+            if op.id is None:  # kept when a failed commit is tried again
+                self._last_id += 1
+                op.id = self._last_id
             body, z = op.body, 0
             if len(body) > COMPRESS_ABOVE:
                 # level 1, not 6: 4 % less of the daemon's CPU at 5,000 points, 12 % more disk
                 body, z = zlib.compress(body, 1), 1
-            rows.append((op.stream, op.seq, op.ts, op.items, op.boot, z, body))
+            rows.append((op.id, op.stream, op.seq, op.ts, op.items, op.boot, z, body))
         self._wconn.executemany(
-            "INSERT INTO outbox(stream, seq, ts, items, boot, z, body) VALUES (?,?,?,?,?,?,?)", rows
+            "INSERT INTO outbox(id, stream, seq, ts, items, boot, z, body) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            rows,
         )
 
     def _save_counters(self, counters: dict[str, int]) -> None:
@@ -607,9 +584,8 @@ class Store:
             with self._acked_lock:
                 self._acked.difference_update(acked)
         for op in txn:
-            done = op.done if isinstance(op, _Put | _Sync) else None
-            if done is not None:
-                done()
+            if isinstance(op, _Put) and op.done is not None:
+                op.done()
 
     def _enforce_quota(self, conn: sqlite3.Connection) -> None:
         """Keep the used pages under the quota, and the file from growing when the
@@ -803,24 +779,6 @@ def read_backlog(path: Path) -> dict[str, Any]:
         return _backlog(conn, path, quota=0)
     finally:
         conn.close()
-
-
-def _encode(body: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise BadMessageError(TEXT_NOT_JSON.format(error=exc)) from exc
-
-
-def _shift_stamps(body: dict[str, Any], delta: int) -> dict[str, Any]:
-    """Shift the time stamps a body carries (samples' ts, sample_ts, decided_ts)."""
-    for key in ("sample_ts", "decided_ts"):
-        if isinstance(body.get(key), int):
-            body[key] += delta
-    for sample in body.get("samples", ()):
-        if isinstance(sample, dict) and isinstance(sample.get("ts"), int):
-            sample["ts"] += delta
-    return body
 
 
 def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:

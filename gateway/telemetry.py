@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
+from watchpost.messages import SampleReading
 from watchpost.samples import Sample
 
-Put = Callable[[list[dict[str, Any]]], Awaitable[object]]
+Put = Callable[[list[SampleReading]], Awaitable[object]]
 
 
 class TelemetryBatcher:
@@ -19,7 +19,7 @@ class TelemetryBatcher:
         self._put = put
         self._interval = interval
         self._max = max_samples
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[SampleReading] = []
         self._full = asyncio.Event()
 
     def add(self, samples: Sequence[Sample]) -> None:

@@ -8,6 +8,9 @@ row leaves the store only on the broker's PUBACK; what was in flight when a link
 sent again on the next one (the platform drops the duplicates by ``seq``). Messages that
 were stored before the connection came up carry ``"replay": true``.
 
+Everything it sends comes from the outbox (``outbox.py``), framed there. A live message
+reaches the uplink straight from the store's writer as it is committed (``Outbox.follow``);
+only a backlog (after a connect, or when the uplink fell behind) is read back from SQLite.
 paho's network loop runs in its own thread; its callbacks hop onto the event loop with
 ``call_soon_threadsafe``. Nothing here blocks the loop: SQLite reads and paho's connect and
 shutdown run in worker threads. Timeouts use ``asyncio.timeout``: Python 3.11's
@@ -38,19 +41,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from gettext import gettext as _
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from watchpost import messages
 from watchpost.backoff import Backoff
 from watchpost.broker_probe import apply_security, explain_error, explain_refusal
 from watchpost.clock import wall_ms
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
+from watchpost.messages import CommandReply, HealthMessage, StatusMessage
+from watchpost.outbox import Outbox, Outgoing
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
-    from watchpost.store import Outgoing, Store
+    from watchpost.store import StoredRow
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +73,8 @@ TEXT_HEALTH_FAILED = _("cannot gather the health message; skipping this one")
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
 TEXT_COMMAND_FAILED = _("command %s failed")
+TEXT_BAD_REPLY = _("the reply cannot be encoded")
 
-QOS = {"status": 1, "health": 0}  # every other stream: QoS 1, not retained
-PRIORITY_STREAMS = ("alarms", "anomalies")
 PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
 FETCH_ROWS = 256
 
@@ -97,6 +102,24 @@ class _Link:
     inflight: dict[int, Outgoing] = field(default_factory=dict)
     acked: list[int] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    watermark: int = 0  # rows up to this id were stored before the link: replays
+    queues: dict[str, _StreamQueue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _StreamQueue:
+    """What one stream has ready to send on one link.
+
+    ``live``: every committed row up to ``last_id`` is known, so rows committed from now on
+    are appended as the writer hands them over; otherwise the next rows are read from the
+    store. While a read is under way, rows handed over are kept in ``arrived``.
+    """
+
+    ready: deque[Outgoing] = field(default_factory=deque)
+    last_id: int = 0
+    live: bool = False
+    reading: bool = False
+    arrived: list[StoredRow] = field(default_factory=list)
 
 
 class Uplink:
@@ -105,7 +128,7 @@ class Uplink:
     def __init__(
         self,
         config: UplinkConfig,
-        store: Store,
+        outbox: Outbox,
         *,
         site: str,
         gateway: str,
@@ -117,7 +140,8 @@ class Uplink:
     ) -> None:
         self.config = config
         self._alarm_snapshot = alarm_snapshot
-        self.store = store
+        self.outbox = outbox
+        self.store = outbox.store
         self.site = site
         self.gateway = gateway
         self.version = version
@@ -129,7 +153,6 @@ class Uplink:
         self._link: _Link | None = None
         self.last_error: str | None = None  # why the last connection failed or ended
         self._kick = asyncio.Event()
-        self._new_rows = True
         self._status_seqs: tuple[int, int] | None = None
         self._password = (
             config.password_file.read_text(encoding="utf-8").strip()
@@ -164,11 +187,11 @@ class Uplink:
         loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
 
-        def on_commit() -> None:
+        def on_commit(rows: list[StoredRow]) -> None:
             with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-                loop.call_soon_threadsafe(self._on_store_commit)
+                loop.call_soon_threadsafe(self._on_store_commit, rows)
 
-        self.store.add_listener(on_commit)
+        unfollow = self.outbox.follow(on_commit)
         try:
             async with asyncio.TaskGroup() as group:
                 if self._clock is not None and not self._clock.synced:
@@ -179,7 +202,7 @@ class Uplink:
                 group.create_task(self._connect_forever(), name="uplink-connect")
                 group.create_task(self._health_loop(), name="uplink-health")
         finally:
-            self.store.remove_listener(on_commit)
+            unfollow()
 
     def topic(self, stream: str) -> str:
         return self.root + stream
@@ -206,7 +229,7 @@ class Uplink:
     async def _session(self, address: BrokerAddress) -> None:
         """One connection, from CONNECT to its loss; ConnectError if it never came up."""
         if self._status_seqs is None:
-            first = await self.store.reserve("status", 2)
+            first = await self.outbox.reserve("status", 2)
             self._status_seqs = (first, first + 1)  # online now, offline (the will) later
         online_seq, offline_seq = self._status_seqs
         loop = asyncio.get_running_loop()
@@ -326,63 +349,73 @@ class Uplink:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _on_store_commit(self) -> None:
-        self._new_rows = True
+    def _on_store_commit(self, rows: list[StoredRow]) -> None:
+        """Rows the writer just committed: append them where the link is live."""
+        link = self._link
+        if link is None or not link.up:
+            return
+        for row in rows:
+            queue = link.queues.setdefault(row.stream, _StreamQueue())
+            if queue.reading:
+                queue.arrived.append(row)
+            elif queue.live and row.id > queue.last_id:
+                queue.ready.append(self.outbox.frame(row, replay=row.id <= link.watermark))
+                queue.last_id = row.id
         self._kick.set()
 
     # -- draining the store --------------------------------------------------------------------
 
     async def _drain(self, link: _Link) -> None:
         """Send stored rows until the link dies: alarms and anomalies first, order kept."""
-        store = self.store
-        watermark = await asyncio.to_thread(store.max_id)  # stored before now: replay
-        ready: dict[str, deque[Outgoing]] = {}
-        cursor: dict[str, int] = {}
-        exhausted: set[str] = set()
+        link.watermark = await asyncio.to_thread(self.store.max_id)  # stored before: replay
         window = self.config.max_inflight
         while not link.lost.is_set():
             self._kick.clear()
             if link.acked:
-                store.ack(link.acked)
+                self.outbox.ack(link.acked)
                 self.stats["acked"] += len(link.acked)
                 link.acked = []
-            if self._new_rows:
-                self._new_rows = False
-                exhausted.clear()
-            for stream in store.streams():
-                queue = ready.setdefault(stream, deque())
-                if stream in exhausted or len(queue) >= FETCH_ROWS // 2:
-                    continue
-                after = queue[-1].id if queue else cursor.get(stream, 0)
-                rows = await asyncio.to_thread(
-                    store.fetch, stream, after, FETCH_ROWS, replay_upto=watermark
-                )
-                queue.extend(rows)
-                if rows:
-                    cursor[stream] = rows[-1].id
-                if len(rows) < FETCH_ROWS:
-                    exhausted.add(stream)
-            if not self._send_ready(link, ready, window):
+            for stream in self.outbox.streams():
+                queue = link.queues.setdefault(stream, _StreamQueue())
+                if not queue.live and len(queue.ready) < FETCH_ROWS // 2:
+                    await self._read_backlog(link, stream, queue)
+            if not self._send_ready(link, window):
                 return
-            more = any(ready.values()) and len(link.inflight) < window - PRIORITY_SLOTS
+            more = (
+                any(q.ready for q in link.queues.values())
+                and len(link.inflight) < window - PRIORITY_SLOTS
+            )
             if not more and not self._kick.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._kick.wait()
 
-    def _send_ready(self, link: _Link, ready: dict[str, deque[Outgoing]], window: int) -> bool:
+    async def _read_backlog(self, link: _Link, stream: str, queue: _StreamQueue) -> None:
+        """Read the next rows of ``stream`` from the store; live once it has no more."""
+        queue.reading = True
+        try:
+            rows = await asyncio.to_thread(
+                self.outbox.fetch, stream, queue.last_id, FETCH_ROWS, replay_upto=link.watermark
+            )
+        finally:
+            queue.reading = False
+        queue.ready.extend(rows)
+        if rows:
+            queue.last_id = rows[-1].id
+        arrived, queue.arrived = queue.arrived, []
+        if len(rows) < FETCH_ROWS:  # caught up: from now on, rows come from the writer
+            queue.live = True
+            for row in arrived:
+                if row.id > queue.last_id:
+                    queue.ready.append(self.outbox.frame(row, replay=row.id <= link.watermark))
+                    queue.last_id = row.id
+
+    def _send_ready(self, link: _Link, window: int) -> bool:
         """Publish what the window allows; False when the link turned out dead."""
-        order = sorted(
-            ready,
-            key=lambda s: (
-                s not in PRIORITY_STREAMS,
-                PRIORITY_STREAMS.index(s) if s in PRIORITY_STREAMS else 0,
-                s,
-            ),
-        )
-        for stream in order:
-            queue = ready[stream]
-            limit = window if stream in PRIORITY_STREAMS else window - PRIORITY_SLOTS
+        for stream in sorted(link.queues, key=messages.priority):
+            queue = link.queues[stream].ready
+            urgent = stream in messages.PRIORITY
+            limit = window if urgent else window - PRIORITY_SLOTS
             topic = self.topic(stream)
             while queue and len(link.inflight) < limit:
                 row = queue[0]
@@ -397,26 +430,38 @@ class Uplink:
 
     # -- status, health, commands ----------------------------------------------------------------
 
-    def _envelope(self, stream: str, seq: int) -> dict[str, Any]:
-        return {"gateway": self.gateway, "stream": stream, "seq": seq, "ts": self._now()}
+    def _clock_state(self) -> Literal["synced", "unsynced"]:
+        return "unsynced" if self._clock is not None and not self._clock.synced else "synced"
 
-    def _clock_state(self) -> str:
-        return self._clock.state if self._clock is not None else "synced"
+    def _status(self, state: Literal["online", "offline"]) -> StatusMessage:
+        picture = (
+            self._alarm_snapshot()  # the alarm picture, as of `alarms_seq`
+            if state == "online" and self._alarm_snapshot is not None
+            else {}
+        )
+        return StatusMessage(
+            state=state,
+            version=self.version,
+            boot_id=self.boot_id,
+            clock=self._clock_state(),
+            **picture,
+        )
 
-    def _status_payload(self, state: str, seq: int) -> bytes:
-        body = self._envelope("status", seq) | {
-            "state": state,
-            "version": self.version,
-            "boot_id": self.boot_id,
-            "clock": self._clock_state(),
-        }
-        if state == "online" and self._alarm_snapshot is not None:
-            body |= self._alarm_snapshot()  # the alarm picture, as of `alarms_seq`
-        return json.dumps(body, separators=(",", ":")).encode()
+    def _status_payload(self, state: Literal["online", "offline"], seq: int) -> bytes:
+        return self.outbox.frame_now(self._status(state), seq).payload
 
-    def _publish_status(self, link: _Link, state: str, seq: int) -> mqtt.MQTTMessageInfo:
+    def _publish_status(
+        self, link: _Link, state: Literal["online", "offline"], seq: int
+    ) -> mqtt.MQTTMessageInfo:
+        return self._publish(link, self.outbox.frame_now(self._status(state), seq))
+
+    def _publish(
+        self, link: _Link, out: Outgoing, topic: str | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish an unstored message with its stream's QoS and retain flag."""
+        model = messages.STREAMS[out.stream]
         return link.client.publish(
-            self.topic("status"), self._status_payload(state, seq), qos=1, retain=True
+            topic or self.topic(out.stream), out.payload, qos=model.qos, retain=model.retain
         )
 
     def _clock_synced(self) -> None:
@@ -427,9 +472,9 @@ class Uplink:
             task.add_done_callback(_log_failure)
 
     async def _republish_status(self, link: _Link) -> None:
-        seq = await self.store.reserve("status")
+        out = await self.outbox.number(self._status("online"))
         if self._link is link and self.connected:
-            self._publish_status(link, "online", seq)
+            self._publish(link, out)
 
     async def _goodbye(self, link: _Link, offline_seq: int) -> None:
         """Shutting down: say offline ourselves (the will is only for dying) and wait a
@@ -459,18 +504,11 @@ class Uplink:
                 continue
             last_link, last_at = link, now
             try:
-                state = self.health_body()
+                out = await self.outbox.number(HealthMessage.of(self.health_body()))
             except Exception:  # a broken health source must not take the uplink down
                 log.exception(TEXT_HEALTH_FAILED)
                 continue
-            seq = await self.store.reserve("health")
-            body = self._envelope("health", seq) | state
-            sent = link.client.publish(
-                self.topic("health"),
-                json.dumps(body, separators=(",", ":"), default=str).encode(),
-                qos=0,
-                retain=True,
-            )
+            sent = self._publish(link, out)
             if sent.rc == mqtt.MQTT_ERR_SUCCESS:
                 self.stats["health_sent"] += 1
 
@@ -514,13 +552,13 @@ class Uplink:
                 except Exception as exc:  # a handler's failure is the platform's answer
                     log.exception(TEXT_COMMAND_FAILED, name)
                     reply.update(ok=False, error=str(exc) or type(exc).__name__)
-        seq = await self.store.reserve("reply")
-        body = self._envelope("reply", seq) | reply
-        link.client.publish(
-            f"{self.root}cmd/{name}/reply",
-            json.dumps(body, separators=(",", ":"), default=str).encode(),
-            qos=1,
-        )
+        try:
+            out = await self.outbox.number(CommandReply(**reply))
+        except (ValueError, TypeError) as exc:  # an id or result JSON cannot carry
+            out = await self.outbox.number(
+                CommandReply(command=name, ok=False, error=f"{TEXT_BAD_REPLY}: {exc}")
+            )
+        self._publish(link, out, f"{self.root}cmd/{name}/reply")
 
     def _now(self) -> int:
         return self._clock.now_ms() if self._clock is not None else wall_ms()

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import Broker, Proxy, Subscriber
 from tests.kit.net import free_port
+from tests.kit.stored import put
 from tests.test_uplink import ROOT, depth, make_uplink, running, until
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store
@@ -63,9 +64,11 @@ def test_ten_broker_restarts_lose_nothing(tmp_path: Path, persistent_broker: Bro
         i = 0
         while not stop.is_set():
             i += 1
-            counts["telemetry"] = await store.put("telemetry", sample_batch(i), ts=i, durable=False)
+            counts["telemetry"] = await put(
+                store, "telemetry", sample_batch(i), ts=i, durable=False
+            )
             if i % 5 == 0:
-                counts["alarms"] = await store.put("alarms", dict(ALARM), ts=i, durable=True)
+                counts["alarms"] = await put(store, "alarms", dict(ALARM), ts=i, durable=True)
             await asyncio.sleep(0.02)
 
     async def scenario() -> None:
@@ -125,13 +128,13 @@ def test_silent_dead_link_is_detected_within_one_and_a_half_keepalives(
         async with running(uplink):
             await until(lambda: uplink.connected)
             for i in range(5):
-                last["alarms"] = await store.put("alarms", dict(ALARM), ts=i, durable=True)
+                last["alarms"] = await put(store, "alarms", dict(ALARM), ts=i, durable=True)
             await until(lambda: depth(store, "alarms") == 0)
             await asyncio.sleep(1.0)
             proxy.blackhole()  # no FIN, no RST: the bytes just stop
             start = time.monotonic()
             for i in range(20):  # alarms keep coming while the link is dead
-                last["alarms"] = await store.put("alarms", dict(ALARM), ts=i, durable=True)
+                last["alarms"] = await put(store, "alarms", dict(ALARM), ts=i, durable=True)
                 if not uplink.connected and not detected:
                     detected.append(time.monotonic() - start)
                 await asyncio.sleep(0.1)
@@ -173,9 +176,9 @@ def test_quota_reached_during_outage(
         uplink = make_uplink(proxy.url, store, connect_timeout=0.5)
         async with running(uplink):
             for i in range(300):
-                await store.put("telemetry", {"samples": noise}, ts=i, durable=False)
+                await put(store, "telemetry", {"samples": noise}, ts=i, durable=False)
                 if i % 10 == 0:
-                    await store.put("alarms", dict(ALARM), ts=i, durable=True)
+                    await put(store, "alarms", dict(ALARM), ts=i, durable=True)
             await asyncio.to_thread(store.flush)
             backlog = store.backlog()
             assert not uplink.connected
@@ -234,7 +237,7 @@ def test_backup_broker_takes_over(tmp_path: Path, broker: Broker, subscriber) ->
         uplink = make_uplink(dead_primary, store, backup_brokers=[broker.url])
         async with running(uplink):
             for i in range(5):
-                await store.put("alarms", dict(ALARM), ts=i, durable=True)
+                await put(store, "alarms", dict(ALARM), ts=i, durable=True)
             await until(lambda: uplink.connected)
             assert uplink.stats["broker"] == f"{broker.host}:{broker.port}"
             await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 5)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.stored import put
 from tests.site_run import SiteRun
 from tests.test_store import _damage_foreign_wal, _damage_garbage, _damage_truncated
 from watchpost.config import load_config
@@ -27,8 +28,8 @@ def _old_store(path: Path) -> None:
     async def fill() -> None:
         store = Store(StoreConfig(path=path), gateway="gw-01")
         for i in range(300):
-            await store.put(
-                "alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i, durable=True
+            await put(
+                store, "alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i, durable=True
             )
         store.close()
 

@@ -25,18 +25,23 @@ KILLS = 20
 # one line per stored message: "A seq run n" once an alarm is durable, "T seq wall_time"
 # once telemetry is queued.
 DRIVER = r"""
-import asyncio, sys, time
+import asyncio, json, sys, time
 from pathlib import Path
+from watchpost.outbox import Outbox
 from watchpost.store import Store
 from watchpost.config.store import StoreConfig
 from watchpost.uplink import Uplink
 from watchpost.config.uplink import UplinkConfig
 
+def encode(body):
+    return json.dumps(body, separators=(",", ":")).encode()
+
 db, url, run, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 async def main():
     store = Store(StoreConfig(path=Path(db), commit_interval=float(sys.argv[5])), "gw1")
-    uplink = Uplink(UplinkConfig(broker=url, reconnect_min=0.05, reconnect_max=0.2), store,
+    uplink = Uplink(UplinkConfig(broker=url, reconnect_min=0.05, reconnect_max=0.2),
+                    Outbox(store, gateway="gw1"),
                     site="site1", gateway="gw1", version="test", boot_id=f"run-{run}",
                     health=dict)
     task = asyncio.create_task(uplink.run())
@@ -51,14 +56,14 @@ async def main():
     i = 0
     while True:
         i += 1
-        seq = await store.put("telemetry", {"samples": [
-            {"point": "p", "ts": 1, "value": i, "quality": "good"}]}, ts=1, durable=False)
+        seq = await store.put("telemetry", encode({"samples": [
+            {"point": "p", "ts": 1, "value": i, "quality": "good"}]}), ts=1, durable=False)
         print(f"T {seq} {time.time():.4f}", flush=True)
         if i % 4 == 0:
             body = {"event": "raised", "alarm": "p/high", "point": "p", "rule": "high",
                     "kind": "high", "level": "alarm", "value": i, "threshold": 0,
                     "sample_ts": 1, "decided_ts": 1, "run": run, "n": i}
-            seq = await store.put("alarms", body, ts=1, durable=True)
+            seq = await store.put("alarms", encode(body), ts=1, durable=True)
             print(f"A {seq} {run} {i}", flush=True)
         await asyncio.sleep(0.005)
 

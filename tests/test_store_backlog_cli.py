@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.stored import put
 from watchpost.cli import main
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store
@@ -24,10 +25,10 @@ def test_backlog_command_shows_depth_oldest_and_evictions(
 
     async def fill() -> None:
         store = Store(StoreConfig(path=path, quota_mb=0.3, commit_interval=0.05), "gw1")
-        await store.put("alarms", {"event": "raised"}, ts=1_732_000_000_000, durable=True)
+        await put(store, "alarms", {"event": "raised"}, ts=1_732_000_000_000, durable=True)
         for i in range(200):
-            await store.put(
-                "telemetry", {"samples": noise}, ts=1_732_000_001_000 + i, durable=False
+            await put(
+                store, "telemetry", {"samples": noise}, ts=1_732_000_001_000 + i, durable=False
             )
         store.close()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Broker, Proxy, Subscriber
+from tests.kit.stored import outbox, put
 from watchpost.clock import Clock
 from watchpost.config.store import StoreConfig
 from watchpost.config.uplink import UplinkConfig
@@ -28,7 +29,7 @@ def make_uplink(url: str, store: Store, **config: Any) -> Uplink:
     config.setdefault("health_interval", 0.5)
     return Uplink(
         UplinkConfig(broker=url, **config),
-        store,
+        outbox(store, GW),
         site=SITE,
         gateway=GW,
         version="0.1.0",
@@ -67,7 +68,8 @@ def test_delivers_in_order_and_forgets_after_puback(
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
         for i in range(50):  # stored before any connection: the backlog
-            await store.put(
+            await put(
+                store,
                 "telemetry",
                 {
                     "samples": [
@@ -82,7 +84,8 @@ def test_delivers_in_order_and_forgets_after_puback(
                 ts=1_700_000_000_000 + i,
                 durable=False,
             )
-        await store.put(
+        await put(
+            store,
             "alarms",
             {
                 "event": "raised",
@@ -103,7 +106,7 @@ def test_delivers_in_order_and_forgets_after_puback(
         async with running(uplink):
             await until(lambda: uplink.connected)
             await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 50)
-            live = await store.put("telemetry", {"samples": []}, ts=3, durable=False)
+            live = await put(store, "telemetry", {"samples": []}, ts=3, durable=False)
             await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 51)
             await until(lambda: depth(store, "telemetry") == 0 and depth(store, "alarms") == 0)
         store.close()
@@ -137,7 +140,7 @@ def test_rows_stay_until_the_broker_acknowledges(
             await until(lambda: uplink.connected)
             proxy.blackhole()  # the bytes leave the gateway, no PUBACK comes back
             for i in range(5):
-                await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+                await put(store, "alarms", {"event": "raised", "n": i}, ts=i, durable=True)
             await until(lambda: uplink.stats["published"] >= 5)
             await asyncio.sleep(0.5)
             assert depth(store, "alarms") == 5  # sent, not acknowledged: kept
@@ -204,8 +207,8 @@ def test_outage_every_seq_arrives(tmp_path: Path, persistent_broker: Broker) -> 
                 if i == 20:
                     await until(lambda: not uplink.connected)
                     await asyncio.to_thread(broker.start)
-                await store.put("alarms", {"event": "raised", "n": i}, ts=i, durable=True)
-                await store.put("telemetry", {"samples": []}, ts=i, durable=False)
+                await put(store, "alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+                await put(store, "telemetry", {"samples": []}, ts=i, durable=False)
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(
                 sub.wait_for,
@@ -272,12 +275,12 @@ def test_live_alarm_overtakes_the_telemetry_backlog(
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
         for i in range(3000):
-            await store.put("telemetry", batch, ts=i, durable=False)
+            await put(store, "telemetry", batch, ts=i, durable=False)
         await asyncio.to_thread(store.flush)
         uplink = make_uplink(broker.url, store, max_inflight=32)
         async with running(uplink):
             await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 200, 20)
-            await store.put("alarms", {"event": "raised"}, ts=1, durable=True)
+            await put(store, "alarms", {"event": "raised"}, ts=1, durable=True)
             published.append(uplink.stats["published"])  # sent before the alarm was stored
             await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1)
             await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 3000, 60)
@@ -306,7 +309,7 @@ def test_clock_sync_corrects_the_backlog_and_the_status(
         store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW, clock=clock)
         uplink = Uplink(
             UplinkConfig(broker=proxy.url, reconnect_min=0.1, reconnect_max=0.3, connect_timeout=1),
-            store,
+            outbox(store, GW),
             site=SITE,
             gateway=GW,
             version="0.1.0",
@@ -316,7 +319,8 @@ def test_clock_sync_corrects_the_backlog_and_the_status(
         )
         proxy.blackhole()  # offline while unsynced: the alarm waits in the store
         stamp = clock.now_ms()
-        await store.put(
+        await put(
+            store,
             "alarms",
             {
                 "event": "raised",

@@ -1,0 +1,163 @@
+"""The one way out: every producer hands its message here and gets its ``seq`` back.
+
+``put(message)`` encodes the body once and stores it (durably for alarms and anomalies: it
+returns once the row is fsync'd); ``number(message)`` gives the messages that are not stored
+(status, health, command replies) their seq and their wire bytes. The uplink reads what to
+send from here too: ``fetch`` (the backlog, from SQLite) and ``follow`` (rows as the store's
+writer commits them, without reading them back). Either way ``frame`` is where a stored
+body gets its envelope: ``replay`` and the clock's state are decided at send time, so the
+stored bytes never change; a body stamped before the clock was synchronised is the only one
+decoded again, to shift its stamps.
+
+Exceptions: ``messages.EncodeError`` (a body JSON cannot carry: a programming error) and the
+store's ``StoreClosedError``; none of them is worth a retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from watchpost import messages
+from watchpost.messages import AlarmMessage, Message, encode_body
+
+if TYPE_CHECKING:
+    from watchpost.clock import Clock
+    from watchpost.store import Store, StoredRow
+
+TEXT_NOT_STORED = "{stream} messages are not stored: use number()"
+TEXT_STORED = "{stream} messages are stored: use put()"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message ready for the wire. ``id`` is its store row (0 for unstored streams)."""
+
+    id: int
+    stream: str
+    seq: int
+    payload: bytes
+
+
+class Outbox:
+    """Numbers, stores and frames every outbound message of one gateway."""
+
+    def __init__(self, store: Store, *, gateway: str, clock: Clock | None = None) -> None:
+        self.store = store
+        self.gateway = gateway
+        self._clock = clock
+        if store.recovery is not None:
+            self._report_recovery(store.recovery)
+
+    def now_ms(self) -> int:
+        """The stamp for a message made now."""
+        return self._clock.now_ms() if self._clock is not None else round(time.time() * 1000)
+
+    # -- producers ------------------------------------------------------------------------
+
+    async def put(self, message: Message, *, ts: int | None = None) -> int:
+        """Store ``message``; return its seq once stored (fsync'd for durable streams).
+
+        ``ts`` is the envelope's stamp (default: now); an alarm is stamped when decided.
+        """
+        if not message.stored:
+            raise TypeError(TEXT_NOT_STORED.format(stream=message.stream))
+        data = encode_body(message)
+        return await self.store.put(
+            message.stream,
+            data,
+            ts=self.now_ms() if ts is None else ts,
+            durable=message.durable,
+            items=message.items(),
+        )
+
+    async def number(self, message: Message) -> Outgoing:
+        """A message that is not stored (status, health, reply): its seq, taken durably so
+        that it never repeats, and its wire bytes."""
+        if message.stored:
+            raise TypeError(TEXT_STORED.format(stream=message.stream))
+        seq = await self.store.reserve(message.stream)
+        return self.frame_now(message, seq)
+
+    async def reserve(self, stream: str, count: int) -> int:
+        """Take ``count`` seqs of an unstored stream ahead (a will: the `offline` status)."""
+        return await self.store.reserve(stream, count)
+
+    def frame_now(self, message: Message, seq: int) -> Outgoing:
+        """An unstored message with a seq already taken (``reserve``), stamped now."""
+        payload = messages.frame(
+            self.gateway, message.stream, seq, self.now_ms(), encode_body(message)
+        )
+        return Outgoing(0, message.stream, seq, payload)
+
+    # -- the uplink -------------------------------------------------------------------------
+
+    def frame(self, row: StoredRow, *, replay: bool) -> Outgoing:
+        """A stored row as it goes on the wire now."""
+        ts, body = row.ts, row.body
+        clock: messages.Clock | None = None
+        if row.boot is not None:
+            delta = self.store.clock_fix(row.boot)
+            if delta is None:
+                clock = "unsynced"
+            else:
+                clock = "corrected"
+                ts += delta
+                body = messages.shift_stamps(row.stream, body, delta)
+        payload = messages.frame(
+            self.gateway,
+            row.stream,
+            row.seq,
+            ts,
+            body,
+            replay=replay,
+            clock=clock,
+            boot_id=row.boot if clock == "unsynced" else None,
+        )
+        return Outgoing(row.id, row.stream, row.seq, payload)
+
+    def fetch(self, stream: str, after_id: int, limit: int, *, replay_upto: int) -> list[Outgoing]:
+        """The backlog of ``stream`` after row ``after_id``, framed; rows up to
+        ``replay_upto`` are replays. Blocking (SQLite): call it off the event loop."""
+        return [
+            self.frame(row, replay=row.id <= replay_upto)
+            for row in self.store.fetch(stream, after_id, limit)
+        ]
+
+    def streams(self) -> list[str]:
+        """Streams that may have rows waiting, in the order they are sent."""
+        return sorted(self.store.streams(), key=messages.priority)
+
+    def follow(self, callback: Callable[[list[StoredRow]], None]) -> Callable[[], None]:
+        """Call ``callback(rows)`` from the store's writer thread with every commit's rows;
+        returns the function that stops it."""
+        self.store.add_listener(callback)
+        return lambda: self.store.remove_listener(callback)
+
+    def ack(self, ids: list[int]) -> None:
+        """The broker acknowledged these rows."""
+        self.store.ack(ids)
+
+    # -- the gateway's own faults -----------------------------------------------------------
+
+    def _report_recovery(self, recovery: dict[str, object]) -> None:
+        """The store was found damaged at start: tell the platform, before anything else."""
+        now = self.now_ms()
+        event = AlarmMessage(
+            event="raised",
+            alarm="gateway/store_damaged",
+            point="gateway",
+            rule="store_damaged",
+            kind="store_damaged",
+            level="fault",
+            value=None,
+            threshold=None,
+            sample_ts=now,
+            decided_ts=now,
+            reason=str(recovery["reason"]),
+            moved_to=str(recovery["moved_to"]),
+            seq_kept=bool(recovery["seq_kept"]),
+        )
+        self.store.put_blocking(event.stream, encode_body(event), ts=now)
