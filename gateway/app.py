@@ -25,7 +25,7 @@ from typing import Any
 from watchpost import __version__, hangup
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.alarm_state import AlarmStateFile
-from watchpost.alarms import AlarmEngine, AlarmHousekeeper
+from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmHousekeeper
 from watchpost.anomaly_part import AnomalyError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
@@ -42,8 +42,10 @@ from watchpost.config.paths import check_paths
 from watchpost.control import ControlError, ControlServer
 from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
+from watchpost.energy import FILE_NAME as ENERGY_FILE
+from watchpost.energy import DailyEnergy, DayFigure, energy_points
 from watchpost.history import HistoryRecorder
-from watchpost.messages import AnomalyMessage, SampleReading, TelemetryBatch
+from watchpost.messages import AnomalyMessage, EnergyDay, SampleReading, TelemetryBatch
 from watchpost.outbox import Outbox
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
@@ -51,6 +53,8 @@ from watchpost.recorder import AlarmRecorder
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_commands, check_disk
+from watchpost.shutdown import FILE_NAME as ORDERS_FILE
+from watchpost.shutdown import OrderDesk, ShutdownOrders
 from watchpost.store import Store
 from watchpost.telemetry import TelemetryBatcher
 from watchpost.uplink import Uplink
@@ -92,12 +96,19 @@ class Gateway:
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
         self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
         self.outbox = Outbox(self.store, gateway=config.gateway.id, clock=self.clock)
+        # shutdown orders from the platform arm the power watch; kept across restarts
+        self.orders = ShutdownOrders(state_dir / ORDERS_FILE, self.now_ms)
         self.alarms = AlarmEngine(
             {point.name: point.alarms for _device, point in config.points()},
             self.now_ms,
             outputs=fault_levels(config.outputs),
             monotonic_ms=monotonic_ms,
+            orders=self.orders,
         )
+        self.energy = DailyEnergy(
+            energy_points(config), self._put_energy, state=state_dir / ENERGY_FILE
+        )
+        self._energy_puts: set[asyncio.Task[int]] = set()
         # latched, acknowledged and shelved alarms survive a restart
         self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))
         self.alarm_keeper.restore()
@@ -137,7 +148,12 @@ class Gateway:
             alarm_snapshot=self._alarm_snapshot,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
-        commands = PlatformCommands(self.actions, ping=self._ping, reload=self.reload)
+        commands = PlatformCommands(
+            self.actions,
+            ping=self._ping,
+            reload=self.reload,
+            orders=OrderDesk(self.orders, self._orders_changed),
+        )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
 
@@ -159,6 +175,7 @@ class Gateway:
     def on_samples(self, samples: Sequence[Sample]) -> None:
         """Alarms first, then everything that may lag behind."""
         self.alarms.evaluate(samples)
+        self.energy.observe(samples)
         for sample in samples:
             self.latest[sample.point] = sample
             self.anomaly.observe(sample)
@@ -167,6 +184,21 @@ class Gateway:
 
     async def _put_telemetry(self, batch: list[SampleReading]) -> None:
         await self.outbox.put(TelemetryBatch.of(batch))
+
+    def _put_energy(self, figure: DayFigure) -> None:
+        """A closed day of an energy point, to the `energy` stream (durable: once a day)."""
+        task = asyncio.get_running_loop().create_task(
+            self.outbox.put(EnergyDay(**figure.body()), ts=figure.end_ts)
+        )
+        self._energy_puts.add(task)
+        task.add_done_callback(self._energy_puts.discard)
+
+    def _orders_changed(self) -> list[AlarmEvent]:
+        """After a change of the orders: clear the power watches a cancellation disarms
+        (their events are recorded like any other), and tell the platform."""
+        events = self.alarms.check_orders()
+        self.uplink.refresh_status()
+        return events
 
     async def _put_anomaly(self, event: dict[str, Any]) -> None:
         ts = int(event.get("ts", self.now_ms()))
@@ -236,6 +268,7 @@ class Gateway:
                 for name, s in self.latest.items()
             },
             "alarms": self._active_alarms(),
+            "shutdown_orders": self.orders.listing(),
             "anomaly": self.anomaly.status(),
             "failed_parts": self.failed_parts,
             "outputs": self.outputs.status(),
@@ -247,7 +280,11 @@ class Gateway:
         A platform that (re)subscribes takes this picture and applies the `alarms` events
         with a larger seq; older ones still arriving from the backlog are history.
         """
-        return {"active_alarms": self.alarms.active(), "alarms_seq": self.store.last_seq("alarms")}
+        return {
+            "active_alarms": self.alarms.active(),
+            "alarms_seq": self.store.last_seq("alarms"),
+            "shutdown_orders": self.orders.listing(),
+        }
 
     def _active_alarms(self) -> list[dict[str, Any]]:
         return self.alarms.active()

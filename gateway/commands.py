@@ -20,12 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from watchpost import actions
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.config import describe_error
+from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
 MAX_COMMAND_BYTES = 16 * 1024
 
 TEXT_TOO_LARGE = _("the command is {size} bytes; at most {limit} are accepted")
 TEXT_INVALID = _("invalid command: {errors}")
 TEXT_RELOADING = _("the config file is valid; the gateway restarts with it now")
+TEXT_NO_ORDERS = _("this gateway keeps no shutdown orders")
+ORDER_KEYS = {"id", "start", "end", "reason"}
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -62,12 +65,26 @@ class Reload(Request):
     """`cmd/reload`: re-read the config file; refused, and nothing changes, if it is bad."""
 
 
+class ShutdownOrderCommand(ShutdownOrder, Request):
+    """`cmd/shutdown_order`: the site must stop producing from start to end; the power watch
+    (`production_during_shutdown` rules) is armed while the order is in force. Orders may not
+    overlap; the same order sent again is accepted again without change."""
+
+
+class ShutdownCancel(Request):
+    """`cmd/shutdown_cancel`: cancel a shutdown order now (a raised power watch clears)."""
+
+    id: str = Field(min_length=1, max_length=100, description="The order's id.")
+
+
 COMMANDS: dict[str, type[Request]] = {
     "ping": Ping,
     "ack": Acknowledge,
     "shelve": Shelve,
     "unshelve": Unshelve,
     "reload": Reload,
+    "shutdown_order": ShutdownOrderCommand,
+    "shutdown_cancel": ShutdownCancel,
 }
 
 
@@ -92,10 +109,12 @@ class PlatformCommands:
         *,
         ping: Callable[[], dict[str, Any]],
         reload: Callable[[], Awaitable[list[str]]],
+        orders: OrderDesk | None = None,
     ) -> None:
         self._actions = alarm_actions
         self._ping = ping
         self._reload = reload
+        self._orders = orders  # shutdown orders; None: refused
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -105,7 +124,7 @@ class PlatformCommands:
             command = parse(name, request)
             try:
                 return await self._run(name, command)
-            except ActionError as exc:
+            except (ActionError, OrderError) as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
@@ -121,4 +140,16 @@ class PlatformCommands:
                 return {"reloading": True, "message": TEXT_RELOADING}
             case actions.Action():  # ack, shelve, unshelve: the crews' actions too
                 return await self._actions.perform(name, command)
+            case ShutdownOrderCommand() | ShutdownCancel():
+                return self._order_command(command)
         raise CommandError(type(command).__name__)
+
+    def _order_command(self, command: ShutdownOrderCommand | ShutdownCancel) -> dict[str, Any]:
+        """`shutdown_order` and `shutdown_cancel`: the orders are kept before the reply."""
+        if self._orders is None:
+            raise CommandError(TEXT_NO_ORDERS)
+        if isinstance(command, ShutdownCancel):
+            return self._orders.cancel(command.id)
+        return self._orders.place(
+            ShutdownOrder.model_validate(command.model_dump(include=ORDER_KEYS))
+        )

@@ -26,6 +26,8 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
+from watchpost.config import GatewayConfig
+from watchpost.config.dlt645 import Dlt645Device
 from watchpost.files import atomic_write
 from watchpost.samples import Quality, Sample
 
@@ -167,3 +169,14 @@ class DailyEnergy:
             atomic_write(self._state, json.dumps(document).encode("utf-8"))
         except OSError as exc:  # the figure is still sent; only a restart today loses it
             log.error("daily energy state %s not saved: %s", self._state, exc)
+
+
+def energy_points(config: GatewayConfig) -> dict[str, str]:
+    """Every meter point that reads an energy register (DI ``00......``): name -> unit."""
+    return {
+        point.name: point.unit
+        for device in config.devices
+        if isinstance(device, Dlt645Device)
+        for point in device.points
+        if point.di.startswith("00")
+    }

@@ -289,6 +289,10 @@ class AlarmMessage(Message):
     seq_kept: SkipJsonSchema[bool | None] = Field(
         default=None, description="store_damaged: false when the seq counters restarted at 1."
     )
+    order: SkipJsonSchema[str | None] = Field(
+        default=None,
+        description="production_during_shutdown: the id of the shutdown order the site breaks.",
+    )
 
     def body(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)
@@ -346,6 +350,51 @@ class AlarmSummary(BaseModel):
     state: str = Field(description="The alarm's state.")
 
 
+class OrderSummary(BaseModel):
+    """One shutdown order in an `online` status."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="The order's id, as the platform sent it.")
+    start: int = Field(description="When the shutdown begins, UTC epoch ms.")
+    end: int = Field(description="When it ends, UTC epoch ms.")
+    reason: str = Field(description="Why, as the platform sent it.")
+    state: Literal["pending", "in_force", "ended", "cancelled"] = Field(
+        description="The order's state when the status was published."
+    )
+    received_ts: int = Field(description="When the gateway accepted it, UTC epoch ms.")
+    cancelled_ts: int | None = Field(description="When it was cancelled; null if it was not.")
+
+
+class EnergyDay(Message):
+    """`energy`: the daily figure of one meter energy point (a DL/T 645 energy DI): the
+    reading at the start of a local day and at the start of the next, and the day's energy."""
+
+    stream: ClassVar[str] = "energy"
+    stored: ClassVar[bool] = True
+    durable: ClassVar[bool] = True
+    stamp_keys: ClassVar[tuple[str, ...]] = ("start_ts", "end_ts")
+
+    point: str = Field(min_length=1, description="The energy point.")
+    unit: str = Field(description="Its unit (kWh, kvarh, kVAh).")
+    day: str = Field(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        description="The gateway's local date (YYYY-MM-DD) the figure is for.",
+    )
+    start: float = Field(description="The reading at the day's start (the first of the day).")
+    start_ts: int = Field(ge=0, description="When it was read, UTC epoch ms.")
+    end: float = Field(description="The reading at the next day's start.")
+    end_ts: int = Field(ge=0, description="When it was read, UTC epoch ms.")
+    energy: float | None = Field(
+        description="end - start: the day's energy; null when the reading went down (a new "
+        "meter, a register that rolled over)."
+    )
+    complete: bool = Field(
+        description="Both readings were taken within 15 minutes of their midnights; false for "
+        "the day the gateway started in or a day with a gap over midnight."
+    )
+
+
 class StatusMessage(Message):
     """`status` (retained): online or offline; online carries the alarm picture."""
 
@@ -366,6 +415,11 @@ class StatusMessage(Message):
         default=None,
         description="In `online` only: the `alarms` stream's seq the snapshot is current to; "
         "apply alarm events with a larger seq on top of it.",
+    )
+    shutdown_orders: list[OrderSummary] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="In `online` only: the shutdown orders the gateway keeps (pending, in "
+        "force, ended or cancelled in the last week); republished when one changes.",
     )
 
     def body(self) -> dict[str, Any]:
@@ -527,6 +581,7 @@ STREAMS: dict[str, type[Message]] = {
         TelemetryBatch,
         AlarmMessage,
         AnomalyMessage,
+        EnergyDay,
         StatusMessage,
         HealthMessage,
         CommandReply,

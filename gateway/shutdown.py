@@ -176,6 +176,9 @@ class ShutdownOrders:
         self._save()
         return cancelled
 
+    def now_ms(self) -> int:
+        return self._now_ms()
+
     def in_force(self, ts: int) -> KeptOrder | None:
         """The order in force at ``ts`` (epoch ms), if any."""
         for order in self._orders.values():
@@ -230,3 +233,36 @@ def _iso(ms: int) -> str:
     import datetime as dt  # noqa: PLC0415 - only for messages
 
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OrderDesk:
+    """The platform's shutdown commands carried out: orders kept, the power watch re-armed.
+
+    ``changed`` is called after every change: the daemon re-checks the power watches (the
+    alarm engine's ``check_orders``: a cancellation clears, at once, every watch the order
+    had armed; its events go to the engine's listeners, stored like every alarm event, and
+    their ids into the reply) and publishes its status again.
+    """
+
+    def __init__(self, orders: ShutdownOrders, changed: Callable[[], list[Any]]) -> None:
+        self.orders = orders
+        self._changed = changed
+
+    def place(self, order: ShutdownOrder) -> dict[str, Any]:
+        """Keep ``order``; OrderError if it is refused (nothing changes then)."""
+        kept, new = self.orders.add(order)
+        if new:
+            self._changed()
+        return {"order": self._described(kept), "new": new}
+
+    def cancel(self, order_id: str) -> dict[str, Any]:
+        """Cancel the order ``order_id`` now; OrderError if there is none."""
+        cancelled = self.orders.cancel(order_id)
+        events = self._changed()
+        return {
+            "order": self._described(cancelled),
+            "cleared": [getattr(event, "alarm", "") for event in events],
+        }
+
+    def _described(self, order: KeptOrder) -> dict[str, Any]:
+        return describe_orders([order], self.orders.now_ms())[0]

@@ -464,6 +464,11 @@ class Uplink:
             topic or self.topic(out.stream), out.payload, qos=model.qos, retain=model.retain
         )
 
+    def refresh_status(self) -> None:
+        """Publish the retained `online` status again now (what it carries has changed, e.g.
+        the shutdown orders); without a connection the next connect publishes it."""
+        self._clock_synced()
+
     def _clock_synced(self) -> None:
         """Say `clock: synced` in the retained status now, not only at the next connect."""
         link = self._link
