@@ -363,7 +363,9 @@ class OrderSummary(BaseModel):
         description="The order's state when the status was published."
     )
     received_ts: int = Field(description="When the gateway accepted it, UTC epoch ms.")
-    cancelled_ts: int | None = Field(description="When it was cancelled; null if it was not.")
+    cancelled_ts: int | None = Field(
+        default=None, description="When it was cancelled; absent or null if it was not."
+    )
 
 
 class EnergyDay(Message):

@@ -85,3 +85,16 @@ def test_several_days_in_a_row(tmp_path):
         energy.observe([reading(at("2026-11-01", 0, 1) + n * 86_400_000, value)])
     assert [d.day for d in days] == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert [d.energy for d in days] == pytest.approx([150.0, 0.0, 150.5])
+
+
+def test_a_day_is_an_energy_message_of_the_contract(tmp_path, validate):
+    from watchpost.messages import EnergyDay  # noqa: PLC0415 - the contract's model
+
+    energy, days = meter(tmp_path)
+    energy.observe([reading(at("2026-11-26", 0, 1), 1000.0)])
+    energy.observe([reading(at("2026-11-27", 0, 1), 1234.5)])
+    message = EnergyDay(**days[0].body())
+    assert message.stream == "energy"
+    assert message.durable
+    envelope = {"gateway": "gw-1", "stream": "energy", "seq": 1, "ts": days[0].end_ts}
+    validate("energy", {**envelope, **message.body()})
