@@ -11,9 +11,10 @@ were stored before the connection came up carry ``"replay": true``.
 Everything it sends comes from the outbox (``outbox.py``), framed there. A live message
 reaches the uplink straight from the store's writer as it is committed (``Outbox.follow``);
 only a backlog (after a connect, or when the uplink fell behind) is read back from SQLite.
-paho's network loop runs in its own thread; its callbacks hop onto the event loop with
-``call_soon_threadsafe``. Nothing here blocks the loop: SQLite reads and paho's connect and
-shutdown run in worker threads. Timeouts use ``asyncio.timeout``: Python 3.11's
+paho's network loop runs on the event loop (``paho_loop.PahoOnLoop``): its socket is
+registered with the loop, so a PUBLISH is written and its PUBACK read without a thread in
+between. Nothing here blocks the loop: SQLite reads and paho's connect (DNS, TCP, TLS) run
+in worker threads. Timeouts use ``asyncio.timeout``: Python 3.11's
 ``wait_for`` can swallow a cancellation that arrives as its awaitable completes, which
 would leave the uplink running after the daemon asked it to stop.
 
@@ -53,6 +54,7 @@ from watchpost.clock import wall_ms
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
+from watchpost.paho_loop import PahoOnLoop
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -103,6 +105,7 @@ class _Link:
     acked: list[int] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     watermark: int = 0  # rows up to this id were stored before the link: replays
+    io: PahoOnLoop | None = None  # drives paho's socket once connected
     queues: dict[str, _StreamQueue] = field(default_factory=dict)
 
 
@@ -241,7 +244,8 @@ class Uplink:
                 await asyncio.to_thread(link.client.connect, address.host, address.port, keepalive)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectError(explain_error(exc, self.config, address)) from exc
-        link.client.loop_start()
+        link.io = PahoOnLoop(link.client, loop)  # paho's network loop, on ours
+        link.io.start()
         self._link = link
         try:
             try:
@@ -285,7 +289,8 @@ class Uplink:
                 link.client.disconnect()
             except Exception as exc:
                 log.warning(TEXT_DISCONNECT_FAILED, address.host, address.port, exc)
-            await asyncio.to_thread(link.client.loop_stop)
+            if link.io is not None:
+                link.io.stop()
 
     def _client(self, address: BrokerAddress, offline_seq: int) -> mqtt.Client:
         config = self.config
@@ -304,11 +309,11 @@ class Uplink:
         return client
 
     def _wire(self, link: _Link, loop: asyncio.AbstractEventLoop) -> None:
-        """paho's callbacks (its thread) -> the event loop."""
+        """paho's callbacks -> the uplink. They run on the event loop (``PahoOnLoop``), inside
+        paho's read or write: the uplink takes them up on the loop's next turn, outside paho."""
 
         def later(function: Callable[..., None], *args: Any) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(function, *args)
+            loop.call_soon(function, *args)
 
         def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             later(self._on_connack, link, int(reason.value), str(reason))
@@ -426,6 +431,8 @@ class Uplink:
                 queue.popleft()
                 link.inflight[info.mid] = row
                 self.stats["published"] += 1
+        if link.io is not None:
+            link.io.flush()  # on the wire now, not on the loop's next turn
         return True
 
     # -- status, health, commands ----------------------------------------------------------------
