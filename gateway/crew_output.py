@@ -37,6 +37,15 @@ COLUMNS_EVENTS = (
     _("time (UTC)"),
     _("seq"),
 )
+COLUMNS_MODELS = (
+    _("anomaly model"),
+    _("state"),
+    _("since (UTC)"),
+    _("points holding it"),
+    _("score"),
+    _("threshold"),
+)
+TEXT_CALIBRATING = _("calibrating {rows}/{needed} rows")
 COLUMNS_READ = (_("address"), _("raw"), _("value"))
 COLUMNS_ORDERS = (
     _("shutdown order"),
@@ -82,9 +91,36 @@ def print_status(result: Mapping[str, Any], formats: Formats) -> None:
         print_points(result["points"], formats)
         print()
     print_alarms(result.get("alarms", []), formats)
+    models = result.get("anomaly", {}).get("models", {})
+    if models:
+        print()
+        print_models(models)
     if result.get("shutdown_orders"):
         print()
         print_orders(result["shutdown_orders"])
+
+
+def print_models(models: Mapping[str, Mapping[str, Any]]) -> None:
+    """The anomaly models: calibrating, normal or raised (since when, which points hold it)."""
+    rows = []
+    for name, m in models.items():
+        if not m.get("calibrated"):
+            rows_seen, needed = m.get("calibration_rows") or (0, 0)
+            state = TEXT_CALIBRATING.format(rows=rows_seen, needed=needed)
+        else:
+            state = word("raised" if m.get("raised") else "normal")
+        score, threshold = m.get("score"), m.get("threshold")
+        rows.append(
+            (
+                name,
+                state,
+                when(m.get("raised_since")) if m.get("raised") else "-",
+                ", ".join(m.get("holding", [])) or "-",
+                "-" if score is None else f"{score:.3g}",
+                "-" if threshold is None else f"{threshold:.3g}",
+            )
+        )
+    print_table(COLUMNS_MODELS, rows)
 
 
 def print_orders(orders: Sequence[Mapping[str, Any]]) -> None:

@@ -15,6 +15,7 @@ from tests.test_anomaly import normal_rows, samples_for
 from watchpost.anomaly import AnomalyRunner
 from watchpost.anomaly_part import UnknownModelError
 from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
+from watchpost.crew_output import print_models, when
 
 POINTS = ["flow", "pressure", "temp"]
 T0 = 1_700_000_000_000
@@ -32,7 +33,9 @@ async def feed(runner: AnomalyRunner, rows: np.ndarray, start: int) -> None:
     await asyncio.wait_for(runner.idle(), 60)
 
 
-def test_rebaseline_after_a_lasting_shift(tmp_path: Path) -> None:
+def test_rebaseline_after_a_lasting_shift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     got: list[dict[str, Any]] = []
     state = tmp_path / "anomaly" / "pump.json"
     rows = normal_rows(1400, seed=11)
@@ -54,6 +57,16 @@ def test_rebaseline_after_a_lasting_shift(tmp_path: Path) -> None:
         return before, reply, {"after": after, "end": runner.status()["models"]["pump"]}
 
     before, reply, later = asyncio.run(main())
+    # `watchpost status` shows a crew the same facts
+    print_models({"pump": before})
+    print_models({"pump": later["after"]})
+    raised_line, calibrating_line = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("pump")
+    ]
+    assert "raised" in raised_line
+    assert when(before["raised_since"]) in raised_line
+    assert "pressure" in raised_line
+    assert "calibrating 0/300 rows" in calibrating_line
     assert before["raised"]
     # since when: the first row above the threshold, within the hold of the shift's start
     assert T0 + 500_000 <= before["raised_since"] <= T0 + 503_000
