@@ -74,7 +74,18 @@ class ShutdownOrderCommand(ShutdownOrder, Request):
 class ShutdownCancel(Request):
     """`cmd/shutdown_cancel`: cancel a shutdown order now (a raised power watch clears)."""
 
-    id: str = Field(min_length=1, max_length=100, description="The order's id.")
+    id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The order's id; or, when `order` is given, this command's own id.",
+    )
+    order: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The order's id, where `id` must be unique per command (signed commands: "
+        "an order cancelled within the replay window of its own command).",
+    )
 
 
 COMMANDS: dict[str, type[Request]] = {
@@ -149,7 +160,7 @@ class PlatformCommands:
         if self._orders is None:
             raise CommandError(TEXT_NO_ORDERS)
         if isinstance(command, ShutdownCancel):
-            return self._orders.cancel(command.id)
+            return self._orders.cancel(command.order or command.id)
         return self._orders.place(
             ShutdownOrder.model_validate(command.model_dump(include=ORDER_KEYS))
         )

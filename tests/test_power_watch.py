@@ -220,3 +220,26 @@ socket = "{tmp_path}/control.sock"
     assert "flood-7" in out
     assert "flood warning 7" in out
     assert "pending" in out
+
+
+def test_a_cancel_may_name_its_order_apart_from_its_own_id(tmp_path):
+    import asyncio  # noqa: PLC0415
+
+    from watchpost.commands import PlatformCommands  # noqa: PLC0415
+    from watchpost.shutdown import OrderDesk  # noqa: PLC0415
+
+    clock = FakeClock(T0)
+    engine, orders = watch(tmp_path, clock)
+    commands = PlatformCommands(
+        None,  # type: ignore[arg-type]  # no alarm actions needed here
+        ping=dict,
+        reload=lambda: asyncio.sleep(0, []),
+        orders=OrderDesk(orders, engine.check_orders),
+    ).handlers()
+    now = clock.ms
+    placed = asyncio.run(
+        commands["shutdown_order"]({"id": "o1", "start": now, "end": now + MINUTE, "reason": "r"})
+    )
+    assert placed["new"] is True
+    cancelled = asyncio.run(commands["shutdown_cancel"]({"id": "cmd-2", "order": "o1"}))
+    assert cancelled["order"]["state"] == "cancelled"
