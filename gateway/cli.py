@@ -49,7 +49,7 @@ DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
 TEXT_DESCRIPTION = N_("Watchpost safety gateway: sensors, local alarms, store-and-forward to MQTT.")
 TEXT_VERBOSE = N_("log more (repeat for debug output)")
 TEXT_VERSION = N_("show the version and exit")
-TEXT_DEFAULT = N_("(default: {value})")
+TEXT_DEFAULT = N_("{help} (default: {value})")
 TEXT_DEFAULT_WORD = N_("default")  # a help text that names its default already
 
 
@@ -69,7 +69,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
         ):
             return text
         shown = show_default(default).replace("%", "%%")
-        return f"{text} {_(TEXT_DEFAULT).format(value=shown)}".strip()
+        return _(TEXT_DEFAULT).format(help=text, value=shown).strip()
 
 
 def show_default(value: Any) -> str:
