@@ -46,12 +46,32 @@ class Failure(enum.Enum):
     DROPPED = "dropped"
     SLOW_DOWN = "slow_down"
     REFUSED = "refused"
+    MOVED = "moved"
 
 
-# MQTT 5 CONNACK / DISCONNECT reason codes that ask a client to come back later.
-SLOW_DOWN_CODES = frozenset({0x89, 0x97, 0x9F})
+# CONNACK / DISCONNECT reason codes that ask a client to come back later: MQTT 5's server
+# busy, quota exceeded and connection rate exceeded, and "server unavailable" (0x88, also
+# what paho reports for MQTT 3.1.1's return code 3).
+SLOW_DOWN_CODES = frozenset({0x88, 0x89, 0x97, 0x9F})
 # MQTT 5 reason codes that send a client to another server.
 MOVED_CODES = frozenset({0x9C, 0x9D})
+SEVERITY = (Failure.UNREACHABLE, Failure.MOVED, Failure.DROPPED, Failure.REFUSED, Failure.SLOW_DOWN)
+
+
+def refusal(code: int) -> Failure:
+    """What a CONNACK or DISCONNECT ``code`` means for the next attempt (< 0: no CONNACK)."""
+    if code < 0:
+        return Failure.DROPPED
+    if code in SLOW_DOWN_CODES:
+        return Failure.SLOW_DOWN
+    if code in MOVED_CODES:
+        return Failure.MOVED
+    return Failure.REFUSED
+
+
+def worst(failures: list[Failure]) -> Failure:
+    """The failure of a round over several brokers that decides the wait before the next."""
+    return max(failures, key=SEVERITY.index, default=Failure.UNREACHABLE)
 
 
 class ReconnectPolicy:
@@ -81,7 +101,7 @@ class ReconnectPolicy:
 
     def after_failure(self, failure: Failure) -> float:
         """The delay after an attempt that failed for ``failure``."""
-        if failure is Failure.UNREACHABLE:
+        if failure in (Failure.UNREACHABLE, Failure.MOVED):
             delay = self._rng.uniform(0.5 * self.spread, 1.5 * self.spread)
         elif failure is Failure.DROPPED:
             delay = self._backoff.next_delay()

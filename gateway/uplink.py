@@ -46,15 +46,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from watchpost import messages
-from watchpost.backoff import Backoff
 from watchpost.broker_probe import apply_security, explain_error, explain_refusal
 from watchpost.clock import wall_ms
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
 from watchpost.paho_loop import PahoOnLoop
+from watchpost.reconnect import Failure, ReconnectPolicy, refusal, worst
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -76,6 +78,8 @@ TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
 TEXT_COMMAND_FAILED = _("command %s failed")
 TEXT_BAD_REPLY = _("the reply cannot be encoded")
+TEXT_FOLLOW_REFERENCE = _("the broker sent the gateway to %s, a configured broker: going there")
+TEXT_NOT_A_COMMAND = _("ignored a message on %s: commands come under %s<name> only")
 
 PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
 FETCH_ROWS = 256
@@ -88,7 +92,24 @@ class UplinkError(Exception):
 
 
 class ConnectError(UplinkError):
-    """A broker refused or could not be reached; retrying may help."""
+    """A broker refused or could not be reached; retrying may help (``failure`` says when).
+
+    ``code`` is the broker's CONNACK reason code where it gave one; ``server`` the MQTT 5
+    server reference it named with "use another server" or "server moved".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failure: Failure,
+        *,
+        code: int | None = None,
+        server: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.code = code
+        self.server = server
 
 
 @dataclass(slots=True)
@@ -100,7 +121,10 @@ class _Link:
     connack: asyncio.Future[int]
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    code: int | None = None  # the CONNACK's or the broker's DISCONNECT's reason code
+    server: str | None = None  # MQTT 5 server reference with "use another server"
     up: bool = False  # CONNACK said yes
+    moved: bool = False  # a stored row was acknowledged on this link
     inflight: dict[int, Outgoing] = field(default_factory=dict)
     acked: list[int] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
@@ -155,6 +179,10 @@ class Uplink:
         self._commands: dict[str, Handler] = {}
         self._link: _Link | None = None
         self.last_error: str | None = None  # why the last connection failed or ended
+        self._policy = ReconnectPolicy(
+            spread=config.reconnect_spread, initial=config.reconnect_min, cap=config.reconnect_max
+        )
+        self._ignored_topics: set[str] = set()  # logged once each
         self._kick = asyncio.Event()
         self._status_seqs: tuple[int, int] | None = None
         self._password = (
@@ -213,24 +241,47 @@ class Uplink:
     # -- connection ----------------------------------------------------------------------------
 
     async def _connect_forever(self) -> None:
-        backoff = Backoff(initial=self.config.reconnect_min, cap=self.config.reconnect_max)
+        """Connect, and again after every loss, as ``ReconnectPolicy`` paces it."""
+        policy = self._policy
+        addresses = self.config.addresses()
+        index, failures = 0, list[Failure]()
         while True:
-            for address in self.config.addresses():
-                try:
-                    await self._session(address)
-                except ConnectError as exc:
-                    self.last_error = str(exc)
-                    log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
+            address = addresses[index]
+            try:
+                healthy = await self._session(address)
+            except ConnectError as exc:
+                self.last_error = str(exc)
+                self._note_refusal(exc)
+                log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
+                failures.append(exc.failure)
+                referred = _referred(exc.server, addresses) if exc.server else None
+                if referred is not None and referred != index:
+                    log.warning(TEXT_FOLLOW_REFERENCE, exc.server)
+                    index = referred
                     continue
-                except sqlite3.Error as exc:  # the store could not be read: try again later
-                    log.error(TEXT_STORE_UNREADABLE, exc)
-                    break
-                backoff.reset()  # was up for a while: start again from the primary, soon
-                break
-            await asyncio.sleep(backoff.next_delay())
+                if index + 1 < len(addresses):
+                    index += 1  # the next backup, at once
+                    continue
+                delay = policy.after_failure(worst(failures))
+            except sqlite3.Error as exc:  # the store could not be read: try again later
+                log.error(TEXT_STORE_UNREADABLE, exc)
+                delay = policy.after_failure(Failure.DROPPED)
+            else:
+                # a link that carried data was good: come back soon, to the primary first;
+                # one that broke before anything moved counts as a failure
+                delay = policy.after_session() if healthy else policy.after_failure(Failure.DROPPED)
+            index, failures = 0, []
+            await asyncio.sleep(delay)
 
-    async def _session(self, address: BrokerAddress) -> None:
-        """One connection, from CONNECT to its loss; ConnectError if it never came up."""
+    def _note_refusal(self, exc: ConnectError) -> None:
+        if exc.code is not None:
+            self.stats["last_refusal"] = {"code": exc.code, "reason": str(exc), "ts": self._now()}
+
+    async def _session(self, address: BrokerAddress) -> bool:
+        """One connection, from CONNECT to its loss; ConnectError if it never came up.
+
+        True if the link was healthy: it moved stored data, or stayed up a keepalive period.
+        """
         if self._status_seqs is None:
             first = await self.outbox.reserve("status", 2)
             self._status_seqs = (first, first + 1)  # online now, offline (the will) later
@@ -241,35 +292,17 @@ class Uplink:
         keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
         try:
             async with asyncio.timeout(self.config.connect_timeout + 1):  # paho's fires first
-                await asyncio.to_thread(link.client.connect, address.host, address.port, keepalive)
+                await asyncio.to_thread(self._connect, link.client, address, keepalive)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise ConnectError(explain_error(exc, self.config, address)) from exc
+            failure = Failure.REFUSED if isinstance(exc, ssl.SSLError) else Failure.UNREACHABLE
+            raise ConnectError(explain_error(exc, self.config, address), failure) from exc
+        self._policy.connecting()  # it reached the listener: counts towards flapping
+        started = time.monotonic()
         link.io = PahoOnLoop(link.client, loop)  # paho's network loop, on ours
         link.io.start()
         self._link = link
         try:
-            try:
-                async with asyncio.timeout(self.config.connect_timeout):
-                    code = await asyncio.shield(link.connack)
-            except TimeoutError as exc:
-                raise ConnectError(
-                    TEXT_NO_CONNACK.format(seconds=self.config.connect_timeout)
-                ) from exc
-            if code != 0:
-                raise ConnectError(explain_refusal(code, link.reason, self.config, address))
-            self._status_seqs = None
-            link.up = True
-            self.stats.update(
-                connects=self.stats["connects"] + 1,
-                connected_since=self._now(),
-                broker=f"{address.host}:{address.port}",
-            )
-            log.warning(
-                TEXT_CONNECTED,
-                address.host,
-                address.port,
-                "primary" if address == self.config.addresses()[0] else "backup",
-            )
+            await self._accepted(link)
             # subscribe first: the broker handles our packets in order, so a platform that
             # sees `online` can send a command at once and it will be delivered
             link.client.subscribe(self.root + "cmd/+", qos=1)
@@ -282,6 +315,14 @@ class Uplink:
             self.stats["disconnects"] += 1
             self.last_error = link.reason
             log.warning(TEXT_LOST, address.host, address.port, link.reason, len(link.inflight))
+            if link.code is not None and refusal(link.code) is Failure.SLOW_DOWN:
+                # the broker sent DISCONNECT with "server busy" and the like: back off longer
+                raise ConnectError(
+                    explain_refusal(link.code, link.reason, self.config, address),
+                    Failure.SLOW_DOWN,
+                    code=link.code,
+                )
+            return link.moved or time.monotonic() - started >= self.config.keepalive
         finally:
             self._link = None
             link.lost.set()
@@ -292,14 +333,64 @@ class Uplink:
             if link.io is not None:
                 link.io.stop()
 
+    async def _accepted(self, link: _Link) -> None:
+        """Wait for the CONNACK; ConnectError unless the broker let the gateway in."""
+        address = link.address
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                code = await asyncio.shield(link.connack)
+        except TimeoutError as exc:
+            raise ConnectError(
+                TEXT_NO_CONNACK.format(seconds=self.config.connect_timeout), Failure.SLOW_DOWN
+            ) from exc
+        if code != 0:
+            raise ConnectError(
+                explain_refusal(code, link.reason, self.config, address),
+                refusal(code),
+                code=code if code >= 0 else None,
+                server=link.server,
+            )
+        self._status_seqs = None
+        link.up = True
+        self.stats.update(
+            connects=self.stats["connects"] + 1,
+            connected_since=self._now(),
+            broker=f"{address.host}:{address.port}",
+        )
+        log.warning(
+            TEXT_CONNECTED,
+            address.host,
+            address.port,
+            "primary" if address == self.config.addresses()[0] else "backup",
+        )
+
+    def _connect(self, client: mqtt.Client, address: BrokerAddress, keepalive: int) -> None:
+        """paho's blocking CONNECT (in a worker thread); MQTT 5 with its session expiry."""
+        if self.config.protocol == "mqtt5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.config.session_expiry
+            client.connect(
+                address.host, address.port, keepalive, clean_start=True, properties=properties
+            )
+        else:
+            client.connect(address.host, address.port, keepalive)
+
     def _client(self, address: BrokerAddress, offline_seq: int) -> mqtt.Client:
         config = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=config.client_id or f"watchpost-{self.site}-{self.gateway}",
-            clean_session=True,
-            protocol=MQTTProtocolVersion.MQTTv311,
-        )
+        client_id = config.client_id or f"watchpost-{self.site}-{self.gateway}"
+        if config.protocol == "mqtt5":
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=MQTTProtocolVersion.MQTTv5,
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                clean_session=True,
+                protocol=MQTTProtocolVersion.MQTTv311,
+            )
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(config.max_inflight)
         apply_security(client, config, address, self._password)
@@ -315,11 +406,15 @@ class Uplink:
         def later(function: Callable[..., None], *args: Any) -> None:
             loop.call_soon(function, *args)
 
-        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            later(self._on_connack, link, int(reason.value), str(reason))
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
+            text, server = (
+                _reason_string(reason, properties),
+                _property(properties, "ServerReference"),
+            )
+            later(self._on_connack, link, int(reason.value), text, server)
 
-        def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            later(self._on_lost, link, str(reason))
+        def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, properties: Any) -> None:
+            later(self._on_lost, link, _reason_string(reason, properties), int(reason.value))
 
         def on_publish(_c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
             later(self._on_puback, link, mid)
@@ -333,13 +428,16 @@ class Uplink:
         client.on_publish = on_publish
         client.on_message = on_message
 
-    def _on_connack(self, link: _Link, code: int, reason: str) -> None:
-        link.reason = reason
+    def _on_connack(self, link: _Link, code: int, reason: str, server: str | None) -> None:
+        link.reason, link.code, link.server = reason, code, server
         if not link.connack.done():
             link.connack.set_result(code)
 
-    def _on_lost(self, link: _Link, reason: str) -> None:
-        link.reason = reason
+    def _on_lost(self, link: _Link, reason: str, code: int) -> None:
+        if link.up or not link.connack.done():  # a refusal's own reason stays the reason
+            link.reason = reason
+        if link.up and code >= 0x80:  # the broker's DISCONNECT said why (MQTT 5)
+            link.code = code
         if not link.connack.done():
             link.connack.set_result(-1)
         link.lost.set()
@@ -348,6 +446,7 @@ class Uplink:
     def _on_puback(self, link: _Link, mid: int) -> None:
         row = link.inflight.pop(mid, None)
         if row is not None:
+            link.moved = True
             link.acked.append(row.id)
             self._kick.set()
         waiter = link.waiting.pop(mid, None)
@@ -537,7 +636,12 @@ class Uplink:
         return body
 
     def _on_command_message(self, link: _Link, topic: str, payload: bytes) -> None:
-        name = topic.removeprefix(self.root + "cmd/")
+        name = command_name(topic, self.root)
+        if name is None:
+            if topic not in self._ignored_topics:
+                self._ignored_topics.add(topic)
+                log.warning(TEXT_NOT_A_COMMAND, topic, self.root + "cmd/")
+            return
         task = asyncio.get_running_loop().create_task(self._serve(link, name, payload))
         task.add_done_callback(_log_failure)
 
@@ -574,6 +678,42 @@ class Uplink:
 
     def _now(self) -> int:
         return self._clock.now_ms() if self._clock is not None else wall_ms()
+
+
+def command_name(topic: str, root: str) -> str | None:
+    """The command a message on ``topic`` asks for, or None if it is none of ours: a topic
+    outside the gateway's own ``root``, a reply, or any deeper level is never a command."""
+    prefix = root + "cmd/"
+    name = topic[len(prefix) :]
+    if not topic.startswith(prefix) or not name or "/" in name:
+        return None
+    return name
+
+
+def _property(properties: Any, name: str) -> str | None:
+    """An MQTT 5 property of a CONNACK or DISCONNECT, or None (MQTT 3.1.1 has none)."""
+    value = getattr(properties, name, None) if properties is not None else None
+    return value if isinstance(value, str) else None
+
+
+def _reason_string(reason: Any, properties: Any) -> str:
+    """paho's name of the reason code, with the broker's own reason string if it sent one."""
+    text = _property(properties, "ReasonString")
+    return f"{reason} ({text})" if text else str(reason)
+
+
+def _referred(server: str, addresses: list[BrokerAddress]) -> int | None:
+    """The index of the configured broker an MQTT 5 server reference names, if any.
+
+    A reference is ``host`` or ``host:port``, several separated by spaces; a broker that is
+    not configured is never followed (the gateway talks only to brokers its config names).
+    """
+    for reference in server.split():
+        host, _, port = reference.rpartition(":") if ":" in reference else (reference, "", "")
+        for index, address in enumerate(addresses):
+            if address.host == host and (not port or port == str(address.port)):
+                return index
+    return None
 
 
 def _disk(path: Path) -> dict[str, Any]:

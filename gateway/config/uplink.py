@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -74,10 +75,39 @@ class UplinkConfig(Model):
         default=0.5,
         gt=0,
         le=60,
-        description="First reconnect delay bound in seconds (capped exponential, full jitter).",
+        description="First bound of the backoff after a broker refused or dropped the gateway "
+        "(capped exponential, full jitter).",
     )
     reconnect_max: float = Field(
         default=15.0, gt=0, le=3600, description="Largest reconnect delay in seconds."
+    )
+    reconnect_spread: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Mean seconds between attempts while the broker is not there, and the "
+        "window over which the first attempt after a loss falls. A fleet of N gateways "
+        "reconnects at about N / reconnect_spread per second after a broker restart; one "
+        "gateway is back spread/2 after the broker in the median (docs/fleet.md).",
+    )
+    protocol: Literal["mqtt311", "mqtt5"] = Field(
+        default="mqtt311",
+        description="MQTT 3.1.1, or MQTT 5 (session expiry, reason codes that mean "
+        "'slow down' or 'use another server').",
+    )
+    session_expiry: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: seconds the broker keeps the gateway's session after a loss "
+        "(0: none; the store, not the broker, keeps what is unsent).",
+    )
+    renew_before_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Make a new key and ask the platform for a new client certificate this "
+        "many days before the current one expires (mutual TLS only).",
     )
     max_inflight: int = Field(
         default=64,
