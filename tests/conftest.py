@@ -38,6 +38,14 @@ for _variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
     os.environ.pop(_variable, None)
 os.environ["LANG"] = "C.UTF-8"
 
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `watchpost` run in the test's process with a `[gateway] language` config sets the
+    process's LANGUAGE (watchpost.i18n); it must not reach the processes of later tests."""
+    monkeypatch.delenv("LANGUAGE", raising=False)
+
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "schemas"
 
