@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.processes import Watchpost
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop
+from tests.site_run import stop, watchpost
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/start-site/gw-st/"
@@ -62,15 +63,10 @@ def write_config(
     return config
 
 
-def start(config: Path) -> subprocess.Popen[bytes]:
-    log = config.parent / "gateway.log"
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "watchpost", "run", "--config", str(config)],
-            cwd=config.parent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+def start(config: Path) -> Watchpost:
+    return watchpost(
+        "run", "--config", str(config), cwd=config.parent, log=config.parent / "gateway.log"
+    )
 
 
 def wait_status(sock: Path, timeout: float = 30.0) -> dict:
