@@ -34,8 +34,8 @@ class Sections(HTMLParser):
         found = dict(attrs)
         if tag == "div" and (found.get("id") or "").startswith("point-"):
             self.ids.add(str(found["id"])[len("point-") :])
-        if tag == "svg":
-            self.plots.add(str(found.get("aria-label", "")).split(" ")[0])
+        if tag == "svg" and found.get("aria-label"):  # a plot (the legend's keys have none)
+            self.plots.add(str(found["aria-label"]).split(" ")[0])
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
