@@ -1,4 +1,5 @@
-"""`watchpost anomaly score`: replay a CSV through the daemon's own anomaly detector.
+"""`watchpost anomaly score`: replay a CSV through the daemon's own anomaly detector;
+`watchpost anomaly rebaseline MODEL`: have the running daemon recalibrate a model.
 
 Each data row of the CSV is one row of the detector's grid, in file order. The first
 ``--calibrate-rows`` rows calibrate it; every later row gets one output line
@@ -12,7 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import getpass
+import json
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +64,22 @@ TEXT_NO_INPUT = _("{path}: no column left to feed the model")
 TEXT_SHORT = _("{path}: {rows} data row(s), fewer than --calibrate-rows {n}")
 TEXT_CANNOT_READ = _("cannot read {path}: {error}")
 TEXT_ERROR = _("error: {message}")
+TEXT_REBASELINE_HELP = _(
+    "recalibrate a model from the next rows, after the process settled somewhere new "
+    "(the running daemon does it and records it as an event)"
+)
+TEXT_MODEL_NAME_HELP = _("the model entry's name, as in [[anomaly.models]]")
+TEXT_BY_HELP = _("who asks, for the record (default: your login name)")
+TEXT_CONFIG_HELP = _("the gateway's config file (for the control socket)")
+TEXT_JSON_HELP = _("print JSON for scripts")
+TEXT_NEEDS_DAEMON = _("this needs the running daemon: {error}")
+TEXT_REBASELINED = _(
+    "{model}: rebaseline recorded; it calibrates anew on the next {rows} rows and scores "
+    "nothing until then"
+)
+DEFAULT_CONFIG = Path("/etc/watchpost/gateway.toml")
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the daemon is needed and not running
 
 _DEFAULTS = AnomalyModelConfig(name="csv", points=["x"])
 
@@ -197,6 +217,46 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebaseline(args: argparse.Namespace) -> int:
+    """Ask the running daemon to rebaseline one model entry; print what it recorded."""
+    from watchpost.config import (  # noqa: PLC0415 - only this command reads the config
+        EXIT_CONFIG,
+        ConfigError,
+        load_config,
+        print_config_error,
+    )
+    from watchpost.control import ControlError, DaemonNotRunning, request  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return EXIT_CONFIG
+    try:
+        result = request(
+            config.control.socket, "anomaly_rebaseline", model=args.model_name, by=args.by
+        )
+    except DaemonNotRunning as exc:
+        message = TEXT_NEEDS_DAEMON.format(error=exc)
+        print(TEXT_ERROR.format(message=message), file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ControlError as exc:
+        print(TEXT_ERROR.format(message=exc), file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(TEXT_REBASELINED.format(model=result["model"], rows=result["calibration_rows"]))
+    return 0
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container): say so in the record
+        return f"uid {os.getuid()}"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     anomaly = subparsers.add_parser("anomaly", help=TEXT_ANOMALY_HELP)
     sub = anomaly.add_subparsers(dest="anomaly_command", required=True, metavar="COMMAND")
@@ -213,3 +273,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--hold", type=int, help=TEXT_HOLD_HELP)
     p.add_argument("--clear", type=int, help=TEXT_CLEAR_HELP)
     p.set_defaults(handler=cmd_score)
+    r = sub.add_parser("rebaseline", help=TEXT_REBASELINE_HELP)
+    r.add_argument("model_name", metavar="MODEL", help=TEXT_MODEL_NAME_HELP)
+    r.add_argument("--by", default=_login_name(), help=TEXT_BY_HELP)
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=TEXT_CONFIG_HELP)
+    r.add_argument("--json", action="store_true", help=TEXT_JSON_HELP)
+    r.set_defaults(handler=cmd_rebaseline)

@@ -26,7 +26,7 @@ from watchpost import __version__, hangup
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.alarm_state import AlarmStateFile
 from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmHousekeeper
-from watchpost.anomaly_part import AnomalyError, open_anomaly
+from watchpost.anomaly_part import AnomalyError, UnknownModelError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.commands import PlatformCommands
@@ -153,6 +153,7 @@ class Gateway:
             ping=self._ping,
             reload=self.reload,
             orders=OrderDesk(self.orders, self._orders_changed),
+            rebaseline=self.anomaly.rebaseline,
         )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
@@ -325,7 +326,17 @@ class Gateway:
             "unshelve": self._alarm_action("unshelve"),
             "test_alarm": self._alarm_action("test_alarm"),
             "selftest": self._selftest,
+            "anomaly_rebaseline": self._anomaly_rebaseline,
         }
+
+    async def _anomaly_rebaseline(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A crew's rebaseline: recorded (stored, durable) before the answer."""
+        try:
+            return await self.anomaly.rebaseline(
+                str(args.get("model", "")), by=str(args.get("by") or "crew")
+            )
+        except UnknownModelError as exc:
+            raise ControlError(str(exc)) from exc
 
     async def _read(self, args: dict[str, Any]) -> dict[str, Any]:
         devices = {d.name: d for d in self.config.modbus_devices()}

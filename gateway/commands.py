@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from gettext import gettext as _
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from watchpost import actions
 from watchpost.actions import ActionError, AlarmActions
+from watchpost.anomaly_part import UnknownModelError
 from watchpost.config import describe_error
 from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
@@ -27,10 +28,17 @@ MAX_COMMAND_BYTES = 16 * 1024
 TEXT_TOO_LARGE = _("the command is {size} bytes; at most {limit} are accepted")
 TEXT_INVALID = _("invalid command: {errors}")
 TEXT_RELOADING = _("the config file is valid; the gateway restarts with it now")
+TEXT_NO_MODELS = _("this gateway runs no anomaly model")
 TEXT_NO_ORDERS = _("this gateway keeps no shutdown orders")
 ORDER_KEYS = {"id", "start", "end", "reason"}
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class Rebaseline(Protocol):
+    """The anomaly runner's rebaseline: answers once its event is stored."""
+
+    def __call__(self, name: str, *, by: str) -> Awaitable[dict[str, Any]]: ...
 
 
 class CommandError(Exception):
@@ -71,6 +79,19 @@ class ShutdownOrderCommand(ShutdownOrder, Request):
     overlap; the same order sent again is accepted again without change."""
 
 
+class AnomalyRebaseline(Request):
+    """`cmd/anomaly_rebaseline`: recalibrate an anomaly model from the next rows, after the
+    process settled somewhere new. Recorded as a `rebaseline` event before the reply."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The model entry's name, as in [[anomaly.models]].",
+    )
+    by: str = Field(min_length=1, max_length=100, description="Who asks, for the record.")
+
+
 class ShutdownCancel(Request):
     """`cmd/shutdown_cancel`: cancel a shutdown order now (a raised power watch clears)."""
 
@@ -96,6 +117,7 @@ COMMANDS: dict[str, type[Request]] = {
     "reload": Reload,
     "shutdown_order": ShutdownOrderCommand,
     "shutdown_cancel": ShutdownCancel,
+    "anomaly_rebaseline": AnomalyRebaseline,
 }
 
 
@@ -121,11 +143,13 @@ class PlatformCommands:
         ping: Callable[[], dict[str, Any]],
         reload: Callable[[], Awaitable[list[str]]],
         orders: OrderDesk | None = None,
+        rebaseline: Rebaseline | None = None,
     ) -> None:
         self._actions = alarm_actions
         self._ping = ping
         self._reload = reload
         self._orders = orders  # shutdown orders; None: refused
+        self._rebaseline = rebaseline  # anomaly models; None: refused
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -135,7 +159,7 @@ class PlatformCommands:
             command = parse(name, request)
             try:
                 return await self._run(name, command)
-            except (ActionError, OrderError) as exc:
+            except (ActionError, OrderError, UnknownModelError) as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
@@ -153,6 +177,10 @@ class PlatformCommands:
                 return await self._actions.perform(name, command)
             case ShutdownOrderCommand() | ShutdownCancel():
                 return self._order_command(command)
+            case AnomalyRebaseline(model=model, by=by):
+                if self._rebaseline is None:
+                    raise CommandError(TEXT_NO_MODELS)
+                return await self._rebaseline(model, by=by)
         raise CommandError(type(command).__name__)
 
     def _order_command(self, command: ShutdownOrderCommand | ShutdownCancel) -> dict[str, Any]:
