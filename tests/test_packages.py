@@ -192,17 +192,18 @@ def broken_source(dest: Path) -> Path:
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Builds made lazily, once per run: {"amd64-t1": deb, ...}."""
     out = tmp_path_factory.mktemp("debs")
-    built: dict[str, Path] = {}
 
     class Builds(dict[str, Path]):
         def __missing__(self, key: str) -> Path:
+            # dict calls this on every lookup of a missing key and does not keep the result:
+            # keep it here, or each test builds the same package again
             arch, tag = key.split("-", 1)
             if tag == "broken":
                 source = broken_source(tmp_path_factory.mktemp("broken") / "src")
-                built[key] = build(arch, out, version(tag), source)
+                self[key] = build(arch, out, version(tag), source)
             else:
-                built[key] = build(arch, out, version(tag))
-            return built[key]
+                self[key] = build(arch, out, version(tag))
+            return self[key]
 
     return Builds()
 
