@@ -147,19 +147,33 @@ def build(
 
 
 def stage_source(source: Path, copy: Path, version: str | None) -> str:
-    """A copy of what the wheel is built from, with the version stamped if asked."""
+    """A copy of what the wheel is built from, with the version stamped if asked.
+
+    From a git checkout: the tracked files only (nothing a working tree left behind, such as
+    compiled catalogues or a local store); setup.py compiles the catalogues into the wheel.
+    """
     copy.mkdir()
-    # setup.py compiles the message catalogues into the wheel (MANIFEST.in: their sources)
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md"):
-        shutil.copy2(source / name, copy / name)
-    for name in ("gateway", "drivers", "models", "provisioning", "src", "systemd", "docs"):
+    if (source / ".git").exists():
+        listed = subprocess.run(
+            ["git", "-C", str(source), "ls-files", "-z"], capture_output=True, check=True
+        ).stdout.decode()
+        for name in filter(None, listed.split("\0")):
+            path, dest = source / name, copy / name
+            if not path.exists() and not path.is_symlink():
+                continue  # deleted in the working tree, not yet committed
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                dest.symlink_to(path.readlink())
+            else:
+                shutil.copy2(path, dest)
+    else:
         shutil.copytree(
-            source / name,
-            copy / name,
+            source,
+            copy,
             symlinks=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".venv", "dist", "__pycache__", "*.pyc", "*.mo"),
         )
-    shutil.copytree(source / "examples", copy / "examples", symlinks=False)
     init = copy / "gateway/__init__.py"
     text = init.read_text()
     found = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
@@ -265,8 +279,9 @@ def install_files(copy: Path, root: Path, version: str) -> None:
     doc = root / "usr/share/doc/watchpost"
     for page in [copy / "README.md", copy / "CHANGELOG.md", *(copy / "docs").rglob("*.md")]:
         put(page, doc / page.relative_to(copy).as_posix().removeprefix("docs/"), 0o644)
-    for example in (copy / "examples").rglob("*"):
-        if example.is_file():
+    for folder, _dirs, files in os.walk(copy / "examples", followlinks=True):  # demo is a link
+        for name in files:
+            example = Path(folder) / name
             put(example, doc / example.relative_to(copy), 0o644)
     share = root / "usr/share/watchpost"
     share.mkdir(parents=True)
