@@ -41,3 +41,27 @@ def test_guard_unit_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert GUARD_UNIT.name not in result.stdout + result.stderr
+
+
+def test_the_debian_mirror_is_read_from_enabled_apt_sources(tmp_path: Path) -> None:
+    """Disabled files and other archives (a NodeSource list once confused this) are skipped."""
+    from tests.debian_root import FALLBACK_MIRROR, mirror  # noqa: PLC0415
+
+    folder = tmp_path / "sources.list.d"
+    folder.mkdir()
+    assert mirror(tmp_path) == FALLBACK_MIRROR
+    (folder / "nodesource.sources").write_text(
+        "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\n"
+    )
+    (folder / "old.sources.disabled-by-farm").write_text(
+        "Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\n"
+    )
+    assert mirror(tmp_path) == FALLBACK_MIRROR
+    (folder / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n"
+    )
+    assert mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://first.example/debian bookworm main\n"
+    )
+    assert mirror(tmp_path) == "http://first.example/debian"
