@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -28,6 +29,7 @@ from watchpost.alarm_state import AlarmStateFile
 from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmHousekeeper
 from watchpost.anomaly_part import AnomalyError, UnknownModelError, open_anomaly
 from watchpost.backoff import Backoff
+from watchpost.certrenew import CertificateDesk, ClientCertificates
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
@@ -45,7 +47,13 @@ from watchpost.drivers import DRIVERS
 from watchpost.energy import FILE_NAME as ENERGY_FILE
 from watchpost.energy import DailyEnergy, DayFigure, energy_points
 from watchpost.history import HistoryRecorder
-from watchpost.messages import AnomalyMessage, EnergyDay, SampleReading, TelemetryBatch
+from watchpost.messages import (
+    AnomalyMessage,
+    CertificateRequest,
+    EnergyDay,
+    SampleReading,
+    TelemetryBatch,
+)
 from watchpost.outbox import Outbox
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
@@ -136,6 +144,12 @@ class Gateway:
             devices=config.modbus_devices(),
             schedulers=self.poller.schedulers,
         )
+        # a client certificate (mutual TLS) is renewed before it expires: docs/fleet.md
+        self.certificates = (
+            ClientCertificates(config.uplink, state_dir / "tls")
+            if config.uplink.cert_file is not None
+            else None
+        )
         self.uplink = Uplink(
             config.uplink,
             self.outbox,
@@ -146,6 +160,7 @@ class Gateway:
             health=self.health,
             clock=self.clock,
             alarm_snapshot=self._alarm_snapshot,
+            certificates=self.certificates,
         )
         self.control = ControlServer(config.control.socket, self._control_handlers())
         commands = PlatformCommands(
@@ -154,6 +169,11 @@ class Gateway:
             reload=self.reload,
             orders=OrderDesk(self.orders, self._orders_changed),
             rebaseline=self.anomaly.rebaseline,
+            certificates=CertificateDesk(
+                self.certificates, trusted_ca=config.uplink.ca_file, reconnect=self._reconnect_soon
+            )
+            if self.certificates is not None
+            else None,
         )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
@@ -206,6 +226,25 @@ class Gateway:
         body = {key: value for key, value in event.items() if key != "ts"}
         await self.outbox.put(AnomalyMessage(**body), ts=ts)
 
+    def _reconnect_soon(self) -> None:
+        """Reconnect (with a new client certificate) once the command's reply has left."""
+        asyncio.get_running_loop().call_later(RELOAD_DELAY, self.uplink.reconnect)
+
+    async def _certificate_watch(self, period: float = 3600.0) -> None:
+        """Once an hour: a client certificate close to its expiry gets a new key and a CSR,
+        sent to the platform as a `csr` message (the platform answers with cmd/cert_install)."""
+        certificates = self.certificates
+        if certificates is None:
+            return
+        while True:
+            csr = await asyncio.to_thread(certificates.announce_if_due, dt.datetime.now(dt.UTC))
+            if csr is not None:
+                not_after = certificates.health(self.now_ms())["not_after"]
+                await self.outbox.put(
+                    CertificateRequest(csr=csr, not_after=not_after, reason="expiring")
+                )
+            await asyncio.sleep(period)
+
     async def _poll_liveness(self, period: float = 2.0) -> None:
         """The poll loop is alive while the event loop turns and no bus is wedged in a poll
         longer than its timeouts allow."""
@@ -236,6 +275,11 @@ class Gateway:
             "failed_parts": self.failed_parts,
             "uptime_s": round(time.time() - self.started),
             "software": software(),
+            **(
+                {"certificate": self.certificates.health(self.now_ms())}
+                if self.certificates is not None
+                else {}
+            ),
         }
 
     async def _status(self, _args: dict[str, Any]) -> dict[str, Any]:
@@ -433,6 +477,7 @@ class Gateway:
                 "control": self.control.run,
                 "watchdog": self.watchdog.run,
                 "poll-liveness": self._poll_liveness,
+                "certificate-watch": self._certificate_watch,
                 "store-liveness": self._store_liveness,
             }
             async with asyncio.TaskGroup() as group:

@@ -74,15 +74,18 @@ TEXT_FILE_UNREADABLE = _("cannot read {path}: {error}")
 
 
 def apply_security(
-    client: mqtt.Client, config: UplinkConfig, address: BrokerAddress, password: str | None
+    client: mqtt.Client,
+    config: UplinkConfig,
+    address: BrokerAddress,
+    password: str | None,
+    *,
+    client_pair: tuple[Path, Path] | None = None,
 ) -> None:
-    """The config's TLS (CA, client certificate and key) and user name on ``client``."""
+    """The config's TLS (CA, client certificate and key) and user name on ``client``;
+    ``client_pair`` (certificate, key) instead of the config's, for a renewed certificate."""
     if address.tls:
-        client.tls_set(
-            ca_certs=_str(config.ca_file),
-            certfile=_str(config.cert_file),
-            keyfile=_str(config.key_file),
-        )
+        cert, key = client_pair or (config.cert_file, config.key_file)
+        client.tls_set(ca_certs=_str(config.ca_file), certfile=_str(cert), keyfile=_str(key))
     if config.username is not None:
         client.username_pw_set(config.username, password)
 

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from watchpost import actions
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.anomaly_part import UnknownModelError
+from watchpost.certrenew import TEXT_NO_TLS, CertificateDesk, RenewalError
 from watchpost.config import describe_error
+from watchpost.provisioning.pki import PkiError
 from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
 MAX_COMMAND_BYTES = 16 * 1024
@@ -109,6 +111,21 @@ class ShutdownCancel(Request):
     )
 
 
+class CertRenew(Request):
+    """`cmd/cert_renew`: make a new key now (unless one is pending) and answer with its CSR,
+    for the platform to sign; the private key never leaves the gateway."""
+
+
+class CertInstall(Request):
+    """`cmd/cert_install`: the signed certificate for the pending key. The gateway checks it
+    (its key, its name, the site CA, its dates), reconnects with it, and keeps it only if
+    the broker accepts it; otherwise the old certificate stays."""
+
+    certificate: str = Field(
+        min_length=1, max_length=12_000, description="The new client certificate, PEM."
+    )
+
+
 COMMANDS: dict[str, type[Request]] = {
     "ping": Ping,
     "ack": Acknowledge,
@@ -118,6 +135,8 @@ COMMANDS: dict[str, type[Request]] = {
     "shutdown_order": ShutdownOrderCommand,
     "shutdown_cancel": ShutdownCancel,
     "anomaly_rebaseline": AnomalyRebaseline,
+    "cert_renew": CertRenew,
+    "cert_install": CertInstall,
 }
 
 
@@ -144,12 +163,14 @@ class PlatformCommands:
         reload: Callable[[], Awaitable[list[str]]],
         orders: OrderDesk | None = None,
         rebaseline: Rebaseline | None = None,
+        certificates: CertificateDesk | None = None,
     ) -> None:
         self._actions = alarm_actions
         self._ping = ping
         self._reload = reload
         self._orders = orders  # shutdown orders; None: refused
         self._rebaseline = rebaseline  # anomaly models; None: refused
+        self._certificates = certificates  # client certificate renewal; None: refused
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -159,7 +180,7 @@ class PlatformCommands:
             command = parse(name, request)
             try:
                 return await self._run(name, command)
-            except (ActionError, OrderError, UnknownModelError) as exc:
+            except (ActionError, OrderError, UnknownModelError, RenewalError, PkiError) as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
@@ -181,6 +202,12 @@ class PlatformCommands:
                 if self._rebaseline is None:
                     raise CommandError(TEXT_NO_MODELS)
                 return await self._rebaseline(model, by=by)
+            case CertRenew() | CertInstall():
+                if self._certificates is None:
+                    raise CommandError(TEXT_NO_TLS)
+                if isinstance(command, CertInstall):
+                    return self._certificates.install(command.certificate)
+                return self._certificates.renew()
         raise CommandError(type(command).__name__)
 
     def _order_command(self, command: ShutdownOrderCommand | ShutdownCancel) -> dict[str, Any]:

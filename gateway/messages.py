@@ -397,6 +397,24 @@ class EnergyDay(Message):
     )
 
 
+class CertificateRequest(Message):
+    """`csr`: the gateway made a new key because its client certificate expires soon, and
+    asks the platform to sign this CSR; the platform answers with `cmd/cert_install`."""
+
+    stream: ClassVar[str] = "csr"
+    stored: ClassVar[bool] = True
+    durable: ClassVar[bool] = True
+
+    csr: str = Field(
+        pattern=r"^-----BEGIN CERTIFICATE REQUEST-----",
+        description="The certificate signing request, PEM. The private key never leaves.",
+    )
+    not_after: int = Field(ge=0, description="When the current certificate expires, epoch ms.")
+    reason: Literal["expiring", "requested"] = Field(
+        description="expiring: within [uplink] renew_before_days; requested: cmd/cert_renew."
+    )
+
+
 class StatusMessage(Message):
     """`status` (retained): online or offline; online carries the alarm picture."""
 
@@ -537,6 +555,12 @@ class HealthMessage(Message):
         "architecture, bundled libraries, the model's id, and `update` (previous version, "
         "confirmed version, `rolled_back_from` when a failed update was rolled back).",
     )
+    certificate: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Mutual TLS only: the client certificate's `not_after` (epoch ms), "
+        "`days_left`, `renewal` (none, pending: a CSR waits for its certificate, trial: "
+        "connecting with the new one) and `last_error` (why the broker refused a new one).",
+    )
 
     @classmethod
     def of(cls, parts: dict[str, Any]) -> HealthMessage:
@@ -584,6 +608,7 @@ STREAMS: dict[str, type[Message]] = {
         AlarmMessage,
         AnomalyMessage,
         EnergyDay,
+        CertificateRequest,
         StatusMessage,
         HealthMessage,
         CommandReply,

@@ -51,6 +51,7 @@ from paho.mqtt.properties import Properties
 
 from watchpost import messages
 from watchpost.broker_probe import apply_security, explain_error, explain_refusal
+from watchpost.certrenew import ClientCertificates
 from watchpost.clock import wall_ms
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
@@ -121,6 +122,7 @@ class _Link:
     connack: asyncio.Future[int]
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    on_trial: bool = False  # presents a renewed client certificate for the first time
     code: int | None = None  # the CONNACK's or the broker's DISCONNECT's reason code
     server: str | None = None  # MQTT 5 server reference with "use another server"
     up: bool = False  # CONNACK said yes
@@ -164,9 +166,11 @@ class Uplink:
         health: Callable[[], dict[str, Any]],
         clock: Clock | None = None,
         alarm_snapshot: Callable[[], dict[str, Any]] | None = None,
+        certificates: ClientCertificates | None = None,
     ) -> None:
         self.config = config
         self._alarm_snapshot = alarm_snapshot
+        self.certificates = certificates  # which client certificate to present (mutual TLS)
         self.outbox = outbox
         self.store = outbox.store
         self.site = site
@@ -235,6 +239,13 @@ class Uplink:
         finally:
             unfollow()
 
+    def reconnect(self) -> None:
+        """End the current connection (cleanly) so that the next one starts at once, e.g. with
+        a renewed client certificate."""
+        link = self._link
+        if link is not None and link.up:
+            link.client.disconnect()
+
     def topic(self, stream: str) -> str:
         return self.root + stream
 
@@ -251,6 +262,8 @@ class Uplink:
                 healthy = await self._session(address)
             except ConnectError as exc:
                 self.last_error = str(exc)
+                if self.certificates is not None and self.certificates.trial is not None:
+                    self.certificates.trial_ended(accepted=False, reason=str(exc))
                 self._note_refusal(exc)
                 log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
                 failures.append(exc.failure)
@@ -288,6 +301,7 @@ class Uplink:
         online_seq, offline_seq = self._status_seqs
         loop = asyncio.get_running_loop()
         link = _Link(self._client(address, offline_seq), address, loop.create_future())
+        link.on_trial = self.certificates is not None and self.certificates.trial is not None
         self._wire(link, loop)
         keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
         try:
@@ -352,6 +366,8 @@ class Uplink:
             )
         self._status_seqs = None
         link.up = True
+        if link.on_trial and self.certificates is not None:
+            self.certificates.trial_ended(accepted=True)
         self.stats.update(
             connects=self.stats["connects"] + 1,
             connected_since=self._now(),
@@ -393,7 +409,14 @@ class Uplink:
             )
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(config.max_inflight)
-        apply_security(client, config, address, self._password)
+        pair = self.certificates.for_connect() if self.certificates is not None else None
+        apply_security(
+            client,
+            config,
+            address,
+            self._password,
+            client_pair=(pair.cert, pair.key) if pair else None,
+        )
         client.will_set(
             self.topic("status"), self._status_payload("offline", offline_seq), qos=1, retain=True
         )
