@@ -203,12 +203,16 @@ class PlatformCommands:
                     raise CommandError(TEXT_NO_MODELS)
                 return await self._rebaseline(model, by=by)
             case CertRenew() | CertInstall():
-                if self._certificates is None:
-                    raise CommandError(TEXT_NO_TLS)
-                if isinstance(command, CertInstall):
-                    return self._certificates.install(command.certificate)
-                return self._certificates.renew()
+                return self._certificate_command(command)
         raise CommandError(type(command).__name__)
+
+    def _certificate_command(self, command: CertRenew | CertInstall) -> dict[str, Any]:
+        """`cert_renew` answers with the CSR; `cert_install` puts the certificate on trial."""
+        if self._certificates is None:
+            raise CommandError(TEXT_NO_TLS)
+        if isinstance(command, CertInstall):
+            return self._certificates.install(command.certificate)
+        return self._certificates.renew()
 
     def _order_command(self, command: ShutdownOrderCommand | ShutdownCancel) -> dict[str, Any]:
         """`shutdown_order` and `shutdown_cancel`: the orders are kept before the reply."""
