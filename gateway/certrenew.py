@@ -31,14 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from typing import TYPE_CHECKING, Any
 
 from watchpost.config.uplink import UplinkConfig
 from watchpost.files import atomic_write
-from watchpost.provisioning import pki
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography (through provisioning.pki) is imported in the methods that read or make a
+# certificate: a gateway without a client certificate never loads it (about 9 MB resident)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ class ClientCertificates:
         return self.trial or self.active()
 
     def current(self) -> x509.Certificate:
+        from watchpost.provisioning import pki  # noqa: PLC0415 - see the imports
+
         pair = self.active()
         if pair is None:
             raise RenewalError(TEXT_NO_TLS)
@@ -119,6 +123,11 @@ class ClientCertificates:
 
     def request(self) -> str:
         """The CSR (PEM) for the pending key, made now if there is none."""
+        from cryptography import x509  # noqa: PLC0415 - see the imports
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+
+        from watchpost.provisioning import pki  # noqa: PLC0415
+
         current = self.current()
         csr_path = self.folder / PENDING_CSR
         if self.pending and csr_path.is_file():
@@ -141,6 +150,10 @@ class ClientCertificates:
     def install(self, pem: str, *, trusted: x509.Certificate | None) -> ClientPair:
         """Check ``pem`` against the pending key, the current certificate and ``trusted``;
         keep it as the candidate and put it on trial. RenewalError says what does not fit."""
+        from cryptography import x509  # noqa: PLC0415 - see the imports
+
+        from watchpost.provisioning import pki  # noqa: PLC0415
+
         if not self.pending:
             raise RenewalError(TEXT_NO_PENDING)
         try:
@@ -211,13 +224,23 @@ class CertificateDesk:
 
     def renew(self) -> dict[str, Any]:
         """`cert_renew`: the CSR of the pending key (made now if there is none)."""
-        csr = self.certificates.request()
-        current = self.certificates.current()
+        from watchpost.provisioning import pki  # noqa: PLC0415 - see the imports
+
+        try:
+            csr = self.certificates.request()
+            current = self.certificates.current()
+        except pki.PkiError as exc:
+            raise RenewalError(str(exc)) from exc
         return {"csr": csr, "not_after": _ms(current.not_valid_after_utc)}
 
     def install(self, pem: str) -> dict[str, Any]:
         """`cert_install`: check the certificate, then reconnect with it on trial."""
-        trial = self.certificates.install(pem, trusted=self._trusted())
+        from watchpost.provisioning import pki  # noqa: PLC0415 - see the imports
+
+        try:
+            trial = self.certificates.install(pem, trusted=self._trusted())
+        except pki.PkiError as exc:
+            raise RenewalError(str(exc)) from exc
         self._reconnect()
         new = pki.load_certificate(trial.cert)
         return {"installed": "trial", "not_after": _ms(new.not_valid_after_utc)}
@@ -225,6 +248,8 @@ class CertificateDesk:
     def _trusted(self) -> x509.Certificate | None:
         """The site CA, when ``[uplink] ca_file`` is the CA that issued the gateway's
         certificate (the usual bundle); None when the broker's CA is another one."""
+        from watchpost.provisioning import pki  # noqa: PLC0415 - see the imports
+
         if self._trusted_ca is None:
             return None
         try:

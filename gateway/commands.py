@@ -22,7 +22,6 @@ from watchpost.actions import ActionError, AlarmActions
 from watchpost.anomaly_part import UnknownModelError
 from watchpost.certrenew import TEXT_NO_TLS, CertificateDesk, RenewalError
 from watchpost.config import describe_error
-from watchpost.provisioning.pki import PkiError
 from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
 MAX_COMMAND_BYTES = 16 * 1024
@@ -180,7 +179,7 @@ class PlatformCommands:
             command = parse(name, request)
             try:
                 return await self._run(name, command)
-            except (ActionError, OrderError, UnknownModelError, RenewalError, PkiError) as exc:
+            except (ActionError, OrderError, UnknownModelError, RenewalError) as exc:
                 raise CommandError(str(exc)) from exc
 
         return handle
