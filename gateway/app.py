@@ -23,6 +23,8 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from watchpost import __version__, hangup
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.alarm_state import AlarmStateFile
@@ -31,6 +33,7 @@ from watchpost.anomaly_part import AnomalyError, UnknownModelError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.certrenew import CertificateDesk, ClientCertificates
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
+from watchpost.command_auth import CommandVerifier, load_verify_key
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
     EXIT_CONFIG,
@@ -79,6 +82,10 @@ TEXT_PART_FAILURES = _("{error} ({count} time(s))")
 TEXT_STOPPING = _("stopping on %s")
 TEXT_PART_FAILED = _("%s failed; it starts again after a pause, the rest of the gateway goes on")
 TEXT_RELOADED = _("restarting with the config read anew from %s")
+TEXT_UNSIGNED_COMMANDS = _(
+    "[commands] verify_key is not set: commands from the platform run unsigned, so anyone "
+    "who may publish on the broker's cmd/ topics can acknowledge or shelve alarms"
+)
 TEXT_RELOAD_REFUSED = _("reload refused, the running config stays: %s")
 CONTROL_READY_WAIT = 5.0  # seconds READY=1 waits for the control socket at most
 SWITCH_INTERVAL = 0.001  # seconds; see _run
@@ -174,6 +181,12 @@ class Gateway:
             )
             if self.certificates is not None
             else None,
+            verifier=CommandVerifier(
+                _verify_key(config, config_path),
+                gateway=config.gateway.id,
+                max_age_s=config.commands.max_age,
+                now_ms=self.now_ms,
+            ),
         )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)
@@ -531,6 +544,9 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
         except AnomalyError as exc:
             print_config_error(ConfigError(config_path, [f"anomaly: {exc}"]))
             return EXIT_CONFIG
+        except ConfigError as exc:
+            print_config_error(exc)
+            return EXIT_CONFIG
         task = asyncio.create_task(gateway.run(), name="gateway")
         gateway.stop = task.cancel
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -544,6 +560,18 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
             return 0
         log.warning(TEXT_RELOADED, config_path)
         config = gateway.next_config
+
+
+def _verify_key(config: GatewayConfig, config_path: Path) -> Ed25519PublicKey | None:
+    """The platform's key for signed commands; None (with a warning) when there is none."""
+    path = config.commands.verify_key
+    if path is None:
+        log.warning(TEXT_UNSIGNED_COMMANDS)
+        return None
+    try:
+        return load_verify_key(path)
+    except ValueError as exc:
+        raise ConfigError(config_path, [f"commands.verify_key: {exc}"]) from exc
 
 
 def _stop(gateway: Gateway, task: asyncio.Task[Any], signum: int) -> None:

@@ -108,10 +108,9 @@ class CommandVerifier:
         """Whether commands must be signed (a key is configured)."""
         return self.key is not None
 
-    def check(self, name: str, payload: Mapping[str, Any], *, retained: bool) -> None:
-        """Raise CommandRefused unless command ``name`` with ``payload`` may run now."""
-        if retained:
-            raise CommandRefused(TEXT_RETAINED)
+    def check(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Raise CommandRefused unless command ``name`` with ``payload`` may run now. (A
+        retained command is refused before, by the uplink, which sees the MQTT flag.)"""
         if self.key is None or name in UNSIGNED:
             return
         sig = payload.get("sig")

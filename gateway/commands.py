@@ -21,6 +21,7 @@ from watchpost import actions
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.anomaly_part import UnknownModelError
 from watchpost.certrenew import TEXT_NO_TLS, CertificateDesk, RenewalError
+from watchpost.command_auth import CommandRefused, CommandVerifier
 from watchpost.config import describe_error
 from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
@@ -52,6 +53,15 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str | int | None = Field(default=None, description="Echoed in the reply.")
+    ts: int | None = Field(
+        default=None, description="Signed commands: when the platform sent it, epoch ms."
+    )
+    gateway: str | None = Field(
+        default=None, description="Signed commands: the gateway it is meant for."
+    )
+    sig: str | None = Field(
+        default=None, description="Signed commands: base64 Ed25519 signature (mqtt-contract)."
+    )
 
 
 class Ping(Request):
@@ -163,7 +173,9 @@ class PlatformCommands:
         orders: OrderDesk | None = None,
         rebaseline: Rebaseline | None = None,
         certificates: CertificateDesk | None = None,
+        verifier: CommandVerifier | None = None,
     ) -> None:
+        self._verifier = verifier  # None: nothing is verified (tests of the handlers alone)
         self._actions = alarm_actions
         self._ping = ping
         self._reload = reload
@@ -176,6 +188,11 @@ class PlatformCommands:
 
     def _handler(self, name: str) -> Handler:
         async def handle(request: dict[str, Any]) -> Any:
+            if self._verifier is not None:
+                try:
+                    self._verifier.check(name, request)
+                except CommandRefused as exc:
+                    raise CommandError(str(exc)) from exc
             command = parse(name, request)
             try:
                 return await self._run(name, command)

@@ -53,6 +53,8 @@ from watchpost import messages
 from watchpost.broker_probe import apply_security, explain_error, explain_refusal
 from watchpost.certrenew import ClientCertificates
 from watchpost.clock import wall_ms
+from watchpost.command_auth import MAX_ID_LENGTH, TEXT_RETAINED
+from watchpost.commands import MAX_COMMAND_BYTES, TEXT_TOO_LARGE, CommandError
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
@@ -78,10 +80,12 @@ TEXT_HEALTH_FAILED = _("cannot gather the health message; skipping this one")
 TEXT_UNKNOWN_COMMAND = "unknown command {name!r}"
 TEXT_BAD_COMMAND = "the command's payload is not a JSON object"
 TEXT_COMMAND_FAILED = _("command %s failed")
+TEXT_COMMAND_REFUSED = _("command %s (id %s) refused: %s")
 TEXT_BAD_REPLY = _("the reply cannot be encoded")
 TEXT_FOLLOW_REFERENCE = _("the broker sent the gateway to %s, a configured broker: going there")
 TEXT_NOT_A_COMMAND = _("ignored a message on %s: commands come under %s<name> only")
 
+PARSE_LIMIT = 1024 * 1024  # bytes of a command read at most, to answer it with its id
 PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
 FETCH_ROWS = 256
 
@@ -443,7 +447,7 @@ class Uplink:
             later(self._on_puback, link, mid)
 
         def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-            later(self._on_command_message, link, message.topic, message.payload)
+            later(self._on_command_message, link, message.topic, message.payload, message.retain)
 
         client = link.client
         client.on_connect = on_connect
@@ -658,29 +662,37 @@ class Uplink:
         body.update(self._health())
         return body
 
-    def _on_command_message(self, link: _Link, topic: str, payload: bytes) -> None:
+    def _on_command_message(
+        self, link: _Link, topic: str, payload: bytes, retained: bool = False
+    ) -> None:
         name = command_name(topic, self.root)
         if name is None:
             if topic not in self._ignored_topics:
                 self._ignored_topics.add(topic)
                 log.warning(TEXT_NOT_A_COMMAND, topic, self.root + "cmd/")
             return
-        task = asyncio.get_running_loop().create_task(self._serve(link, name, payload))
+        if not payload:
+            return  # a platform clearing a retained command: nothing to run or answer
+        task = asyncio.get_running_loop().create_task(self._serve(link, name, payload, retained))
         task.add_done_callback(_log_failure)
 
-    async def _serve(self, link: _Link, name: str, payload: bytes) -> None:
+    async def _serve(self, link: _Link, name: str, payload: bytes, retained: bool = False) -> None:
+        """The one way in for a command: refused here when retained, too large or not a
+        JSON object; its handler checks the rest. A refusal is one log line."""
         reply: dict[str, Any] = {"command": name}
-        try:
-            request = json.loads(payload or b"{}")
-            if not isinstance(request, dict):
-                raise ValueError(TEXT_BAD_COMMAND)
-        except ValueError:
-            request, reply["ok"], reply["error"] = {}, False, TEXT_BAD_COMMAND
-        if "id" in request:
-            reply["id"] = request["id"]
+        request = _command_request(payload)
+        too_large = _too_large(payload)
+        if request is None or too_large:
+            reply.update(ok=False, error=too_large or TEXT_BAD_COMMAND)
+            request = request or {}
+        command_id = request.get("id")
+        if _echoable(command_id):
+            reply["id"] = command_id
         handler = self._commands.get(name)
         if "ok" not in reply:
-            if handler is None:
+            if retained:  # a broker hands a retained message to every new session
+                reply.update(ok=False, error=TEXT_RETAINED)
+            elif handler is None:
                 reply.update(ok=False, error=TEXT_UNKNOWN_COMMAND.format(name=name))
             else:
                 try:
@@ -688,9 +700,13 @@ class Uplink:
                     if inspect.isawaitable(result):
                         result = await result
                     reply.update(ok=True, result=result)
+                except CommandError as exc:  # refused: the platform's answer, one log line
+                    reply.update(ok=False, error=str(exc))
                 except Exception as exc:  # a handler's failure is the platform's answer
                     log.exception(TEXT_COMMAND_FAILED, name)
                     reply.update(ok=False, error=str(exc) or type(exc).__name__)
+        if not reply["ok"]:
+            log.warning(TEXT_COMMAND_REFUSED, name, reply.get("id", "-"), reply["error"])
         try:
             out = await self.outbox.number(CommandReply(**reply))
         except (ValueError, TypeError) as exc:  # an id or result JSON cannot carry
@@ -701,6 +717,36 @@ class Uplink:
 
     def _now(self) -> int:
         return self._clock.now_ms() if self._clock is not None else wall_ms()
+
+
+def _command_request(payload: bytes) -> dict[str, Any] | None:
+    """A command's payload as a JSON object (read up to ``PARSE_LIMIT`` bytes, so that a
+    reply to one too large can still carry its id); None if it is not JSON, nested too deep
+    or not an object. (NaN is read; no model takes it, and no reply echoes it.)"""
+    if len(payload) > PARSE_LIMIT:
+        return None
+    try:
+        request = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def _too_large(payload: bytes) -> str | None:
+    if len(payload) > MAX_COMMAND_BYTES:
+        return TEXT_TOO_LARGE.format(size=len(payload), limit=MAX_COMMAND_BYTES)
+    return None
+
+
+def _echoable(command_id: object) -> bool:
+    """An id the reply may carry back: a short text or a whole number JSON can hold."""
+    if isinstance(command_id, str):
+        return 0 < len(command_id) <= MAX_ID_LENGTH
+    return (
+        isinstance(command_id, int)
+        and not isinstance(command_id, bool)
+        and (abs(command_id) < 2**53)
+    )
 
 
 def command_name(topic: str, root: str) -> str | None:

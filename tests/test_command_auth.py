@@ -63,12 +63,12 @@ def test_the_canonical_form_is_the_one_the_contract_names() -> None:
 
 def test_a_signed_command_runs_once() -> None:
     check = verifier()
-    check.check("ack", signed(), retained=False)
+    check.check("ack", signed())
     with pytest.raises(CommandRefused, match="replay"):
-        check.check("ack", signed(), retained=False)
-    check.check("ack", signed(id="c-2"), retained=False)
-    check.check("ack", signed(id=5), retained=False)
-    check.check("ack", signed(id="5"), retained=False)  # a text id is not the number
+        check.check("ack", signed())
+    check.check("ack", signed(id="c-2"))
+    check.check("ack", signed(id=5))
+    check.check("ack", signed(id="5"))  # a text id is not the number
 
 
 @pytest.mark.parametrize(
@@ -99,36 +99,32 @@ def test_a_command_that_is_not_properly_signed_is_refused(
     if "sig" in payload and "sig" not in change and "alarm" not in change:
         payload["sig"] = sign(KEY, payload)  # a well-signed payload missing a field
     with pytest.raises(CommandRefused, match=reason):
-        verifier().check("ack", payload, retained=False)
+        verifier().check("ack", payload)
 
 
 def test_another_key_another_gateway_and_the_wrong_time_are_refused() -> None:
     with pytest.raises(CommandRefused, match="does not match"):
-        verifier().check("ack", signed(Ed25519PrivateKey.generate()), retained=False)
+        verifier().check("ack", signed(Ed25519PrivateKey.generate()))
     with pytest.raises(CommandRefused, match="meant for gateway 'gw-2'"):
-        verifier().check("ack", signed(gateway="gw-2"), retained=False)
+        verifier().check("ack", signed(gateway="gw-2"))
     for offset in (-301_000, +301_000):
         with pytest.raises(CommandRefused, match="at most 300 s"):
-            verifier().check("ack", signed(ts=NOW + offset), retained=False)
-    verifier().check("ack", signed(ts=NOW - 299_000), retained=False)
+            verifier().check("ack", signed(ts=NOW + offset))
+    verifier().check("ack", signed(ts=NOW - 299_000))
 
 
 def test_a_replay_after_the_window_is_refused_by_its_age() -> None:
     clock = Clock()
     check = verifier(clock)
-    check.check("shelve", signed(), retained=False)
+    check.check("shelve", signed())
     clock.now += 301_000
     with pytest.raises(CommandRefused, match="at most 300 s"):
-        check.check("shelve", signed(), retained=False)
+        check.check("shelve", signed())
 
 
-def test_retained_commands_never_run_and_ping_needs_no_signature() -> None:
-    with pytest.raises(CommandRefused, match="retained"):
-        verifier().check("reload", signed(), retained=True)
-    with pytest.raises(CommandRefused, match="retained"):
-        verifier(key=None).check("reload", {"id": 1}, retained=True)
-    verifier().check("ping", {"id": 1}, retained=False)
-    verifier(key=None).check("ack", {"id": 1, "alarm": "a/b", "by": "x"}, retained=False)
+def test_ping_needs_no_signature_and_no_key_verifies_nothing() -> None:
+    verifier().check("ping", {"id": 1})
+    verifier(key=None).check("ack", {"id": 1, "alarm": "a/b", "by": "x"})
 
 
 def test_watchpost_ca_command_key_makes_a_pair_the_verifier_takes(tmp_path: Path) -> None:
@@ -149,7 +145,7 @@ def test_watchpost_ca_command_key_makes_a_pair_the_verifier_takes(tmp_path: Path
     check = CommandVerifier(
         load_verify_key(public), gateway="gw-1", max_age_s=300, now_ms=lambda: NOW
     )
-    check.check("ack", signed(key), retained=False)
+    check.check("ack", signed(key))
     again = subprocess.run(
         [sys.executable, "-m", "watchpost", "ca", "command-key", "--out", str(tmp_path / "k")],
         capture_output=True,
