@@ -263,14 +263,20 @@ class Booted:
         raise RuntimeError(f"the root did not boot: see {log.name}")
 
     def __exit__(self, *exc: object) -> None:
-        for process in (self._broker, self._nspawn):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        if self._broker is not None and self._broker.poll() is None:
+            self._broker.kill()
+            self._broker.wait()
+        if self._nspawn is not None and self._nspawn.poll() is None:
+            # the container's PID 1 killed ends every process of its PID namespace at once;
+            # an orderly poweroff would wait on the daemons' stop timeouts for nothing
+            if self.leader:
+                with contextlib.suppress(ProcessLookupError):  # already gone: nothing to kill
+                    os.kill(self.leader, signal.SIGKILL)
+            try:
+                self._nspawn.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._nspawn.kill()
+                self._nspawn.wait()
 
     def sh(self, script: str, *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run ``script`` with /bin/sh -e inside the booted root (all its namespaces)."""
