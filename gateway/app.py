@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -127,6 +128,10 @@ class Gateway:
         # latched, acknowledged and shelved alarms survive a restart
         self.alarm_keeper = AlarmHousekeeper(self.alarms, AlarmStateFile(state_dir / "alarms.json"))
         self.alarm_keeper.restore()
+        # what the platform was told (the store's last event of each alarm, committed with
+        # it) wins over a state file saved a moment before or after: a kill repeats nothing
+        last, complete = self.store.last_events()
+        self.alarms.reconcile({k: json.loads(v) for k, v in last.items()}, complete=complete)
         self.anomaly = open_anomaly(config.anomaly, state_dir=state_dir, emit=self._put_anomaly)
         self.latest: dict[str, Sample] = {}
         self.units = {point.name: point.unit for _device, point in config.points()}

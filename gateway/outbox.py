@@ -71,6 +71,7 @@ class Outbox:
             ts=self.now_ms() if ts is None else ts,
             durable=message.durable,
             items=message.items(),
+            last=_alarm_of(message),
         )
 
     async def number(self, message: Message) -> Outgoing:
@@ -161,3 +162,11 @@ class Outbox:
             seq_kept=bool(recovery["seq_kept"]),
         )
         self.store.put_blocking(event.stream, encode_body(event), ts=now)
+
+
+def _alarm_of(message: Message) -> str | None:
+    """The alarm whose last event ``message`` is (kept by the store in the same commit), or
+    None: test alarms change no state."""
+    if isinstance(message, AlarmMessage) and not getattr(message, "test", False):
+        return str(message.alarm)
+    return None

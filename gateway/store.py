@@ -154,6 +154,7 @@ class _Put:
     body: bytes
     done: Callable[[], None] | None
     id: int | None = None  # given by the writer when it inserts the row
+    last: str | None = None  # an alarm's id: the body is its last event (meta, same commit)
 
 
 @dataclass(slots=True)
@@ -253,11 +254,22 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def put(self, stream: str, data: bytes, *, ts: int, durable: bool, items: int = 1) -> int:
+    async def put(
+        self,
+        stream: str,
+        data: bytes,
+        *,
+        ts: int,
+        durable: bool,
+        items: int = 1,
+        last: str | None = None,
+    ) -> int:
         """Store one message body (``data``, a JSON object's bytes); return its ``seq``.
 
         Durable: returns after the row is committed and fsync'd. Otherwise queued and
         committed within ``commit_interval``. ``items``: samples or events it carries.
+        ``last``: the body is the last event of alarm ``last``, kept in the same commit
+        (``last_events``), so that a restart knows what the platform was told.
         """
         self._check(stream, data)
         self._row_streams.add(stream)
@@ -268,13 +280,14 @@ class Store:
                 await asyncio.sleep(0.01)
             seq = self._next_seq(stream)
             self._queued(len(data))
-            self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None))
+            self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None, last=last))
             return seq
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         seq = self._next_seq(stream)
         self._queued(len(data))
-        self._queue.put(_Put(stream, seq, int(ts), items, boot, data, _resolver(loop, future)))
+        done = _resolver(loop, future)
+        self._queue.put(_Put(stream, seq, int(ts), items, boot, data, done, last=last))
         await asyncio.shield(future)
         return seq
 
@@ -365,6 +378,18 @@ class Store:
             self._listeners.remove(callback)
 
     # -- reading (the uplink) -----------------------------------------------------------------
+
+    def last_events(self) -> tuple[dict[str, bytes], bool]:
+        """Each alarm's last event committed (alarm id -> body), and whether the record is
+        complete (the store kept it from its creation: an alarm without one was never
+        raised as far as the platform knows). Blocking (SQLite): call it at start."""
+        with self._rlock:
+            rows = self._rconn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'last:%' OR key = 'last_events'"
+            ).fetchall()
+        found = dict(rows)
+        complete = found.pop("last_events", None) == "complete"
+        return {key[5:]: value.encode("utf-8") for key, value in found.items()}, complete
 
     def fetch(self, stream: str, after_id: int, limit: int) -> list[StoredRow]:
         """Committed rows of ``stream`` after ``after_id``, oldest first, bodies
@@ -542,6 +567,9 @@ class Store:
                     fixes.append(sync.fix)
         conn.execute("BEGIN IMMEDIATE")
         self._insert(puts)
+        lasts = [("last:" + op.last, op.body.decode("utf-8")) for op in puts if op.last]
+        if lasts:  # in order: the latest event of an alarm wins
+            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", lasts)
         if acked:
             conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in acked))
         if fixes:
@@ -673,7 +701,11 @@ def _open_checked(path: Path) -> sqlite3.Connection:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("oldest_reader", str(OLDEST_READER))],
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("oldest_reader", str(OLDEST_READER)),
+                    ("last_events", "complete"),  # every alarm's last event from the start
+                ],
             )
             return conn
         if app_id != APPLICATION_ID:
