@@ -243,3 +243,43 @@ def test_a_cancel_may_name_its_order_apart_from_its_own_id(tmp_path):
     assert placed["new"] is True
     cancelled = asyncio.run(commands["shutdown_cancel"]({"id": "cmd-2", "order": "o1"}))
     assert cancelled["order"]["state"] == "cancelled"
+
+
+def test_signed_shutdown_commands_are_verified_like_the_others(tmp_path):
+    import asyncio  # noqa: PLC0415
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+
+    from watchpost.command_auth import CommandVerifier, sign  # noqa: PLC0415
+    from watchpost.commands import CommandError, PlatformCommands  # noqa: PLC0415
+    from watchpost.shutdown import OrderDesk  # noqa: PLC0415
+
+    clock = FakeClock(T0)
+    engine, orders = watch(tmp_path, clock)
+    key = Ed25519PrivateKey.generate()
+    verifier = CommandVerifier(key.public_key(), gateway="gw-1", max_age_s=300, now_ms=clock)
+    commands = PlatformCommands(
+        None,  # type: ignore[arg-type]  # no alarm actions needed here
+        ping=dict,
+        reload=lambda: asyncio.sleep(0, []),
+        orders=OrderDesk(orders, engine.check_orders),
+        verifier=verifier,
+    ).handlers()
+
+    def signed(body: dict[str, Any]) -> dict[str, Any]:
+        payload = {**body, "ts": clock.ms, "gateway": "gw-1"}
+        return {**payload, "sig": sign(key, payload)}
+
+    order = {"id": "o1", "start": T0, "end": T0 + MINUTE, "reason": "r"}
+    with pytest.raises(CommandError, match="must be signed"):
+        asyncio.run(commands["shutdown_order"](order))
+    assert orders.listing() == []
+    assert asyncio.run(commands["shutdown_order"](signed(order)))["new"] is True
+    # the order's own id again, inside the replay window: refused, the order stays
+    with pytest.raises(CommandError, match="replay"):
+        asyncio.run(commands["shutdown_cancel"](signed({"id": "o1"})))
+    assert orders.listing()[0]["state"] == "in_force"
+    cancelled = asyncio.run(commands["shutdown_cancel"](signed({"id": "c-2", "order": "o1"})))
+    assert cancelled["order"]["state"] == "cancelled"
