@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from watchpost import messages
 from watchpost.messages import AlarmMessage, Message, encode_body
@@ -48,8 +48,10 @@ class Outbox:
         self.store = store
         self.gateway = gateway
         self._clock = clock
-        if store.recovery is not None:
-            self._report_recovery(store.recovery)
+        store.damage_report = self._damage_body  # a store lost while running
+        if store.recovery is not None:  # a store found damaged at start
+            stream, body, ts = self._damage_body(store.recovery)
+            store.put_blocking(stream, body, ts=ts)
 
     def now_ms(self) -> int:
         """The stamp for a message made now."""
@@ -143,8 +145,8 @@ class Outbox:
 
     # -- the gateway's own faults -----------------------------------------------------------
 
-    def _report_recovery(self, recovery: dict[str, object]) -> None:
-        """The store was found damaged at start: tell the platform, before anything else."""
+    def _damage_body(self, recovery: dict[str, Any]) -> tuple[str, bytes, int]:
+        """The `store_damaged` fault for the platform: (stream, body, stamp)."""
         now = self.now_ms()
         event = AlarmMessage(
             event="raised",
@@ -161,7 +163,7 @@ class Outbox:
             moved_to=str(recovery["moved_to"]),
             seq_kept=bool(recovery["seq_kept"]),
         )
-        self.store.put_blocking(event.stream, encode_body(event), ts=now)
+        return event.stream, encode_body(event), now
 
 
 def _alarm_of(message: Message) -> str | None:

@@ -41,6 +41,7 @@ import queue
 import re
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import zlib
@@ -54,7 +55,7 @@ from watchpost.backoff import Backoff
 from watchpost.clock import wall_ms
 from watchpost.config.store import StoreConfig
 from watchpost.log_once import LogOnce
-from watchpost.sqlite_files import open_or_move_aside
+from watchpost.sqlite_files import move_aside, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
@@ -84,6 +85,13 @@ TEXT_DISK_COST = _("min_free_mb is not checked until the filesystem answers; the
 TEXT_SALVAGED = _("kept the seq counters of the damaged store: %s")
 TEXT_WRITE_FAILED = _("cannot write the store (%s); keeping %d operation(s) in memory, retrying")
 TEXT_WRITE_RECOVERED = _("store writes work again")
+TEXT_GONE = _("the store file was deleted or replaced while the gateway ran")
+TEXT_REPLACED = _(
+    "store %s is gone or damaged while running (%s): started a fresh store with the seq "
+    "counters carried on and the %d message(s) still readable"
+)
+TEXT_ROWS_LOST = _("the messages waiting in the lost store cannot be read back: %s")
+TEXT_CLOSE_FAILED = _("closing the lost store's connection failed: %s")
 TEXT_EVICTED = _(
     "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
 )
@@ -142,6 +150,9 @@ class StoredRow:
 
 
 Listener = Callable[[list[StoredRow]], None]
+# the outbox's fault message for a store found damaged: (stream, body bytes, ts)
+DamageReport = Callable[[dict[str, Any]], tuple[str, bytes, int]]
+IDENTITY_CHECK = 1.0  # seconds between checks that the file is still the one opened
 
 
 @dataclass(slots=True)
@@ -227,6 +238,10 @@ class Store:
         self._evict_failures = LogOnce(log, "store eviction (disk full)", TEXT_EVICT_COST)
         self._quota_failures = LogOnce(log, "store quota check", TEXT_QUOTA_COST)
         self._disk_failures = LogOnce(log, "store free-space check", TEXT_DISK_COST)
+        # the file we opened: deleted or replaced while running, it is noticed and replaced
+        self._identity = _identity(self.path)
+        self._identity_checked = time.monotonic()
+        self.damage_report: DamageReport | None = None  # set by the outbox
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -448,6 +463,84 @@ class Store:
         clock = self._clock
         return None if clock is None or clock.synced else clock.boot_id
 
+    # -- the file deleted or replaced while running -------------------------------------------
+
+    def _still_ours(self) -> bool:
+        """Whether the path still names the file the store opened."""
+        self._identity_checked = time.monotonic()
+        return _identity(self.path) == self._identity
+
+    def _replace(self, reason: str) -> None:
+        """The file was deleted, replaced or damaged under us: move aside what is there now,
+        start a fresh store with the seq counters (known here) and every row still readable
+        from the old connection (a deleted file stays readable while it is open), and commit
+        the outbox's fault report with them. The batch being written goes in on its retry."""
+        old = self._wconn
+        try:
+            rows = old.execute(
+                "SELECT id, stream, seq, ts, items, boot, z, body FROM outbox ORDER BY id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            log.error(TEXT_ROWS_LOST, exc)
+            rows = []
+        try:  # each alarm's last event: what a restart aligns the engine with
+            lasts: list[tuple[str, str]] | None = old.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'last:%' OR key = 'last_events'"
+            ).fetchall()
+        except sqlite3.Error:
+            lasts = None  # the fresh store's record is then incomplete, and says so
+        with self._rlock:
+            for conn in (old, self._rconn):
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    log.warning(TEXT_CLOSE_FAILED, exc)
+            moved = move_aside(self.path) if _regular_file(self.path) else None
+            conn = _open_checked(self.path)
+            self._wconn = conn
+            self._rconn = _connect(self.path)
+        self._identity = _identity(self.path)
+        self.recovery = {
+            "reason": reason,
+            "moved_to": str(moved) if moved is not None else "",
+            "seq_kept": True,
+            "at": wall_ms(),
+        }
+        log.error(TEXT_REPLACED, self.path, reason, len(rows))
+        report = self._damage_row()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO outbox(id, stream, seq, ts, items, boot, z, body) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        if report is not None:
+            self._insert([report])
+        conn.executemany(
+            "INSERT OR REPLACE INTO clock_fix(boot, delta_ms) VALUES (?, ?)", self._fixes.items()
+        )
+        with self._seq_lock:
+            counters = dict(self._counters)
+        self._save_counters(counters)
+        conn.execute("DELETE FROM meta WHERE key = 'last_events'")  # complete only if copied
+        if lasts is not None:
+            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", lasts)
+        conn.execute("COMMIT")
+        if report is not None and report.id is not None:
+            row = StoredRow(
+                report.id, report.stream, report.seq, report.ts, report.boot, report.body
+            )
+            for callback in list(self._listeners):
+                callback([row])
+
+    def _damage_row(self) -> _Put | None:
+        """The fault message the outbox makes for ``recovery``, as a row of this store."""
+        if self.damage_report is None or self.recovery is None:
+            return None
+        stream, body, ts = self.damage_report(dict(self.recovery))
+        self._row_streams.add(stream)
+        return _Put(stream, self._next_seq(stream), ts, 1, self._unsynced_boot(), body, None)
+
     def _write_loop(self) -> None:
         """The writer thread: apply queued operations, commit when one is urgent or due."""
         txn: list[_Op] = []  # applied since the last commit, kept to re-apply after a failure
@@ -514,6 +607,9 @@ class Store:
             if not self._failing:
                 log.error(TEXT_WRITE_FAILED, exc, len(txn))
             self._failing = True
+            if _is_damage(exc) or not self._still_ours():
+                self._replace(str(exc) or type(exc).__name__)
+                return False  # the batch goes into the fresh store on the next try
             if _is_full(exc):
                 try:
                     self._evict(conn, fraction=0.1)
@@ -547,6 +643,8 @@ class Store:
             self._quota_failures.failed(exc)
         else:
             self._quota_failures.succeeded()
+        if time.monotonic() - self._identity_checked >= IDENTITY_CHECK and not self._still_ours():
+            self._replace(TEXT_GONE)
         for op in txn:  # a flush or a reservation: done once the quota is kept too
             if isinstance(op, _Sync) and op.done is not None:
                 op.done()
@@ -754,6 +852,30 @@ def _salvage_counters(path: Path) -> dict[str, int]:
             conn.close()
     except (sqlite3.Error, ValueError, TypeError):
         return {}
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """SQLite says the file is not (or no longer) a database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+        isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+    )
 
 
 def _used_bytes(conn: sqlite3.Connection) -> int:

@@ -127,3 +127,69 @@ def test_daemon_killed_20_times_loses_no_stored_alarm(
         f"seed {seed}: {sum(settled.values())} settled test alarms, all delivered; "
         f"{lost_recent} of {sum(recent.values())} answered within {SETTLE} s of a kill lost"
     )
+
+
+def _delete(store: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+
+
+def _replace(store: Path) -> None:
+    """A crew's mistake: another file moved over the store (a new inode under the name)."""
+    other = store.with_name("other.db")
+    other.write_bytes(b"this is not the gateway's store\n" * 200)
+    other.replace(store)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lose", [_delete, _replace])
+def test_store_lost_while_running_is_reported_and_seqs_carry_on(
+    tmp_path: Path,
+    broker: Broker,
+    subscriber: Callable[..., Subscriber],
+    validate: Callable[[str, object], None],
+    lose: Callable[[Path], None],
+) -> None:
+    """The store deleted or replaced under the running daemon: the `store_damaged` fault
+    reaches the platform at once, alarms keep their seqs without a gap, also after a restart."""
+    sub = subscriber(ROOT + "alarms")
+    run = SiteRun(tmp_path, broker.url)
+    sock = tmp_path / "var" / "control.sock"
+    store = tmp_path / "var" / "buffer.db"
+    point = next(p for _d, p in load_config(run.config).points())
+    try:
+        run.start_gateway().wait_ready()
+        before = request(sock, "test_alarm", timeout=10, point=point.name)
+        sub.wait_for(
+            ROOT + "alarms",
+            timeout=30,
+            predicate=lambda ms: {e["seq"] for e in before} <= {m["seq"] for m in ms},
+        )
+        lose(store)
+        time.sleep(3.0)  # telemetry commits every second; the writer checks the file each second
+        during = request(sock, "test_alarm", timeout=10, point=point.name)
+        assert run.gateway is not None
+        assert run.gateway.poll() is None, run.log("gateway")
+        assert run.gateway.stop() == 0  # SIGTERM: a clean stop
+        run.start_gateway().wait_ready()
+        after = request(sock, "test_alarm", timeout=10, point=point.name)
+        wanted = {e["seq"] for e in [*before, *during, *after]}
+        got = sub.wait_for(
+            ROOT + "alarms",
+            timeout=30,
+            predicate=lambda ms: (
+                wanted <= {m["seq"] for m in ms}
+                and any(m.get("kind") == "store_damaged" for m in ms)
+            ),
+        )
+    finally:
+        run.close()
+    report = next(m for m in got if m.get("kind") == "store_damaged")
+    validate("alarms", report)
+    assert report["level"] == "fault"
+    assert report["seq_kept"] is True
+    seqs = sorted({m["seq"] for m in got})
+    assert seqs == list(range(seqs[0], seqs[-1] + 1))  # no gap, no restart at 1
+    assert min(e["seq"] for e in during) > max(e["seq"] for e in before)
+    assert min(e["seq"] for e in after) > max(e["seq"] for e in during)
+    assert before[0]["seq"] < report["seq"] < min(e["seq"] for e in after)

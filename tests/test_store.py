@@ -437,3 +437,35 @@ def test_a_newer_schema_opens_when_its_writer_allows_it(
             assert Path(store.recovery["moved_to"]).exists()  # kept aside, as before
     finally:
         store.close()
+
+
+def test_a_store_deleted_while_running_is_replaced_with_its_rows_and_counters(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def scenario() -> tuple[list[dict], dict | None]:
+        store = make(path, commit_interval=0.05)
+        box = outbox(store)
+        try:
+            for i in range(3):
+                await put(store, "alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+            for suffix in ("", "-wal", "-shm"):
+                await asyncio.to_thread(Path(f"{path}{suffix}").unlink)
+            await asyncio.sleep(1.2)  # past the writer's identity check
+            await put(store, "telemetry", {"samples": [], "n": 0}, ts=9, durable=False)
+            await asyncio.to_thread(store.flush)
+            await put(store, "alarms", {"event": "raised", "n": 3}, ts=3, durable=True)
+            sent = [json.loads(r.payload) for r in box.fetch("alarms", 0, 100, replay_upto=0)]
+            return sent, store.recovery
+        finally:
+            store.close()
+
+    sent, recovery = asyncio.run(scenario())
+    assert path.exists()  # a fresh store under the name
+    assert recovery is not None
+    assert recovery["seq_kept"] is True
+    assert [m["seq"] for m in sent] == [1, 2, 3, 4, 5]  # kept rows, the fault, the new alarm
+    assert sent[3]["kind"] == "store_damaged"
+    assert sent[4]["n"] == 3
+    assert rows(path, "alarms") == [(1, 0), (2, 1), (3, 2), (4, sent[3]["ts"]), (5, 3)]
