@@ -11,10 +11,11 @@ answer with more or fewer registers than asked for, or an odd byte count, is ref
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from gettext import gettext as _
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -113,6 +114,24 @@ def answer_mismatch(request: ReadRequest, response: ModbusPDU) -> str | None:
     return text.format(byte_count=byte_count, length=length, count=request.count, expected=expected)
 
 
+T = TypeVar("T")
+
+
+async def keep_cancel(awaitable: Awaitable[T]) -> T:
+    """Await one of pymodbus's calls without losing a cancellation.
+
+    pymodbus connects and waits for answers with ``asyncio.wait_for``, which on Python 3.11
+    swallows a cancellation that arrives as its awaitable completes (fixed in 3.12): the
+    poll would carry on and a stopping daemon would wait for it for ever. If this task was
+    cancelled meanwhile, the cancellation is raised here.
+    """
+    result = await awaitable
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result
+
+
 class ModbusBus:
     """A bus carried by a pymodbus async client; subclasses only build the client."""
 
@@ -133,7 +152,7 @@ class ModbusBus:
     async def open(self) -> None:
         if self._client.connected:
             return
-        if not await self._client.connect():
+        if not await keep_cancel(self._client.connect()):
             raise CommError(TEXT_CANNOT_CONNECT.format(name=self.name, where=self.describe()))
 
     async def close(self) -> None:
@@ -197,7 +216,7 @@ class ModbusBus:
         # transaction because the devices on one RS-485 line may answer at different speeds.
         self._client.ctx.comm_params.timeout_connect = timeout
         try:
-            response = await call()
+            response = await keep_cancel(call())
         except (TimeoutError, ModbusException, OSError) as exc:
             raise CommError(
                 TEXT_NO_ANSWER.format(name=self.name, what=_what(what), error=exc)
