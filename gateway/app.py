@@ -22,9 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from watchpost import __version__, hangup
 from watchpost.actions import ActionError, AlarmActions
@@ -73,6 +71,9 @@ from watchpost.uplink import Uplink
 from watchpost.version import log_rollback, software
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TEXT_RUN_HELP = _("run the gateway daemon")
 TEXT_CONFIG_HELP = _("the gateway's config file")

@@ -34,11 +34,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+if TYPE_CHECKING:  # cryptography loads only where a key is used: the daemon stays light
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 UNSIGNED = frozenset({"ping"})  # answered without a signature: it changes nothing
 MAX_ID_LENGTH = 128
@@ -76,6 +78,13 @@ def sign(key: Ed25519PrivateKey, payload: Mapping[str, Any]) -> str:
 
 def load_verify_key(path: Path) -> Ed25519PublicKey:
     """The platform's public key; ValueError naming the file if it is not one."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        load_pem_public_key,
+    )
+
     try:
         key = load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -140,6 +149,8 @@ class CommandVerifier:
             raise CommandRefused(TEXT_BAD_SIG) from exc
         if len(raw) != 64:
             raise CommandRefused(TEXT_BAD_SIG)
+        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+
         try:
             self.key.verify(raw, canonical(payload))
         except (InvalidSignature, ValueError) as exc:  # ValueError: NaN, not JSON-able
