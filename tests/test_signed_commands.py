@@ -282,6 +282,20 @@ def test_hostile_payloads_get_a_plain_answer_and_one_log_line(
     assert all(r["ok"] is False and r["error"] for r in replies), replies
     assert [r.get("id") for r in replies].count(7) == 1
     assert all(r.get("id") in (None, "deep", 7) for r in replies)
+    # the crews' socket: clear words, not Python internals
+    sock = folder / "var" / "control.sock"
+    for op, args in (
+        ("ack", {}),
+        ("shelve", {"alarm": "gas_a/high_alarm", "by": "x", "reason": "r", "bogus": 1}),
+        ("shelve", {"alarm": "gas_a/high_alarm", "by": "x", "reason": "r", "minutes": "soon"}),
+        ("read", {}),
+    ):
+        with pytest.raises(ControlError) as refused:
+            request(sock, op, **args)
+        words = str(refused.value)
+        assert "KeyError" not in words
+        assert "unexpected keyword" not in words
+        assert "Error:" not in words
     log = (folder / "gateway.log").read_text()
     assert "Traceback" not in log, log
     assert "RecursionError" not in log
