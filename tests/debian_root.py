@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -55,6 +56,20 @@ def mirror(apt: Path = APT_SOURCES) -> str:
     return FALLBACK_MIRROR
 
 
+@functools.cache
+def _mount_namespace_problem() -> str | None:
+    """Why no private mount namespace can be made here (the roots need one), or None.
+
+    Inside a chroot whose root is not a mount point (a build or CI chroot), unshare cannot
+    make the mounts private: the test roots' mounts would leak to the host."""
+    probe = subprocess.run(
+        ["unshare", "--mount", "true"], capture_output=True, text=True, check=False, timeout=30
+    )
+    if probe.returncode == 0:
+        return None
+    return f"no private mount namespace here ({probe.stderr.strip()}); run on the machine itself"
+
+
 def missing_tools(arch: str) -> str | None:
     """Why roots of ``arch`` cannot be made here, or None."""
     if os.geteuid() != 0:
@@ -62,6 +77,9 @@ def missing_tools(arch: str) -> str | None:
     for tool in ("debootstrap", "unshare", "chroot", "dpkg-deb"):
         if shutil.which(tool) is None:
             return f"{tool} is missing: scripts/setup installs it"
+    namespace = _mount_namespace_problem()
+    if namespace is not None:
+        return namespace
     if arch in QEMU:
         name = QEMU[arch]
         if shutil.which(f"{name}-static") is None:
