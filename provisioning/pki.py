@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import os
 from dataclasses import dataclass
+from gettext import gettext as _
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,9 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 # A Pi has no real-time clock: on first boot it may think it is hours or days earlier than
 # the machine that provisioned it. Certificates are valid from a day before issue.
 BACKDATE = dt.timedelta(days=1)
+
+TEXT_CANNOT_READ = _("cannot read {path}: {error}")
+TEXT_CSR_NAME = _("the CSR's common name is not the gateway id {gateway!r}")
 
 
 class PkiError(Exception):
@@ -91,7 +95,7 @@ def load_private_key(path: Path) -> PrivateKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise PkiError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise PkiError(TEXT_CANNOT_READ.format(path=path, error=exc.strerror or exc)) from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:
@@ -108,7 +112,7 @@ def load_certificate(path: Path) -> x509.Certificate:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise PkiError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise PkiError(TEXT_CANNOT_READ.format(path=path, error=exc.strerror or exc)) from exc
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError as exc:
@@ -321,7 +325,7 @@ def sign_csr(
     _, _, site, gateway = name.split(":", 3)
     cn = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not cn or cn[0].value != gateway:
-        raise PkiError(f"the CSR's common name is not the gateway id {gateway!r}")
+        raise PkiError(TEXT_CSR_NAME.format(gateway=gateway))
     public_key = csr.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise PkiError("the CSR's key is neither EC nor RSA")

@@ -6,11 +6,15 @@ imports neither.
 
 from __future__ import annotations
 
+from gettext import gettext as _
 from pathlib import Path
 
 from pydantic import Field, model_validator
 
 from watchpost.config.base import NAME_PATTERN, Model
+
+TEXT_LISTED_TWICE = _("point {point!r} is listed more than once")
+TEXT_MODEL_TWICE = _("anomaly model name {name!r} is used more than once")
 
 
 class AnomalyModelConfig(Model):
@@ -114,7 +118,7 @@ class AnomalyModelConfig(Model):
         seen: set[str] = set()
         for p in self.points:
             if p in seen:
-                raise ValueError(f"point {p!r} is listed more than once")
+                raise ValueError(TEXT_LISTED_TWICE.format(point=p))
             seen.add(p)
         return self
 
@@ -142,6 +146,6 @@ class AnomalyConfig(Model):
         seen: set[str] = set()
         for m in self.models:
             if m.name in seen:
-                raise ValueError(f"anomaly model name {m.name!r} is used more than once")
+                raise ValueError(TEXT_MODEL_TWICE.format(name=m.name))
             seen.add(m.name)
         return self
