@@ -106,7 +106,7 @@ def test_the_bus_union_comes_from_the_registry() -> None:
     assert type(tcp) is DRIVERS["modbus_tcp"].config
 
 
-def test_the_daemon_without_a_model_never_loads_numpy_or_litert(
+def test_the_daemon_without_a_model_or_key_loads_no_numpy_litert_or_crypto(
     tmp_path: Path,
 ) -> None:
     heavy, done = loaded_heavy(
@@ -118,7 +118,7 @@ def test_the_daemon_without_a_model_never_loads_numpy_or_litert(
         "assert part.status() == {'dropped': 0, 'rows_scored': 0, 'models': {}}\n"
     )
     assert done.returncode == 0, done.stderr
-    assert not {"numpy", "tflite_runtime", "ai_edge_litert"} & set(heavy)
+    assert not {"numpy", "tflite_runtime", "ai_edge_litert", "cryptography"} & set(heavy)
 
 
 def test_a_configured_model_loads_the_runner(tmp_path: Path) -> None:
