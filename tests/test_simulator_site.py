@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from watchpost.config import ConfigError
 from watchpost.drivers.base import Table
 from watchpost.drivers.simulator.engine import SiteEngine, decode, encode
+from watchpost.drivers.simulator.server import EventLog, SiteServer
 from watchpost.drivers.simulator.site import SiteConfig, load_site, parse_site
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "site.toml"
@@ -269,3 +272,26 @@ def test_overlaps_cycles_and_types() -> None:
 def test_repeat_must_follow_the_last_phase() -> None:
     errors = errors_of(MINIMAL.replace("tick = 0.1", "tick = 0.1\nrepeat = 20"))
     assert errors == ["site.repeat: repeat (20.0 s) must be later than the last phase (30.0 s)"]
+
+
+def test_a_cancellation_that_comes_with_the_stop_is_not_lost() -> None:
+    """The clock loop waits with ``asyncio.timeout``: 3.11's ``wait_for`` swallowed a cancel
+    that arrived as ``stop`` was set, and the task ended as if nothing had cancelled it."""
+
+    async def main() -> None:
+        server = SiteServer(
+            parse_site(tomllib.loads(MINIMAL), Path("site.toml")),
+            events=EventLog(None, io.StringIO()),
+        )
+        server.events.begin()
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await asyncio.sleep(0.05)  # inside its wait for the next tick (tick = 0.1 s)
+        stop.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):
+                await task
+        assert task.cancelled()
+
+    asyncio.run(main())

@@ -413,8 +413,11 @@ class SiteServer:
             self.engine.advance_to(now)
             self._announce_faults(now)
             wake = (self.engine.steps + 1) * self.engine.tick
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, wake - self.clock.now()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as stop is set, and the simulator would not stop
+            with contextlib.suppress(TimeoutError):  # the next tick is due
+                async with asyncio.timeout(max(0.0, wake - self.clock.now())):
+                    await stop.wait()
         t = self.clock.now()
         self.events.add(TEXT_STOPPED.format(t=t), event="stopped", t=round(t, 3), time=time.time())
 
