@@ -122,7 +122,7 @@ LEGEND = (
     ("shelved", _("alarm shelved or unshelved")),
 )
 TEXT_TEST = _("test")
-TEXT_SHARE_ON = _("on {percent:.0f} % of the time")
+TEXT_SHARE_ON = _("on {share} of the time")  # share: "70 %", formatted before
 TEXT_TIMES_IN = _("All times are {zone}.")
 TEXT_ZONE = _("{name} time (UTC{offset})")
 TEXT_CHINA_TIME = _("China Standard Time (UTC+08:00)")
@@ -542,7 +542,7 @@ def _backlog_section(backlog: dict[str, Any] | str, zone: tzinfo) -> str:
 def _mean(fmt: Resolution, mean: float | None) -> str:
     """A mean at one decimal more than the values; an on/off point's as its share of on."""
     if fmt.boolean and mean is not None:
-        return TEXT_SHARE_ON.format(percent=100 * mean)
+        return TEXT_SHARE_ON.format(share=f"{100 * mean:.0f} %")
     return fmt.finer().format(mean)
 
 

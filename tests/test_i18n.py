@@ -172,7 +172,18 @@ def test_the_placeholder_check_sees_a_difference() -> None:
     assert placeholders("%(prog)s: error") != placeholders("%(prg)s：错误")
     assert placeholders("{free:.0f} MB") != placeholders("{free} MB")
     assert placeholders("{name!r}") != placeholders("{name}")
-    assert placeholders("on {percent:.0f} % of the time") == placeholders("{percent:.0f}% 为开")
+    assert placeholders("{free:.0f} % of the disk") == placeholders("磁盘的 {free:.0f}%")
+
+
+def test_babel_finds_no_error_in_the_catalogue() -> None:
+    """What `pybabel compile` checks: a msgid whose "% o" reads as a printf conversion
+    ("on {percent} % of the time") has placeholders its translation cannot have."""
+    with PO.open("rb") as file:
+        errors = [
+            f"{message.id!r}: {'; '.join(str(error) for error in found)}"
+            for message, found in read_po(file).check()
+        ]
+    assert not errors, "\n".join(errors)
 
 
 def test_argparse_words_are_in_the_catalogue() -> None:
