@@ -16,8 +16,6 @@ from watchpost.drivers.base import (
     CommError,
     DeviceError,
     PollOutcome,
-    ReadRequest,
-    Table,
 )
 from watchpost.drivers.dlt645 import (
     ABNORMAL,
@@ -43,51 +41,28 @@ from watchpost.drivers.dlt645 import (
     encode_frame,
     error_meaning,
 )
-from watchpost.drivers.serial_port import SerialPort
+from watchpost.drivers.serial_port import PortBus
 from watchpost.samples import Quality, Sample
 
-TEXT_NO_REGISTERS = (
-    "bus {name} carries DL/T 645 meters: there are no registers to {what}; read its points"
-)
 
-
-class Dlt645Bus:
+class Dlt645Bus(PortBus):
     """One DL/T 645 line: a serial port and the transaction that reads one DI."""
 
+    NO_REGISTERS = (
+        "bus {name} carries DL/T 645 meters: there are no registers to {what}; read its points"
+    )
+
     def __init__(self, config: Config) -> None:
-        self.name = config.name
+        arrived = asyncio.Event()
+        self.decoder = FrameDecoder(arrived.set)
+        super().__init__(config.name, config.settings(), self.decoder, arrived)
         self.wake = config.wake
-        self._arrived = asyncio.Event()
-        self.decoder = FrameDecoder(self._arrived.set)
-        self.port = SerialPort(config.name, config.settings(), self.decoder)
-
-    async def open(self) -> None:
-        await self.port.open()
-
-    async def close(self) -> None:
-        await self.port.close()
 
     def source(self, device: Any, now_ms: Callable[[], int]) -> MeterReader:
         """The reader of one meter on this line."""
         if not isinstance(device, Dlt645Device):
             raise TypeError(f"bus {self.name}: {type(device).__name__} is not a DL/T 645 meter")
         return MeterReader(device, now_ms, self)
-
-    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
-        """Registers are Modbus: refused with a clear error (a crew's `watchpost read`)."""
-        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="read"), code=1)
-
-    async def write(
-        self,
-        unit: int,
-        table: Table,
-        address: int,
-        values: list[int] | list[bool],
-        *,
-        timeout: float,
-    ) -> None:
-        """Meters take no writes from the gateway: refused (outputs are Modbus)."""
-        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="write"), code=1)
 
     async def read_di(self, address: str, di: str, *, timeout: float) -> bytes:
         """The value bytes of ``di`` from meter ``address``.
@@ -112,12 +87,7 @@ class Dlt645Bus:
     async def _transact(
         self, address: str, function: int, data: bytes, di: str, timeout: float
     ) -> Frame:
-        await self.port.open()
-        self.port.discard_input()
-        self._arrived.clear()
-        await self.port.write(
-            encode_frame(address, function, data, wake=self.wake), timeout=timeout
-        )
+        await self.send(encode_frame(address, function, data, wake=self.wake), timeout=timeout)
         others: set[str] = set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -146,12 +116,7 @@ class Dlt645Bus:
                 if others:
                     message += TEXT_OTHER_METER.format(other=", ".join(sorted(others)))
                 raise CommError(message)
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(left):
-                    await self._arrived.wait()
-            except TimeoutError:
-                continue
+            await self.wait_arrival(left)
 
 
 class MeterReader:

@@ -15,10 +15,7 @@ from watchpost.config.serial_line import LineDevice, LinePoint
 from watchpost.drivers.base import (
     AnswerError,
     CommError,
-    DeviceError,
     PollOutcome,
-    ReadRequest,
-    Table,
 )
 from watchpost.drivers.serial_line import (
     TEXT_CHECKSUM,
@@ -31,30 +28,23 @@ from watchpost.drivers.serial_line import (
     check_nmea,
     unescape,
 )
-from watchpost.drivers.serial_port import SerialPort
+from watchpost.drivers.serial_port import PortBus
 from watchpost.samples import Quality, Sample
 
-TEXT_NO_REGISTERS = (
-    "bus {name} carries line-oriented instruments: there are no registers to {what}; read "
-    "its points"
-)
 
-
-class SerialLineBus:
+class SerialLineBus(PortBus):
     """One serial line: its port, its lines, and the request/answer transaction."""
 
+    NO_REGISTERS = (
+        "bus {name} carries line-oriented instruments: there are no registers to {what}; "
+        "read its points"
+    )
+
     def __init__(self, config: Config) -> None:
-        self.name = config.name
+        arrived = asyncio.Event()
+        self.framer = LineFramer(config.terminator(), config.max_line, arrived.set)
+        super().__init__(config.name, config.settings(), self.framer, arrived)
         self.encoding = config.encoding
-        self._arrived = asyncio.Event()
-        self.framer = LineFramer(config.terminator(), config.max_line, self._arrived.set)
-        self.port = SerialPort(config.name, config.settings(), self.framer)
-
-    async def open(self) -> None:
-        await self.port.open()
-
-    async def close(self) -> None:
-        await self.port.close()
 
     def source(self, device: Any, now_ms: Callable[[], int]) -> InstrumentReader:
         """The reader of one instrument on this line."""
@@ -62,27 +52,9 @@ class SerialLineBus:
             raise TypeError(f"bus {self.name}: {type(device).__name__} is not a line instrument")
         return InstrumentReader(device, now_ms, self)
 
-    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
-        """Registers are Modbus: refused with a clear error (a crew's `watchpost read`)."""
-        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="read"), code=1)
-
-    async def write(
-        self,
-        unit: int,
-        table: Table,
-        address: int,
-        values: list[int] | list[bool],
-        *,
-        timeout: float,
-    ) -> None:
-        """Instruments take no writes from the gateway: refused (outputs are Modbus)."""
-        raise DeviceError(TEXT_NO_REGISTERS.format(name=self.name, what="write"), code=1)
-
     async def ask(self, request: bytes, *, timeout: float) -> int:
         """Send ``request`` after dropping older lines; the line count to read after."""
-        await self.port.open()
-        self.port.discard_input()
-        await self.port.write(request, timeout=timeout)
+        await self.send(request, timeout=timeout)
         return self.framer.count
 
     async def lines_after(
@@ -111,12 +83,7 @@ class SerialLineBus:
                 if framer.partial:
                     message += TEXT_PARTIAL.format(count=framer.partial)
                 raise CommError(message)
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(left):
-                    await self._arrived.wait()
-            except TimeoutError:
-                continue
+            await self.wait_arrival(left)
 
 
 class _Extract:

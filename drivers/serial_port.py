@@ -9,6 +9,10 @@ memory. No thread per port: the loop wakes only when bytes arrive.
 
 A hang-up or a read error closes the port; the next transaction opens it again (CommError
 if it cannot), so an unplugged USB adapter costs `comm` samples, not a restart.
+
+``PortBus`` is what the DL/T 645 and the serial line buses share: the port, a request sent
+after older input is dropped, the wait for the framer's next arrival, and the refusal of
+register reads and writes (their instruments read their own points).
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import logging
 import os
 import termios
 from gettext import gettext as _
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import serial
 
-from watchpost.drivers.base import CommError, PortSettings
+from watchpost.drivers.base import CommError, DeviceError, PortSettings, ReadRequest, Table
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +200,58 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 def _is_pseudo_terminal(path: str) -> bool:
     """``path`` (or the link it is) names a pseudo-terminal's slave (/dev/pts/N)."""
     return os.path.realpath(path).startswith("/dev/pts/")
+
+
+class PortBus:
+    """A bus of instruments that read their own points over one serial port.
+
+    A subclass names what it carries in ``NO_REGISTERS`` (``{name}`` and ``{what}``); its
+    framer sets ``arrived`` on each complete frame or line.
+    """
+
+    NO_REGISTERS: ClassVar[str]
+
+    def __init__(
+        self, name: str, settings: PortSettings, framer: Framer, arrived: asyncio.Event
+    ) -> None:
+        self.name = name
+        self.arrived = arrived
+        self.port = SerialPort(name, settings, framer)
+
+    async def open(self) -> None:
+        await self.port.open()
+
+    async def close(self) -> None:
+        await self.port.close()
+
+    async def read(self, request: ReadRequest, *, timeout: float) -> list[int] | list[bool]:
+        """Registers are Modbus: refused with a clear error (a crew's `watchpost read`)."""
+        raise DeviceError(self.NO_REGISTERS.format(name=self.name, what="read"), code=1)
+
+    async def write(
+        self,
+        unit: int,
+        table: Table,
+        address: int,
+        values: list[int] | list[bool],
+        *,
+        timeout: float,
+    ) -> None:
+        """The instruments take no writes from the gateway: refused (outputs are Modbus)."""
+        raise DeviceError(self.NO_REGISTERS.format(name=self.name, what="write"), code=1)
+
+    async def send(self, request: bytes, *, timeout: float) -> None:
+        """Open the port if need be, drop older input, write ``request``."""
+        await self.port.open()
+        self.port.discard_input()
+        self.arrived.clear()
+        await self.port.write(request, timeout=timeout)
+
+    async def wait_arrival(self, left: float) -> None:
+        """Return when the framer has something new, or after ``left`` seconds."""
+        self.arrived.clear()
+        try:
+            async with asyncio.timeout(left):
+                await self.arrived.wait()
+        except TimeoutError:
+            return  # the caller looks at its deadline

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tests.dlt645_meter import Meter, MeterLine, bcd
 from watchpost.config.dlt645 import Dlt645Device
 from watchpost.drivers import dlt645
-from watchpost.drivers.base import PollOutcome
+from watchpost.drivers.base import DeviceError, PollOutcome, ReadRequest, Table
 from watchpost.drivers.dlt645_bus import Dlt645Bus
 from watchpost.samples import Quality
 
@@ -262,3 +262,24 @@ def test_value_encoding_for_the_simulator_round_trips():
         assert fmt is not None
         assert dlt645.decode_value(fmt, dlt645.encode_value(fmt, value)) == pytest.approx(value)
         assert dlt645.encode_value(fmt, value)[: fmt.size] == raw[: fmt.size], di
+
+
+def test_registers_are_refused_with_what_the_bus_carries() -> None:
+    """A crew's `watchpost read` on a meter line: a clear refusal, and no port opened."""
+    bus = bus_on("/dev/null/no-such-port")
+
+    async def scenario() -> list[str]:
+        words = []
+        with pytest.raises(DeviceError) as refused:
+            await bus.read(ReadRequest(1, Table.HOLDING, 0, 1), timeout=1.0)
+        words.append(str(refused.value))
+        with pytest.raises(DeviceError) as refused:
+            await bus.write(1, Table.HOLDING, 0, [1], timeout=1.0)
+        words.append(str(refused.value))
+        return words
+
+    assert asyncio.run(scenario()) == [
+        "bus meters carries DL/T 645 meters: there are no registers to read; read its points",
+        "bus meters carries DL/T 645 meters: there are no registers to write; read its points",
+    ]
+    assert not bus.port.is_open

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from watchpost.config.serial_line import LineDevice
 from watchpost.drivers import serial_line
-from watchpost.drivers.base import PollOutcome
+from watchpost.drivers.base import DeviceError, PollOutcome, ReadRequest, Table
 from watchpost.drivers.serial_line_bus import SerialLineBus
 from watchpost.samples import Quality
 
@@ -253,3 +253,19 @@ def test_escapes_in_requests():
     assert serial_line.unescape("READ\\r") == "READ\r"
     assert serial_line.unescape("#01\\x0D") == "#01\r"
     assert serial_line.unescape("A\\\\B") == "A\\B"
+
+
+def test_registers_are_refused_with_what_the_bus_carries() -> None:
+    """A crew's `watchpost read` on a line of instruments: a clear refusal, no port opened."""
+    bus = line_bus("/dev/null/no-such-port")
+
+    async def scenario() -> str:
+        with pytest.raises(DeviceError) as refused:
+            await bus.read(ReadRequest(1, Table.INPUT, 0, 2), timeout=1.0)
+        return str(refused.value)
+
+    assert asyncio.run(scenario()) == (
+        "bus gasline carries line-oriented instruments: there are no registers to read; "
+        "read its points"
+    )
+    assert not bus.port.is_open
