@@ -60,6 +60,7 @@ from watchpost.outbox import Outbox
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
 from watchpost.recorder import AlarmRecorder
+from watchpost.resend import GapRepair
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_commands, check_disk
@@ -193,6 +194,7 @@ class Gateway:
                 max_age_s=config.commands.max_age,
                 now_ms=self.now_ms,
             ),
+            resend=GapRepair(self.store, self.uplink.resend),
         )
         for name, handler in commands.handlers().items():
             self.uplink.on_command(name, handler)

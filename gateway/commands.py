@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from gettext import gettext as _
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from watchpost import actions
 from watchpost.actions import ActionError, AlarmActions
@@ -23,18 +23,31 @@ from watchpost.anomaly_part import UnknownModelError
 from watchpost.certrenew import TEXT_NO_TLS, CertificateDesk, RenewalError
 from watchpost.command_auth import CommandRefused, CommandVerifier
 from watchpost.config import describe_error
+from watchpost.messages import STREAMS
 from watchpost.shutdown import OrderDesk, OrderError, ShutdownOrder
 
 MAX_COMMAND_BYTES = 16 * 1024
+MAX_RESEND = 10_000  # seqs one cmd/resend may cover; a larger gap takes several
+RESENDABLE = tuple(sorted(name for name, model in STREAMS.items() if model.stored))
 
 TEXT_TOO_LARGE = _("the command is {size} bytes; at most {limit} are accepted")
 TEXT_INVALID = _("invalid command: {errors}")
 TEXT_RELOADING = _("the config file is valid; the gateway restarts with it now")
 TEXT_NO_MODELS = _("this gateway runs no anomaly model")
 TEXT_NO_ORDERS = _("this gateway keeps no shutdown orders")
+TEXT_NOT_RESENDABLE = _("{stream!r} is not a stream the gateway keeps; resend covers {streams}")
+TEXT_SEQ_ORDER = _("from_seq ({first}) is after to_seq ({last})")
+TEXT_RESEND_CAP = _("{count} seqs asked for; at most {limit} per cmd/resend")
+TEXT_NO_RESEND = _("this gateway cannot resend")
 ORDER_KEYS = {"id", "start", "end", "reason"}
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class GapRepair(Protocol):
+    """`cmd/resend`: queues what the store still keeps of a range; answers what it did."""
+
+    def __call__(self, stream: str, first: int, last: int) -> Awaitable[dict[str, Any]]: ...
 
 
 class Rebaseline(Protocol):
@@ -135,6 +148,42 @@ class CertInstall(Request):
     )
 
 
+class Resend(Request):
+    """`cmd/resend`: send the messages ``from_seq`` to ``to_seq`` of ``stream`` again, with
+    ``"replay": true``, for a gap the platform found (a broker lost what it had
+    acknowledged). Those sent within ``[store] keep_sent`` are kept; the reply says which
+    seqs go out again, which still wait to be sent anyway and which are no longer kept."""
+
+    stream: str = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra={"enum": list(RESENDABLE)},
+        description="The stream with the gap.",
+    )
+    from_seq: int = Field(ge=1, le=2**53, description="The first seq wanted again.")
+    to_seq: int = Field(
+        ge=1, le=2**53, description=f"The last seq wanted again; at most {MAX_RESEND} in all."
+    )
+
+    @field_validator("stream")
+    @classmethod
+    def _kept_stream(cls, stream: str) -> str:
+        if stream not in RESENDABLE:
+            raise ValueError(
+                TEXT_NOT_RESENDABLE.format(stream=stream, streams=", ".join(RESENDABLE))
+            )
+        return stream
+
+    @model_validator(mode="after")
+    def _range(self) -> Resend:
+        if self.from_seq > self.to_seq:
+            raise ValueError(TEXT_SEQ_ORDER.format(first=self.from_seq, last=self.to_seq))
+        count = self.to_seq - self.from_seq + 1
+        if count > MAX_RESEND:
+            raise ValueError(TEXT_RESEND_CAP.format(count=count, limit=MAX_RESEND))
+        return self
+
+
 COMMANDS: dict[str, type[Request]] = {
     "ping": Ping,
     "ack": Acknowledge,
@@ -146,6 +195,7 @@ COMMANDS: dict[str, type[Request]] = {
     "anomaly_rebaseline": AnomalyRebaseline,
     "cert_renew": CertRenew,
     "cert_install": CertInstall,
+    "resend": Resend,
 }
 
 
@@ -174,6 +224,7 @@ class PlatformCommands:
         rebaseline: Rebaseline | None = None,
         certificates: CertificateDesk | None = None,
         verifier: CommandVerifier | None = None,
+        resend: GapRepair | None = None,
     ) -> None:
         self._verifier = verifier  # None: nothing is verified (tests of the handlers alone)
         self._actions = alarm_actions
@@ -182,6 +233,7 @@ class PlatformCommands:
         self._orders = orders  # shutdown orders; None: refused
         self._rebaseline = rebaseline  # anomaly models; None: refused
         self._certificates = certificates  # client certificate renewal; None: refused
+        self._resend = resend  # gap repair; None: refused
 
     def handlers(self) -> dict[str, Handler]:
         return {name: self._handler(name) for name in COMMANDS}
@@ -214,13 +266,22 @@ class PlatformCommands:
                 return await self._actions.perform(name, command)
             case ShutdownOrderCommand() | ShutdownCancel():
                 return self._order_command(command)
-            case AnomalyRebaseline(model=model, by=by):
-                if self._rebaseline is None:
-                    raise CommandError(TEXT_NO_MODELS)
-                return await self._rebaseline(model, by=by)
+            case AnomalyRebaseline() | Resend():
+                return await self._store_command(command)
             case CertRenew() | CertInstall():
                 return self._certificate_command(command)
         raise CommandError(type(command).__name__)
+
+    async def _store_command(self, command: AnomalyRebaseline | Resend) -> dict[str, Any]:
+        """`anomaly_rebaseline` answers once its event is stored; `resend` once the rows
+        still kept are queued."""
+        if isinstance(command, Resend):
+            if self._resend is None:
+                raise CommandError(TEXT_NO_RESEND)
+            return await self._resend(command.stream, command.from_seq, command.to_seq)
+        if self._rebaseline is None:
+            raise CommandError(TEXT_NO_MODELS)
+        return await self._rebaseline(command.model, by=command.by)
 
     def _certificate_command(self, command: CertRenew | CertInstall) -> dict[str, Any]:
         """`cert_renew` answers with the CSR; `cert_install` puts the certificate on trial."""

@@ -489,6 +489,11 @@ class Backlog(BaseModel):
     failing: bool | SkipJsonSchema[None] = Field(
         default=None, description="The store cannot commit (a disk error); it keeps retrying."
     )
+    kept: dict[str, dict[str, int]] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Sent messages kept for cmd/resend ([store] keep_sent), per stream: "
+        "count, first_seq, last_seq.",
+    )
 
 
 class Disk(BaseModel):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from watchpost import messages
@@ -39,6 +39,7 @@ class Outgoing:
     stream: str
     seq: int
     payload: bytes
+    resend: bool = False  # a sent row again (cmd/resend): ``id`` is its row in ``sent``
 
 
 class Outbox:
@@ -128,6 +129,12 @@ class Outbox:
             self.frame(row, replay=row.id <= replay_upto)
             for row in self.store.fetch(stream, after_id, limit)
         ]
+
+    def fetch_sent(self, ids: list[int]) -> list[Outgoing]:
+        """Sent rows asked for again (cmd/resend), framed as replays; rows no longer kept are
+        left out. Blocking (SQLite): call it off the event loop."""
+        rows = self.store.fetch_sent(ids)
+        return [replace(self.frame(row, replay=True), resend=True) for row in rows]
 
     def streams(self) -> list[str]:
         """Streams that may have rows waiting, in the order they are sent."""

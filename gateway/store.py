@@ -8,11 +8,14 @@ thread. Durable
 puts (alarms, anomalies) return once their row is committed and fsync'd; the others
 (telemetry) are committed together every ``commit_interval`` seconds, so a ``kill -9`` or a
 power cut costs at most that much telemetry. The uplink reads committed rows only, so a
-``seq`` that a crash can still take back has never left the box. A row is deleted only
-when the uplink reports the broker's PUBACK (``ack``).
+``seq`` that a crash can still take back has never left the box. A row leaves the outbox
+only when the uplink reports the broker's PUBACK (``ack``); it then moves, bytes unchanged, to
+the ``sent`` table for ``[store] keep_sent`` (default 24 h), so that the platform can have it
+again (``cmd/resend``) if the broker lost it after acknowledging it.
 
-When the store grows past its quota the oldest telemetry is evicted (counted per stream,
-reported by ``backlog()``); alarms and anomaly events are never evicted. A damaged file
+When the store grows past its quota the kept sent rows go first (other streams' before
+alarms' and anomalies'), then the oldest unsent telemetry (counted per stream, reported by
+``backlog()``); unsent alarms and anomaly events are never evicted. A damaged file
 found at start is moved aside with a time stamp, a fresh store starts and an alarm-level
 event (``kind: store_damaged``) is put on the `alarms` stream by the outbox (``recovery``
 says what happened): never a crash loop.
@@ -63,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: the `sent` table (keep_sent, gap repair)
 # The oldest gateway schema that can still use a file written at SCHEMA_VERSION. A change
 # that older versions can live with (a new table, column or index) keeps it, so that a
 # version rolled back after an update still opens the store; raise it only for a change
@@ -71,6 +74,8 @@ SCHEMA_VERSION = 3
 OLDEST_READER = 3
 APPLICATION_ID = 0x57505354  # "WPST": marks the file as a Watchpost store
 EVICTABLE_STREAMS = frozenset({"telemetry"})  # = messages.EVICTABLE; the store imports no schema
+KEPT_LONGEST = ("alarms", "anomalies")  # = messages.PRIORITY: the last sent rows dropped
+EXPIRE_EVERY = 1.0  # seconds between checks for sent rows past keep_sent
 MAX_QUEUED_BYTES = 4 * 1024 * 1024  # telemetry puts wait while the writer is this far behind
 COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -94,6 +99,9 @@ TEXT_ROWS_LOST = _("the messages waiting in the lost store cannot be read back: 
 TEXT_CLOSE_FAILED = _("closing the lost store's connection failed: %s")
 TEXT_EVICTED = _(
     "store full (quota or disk): evicted %d telemetry message(s) (%d samples), seq %d-%d"
+)
+TEXT_DROPPED_SENT = _(
+    "store full (quota or disk): forgot %d sent message(s) kept for cmd/resend before keep_sent"
 )
 TEXT_CLOSED = "the store is closed"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
@@ -123,6 +131,23 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_stream ON outbox(stream, id, seq, ts, items);
 CREATE TABLE IF NOT EXISTS clock_fix(boot TEXT PRIMARY KEY, delta_ms INTEGER NOT NULL);
 """
+# sent and acknowledged, kept for `[store] keep_sent` so that the platform can have a message
+# again (cmd/resend) that the broker lost after its PUBACK; added in schema 4, which older
+# gateways can ignore (OLDEST_READER stays 3)
+_SENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sent(
+    id INTEGER PRIMARY KEY,  -- the row's id in outbox
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    boot TEXT,
+    z INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    sent_at INTEGER NOT NULL);  -- wall ms of the commit that recorded the PUBACK
+CREATE UNIQUE INDEX IF NOT EXISTS sent_seq ON sent(stream, seq);
+CREATE INDEX IF NOT EXISTS sent_age ON sent(sent_at);
+"""
 
 
 class StoreError(Exception):
@@ -147,6 +172,15 @@ class StoredRow:
     ts: int
     boot: str | None  # the boot whose unsynchronised clock stamped it, else None
     body: bytes  # as it was put (not compressed)
+
+
+@dataclass(frozen=True, slots=True)
+class SentRange:
+    """What the store holds of a seq range of one stream (``sent_range``)."""
+
+    kept: list[tuple[int, int]]  # (seq, row id) of the rows sent and still kept
+    waiting: list[int]  # seqs not yet acknowledged: the uplink sends them by itself
+    last_seq: int  # the last seq given out on the stream
 
 
 Listener = Callable[[list[StoredRow]], None]
@@ -199,7 +233,9 @@ class Store:
         self.path = Path(config.path)
         self.quota_bytes = int(config.quota_mb * 1024 * 1024)
         self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)
+        self.keep_sent_ms = round(config.keep_sent * 1000)
         self._clock = clock
+        self._expired_at = 0.0  # monotonic time of the last check for sent rows to expire
         self.recovery: dict[str, Any] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn, salvaged = self._open_or_recover()
@@ -424,6 +460,41 @@ class Store:
             if row_id not in acked
         ]
 
+    def sent_range(self, stream: str, first: int, last: int) -> SentRange:
+        """Which seqs of ``stream`` from ``first`` to ``last`` are kept as sent (their row
+        ids) and which still wait to be sent. Blocking (SQLite): call it off the event loop."""
+        with self._rlock:
+            kept = self._rconn.execute(
+                "SELECT seq, id FROM sent WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (stream, first, last),
+            ).fetchall()
+            waiting = self._rconn.execute(
+                "SELECT seq FROM outbox WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (stream, first, last),
+            ).fetchall()
+        return SentRange(
+            kept=[(int(seq), int(row_id)) for seq, row_id in kept],
+            waiting=[int(row[0]) for row in waiting],
+            last_seq=self.last_seq(stream),
+        )
+
+    def fetch_sent(self, ids: list[int]) -> list[StoredRow]:
+        """The sent rows with these ids that are still kept, in the order asked, bodies
+        decompressed. Blocking (SQLite): call it off the event loop."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._rlock:
+            rows = self._rconn.execute(
+                f"SELECT id, stream, seq, ts, boot, z, body FROM sent WHERE id IN ({marks})",
+                ids,
+            ).fetchall()
+        found = {
+            row_id: StoredRow(row_id, stream, seq, ts, boot, zlib.decompress(body) if z else body)
+            for row_id, stream, seq, ts, boot, z, body in rows
+        }
+        return [found[i] for i in ids if i in found]
+
     def streams(self) -> set[str]:
         """Streams that may have rows waiting."""
         return set(self._row_streams)
@@ -458,6 +529,9 @@ class Store:
     def _queued(self, size: int) -> None:
         with self._seq_lock:
             self._queued_bytes += size
+
+    def _now_ms(self) -> int:
+        return self._clock.now_ms() if self._clock is not None else wall_ms()
 
     def _unsynced_boot(self) -> str | None:
         clock = self._clock
@@ -669,6 +743,14 @@ class Store:
         if lasts:  # in order: the latest event of an alarm wins
             conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", lasts)
         if acked:
+            if self.keep_sent_ms > 0:  # kept for cmd/resend: the broker may still lose them
+                now = self._now_ms()
+                conn.executemany(
+                    "INSERT OR REPLACE INTO sent(id, stream, seq, ts, items, boot, z, body, "
+                    "sent_at) SELECT id, stream, seq, ts, items, boot, z, body, ? FROM outbox "
+                    "WHERE id = ?",
+                    ((now, i) for i in acked),
+                )
             conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in acked))
         if fixes:
             conn.executemany(
@@ -715,7 +797,9 @@ class Store:
 
     def _enforce_quota(self, conn: sqlite3.Connection) -> None:
         """Keep the used pages under the quota, and the file from growing when the
-        filesystem is down to ``min_free_mb``."""
+        filesystem is down to ``min_free_mb``; first forget sent rows past ``keep_sent``."""
+        if time.monotonic() - self._expired_at >= EXPIRE_EVERY:
+            self._expire(conn)
         used = _used_bytes(conn)
         limit = self.quota_bytes
         try:
@@ -733,9 +817,46 @@ class Store:
         if used > limit:
             self._evict(conn, fraction=(used - 0.9 * limit) / used)
 
+    def _drop_sent(self, conn: sqlite3.Connection, target: int) -> int:
+        """Delete the oldest sent rows holding about ``target`` bytes, alarms and anomalies
+        last; the bytes freed (estimated)."""
+        freed = 0
+        marks = ",".join("?" * len(KEPT_LONGEST))
+        for which in ("NOT IN", "IN"):
+            rows = conn.execute(
+                f"SELECT id, length(body) FROM sent WHERE stream {which} ({marks}) "
+                "ORDER BY sent_at, id LIMIT 100000",
+                KEPT_LONGEST,
+            ).fetchall()
+            chosen = []
+            for row_id, size in rows:
+                if freed >= target:
+                    break
+                chosen.append(row_id)
+                freed += size + 40
+            if chosen:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("DELETE FROM sent WHERE id = ?", ((i,) for i in chosen))
+                conn.execute("COMMIT")
+                log.info(TEXT_DROPPED_SENT, len(chosen))
+            if freed >= target:
+                break
+        return freed
+
+    def _expire(self, conn: sqlite3.Connection) -> None:
+        """Forget the sent rows acknowledged more than ``keep_sent`` ago."""
+        self._expired_at = time.monotonic()
+        horizon = self._now_ms() - self.keep_sent_ms
+        if conn.execute("SELECT 1 FROM sent WHERE sent_at < ? LIMIT 1", (horizon,)).fetchone():
+            conn.execute("DELETE FROM sent WHERE sent_at < ?", (horizon,))
+
     def _evict(self, conn: sqlite3.Connection, *, fraction: float) -> None:
-        """Delete the oldest evictable rows holding about ``fraction`` of the used bytes."""
+        """Free about ``fraction`` of the used bytes: the sent rows kept for cmd/resend first
+        (other streams', then alarms' and anomalies'), then the oldest unsent telemetry."""
         target = max(1, int(_used_bytes(conn) * fraction))
+        target -= self._drop_sent(conn, target)
+        if target <= 0:
+            return
         for stream in sorted(EVICTABLE_STREAMS):
             rows = conn.execute(
                 "SELECT id, seq, items, length(body) FROM outbox WHERE stream = ? "
@@ -795,7 +916,7 @@ def _open_checked(path: Path) -> sqlite3.Connection:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         if not tables:
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _SENT_SCHEMA)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
@@ -817,6 +938,13 @@ def _open_checked(path: Path) -> sqlite3.Connection:
                 "COMMIT;"
             )
             found = ("3",)
+        if found is not None and found[0] == "3":  # v4 only added the `sent` table
+            conn.executescript(
+                "BEGIN;"
+                + _SENT_SCHEMA
+                + "UPDATE meta SET value = '4' WHERE key = 'schema_version'; COMMIT;"
+            )
+            found = ("4",)
         if found is not None and _readable_newer(conn, found[0]):
             log.info(TEXT_NEWER, found[0], SCHEMA_VERSION)
         elif found is None or found[0] != str(SCHEMA_VERSION):
@@ -908,6 +1036,15 @@ def _backlog(conn: sqlite3.Connection, path: Path, quota: int) -> dict[str, Any]
         streams[stream]["seq"] = last_seq
         if evicted:
             evictions[stream] = {"messages": evicted, "items": evicted_items}
+    kept: dict[str, Any] = {}
+    has_sent = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
+    ).fetchone()
+    if has_sent:  # a read-only look at a store of schema 3 has none
+        for stream, count, first, last in conn.execute(
+            "SELECT stream, count(*), min(seq), max(seq) FROM sent GROUP BY stream"
+        ):
+            kept[stream] = {"count": count, "first_seq": first, "last_seq": last}
     for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'last_eviction.%'"):
         stream = key.split(".", 1)[1]
         if stream in evictions:
@@ -923,6 +1060,7 @@ def _backlog(conn: sqlite3.Connection, path: Path, quota: int) -> dict[str, Any]
         "used_bytes": _used_bytes(conn),
         "quota_bytes": quota,
         "evictions": evictions,
+        "kept": kept,
     }
 
 

@@ -88,6 +88,7 @@ TEXT_NOT_A_COMMAND = _("ignored a message on %s: commands come under %s<name> on
 PARSE_LIMIT = 1024 * 1024  # bytes of a command read at most, to answer it with its id
 PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
 FETCH_ROWS = 256
+MAX_RESEND_QUEUED = 100_000  # sent rows asked for again (cmd/resend) and not yet sent
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
@@ -137,6 +138,7 @@ class _Link:
     watermark: int = 0  # rows up to this id were stored before the link: replays
     io: PahoOnLoop | None = None  # drives paho's socket once connected
     queues: dict[str, _StreamQueue] = field(default_factory=dict)
+    resend: deque[Outgoing] = field(default_factory=deque)  # cmd/resend, read and framed
 
 
 @dataclass(slots=True)
@@ -193,6 +195,7 @@ class Uplink:
         self._ignored_topics: set[str] = set()  # logged once each
         self._kick = asyncio.Event()
         self._status_seqs: tuple[int, int] | None = None
+        self._resend: deque[int] = deque()  # rows of the store's `sent` to send again
         self._password = (
             config.password_file.read_text(encoding="utf-8").strip()
             if config.password_file is not None
@@ -203,6 +206,7 @@ class Uplink:
             "disconnects": 0,
             "published": 0,
             "acked": 0,
+            "resent": 0,
             "health_sent": 0,  # the update guard waits for the first (packaging/debian)
             "broker": None,
             "connected_since": None,
@@ -242,6 +246,15 @@ class Uplink:
                 group.create_task(self._health_loop(), name="uplink-health")
         finally:
             unfollow()
+
+    def resend(self, ids: list[int]) -> bool:
+        """Send these sent rows again (cmd/resend), framed as replays, after every live
+        stream; False, and nothing queued, when too many already wait."""
+        if len(self._resend) + len(ids) > MAX_RESEND_QUEUED:
+            return False
+        self._resend.extend(ids)
+        self._kick.set()
+        return True
 
     def reconnect(self) -> None:
         """End the current connection (cleanly) so that the next one starts at once, e.g. with
@@ -344,6 +357,7 @@ class Uplink:
         finally:
             self._link = None
             link.lost.set()
+            self._requeue_resends(link)
             try:
                 link.client.disconnect()
             except Exception as exc:
@@ -470,11 +484,19 @@ class Uplink:
         link.lost.set()
         self._kick.set()
 
+    def _requeue_resends(self, link: _Link) -> None:
+        """Resends the link did not deliver go first on the next one."""
+        ids = [out.id for out in link.inflight.values() if out.resend]
+        ids.extend(out.id for out in link.resend)
+        link.resend.clear()
+        self._resend.extendleft(reversed(ids))
+
     def _on_puback(self, link: _Link, mid: int) -> None:
         row = link.inflight.pop(mid, None)
         if row is not None:
             link.moved = True
-            link.acked.append(row.id)
+            if not row.resend:  # a resent row is already in `sent`
+                link.acked.append(row.id)
             self._kick.set()
         waiter = link.waiting.pop(mid, None)
         if waiter is not None and not waiter.done():
@@ -510,12 +532,13 @@ class Uplink:
                 queue = link.queues.setdefault(stream, _StreamQueue())
                 if not queue.live and len(queue.ready) < FETCH_ROWS // 2:
                     await self._read_backlog(link, stream, queue)
+            if self._resend and len(link.resend) < FETCH_ROWS // 2:
+                await self._read_resends(link)
             if not self._send_ready(link, window):
                 return
-            more = (
-                any(q.ready for q in link.queues.values())
-                and len(link.inflight) < window - PRIORITY_SLOTS
-            )
+            more = (link.resend or any(q.ready for q in link.queues.values())) and len(
+                link.inflight
+            ) < window - PRIORITY_SLOTS
             if not more and not self._kick.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -541,6 +564,17 @@ class Uplink:
                     queue.ready.append(self.outbox.frame(row, replay=row.id <= link.watermark))
                     queue.last_id = row.id
 
+    async def _read_resends(self, link: _Link) -> None:
+        """Read and frame the next rows asked for again; those no longer kept are skipped
+        (the reply to cmd/resend said which were queued)."""
+        ids = [self._resend.popleft() for _ in range(min(FETCH_ROWS, len(self._resend)))]
+        try:
+            rows = await asyncio.to_thread(self.outbox.fetch_sent, ids)
+        except BaseException:
+            self._resend.extendleft(reversed(ids))
+            raise
+        link.resend.extend(rows)
+
     def _send_ready(self, link: _Link, window: int) -> bool:
         """Publish what the window allows; False when the link turned out dead."""
         for stream in sorted(link.queues, key=messages.priority):
@@ -557,6 +591,16 @@ class Uplink:
                 queue.popleft()
                 link.inflight[info.mid] = row
                 self.stats["published"] += 1
+        # resends last, in the slots live alarms leave free: a repair never delays them
+        while link.resend and len(link.inflight) < window - PRIORITY_SLOTS:
+            out = link.resend[0]
+            info = link.client.publish(self.topic(out.stream), out.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                link.reason = mqtt.error_string(info.rc)
+                return False
+            link.resend.popleft()
+            link.inflight[info.mid] = out
+            self.stats["resent"] += 1
         if link.io is not None:
             link.io.flush()  # on the wire now, not on the loop's next turn
         return True

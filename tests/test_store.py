@@ -407,7 +407,7 @@ def test_a_version_2_store_is_migrated_not_moved_aside(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.parametrize(("oldest_reader", "opens"), [("3", True), ("4", False)])
+@pytest.mark.parametrize(("oldest_reader", "opens"), [("4", True), ("5", False)])
 def test_a_newer_schema_opens_when_its_writer_allows_it(
     tmp_path: Path, oldest_reader: str, opens: bool
 ) -> None:
@@ -421,8 +421,8 @@ def test_a_newer_schema_opens_when_its_writer_allows_it(
 
     asyncio.run(fill())
     conn = sqlite3.connect(path)
-    conn.executescript(  # what a schema-4 gateway with an extra table would have left
-        "CREATE TABLE later(x); UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+    conn.executescript(  # what a schema-5 gateway with an extra table would have left
+        "CREATE TABLE later(x); UPDATE meta SET value = '5' WHERE key = 'schema_version';"
         f"UPDATE meta SET value = '{oldest_reader}' WHERE key = 'oldest_reader';"
     )
     conn.close()
@@ -433,7 +433,7 @@ def test_a_newer_schema_opens_when_its_writer_allows_it(
             assert [row.seq for row in outbox(store).fetch("alarms", 0, 10, replay_upto=0)] == [1]
         else:
             assert store.recovery is not None
-            assert "schema version 4" in store.recovery["reason"]
+            assert "schema version 5" in store.recovery["reason"]
             assert Path(store.recovery["moved_to"]).exists()  # kept aside, as before
     finally:
         store.close()

@@ -32,3 +32,12 @@ class StoreConfig(Model):
         description="Free space (MiB) to leave on the filesystem: below it the store stops "
         "growing and evicts the oldest telemetry as if the quota were reached.",
     )
+    keep_sent: float = Field(
+        default=86400.0,
+        ge=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        description="Seconds a message is kept after the broker acknowledged it, so that the "
+        "platform can ask for it again (cmd/resend) when the broker lost it; 0 keeps nothing. "
+        "Within quota_mb: kept messages go first when the store is full, before unsent telemetry.",
+    )
