@@ -90,6 +90,14 @@ class StoreSection(Model):
     commit_interval: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between telemetry commits."
     )
+    keep_sent: float | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86400,
+        allow_inf_nan=False,
+        description="Seconds each gateway keeps what it sent, for cmd/resend; default: the "
+        "gateway's (86400).",
+    )
 
 
 class GatewaySection(Model):
@@ -208,7 +216,8 @@ def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any
         "store": {
             "path": str(STATE_DIR / STORE_NAME),
             "commit_interval": manifest.store.commit_interval,
-        },
+        }
+        | ({} if manifest.store.keep_sent is None else {"keep_sent": manifest.store.keep_sent}),
         "buses": [
             bus.model_dump(mode="json", exclude_unset=True) | {"type": bus.type}
             for bus in gateway.buses
