@@ -7,6 +7,7 @@ A bundle is a folder named after the gateway::
       gateway.key    its private key (0600), generated here, never printed
       gateway.crt    its certificate, signed by the site CA   (or gateway.csr with --csr)
       ca.crt         the CA the gateway trusts for the broker's certificate
+      command-verify.pem  the platform's key for signed commands, when the manifest names one
       bundle.json    what the bundle is: format, site, gateway, certificate fingerprint
 
 Commands: ``watchpost provision MANIFEST --out DIR [--csr]``, ``watchpost ca create``,
@@ -28,6 +29,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from watchpost import __version__
+from watchpost.command_auth import load_verify_key
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config, print_config_error
 from watchpost.provisioning import pki, tomlwrite
 from watchpost.provisioning.manifest import (
@@ -36,6 +38,7 @@ from watchpost.provisioning.manifest import (
     CONFIG_NAME,
     CSR_NAME,
     KEY_NAME,
+    VERIFY_KEY_NAME,
     GatewaySection,
     Manifest,
     gateway_config,
@@ -121,6 +124,7 @@ class Signer:
     ca_cert: x509.Certificate | None  # signs gateways; None with --csr
     ca_key: pki.PrivateKey | None
     trust: bytes | None  # ca.crt of each bundle: the CA of the broker's certificate
+    verify_key: bytes | None = None  # command-verify.pem of each bundle (signed commands)
 
 
 def load_signer(manifest: Manifest, manifest_path: Path, *, csr: bool) -> Signer:
@@ -156,9 +160,23 @@ def load_signer(manifest: Manifest, manifest_path: Path, *, csr: bool) -> Signer
             problems.append(f"broker.ca: {exc}")
     elif ca_cert is not None:
         trust = pki.pem(ca_cert)
+    verify_key = _command_key(manifest.commands.verify_key, problems)
     if problems:
         raise ConfigError(manifest_path, problems)
-    return Signer(ca_cert if not csr else None, ca_key, trust)
+    return Signer(ca_cert if not csr else None, ca_key, trust, verify_key)
+
+
+def _command_key(path: Path | None, problems: list[str]) -> bytes | None:
+    """The platform's command verify key for each bundle; an Ed25519 public key, or the
+    gateways would refuse to start (a problem is added naming the key)."""
+    if path is None:
+        return None
+    try:
+        load_verify_key(path)
+        return path.read_bytes()
+    except (ValueError, OSError) as exc:
+        problems.append(f"commands.verify_key: {exc}")
+        return None
 
 
 def provision(
@@ -244,6 +262,8 @@ def _write_bundle(
     }
     if signer.trust is not None:
         pki.write_new_file(work / CA_NAME, signer.trust, 0o644)
+    if signer.verify_key is not None:
+        pki.write_new_file(work / VERIFY_KEY_NAME, signer.verify_key, 0o644)
     if signer.ca_cert is None or signer.ca_key is None:
         pki.write_new_file(work / CSR_NAME, pki.pem(pki.make_csr(subject, key)), 0o644)
         line = TEXT_CSR_DONE.format(gateway=gateway.id, path=target, csr=CSR_NAME, cert=CERT_NAME)

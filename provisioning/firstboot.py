@@ -50,6 +50,7 @@ from watchpost.provisioning.manifest import (
     ETC_DIR,
     KEY_NAME,
     STATE_DIR,
+    VERIFY_KEY_NAME,
 )
 
 BUNDLE_DIR_NAME = "watchpost-bundle"
@@ -156,6 +157,8 @@ def check_bundle(bundle: Path) -> dict[str, str]:
     if missing:
         raise BundleInvalid(TEXT_MISSING.format(names=", ".join(missing)))
     config = load_config(bundle / CONFIG_NAME)
+    if config.commands.verify_key is not None and not (bundle / VERIFY_KEY_NAME).is_file():
+        raise BundleInvalid(TEXT_MISSING.format(names=VERIFY_KEY_NAME))
     try:
         key = pki.load_private_key(bundle / KEY_NAME)
         cert = pki.load_certificate(bundle / CERT_NAME)
@@ -225,8 +228,10 @@ def install_bundle(
         (KEY_NAME, 0o600, owner.uid, owner.gid),
         (CERT_NAME, 0o644, root, root),
         (CA_NAME, 0o644, root, root),
-        (CONFIG_NAME, 0o640, root, owner.gid),
     ]
+    if (bundle / VERIFY_KEY_NAME).is_file():  # signed commands: the platform's public key
+        plan.append((VERIFY_KEY_NAME, 0o644, root, root))
+    plan.append((CONFIG_NAME, 0o640, root, owner.gid))
     relocate = not keep_paths and (etc, state) != (ETC_DIR, STATE_DIR)
     for name, mode, uid, gid in plan:
         data = (bundle / name).read_bytes()

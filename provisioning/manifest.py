@@ -41,6 +41,7 @@ KEY_NAME = "gateway.key"
 CERT_NAME = "gateway.crt"
 CSR_NAME = "gateway.csr"
 CA_NAME = "ca.crt"
+VERIFY_KEY_NAME = "command-verify.pem"  # the platform's key for signed commands
 STORE_NAME = "buffer.db"
 
 
@@ -100,6 +101,25 @@ class StoreSection(Model):
     )
 
 
+class CommandsSection(Model):
+    """`[commands]`: how every gateway of the site checks the platform's commands."""
+
+    verify_key: Path | None = Field(
+        default=None,
+        description="The platform's Ed25519 public key (PEM, `watchpost ca command-key` makes "
+        "it): put into each bundle as command-verify.pem and named as [commands] verify_key. "
+        "Without it the gateways accept unsigned commands.",
+    )
+    max_age: float | None = Field(
+        default=None,
+        ge=10,
+        le=86400,
+        allow_inf_nan=False,
+        description="Seconds a signed command's ts may differ from the gateway's clock; "
+        "default: the gateway's (300).",
+    )
+
+
 class GatewaySection(Model):
     """One `[[gateways]]` entry: a gateway, its buses and its devices."""
 
@@ -130,6 +150,9 @@ class Manifest(Model):
         default_factory=CertificateSection, description="Gateway key and certificate."
     )
     store: StoreSection = Field(default_factory=StoreSection, description="Store settings.")
+    commands: CommandsSection = Field(
+        default_factory=CommandsSection, description="Signed commands from the platform."
+    )
     gateways: list[GatewaySection] = Field(min_length=1, description="The site's gateways.")
 
 
@@ -191,7 +214,10 @@ def _resolve_paths(manifest: Manifest, base: Path) -> Manifest:
             update={"cert": resolve(manifest.ca.cert), "key": resolve(manifest.ca.key)}
         )
     )
-    return manifest.model_copy(update={"broker": broker, "ca": ca})
+    commands = manifest.commands.model_copy(
+        update={"verify_key": resolve(manifest.commands.verify_key)}
+    )
+    return manifest.model_copy(update={"broker": broker, "ca": ca, "commands": commands})
 
 
 def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any]:
@@ -210,9 +236,15 @@ def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any
         "cert_file": str(ETC_DIR / CERT_NAME),
         "key_file": str(ETC_DIR / KEY_NAME),
     }
+    commands: dict[str, Any] = {}
+    if manifest.commands.verify_key is not None:
+        commands["verify_key"] = str(ETC_DIR / VERIFY_KEY_NAME)
+    if manifest.commands.max_age is not None:
+        commands["max_age"] = manifest.commands.max_age
     return {
         "gateway": {"site": manifest.site, "id": gateway.id},
         "uplink": uplink,
+        **({"commands": commands} if commands else {}),
         "store": {
             "path": str(STATE_DIR / STORE_NAME),
             "commit_interval": manifest.store.commit_interval,

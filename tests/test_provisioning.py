@@ -454,3 +454,68 @@ def test_generated_config_reads_back_as_written(bundles: Path) -> None:
     raw = tomllib.loads((bundles / "gw-loading" / "gateway.toml").read_text())
     assert raw["devices"][0]["points"][0]["word_order"] == "little"
     assert "state_dir" not in raw["gateway"]  # defaults stay defaults
+
+
+def test_bundles_carry_the_platforms_command_key(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[commands] verify_key` in the manifest: each bundle holds the key, its config names
+    it, first boot installs it, and the installed gateway verifies commands."""
+    assert main(["ca", "command-key", "--out", str(site / "platform-keys")]) == 0
+    manifest = site / "manifest.toml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace(
+            "[store]",
+            '[commands]\nverify_key = "platform-keys/command-verify.pem"\nmax_age = 120\n\n'
+            "[store]\nkeep_sent = 3600\n",
+            1,
+        )
+    )
+    assert main(["provision", str(manifest), "--out", str(site / "out")]) == 0
+    public = (site / "platform-keys" / "command-verify.pem").read_bytes()
+    for gateway in GATEWAYS:
+        bundle = site / "out" / gateway
+        assert (bundle / "command-verify.pem").read_bytes() == public
+        assert mode(bundle / "command-verify.pem") == 0o644
+        written = tomllib.loads((bundle / "gateway.toml").read_text())
+        assert written["commands"] == {
+            "verify_key": "/etc/watchpost/command-verify.pem",
+            "max_age": 120,
+        }
+        assert written["store"]["keep_sent"] == 3600
+
+    boot, root = tmp_path / "boot", tmp_path / "root"
+    shutil.copytree(site / "out" / "gw-tank-a", boot / "watchpost-bundle")
+    assert firstboot(boot, root) == 0
+    etc = root / "etc"
+    assert (etc / "command-verify.pem").read_bytes() == public
+    assert mode(etc / "command-verify.pem") == 0o644
+    config = load_config(etc / "gateway.toml")
+    assert config.commands.verify_key == etc / "command-verify.pem"
+    assert config.commands.max_age == 120
+    capsys.readouterr()
+    assert main(["config", "check", str(etc / "gateway.toml")]) == 0
+
+    # a bundle whose config names the key but lacks the file is not installed
+    broken = tmp_path / "boot2" / "watchpost-bundle"
+    shutil.copytree(site / "out" / "gw-loading", broken)
+    (broken / "command-verify.pem").unlink()
+    assert firstboot(broken.parent, tmp_path / "root2") == EXIT_CONFIG
+    assert "command-verify.pem" in capsys.readouterr().err
+    assert not (tmp_path / "root2" / "etc" / "gateway.toml").exists()
+
+
+def test_a_command_key_that_is_not_one_is_refused(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = site / "manifest.toml"
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace("[store]", '[commands]\nverify_key = "ca/ca.crt"\n\n[store]', 1)
+    )
+    assert main(["provision", str(manifest), "--out", str(site / "out")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "commands.verify_key" in err
+    assert "not an Ed25519 public key" in err
+    assert not (site / "out" / "gw-tank-a").exists()
