@@ -12,13 +12,14 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.configs import alarm, gas, gas_gateway, write_config
+from tests.kit.control import wait_status
+from tests.kit.processes import running_gateway
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop, watchpost
 from watchpost.alarm_state import AlarmStateFile
 from watchpost.alarms import AlarmEngine
 from watchpost.config.alarms import ThresholdRule
@@ -97,59 +98,18 @@ def test_state_damaged_is_a_latched_fault_that_an_acknowledgement_clears() -> No
 
 # -- against the daemon ----------------------------------------------------------------------
 
-GATEWAY = """
-[gateway]
-site = "state-site"
-id = "gw-a"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.2
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.01
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-max_shelve = 600
-"""
 
-
-def wait_status(sock: Path, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return request(sock, "status", timeout=2)
-        except ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-class Daemon:
-    def __init__(self, folder: Path, broker: str, port: int) -> None:
-        self.folder = folder
-        self.config = folder / "gateway.toml"
-        self.config.write_text(GATEWAY.format(broker=broker, port=port))
-        self.log = folder / "gateway.log"
-        self.sock = folder / "var" / "control.sock"
-        self.process = watchpost("run", "--config", str(self.config), cwd=folder, log=self.log)
-
-    def stop(self) -> None:
-        assert stop(self.process) == 0, self.log.read_text()
+def gateway(folder: Path, broker: str, port: int) -> Path:
+    """gas_a in %LEL (register / 100), high alarm at 10, shelves of up to 600 s."""
+    config = gas_gateway(
+        broker,
+        port,
+        gas("gas_a", 0, alarm("high", threshold=10.0, max_shelve=600)),
+        site="state-site",
+        gateway_id="gw-a",
+        interval=0.2,
+    )
+    return write_config(folder / "gateway.toml", config)
 
 
 @pytest.mark.slow
@@ -162,15 +122,13 @@ def test_the_daemon_starts_on_an_unusable_state_file_and_reports_it(
     state.write_bytes(BAD_FILES[name])
     sub = subscriber(ROOT + "alarms", ROOT + "telemetry")
     with MisshapenAnswers({1: "exact"}, value=500) as server:  # 5 %LEL: normal
+        config = gateway(tmp_path, broker.url, server.port)
         for run in range(2):  # and once more: no crash loop, no second report
-            daemon = Daemon(tmp_path, broker.url, server.port)
-            try:
-                status = wait_status(daemon.sock)
+            with running_gateway(config) as process:
+                status = wait_status(tmp_path / "var" / "control.sock")
                 assert status["daemon"] == "running"
                 sub.wait_for(ROOT + "telemetry", count=run + 1, timeout=20)
-                assert daemon.process.poll() is None
-            finally:
-                daemon.stop()
+                assert process.poll() is None
     faults = [m for m in sub.get(ROOT + "alarms") if m["kind"] == "state_damaged"]
     assert len(faults) == 1, faults
     [fault] = faults
@@ -187,35 +145,27 @@ def test_a_shelf_ending_at_nan_or_infinity_changes_nothing(
     tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber], minutes: float
 ) -> None:
     sub = subscriber(ROOT + "alarms")
+    sock = tmp_path / "var" / "control.sock"
     with MisshapenAnswers({1: "exact"}, value=1500) as server:  # 15 %LEL: raised
-        daemon = Daemon(tmp_path, broker.url, server.port)
-        try:
-            wait_status(daemon.sock)
+        config = gateway(tmp_path, broker.url, server.port)
+        with running_gateway(config):
+            wait_status(sock)
             sub.wait_for(
                 ROOT + "alarms", predicate=lambda ms: any(m["event"] == "raised" for m in ms)
             )
             with pytest.raises(ControlError) as refused:
                 request(
-                    daemon.sock,
-                    "shelve",
-                    alarm="gas_a/high_alarm",
-                    by="crew",
-                    reason="x",
-                    minutes=minutes,
+                    sock, "shelve", alarm="gas_a/high_alarm", by="crew", reason="x", minutes=minutes
                 )
             assert "Traceback" not in str(refused.value)
-            [alarm] = wait_status(daemon.sock)["alarms"]
-            assert alarm["state"] == "unacknowledged"
-            assert alarm["shelved_until"] is None
+            [state] = wait_status(sock)["alarms"]
+            assert state["state"] == "unacknowledged"
+            assert state["shelved_until"] is None
             time.sleep(1.5)  # the housekeeper saves within a second of a change
-        finally:
-            daemon.stop()
-        state = tmp_path / "var" / "alarms.json"
-        saved = json.loads(state.read_text(), parse_constant=pytest.fail)
+        saved = json.loads(
+            (tmp_path / "var" / "alarms.json").read_text(), parse_constant=pytest.fail
+        )
         assert saved["alarms"]["gas_a/high_alarm"]["shelved_until"] is None
-        again = Daemon(tmp_path, broker.url, server.port)  # the next start is a start
-        try:
-            assert wait_status(again.sock)["alarms"][0]["state"] == "unacknowledged"
-        finally:
-            again.stop()
+        with running_gateway(config):  # the next start is a start
+            assert wait_status(sock)["alarms"][0]["state"] == "unacknowledged"
     assert not [m for m in sub.get(ROOT + "alarms") if m["event"] == "shelved"]

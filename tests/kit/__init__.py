@@ -4,7 +4,10 @@
 - ``net``: ``free_port``, ``wait_port`` (loopback only).
 - ``processes``: ``Watchpost``, `python -m watchpost ...` as a real process, ready when it
   says ``READY=1`` on its notification socket (the daemon and the simulator alike).
-- ``configs``: builders for gateway configs (dicts written as TOML), instead of copied TOML.
+  ``gateway_process``/``running_gateway``: `watchpost run` on a config, in its folder.
+- ``configs``: builders for gateway configs (dicts written as TOML), instead of copied TOML;
+  ``gas_gateway``/``gas``: one Modbus TCP bus with one gas device, as most daemon tests use.
+- ``control``: ``wait_status``, the daemon's `status` once its control socket answers.
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.

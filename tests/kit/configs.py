@@ -74,6 +74,32 @@ def alarm(kind: str, **keys: Any) -> Table:
     return {"kind": kind, **keys}
 
 
+def gas_gateway(
+    broker: str,
+    port: int,
+    *points: Table,
+    site: str,
+    gateway_id: str,
+    interval: float = 0.5,
+    **sections: Table | list[Table],
+) -> Table:
+    """The gateway of most daemon tests: one Modbus TCP bus ``tcp`` on 127.0.0.1:``port``
+    and one device ``gas`` (unit 1) read every ``interval`` s; ``sections`` as ``gateway``."""
+    return gateway(
+        broker,
+        site=site,
+        gateway_id=gateway_id,
+        buses=[tcp_bus("tcp", port)],
+        devices=[device("gas", "tcp", *points, interval=interval)],
+        **sections,
+    )
+
+
+def gas(name: str, address: int, *alarms: Table, scale: float = 0.01, **keys: Any) -> Table:
+    """A gas reading in %LEL: the holding register at ``address`` times ``scale``."""
+    return point(name, address, *alarms, unit="%LEL", scale=scale, **keys)
+
+
 def toml(document: Table) -> str:
     """The config as TOML text."""
     return dumps(document)

@@ -138,6 +138,11 @@ class Watchpost:
                 self.process.wait()
         return self.process.returncode
 
+    def assert_stops_cleanly(self, timeout: float = 15.0) -> None:
+        """Stop it (as ``stop``); AssertionError with the end of its log unless it exits 0."""
+        status = self.stop(timeout)
+        assert status == 0, f"{self.name} exited {status}:\n{self.log()}"
+
     def kill(self) -> None:
         """SIGKILL, as a power cut would."""
         if self.running():
@@ -159,6 +164,27 @@ class Watchpost:
         _traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def gateway_process(config: Path, **keys: Any) -> Watchpost:
+    """`watchpost run --config CONFIG` in the config's folder, its output in ``gateway.log``
+    there; ``keys`` as for ``Watchpost`` (``env``, ``prefix``)."""
+    return Watchpost("run", "--config", str(config), folder=config.parent, name="gateway", **keys)
+
+
+@contextlib.contextmanager
+def running_gateway(config: Path, *, clean_stop: bool = True, **keys: Any) -> Iterator[Watchpost]:
+    """The daemon on ``config`` for the ``with`` block; stopped at its end, and with
+    ``clean_stop`` an AssertionError (with the log) unless it then exits 0."""
+    process = gateway_process(config, **keys)
+    try:
+        yield process
+    finally:
+        try:
+            if clean_stop:
+                process.assert_stops_cleanly()
+        finally:
+            process.close()
 
 
 class SimulatorProcess:
