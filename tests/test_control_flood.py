@@ -21,54 +21,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.processes import Watchpost
+from tests.kit.configs import alarm, gas, gas_gateway, write_config
+from tests.kit.control import wait_status
+from tests.kit.processes import running_gateway
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop
-from watchpost.control import IDLE_TIMEOUT, MAX_CONNECTIONS, ControlError, request
+from watchpost.control import IDLE_TIMEOUT, MAX_CONNECTIONS
 
 ROOT = "watchpost/v1/flood-site/gw-f/"
 FILES = 1024
 FLOOD = 1200
-
-GATEWAY = """
-[gateway]
-site = "flood-site"
-id = "gw-f"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.2
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.01
-[[devices.points.alarms]]
-kind = "high"
-threshold = 20.0
-"""
-
-
-def wait_status(sock: Path, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return request(sock, "status", timeout=2)
-        except ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def open_idle(path: Path, count: int, budget: float = 30.0) -> list[socket.socket]:
@@ -104,46 +65,47 @@ def test_idle_connections_cannot_starve_the_alarm_path(
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD + 200), hard))
     sub = subscriber(ROOT + "alarms")
     with MisshapenAnswers({1: "exact"}, value=1000) as server:  # 10.00 %LEL: normal
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url, port=server.port))
-        log = tmp_path / "gateway.log"
-        process = Watchpost(
-            *("run", "--config", str(config)),
-            folder=tmp_path,
-            name="gateway",
-            prefix=("prlimit", f"--nofile={FILES}:{FILES}"),
+        config = gas_gateway(
+            broker.url,
+            server.port,
+            gas("gas_a", 0, alarm("high", threshold=20.0)),
+            site="flood-site",
+            gateway_id="gw-f",
+            interval=0.2,
         )
+        path = write_config(tmp_path / "gateway.toml", config)
+        log = tmp_path / "gateway.log"
         sock = tmp_path / "var" / "control.sock"
-        held: list[socket.socket] = []
-        try:
-            wait_status(sock, timeout=30)
-            held = open_idle(sock, FLOOD)
-            time.sleep(2.0)
-            server.value = 3000  # 30.00 %LEL: above the limit while the socket is flooded
-            got = sub.wait_for(
-                ROOT + "alarms",
-                timeout=20,
-                predicate=lambda ms: any(m["event"] == "raised" for m in ms),
-            )
-            assert got[0]["alarm"] == "gas_a/high_alarm"
-            # the state file follows within its save interval, fds or not
-            state = tmp_path / "var" / "alarms.json"
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                saved = json.loads(state.read_text()) if state.exists() else {}
-                if saved.get("alarms", {}).get("gas_a/high_alarm", {}).get("raised"):
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError("alarms.json never recorded the raised alarm")
-            # a crew is served again once the idle connections have timed out
-            status = wait_status(sock, timeout=IDLE_TIMEOUT + 15)
-            assert status["alarms"][0]["alarm"] == "gas_a/high_alarm"
-            assert process.poll() is None, log.read_text()[-3000:]
-        finally:
-            for held_sock in held:
-                held_sock.close()
-            assert stop(process) == 0, log.read_text()[-3000:]
+        with running_gateway(path, prefix=("prlimit", f"--nofile={FILES}:{FILES}")) as process:
+            held: list[socket.socket] = []
+            try:
+                wait_status(sock, timeout=30, every=0.2)
+                held = open_idle(sock, FLOOD)
+                time.sleep(2.0)
+                server.value = 3000  # 30.00 %LEL: above the limit while the socket is flooded
+                got = sub.wait_for(
+                    ROOT + "alarms",
+                    timeout=20,
+                    predicate=lambda ms: any(m["event"] == "raised" for m in ms),
+                )
+                assert got[0]["alarm"] == "gas_a/high_alarm"
+                # the state file follows within its save interval, fds or not
+                state = tmp_path / "var" / "alarms.json"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    saved = json.loads(state.read_text()) if state.exists() else {}
+                    if saved.get("alarms", {}).get("gas_a/high_alarm", {}).get("raised"):
+                        break
+                    time.sleep(0.2)
+                else:
+                    raise AssertionError("alarms.json never recorded the raised alarm")
+                # a crew is served again once the idle connections have timed out
+                status = wait_status(sock, timeout=IDLE_TIMEOUT + 15, every=0.2)
+                assert status["alarms"][0]["alarm"] == "gas_a/high_alarm"
+                assert process.poll() is None, process.log(3000)
+            finally:
+                for held_sock in held:
+                    held_sock.close()
     text = log.read_text()
     assert len(text) < 20_000, text[-3000:]
     assert "Too many open files" not in text
