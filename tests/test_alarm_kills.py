@@ -14,40 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.configs import alarm, gas, gas_gateway, write_config
+from tests.kit.processes import gateway_process, running_gateway
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop, watchpost
 
 ROOT = "watchpost/v1/kill-site/gw-k/"
 KILLS = 12
-
-GATEWAY = """
-[gateway]
-site = "kill-site"
-id = "gw-k"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.1
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.01
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-"""
 
 
 @pytest.mark.slow
@@ -65,20 +37,26 @@ def test_sigkills_never_repeat_an_alarm_event(
 
         toggler = threading.Thread(target=toggle, daemon=True)
         toggler.start()
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url, port=server.port))
-        log = tmp_path / "gateway.log"
+        config = gas_gateway(
+            broker.url,
+            server.port,
+            gas("gas_a", 0, alarm("high", threshold=10.0)),
+            site="kill-site",
+            gateway_id="gw-k",
+            interval=0.1,
+        )
+        path = write_config(tmp_path / "gateway.toml", config)
         try:
             for _kill in range(KILLS):
-                process = watchpost("run", "--config", str(config), cwd=tmp_path, log=log)
+                process = gateway_process(path)
                 time.sleep(rng.uniform(1.5, 3.5))
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
+                process.close()
             stop_toggling.set()
             toggler.join(5)
-            process = watchpost("run", "--config", str(config), cwd=tmp_path, log=log)
-            time.sleep(4)  # the backlog drains
-            assert stop(process) == 0, log.read_text()[-3000:]
+            with running_gateway(path):
+                time.sleep(4)  # the backlog drains
         finally:
             stop_toggling.set()
     by_seq = {m["seq"]: m for m in sub.get(ROOT + "alarms")}  # at least once: de-duplicated
