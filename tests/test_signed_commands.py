@@ -9,7 +9,6 @@ must change nothing and be answered with the reason; a signed one runs once. A r
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,53 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.configs import Table, alarm, gas, gas_gateway, write_config
+from tests.kit.control import wait_status
+from tests.kit.processes import Watchpost, gateway_process
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop, watchpost
 from watchpost.command_auth import sign
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/sig-site/gw-s1/"
-
-GATEWAY = """
-[gateway]
-site = "sig-site"
-id = "gw-s1"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-{commands}
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.3
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.01
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-latch = true
-[[devices.points]]
-name = "gas_b"
-unit = "%LEL"
-address = 1
-scale = 0.01
-[[devices.points.alarms]]
-kind = "high"
-level = "critical"
-threshold = 10.0
-shelvable = false
-"""
 
 
 class Platform:
@@ -107,25 +67,18 @@ def events(sub: Subscriber, alarm: str, event: str) -> list[dict[str, Any]]:
     return [m for m in sub.get(ROOT + "alarms") if m["alarm"] == alarm and m["event"] == event]
 
 
-def wait_status(sock: Path, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return request(sock, "status", timeout=2)
-        except ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 @pytest.fixture
-def gateway(tmp_path: Path, broker: Broker) -> Iterator[Callable[[bool], Path]]:
-    """``start(signed)``: the daemon with or without a verify_key; returns its folder."""
+def gateway(
+    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> Iterator[Callable[[bool], Path]]:
+    """``start(signed)``: the daemon with or without a verify_key, once it is `online` (it
+    takes commands from then on: it subscribes first); returns its folder."""
     server = MisshapenAnswers({1: "exact"}, value=1500)  # both gas readings 15 %LEL: raised
-    processes: list[subprocess.Popen[bytes]] = []
+    status = subscriber(ROOT + "status")
+    processes: list[Watchpost] = []
 
     def start(signed: bool) -> Path:
-        commands = ""
+        sections: dict[str, Table] = {}
         if signed:
             key = tmp_path / "command-verify.pem"
             key.write_bytes(
@@ -134,19 +87,27 @@ def gateway(tmp_path: Path, broker: Broker) -> Iterator[Callable[[bool], Path]]:
                 )
             )
             key.chmod(0o644)
-            commands = f'[commands]\nverify_key = "{key}"\n'
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url, port=server.port, commands=commands))
-        config.chmod(0o640)
-        processes.append(
-            watchpost("run", "--config", str(config), cwd=tmp_path, log=tmp_path / "gateway.log")
+            sections["commands"] = {"verify_key": str(key)}
+        config = gas_gateway(
+            broker.url,
+            server.port,
+            gas("gas_a", 0, alarm("high", threshold=10.0, latch=True)),
+            gas("gas_b", 1, alarm("high", level="critical", threshold=10.0, shelvable=False)),
+            site="sig-site",
+            gateway_id="gw-s1",
+            interval=0.3,
+            **sections,
         )
+        processes.append(gateway_process(write_config(tmp_path / "gateway.toml", config)))
         wait_status(tmp_path / "var" / "control.sock")
+        status.wait_for(
+            ROOT + "status", timeout=30, predicate=lambda got: got[-1]["state"] == "online"
+        )
         return tmp_path
 
     yield start
     for process in processes:
-        stop(process)
+        process.close()
     server.close()
 
 
