@@ -17,36 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.processes import Watchpost
+from tests.kit.configs import gas_gateway, point
+from tests.kit.configs import write_config as kit_write_config
+from tests.kit.control import wait_status
+from tests.kit.processes import running_gateway
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop, watchpost
-from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/start-site/gw-st/"
-
-GATEWAY = """
-[gateway]
-site = "start-site"
-id = "gw-st"
-[uplink]
-broker = "{broker}"
-[store]
-path = "{store}"
-[control]
-socket = "{socket}"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.5
-[[devices.points]]
-name = "gas_a"
-address = 0
-"""
 
 
 def write_config(
@@ -57,27 +34,12 @@ def write_config(
     store: str = "var/buffer.db",
     socket: str = "var/control.sock",
 ) -> Path:
-    config = folder / "gateway.toml"
-    config.write_text(GATEWAY.format(broker=broker, port=port, store=store, socket=socket))
-    config.chmod(0o640)
-    return config
-
-
-def start(config: Path) -> Watchpost:
-    return watchpost(
-        "run", "--config", str(config), cwd=config.parent, log=config.parent / "gateway.log"
+    """gas_a read every 0.5 s; ``store`` and ``socket`` are the paths under test."""
+    config = gas_gateway(
+        broker, port, point("gas_a", 0), site="start-site", gateway_id="gw-st", store=store
     )
-
-
-def wait_status(sock: Path, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return request(sock, "status", timeout=2)
-        except ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    config["control"]["socket"] = socket
+    return kit_write_config(folder / "gateway.toml", config)
 
 
 @pytest.mark.slow
@@ -88,17 +50,13 @@ def test_a_sighup_while_starting_does_not_kill_the_daemon(
     sub = subscriber(ROOT + "telemetry")
     with MisshapenAnswers({1: "exact"}) as server:
         config = write_config(tmp_path, broker.url, server.port)
-        process = start(config)
-        log = tmp_path / "gateway.log"
-        try:
+        with running_gateway(config) as process:
             time.sleep(after)
             process.send_signal(signal.SIGHUP)
             status = wait_status(tmp_path / "var" / "control.sock")
             assert status["daemon"] == "running"
             sub.wait_for(ROOT + "telemetry", timeout=20)
-            assert process.poll() is None, log.read_text()
-        finally:
-            assert stop(process) == 0, log.read_text()
+            assert process.poll() is None, process.log()
 
 
 # -- paths the daemon must write -------------------------------------------------------------
@@ -205,11 +163,8 @@ def test_a_read_only_store_at_start_is_refused_with_the_reason(
     mount, remount_read_only = read_only_mount
     with MisshapenAnswers({1: "exact"}) as server:
         config = write_config(tmp_path, broker.url, server.port, store=f"{mount}/buffer.db")
-        process = start(config)  # a first run makes the store
-        try:
+        with running_gateway(config):  # a first run makes the store
             wait_status(tmp_path / "var" / "control.sock")
-        finally:
-            assert stop(process) == 0
         store = mount / "buffer.db"
         before = store.read_bytes()
         remount_read_only()
