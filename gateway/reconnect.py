@@ -12,6 +12,7 @@ this policy how long to wait before its next attempt::
                                                      ──> SLOW_FACTOR x backoff, equal jitter
         REFUSED      bad credentials, not authorised, banned  ──> like SLOW_DOWN
     a session that moved data ──> reset
+    the gateway ended the session itself ──> at once
 
 While the broker is down, attempts are refused by its host at no cost to the broker. Because
 each gateway's attempts fall at random phases with a mean gap of ``spread``, the fleet's
@@ -110,6 +111,11 @@ class ReconnectPolicy:
             self._backoff.next_delay()  # count the failure
             delay = max(self.spread, bound / 2 + self._rng.uniform(0, bound / 2))
         return self._guarded(delay)
+
+    def at_once(self) -> float:
+        """The delay after the gateway ended a connection itself (to go back to its primary,
+        or with a renewed certificate): none, unless it would connect too often."""
+        return self._guarded(0.0)
 
     def connecting(self) -> None:
         """Note an attempt that reached the broker's listener (it counts towards flapping)."""

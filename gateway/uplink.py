@@ -1,12 +1,19 @@
 """MQTT uplink to the platform (paho-mqtt): sends what the store holds, in order.
 
-One connection at a time, to the primary broker or, when it cannot be reached, to each
-backup in turn; between rounds a capped exponential delay with full jitter. On every
-connection: the retained `status` (``online``; the last will says ``offline``), then the
-store drained oldest first per stream, alarms and anomalies ahead of everything else. A
-row leaves the store only on the broker's PUBACK; what was in flight when a link died is
-sent again on the next one (the platform drops the duplicates by ``seq``). Messages that
-were stored before the connection came up carry ``"replay": true``.
+One connection at a time, to the primary broker or, when it cannot be reached or does not
+deliver, to each backup in turn (``failover.BrokerChoice`` decides which, and when to go
+back); between rounds the delay ``reconnect.ReconnectPolicy`` gives. On every connection:
+the store drained oldest first per stream, alarms and anomalies ahead of everything else,
+and the retained `status` (``online``; the last will says ``offline``) right after the
+waiting alarms and anomalies, in the same burst, so that a broker that drops the link after
+its first PUBACK still lets an alarm through. A row leaves the store only on the broker's
+PUBACK; what was in flight when a link died is sent again on the next one (the platform
+drops the duplicates by ``seq``). Messages that were stored before the connection came up
+carry ``"replay": true``.
+
+A broker that takes messages but does not acknowledge them is noticed: when a message has
+waited ``ack_timeout`` seconds for its PUBACK and nothing else was acknowledged meanwhile,
+the connection is dropped and counts as broken (the messages stay in the store).
 
 Everything it sends comes from the outbox (``outbox.py``), framed there. A live message
 reaches the uplink straight from the store's writer as it is committed (``Outbox.follow``);
@@ -56,6 +63,7 @@ from watchpost.clock import wall_ms
 from watchpost.command_auth import MAX_ID_LENGTH, TEXT_RETAINED
 from watchpost.commands import MAX_COMMAND_BYTES, TEXT_TOO_LARGE, CommandError
 from watchpost.config.uplink import BrokerAddress, UplinkConfig
+from watchpost.failover import BrokerChoice, Outcome
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
 from watchpost.paho_loop import PahoOnLoop
@@ -84,6 +92,19 @@ TEXT_COMMAND_REFUSED = _("command %s (id %s) refused: %s")
 TEXT_BAD_REPLY = _("the reply cannot be encoded")
 TEXT_FOLLOW_REFERENCE = _("the broker sent the gateway to %s, a configured broker: going there")
 TEXT_NOT_A_COMMAND = _("ignored a message on %s: commands come under %s<name> only")
+TEXT_NO_PUBACK = _("no PUBACK within {seconds:g} s")
+TEXT_NOTHING_MOVED = _("the link was lost before any message was acknowledged")
+TEXT_SHORT_LINKS = _("the link was lost within a keepalive period several times in a row")
+TEXT_BROKEN = _(
+    "%s accepted the gateway but does not deliver (%s): trying %s now, and %s again in %d s"
+)
+TEXT_BROKEN_WAIT = _(
+    "%s accepted the gateway but does not deliver (%s); trying again after a pause"
+)
+TEXT_BACK_ON_PRIMARY = _("back on the primary MQTT server %s")
+TEXT_FAILBACK = _("trying the primary MQTT server %s again: leaving %s:%d")
+TEXT_FAILBACK_REASON = _("going back to the primary")
+TEXT_LEFT = _("left %s:%d (%s); %d message(s) in flight will be sent again")
 
 PARSE_LIMIT = 1024 * 1024  # bytes of a command read at most, to answer it with its id
 PRIORITY_SLOTS = 8  # in-flight slots that only alarms and anomalies may use
@@ -132,7 +153,14 @@ class _Link:
     server: str | None = None  # MQTT 5 server reference with "use another server"
     up: bool = False  # CONNACK said yes
     moved: bool = False  # a stored row was acknowledged on this link
+    leaving: bool = False  # the gateway ends this link itself (failback, new certificate)
+    ack_late: bool = False  # a PUBACK did not come within ack_timeout
+    online_seq: int | None = None  # the `online` status still to publish, after the alarms
+    offline_seq: int = 0  # the last will's seq, for a clean goodbye
+    failback_at: float | None = None  # monotonic: leave this backup for the primary
     inflight: dict[int, Outgoing] = field(default_factory=dict)
+    unacked: dict[int, float] = field(default_factory=dict)  # QoS 1 mid -> sent (monotonic)
+    last_ack: float = 0.0  # monotonic: the last PUBACK, or the CONNACK
     acked: list[int] = field(default_factory=list)
     waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     watermark: int = 0  # rows up to this id were stored before the link: replays
@@ -192,6 +220,12 @@ class Uplink:
         self._policy = ReconnectPolicy(
             spread=config.reconnect_spread, initial=config.reconnect_min, cap=config.reconnect_max
         )
+        self._choice = BrokerChoice(
+            [f"{a.host}:{a.port}" for a in config.addresses()],
+            failback_after=config.failback_after,
+        )
+        self._on_backup = False  # the last connection that came up was to a backup
+        self._left_primary_at: int | None = None  # epoch ms, for `health`
         self._ignored_topics: set[str] = set()  # logged once each
         self._kick = asyncio.Event()
         self._status_seqs: tuple[int, int] | None = None
@@ -209,6 +243,8 @@ class Uplink:
             "resent": 0,
             "health_sent": 0,  # the update guard waits for the first (packaging/debian)
             "broker": None,
+            "broker_role": None,
+            "failover": None,
             "connected_since": None,
         }
 
@@ -261,6 +297,7 @@ class Uplink:
         a renewed client certificate."""
         link = self._link
         if link is not None and link.up:
+            link.leaving = True
             link.client.disconnect()
 
     def topic(self, stream: str) -> str:
@@ -269,14 +306,15 @@ class Uplink:
     # -- connection ----------------------------------------------------------------------------
 
     async def _connect_forever(self) -> None:
-        """Connect, and again after every loss, as ``ReconnectPolicy`` paces it."""
-        policy = self._policy
+        """Connect, and again after every loss: ``BrokerChoice`` says to which broker,
+        ``ReconnectPolicy`` how long to wait between rounds."""
+        policy, choice = self._policy, self._choice
         addresses = self.config.addresses()
-        index, failures = 0, list[Failure]()
+        index, failures = choice.first(), list[Failure]()
         while True:
             address = addresses[index]
             try:
-                healthy = await self._session(address)
+                outcome, reason = await self._session(address, index)
             except ConnectError as exc:
                 self.last_error = str(exc)
                 if self.certificates is not None and self.certificates.trial is not None:
@@ -289,28 +327,59 @@ class Uplink:
                     log.warning(TEXT_FOLLOW_REFERENCE, exc.server)
                     index = referred
                     continue
-                if index + 1 < len(addresses):
-                    index += 1  # the next backup, at once
+                following, _ = choice.after(index, Outcome.REFUSED, str(exc))
+                if following is not None:
+                    index = following  # the next backup, at once
                     continue
                 delay = policy.after_failure(worst(failures))
             except sqlite3.Error as exc:  # the store could not be read: try again later
                 log.error(TEXT_STORE_UNREADABLE, exc)
                 delay = policy.after_failure(Failure.DROPPED)
             else:
-                # a link that carried data was good: come back soon, to the primary first;
-                # one that broke before anything moved counts as a failure
-                delay = policy.after_session() if healthy else policy.after_failure(Failure.DROPPED)
-            index, failures = 0, []
+                following, broken = choice.after(index, outcome, reason)
+                if broken:
+                    self._judged_broken(index, reason, following)
+                if following is not None:
+                    failures.append(Failure.DROPPED)
+                    index = following
+                    continue
+                if outcome is Outcome.LEFT:
+                    delay = policy.at_once()
+                elif outcome in (Outcome.GOOD, Outcome.SHORT):
+                    # a link that carried data was good: come back soon
+                    delay = policy.after_session()
+                else:  # broke before anything moved, or a PUBACK did not come: back off
+                    delay = policy.after_failure(Failure.DROPPED)
+            failures = []
             await asyncio.sleep(delay)
+            index = choice.first()
+
+    def _judged_broken(self, index: int, reason: str, following: int | None) -> None:
+        """Log, once per verdict, that a broker took the gateway but did not deliver."""
+        choice = self._choice
+        if following is None:
+            log.warning(TEXT_BROKEN_WAIT, choice.label(index), reason)
+            return
+        log.warning(
+            TEXT_BROKEN,
+            choice.label(index),
+            reason,
+            choice.label(following),
+            choice.label(index),
+            round(choice.retry_in(index)),
+        )
 
     def _note_refusal(self, exc: ConnectError) -> None:
         if exc.code is not None:
             self.stats["last_refusal"] = {"code": exc.code, "reason": str(exc), "ts": self._now()}
 
-    async def _session(self, address: BrokerAddress) -> bool:
+    async def _session(self, address: BrokerAddress, index: int) -> tuple[Outcome, str]:
         """One connection, from CONNECT to its loss; ConnectError if it never came up.
 
-        True if the link was healthy: it moved stored data, or stayed up a keepalive period.
+        Returns how it ended (``failover.Outcome``) and why: GOOD if it moved stored data and
+        lasted a keepalive period, or stayed up that long; SHORT if it moved data but was
+        lost sooner; BROKEN if it was lost before anything moved or a PUBACK came too late;
+        LEFT if the gateway ended it itself.
         """
         if self._status_seqs is None:
             first = await self.outbox.reserve("status", 2)
@@ -318,6 +387,7 @@ class Uplink:
         online_seq, offline_seq = self._status_seqs
         loop = asyncio.get_running_loop()
         link = _Link(self._client(address, offline_seq), address, loop.create_future())
+        link.offline_seq = offline_seq
         link.on_trial = self.certificates is not None and self.certificates.trial is not None
         self._wire(link, loop)
         keepalive = max(1, self.config.keepalive // 2)  # ping at K/2: a silent link dies by 1.5K
@@ -328,16 +398,18 @@ class Uplink:
             failure = Failure.REFUSED if isinstance(exc, ssl.SSLError) else Failure.UNREACHABLE
             raise ConnectError(explain_error(exc, self.config, address), failure) from exc
         self._policy.connecting()  # it reached the listener: counts towards flapping
-        started = time.monotonic()
         link.io = PahoOnLoop(link.client, loop)  # paho's network loop, on ours
         link.io.start()
         self._link = link
         try:
-            await self._accepted(link)
+            await self._accepted(link, index)
+            started = link.last_ack = time.monotonic()
+            link.failback_at = self._choice.failback_at(index, started)
             # subscribe first: the broker handles our packets in order, so a platform that
-            # sees `online` can send a command at once and it will be delivered
+            # sees `online` can send a command at once and it will be delivered. `online`
+            # itself goes out with the first burst, right after the waiting alarms.
             link.client.subscribe(self.root + "cmd/+", qos=1)
-            self._publish_status(link, "online", online_seq)
+            link.online_seq = online_seq
             try:
                 await self._drain(link)
             except asyncio.CancelledError:
@@ -345,6 +417,9 @@ class Uplink:
                 raise
             self.stats["disconnects"] += 1
             self.last_error = link.reason
+            if link.leaving:
+                log.info(TEXT_LEFT, address.host, address.port, link.reason, len(link.inflight))
+                return Outcome.LEFT, link.reason
             log.warning(TEXT_LOST, address.host, address.port, link.reason, len(link.inflight))
             if link.code is not None and refusal(link.code) is Failure.SLOW_DOWN:
                 # the broker sent DISCONNECT with "server busy" and the like: back off longer
@@ -353,7 +428,7 @@ class Uplink:
                     Failure.SLOW_DOWN,
                     code=link.code,
                 )
-            return link.moved or time.monotonic() - started >= self.config.keepalive
+            return self._verdict(link, time.monotonic() - started)
         finally:
             self._link = None
             link.lost.set()
@@ -365,7 +440,17 @@ class Uplink:
             if link.io is not None:
                 link.io.stop()
 
-    async def _accepted(self, link: _Link) -> None:
+    def _verdict(self, link: _Link, lasted: float) -> tuple[Outcome, str]:
+        """How a link the broker ended (or that missed a PUBACK) counts for the failover."""
+        if link.ack_late:
+            return Outcome.BROKEN, link.reason
+        if lasted >= self.config.keepalive:
+            return Outcome.GOOD, link.reason
+        if link.moved:
+            return Outcome.SHORT, TEXT_SHORT_LINKS
+        return Outcome.BROKEN, f"{TEXT_NOTHING_MOVED} ({link.reason})"
+
+    async def _accepted(self, link: _Link, index: int) -> None:
         """Wait for the CONNACK; ConnectError unless the broker let the gateway in."""
         address = link.address
         try:
@@ -391,11 +476,34 @@ class Uplink:
             connected_since=self._now(),
             broker=f"{address.host}:{address.port}",
         )
+        self._note_role(index)
         log.warning(
-            TEXT_CONNECTED,
-            address.host,
-            address.port,
-            "primary" if address == self.config.addresses()[0] else "backup",
+            TEXT_CONNECTED, address.host, address.port, "primary" if index == 0 else "backup"
+        )
+
+    def _note_role(self, index: int) -> None:
+        """`health.uplink`: which broker, and while on a backup, why and until when."""
+        choice = self._choice
+        if index == 0:
+            if self._on_backup:
+                log.warning(TEXT_BACK_ON_PRIMARY, choice.label(0))
+            self._on_backup, self._left_primary_at = False, None
+            self.stats.update(broker_role="primary", failover=None)
+            return
+        now = self._now()
+        if not self._on_backup:
+            self._on_backup, self._left_primary_at = True, now
+        retry = choice.failback_at(index, time.monotonic())
+        self.stats.update(
+            broker_role="backup",
+            failover={
+                "primary": choice.label(0),
+                "reason": choice.last_failure(0),
+                "since": self._left_primary_at,
+                "primary_retry_ts": now + round(1000 * (retry - time.monotonic()))
+                if retry is not None
+                else None,
+            },
         )
 
     def _connect(self, client: mqtt.Client, address: BrokerAddress, keepalive: int) -> None:
@@ -492,6 +600,8 @@ class Uplink:
         self._resend.extendleft(reversed(ids))
 
     def _on_puback(self, link: _Link, mid: int) -> None:
+        if link.unacked.pop(mid, None) is not None:
+            link.last_ack = time.monotonic()
         row = link.inflight.pop(mid, None)
         if row is not None:
             link.moved = True
@@ -524,6 +634,8 @@ class Uplink:
         window = self.config.max_inflight
         while not link.lost.is_set():
             self._kick.clear()
+            if self._ack_overdue(link) or await self._time_to_leave(link):
+                return
             if link.acked:
                 self.outbox.ack(link.acked)
                 self.stats["acked"] += len(link.acked)
@@ -540,9 +652,33 @@ class Uplink:
                 link.inflight
             ) < window - PRIORITY_SLOTS
             if not more and not self._kick.is_set():
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError):  # woken at least every second
                     async with asyncio.timeout(1.0):
                         await self._kick.wait()
+
+    def _ack_overdue(self, link: _Link) -> bool:
+        """True (and the link judged broken) when a message has waited ``ack_timeout`` for
+        its PUBACK and nothing else was acknowledged meanwhile: a broker that takes
+        messages and never answers, or a link too slow to be of use."""
+        if not link.unacked:
+            return False
+        waiting_since = max(link.last_ack, min(link.unacked.values()))
+        if time.monotonic() - waiting_since < self.config.ack_timeout:
+            return False
+        link.ack_late = True
+        link.reason = TEXT_NO_PUBACK.format(seconds=self.config.ack_timeout)
+        return True
+
+    async def _time_to_leave(self, link: _Link) -> bool:
+        """True once a backup has served ``failback_after``: say offline there, then the
+        uplink tries its primary again."""
+        if link.failback_at is None or time.monotonic() < link.failback_at:
+            return False
+        log.warning(TEXT_FAILBACK, self._choice.label(0), link.address.host, link.address.port)
+        link.leaving = True
+        link.reason = TEXT_FAILBACK_REASON
+        await self._goodbye(link, link.offline_seq)
+        return True
 
     async def _read_backlog(self, link: _Link, stream: str, queue: _StreamQueue) -> None:
         """Read the next rows of ``stream`` from the store; live once it has no more."""
@@ -580,6 +716,8 @@ class Uplink:
         for stream in sorted(link.queues, key=messages.priority):
             queue = link.queues[stream].ready
             urgent = stream in messages.PRIORITY
+            if not urgent:
+                self._say_online(link)  # after the waiting alarms, in the same burst
             limit = window if urgent else window - PRIORITY_SLOTS
             topic = self.topic(stream)
             while queue and len(link.inflight) < limit:
@@ -590,6 +728,7 @@ class Uplink:
                     return False
                 queue.popleft()
                 link.inflight[info.mid] = row
+                link.unacked[info.mid] = time.monotonic()
                 self.stats["published"] += 1
         # resends last, in the slots live alarms leave free: a repair never delays them
         while link.resend and len(link.inflight) < window - PRIORITY_SLOTS:
@@ -600,7 +739,9 @@ class Uplink:
                 return False
             link.resend.popleft()
             link.inflight[info.mid] = out
+            link.unacked[info.mid] = time.monotonic()
             self.stats["resent"] += 1
+        self._say_online(link)
         if link.io is not None:
             link.io.flush()  # on the wire now, not on the loop's next turn
         return True
@@ -632,14 +773,23 @@ class Uplink:
     ) -> mqtt.MQTTMessageInfo:
         return self._publish(link, self.outbox.frame_now(self._status(state), seq))
 
+    def _say_online(self, link: _Link) -> None:
+        """Publish the connection's `online` status if it is still due."""
+        if link.online_seq is not None:
+            seq, link.online_seq = link.online_seq, None
+            self._publish_status(link, "online", seq)
+
     def _publish(
         self, link: _Link, out: Outgoing, topic: str | None = None
     ) -> mqtt.MQTTMessageInfo:
         """Publish an unstored message with its stream's QoS and retain flag."""
         model = messages.STREAMS[out.stream]
-        return link.client.publish(
+        info = link.client.publish(
             topic or self.topic(out.stream), out.payload, qos=model.qos, retain=model.retain
         )
+        if model.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            link.unacked[info.mid] = time.monotonic()  # its PUBACK has a deadline too
+        return info
 
     def refresh_status(self) -> None:
         """Publish the retained `online` status again now (what it carries has changed, e.g.
@@ -649,7 +799,7 @@ class Uplink:
     def _clock_synced(self) -> None:
         """Say `clock: synced` in the retained status now, not only at the next connect."""
         link = self._link
-        if link is not None and self.connected:
+        if link is not None and self.connected and link.online_seq is None:
             task = asyncio.get_running_loop().create_task(self._republish_status(link))
             task.add_done_callback(_log_failure)
 
@@ -679,8 +829,8 @@ class Uplink:
         while True:
             await asyncio.sleep(0.5)
             link = self._link
-            if link is None or not self.connected:
-                continue
+            if link is None or not self.connected or link.online_seq is not None:
+                continue  # `health` comes after `online`
             now = time.monotonic()
             if link is last_link and now - last_at < self.config.health_interval:
                 continue

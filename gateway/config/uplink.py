@@ -59,7 +59,9 @@ class UplinkConfig(Model):
 
     broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
     backup_brokers: list[str] = Field(
-        default_factory=list, description="Further brokers tried in turn when it is unreachable."
+        default_factory=list,
+        description="Further brokers tried in turn when it is unreachable or does not deliver "
+        "(no PUBACK, drops the link before anything moved).",
     )
     keepalive: int = Field(
         default=30,
@@ -114,6 +116,21 @@ class UplinkConfig(Model):
         ge=2,
         le=1000,
         description="Messages sent but not yet acknowledged (PUBACK) at any moment.",
+    )
+    ack_timeout: float = Field(
+        default=20.0,
+        ge=1,
+        le=600,
+        description="Seconds a message may wait for its PUBACK while nothing else is "
+        "acknowledged either; past it the connection is judged broken: dropped, counted as a "
+        "failure, and the messages sent again on the next one (or on a backup broker).",
+    )
+    failback_after: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="Seconds on a backup broker before the gateway tries its primary again; "
+        "doubled (up to an hour) each time the primary fails again, so it never flaps.",
     )
     health_interval: float = Field(
         default=30.0, gt=0, le=3600, description="Seconds between `health` messages."
