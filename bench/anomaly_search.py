@@ -1,6 +1,11 @@
-"""How generic-v2's numbers are chosen: `python bench/anomaly_search.py VALVE1 ANOMALY_FREE`.
+"""How generic-v2's and generic-v3's numbers are chosen.
 
-The rule below was written down (and committed) before any result of it was looked at.
+`python bench/anomaly_search.py VALVE1_DIR ANOMALY_FREE_CSV [--round 8]`.
+
+Each round's rule below was written down (and committed) before any result of it was looked
+at. Rounds 1-8 chose generic-v2 (their grid and rule: the first table and "Rule" below, as of
+commit 564adab); round 9 chooses generic-v3 (its own grid and rule, further below). The
+bench runs round 9; `--round 8` runs the grid and rule of rounds 1-8.
 
 Search ranges (every combination is scored):
 
@@ -69,6 +74,48 @@ Rounds (each ran this same rule; the design changed between them, never the rule
    raised; the CLI's 15-sigma drop of one point of two raised within 10 rows, nothing
    before, cleared by 20 rows after). Shipped.
 
+Round 9 (generic-v3; the same LiteRT graph as generic-v2, level = median of 5 rows, so
+level_rows is not searched; what changes is the gateway's scoring, in
+`watchpost.anomaly_robust`). Written down from what round 8 left (the shipped generic-v2
+misses files 2, 6, 14 and 4, 7 of valve1 in-sample; most of its held-out false events came
+from files 4-7, where the choice made on the other groups was threshold 12, hold 1; file 5
+raises a stuck-sensor verdict on its quantised flow two rows after calibration; a changed
+noise is never seen by a single sensor):
+
+- fixed design change, not searched: a quantised channel (more than half of its calibration
+  rows on its median value: MAD 0) is exempt from the stuck-sensor rule, like one that
+  rested for a whole calibration window;
+- roughness_weight: the window's score is max(top-k mean of level deviations,
+  roughness_weight x the largest roughness deviation) (generic-v2: 1);
+- calibration_factor: the threshold of a calibration is max(threshold, calibration_factor x
+  the highest point score of its calibration windows) (0: a fixed threshold, as generic-v2):
+  a noisy calibration lifts its own threshold, so a choice transfers across files;
+- wider ranges where round 8 chose at an edge: relation factor up to 64, threshold up to 32,
+  clear up to 120, drift lag up to 300.
+
+| number | range |
+|---|---|
+| drift_lag | 0, 60, 180, 300 |
+| combine | max, top2 |
+| roughness_weight | 1, 2, 4 |
+| calibration_factor | 0, 2, 3 |
+| relation_factor | 0, 8, 16, 32, 64 |
+| threshold | 4, 6, 8, 10, 12, 16, 24, 32 |
+| hold | 1, 3, 5, 10 |
+| clear | 10, 30, 60, 120 |
+
+Round 9 rule (changed from rounds 1-8: the valve1 conditions are checked on *each* group of
+files chosen on, not on their pool, so a choice that is fine pooled but fails on one group,
+as generic-v2's held-out choice for files 4-7 did, loses): candidates are the combinations
+under which the existing tests' scenarios behave as those tests assert (`behaves`, as round
+8). Violations = for each valve1 group chosen on, [windows < 97 %, false events > 0.5 per
+hour, row FAR > 12.7 %], plus [gate 400-row FAR > 2 %, gate two hours: any flagged row].
+Fewest violations wins; then the higher pooled F1 on the files chosen on; then the shorter
+pooled median delay; then the quieter (higher threshold, longer hold, longer clear). The
+choice on all 16 files is generic-v3's defaults, shipped as the default if its in-sample
+figures are not worse than generic-v2's by the same rule (fewer or equal violations, then
+F1); the held-out figure is leave-files-out as below.
+
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
 The shipped defaults are the rule's choice on all 16 files (that figure is in-sample). A
@@ -101,6 +148,8 @@ from watchpost.anomaly_robust import (
     feature_stats,
     fit_relation,
     input_scaling,
+    quantised,
+    topk_mean,
     window_scores,
 )
 
@@ -115,6 +164,17 @@ GRID: dict[str, list[Any]] = {
     "hold": [1, 3, 5, 10],
     "clear": [5, 10, 30, 60],
 }
+GRID9: dict[str, list[Any]] = {
+    "drift_lag": [0, 60, 180, 300],
+    "combine": ["max", "top2"],
+    "roughness_weight": [1.0, 2.0, 4.0],
+    "calibration_factor": [0.0, 2.0, 3.0],
+    "relation_factor": [0.0, 8.0, 16.0, 32.0, 64.0],
+    "threshold": [4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0],
+    "hold": [1, 3, 5, 10],
+    "clear": [10, 30, 60, 120],
+}
+LEVEL_ROWS9 = 5  # the generic-v2 graph's, which generic-v3 shares
 WINDOW = 32
 GROUPS = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
 LIMITS = {"detected": 0.97, "false_per_hour": 0.5, "far": 0.127, "gate_far": 0.02}
@@ -161,6 +221,57 @@ def score_series(s: LabelledSeries, cal: int, level_rows: int, drift_lag: int, h
     rel = fit_relation(signed[WINDOW - 1 : cal], drift_lag)
     rv, _share = rel.scores(signed[cal:])
     return Scored(score, rv / max(rel.max_value, 1e-6), s.truth[cal:])
+
+
+@dataclass
+class Scored9:
+    """One series scored by one round-9 feature setting: per-row level and roughness scores
+    (before weighting), their calibration maxima, the relation in units of its calibration
+    maximum; and the truth."""
+
+    level: FloatArray
+    rough: FloatArray
+    cal_level: float
+    cal_rough: float
+    relation: FloatArray
+    truth: npt.NDArray[np.bool_]
+
+
+def score_series9(s: LabelledSeries, cal: int, drift_lag: int, how: str) -> Scored9:
+    center, scale = input_scaling(s.values[:cal])
+    z = (s.values - center) / scale
+    level, energy = numpy_features(z, LEVEL_ROWS9)
+    feats = np.stack([level, np.log(energy + ROUGHNESS_EPS)], axis=-1).reshape(len(z), -1)
+    fc = feats[WINDOW - 1 : cal]
+    drift = fc[drift_lag:] - fc[:-drift_lag] if drift_lag else None
+    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2, quantised(s.values[:cal]))
+    k = 1 if how == "max" else 2
+    dev = deviations(feats[cal:], fcenter, fscale, flat_seen, 2)
+    cdev = deviations(fc, fcenter, fscale, flat_seen, 2)
+    signed = (feats[:, 0::2] - fcenter[0::2]) / fscale[0::2]
+    rel = fit_relation(signed[WINDOW - 1 : cal], drift_lag)
+    rv, _share = rel.scores(signed[cal:])
+    return Scored9(
+        level=topk_mean(dev[..., 0], k),
+        rough=dev[..., 1:].max(axis=(-2, -1)),
+        cal_level=float(topk_mean(cdev[..., 0], k).max()),
+        cal_rough=float(cdev[..., 1:].max()),
+        relation=rv / max(rel.max_value, 1e-6),
+        truth=s.truth[cal:],
+    )
+
+
+Decision9 = tuple[float, float, float, float, int, int]  # weight, cf, rf, threshold, hold, clear
+
+
+def decide9(sc: Scored9, dec: Decision9) -> npt.NDArray[np.bool_]:
+    """The state per row of a round-9 combination (as `AnomalyDetector` with generic-v3)."""
+    weight, cf, rf, threshold, hold, clear = dec
+    thr = max(threshold, cf * max(sc.cal_level, weight * sc.cal_rough))
+    score = np.maximum(sc.level, weight * sc.rough)
+    if rf > 0:
+        score = np.maximum(score, sc.relation / rf * thr)
+    return hold_clear(score, thr, hold, clear)
 
 
 @dataclass
@@ -282,7 +393,124 @@ def main() -> int:
     )
     ap.add_argument("valve_dir", type=Path)
     ap.add_argument("anomaly_free", type=Path)
+    ap.add_argument("--round", type=int, default=9, choices=[8, 9])
     args = ap.parse_args()
+    return main9(args) if args.round == 9 else main8(args)
+
+
+def describe_in(grid: dict[str, list[Any]], combo: tuple[Any, ...]) -> str:
+    """A combination as ``name=value``, a value at either end of its range flagged."""
+    parts = []
+    for k, v in zip(grid, combo, strict=True):
+        rng = grid[k]
+        edge = " (EDGE)" if rng.index(v) in (0, len(rng) - 1) and len(rng) > 2 else ""
+        parts.append(f"{k}={v}{edge}")
+    return ", ".join(parts)
+
+
+def behaving9() -> dict[tuple[Any, ...], bool]:
+    """Per round-9 combination: do the existing tests' scenarios behave as asserted?"""
+    scen = _scenarios()
+    ok: dict[tuple[Any, ...], bool] = {}
+    for lag, how in itertools.product(GRID9["drift_lag"], GRID9["combine"]):
+        scored = [score_series9(s, cal, lag, how) for s, cal, *_rest in scen]
+        for w, cf, rf, thr, hold, clear in itertools.product(*(GRID9[k] for k in list(GRID9)[2:])):
+            good = True
+            for sc, (_s, _cal, h, c, check) in zip(scored, scen, strict=True):
+                st = decide9(
+                    sc, w, cf, rf, thr, hold if h is None else h, clear if c is None else c
+                )
+                good = good and bool(check(st))
+            ok[(lag, how, w, cf, rf, thr, hold, clear)] = good
+    return ok
+
+
+def group_violations(files: list[Tally], groups: list[list[int]], g400: Tally, g2h: Tally) -> int:
+    """Round 9: the valve1 conditions on each group, the gate's two once."""
+    n = 0
+    for g in groups:
+        t = merge([files[i] for i in g])
+        n += (t.detected_share < LIMITS["detected"]) + (t.false_per_hour > LIMITS["false_per_hour"])
+        n += t.far > LIMITS["far"]
+    return n + (g400.far > LIMITS["gate_far"]) + (g2h.fp > 0)
+
+
+def main9(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    valve = valve_series(args.valve_dir)
+    chunks, long_cal = anomaly_free_series(args.anomaly_free)
+    ok = behaving9()
+    print(f"{sum(ok.values())} of {len(ok)} combinations keep the existing tests' behaviour")
+    results: dict[tuple[Any, ...], tuple[list[Tally], Tally, Tally]] = {}
+    for lag, how in itertools.product(GRID9["drift_lag"], GRID9["combine"]):
+        sv = [score_series9(s, 400, int(lag), str(how)) for s in valve]
+        sg = [score_series9(s, 400, int(lag), str(how)) for s in chunks]
+        sl = score_series9(long_cal, 7200, int(lag), str(how))
+        for w, cf, rf, thr, hold, clear in itertools.product(*(GRID9[k] for k in list(GRID9)[2:])):
+            combo = (lag, how, w, cf, rf, thr, hold, clear)
+            if not ok[combo]:
+                continue
+            dec: Decision9 = (float(w), float(cf), float(rf), float(thr), int(hold), int(clear))
+            files = [Counts.of(decide9(s, dec), s.truth).tally for s in sv]
+            g400 = merge([Counts.of(decide9(s, dec), s.truth).tally for s in sg])
+            g2h = Counts.of(decide9(sl, dec), sl.truth).tally
+            results[combo] = (files, g400, g2h)
+    print(f"{len(results)} candidates scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def rank(combo: tuple[Any, ...], groups: list[list[int]]) -> tuple[float, ...]:
+        files, g400, g2h = results[combo]
+        v = merge([files[i] for g in groups for i in g])
+        *_rest, thr, hold, clear = combo
+        return (
+            -group_violations(files, groups, g400, g2h),
+            v.f1,
+            -v.median_delay_s,
+            float(thr),
+            float(hold),
+            float(clear),
+        )
+
+    def figures(t: Tally, g400: Tally, g2h: Tally) -> str:
+        return (
+            f"{t.row_line()}; {t.event_line()}; gate 400 rows FAR {g400.far:.1%} "
+            f"({g400.false_events} events), 2 h FAR {g2h.far:.1%}"
+        )
+
+    held: list[Tally] = []
+    for group in GROUPS:
+        train = [g for g in GROUPS if g != group]
+        best = max(results, key=lambda c: rank(c, train))
+        files, g400, g2h = results[best]
+        out = merge([files[i] for i in group])
+        held.append(out)
+        v = -rank(best, train)[0]
+        print(
+            f"held out files {group[0]}-{group[-1]}: chosen on the others: "
+            f"{describe_in(GRID9, best)}"
+        )
+        where = merge([files[i] for g in train for i in g])
+        print(f"  where chosen ({v} violations): {figures(where, g400, g2h)}")
+        print(f"  held out:     {out.row_line()}; {out.event_line()}", flush=True)
+    pooled = merge(held)
+    print(f"leave-files-out, 4 held-out groups pooled: {pooled.row_line()}; {pooled.event_line()}")
+    best = max(results, key=lambda c: rank(c, GROUPS))
+    files, g400, g2h = results[best]
+    print(f"chosen on all 16 files (generic-v3's defaults): {describe_in(GRID9, best)}")
+    print(f"  in-sample ({-rank(best, GROUPS)[0]} violations): {figures(merge(files), g400, g2h)}")
+    for g in GROUPS:
+        t = merge([files[i] for i in g])
+        print(f"    files {g[0]}-{g[-1]}: {t.row_line()}; {t.event_line()}")
+    print("runners-up on all files:")
+    for c in sorted(results, key=lambda c: rank(c, GROUPS), reverse=True)[1:6]:
+        files, g400, g2h = results[c]
+        print(
+            f"  {describe_in(GRID9, c)} ({-rank(c, GROUPS)[0]} violations): "
+            f"{figures(merge(files), g400, g2h)}"
+        )
+    return 0
+
+
+def main8(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     valve = valve_series(args.valve_dir)
     chunks, long_cal = anomaly_free_series(args.anomaly_free)

@@ -78,22 +78,35 @@ def topk_mean(x: FloatArray, k: int) -> FloatArray:
     return np.asarray(np.partition(x, x.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1))
 
 
+def quantised(rows: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per point: more than half of the calibration ``rows`` sit on its median value (its MAD
+    is 0: a flow meter reading whole litres, a level switch)."""
+    return np.asarray((rows == np.median(rows, axis=0)).mean(axis=0) > 0.5, dtype=np.bool_)
+
+
 def feature_stats(
-    feats: FloatArray, drift: FloatArray | None, features_per_point: int
+    feats: FloatArray,
+    drift: FloatArray | None,
+    features_per_point: int,
+    exempt: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Centre (median), scale and flat flags of calibration features ``[n, features]``
     (per point: level, then roughness). ``drift``: feature changes over the drift lag
     (widens the scale), or None. Levels are floored at ``LEVEL_FLOOR``, roughness at
     ``ROUGHNESS_FLOOR``. ``flat_seen`` is 1 for a roughness feature that was flat in some
-    calibration window (a quantised channel that rests on one value): for the others, a
-    flat window is a stuck sensor."""
+    calibration window (a quantised channel that rests on one value), or whose point is
+    ``exempt`` (per point: see ``quantised``): for the others, a flat window is a stuck
+    sensor."""
     center = np.median(feats, axis=0)
     spread = robust_spread(feats)
     if drift is not None and len(drift):
         spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
     is_level = np.arange(feats.shape[1]) % features_per_point == 0
     scale = np.maximum(spread, np.where(is_level, LEVEL_FLOOR, ROUGHNESS_FLOOR))
-    flat_seen = np.where(is_level, 1.0, (feats <= FLAT_ROUGHNESS).any(axis=0))
+    flat = (feats <= FLAT_ROUGHNESS).any(axis=0)
+    if exempt is not None:
+        flat = flat | np.repeat(np.asarray(exempt, dtype=bool), features_per_point)
+    flat_seen = np.where(is_level, 1.0, flat)
     return center, scale, flat_seen.astype(np.float64)
 
 
@@ -113,11 +126,13 @@ def deviations(
     return np.asarray(z.reshape(*z.shape[:-1], -1, features_per_point), dtype=np.float64)
 
 
-def window_scores(z: FloatArray, top_k: int) -> FloatArray:
+def window_scores(z: FloatArray, top_k: int, roughness_weight: float = 1.0) -> FloatArray:
     """Window scores from ``deviations``: the mean of the ``top_k`` largest level deviations
-    over the points, or the largest roughness deviation if that is larger (a stuck or
-    chattering sensor is one sensor's fault, never diluted by the others)."""
-    return np.asarray(np.maximum(topk_mean(z[..., 0], top_k), z[..., 1:].max(axis=(-2, -1))))
+    over the points, or ``roughness_weight`` times the largest roughness deviation if that is
+    larger (a stuck, chattering or quietened sensor is one sensor's fault, never diluted by
+    the others)."""
+    rough = roughness_weight * z[..., 1:].max(axis=(-2, -1))
+    return np.asarray(np.maximum(topk_mean(z[..., 0], top_k), rough))
 
 
 @dataclass(frozen=True)
