@@ -418,7 +418,7 @@ def behaving9() -> dict[tuple[Any, ...], bool]:
             good = True
             for sc, (_s, _cal, h, c, check) in zip(scored, scen, strict=True):
                 st = decide9(
-                    sc, w, cf, rf, thr, hold if h is None else h, clear if c is None else c
+                    sc, (w, cf, rf, thr, hold if h is None else h, clear if c is None else c)
                 )
                 good = good and bool(check(st))
             ok[(lag, how, w, cf, rf, thr, hold, clear)] = good
