@@ -3,8 +3,9 @@
 Each CSV is one series: a label column (``--label``, default ``anomaly``: 1 inside an
 anomaly window), an optional time column, and the numeric columns the detector sees. For
 each file, calibrate on the first ``--calibrate-rows`` rows and score the rest with the very
-code of `watchpost anomaly score`, once with the shipped model (generic-v2, its defaults)
-and once with the previous one (generic-v1, its defaults); print the two side by side:
+code of `watchpost anomaly score`, once with the shipped model (generic-v3, its defaults)
+and once with the previous one (generic-v2, its defaults), and generic-v1 (still shipped);
+print them side by side:
 row level (F1, false-alarm rate, missed-alarm rate over the pooled scored rows) and event
 level (windows detected, median delay from a window's start to the event, false events per
 hour of normal rows; see `watchpost.anomaly_eval`). One row is one second.
@@ -31,6 +32,7 @@ from watchpost.models import PREVIOUS_MODEL, SHIPPED_MODEL, shipped_model_path
 DETECTORS = {
     f"shipped ({SHIPPED_MODEL})": shipped_model_path(SHIPPED_MODEL),
     f"previous ({PREVIOUS_MODEL})": shipped_model_path(PREVIOUS_MODEL),
+    "older (generic-v1)": shipped_model_path("generic-v1"),  # still shipped, selectable
 }
 
 

@@ -130,6 +130,8 @@ LEGACY_DEFAULTS: dict[str, float] = {
     "threshold_factor": 8.0,
     "relation_factor": 8.0,
     "top_k": 2,
+    "roughness_weight": 1.0,
+    "calibration_factor": 0.0,
     "drift_lag_s": 50.0,
     "hold_s": 5.0,
     "clear_s": 30.0,
@@ -148,6 +150,8 @@ class DetectorParams:
     hold: int = 5
     clear: int = 30
     threshold: float = 24.0  # robust models only: in robust units (generic-v2)
+    roughness_weight: float = 1.0  # robust models only: weight of roughness deviations
+    calibration_factor: float = 0.0  # robust models only: threshold >= this x calibration max
     propose_rebaseline: int = 0  # rows of steady levels while raised; 0: never propose
     period_ms: int = 1000  # one row
 
@@ -169,6 +173,8 @@ class DetectorParams:
             threshold_factor=pick("threshold_factor"),
             relation_factor=pick("relation_factor"),
             top_k=int(pick("top_k")),
+            roughness_weight=pick("roughness_weight"),
+            calibration_factor=pick("calibration_factor"),
             drift_lag=cfg.rows(pick("drift_lag_s")),
             hold=cfg.rows(pick("hold_s")),
             clear=cfg.rows(pick("clear_s")),
@@ -215,14 +221,8 @@ class LiteRTModel:
                 TEXT_NO_MODEL.format(name=self.name, path=self.path, error=exc)
             ) from exc
         sidecar = self.path.with_suffix(".json")
-        self.meta: dict[str, Any] = {}
-        if sidecar.exists():
-            try:
-                self.meta = json.loads(sidecar.read_text())
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    TEXT_NO_MODEL.format(name=self.name, path=sidecar, error=exc)
-                ) from exc
+        # the sidecar holds the scoring's numbers: its hash is part of the model's identity
+        self.meta, self.sidecar_sha256 = self._read_sidecar(sidecar)
         inp = self._it.get_input_details()[0]
         out = self._it.get_output_details()[0]
         shape = [int(d) for d in inp["shape_signature"]]
@@ -270,9 +270,23 @@ class LiteRTModel:
                     error="robust scoring needs a channel-independent model with a level",
                 )
             )
+        # generic-v3: a quantised point (MAD 0 in calibration) is never "stuck"
+        self.quantised_not_stuck = bool(self.meta.get("quantised_not_stuck", False))
         self.defaults: dict[str, float] = {
             str(k): float(v) for k, v in dict(self.meta.get("defaults", {})).items()
         }
+
+    def _read_sidecar(self, sidecar: Path) -> tuple[dict[str, Any], str]:
+        """The sidecar's content and SHA-256 (empty and "" without one); ModelLoadError."""
+        if not sidecar.exists():
+            return {}, ""
+        try:
+            text = sidecar.read_bytes()
+            return dict(json.loads(text)), hashlib.sha256(text).hexdigest()
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(
+                TEXT_NO_MODEL.format(name=self.name, path=sidecar, error=exc)
+            ) from exc
 
     def _level_features(self) -> list[int]:
         """Indices of the features that are a point's level (sidecar names ``level`` or
@@ -347,6 +361,7 @@ class Calibration:
     relation_threshold: float = 0.0
     robust: bool = False  # scored in robust units (generic-v2); else squared z-scores
     flat_seen: FloatArray = field(default_factory=lambda: np.zeros(0))  # robust: per feature
+    sidecar_sha256: str = ""  # the model's sidecar (its scoring numbers) when calibrated
 
     def relation(self, feats: FloatArray) -> tuple[float, FloatArray]:
         """Relation score of one window's features, and each level's share of it."""
@@ -376,6 +391,7 @@ class Calibration:
             "relation_threshold": self.relation_threshold,
             "robust": self.robust,
             "flat_seen": self.flat_seen.tolist(),
+            "sidecar_sha256": self.sidecar_sha256,
         }
 
     @classmethod
@@ -411,6 +427,7 @@ class Calibration:
             relation_threshold=float(d["relation_threshold"]),
             robust=bool(d.get("robust", False)),
             flat_seen=np.asarray(d.get("flat_seen", []), dtype=np.float64),
+            sidecar_sha256=str(d.get("sidecar_sha256", "")),
             **arrays,
         )
 
@@ -426,7 +443,7 @@ def input_scaling(rows: FloatArray) -> tuple[FloatArray, FloatArray]:
     return mean, scale
 
 
-STEADY_BAND = 4.0  # calibration spreads: a level moving less than this is steady
+STEADY_SPREAD = 2.0  # calibration spreads: levels whose robust spread is within this are steady
 RELATION_RIDGE = 1e-3  # of the mean level variance, added to the diagonal
 
 
@@ -435,6 +452,23 @@ def topk_mean(z2: FloatArray, k: int) -> FloatArray:
     k = min(k, z2.shape[-1])
     means: FloatArray = np.partition(z2, z2.shape[-1] - k, axis=-1)[..., -k:].mean(axis=-1)
     return means
+
+
+def _robust_stats(
+    model: LiteRTModel,
+    rows: FloatArray,
+    feats: FloatArray,
+    drift: FloatArray | None,
+    params: DetectorParams,
+) -> tuple[FloatArray, FloatArray, FloatArray, float, float]:
+    """Robust models: feature centre, scale and flat flags, the highest calibration score,
+    and the threshold (the entry's, lifted by ``calibration_factor`` x that score)."""
+    exempt = robust.quantised(rows) if model.quantised_not_stuck else None
+    center, fscale, flat_seen = robust.feature_stats(feats, drift, model.features_per_row, exempt)
+    z = robust.deviations(feats, center, fscale, flat_seen, model.features_per_row)
+    max_score = float(robust.window_scores(z, params.top_k, params.roughness_weight).max())
+    threshold = max(params.threshold, params.calibration_factor * max_score)
+    return center, fscale, flat_seen, max_score, threshold
 
 
 def fit_calibration(
@@ -484,10 +518,9 @@ def fit_calibration(
             drift = feats[a] - feats[b]
     flat_seen = np.zeros(0)
     if model.robust:
-        center, fscale, flat_seen = robust.feature_stats(feats, drift, model.features_per_row)
-        z = robust.deviations(feats, center, fscale, flat_seen, model.features_per_row)
-        max_score = float(robust.window_scores(z, params.top_k).max())
-        threshold = params.threshold
+        center, fscale, flat_seen, max_score, threshold = _robust_stats(
+            model, rows, feats, drift, params
+        )
     else:
         center = feats.mean(axis=0)
         var = feats.var(axis=0)
@@ -531,6 +564,7 @@ def fit_calibration(
         created_ms=now_ms,
         robust=model.robust,
         flat_seen=flat_seen,
+        sidecar_sha256=model.sidecar_sha256,
         **relation,
     )
 
@@ -615,6 +649,8 @@ class AnomalyDetector:
         reason = None
         if cal.model_sha256 != self.model.sha256:
             reason = "another model file"
+        elif cal.sidecar_sha256 != self.model.sidecar_sha256:
+            reason = "another model sidecar (the model's scoring numbers)"
         elif cal.points != self.model.points:
             reason = "another list of points"
         elif len(cal.feature_center) != self.model.n_features:
@@ -661,8 +697,12 @@ class AnomalyDetector:
                 cal.flat_seen,
                 self.model.features_per_row,
             )
-            z2 = z.reshape(-1)  # per feature: the points involved are found the same way
-            point_score = float(robust.window_scores(z, self.params.top_k))
+            weights = np.ones(self.model.features_per_row)
+            weights[1:] = self.params.roughness_weight
+            z2 = (z * weights).reshape(-1)  # per feature, weighted as in the score
+            point_score = float(
+                robust.window_scores(z, self.params.top_k, self.params.roughness_weight)
+            )
         else:
             z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2
             point_score = float(topk_mean(z2, self.params.top_k))
@@ -741,7 +781,8 @@ class AnomalyDetector:
 
     def _proposal(self, ts: int, feats: FloatArray) -> dict[str, Any] | None:
         """Once per raised event: a ``rebaseline_proposed`` event when every point's level
-        has stayed within ``STEADY_BAND`` of its calibration spreads for
+        has held steady (its robust spread over the rows within ``STEADY_SPREAD`` of its
+        calibration spreads: the noise it had, not a level still moving) for
         ``propose_rebaseline`` rows while raised (the process settled somewhere new)."""
         n = self.params.propose_rebaseline
         if not n or self.calibration is None or not self.model.level_index:
@@ -757,7 +798,7 @@ class AnomalyDetector:
         if self._proposed or len(self._levels) < n:
             return None
         levels = np.stack(self._levels)
-        if float((levels.max(axis=0) - levels.min(axis=0)).max()) > STEADY_BAND:
+        if float(robust.robust_spread(levels).max()) > STEADY_SPREAD:
             return None
         self._proposed = True
         since = ts - (n - 1) * self.params.period_ms

@@ -44,7 +44,7 @@ def write(tmp_path: Path, signal: str, fault: str) -> tuple[Path, np.ndarray]:
     return path, s.truth[CALIBRATION_ROWS:]
 
 
-QUANTISED = "flow"  # whole units with jitter: see the xfail below
+QUANTISED = "flow"  # whole units with jitter
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
@@ -61,12 +61,6 @@ def test_a_stuck_sensor_alone_is_found_every_time(
         assert t.false_per_hour <= 0.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known weakness: a quantised flow alone raises about one false event an hour: "
-    "its level (the median of 5 rows) sits on one value through calibration, so a few rows "
-    "one unit off are far in robust units",
-)
 def test_a_quantised_flow_alone_stays_quiet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

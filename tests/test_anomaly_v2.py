@@ -1,6 +1,6 @@
-"""generic-v2: the LiteRT graph computes what its card says, its defaults apply where an
-entry gives none, a calibration too short for them is refused up front, and the benches'
-vectorised hold/clear rule is the detector's own."""
+"""generic-v2 and generic-v3: the LiteRT graph (one for both) computes what the cards say,
+each model's defaults apply where an entry gives none, a calibration too short for them is
+refused up front, and the benches' vectorised hold/clear rule is the detector's own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from watchpost.anomaly import AnomalyDetector, DetectorParams, LiteRTModel, open
 from watchpost.anomaly_eval import hold_clear
 from watchpost.anomaly_part import CalibrationError
 from watchpost.config.anomaly import AnomalyModelConfig
-from watchpost.models import PREVIOUS_MODEL, shipped_model_path
+from watchpost.models import SHIPPED_MODEL, shipped_model_path
 
 
 def test_the_shipped_graph_is_a_rolling_median_and_a_log_difference_energy() -> None:
@@ -32,10 +32,16 @@ def test_the_shipped_graph_is_a_rolling_median_and_a_log_difference_energy() -> 
 
 def test_an_entry_takes_the_models_defaults_where_it_gives_none() -> None:
     cfg = AnomalyModelConfig(name="pump", points=["a"], period_s=0.5, hold_s=4.0)
-    v2 = open_detector(cfg, None).params
-    assert (v2.threshold, v2.top_k, v2.relation_factor) == (24.0, 2, 16.0)
-    assert (v2.drift_lag, v2.hold, v2.clear) == (360, 8, 120)  # rows of 0.5 s
-    old = cfg.model_copy(update={"model": shipped_model_path(PREVIOUS_MODEL)})
+    v3 = open_detector(cfg, None).params
+    assert SHIPPED_MODEL == "generic-v3"
+    assert (v3.threshold, v3.top_k, v3.relation_factor) == (16.0, 1, 0.0)
+    assert (v3.roughness_weight, v3.calibration_factor) == (1.0, 2.0)
+    assert (v3.drift_lag, v3.hold, v3.clear) == (0, 8, 60)  # rows of 0.5 s; hold given
+    v2 = open_detector(cfg.model_copy(update={"model": shipped_model_path("generic-v2")}), None)
+    assert (v2.params.threshold, v2.params.top_k, v2.params.relation_factor) == (24.0, 2, 16.0)
+    assert (v2.params.roughness_weight, v2.params.calibration_factor) == (1.0, 0.0)
+    assert (v2.params.drift_lag, v2.params.hold, v2.params.clear) == (360, 8, 120)
+    old = cfg.model_copy(update={"model": shipped_model_path("generic-v1")})
     v1 = open_detector(old, None).params
     assert (v1.threshold_factor, v1.relation_factor, v1.drift_lag, v1.hold, v1.clear) == (
         8.0,
@@ -47,7 +53,8 @@ def test_an_entry_takes_the_models_defaults_where_it_gives_none() -> None:
 
 
 def test_a_calibration_too_short_for_the_defaults_is_refused_up_front() -> None:
-    cfg = AnomalyModelConfig(name="pump", points=["a", "b"], calibration_s=120)
+    v2 = shipped_model_path("generic-v2")
+    cfg = AnomalyModelConfig(name="pump", points=["a", "b"], calibration_s=120, model=v2)
     with pytest.raises(CalibrationError) as err:
         open_detector(cfg, None)
     text = str(err.value)
@@ -55,6 +62,10 @@ def test_a_calibration_too_short_for_the_defaults_is_refused_up_front() -> None:
     assert "120 row(s)" in text
     assert "at least 220" in text  # window 32 + drift lag 180 + 8
     assert "drift lag 180" in text
+    short = cfg.model_copy(update={"model": None, "calibration_s": 39})  # generic-v3
+    with pytest.raises(CalibrationError, match="at least 40"):  # window 32 + 0 + 8
+        open_detector(short, None)
+    assert open_detector(short.model_copy(update={"calibration_s": 40}), None).params
 
 
 def test_the_benches_hold_and_clear_rule_is_the_detectors() -> None:

@@ -75,6 +75,21 @@ class AnomalyModelConfig(Model):
         "points (roughness: the largest); others: mean of the k largest squared feature "
         "z-scores; default: 2.",
     )
+    roughness_weight: float | None = Field(
+        default=None,
+        gt=0,
+        description="Robust models: a point's roughness deviation counts this many times "
+        "its robust units in the score (above 1: a changed noise or a chattering sensor is "
+        "raised sooner); default: the model's (1 for generic-v2).",
+    )
+    calibration_factor: float | None = Field(
+        default=None,
+        ge=0,
+        description="Robust models: the threshold is at least this factor times the highest "
+        "score of the calibration windows (a calibration that was noisy in robust units "
+        "lifts its own threshold); 0: the threshold alone; default: the model's (0 for "
+        "generic-v2).",
+    )
     drift_lag_s: float | None = Field(
         default=None,
         ge=0,
@@ -100,7 +115,7 @@ class AnomalyModelConfig(Model):
         default=0.0,
         ge=0,
         description="While an event stays raised and every point's level has held steady "
-        "(within 4 of its calibration spreads) this long, seconds, send one "
+        "(its robust spread within twice its calibration spread) this long, seconds, send one "
         "`rebaseline_proposed` event: the process may have settled somewhere new. Never "
         "applied by itself. 0: never propose.",
     )
