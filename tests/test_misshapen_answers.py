@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.configs import device, gateway, point, tcp_bus, write_config
+from tests.kit.processes import running_gateway
 from tests.modbus_servers import MisshapenAnswers
-from tests.site_run import stop, watchpost
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.base import AnswerError, ReadRequest, Table
 
@@ -55,38 +56,6 @@ def test_a_misshapen_answer_is_refused_and_named(shape: str, count: int, byte_co
     assert refused.value.retry_can_help
 
 
-GATEWAY = """
-[gateway]
-site = "shape-site"
-id = "gw-s"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-"""
-
-DEVICE = """
-[[devices]]
-name = "{name}"
-bus = "tcp"
-unit = {unit}
-interval = 0.2
-[[devices.points]]
-name = "{name}_a"
-address = 0
-[[devices.points]]
-name = "{name}_b"
-address = 1
-"""
-
-
 @pytest.mark.slow
 def test_the_daemon_publishes_misshapen_answers_as_bad(
     tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
@@ -94,23 +63,26 @@ def test_the_daemon_publishes_misshapen_answers_as_bad(
     shapes = {1: "exact", 2: "extra", 3: "odd"}
     names = {1: "honest", 2: "extra", 3: "odd"}
     sub = subscriber(ROOT + "telemetry")
+    devices = [
+        device(name, "tcp", point(f"{name}_a", 0), point(f"{name}_b", 1), unit=u, interval=0.2)
+        for u, name in names.items()
+    ]
     with MisshapenAnswers(shapes) as server:
-        config = tmp_path / "gateway.toml"
-        text = GATEWAY.format(broker=broker.url, port=server.port)
-        text += "".join(DEVICE.format(name=names[u], unit=u) for u in shapes)
-        config.write_text(text)
-        log = tmp_path / "gateway.log"
-        process = watchpost("run", "--config", str(config), cwd=tmp_path, log=log)
-        try:
+        config = gateway(
+            broker.url,
+            site="shape-site",
+            gateway_id="gw-s",
+            buses=[tcp_bus("tcp", server.port)],
+            devices=devices,
+        )
+        with running_gateway(write_config(tmp_path / "gateway.toml", config)) as process:
 
             def polled_often(got: list[dict]) -> bool:
                 seen = [s["point"] for m in got for s in m["samples"]]
                 return all(seen.count(f"{name}_a") >= 10 for name in names.values())
 
             got = sub.wait_for(ROOT + "telemetry", timeout=30, predicate=polled_often)
-            assert process.poll() is None, log.read_text()
-        finally:
-            assert stop(process) == 0, log.read_text()
+            assert process.poll() is None, process.log()
     samples = [s for m in got for s in m["samples"]]
     qualities = {
         name: {s["quality"] for s in samples if s["point"].startswith(name + "_")}
@@ -120,7 +92,7 @@ def test_the_daemon_publishes_misshapen_answers_as_bad(
     honest = [s["value"] for s in samples if s["point"] == "honest_a"]
     assert set(honest) == {1234}
     assert all(s["value"] is None for s in samples if s["point"].startswith(("extra", "odd")))
-    text = log.read_text()
+    text = (tmp_path / "gateway.log").read_text()
     for unit, name in ((2, "extra"), (3, "odd")):
         named = [
             line
