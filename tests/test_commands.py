@@ -19,75 +19,41 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.processes import SimulatorProcess
-from tests.site_run import stop, watchpost
+from tests.kit.configs import (
+    Table,
+    alarm,
+    constant,
+    gas,
+    gas_gateway,
+    simulated_site,
+    toml,
+    write_config,
+)
+from tests.kit.processes import SimulatorProcess, running_gateway
 from watchpost.commands import COMMANDS, MAX_COMMAND_BYTES, CommandError, parse
 
 ROOT = "watchpost/v1/cmd-site/gw-9/"
 
-SITE = """
-[site]
-name = "cmd-site"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-port = 0
-[[devices]]
-name = "gas"
-bus = "tcp"
-unit = 1
-[[devices.points]]
-name = "gas_a"
-table = "holding"
-address = 0
-type = "uint16"
-signal = { kind = "constant", value = 150 }
-[[devices.points]]
-name = "gas_b"
-table = "holding"
-address = 1
-type = "uint16"
-signal = { kind = "constant", value = 150 }
-"""
+SITE = toml(
+    simulated_site(
+        "cmd-site",
+        {"type": "modbus_tcp", "name": "tcp", "port": 0},
+        constant("gas_a", 0, 150),  # 15.0 %LEL: both above their latching limit
+        constant("gas_b", 1, 150),
+    )
+)
 
-GATEWAY = """
-[gateway]
-site = "cmd-site"
-id = "gw-9"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.5
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.1
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-latch = true
-[[devices.points]]
-name = "gas_b"
-unit = "%LEL"
-address = 1
-scale = 0.1
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-latch = true
-"""
+
+def gateway_config(broker: str, port: int) -> Table:
+    latched = alarm("high", threshold=10.0, latch=True)
+    return gas_gateway(
+        broker,
+        port,
+        gas("gas_a", 0, latched, scale=0.1),
+        gas("gas_b", 1, latched, scale=0.1),
+        site="cmd-site",
+        gateway_id="gw-9",
+    )
 
 
 # -- the requests alone ----------------------------------------------------------------------
@@ -175,16 +141,10 @@ def alarm_events(sub: Subscriber, alarm: str) -> list[dict]:
 @pytest.fixture
 def daemon(tmp_path: Path, broker: Broker):
     with SimulatorProcess.start(SITE, tmp_path) as sim:
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url, port=sim.tcp_port("tcp")))
-        config.chmod(0o640)
-        process = watchpost(
-            "run", "--config", str(config), cwd=tmp_path, log=tmp_path / "gateway.log"
-        )
-        try:
-            yield process, config
-        finally:
-            stop(process)
+        config = gateway_config(broker.url, sim.tcp_port("tcp"))
+        path = write_config(tmp_path / "gateway.toml", config)
+        with running_gateway(path, clean_stop=False) as process:
+            yield process, path
 
 
 def crew(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,9 @@
                      devices=[device("tank", "plant", point("level", 10, scale=0.01))])
     path = write_config(tmp_path / "gateway.toml", config)
 
+    bus = {"type": "modbus_tcp", "name": "tcp", "port": 0}
+    site = toml(simulated_site("demo", bus, constant("gas_a", 0, 150)))  # for the simulator
+
 Every builder returns a plain dict of the config's own keys, so a test can change any key
 before writing (``config["store"]["quota_mb"] = 1``) and a key the gateway does not know is
 refused by the gateway, not hidden by the kit.
@@ -110,3 +113,23 @@ def write_config(path: Path, document: Table, mode: int = 0o640) -> Path:
     path.write_text(dumps(document), encoding="utf-8")
     path.chmod(mode)
     return path
+
+
+def simulated_site(name: str, bus: Table, *points: Table, device: str = "gas") -> Table:
+    """A site for `watchpost simulate`: ``bus`` and one device (unit 1) with ``points``."""
+    return {
+        "site": {"name": name},
+        "buses": [bus],
+        "devices": [{"name": device, "bus": bus["name"], "unit": 1, "points": list(points)}],
+    }
+
+
+def constant(name: str, address: int, value: float) -> Table:
+    """A point of a simulated site: the holding register at ``address`` always reads ``value``."""
+    return {
+        "name": name,
+        "table": "holding",
+        "address": address,
+        "type": "uint16",
+        "signal": {"kind": "constant", "value": value},
+    }
