@@ -9,7 +9,6 @@ while its monotonic clock runs on. A 6-second shelf must end after 6 seconds and
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,17 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.processes import SimulatorProcess, Watchpost
-from tests.site_run import stop
+from tests.kit.configs import (
+    Table,
+    alarm,
+    constant,
+    gas,
+    gas_gateway,
+    simulated_site,
+    toml,
+    write_config,
+)
+from tests.kit.processes import SimulatorProcess, gateway_process
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/clock-site/gw-c/"
@@ -27,69 +35,27 @@ FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 DELAY = 12.0  # s: the on_delay of gas_b
 SHELF = 6.0  # s: each shelf of gas_a
 
-SITE = """
-[site]
-name = "clock-site"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-port = 0
-[[devices]]
-name = "gas"
-bus = "tcp"
-unit = 1
-[[devices.points]]
-name = "gas_a"
-table = "holding"
-address = 0
-type = "uint16"
-signal = { kind = "constant", value = 150 }
-[[devices.points]]
-name = "gas_b"
-table = "holding"
-address = 1
-type = "uint16"
-signal = { kind = "constant", value = 150 }
-"""
+SITE = toml(
+    simulated_site(
+        "clock-site",
+        {"type": "modbus_tcp", "name": "tcp", "port": 0},
+        constant("gas_a", 0, 150),  # 15.0 %LEL: both above their limit
+        constant("gas_b", 1, 150),
+    )
+)
 
-GATEWAY = """
-[gateway]
-site = "clock-site"
-id = "gw-c"
-clock = "rtc"
-[uplink]
-broker = "{broker}"
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_tcp"
-name = "tcp"
-host = "127.0.0.1"
-port = {port}
-[[devices]]
-name = "gas"
-bus = "tcp"
-interval = 0.5
-[[devices.points]]
-name = "gas_a"
-unit = "%LEL"
-address = 0
-scale = 0.1
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-[[devices.points]]
-name = "gas_b"
-unit = "%LEL"
-address = 1
-scale = 0.1
-[[devices.points.alarms]]
-kind = "high"
-threshold = 10.0
-on_delay = {delay}
-"""
+
+def gateway_config(broker: str, port: int) -> Table:
+    """The wall clock trusted for stamps (``clock = "rtc"``); gas_b raised after DELAY s."""
+    return gas_gateway(
+        broker,
+        port,
+        gas("gas_a", 0, alarm("high", threshold=10.0), scale=0.1),
+        gas("gas_b", 1, alarm("high", threshold=10.0, on_delay=DELAY), scale=0.1),
+        site="clock-site",
+        gateway_id="gw-c",
+        gateway={"clock": "rtc"},
+    )
 
 
 class SteppedDaemon:
@@ -100,16 +66,12 @@ class SteppedDaemon:
         self.offset_file = folder / "faketime-offset"
         self.step(0)
         env = {
-            **os.environ,
             "LD_PRELOAD": str(FAKETIME),
             "FAKETIME_TIMESTAMP_FILE": str(self.offset_file),
             "FAKETIME_NO_CACHE": "1",
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
-        self.log = folder / "gateway.log"
-        self.process = Watchpost(
-            "run", "--config", str(config), folder=folder, name="gateway", env=env
-        )
+        self.process = gateway_process(config, env=env)
 
     def step(self, seconds: int) -> None:
         """Set the daemon's wall clock to real time + ``seconds`` (takes effect at once)."""
@@ -165,10 +127,10 @@ def test_shelves_and_delays_ignore_wall_clock_steps(
 ) -> None:
     sub = subscriber(ROOT + "alarms")
     with SimulatorProcess.start(SITE, tmp_path) as sim:
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url, port=sim.tcp_port("tcp"), delay=DELAY))
+        config = gateway_config(broker.url, sim.tcp_port("tcp"))
+        path = write_config(tmp_path / "gateway.toml", config)
         started = time.monotonic()
-        daemon = SteppedDaemon(tmp_path, config)
+        daemon = SteppedDaemon(tmp_path, path)
         try:
             wait_event(sub, "gas_a/high_alarm", "raised", 1, timeout=30)
             sock = tmp_path / "var" / "control.sock"
@@ -186,9 +148,9 @@ def test_shelves_and_delays_ignore_wall_clock_steps(
             daemon.step(-3600)
             ended = wait_event(sub, "gas_a/high_alarm", "unshelved", 2, timeout=SHELF + 10)
             assert SHELF - 1.0 <= ended - shelved <= SHELF + 2.5
-            assert daemon.process.poll() is None, daemon.log.read_text()
+            assert daemon.process.poll() is None, daemon.process.log()
         finally:
-            assert stop(daemon.process) == 0, daemon.log.read_text()
+            daemon.process.assert_stops_cleanly()
     # the wall clock still stamps: the events after the step back carry the stepped time
     [(_, unshelved)] = arrived(sub, "gas_a/high_alarm", "unshelved")[1:]
     assert unshelved["ts"] < time.time() * 1000 - 3000 * 1000
