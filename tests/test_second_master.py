@@ -19,58 +19,41 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.processes import SimulatorProcess
-from tests.site_run import stop, watchpost
+from tests.kit.configs import (
+    Table,
+    constant,
+    device,
+    gateway,
+    point,
+    rtu_bus,
+    simulated_site,
+    toml,
+    write_config,
+)
+from tests.kit.processes import SimulatorProcess, running_gateway
 from watchpost.drivers.line_watch import QUIET
 
 ROOT = "watchpost/v1/line-site/gw-l/"
 
-SITE = """
-[site]
-name = "line-site"
-[[buses]]
-type = "modbus_rtu"
-name = "rs485"
-link = "var/rs485"
-baudrate = 19200
-[[devices]]
-name = "gas"
-bus = "rs485"
-unit = 1
-[[devices.points]]
-name = "gas_a"
-table = "holding"
-address = 0
-type = "uint16"
-signal = { kind = "constant", value = 150 }
-"""
+SITE = toml(
+    simulated_site(
+        "line-site",
+        {"type": "modbus_rtu", "name": "rs485", "link": "var/rs485", "baudrate": 19200},
+        constant("gas_a", 0, 150),
+    )
+)
 
-GATEWAY = """
-[gateway]
-site = "line-site"
-id = "gw-l"
-[uplink]
-broker = "{broker}"
-health_interval = 1
-[store]
-path = "var/buffer.db"
-[control]
-socket = "var/control.sock"
-[[buses]]
-type = "modbus_rtu"
-name = "rs485"
-port = "var/rs485"
-baudrate = 19200
-[[devices]]
-name = "gas"
-bus = "rs485"
-unit = 1
-interval = 0.5
-timeout = 0.5
-[[devices.points]]
-name = "gas_a"
-address = 0
-"""
+
+def gateway_config(broker: str) -> Table:
+    """gas_a over the simulator's RS-485 link, health published every second."""
+    return gateway(
+        broker,
+        site="line-site",
+        gateway_id="gw-l",
+        uplink={"health_interval": 1},
+        buses=[rtu_bus("rs485", "var/rs485")],
+        devices=[device("gas", "rs485", point("gas_a", 0), interval=0.5, timeout=0.5)],
+    )
 
 
 def crc16(frame: bytes) -> bytes:
@@ -115,11 +98,8 @@ def test_a_second_master_makes_the_line_bad_until_it_is_quiet(
 ) -> None:
     sub = subscriber(ROOT + "telemetry", ROOT + "health")
     with SimulatorProcess.start(SITE, tmp_path):
-        config = tmp_path / "gateway.toml"
-        config.write_text(GATEWAY.format(broker=broker.url))
-        log = tmp_path / "gateway.log"
-        process = watchpost("run", "--config", str(config), cwd=tmp_path, log=log)
-        try:
+        config = write_config(tmp_path / "gateway.toml", gateway_config(broker.url))
+        with running_gateway(config) as process:
             got = sub.wait_for(
                 ROOT + "telemetry", timeout=30, predicate=lambda g: qualities(g).count("good") >= 3
             )
@@ -156,9 +136,7 @@ def test_a_second_master_makes_the_line_bad_until_it_is_quiet(
             )
             # trusted again only after the line was quiet for QUIET seconds
             assert time.monotonic() - stopped >= QUIET - 1.0
-            assert process.poll() is None, log.read_text()
-        finally:
-            assert stop(process) == 0, log.read_text()
-    text = log.read_text()
+            assert process.poll() is None, process.log()
+    text = (tmp_path / "gateway.log").read_text()
     assert text.count("traffic the gateway did not cause") == 1, text
     assert text.count("answers are trusted again") == 1, text
