@@ -32,7 +32,7 @@ from watchpost.anomaly_part import AnomalyError, UnknownModelError, open_anomaly
 from watchpost.backoff import Backoff
 from watchpost.certrenew import CertificateDesk, ClientCertificates
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
-from watchpost.command_auth import CommandVerifier, load_verify_key
+from watchpost.command_auth import SEEN_FILE, CommandVerifier, load_verify_key
 from watchpost.commands import PlatformCommands
 from watchpost.config import (
     EXIT_CONFIG,
@@ -193,6 +193,7 @@ class Gateway:
                 gateway=config.gateway.id,
                 max_age_s=config.commands.max_age,
                 now_ms=self.now_ms,
+                seen_file=state_dir / SEEN_FILE,
             ),
             resend=GapRepair(self.store, self.uplink.resend),
         )

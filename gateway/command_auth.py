@@ -16,8 +16,11 @@ meant for another gateway, its ``ts`` further than ``max_age`` from the gateway'
 new session (one retained `cmd/reload` restarted a gateway every second). Without a key,
 commands are accepted as before; the daemon warns at start and `selftest` says so.
 
-The replay window is kept in memory: after a restart a replay is still refused by ``ts``
-once ``max_age`` has passed, so keep ``max_age`` short.
+The replay window (the ids accepted within ``max_age``, with their ``ts``) is also kept in a
+small file in the state folder (``command_ids.json``), written atomically before the command
+runs, so that a command replayed right after a restart is refused as well. A file that
+cannot be read is reported and ignored (the window then starts empty: a replay is refused
+by ``ts`` once ``max_age`` has passed); one that cannot be written is logged once.
 
 Exceptions::
 
@@ -26,15 +29,21 @@ Exceptions::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import logging
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from watchpost.files import atomic_write
+from watchpost.log_once import LogOnce
 
 if TYPE_CHECKING:  # cryptography loads only where a key is used: the daemon stays light
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -42,6 +51,9 @@ if TYPE_CHECKING:  # cryptography loads only where a key is used: the daemon sta
         Ed25519PublicKey,
     )
 
+log = logging.getLogger(__name__)
+
+SEEN_FILE = "command_ids.json"  # the replay window, in the state folder
 UNSIGNED = frozenset({"ping"})  # answered without a signature: it changes nothing
 MAX_ID_LENGTH = 128
 MAX_REMEMBERED = 100_000  # ids kept for the replay window; far above any platform's rate
@@ -57,6 +69,11 @@ TEXT_OTHER_GATEWAY = _("meant for gateway {got!r}, this is {ours!r}")
 TEXT_TOO_OLD = _("ts is {age:.0f} s from this gateway's clock; at most {max_age:g} s are allowed")
 TEXT_REPLAY = _("id {id!r} was already executed: a replay is refused")
 TEXT_BAD_KEY = _("{path}: not an Ed25519 public key in PEM ({error})")
+TEXT_SEEN_UNREADABLE = _(
+    "cannot read the ids of executed commands from %s (%s): a command replayed within "
+    "max_age of this start is refused only by its ts"
+)
+TEXT_SEEN_COST = _("a command replayed after the next restart is refused only by its ts")
 
 
 class CommandRefused(Exception):
@@ -104,6 +121,7 @@ class CommandVerifier:
         gateway: str,
         max_age_s: float,
         now_ms: Callable[[], int],
+        seen_file: Path | None = None,
     ) -> None:
         self.key = key
         self.gateway = gateway
@@ -111,6 +129,13 @@ class CommandVerifier:
         self._now_ms = now_ms
         # (the id's type, the id) -> its ts, oldest first: 5 and "5" are different ids
         self._seen: OrderedDict[tuple[str, str | int], int] = OrderedDict()
+        self._seen_file = seen_file if key is not None else None
+        self._changes = 0  # ids remembered so far; the file holds those up to _written
+        self._written = 0
+        self._write_lock = threading.Lock()
+        self._write_failures = LogOnce(log, "saving the ids of executed commands", TEXT_SEEN_COST)
+        if self._seen_file is not None:
+            self._load(self._seen_file)
 
     @property
     def verifying(self) -> bool:
@@ -139,6 +164,47 @@ class CommandVerifier:
             )
         self._remember(command_id, ts, now)
 
+    async def persist(self) -> None:
+        """Write the replay window to its file (atomically, in a worker thread) if it
+        changed: call it after ``check`` accepted a command and before the command runs."""
+        if self._seen_file is None or self._written >= self._changes:
+            return
+        version = self._changes
+        entries = [[kind, command_id, ts] for (kind, command_id), ts in self._seen.items()]
+        data = json.dumps({"format": 1, "seen": entries}, separators=(",", ":")).encode()
+        await asyncio.to_thread(self._write, self._seen_file, data, version)
+
+    def _write(self, path: Path, data: bytes, version: int) -> None:
+        with self._write_lock:  # a later window is never overwritten by an earlier one
+            if version <= self._written:
+                return
+            try:
+                atomic_write(path, data, mode=0o600)
+            except OSError as exc:
+                self._write_failures.failed(exc)
+                return
+            self._write_failures.succeeded()
+            self._written = version
+
+    def _load(self, path: Path) -> None:
+        """The window saved before a restart, without the ids that are already too old."""
+        try:
+            data = json.loads(path.read_bytes())
+            entries = data["seen"] if isinstance(data, dict) else None
+            if not isinstance(entries, list):
+                raise TypeError(type(entries).__name__)
+            horizon = self._now_ms() - self.max_age_ms
+            for kind, command_id, ts in entries:
+                if kind not in ("str", "int") or type(command_id).__name__ != kind:
+                    raise TypeError(kind)
+                if isinstance(ts, int) and not isinstance(ts, bool) and ts >= horizon:
+                    self._seen[(kind, command_id)] = ts
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning(TEXT_SEEN_UNREADABLE, path, exc)
+            self._seen.clear()
+
     def _verify(self, sig: object, payload: Mapping[str, Any]) -> None:
         assert self.key is not None
         if not isinstance(sig, str):
@@ -166,6 +232,7 @@ class CommandVerifier:
         if key in seen:
             raise CommandRefused(TEXT_REPLAY.format(id=command_id))
         seen[key] = ts
+        self._changes += 1
 
 
 def _id(payload: Mapping[str, Any]) -> str | int:

@@ -245,6 +245,7 @@ class PlatformCommands:
                     self._verifier.check(name, request)
                 except CommandRefused as exc:
                     raise CommandError(str(exc)) from exc
+                await self._verifier.persist()  # a replay after a restart is refused too
             command = parse(name, request)
             try:
                 return await self._run(name, command)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +165,53 @@ def test_a_file_that_is_not_an_ed25519_key_is_named(tmp_path: Path) -> None:
     path.write_text("not a key")
     with pytest.raises(ValueError, match=r"key\.pem: not an Ed25519 public key"):
         load_verify_key(path)
+
+
+def test_the_replay_window_survives_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ids accepted within max_age are kept in a file, so that a command replayed right
+    after a restart is refused too; ids past max_age are forgotten on the way."""
+    clock, path = Clock(), tmp_path / "command_ids.json"
+
+    def started() -> CommandVerifier:
+        return CommandVerifier(
+            KEY.public_key(), gateway="gw-1", max_age_s=300, now_ms=clock, seen_file=path
+        )
+
+    first = started()
+    first.check("ack", signed(id="c-1"))
+    first.check("ack", signed(id=7))
+    asyncio.run(first.persist())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    restarted = started()  # the daemon came back: a replay is refused at once
+    with pytest.raises(CommandRefused, match="replay"):
+        restarted.check("ack", signed(id="c-1"))
+    with pytest.raises(CommandRefused, match="replay"):
+        restarted.check("ack", signed(id=7))
+    restarted.check("ack", signed(id="7"))  # another id: "7" is not 7
+    asyncio.run(restarted.persist())
+    saved = json.loads(path.read_text())["seen"]
+    assert [entry[:2] for entry in saved] == [["str", "c-1"], ["int", 7], ["str", "7"]]
+
+    clock.now += 301_000  # past max_age: those ids cannot be replayed anyway
+    later = started()
+    later.check("ack", signed(id="c-2", ts=clock.now))
+    asyncio.run(later.persist())
+    assert [entry[1] for entry in json.loads(path.read_text())["seen"]] == ["c-2"]
+
+    path.write_text('{"seen": [["str", 5, 1]]}')  # damaged: reported, never a stop
+    with caplog.at_level(logging.WARNING):
+        damaged = started()
+    assert "cannot read the ids of executed commands" in caplog.text
+    damaged.check("ack", signed(id="c-3", ts=clock.now))
+    asyncio.run(damaged.persist())
+    assert [entry[1] for entry in json.loads(path.read_text())["seen"]] == ["c-3"]
+
+
+def test_no_key_no_replay_file(tmp_path: Path) -> None:
+    path = tmp_path / "command_ids.json"
+    unsigned = CommandVerifier(None, gateway="gw-1", max_age_s=300, now_ms=Clock(), seen_file=path)
+    unsigned.check("ack", {"id": "u-1"})
+    asyncio.run(unsigned.persist())
+    assert not path.exists()

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import Broker, Subscriber
 from tests.kit.configs import alarm, device, gateway, point, tcp_bus, write_config
+from tests.kit.processes import Watchpost
 from tests.modbus_servers import MisshapenAnswers
 from tests.site_run import stop, watchpost
 from watchpost.command_auth import sign
@@ -46,21 +47,29 @@ class Platform:
         self.client.loop_start()
         self.next_id = 0
 
-    def resend(self, **fields: Any) -> dict[str, Any]:
+    def payload(self, **fields: Any) -> dict[str, Any]:
         self.next_id += 1
         body = {"id": f"r-{id(self)}-{self.next_id}", "ts": int(time.time() * 1000)}
         body["gateway"] = "gw-g1"
         body.update(fields)
         if self.key is not None:
             body["sig"] = sign(self.key, body)
+        return body
+
+    def resend(self, **fields: Any) -> dict[str, Any]:
+        return self.send(self.payload(**fields))
+
+    def send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish ``body`` on cmd/resend; the reply that comes for it."""
         topic = ROOT + "cmd/resend/reply"
+        before = len(self.sub.get(topic))
         self.client.publish(ROOT + "cmd/resend", json.dumps(body), qos=1)
         replies = self.sub.wait_for(
             topic,
             timeout=15,
-            predicate=lambda got: any(r.get("id") == body["id"] for r in got),
+            predicate=lambda got: any(r.get("id") == body["id"] for r in got[before:]),
         )
-        return next(r for r in replies if r.get("id") == body["id"])
+        return next(r for r in replies[before:] if r.get("id") == body["id"])
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -98,22 +107,24 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Path]]:
-    """``start(keep_sent=..., broker=...)``: the daemon, signed commands on; its store path."""
-    server = MisshapenAnswers({1: "exact"}, value=1500)  # 15 %LEL: the alarm is raised
-    processes = []
+class Daemon:
+    """The gateway daemon with signed commands on; ``start`` returns its store's path."""
 
-    def start(keep_sent: float = 86400.0, on: Broker = broker) -> Path:
-        key = tmp_path / "command-verify.pem"
+    def __init__(self, folder: Path, broker: Broker, port: int) -> None:
+        self.folder, self.broker, self.port = folder, broker, port
+        self.processes: list[Watchpost] = []
+
+    def start(self, keep_sent: float = 86400.0, on: Broker | None = None) -> Path:
+        folder = self.folder
+        key = folder / "command-verify.pem"
         key.write_bytes(
             PLATFORM_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
         )
         config = gateway(
-            on.url,
+            (on or self.broker).url,
             site="gap-site",
             gateway_id="gw-g1",
-            buses=[tcp_bus("tcp", server.port)],
+            buses=[tcp_bus("tcp", self.port)],
             devices=[
                 device(
                     "gas",
@@ -126,15 +137,24 @@ def daemon(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Path]]:
             commands={"verify_key": str(key)},
         )
         config["store"]["keep_sent"] = keep_sent
-        path = write_config(tmp_path / "gateway.toml", config)
-        process = watchpost("run", "--config", str(path), cwd=tmp_path, log=tmp_path / "gw.log")
-        processes.append(process)
+        path = write_config(folder / "gateway.toml", config)
+        process = watchpost("run", "--config", str(path), cwd=folder, log=folder / "gw.log")
+        self.processes.append(process)
         process.wait_ready()
-        return tmp_path / "var" / "buffer.db"
+        return folder / "var" / "buffer.db"
 
-    yield start
-    for process in processes:
-        stop(process)
+    def stop(self) -> None:
+        for process in self.processes:
+            stop(process)
+        self.processes = []
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, broker: Broker) -> Iterator[Daemon]:
+    server = MisshapenAnswers({1: "exact"}, value=1500)  # 15 %LEL: the alarm is raised
+    running = Daemon(tmp_path, broker, server.port)
+    yield running
+    running.stop()
     server.close()
     log = (tmp_path / "gw.log").read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
@@ -142,10 +162,10 @@ def daemon(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Path]]:
 
 @pytest.mark.slow
 def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
-    daemon: Callable[..., Path], broker: Broker, subscriber: Callable[..., Subscriber]
+    daemon: Daemon, broker: Broker, subscriber: Callable[..., Subscriber]
 ) -> None:
     sub = subscriber(ROOT + "#")
-    store = daemon()
+    store = daemon.start()
     wait_until(lambda: {1, 2, 3, 4, 5, 6, 7, 8} <= kept(store, "telemetry"), 30, "8 kept")
     wait_until(lambda: 1 in kept(store, "alarms"), 10, "the alarm kept")
     signed = Platform(broker, sub, PLATFORM_KEY)
@@ -209,10 +229,10 @@ def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
 
 @pytest.mark.slow
 def test_rows_past_keep_sent_are_reported_not_kept(
-    daemon: Callable[..., Path], broker: Broker, subscriber: Callable[..., Subscriber]
+    daemon: Daemon, broker: Broker, subscriber: Callable[..., Subscriber]
 ) -> None:
     sub = subscriber(ROOT + "#")
-    store = daemon(keep_sent=3.0)
+    store = daemon.start(keep_sent=3.0)
     # the first rows expire 3 s after their PUBACK while newer ones are kept
     wait_until(lambda: len(copies(sub, "telemetry")) >= 10, 30, "10 telemetry")
     wait_until(
@@ -254,7 +274,7 @@ def gaps(sub: Subscriber, stream: str, upto: int) -> list[list[int]]:
 
 @pytest.mark.slow
 def test_a_platform_repairs_what_a_restarted_broker_lost(
-    daemon: Callable[..., Path],
+    daemon: Daemon,
     persistent_broker: Broker,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -263,7 +283,7 @@ def test_a_platform_repairs_what_a_restarted_broker_lost(
     missing) and with a persistent session. The checker asks for every gap until none is
     left."""
     broker = persistent_broker
-    store = daemon(on=broker)
+    store = daemon.start(on=broker)
     wait_until(lambda: len(kept(store, "telemetry")) >= 5, 30, "5 telemetry sent")
     sub = Subscriber(broker, ROOT + "#", client_id="platform-checker", persistent=True)
     try:
@@ -306,3 +326,33 @@ def test_a_platform_repairs_what_a_restarted_broker_lost(
         print(f"gaps found at first: {first_found}")
     finally:
         sub.close()
+
+
+@pytest.mark.slow
+def test_a_command_replayed_right_after_a_restart_is_refused(
+    daemon: Daemon, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> None:
+    """The replay window is kept in the state folder: a signed command captured and sent
+    again after the gateway restarted (well within max_age) is refused."""
+    sub = subscriber(ROOT + "#")
+    store = daemon.start()
+    wait_until(lambda: 1 in kept(store, "telemetry"), 30, "telemetry kept")
+    platform = Platform(broker, sub, PLATFORM_KEY)
+    try:
+        captured = platform.payload(stream="telemetry", from_seq=1, to_seq=1)
+        assert platform.send(captured)["ok"] is True
+        assert "replay" in platform.send(captured)["error"]
+        daemon.stop()
+        daemon.start()
+        sub.wait_for(
+            ROOT + "status",
+            timeout=20,
+            predicate=lambda got: sum(m.get("state") == "online" for m in got) >= 2,
+        )
+        again = platform.send(captured)
+        assert again["ok"] is False, again
+        assert "already executed: a replay is refused" in again["error"]
+        assert platform.resend(stream="telemetry", from_seq=1, to_seq=1)["ok"] is True
+    finally:
+        platform.close()
+    assert (store.parent / "command_ids.json").exists()
