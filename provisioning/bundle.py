@@ -17,10 +17,12 @@ Commands: ``watchpost provision MANIFEST --out DIR [--csr]``, ``watchpost ca cre
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
@@ -44,6 +46,8 @@ from watchpost.provisioning.manifest import (
     gateway_config,
     load_manifest,
 )
+
+Handler = Callable[[argparse.Namespace], int]
 
 BUNDLE_FORMAT = 1
 BUNDLE_INFO = "bundle.json"
@@ -200,7 +204,7 @@ def provision(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BundleError(TEXT_WRITE_FAILED.format(path=out, error=exc), EXIT_IOERR) from exc
+        raise _write_failed(exc, out) from exc
     report = []
     for gateway in gateways:
         target = out / gateway.id
@@ -215,10 +219,7 @@ def provision(
                 if work.exists():
                     shutil.rmtree(work)
         except OSError as exc:
-            path = exc.filename or target
-            raise BundleError(
-                TEXT_WRITE_FAILED.format(path=path, error=exc.strerror or exc), EXIT_IOERR
-            ) from exc
+            raise _write_failed(exc, target) from exc
     return report
 
 
@@ -298,24 +299,43 @@ def create_site_ca(
     key_type: pki.KeyType = "ec-p256",
 ) -> tuple[Path, Path, x509.Certificate]:
     """Write ``out/ca.crt`` and ``out/ca.key`` (0600) for a new site; never replaces a key."""
-    cert_path, key_path = out / "ca.crt", out / "ca.key"
-    for path in (cert_path, key_path):
-        if path.exists():
-            raise BundleError(TEXT_KEY_EXISTS.format(path=path), EXIT_CANTCREAT)
+    cert_path, key_path = _new_pair(out, "ca")
     key = pki.generate_key(key_type)
     cert = pki.create_ca(
         site=site, common_name=common_name or f"Watchpost CA {site}", key=key, days=days
     )
+    _write_pair(out, key, cert, key_path, cert_path)
+    return cert_path, key_path, cert
+
+
+def _new_pair(out: Path, stem: str) -> tuple[Path, Path]:
+    """``out/STEM.crt`` and ``out/STEM.key``; BundleError if either exists (a key is never
+    replaced)."""
+    cert_path, key_path = out / f"{stem}.crt", out / f"{stem}.key"
+    for path in (cert_path, key_path):
+        if path.exists():
+            raise BundleError(TEXT_KEY_EXISTS.format(path=path), EXIT_CANTCREAT)
+    return cert_path, key_path
+
+
+def _write_pair(
+    out: Path, key: pki.PrivateKey, cert: x509.Certificate, key_path: Path, cert_path: Path
+) -> None:
+    """Write the key (0600) and its certificate into ``out``, made if need be."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         pki.write_private_key(key, key_path)
         pki.write_new_file(cert_path, pki.pem(cert), 0o644)
     except OSError as exc:
-        raise BundleError(
-            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
-            EXIT_IOERR,
-        ) from exc
-    return cert_path, key_path, cert
+        raise _write_failed(exc, out) from exc
+
+
+def _write_failed(exc: OSError, where: Path, exit_status: int = EXIT_IOERR) -> BundleError:
+    """The BundleError for a failed write: the file the OS names (else ``where``), its reason."""
+    return BundleError(
+        TEXT_WRITE_FAILED.format(path=exc.filename or where, error=exc.strerror or exc),
+        exit_status,
+    )
 
 
 def _load_site_ca(ca_dir: Path) -> tuple[x509.Certificate, pki.PrivateKey]:
@@ -347,10 +367,8 @@ def sign_gateway_csr(ca_dir: Path, csr_path: Path, out: Path, *, days: int) -> x
     try:
         pki.write_new_file(out, pki.pem(cert), 0o644)
     except OSError as exc:
-        raise BundleError(
-            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
-            EXIT_CANTCREAT if isinstance(exc, FileExistsError) else EXIT_IOERR,
-        ) from exc
+        exit_status = EXIT_CANTCREAT if isinstance(exc, FileExistsError) else EXIT_IOERR
+        raise _write_failed(exc, out, exit_status) from exc
     return cert
 
 
@@ -359,10 +377,7 @@ def create_broker_cert(
 ) -> tuple[Path, Path]:
     """Write ``out/broker.crt`` and ``out/broker.key`` (0600), signed by the CA in ``ca_dir``."""
     ca_cert, ca_key = _load_site_ca(ca_dir)
-    cert_path, key_path = out / "broker.crt", out / "broker.key"
-    for path in (cert_path, key_path):
-        if path.exists():
-            raise BundleError(TEXT_KEY_EXISTS.format(path=path), EXIT_CANTCREAT)
+    cert_path, key_path = _new_pair(out, "broker")
     key = pki.generate_key("ec-p256")
     organization = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     subject = pki.Subject(
@@ -376,15 +391,7 @@ def create_broker_cert(
         cert = pki.sign_leaf(subject, key.public_key(), ca_cert=ca_cert, ca_key=ca_key, days=days)
     except ValueError as exc:  # an IP address that is not one
         raise BundleError(str(exc), 2) from exc
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        pki.write_private_key(key, key_path)
-        pki.write_new_file(cert_path, pki.pem(cert), 0o644)
-    except OSError as exc:
-        raise BundleError(
-            TEXT_WRITE_FAILED.format(path=exc.filename or out, error=exc.strerror or exc),
-            EXIT_IOERR,
-        ) from exc
+    _write_pair(out, key, cert, key_path, cert_path)
     return cert_path, key_path
 
 
@@ -434,6 +441,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command_key.set_defaults(handler=_ca_command_key)
 
 
+def _bundle_errors_exit(handler: Callable[[argparse.Namespace], int]) -> Handler:
+    """A command whose BundleError is printed and becomes its exit status."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BundleError as exc:
+            print(exc, file=sys.stderr)
+            return exc.exit_status
+
+    return run
+
+
+@_bundle_errors_exit
 def _provision(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
@@ -443,39 +465,28 @@ def _provision(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if signer.trust is None:
         print(TEXT_NO_BROKER_CA, file=sys.stderr)
-    try:
-        lines = provision(manifest, signer, args.out, force=args.force, only=args.only)
-    except BundleError as exc:
-        print(exc, file=sys.stderr)
-        return exc.exit_status
-    for line in lines:
+    for line in provision(manifest, signer, args.out, force=args.force, only=args.only):
         print(line)
     return 0
 
 
+@_bundle_errors_exit
 def _ca_create(args: argparse.Namespace) -> int:
-    try:
-        cert_path, key_path, cert = create_site_ca(
-            args.out, site=args.site, common_name=args.name, days=args.days, key_type=args.key_type
-        )
-    except BundleError as exc:
-        print(exc, file=sys.stderr)
-        return exc.exit_status
+    cert_path, key_path, cert = create_site_ca(
+        args.out, site=args.site, common_name=args.name, days=args.days, key_type=args.key_type
+    )
     print(TEXT_CA_DONE.format(cert=cert_path, key=key_path, fingerprint=pki.fingerprint(cert)))
     return 0
 
 
+@_bundle_errors_exit
 def _ca_broker(args: argparse.Namespace) -> int:
     if not args.host and not args.ip:
         print(TEXT_HOST_HELP, file=sys.stderr)
         return 2
-    try:
-        cert_path, key_path = create_broker_cert(
-            args.ca_dir, args.out, hosts=args.host, ips=args.ip, days=args.days
-        )
-    except BundleError as exc:
-        print(exc, file=sys.stderr)
-        return exc.exit_status
+    cert_path, key_path = create_broker_cert(
+        args.ca_dir, args.out, hosts=args.host, ips=args.ip, days=args.days
+    )
     print(
         TEXT_BROKER_DONE.format(cert=cert_path, key=key_path, names=", ".join(args.host + args.ip))
     )
@@ -493,12 +504,9 @@ def _ca_command_key(args: argparse.Namespace) -> int:
     return 0
 
 
+@_bundle_errors_exit
 def _ca_sign(args: argparse.Namespace) -> int:
-    try:
-        cert = sign_gateway_csr(args.ca_dir, args.csr, args.out, days=args.days)
-    except BundleError as exc:
-        print(exc, file=sys.stderr)
-        return exc.exit_status
+    cert = sign_gateway_csr(args.ca_dir, args.csr, args.out, days=args.days)
     print(
         TEXT_SIGN_DONE.format(
             gateway=cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,

@@ -132,6 +132,22 @@ def test_existing_bundles_are_not_replaced_without_force(bundles: Path, site: Pa
     assert not [p for p in bundles.iterdir() if p.name.startswith(".")]  # no half bundles
 
 
+def test_an_output_folder_that_cannot_be_made_is_named_with_the_reason(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site / "notes.txt").write_text("a crew's notes")
+    out = site / "notes.txt" / "out"
+    assert main(["provision", str(site / "manifest.toml"), "--out", str(out)]) == 74
+    assert f"cannot write {out}: Not a directory" in capsys.readouterr().err
+    assert main(["ca", "create", "--out", str(out), "--site", "x"]) == 74
+    assert "cannot write " in capsys.readouterr().err
+    assert (
+        main(["ca", "broker", "--ca-dir", str(site / "ca"), "--out", str(out), "--host", "b"]) == 74
+    )
+    assert "cannot write " in capsys.readouterr().err
+    assert (site / "notes.txt").read_text() == "a crew's notes"
+
+
 def test_rsa_keys(site: Path) -> None:
     manifest = site / "manifest.toml"
     manifest.write_text(
