@@ -55,6 +55,20 @@ class BrokerSection(Model):
         "default: the site CA's certificate ([ca] cert).",
     )
     keepalive: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
+    ack_timeout: float | None = Field(
+        default=None,
+        ge=1,
+        le=600,
+        description="Seconds a message may wait for its PUBACK before the gateway leaves the "
+        "broker ([uplink] ack_timeout); default: the gateway's (20).",
+    )
+    failback_after: float | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Seconds on a backup broker before a gateway tries the primary again "
+        "([uplink] failback_after); default: the gateway's (300).",
+    )
 
     @field_validator("urls")
     @classmethod
@@ -236,6 +250,10 @@ def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any
         "cert_file": str(ETC_DIR / CERT_NAME),
         "key_file": str(ETC_DIR / KEY_NAME),
     }
+    for key in ("ack_timeout", "failback_after"):
+        value = getattr(manifest.broker, key)
+        if value is not None:
+            uplink[key] = value
     commands: dict[str, Any] = {}
     if manifest.commands.verify_key is not None:
         commands["verify_key"] = str(ETC_DIR / VERIFY_KEY_NAME)

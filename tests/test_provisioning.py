@@ -535,3 +535,23 @@ def test_a_command_key_that_is_not_one_is_refused(
     assert "commands.verify_key" in err
     assert "not an Ed25519 public key" in err
     assert not (site / "out" / "gw-tank-a").exists()
+
+
+def test_bundles_carry_the_brokers_ack_timeout_and_failback(site: Path) -> None:
+    """`[broker] ack_timeout` and `failback_after` reach every gateway's `[uplink]`; left
+    out, the gateway's own defaults stay (the key is not written)."""
+    manifest = site / "manifest.toml"
+    assert main(["provision", str(manifest), "--out", str(site / "plain")]) == 0
+    plain = tomllib.loads((site / "plain" / GATEWAYS[0] / "gateway.toml").read_text())
+    assert "ack_timeout" not in plain["uplink"]
+    assert "failback_after" not in plain["uplink"]
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace("[broker]\n", "[broker]\nack_timeout = 5\nfailback_after = 900\n", 1)
+    )
+    assert main(["provision", str(manifest), "--out", str(site / "out")]) == 0
+    for gateway in GATEWAYS:
+        written = tomllib.loads((site / "out" / gateway / "gateway.toml").read_text())
+        assert written["uplink"]["ack_timeout"] == 5
+        assert written["uplink"]["failback_after"] == 900
+        assert written["uplink"]["backup_brokers"]
