@@ -321,6 +321,7 @@ class Gateway:
             "uplink": {
                 "connected": self.uplink.connected,
                 "broker": config.uplink.broker,
+                "current_broker": self.uplink.stats["broker"],
                 **{k: v for k, v in self.uplink.stats.items() if k != "broker"},
             },
             "backlog": self.store.backlog(),

@@ -20,6 +20,10 @@ from watchpost.textout import print_table
 TEXT_GATEWAY_LINE = _("gateway {site}/{gateway}  daemon: {daemon}  clock: {clock}")
 TEXT_UPLINK_CONNECTED = _("uplink: connected {broker}")
 TEXT_UPLINK_DOWN = _("uplink: not connected {broker}")
+TEXT_UPLINK_BACKUP = _(
+    "uplink: on the backup MQTT server {backup} since {since}; the primary {primary}: "
+    "{reason}; tried again at {retry}"
+)
 TEXT_NO_ALARMS = _("no active alarms")
 TEXT_NO_EVENTS = _("nothing changed")
 TEXT_STORE = _("store: {detail}")
@@ -78,6 +82,17 @@ def print_status(result: Mapping[str, Any], formats: Formats) -> None:
     uplink = result.get("uplink", {})
     text = TEXT_UPLINK_CONNECTED if uplink.get("connected") else TEXT_UPLINK_DOWN
     print(text.format(broker=uplink.get("broker", "")).rstrip())
+    failover = uplink.get("failover")
+    if uplink.get("connected") and isinstance(failover, dict):
+        print(
+            TEXT_UPLINK_BACKUP.format(
+                backup=uplink.get("current_broker", "-"),
+                since=when(failover.get("since")),
+                primary=failover.get("primary", "-"),
+                reason=failover.get("reason") or "-",
+                retry=when(failover.get("primary_retry_ts")),
+            )
+        )
     print()
     print_backlog(result.get("backlog", {}), result.get("store_path", ""))
     print()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from tests.kit.net import free_port
 from tests.kit.processes import Watchpost
 from tests.misbehaving_broker import MisbehavingBroker
 from tests.modbus_servers import device_context, tcp_server
+from tests.test_crew_cli import crew
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/mine-7/gw-01/"
@@ -207,12 +209,18 @@ def test_the_gateway_returns_to_its_primary_once_it_is_back(
 ) -> None:
     backup_sub = subscriber(ROOT + "#")
     primary = Broker(tmp_path_factory.mktemp("primary"))  # down at first
+    # bound, not listening: connections are refused, and no other process (nor an outgoing
+    # connection's source port) takes the port before the primary starts on it
+    holder = socket.socket()
+    holder.bind((primary.host, primary.port))
     failback = 3.0
     config = config_for(tmp_path, primary.url, [broker.url], gas.port, failback_after=failback)
     try:
         with daemon(tmp_path, config) as gw:
             gw.wait_ready()
             backup_sub.wait_for(ROOT + "telemetry", timeout=30)
+            crews = crew(config, "status")  # what a crew at the cabinet reads
+            holder.close()
             primary.start()
             started = time.monotonic()
             primary_sub = Subscriber(primary, ROOT + "#")
@@ -233,10 +241,13 @@ def test_the_gateway_returns_to_its_primary_once_it_is_back(
             finally:
                 primary_sub.close()
     finally:
+        holder.close()
         primary.stop()
     print(f"telemetry at the primary {back_after:.2f} s after it listened (failback {failback} s)")
     assert got
     assert back_after <= failback + 6.0, back_after
+    assert f"uplink: on the backup MQTT server 127.0.0.1:{broker.port}" in crews.stdout, crews
+    assert f"the primary 127.0.0.1:{primary.port}: " in crews.stdout, crews
     assert any(m["uplink"]["failover"] is None for m in health)
     statuses = [m["state"] for m in backup_sub.get(ROOT + "status")]
     assert statuses[-1] == "offline", statuses  # it said goodbye to the backup
@@ -249,6 +260,8 @@ def test_on_a_new_connection_waiting_alarms_go_before_status(
     tmp_path: Path, gas: GasServer
 ) -> None:
     port = free_port()  # the broker is not there yet: the alarm waits in the store
+    holder = socket.socket()  # bound, not listening: refused, and kept from other processes
+    holder.bind(("127.0.0.1", port))
     config = config_for(tmp_path, f"mqtt://127.0.0.1:{port}", [], gas.port)
     sock = tmp_path / "var" / "control.sock"
     with daemon(tmp_path, config) as gw:
@@ -262,6 +275,7 @@ def test_on_a_new_connection_waiting_alarms_go_before_status(
                 pass
             time.sleep(0.1)
         time.sleep(0.5)  # stored (an alarm commits at once)
+        holder.close()
         with MisbehavingBroker("ok", port=port) as recorder:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not any(
