@@ -106,6 +106,20 @@ def test_five_mistakes_are_each_named_by_key_path(tmp_path):
     assert "Traceback" not in err
 
 
+def test_a_backup_broker_is_checked_as_the_broker_is(tmp_path):
+    good = GOOD.replace(
+        'broker = "mqtt://127.0.0.1:1883"\n',
+        'broker = "mqtt://127.0.0.1:1883"\nbackup_brokers = ["mqtts://10.0.0.9"]\n',
+    )
+    assert load_config(write(tmp_path, good)).uplink.backup_brokers == ["mqtts://10.0.0.9"]
+    bad = good.replace('"mqtts://10.0.0.9"', '"mqtts://10.0.0.9", "mqtt://u:p@10.0.0.8"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, bad))
+    [error] = caught.value.errors
+    assert error.startswith("uplink.backup_brokers: may not hold a user name or password"), error
+    assert "u:p" not in error
+
+
 def test_references_and_duplicates_are_checked(tmp_path):
     bad = GOOD.replace('bus = "plant"', 'bus = "plantt"').replace(
         'name = "level"', 'name = "ch4_face_1"'

@@ -112,8 +112,11 @@ def _show(value: Any) -> str:
         return TEXT_A_TABLE
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    # a password in a URL is never shown, nor in a list of URLs ([uplink] backup_brokers)
     if isinstance(value, str):
-        value = _URL_PASSWORD.sub(r"\1:***@", value)  # a password in a URL is never shown
+        value = _URL_PASSWORD.sub(r"\1:***@", value)
+    elif isinstance(value, list):
+        value = [_URL_PASSWORD.sub(r"\1:***@", v) if isinstance(v, str) else v for v in value]
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -154,16 +154,10 @@ class UplinkConfig(Model):
         default=None, description="File holding the MQTT password; never put it in this file."
     )
 
-    @field_validator("broker")
+    @field_validator("broker", "backup_brokers")
     @classmethod
-    def _broker_url(cls, url: str) -> str:
-        BrokerAddress.parse(url)
-        return url
-
-    @field_validator("backup_brokers")
-    @classmethod
-    def _backup_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
+    def _broker_urls(cls, urls: str | list[str]) -> str | list[str]:
+        for url in [urls] if isinstance(urls, str) else urls:
             BrokerAddress.parse(url)
         return urls
 
