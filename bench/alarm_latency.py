@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from perf_site import PYTHON, Broker, gateway_toml, layout, site_toml, stop
+import perf_site
+from perf_site import Broker, gateway_toml, layout, site_toml, stop
 
 from watchpost.app import SWITCH_INTERVAL, Gateway
 from watchpost.config import load_config
@@ -72,36 +73,8 @@ def alarm_gateway(bits: int, port: int) -> str:
 def start_simulator(
     folder: Path, text: str, buses: Sequence[str]
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    (folder / "site.toml").write_text(text)
-    events = folder / "events.json"
-    with (folder / "simulator.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "watchpost",
-                "simulate",
-                "site.toml",
-                "--port-base",
-                "0",
-                "--events",
-                str(events),
-            ],
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError((folder / "simulator.log").read_text()[-2000:])
-        with contextlib.suppress(OSError, ValueError):
-            doc = json.loads(events.read_text())
-            if any(e.get("event") == "ready" for e in doc.get("events", [])):
-                return process, {b: int(doc["buses"][b]["port"]) for b in buses}
-        time.sleep(0.1)
-    stop(process)
-    raise RuntimeError("the simulator did not get ready in 60 s")
+    process, doc = perf_site.start_simulator(folder, text)
+    return process, {b: int(doc["buses"][b]["port"]) for b in buses}
 
 
 class Probes:

@@ -316,44 +316,39 @@ class Broker:
         self.process = None
 
 
+def start_simulator(folder: Path, text: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """``watchpost simulate`` on the site ``text`` in ``folder``, on free ports; the process
+    and its events document once it says it is ready (RuntimeError if it does not in 60 s)."""
+    (folder / "site.toml").write_text(text)
+    events = folder / "events.json"
+    with (folder / "simulator.log").open("ab") as log:
+        command = ["simulate", "site.toml", "--port-base", "0", "--events", str(events)]
+        process = subprocess.Popen(
+            [PYTHON, "-m", "watchpost", *command],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((folder / "simulator.log").read_text()[-2000:])
+        with contextlib.suppress(OSError, ValueError):  # not written yet, or half written
+            doc: dict[str, Any] = json.loads(events.read_text())
+            if any(e.get("event") == "ready" for e in doc.get("events", [])):
+                return process, doc
+        time.sleep(0.1)
+    stop(process)
+    raise RuntimeError("the simulator did not get ready in 60 s")
+
+
 class Simulator:
     """``watchpost simulate`` on free ports in ``folder``; ``ports`` once it is ready."""
 
     def __init__(self, folder: Path, devices: list[Device], tick: float = 0.5) -> None:
-        (folder / "site.toml").write_text(site_toml(devices, tick))
-        events = folder / "events.json"
-        with (folder / "simulator.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "watchpost",
-                    "simulate",
-                    "site.toml",
-                    "--port-base",
-                    "0",
-                    "--events",
-                    str(events),
-                ],
-                cwd=folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((folder / "simulator.log").read_text()[-2000:])
-            with contextlib.suppress(OSError, ValueError):
-                doc = json.loads(events.read_text())
-                if any(e.get("event") == "ready" for e in doc.get("events", [])):
-                    self.ports = [
-                        int(doc["buses"][f"ep{e}"]["port"]) for e in range(endpoints(devices))
-                    ]
-                    return
-            time.sleep(0.1)
-        stop(self.process)
-        raise RuntimeError("the simulator did not get ready in 60 s")
+        self.process, doc = start_simulator(folder, site_toml(devices, tick))
+        self.ports = [int(doc["buses"][f"ep{e}"]["port"]) for e in range(endpoints(devices))]
 
     def close(self) -> None:
         stop(self.process)
