@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol, TypeGuard
 from watchpost.alarm_state import STATE_VERSION, AlarmStateFile
 from watchpost.config.alarms import (
     CommLossRule,
+    DiskFullRule,
     InvalidRule,
     Level,
     OutOfRangeRule,
@@ -53,9 +54,11 @@ from watchpost.config.alarms import (
     RateOfRiseRule,
     Rule,
     StateDamagedRule,
+    StateUnsavedRule,
     StuckRule,
     ThresholdRule,
 )
+from watchpost.log_once import LogOnce
 from watchpost.samples import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -76,10 +79,19 @@ TEXT_SHELVE_TOO_LONG = _(
 TEXT_NEEDS_WHO = _("{what} is required (who does it, and why, goes on the record)")
 TEXT_EXPIRED = _("shelf expired")
 TEXT_STATE_DROPPED = _("alarm state of %s dropped: no such alarm in the config")
+TEXT_SAVING_STATE = _("saving the alarm state")
+TEXT_UNSAVED_COST = _(
+    "retried each second; until then a restart takes the alarms' state from the store's "
+    "last events (raised as the fault gateway/state_unsaved)"
+)
+TEXT_STATE_NOT_SAVED = _(
+    "cannot save the alarm state %s at shutdown (%s); the next start takes it from the store"
+)
 
 GATEWAY_POINT = "gateway"  # the point of the gateway's own faults
 
 EventName = Literal["raised", "cleared", "acknowledged", "shelved", "unshelved"]
+GatewayFault = Literal["disk_full", "state_unsaved"]
 
 _GOOD, _BAD, _COMM, _STALE = Quality.GOOD, Quality.BAD, Quality.COMM, Quality.STALE
 
@@ -531,8 +543,9 @@ class AlarmEngine:
         for name, level in (outputs or {}).items():
             alarm = _OutputFault(name, OutputFaultRule(level=level))
             self._alarms[alarm.id] = alarm
-        state_damaged = _OutputFault(GATEWAY_POINT, StateDamagedRule())
-        self._alarms[state_damaged.id] = state_damaged
+        for rule in (StateDamagedRule(), DiskFullRule(), StateUnsavedRule()):
+            fault = _OutputFault(GATEWAY_POINT, rule)  # the gateway's own faults
+            self._alarms[fault.id] = fault
         self._watches = [a for a in self._alarms.values() if isinstance(a, _Production)]
         self._shelved: set[_Alarm] = set()
         self._next_expiry: int | None = None
@@ -712,6 +725,21 @@ class AlarmEngine:
         if event is None:
             return []
         return [self._publish(replace(event, reason=reason, moved_to=moved_to))]
+
+    def report_gateway_fault(
+        self, kind: GatewayFault, *, active: bool, reason: str | None = None
+    ) -> list[AlarmEvent]:
+        """One of the gateway's own faults that comes and goes (``disk_full``,
+        ``state_unsaved``, point ``gateway``): raised while ``active``, cleared after."""
+        state = self._get(f"{GATEWAY_POINT}/{kind}")
+        if state.cond == active:
+            return []
+        now = self._now_ms()
+        state.last_ts = now
+        state.cond = active
+        self.revision += 1
+        event = self._settle(state, now)
+        return [] if event is None else [self._publish(replace(event, reason=reason))]
 
     # -- state for status, the CLI, the platform and restarts --------------------------------
 
@@ -997,6 +1025,7 @@ class AlarmHousekeeper:
         self._emit = emit
         self.interval = interval
         self._saved = -1
+        self._save_failures = LogOnce(log, TEXT_SAVING_STATE, TEXT_UNSAVED_COST)
 
     def restore(self) -> list[str]:
         """Load the saved state into the engine (before polling starts). A file that could
@@ -1024,13 +1053,33 @@ class AlarmHousekeeper:
                 await self.save_if_changed()
         finally:
             if self.engine.revision != self._saved:
-                self.state.save(self.engine.snapshot())  # at shutdown: blocking is fine
+                try:
+                    self.state.save(self.engine.snapshot())  # at shutdown: blocking is fine
+                except OSError as exc:
+                    log.error(TEXT_STATE_NOT_SAVED, self.state.path, exc)
 
     async def save_if_changed(self) -> None:
+        """Save the state if it changed; a failure (a full disk) is logged once, raises the
+        `state_unsaved` fault and is retried at the next turn; never lost in silence."""
         revision = self.engine.revision
-        if revision != self._saved:
+        if revision == self._saved:
+            return
+        try:
             await asyncio.to_thread(self.state.save, self.engine.snapshot())
-            self._saved = revision
+        except OSError as exc:
+            self._save_failures.failed(exc)
+            self._fault(active=True, reason=str(exc))
+            return
+        self._saved = revision
+        self._save_failures.succeeded()
+        self._fault(active=False)  # a change again: saved at the next turn
+
+    def _fault(self, *, active: bool, reason: str | None = None) -> None:
+        for event in self.engine.report_gateway_fault(
+            "state_unsaved", active=active, reason=reason
+        ):
+            if self._emit is not None:
+                self._emit(event)
 
 
 def _shelf_too_long(alarm: str, max_shelve: float) -> AlarmStateError:

@@ -66,7 +66,7 @@ from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_commands, check_disk
 from watchpost.shutdown import FILE_NAME as ORDERS_FILE
 from watchpost.shutdown import OrderDesk, ShutdownOrders
-from watchpost.store import Store
+from watchpost.store import Store, StoreFullError
 from watchpost.telemetry import TelemetryBatcher
 from watchpost.uplink import Uplink
 from watchpost.version import log_rollback, software
@@ -89,9 +89,13 @@ TEXT_UNSIGNED_COMMANDS = _(
     "[commands] verify_key is not set: commands from the platform run unsigned, so anyone "
     "who may publish on the broker's cmd/ topics can acknowledge or shelve alarms"
 )
+TEXT_DRAIN_TIMEOUT = _(
+    "alarm events queued at the stop were not stored within %g s (the disk is full?)"
+)
 TEXT_RELOAD_REFUSED = _("reload refused, the running config stays: %s")
 CONTROL_READY_WAIT = 5.0  # seconds READY=1 waits for the control socket at most
 SWITCH_INTERVAL = 0.001  # seconds; see _run
+DRAIN_TIMEOUT = 5.0  # seconds the alarm events queued at a stop may take to be stored
 RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the reply to leave
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
 TEXT_BROKER_CONNECTED = _("{broker}: connected")
@@ -273,6 +277,14 @@ class Gateway:
         while True:
             if not self.poller.stuck():
                 self._poll_alive.beat()
+            await asyncio.sleep(period)
+
+    async def _disk_watch(self, period: float = 1.0) -> None:
+        """The `disk_full` fault (point `gateway`) while the store's disk is full."""
+        while True:
+            full = self.store.disk_full
+            reason = None if full is None else str(full["reason"])
+            self.alarms.report_gateway_fault("disk_full", active=full is not None, reason=reason)
             await asyncio.sleep(period)
 
     async def _store_liveness(self) -> None:
@@ -502,6 +514,7 @@ class Gateway:
                 "poll-liveness": self._poll_liveness,
                 "certificate-watch": self._certificate_watch,
                 "store-liveness": self._store_liveness,
+                "disk-watch": self._disk_watch,
             }
             async with asyncio.TaskGroup() as group:
                 for name, run in parts.items():
@@ -515,7 +528,11 @@ class Gateway:
                 self.notifier.ready(status=f"polling {len(config.devices)} devices")
         finally:
             self.notifier.stopping()
-            await self.recorder.drain()
+            try:  # a full disk without room: the store says at close what it could not keep
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await self.recorder.drain()
+            except TimeoutError:
+                log.error(TEXT_DRAIN_TIMEOUT, DRAIN_TIMEOUT)
             self.store.close()
 
     async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -557,6 +574,9 @@ async def _serve(config: GatewayConfig, config_path: Path) -> int:
         except ConfigError as exc:
             print_config_error(exc)
             return EXIT_CONFIG
+        except StoreFullError as exc:  # no room even to open it: systemd tries again later
+            log.error("%s", exc)
+            return 1
         task = asyncio.create_task(gateway.run(), name="gateway")
         gateway.stop = task.cancel
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -27,11 +27,25 @@ Exceptions::
 
     StoreError                 base class
      ├── StoreClosedError      the store was closed; no retry helps
+     ├── StoreFullError        the store cannot even be opened: its disk has no room;
+     │                         a retry helps once there is room (systemd restarts the daemon)
      └── BadMessageError       the message cannot be stored (a bad stream name);
                                a programming error, no retry helps
 
 Disk errors while writing are not raised to callers: the writer keeps the rows in memory,
 logs once and retries with backoff (durable puts wait until their commit succeeds).
+
+A full disk (``SQLITE_FULL``) never costs an alarm. The writer commits what frees room or
+must not wait (the broker's acknowledgements, seq reservations) apart from the rest, then
+makes room, cheapest first: the oldest telemetry evicted (checked: did the used bytes go
+down?), the write-ahead log checkpointed and truncated, the reserve file given back
+(``store_room.ReserveFile``). From then on the store is *full* (``disk_full``) until the
+filesystem has room for the reserve again: telemetry is not stored (counted per stream
+like evictions), alarms are; after each commit the freed pages go back to the filesystem
+(incremental vacuum, then a truncating checkpoint). An alarm event that still cannot be
+committed stays in memory, is written at once to ``[store] alarm_spill`` if one is set
+(its put then returns: it is durable there) and is committed with its seq once there is
+room, also after a restart.
 """
 
 from __future__ import annotations
@@ -60,6 +74,7 @@ from watchpost.config.store import StoreConfig
 from watchpost.log_once import LogOnce
 from watchpost.sqlite_files import move_aside, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
+from watchpost.store_room import AlarmSpill, ReserveFile, Spilled
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -79,6 +94,9 @@ EXPIRE_EVERY = 1.0  # seconds between checks for sent rows past keep_sent
 MAX_QUEUED_BYTES = 4 * 1024 * 1024  # telemetry puts wait while the writer is this far behind
 COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+ROOM_MARGIN = 1024 * 1024  # bytes free, beyond the reserve, before a full store counts as not
+FULL_RETRY = 1.0  # seconds between commit attempts at most while the disk is full
+NEARLY_FULL = 64 * 1024  # bytes free under which any SQLite write error counts as a full disk
 
 TEXT_CHECKPOINT_FAILED = (
     "store: closing checkpoint failed (%s); the next start replays the write-ahead log"
@@ -102,6 +120,25 @@ TEXT_EVICTED = _(
 )
 TEXT_DROPPED_SENT = _(
     "store full (quota or disk): forgot %d sent message(s) kept for cmd/resend before keep_sent"
+)
+TEXT_FULL = _(
+    "the disk of the store is full (%s): telemetry is not stored until there is room again "
+    "(counted); alarms are"
+)
+TEXT_NO_ROOM = _("no room on the disk")
+TEXT_FULL_OVER = _("the disk of the store has room again (%d telemetry message(s) not stored)")
+TEXT_RESERVE_RELEASED = _("gave back the %d bytes reserved for alarms so that they can be stored")
+TEXT_RESERVE_COST = _("alarms have no reserved room on this disk; they use what is left")
+TEXT_ROOM_COST = _("freed pages are not given back to the filesystem yet")
+TEXT_DROPPED_COST = _("telemetry that arrives is not stored while the disk is full (counted)")
+TEXT_SPILL_COST = _("alarm events wait in memory only: a stop now would lose them")
+TEXT_LOST_AT_CLOSE = _(
+    "stopping with %d alarm event(s) that the full disk could not take and no "
+    "[store] alarm_spill: lost: %s"
+)
+TEXT_CANNOT_OPEN = _(
+    "cannot open the store {path}: its disk has no room ({error}); free some space (the "
+    "daemon tries again when it is restarted)"
 )
 TEXT_CLOSED = "the store is closed"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
@@ -158,6 +195,10 @@ class StoreClosedError(StoreError):
     """The store was closed; no retry helps."""
 
 
+class StoreFullError(StoreError):
+    """The store cannot be opened for want of room on its disk; a retry helps once there is."""
+
+
 class BadMessageError(StoreError, ValueError):
     """The body cannot be stored; a programming error, no retry helps."""
 
@@ -200,6 +241,7 @@ class _Put:
     done: Callable[[], None] | None
     id: int | None = None  # given by the writer when it inserts the row
     last: str | None = None  # an alarm's id: the body is its last event (meta, same commit)
+    spilled: bool = False  # written to the alarm spill file: durable there, not yet here
 
 
 @dataclass(slots=True)
@@ -238,7 +280,11 @@ class Store:
         self._expired_at = 0.0  # monotonic time of the last check for sent rows to expire
         self.recovery: dict[str, Any] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn, salvaged = self._open_or_recover()
+        # room for alarms on a full disk; also what lets a store be opened on one
+        self._reserve = ReserveFile(
+            Path(f"{self.path}.reserve"), int(config.alarm_reserve_mb * 1024 * 1024)
+        )
+        conn, salvaged = self._open_with_room()
         self._wconn = conn
         self._counters: dict[str, int] = dict(
             conn.execute("SELECT stream, last_seq FROM streams").fetchall()
@@ -274,6 +320,19 @@ class Store:
         self._evict_failures = LogOnce(log, "store eviction (disk full)", TEXT_EVICT_COST)
         self._quota_failures = LogOnce(log, "store quota check", TEXT_QUOTA_COST)
         self._disk_failures = LogOnce(log, "store free-space check", TEXT_DISK_COST)
+        self._reserve_failures = LogOnce(log, "store alarm reserve", TEXT_RESERVE_COST)
+        self._room_failures = LogOnce(log, "store giving pages back", TEXT_ROOM_COST)
+        self._dropping = LogOnce(log, "storing telemetry", TEXT_DROPPED_COST, level=logging.WARNING)
+        self._spill_failures = LogOnce(log, "alarm spill", TEXT_SPILL_COST)
+        # a second path for what still does not fit
+        self._spill = AlarmSpill(config.alarm_spill) if config.alarm_spill is not None else None
+        self._full: dict[str, Any] | None = None  # the disk is full: since when, what it cost
+        self._unsaved_drops: dict[str, tuple[int, int, int, int]] = {}  # -> streams, meta
+        self._spilled_lasts: dict[str, bytes] = {}
+        # the reserve, if it fits at all; full unless the margin is left beside it
+        if not self._take_reserve(need_free=0) or not self._has_room():
+            self._enter_full(TEXT_NO_ROOM)
+        self._read_spill()
         # the file we opened: deleted or replaced while running, it is noticed and replaced
         self._identity = _identity(self.path)
         self._identity_checked = time.monotonic()
@@ -283,11 +342,34 @@ class Store:
 
     # -- opening and recovering -------------------------------------------------------------
 
+    def _open_with_room(self) -> tuple[sqlite3.Connection, dict[str, int]]:
+        """Open the store; on a disk without room (SQLite needs some for its log and its
+        shared memory file) give the reserve back and try once more. A full disk is never
+        taken for damage: the store is not moved aside for it."""
+        try:
+            return self._open_or_recover()
+        except sqlite3.Error as exc:
+            if not _no_room(exc, self.path):
+                raise
+            released = self._reserve.release()
+            if not released:
+                raise StoreFullError(TEXT_CANNOT_OPEN.format(path=self.path, error=exc)) from exc
+            log.warning(TEXT_RESERVE_RELEASED, released)
+        try:
+            return self._open_or_recover()
+        except sqlite3.Error as exc:
+            if not _no_room(exc, self.path):
+                raise
+            raise StoreFullError(TEXT_CANNOT_OPEN.format(path=self.path, error=exc)) from exc
+
     def _open_or_recover(self) -> tuple[sqlite3.Connection, dict[str, int]]:
         conn, moved = open_or_move_aside(
             self.path,
             _open_checked,
-            is_damage=lambda exc: isinstance(exc, sqlite3.DatabaseError | _DamagedError),
+            is_damage=lambda exc: (
+                isinstance(exc, sqlite3.DatabaseError | _DamagedError)
+                and not (isinstance(exc, sqlite3.Error) and _no_room(exc, self.path))
+            ),
             what="store",
         )
         if moved is None:
@@ -440,7 +522,8 @@ class Store:
             ).fetchall()
         found = dict(rows)
         complete = found.pop("last_events", None) == "complete"
-        return {key[5:]: value.encode("utf-8") for key, value in found.items()}, complete
+        lasts = {key[5:]: value.encode("utf-8") for key, value in found.items()}
+        return {**lasts, **self._spilled_lasts}, complete  # spilled: later than committed
 
     def fetch(self, stream: str, after_id: int, limit: int) -> list[StoredRow]:
         """Committed rows of ``stream`` after ``after_id``, oldest first, bodies
@@ -509,9 +592,19 @@ class Store:
         with self._rlock:
             result = _backlog(self._rconn, self.path, self.quota_bytes)
         result["failing"] = self._failing  # the writer cannot commit (disk error)
+        result["disk_full"] = self.disk_full
         if self.recovery is not None:
             result["recovered"] = dict(self.recovery)
         return result
+
+    @property
+    def disk_full(self) -> dict[str, Any] | None:
+        """While the disk is full: since when, why, and what it cost; else None."""
+        with self._seq_lock:
+            full = self._full
+        return (
+            None if full is None else {**full, "telemetry_dropped": dict(full["telemetry_dropped"])}
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -641,12 +734,18 @@ class Store:
             )
             if not urgent and time.monotonic() < deadline:
                 continue
-            if self._try_commit(txn):
-                txn, deadline = [], None
+            txn = self._try_commit(txn)
+            self._spill_done(txn)
+            if not txn:
+                deadline = None
             else:
-                deadline = time.monotonic() + self._backoff.next_delay()
+                delay = self._backoff.next_delay()
+                if self._full is not None:
+                    delay = min(delay, FULL_RETRY)  # alarms wait: try again soon
+                deadline = time.monotonic() + delay
                 if closing is not None and self._backoff.attempt > 5:
-                    break  # give up at shutdown: what is lost is uncommitted telemetry
+                    self._lost_at_close(txn)
+                    break  # give up at shutdown: what is lost is said
             if closing is not None and not txn:
                 break
         try:
@@ -667,37 +766,282 @@ class Store:
             except queue.Empty:
                 return ops
 
-    def _try_commit(self, txn: list[_Op]) -> bool:
+    def _try_commit(self, txn: list[_Op]) -> list[_Op]:
+        """Commit ``txn``; what is left of it (empty when all of it went in)."""
         conn = self._wconn
+        if self._full is not None:
+            txn = self._drop_telemetry(txn)  # the room left is the alarms'
         try:
             self._commit(conn, txn)
         except sqlite3.Error as exc:
-            try:
-                conn.rollback()
-            except sqlite3.Error as rollback_exc:
-                self._rollback_failures.failed(rollback_exc)
-            else:
-                self._rollback_failures.succeeded()
+            self._rollback(conn)
             if not self._failing:
                 log.error(TEXT_WRITE_FAILED, exc, len(txn))
             self._failing = True
             if _is_damage(exc) or not self._still_ours():
                 self._replace(str(exc) or type(exc).__name__)
-                return False  # the batch goes into the fresh store on the next try
-            if _is_full(exc):
-                try:
-                    self._evict(conn, fraction=0.1)
-                except sqlite3.Error as evict_exc:
-                    self._evict_failures.failed(evict_exc)
-                else:
-                    self._evict_failures.succeeded()
-            return False
+                return txn  # the batch goes into the fresh store on the next try
+            if self._disk_full(exc):
+                return self._commit_on_full_disk(txn, str(exc))
+            return txn
+        self._committed(conn, txn)
+        return []
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.rollback()
+        except sqlite3.Error as rollback_exc:
+            self._rollback_failures.failed(rollback_exc)
+        else:
+            self._rollback_failures.succeeded()
+
+    def _committed(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
         if self._failing:
             log.warning(TEXT_WRITE_RECOVERED)
             self._failing = False
             self._backoff.reset()
+        self._unsaved_drops = {}  # went in with this commit
         self._after_commit(conn, txn)
-        return True
+        if self._full is not None:
+            self._give_room_back(conn)
+
+    # -- a full disk ------------------------------------------------------------------------
+
+    def _disk_full(self, exc: sqlite3.Error) -> bool:
+        return _no_room(exc, self.path)
+
+    def _commit_on_full_disk(self, txn: list[_Op], reason: str) -> list[_Op]:
+        """Commit what can be, making room cheapest first; what is left of ``txn``."""
+        self._enter_full(reason)
+        remaining = self._commit_parts(txn)
+        for make_room in (self._evict_for_room, self._truncate_wal, self._release_reserve):
+            if not remaining:
+                return []
+            if make_room():
+                remaining = self._commit_parts(remaining)
+        remaining = self._drop_telemetry(remaining)
+        self._spill_durable(remaining)
+        return remaining
+
+    def _commit_parts(self, ops: list[_Op]) -> list[_Op]:
+        """The most of ``ops`` that one commit takes: all, else all but the telemetry, else
+        the acknowledgements and reservations alone (they free room or must not wait)."""
+        conn = self._wconn
+        essential = [op for op in ops if not _droppable(op)]
+        small: list[_Op] = [op for op in ops if not isinstance(op, _Put)]
+        for part in (ops, essential, small):
+            if not part or (part is not ops and len(part) == len(ops)):
+                continue
+            try:
+                self._commit(conn, part)
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                if not self._disk_full(exc):
+                    return ops
+                continue
+            self._committed(conn, part)
+            taken = {id(op) for op in part}
+            return [op for op in ops if id(op) not in taken]
+        return ops
+
+    def _enter_full(self, reason: str) -> None:
+        if self._full is not None:
+            return
+        log.error(TEXT_FULL, reason)
+        with self._seq_lock:
+            self._full = {
+                "since": wall_ms(),
+                "reason": reason,
+                "reserve_released": False,
+                "telemetry_dropped": {"messages": 0, "items": 0},
+                "alarms_waiting": 0,
+                "alarms_spilled": 0,
+            }
+
+    def _note_full(self, **changes: Any) -> None:
+        with self._seq_lock:
+            if self._full is not None:
+                self._full = {**self._full, **changes}
+
+    def _evict_for_room(self) -> bool:
+        """Evict the oldest telemetry; whether the used bytes went down."""
+        conn = self._wconn
+        try:
+            before = _used_bytes(conn)
+            self._evict(conn, fraction=0.1)
+            freed = _used_bytes(conn) < before
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            self._evict_failures.failed(exc)
+            return False
+        self._evict_failures.succeeded()
+        return freed
+
+    def _truncate_wal(self) -> bool:
+        """Checkpoint the write-ahead log and give its space back; whether it shrank."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            before = wal.stat().st_size
+            self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return wal.stat().st_size < before
+        except (OSError, sqlite3.Error) as exc:
+            self._room_failures.failed(exc)
+            return False
+
+    def _release_reserve(self) -> bool:
+        try:
+            released = self._reserve.release()
+        except OSError as exc:
+            self._reserve_failures.failed(exc)
+            return False
+        if released:
+            log.warning(TEXT_RESERVE_RELEASED, released)
+            self._note_full(reserve_released=True)
+        return released > 0
+
+    def _give_room_back(self, conn: sqlite3.Connection) -> None:
+        """While full, after a commit: free pages to the filesystem, and once it has room
+        for the reserve again (and a margin), the store is no longer full."""
+        try:
+            conn.execute("PRAGMA incremental_vacuum").fetchall()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            self._room_failures.failed(exc)
+            return
+        self._room_failures.succeeded()
+        if not self._take_reserve(need_free=self._margin()) or not self._has_room():
+            return
+        with self._seq_lock:
+            full, self._full = self._full, None
+        dropped = full["telemetry_dropped"]["messages"] if full else 0
+        log.warning(TEXT_FULL_OVER, dropped)
+        self._dropping.succeeded()
+
+    def _margin(self) -> int:
+        """Bytes free, beside the reserve, for the store not to count as full."""
+        return max(self._reserve.size, ROOM_MARGIN)
+
+    def _take_reserve(self, need_free: int) -> bool:
+        """Hold the reserve if the filesystem keeps ``need_free`` beyond it; whether held."""
+        try:
+            held = self._reserve.ensure(need_free=need_free)
+        except OSError as exc:
+            self._reserve_failures.failed(exc)
+            return False
+        if held:
+            self._reserve_failures.succeeded()
+        return held
+
+    def _has_room(self) -> bool:
+        try:
+            return shutil.disk_usage(self.path.parent).free >= self._margin()
+        except OSError as exc:
+            self._disk_failures.failed(exc)
+            return False
+
+    def _drop_telemetry(self, ops: list[_Op]) -> list[_Op]:
+        """Leave the telemetry out (counted per stream, like an eviction)."""
+        dropped = [op for op in ops if isinstance(op, _Put) and _droppable(op)]
+        if not dropped:
+            return ops
+        self._dropping.failed(TEXT_NO_ROOM)
+        items = sum(op.items for op in dropped)
+        for op in dropped:
+            count, samples, first, _last = self._unsaved_drops.get(op.stream, (0, 0, op.seq, 0))
+            self._unsaved_drops[op.stream] = (count + 1, samples + op.items, first, op.seq)
+        with self._seq_lock:
+            self._queued_bytes -= sum(len(op.body) for op in dropped)
+            if self._full is not None:
+                before = self._full["telemetry_dropped"]
+                self._full = {
+                    **self._full,
+                    "telemetry_dropped": {
+                        "messages": before["messages"] + len(dropped),
+                        "items": before["items"] + items,
+                    },
+                }
+        return [op for op in ops if not (isinstance(op, _Put) and _droppable(op))]
+
+    def _spill_durable(self, ops: list[_Op]) -> None:
+        """Alarm events the disk cannot take: to the second path (their puts return),
+        else they wait in memory."""
+        waiting = [op for op in ops if isinstance(op, _Put) and not op.spilled]
+        self._note_full(alarms_waiting=sum(1 for op in ops if isinstance(op, _Put)))
+        if not waiting or self._spill is None:
+            if waiting:
+                self._spill_failures.failed(TEXT_SPILL_COST)
+            return
+        try:
+            self._spill.append(
+                [
+                    Spilled(op.stream, op.seq, op.ts, op.items, op.boot, op.body, op.last)
+                    for op in waiting
+                ]
+            )
+        except OSError as exc:
+            self._spill_failures.failed(exc)
+            return
+        self._spill_failures.succeeded()
+        self._note_full(alarms_spilled=self._spill.written)
+        for op in waiting:
+            op.spilled = True
+            done, op.done = op.done, None
+            if done is not None:
+                done()
+
+    def _spill_done(self, txn: list[_Op]) -> None:
+        """Everything spilled is committed: the spill file goes."""
+        spill = self._spill
+        if spill is None or not spill.written:
+            return
+        if any(isinstance(op, _Put) and op.spilled for op in txn):
+            return
+        try:
+            spill.clear()
+        except OSError as exc:
+            self._spill_failures.failed(exc)
+
+    def _read_spill(self) -> None:
+        """At start: what an earlier run spilled and did not commit, queued with its seqs."""
+        if self._spill is None:
+            return
+        try:
+            found = self._spill.read()
+        except OSError as exc:
+            self._spill_failures.failed(exc)
+            return
+        committed = dict(self._wconn.execute("SELECT stream, last_seq FROM streams").fetchall())
+        for entry in found:
+            if entry.seq <= committed.get(entry.stream, 0):
+                continue  # committed before the spill file could be removed
+            with self._seq_lock:
+                self._counters[entry.stream] = max(self._counters.get(entry.stream, 0), entry.seq)
+                self._queued_bytes += len(entry.body)
+            self._row_streams.add(entry.stream)
+            if entry.last is not None:
+                self._spilled_lasts[entry.last] = entry.body
+            put = _Put(
+                entry.stream,
+                entry.seq,
+                entry.ts,
+                entry.items,
+                entry.boot,
+                entry.body,
+                None,
+                last=entry.last,
+                spilled=True,
+            )
+            self._queue.put(put)
+
+    def _lost_at_close(self, txn: list[_Op]) -> None:
+        """Stopping on a disk that still has no room: say what is lost."""
+        lost = [
+            f"{op.stream} {op.seq}"
+            for op in txn
+            if isinstance(op, _Put) and not op.spilled and not _droppable(op)
+        ]
+        if lost:
+            log.error(TEXT_LOST_AT_CLOSE, len(lost), ", ".join(lost))
 
     def _after_commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
         """First whoever waits for a put (a durable alarm), then the uplink, then the
@@ -743,7 +1087,9 @@ class Store:
         if lasts:  # in order: the latest event of an alarm wins
             conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", lasts)
         if acked:
-            if self.keep_sent_ms > 0:  # kept for cmd/resend: the broker may still lose them
+            # kept for cmd/resend: the broker may still lose them; not on a full disk, where
+            # the kept rows would go first anyway and the room is the alarms'
+            if self.keep_sent_ms > 0 and self._full is None:
                 now = self._now_ms()
                 conn.executemany(
                     "INSERT OR REPLACE INTO sent(id, stream, seq, ts, items, boot, z, body, "
@@ -757,7 +1103,21 @@ class Store:
                 "INSERT OR REPLACE INTO clock_fix(boot, delta_ms) VALUES (?, ?)", fixes
             )
         self._save_counters(counters)
+        self._save_drops(conn)
         conn.execute("COMMIT")
+
+    def _save_drops(self, conn: sqlite3.Connection) -> None:
+        """Telemetry left out on a full disk: counted with the evictions."""
+        for stream, (count, items, first, last) in self._unsaved_drops.items():
+            conn.execute(
+                "UPDATE streams SET evicted = evicted + ?, "
+                "evicted_items = evicted_items + ? WHERE stream = ?",
+                (count, items, stream),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                (f"last_eviction.{stream}", json.dumps([first, last])),
+            )
 
     def _insert(self, puts: list[_Put]) -> None:
         rows = []
@@ -906,8 +1266,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _open_checked(path: Path) -> sqlite3.Connection:
     """Open (or create) the store and prove it sound; raise on any damage."""
+    new = not path.exists() or path.stat().st_size == 0
     conn = _connect(path)
     try:
+        if new:  # before WAL and any table: pages freed on a full disk can then be given
+            # back to the filesystem; older versions read it as any other store
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL").fetchone()
         conn.execute("PRAGMA synchronous = FULL")  # each commit fsyncs the WAL
         conn.execute("PRAGMA journal_size_limit = 8388608")
@@ -1083,6 +1447,23 @@ def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> 
             loop.call_soon_threadsafe(set_result)
 
     return resolve
+
+
+def _droppable(op: _Op) -> bool:
+    """Telemetry: left out rather than kept waiting when the disk is full."""
+    return isinstance(op, _Put) and op.stream in EVICTABLE_STREAMS and not op.spilled
+
+
+def _no_room(exc: sqlite3.Error, path: Path) -> bool:
+    """SQLite failed for want of room on the disk of ``path``."""
+    if _is_full(exc):
+        return True
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    try:  # SQLite reports some writes that found no room as an I/O error
+        return shutil.disk_usage(path.parent).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

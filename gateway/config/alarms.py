@@ -231,6 +231,31 @@ class StateDamagedRule(FaultRule):
         return self
 
 
+class GatewayFaultRule(FaultRule):
+    """One of the gateway's own faults that comes and goes (made by the engine, not config):
+    raised while it lasts, cleared when it is over; never shelved."""
+
+    shelvable: bool = Field(default=False, description="A gateway fault is not shelved.")
+
+    @model_validator(mode="after")
+    def _name(self) -> GatewayFaultRule:  # the reserved name is its kind
+        if not self.name:
+            object.__setattr__(self, "name", self.default_name())
+        return self
+
+
+class DiskFullRule(GatewayFaultRule):
+    """The store's disk is full: telemetry is not stored, alarms use the reserved room."""
+
+    kind: Literal["disk_full"] = "disk_full"
+
+
+class StateUnsavedRule(GatewayFaultRule):
+    """The alarm state file cannot be written (a full disk, an I/O error); retried."""
+
+    kind: Literal["state_unsaved"] = "state_unsaved"
+
+
 RULE_CLASSES: tuple[type[Rule], ...] = (
     ThresholdRule,
     ProductionRule,

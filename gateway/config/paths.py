@@ -9,6 +9,7 @@ other permissions.
 - ``[store] path`` and ``[history] path`` (when history is on): a regular file or nothing
   yet, never a directory (it is not a damaged store to move aside); writable, in a folder
   that is writable or can be made;
+- ``[store] alarm_spill`` (when set): the same as a store file;
 - ``[gateway] state_dir``: a folder, writable or makeable;
 - ``[control] socket``: short enough for a Unix socket, a socket or nothing yet (the daemon
   replaces a socket a killed daemon left, never another file), its folder writable or makeable.
@@ -50,6 +51,8 @@ def check_paths(config: GatewayConfig) -> list[str]:
     state_dir = config.gateway.state_dir or config.store.path.parent
     history = config.history.path or state_dir / "history.db"
     problems = [f"store.path: {p}" for p in _file_problems(config.store.path)]
+    if config.store.alarm_spill is not None:
+        problems += [f"store.alarm_spill: {p}" for p in _file_problems(config.store.alarm_spill)]
     problems += [f"gateway.state_dir: {p}" for p in _folder_problems(state_dir)]
     if config.history.enabled:
         problems += [f"history.path: {p}" for p in _file_problems(history)]

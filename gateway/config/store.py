@@ -41,3 +41,18 @@ class StoreConfig(Model):
         "platform can ask for it again (cmd/resend) when the broker lost it; 0 keeps nothing. "
         "Within quota_mb: kept messages go first when the store is full, before unsent telemetry.",
     )
+    alarm_reserve_mb: float = Field(
+        default=4,
+        ge=0,
+        le=1024,
+        description="Room kept for alarms (MiB): a file beside the store, given back when the "
+        "disk is full so that alarms and acknowledgements can still be stored; made again once "
+        "the filesystem has twice that free. 0: no reserve.",
+    )
+    alarm_spill: Path | None = Field(
+        default=None,
+        description="A second file, best on another filesystem (e.g. /run/watchpost/spill.jsonl "
+        "or a USB stick): alarm events that the full disk cannot take are written there at "
+        "once, read back into the store at the next start and sent with their seqs. Unset: "
+        "they wait in memory (lost if the daemon stops before the disk has room).",
+    )
