@@ -100,6 +100,10 @@ RELOAD_DELAY = 1.0  # seconds between accepting a reload and restarting, for the
 TEXT_NO_DEVICE = _("no device named {name!r} (devices: {known})")
 TEXT_BROKER_CONNECTED = _("{broker}: connected")
 TEXT_BROKER_DOWN = _("{broker}: not connected; last error: {error}")
+TEXT_STORE_FULL = _(
+    "{path}: its disk is full since {since}; alarms use the room kept for them, "
+    "{dropped} telemetry message(s) not stored"
+)
 TEXT_NOT_TRIED = _("none yet (still trying to connect)")
 
 
@@ -451,11 +455,25 @@ class Gateway:
         error = self.uplink.last_error or TEXT_NOT_TRIED
         return Check("broker", False, TEXT_BROKER_DOWN.format(broker=broker, error=error))
 
+    def _store_check(self) -> Check:
+        path = str(self.config.store.path)
+        full = self.store.disk_full
+        if full is not None:
+            since = dt.datetime.fromtimestamp(full["since"] / 1000, dt.UTC)
+            return Check(
+                "store",
+                False,
+                TEXT_STORE_FULL.format(
+                    path=path,
+                    since=since.strftime("%Y-%m-%d %H:%M:%SZ"),
+                    dropped=full["telemetry_dropped"]["messages"],
+                ),
+            )
+        return Check("store", not self.store.backlog().get("failing", False), path)
+
     async def _selftest(self, _args: dict[str, Any]) -> list[dict[str, Any]]:
         checks = [
-            Check(
-                "store", not self.store.backlog().get("failing", False), str(self.config.store.path)
-            ),
+            self._store_check(),
             self._broker_check(),
             check_clock(self.config.gateway.clock),
             check_disk(Path(self.config.store.path)),

@@ -116,6 +116,22 @@ def wait_gas_events(sub: Subscriber, count: int, timeout: float = 30.0) -> None:
     )
 
 
+def selftest(tmp_path: Path, disk: SmallDisk, config: Path) -> dict[str, dict[str, Any]]:
+    """`watchpost selftest --json` as a crew runs it (the daemon answers it)."""
+    result = subprocess.run(
+        [
+            *disk.prefix(tmp_path),
+            *(sys.executable, "-m", "watchpost", "selftest", "--json", "--config", str(config)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    return {check["name"]: check for check in json.loads(result.stdout)}
+
+
 @pytest.mark.slow
 def test_alarms_raised_on_a_full_disk_reach_the_broker(
     tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber], disk: SmallDisk
@@ -144,6 +160,9 @@ def test_alarms_raised_on_a_full_disk_reach_the_broker(
             full = health["backlog"]["disk_full"]
             assert full["reserve_released"] is True, full
             assert full["telemetry_dropped"]["messages"] > 0, full
+            checks = selftest(tmp_path, disk, config)
+            assert checks["store"]["result"] == "fail", checks
+            assert "its disk is full since" in checks["store"]["detail"], checks
             toggles += toggle(server, 2)  # still full, the broker there: alarms go at once
             wait_gas_events(sub, toggles, timeout=10)
             assert daemon.stop() == 0, daemon.log()
