@@ -8,8 +8,6 @@ unknown and oversized commands is answered with errors and changes nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,29 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.configs import (
-    Table,
-    alarm,
-    constant,
-    gas,
-    gas_gateway,
-    simulated_site,
-    toml,
-    write_config,
-)
+from tests.kit.configs import Table, alarm, gas, gas_gateway, gas_site, toml, write_config
+from tests.kit.control import crew
 from tests.kit.processes import SimulatorProcess, running_gateway
 from watchpost.commands import COMMANDS, MAX_COMMAND_BYTES, CommandError, parse
 
 ROOT = "watchpost/v1/cmd-site/gw-9/"
 
-SITE = toml(
-    simulated_site(
-        "cmd-site",
-        {"type": "modbus_tcp", "name": "tcp", "port": 0},
-        constant("gas_a", 0, 150),  # 15.0 %LEL: both above their latching limit
-        constant("gas_b", 1, 150),
-    )
-)
+SITE = toml(gas_site("cmd-site", 150, 150))  # 15.0 %LEL: both above their limit
 
 
 def gateway_config(broker: str, port: int) -> Table:
@@ -145,17 +128,6 @@ def daemon(tmp_path: Path, broker: Broker):
         path = write_config(tmp_path / "gateway.toml", config)
         with running_gateway(path, clean_stop=False) as process:
             yield process, path
-
-
-def crew(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.mark.slow

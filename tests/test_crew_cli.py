@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import Broker, Subscriber
+from tests.kit.control import crew
 from tests.site_run import SiteRun, stop
 
 ROOT = "watchpost/v1/demo-colliery/gw-01/"
 EX_UNAVAILABLE = 69
-
-
-def crew(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, Subscriber
-from tests.kit.configs import (
-    Table,
-    alarm,
-    constant,
-    gas,
-    gas_gateway,
-    simulated_site,
-    toml,
-    write_config,
-)
+from tests.kit.configs import Table, alarm, gas, gas_gateway, gas_site, toml, write_config
 from tests.kit.processes import SimulatorProcess, gateway_process
 from watchpost.control import ControlError, request
 
@@ -35,14 +26,7 @@ FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 DELAY = 12.0  # s: the on_delay of gas_b
 SHELF = 6.0  # s: each shelf of gas_a
 
-SITE = toml(
-    simulated_site(
-        "clock-site",
-        {"type": "modbus_tcp", "name": "tcp", "port": 0},
-        constant("gas_a", 0, 150),  # 15.0 %LEL: both above their limit
-        constant("gas_b", 1, 150),
-    )
-)
+SITE = toml(gas_site("clock-site", 150, 150))  # 15.0 %LEL: both above their limit
 
 
 def gateway_config(broker: str, port: int) -> Table:

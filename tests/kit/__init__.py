@@ -7,7 +7,8 @@
   ``gateway_process``/``running_gateway``: `watchpost run` on a config, in its folder.
 - ``configs``: builders for gateway configs (dicts written as TOML), instead of copied TOML;
   ``gas_gateway``/``gas``: one Modbus TCP bus with one gas device, as most daemon tests use.
-- ``control``: ``wait_status``, the daemon's `status` once its control socket answers.
+- ``control``: ``wait_status``, the daemon's `status` once its control socket answers;
+  ``crew``, `watchpost ... --config` run to its exit as a crew runs it.
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.

@@ -133,3 +133,10 @@ def constant(name: str, address: int, value: float) -> Table:
         "type": "uint16",
         "signal": {"kind": "constant", "value": value},
     }
+
+
+def gas_site(name: str, *values: float) -> Table:
+    """A simulated site with Modbus TCP bus ``tcp`` (a free port) and device ``gas`` whose
+    points gas_a, gas_b, ... always read ``values`` (holding registers 0, 1, ...)."""
+    points = [constant(f"gas_{chr(ord('a') + i)}", i, value) for i, value in enumerate(values)]
+    return simulated_site(name, {"type": "modbus_tcp", "name": "tcp", "port": 0}, *points)

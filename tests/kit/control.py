@@ -1,7 +1,9 @@
-"""The crews' control socket of a running daemon, as a test asks it."""
+"""What a crew asks a running daemon: its control socket, and the CLI beside it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,3 +21,15 @@ def wait_status(sock: Path, timeout: float = 30.0, every: float = 0.1) -> dict[s
             if time.monotonic() > deadline:
                 raise
             time.sleep(every)
+
+
+def crew(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`watchpost ARGS --config CONFIG` as a crew runs it beside the daemon, to its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
