@@ -430,15 +430,20 @@ class Uplink:
                 )
             return self._verdict(link, time.monotonic() - started)
         finally:
-            self._link = None
-            link.lost.set()
-            self._requeue_resends(link)
-            try:
-                link.client.disconnect()
-            except Exception as exc:
-                log.warning(TEXT_DISCONNECT_FAILED, address.host, address.port, exc)
-            if link.io is not None:
-                link.io.stop()
+            self._close(link)
+
+    def _close(self, link: _Link) -> None:
+        """The end of a link, however it came: acks handed over, DISCONNECT, socket let go."""
+        self._link = None
+        link.lost.set()
+        self._flush_acks(link)  # PUBACKs that came with the loss: not sent again
+        self._requeue_resends(link)
+        try:
+            link.client.disconnect()
+        except Exception as exc:
+            log.warning(TEXT_DISCONNECT_FAILED, link.address.host, link.address.port, exc)
+        if link.io is not None:
+            link.io.stop()
 
     def _verdict(self, link: _Link, lasted: float) -> tuple[Outcome, str]:
         """How a link the broker ended (or that missed a PUBACK) counts for the failover."""
@@ -636,10 +641,7 @@ class Uplink:
             self._kick.clear()
             if self._ack_overdue(link) or await self._time_to_leave(link):
                 return
-            if link.acked:
-                self.outbox.ack(link.acked)
-                self.stats["acked"] += len(link.acked)
-                link.acked = []
+            self._flush_acks(link)
             for stream in self.outbox.streams():
                 queue = link.queues.setdefault(stream, _StreamQueue())
                 if not queue.live and len(queue.ready) < FETCH_ROWS // 2:
@@ -652,9 +654,27 @@ class Uplink:
                 link.inflight
             ) < window - PRIORITY_SLOTS
             if not more and not self._kick.is_set():
-                with contextlib.suppress(TimeoutError):  # woken at least every second
-                    async with asyncio.timeout(1.0):
+                with contextlib.suppress(TimeoutError):  # woken by the next deadline
+                    async with asyncio.timeout(self._next_check(link)):
                         await self._kick.wait()
+
+    def _next_check(self, link: _Link) -> float:
+        """Seconds until the drain loop must look again: the PUBACK deadline, the time to
+        go back to the primary, and at least once a second."""
+        now, wait = time.monotonic(), 1.0
+        if link.unacked:
+            since = max(link.last_ack, min(link.unacked.values()))
+            wait = min(wait, since + self.config.ack_timeout - now)
+        if link.failback_at is not None:
+            wait = min(wait, link.failback_at - now)
+        return max(0.01, wait)
+
+    def _flush_acks(self, link: _Link) -> None:
+        """Hand the acknowledged rows to the store, which forgets them in its next commit."""
+        if link.acked:
+            self.outbox.ack(link.acked)
+            self.stats["acked"] += len(link.acked)
+            link.acked = []
 
     def _ack_overdue(self, link: _Link) -> bool:
         """True (and the link judged broken) when a message has waited ``ack_timeout`` for
@@ -662,8 +682,8 @@ class Uplink:
         messages and never answers, or a link too slow to be of use."""
         if not link.unacked:
             return False
-        waiting_since = max(link.last_ack, min(link.unacked.values()))
-        if time.monotonic() - waiting_since < self.config.ack_timeout:
+        since = max(link.last_ack, min(link.unacked.values()))
+        if time.monotonic() - since < self.config.ack_timeout:
             return False
         link.ack_late = True
         link.reason = TEXT_NO_PUBACK.format(seconds=self.config.ack_timeout)
