@@ -450,8 +450,10 @@ class Gateway:
 
     def _broker_check(self) -> Check:
         broker = self.config.uplink.broker
-        if self.uplink.connected:
-            return Check("broker", True, TEXT_BROKER_CONNECTED.format(broker=broker))
+        if self.uplink.connected:  # to the primary or, after a failover, to a backup
+            stats = self.uplink.stats
+            current = stats["broker"] if stats.get("broker_role") == "backup" else broker
+            return Check("broker", True, TEXT_BROKER_CONNECTED.format(broker=current))
         error = self.uplink.last_error or TEXT_NOT_TRIED
         return Check("broker", False, TEXT_BROKER_DOWN.format(broker=broker, error=error))
 
