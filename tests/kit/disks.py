@@ -102,9 +102,12 @@ class SmallDisk:
         return self._holder.pid
 
     def prefix(self, cwd: Path) -> list[str]:
-        """Put before a command to run it, in ``cwd``, where the tmpfs is mounted (entering
-        a mount namespace resets the working directory)."""
-        return ["nsenter", f"--target={self.pid}", "--mount", "--root", f"--wd={cwd}", "--"]
+        """Put before a command to run it, in ``cwd``, where the tmpfs is mounted. Entering a
+        mount namespace resets the working directory, and ``nsenter --wd=DIR`` would open
+        DIR as the test sees it: the command starts in the helper's directory and ``cd``
+        runs inside."""
+        enter = ["nsenter", f"--target={self.pid}", "--mount", "--root", "--wd", "--"]
+        return [*enter, "sh", "-c", 'cd "$0" && exec "$@"', str(cwd)]
 
     def path(self, *parts: str) -> Path:
         """A path on the tmpfs as the test can open it (through the helper's root)."""
