@@ -6,12 +6,11 @@ at its exit status, its output and what reached the broker.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.conftest import Broker, Subscriber
 from tests.kit.configs import gas_gateway, point
 from tests.kit.configs import write_config as kit_write_config
 from tests.kit.control import wait_status
+from tests.kit.disks import NoSmallDisk, SmallDisk
 from tests.kit.processes import running_gateway
 from tests.modbus_servers import MisshapenAnswers
 
@@ -64,13 +64,15 @@ def test_a_sighup_while_starting_does_not_kill_the_daemon(
 EXIT_CONFIG = 78
 
 
-def check_and_run(config: Path) -> list[subprocess.CompletedProcess[str]]:
+def check_and_run(
+    config: Path, prefix: Sequence[str] = ()
+) -> list[subprocess.CompletedProcess[str]]:
     """`watchpost config check` and `watchpost run` on ``config``, each to its exit."""
     results = []
     for args in (("config", "check", str(config)), ("run", "--config", str(config))):
         results.append(
             subprocess.run(
-                [sys.executable, "-m", "watchpost", *args],
+                [*prefix, sys.executable, "-m", "watchpost", *args],
                 cwd=config.parent,
                 capture_output=True,
                 text=True,
@@ -81,10 +83,10 @@ def check_and_run(config: Path) -> list[subprocess.CompletedProcess[str]]:
     return results
 
 
-def assert_refused(config: Path, *words: str) -> str:
+def assert_refused(config: Path, *words: str, prefix: Sequence[str] = ()) -> str:
     """Both commands exit 78 and name every one of ``words``; no traceback."""
     output = ""
-    for result in check_and_run(config):
+    for result in check_and_run(config, prefix):
         text = result.stdout + result.stderr
         assert result.returncode == EXIT_CONFIG, text
         for word in words:
@@ -130,44 +132,40 @@ def test_an_unusable_control_socket_path_is_refused(
 
 
 @pytest.fixture
-def read_only_mount(tmp_path: Path):
-    """A small tmpfs at ``tmp_path/ro``; ``remount_read_only()`` makes it read-only."""
-    if os.geteuid() != 0:
-        pytest.fail("mounting a read-only file system needs root (CI runs as root)")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-
-    def remount_read_only() -> None:
-        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 4 MiB tmpfs at ``tmp_path/ro``, in a mount namespace of its own (never left behind)."""
+    disk = SmallDisk(tmp_path / "ro", size="4m")
     try:
-        yield mount, remount_read_only
+        disk.start()
+    except NoSmallDisk as exc:
+        pytest.skip(str(exc))
+    try:
+        yield disk
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        disk.close()
 
 
 def test_a_store_folder_on_a_read_only_file_system_is_refused(
-    tmp_path: Path, read_only_mount
+    tmp_path: Path, small_disk: SmallDisk
 ) -> None:
-    mount, remount_read_only = read_only_mount
-    remount_read_only()
-    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1, store=f"{mount}/var/buffer.db")
-    assert_refused(config, "store.path", "read-only")
+    small_disk.remount_read_only()
+    store = f"{small_disk.folder}/var/buffer.db"
+    config = write_config(tmp_path, "mqtt://127.0.0.1:1", 1, store=store)
+    assert_refused(config, "store.path", "read-only", prefix=small_disk.prefix(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_read_only_store_at_start_is_refused_with_the_reason(
-    tmp_path: Path, broker: Broker, read_only_mount
+    tmp_path: Path, broker: Broker, small_disk: SmallDisk
 ) -> None:
-    mount, remount_read_only = read_only_mount
+    inside = small_disk.prefix(tmp_path)
     with MisshapenAnswers({1: "exact"}) as server:
-        config = write_config(tmp_path, broker.url, server.port, store=f"{mount}/buffer.db")
-        with running_gateway(config):  # a first run makes the store
+        store = small_disk.folder / "buffer.db"
+        config = write_config(tmp_path, broker.url, server.port, store=str(store))
+        with running_gateway(config, prefix=inside):  # a first run makes the store
             wait_status(tmp_path / "var" / "control.sock")
-        store = mount / "buffer.db"
-        before = store.read_bytes()
-        remount_read_only()
-        output = assert_refused(config, "store.path", str(store), "read-only")
-    assert store.read_bytes() == before
+        before = small_disk.path("buffer.db").read_bytes()
+        small_disk.remount_read_only()
+        output = assert_refused(config, "store.path", str(store), "read-only", prefix=inside)
+    assert small_disk.path("buffer.db").read_bytes() == before
     assert output.count("store.path:") == 2  # named once by each command

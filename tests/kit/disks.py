@@ -129,6 +129,11 @@ class SmallDisk:
         """Delete a file on the tmpfs (the crew frees the disk)."""
         self.path(name).unlink()
 
+    def remount_read_only(self) -> None:
+        """Make the tmpfs read-only (a card that failed into read-only mode)."""
+        command = ["mount", "-o", "remount,ro", str(self.folder)]
+        subprocess.run([*self.prefix(Path("/")), *command], check=True, timeout=30)
+
     # -- ending it ----------------------------------------------------------------------------
 
     def close(self) -> None:
