@@ -28,13 +28,18 @@ from tests.kit.disks import NoSmallDisk, SmallDisk
 from tests.kit.processes import Watchpost
 from tests.kit.stored import put
 from tests.modbus_servers import MisshapenAnswers
+from watchpost.alarm_state import AlarmStateFile
+from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmHousekeeper
+from watchpost.config.alarms import ThresholdRule
 from watchpost.config.store import StoreConfig
+from watchpost.samples import Quality, Sample
 from watchpost.store import Store
 
 ROOT = "watchpost/v1/disk-site/gw-d/"
 LOW, HIGH = 500, 1500  # 5 and 15 %LEL: under and over the alarms' threshold of 10
 ALARMED = 3  # points with a `high` alarm; the others only make telemetry
 POINTS = 60
+T0 = 1_790_000_000_000
 
 
 @pytest.fixture
@@ -277,3 +282,39 @@ def spill_scenario(phase: str, folder: str, spill_path: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # as a kill would: no closing checkpoint
+
+
+def test_the_alarm_state_file_on_a_full_disk_raises_a_fault_and_is_retried(
+    disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENOSPC while saving ``alarms.json``: logged once, `gateway/state_unsaved` raised,
+    tried again each turn; once the disk has room the state is saved and the fault clears."""
+    engine = AlarmEngine({"gas": [ThresholdRule(kind="high", threshold=10.0)]}, lambda: T0)
+    seen: list[AlarmEvent] = []
+    engine.add_listener(seen.append)
+    state = AlarmStateFile(disk.path("alarms.json"))
+    keeper = AlarmHousekeeper(engine, state)
+    keeper.restore()
+    disk.fill(leave=0)
+    engine.evaluate([Sample("gas", T0, 15.0, Quality.GOOD)])
+
+    async def save(times: int) -> None:
+        for _ in range(times):
+            await keeper.save_if_changed()
+
+    asyncio.run(save(3))
+    assert [(e.alarm, e.event) for e in seen] == [
+        ("gas/high_alarm", "raised"),
+        ("gateway/state_unsaved", "raised"),
+    ]
+    assert "No space left on device" in str(seen[1].reason)
+    failures = [r for r in caplog.records if "saving the alarm state failed" in r.getMessage()]
+    assert len(failures) == 1  # once, not once per attempt
+    assert not disk.path("alarms.json").exists()
+    disk.remove()  # room again
+    asyncio.run(save(2))
+    assert [(e.alarm, e.event) for e in seen][2:] == [("gateway/state_unsaved", "cleared")]
+    saved = state.load()
+    assert saved is not None
+    assert saved["alarms"]["gas/high_alarm"]["raised"] is True
+    assert "gateway/state_unsaved" not in saved["alarms"]  # normal again: not kept
