@@ -262,11 +262,14 @@ class Gateway:
 
     async def _certificate_watch(self, period: float = 3600.0) -> None:
         """Once an hour: a client certificate close to its expiry gets a new key and a CSR,
-        sent to the platform as a `csr` message (the platform answers with cmd/cert_install)."""
+        sent to the platform as a `csr` message (the platform answers with cmd/cert_install);
+        a renewed certificate whose trial failed is tried again."""
         certificates = self.certificates
         if certificates is None:
             return
         while True:
+            if certificates.retry_trial():  # a renewed certificate the broker did not take yet
+                self.uplink.reconnect()
             csr = await asyncio.to_thread(certificates.announce_if_due, dt.datetime.now(dt.UTC))
             if csr is not None:
                 not_after = certificates.health(self.now_ms())["not_after"]

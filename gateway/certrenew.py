@@ -11,8 +11,12 @@
       ▼
     trial: the uplink reconnects with (new certificate, pending key)
       ├─ the broker accepts it ──> STATE/tls/client.crt + client.key, used from now on
-      └─ the broker refuses it ──> back to the current pair; the reason in `health`;
-                                   the pending key stays for another certificate
+      └─ any other end (refused, dropped, no CONNACK, broker not there) ──> back to the
+           current pair; the reason in `health`; the candidate waits (renewal "retry") and
+           is tried again at the next certificate check (hourly, and when the daemon starts)
+             └─ MAX_TRIALS trials failed at the broker (one that did not reach it does not
+                count) ──> given up: candidate, pending key and CSR are removed; while the
+                certificate is due, the next check makes a new key and sends a new CSR
 
 The provisioned files under /etc/watchpost are never changed: the old certificate stays
 where it is until the new one has connected, and after that it is simply not used.
@@ -50,12 +54,22 @@ TEXT_NO_PENDING = _("no renewal is pending: ask for one with cert_renew first")
 TEXT_UNFIT = _("certificate {problems}")
 TEXT_DUE = _("the client certificate expires on %s: a new key and CSR are ready (%d day(s) left)")
 TEXT_TRIAL = _("connecting with the new client certificate (valid until %s)")
+TEXT_RETRY = _("connecting with the new client certificate again (trial %d of %d)")
 TEXT_PROMOTED = _("the broker accepted the new client certificate; it is used from now on")
-TEXT_REFUSED = _("the broker refused the new client certificate (%s); the old one stays")
+TEXT_REFUSED = _(
+    "the broker refused the new client certificate (%s); the old one stays, the new one is "
+    "tried again at the next check (%d of %d trials failed)"
+)
+TEXT_GAVE_UP = _(
+    "the broker refused the renewed certificate {trials} times (last: {reason}); it is "
+    "dropped, and a new key and CSR follow at the next check while the certificate is due"
+)
 
 PENDING_KEY = "pending.key"
 PENDING_CSR = "pending.csr"
 CANDIDATE = "candidate.crt"
+TRIALS = "candidate.trials"  # how many trials of the candidate failed, across restarts
+MAX_TRIALS = 3  # failed trials of one certificate before a new key and CSR are made
 RENEWED_CERT = "client.crt"
 RENEWED_KEY = "client.key"
 DAY_MS = 86_400_000
@@ -165,24 +179,59 @@ class ClientCertificates:
         if problems:
             raise RenewalError(TEXT_UNFIT.format(problems="; ".join(problems)))
         atomic_write(self.folder / CANDIDATE, pki.pem(new), mode=0o644)
+        (self.folder / TRIALS).unlink(missing_ok=True)  # a new certificate: a fresh count
         self.trial = ClientPair(self.folder / CANDIDATE, self.folder / PENDING_KEY)
         log.warning(TEXT_TRIAL, f"{new.not_valid_after_utc:%Y-%m-%d}")
         return self.trial
 
-    def trial_ended(self, *, accepted: bool, reason: str = "") -> None:
-        """The broker's answer to the trial: promote the pair, or go back to the old one."""
+    def trial_ended(self, *, accepted: bool, reason: str = "", counted: bool = True) -> None:
+        """The broker's answer to the trial: promote the pair, or go back to the old one and
+        count the failed trial (MAX_TRIALS of them give the certificate up); a trial that
+        never reached the broker (``counted=False``) is only tried again."""
         if self.trial is None:
             return
+        self.trial = None
         if accepted:
             (self.folder / PENDING_KEY).replace(self.folder / RENEWED_KEY)
             (self.folder / CANDIDATE).replace(self.folder / RENEWED_CERT)
             (self.folder / PENDING_CSR).unlink(missing_ok=True)
+            (self.folder / TRIALS).unlink(missing_ok=True)
             self.last_error = None
             log.warning(TEXT_PROMOTED)
-        else:
+            return
+        failed = self.failed_trials + (1 if counted else 0)
+        if failed < MAX_TRIALS:
+            atomic_write(self.folder / TRIALS, f"{failed}\n".encode("ascii"), mode=0o644)
             self.last_error = reason
-            log.error(TEXT_REFUSED, reason)
-        self.trial = None
+            log.error(TEXT_REFUSED, reason, failed, MAX_TRIALS)
+            return
+        for name in (CANDIDATE, PENDING_KEY, PENDING_CSR, TRIALS):
+            (self.folder / name).unlink(missing_ok=True)
+        self.last_error = TEXT_GAVE_UP.format(trials=failed, reason=reason)
+        log.error("%s", self.last_error)
+
+    @property
+    def failed_trials(self) -> int:
+        """Failed trials of the waiting candidate (0 when there is none)."""
+        try:
+            return int((self.folder / TRIALS).read_text(encoding="ascii"))
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            return MAX_TRIALS - 1  # a damaged count: one more trial, then a new key
+
+    @property
+    def waiting(self) -> bool:
+        """A certificate the broker has not accepted yet waits for another trial."""
+        return self.trial is None and self.pending and (self.folder / CANDIDATE).is_file()
+
+    def retry_trial(self) -> bool:
+        """Put a waiting candidate on trial again; True if the uplink should reconnect."""
+        if not self.waiting:
+            return False
+        self.trial = ClientPair(self.folder / CANDIDATE, self.folder / PENDING_KEY)
+        log.warning(TEXT_RETRY, self.failed_trials + 1, MAX_TRIALS)
+        return True
 
     def health(self, now_ms: int) -> dict[str, Any]:
         """The certificate's part of `health`: expiry, days left, renewal state."""
@@ -193,9 +242,19 @@ class ClientCertificates:
         return {
             "not_after": not_after,
             "days_left": (not_after - now_ms) // DAY_MS,
-            "renewal": "trial" if self.trial else "pending" if self.pending else "none",
+            "renewal": self._renewal(),
+            "failed_trials": self.failed_trials,
             "last_error": self.last_error,
         }
+
+    def _renewal(self) -> str:
+        """none; pending: a CSR waits for its certificate; trial: connecting with the new
+        one; retry: the broker did not take it yet, it is tried again at the next check."""
+        if self.trial is not None:
+            return "trial"
+        if self.waiting:
+            return "retry"
+        return "pending" if self.pending else "none"
 
     def announce_if_due(self, now: dt.datetime) -> str | None:
         """The CSR to send if the certificate is due and no renewal is pending yet."""

@@ -564,7 +564,10 @@ class HealthMessage(Message):
         default=None,
         description="Mutual TLS only: the client certificate's `not_after` (epoch ms), "
         "`days_left`, `renewal` (none, pending: a CSR waits for its certificate, trial: "
-        "connecting with the new one) and `last_error` (why the broker refused a new one).",
+        "connecting with the new one, retry: the broker did not take it yet and it is tried "
+        "again at the next hourly check), `failed_trials` (refused trials of that certificate; "
+        "after 3 it is dropped and a new CSR follows) and `last_error` (why the broker refused "
+        "a new one).",
     )
 
     @classmethod

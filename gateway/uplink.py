@@ -318,7 +318,9 @@ class Uplink:
             except ConnectError as exc:
                 self.last_error = str(exc)
                 if self.certificates is not None and self.certificates.trial is not None:
-                    self.certificates.trial_ended(accepted=False, reason=str(exc))
+                    # a broker that was not there did not judge the certificate
+                    reached = exc.failure is not Failure.UNREACHABLE
+                    self.certificates.trial_ended(accepted=False, reason=str(exc), counted=reached)
                 self._note_refusal(exc)
                 log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
                 failures.append(exc.failure)

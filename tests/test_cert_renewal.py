@@ -3,14 +3,18 @@ accepts only a certificate that fits its new key, its name and its CA."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from watchpost.certrenew import ClientCertificates, ClientPair
 from watchpost.cli import main
+from watchpost.config.uplink import UplinkConfig
 from watchpost.provisioning import pki
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "manifest.toml"
@@ -100,4 +104,88 @@ def test_a_renewal_for_another_key_or_ca_is_refused(bundle: Path, tmp_path: Path
     foreign = pki.load_certificate(out2)
     assert "is not signed by the site CA" in pki.renewal_problems(
         foreign, key=key, current=current, trusted=trusted
+    )
+
+
+def _on_trial(bundle: Path, state: Path) -> tuple[ClientCertificates, x509.Certificate]:
+    """A gateway's certificates with a renewal pending and its signed certificate on trial."""
+    certificates = ClientCertificates(certificates_config(bundle), state)
+    csr = bundle.parent / "pending.csr"
+    csr.write_text(certificates.request())
+    signed = bundle.parent / "renewed.crt"
+    ca = bundle.parents[1] / "ca"
+    assert (
+        main(["ca", "sign", str(csr), "--ca-dir", str(ca), "--days", "4000", "--out", str(signed)])
+        == 0
+    )
+    certificates.install(signed.read_text(), trusted=pki.load_certificate(ca / "ca.crt"))
+    return certificates, pki.load_certificate(signed)
+
+
+def test_a_refused_trial_is_tried_again_then_given_up_for_a_new_csr(
+    bundle: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    certificates, signed = _on_trial(bundle, state)
+    now = int(time.time() * 1000)
+    assert certificates.health(now)["renewal"] == "trial"
+    first_csr = (state / "pending.csr").read_text()
+
+    certificates.trial_ended(accepted=False, reason="certificate revoked")
+    health = certificates.health(now)
+    assert (health["renewal"], health["failed_trials"]) == ("retry", 1)
+    assert health["last_error"] == "certificate revoked"
+    assert certificates.for_connect() == certificates.active()  # the old pair meanwhile
+    assert certificates.announce_if_due(dt.datetime.now(dt.UTC)) is None  # no new CSR yet
+
+    # a trial that never reached the broker does not count; a restart keeps the count
+    assert certificates.retry_trial()
+    assert certificates.for_connect() == ClientPair(state / "candidate.crt", state / "pending.key")
+    certificates.trial_ended(accepted=False, reason="connection refused", counted=False)
+    restarted = ClientCertificates(certificates_config(bundle), state)
+    assert restarted.health(now)["failed_trials"] == 1
+    assert restarted.retry_trial()
+    assert not restarted.retry_trial()  # already on trial
+    restarted.trial_ended(accepted=False, reason="certificate revoked")
+    assert restarted.health(now)["failed_trials"] == 2
+
+    assert restarted.retry_trial()
+    restarted.trial_ended(accepted=False, reason="certificate revoked")
+    health = restarted.health(now)
+    assert health["renewal"] == "none"  # given up: nothing pending, no candidate
+    assert "3 times" in health["last_error"]
+    assert not restarted.retry_trial()
+    assert not (state / "candidate.crt").exists()
+    assert not (state / "pending.key").exists()
+    # still due: the next check makes a new key and CSR
+    again = restarted.announce_if_due(dt.datetime.now(dt.UTC))
+    assert again is not None
+    assert again != first_csr
+    assert restarted.health(now)["renewal"] == "pending"
+    assert signed.not_valid_after_utc > restarted.current().not_valid_after_utc
+
+
+def test_a_new_certificate_starts_a_fresh_count_and_is_kept_when_accepted(
+    bundle: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    certificates, signed = _on_trial(bundle, state)
+    certificates.trial_ended(accepted=False, reason="not authorised")
+    certificates.trial_ended(accepted=False, reason="ignored: no trial")  # nothing on trial
+    assert certificates.health(0)["failed_trials"] == 1
+    assert certificates.retry_trial()
+    certificates.trial_ended(accepted=True)
+    health = certificates.health(0)
+    assert (health["renewal"], health["failed_trials"], health["last_error"]) == ("none", 0, None)
+    assert certificates.current() == signed
+    assert not (state / "candidate.trials").exists()
+
+
+def certificates_config(bundle: Path) -> UplinkConfig:
+    """Mutual TLS with the bundle's pair; its ten-year certificate is due at once."""
+    return UplinkConfig(
+        broker="mqtts://127.0.0.1:8883",
+        cert_file=bundle / "gateway.crt",
+        key_file=bundle / "gateway.key",
+        renew_before_days=3650,
     )
