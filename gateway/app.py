@@ -295,13 +295,16 @@ class Gateway:
             await asyncio.sleep(period)
 
     async def _store_liveness(self) -> None:
-        """The store writer is alive while it commits a flush in time. The probe comes at
-        the commit interval, but at least every 5 s so that the watchdog sees it."""
+        """The store writer is alive while it commits a flush in time, or, on a full disk
+        that holds even that back, while it keeps trying. The probe comes at the commit
+        interval, but at least every 5 s so that the watchdog sees it; a probe that times
+        out gives its worker thread back."""
         period = min(max(self.config.store.commit_interval, 1.0), 5.0)
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(4 * period):  # not wait_for: see telemetry.py
-                    await asyncio.to_thread(self.store.flush)
+            store = self.store
+            committed = await asyncio.to_thread(store.flush, 4 * period)
+            retrying = store.disk_full is not None and store.writer_retrying(4 * period)
+            if committed or retrying:
                 self._store_alive.beat()
             await asyncio.sleep(period)
 

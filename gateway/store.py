@@ -96,6 +96,7 @@ COMPRESS_ABOVE = 160  # bytes of JSON; smaller bodies are stored as they are
 STREAM_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 ROOM_MARGIN = 1024 * 1024  # bytes free, beyond the reserve, before a full store counts as not
 FULL_RETRY = 1.0  # seconds between commit attempts at most while the disk is full
+REBUILD_BELOW = 64 * 1024 * 1024  # bytes: an older store is rebuilt for incremental vacuum
 NEARLY_FULL = 64 * 1024  # bytes free under which any SQLite write error counts as a full disk
 
 TEXT_CHECKPOINT_FAILED = (
@@ -139,6 +140,10 @@ TEXT_LOST_AT_CLOSE = _(
 TEXT_CANNOT_OPEN = _(
     "cannot open the store {path}: its disk has no room ({error}); free some space (the "
     "daemon tries again when it is restarted)"
+)
+TEXT_REBUILT = _("store %s rebuilt so that it can give pages back to a full disk")
+TEXT_NOT_REBUILT = _(
+    "store %s not rebuilt for incremental vacuum (%s); on a full disk it keeps its pages"
 )
 TEXT_CLOSED = "the store is closed"
 TEXT_STREAM = "stream name {name!r} is not a lower-case identifier"
@@ -313,6 +318,7 @@ class Store:
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._closed = False
         self._failing = False
+        self._attempted = time.monotonic()  # the writer's last commit attempt
         self._queued_bytes = 0  # bodies handed to the writer, not yet committed
         self._backoff = Backoff(initial=0.2, cap=10.0)
         # errors the writer survives: each logged once with its cost, then on recovery
@@ -481,13 +487,19 @@ class Store:
         """How far the unsynced stamps of ``boot_id`` were off, once learned."""
         return self._fixes.get(boot_id)
 
-    def flush(self) -> None:
-        """Commit everything queued so far. Blocks: call it off the event loop."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Commit everything queued so far; whether that happened within ``timeout``
+        seconds (None: wait as long as it takes). Blocks: call it off the event loop."""
         if self._closed:
-            return
+            return True
         done = threading.Event()
         self._queue.put(_Sync(done.set))
-        done.wait()
+        return done.wait(timeout)
+
+    def writer_retrying(self, within: float) -> bool:
+        """The writer thread runs and tried a commit in the last ``within`` seconds (what the
+        watchdog accepts while a full disk holds commits back)."""
+        return self._writer.is_alive() and time.monotonic() - self._attempted < within
 
     def close(self) -> None:
         """Commit what is queued, checkpoint the WAL and close. Idempotent."""
@@ -734,6 +746,7 @@ class Store:
             )
             if not urgent and time.monotonic() < deadline:
                 continue
+            self._attempted = time.monotonic()
             txn = self._try_commit(txn)
             self._spill_done(txn)
             if not txn:
@@ -1319,10 +1332,32 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         if result != "ok":
             raise _DamagedError(TEXT_CHECK.format(result=result))
         conn.execute("SELECT count(*) FROM streams").fetchone()
+        _allow_giving_back(conn, path)
         return conn
     except BaseException:
         conn.close()
         raise
+
+
+def _allow_giving_back(conn: sqlite3.Connection, path: Path) -> None:
+    """An older store (no incremental vacuum) is rebuilt with it once, when it is small and
+    the disk has room: pages freed on a full disk can then go back to the filesystem. A
+    rebuild that fails costs nothing but that (logged)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+        return
+    try:
+        size = sum(f.stat().st_size for f in (path, Path(f"{path}-wal")) if f.exists())
+        if size > REBUILD_BELOW or shutil.disk_usage(path.parent).free < 3 * size + ROOM_MARGIN:
+            return
+    except OSError:
+        return
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+    except sqlite3.Error as exc:
+        log.warning(TEXT_NOT_REBUILT, path, exc)
+    else:
+        log.info(TEXT_REBUILT, path)
 
 
 def _readable_newer(conn: sqlite3.Connection, found: str) -> bool:

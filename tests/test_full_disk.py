@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -112,6 +113,16 @@ def gas_events(sub: Subscriber) -> dict[str, list[str]]:
     return found
 
 
+def disk_full_events(sub: Subscriber) -> list[str]:
+    """The `gateway/disk_full` fault's events, in seq order."""
+    by_seq = alarm_events(sub)
+    return [
+        by_seq[seq]["event"]
+        for seq in sorted(by_seq)
+        if by_seq[seq]["alarm"] == "gateway/disk_full"
+    ]
+
+
 def wait_gas_events(sub: Subscriber, count: int, timeout: float = 30.0) -> None:
     """Until every gas alarm has ``count`` events at the broker."""
     sub.wait_for(
@@ -143,7 +154,7 @@ def test_alarms_raised_on_a_full_disk_reach_the_broker(
 ) -> None:
     """The reserve takes the alarms while telemetry is left out; after the broker returns
     and after a SIGTERM and a SIGKILL every event is there, seqs without a gap."""
-    sub = subscriber(ROOT + "alarms", ROOT + "health")
+    sub = subscriber(ROOT + "alarms", ROOT + "health", ROOT + "telemetry")
     with MisshapenAnswers({1: "exact"}, value=LOW) as server:
         config = config_for(
             tmp_path, disk, broker, server.port, min_free_mb=0, alarm_reserve_mb=0.25
@@ -178,6 +189,17 @@ def test_alarms_raised_on_a_full_disk_reach_the_broker(
             daemon = start(tmp_path, disk, config)
             toggles += toggle(server, 3)  # ends over the threshold: raised
             wait_gas_events(sub, toggles)
+            telemetry = len(sub.get(ROOT + "telemetry"))
+            disk.remove("filler")  # the crew frees the disk: telemetry is stored again
+            sub.wait_for(
+                ROOT + "alarms",
+                timeout=30,
+                predicate=lambda _got: disk_full_events(sub)[-1:] == ["cleared"],
+            )
+            sub.wait_for(
+                ROOT + "telemetry", timeout=20, predicate=lambda got: len(got) >= telemetry + 3
+            )
+            assert disk.path("buffer.db.reserve").stat().st_size == 256 * 1024  # taken again
             assert daemon.stop() == 0, daemon.log()
             state = json.loads(disk.path("alarms.json").read_text())
         finally:
@@ -187,9 +209,9 @@ def test_alarms_raised_on_a_full_disk_reach_the_broker(
     for alarm_id, events in gas_events(sub).items():
         assert events == ["raised", "cleared"] * (toggles // 2) + ["raised"], (alarm_id, events)
         assert state["alarms"][alarm_id]["raised"] is True, state
-    faults = [m["event"] for m in by_seq.values() if m["alarm"] == "gateway/disk_full"]
-    assert faults, by_seq
+    faults = disk_full_events(sub)
     assert faults[0] == "raised", faults
+    assert faults[-1] == "cleared", faults
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
 
 
@@ -318,3 +340,37 @@ def test_the_alarm_state_file_on_a_full_disk_raises_a_fault_and_is_retried(
     assert saved is not None
     assert saved["alarms"]["gas/high_alarm"]["raised"] is True
     assert "gateway/state_unsaved" not in saved["alarms"]  # normal again: not kept
+
+
+def test_an_older_store_is_rebuilt_to_give_pages_back(tmp_path: Path) -> None:
+    """A store made before incremental vacuum (auto_vacuum off) is rebuilt with it at the
+    next start, its messages and counters kept, so that a full disk gets pages back."""
+    path = tmp_path / "buffer.db"
+    store = Store(StoreConfig(path=path), gateway="gw1")
+
+    async def fill() -> None:
+        for n in range(5):
+            await put(store, "alarms", {"n": n}, ts=n, durable=True)
+
+    try:
+        asyncio.run(fill())
+    finally:
+        store.close()
+    older = sqlite3.connect(path, isolation_level=None)
+    try:
+        older.execute("PRAGMA auto_vacuum = NONE")
+        older.execute("VACUUM")
+        assert older.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    finally:
+        older.close()
+    store = Store(StoreConfig(path=path), gateway="gw1")
+    try:
+        assert [row.seq for row in store.fetch("alarms", 0, 10)] == [1, 2, 3, 4, 5]
+        assert store.last_seq("alarms") == 5
+    finally:
+        store.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    finally:
+        check.close()
