@@ -3,6 +3,7 @@ resident memory as the backlog grows. Prints figures; not part of the test run.
 
     .venv/bin/python bench/store_bench.py              # 5 M samples, about two minutes
     .venv/bin/python bench/store_bench.py --samples 1000000
+    .venv/bin/python bench/store_bench.py --samples 1000000 --keep-sent 0   # acks delete
 
 Telemetry is shaped like the daemon's: batches of 500 samples (the batcher's maximum), points
 named like real ones, values a random walk at the resolution of a scaled 16-bit register,
@@ -153,9 +154,9 @@ async def durable(folder: Path, count: int = 500) -> None:
     )
 
 
-async def main(samples: int, folder: Path) -> None:
+async def main(samples: int, folder: Path, keep_sent: float) -> None:
     path = folder / "buffer.db"
-    store = Store(StoreConfig(path=path, quota_mb=100_000), gateway="gw1")
+    store = Store(StoreConfig(path=path, quota_mb=100_000, keep_sent=keep_sent), gateway="gw1")
     marks = [m for m in (1_000_000, 5_000_000) if m <= samples]
     await durable(folder)
     print(f"ingest offline: {samples:,} samples in batches of {BATCH}")
@@ -187,8 +188,18 @@ async def main(samples: int, folder: Path) -> None:
         broker.stop()
     print(
         f"drain to a local Mosquitto: {depth:,} messages in {seconds:.1f} s: "
-        f"{depth / seconds:,.0f} messages/s, {samples / seconds:,.0f} samples/s"
+        f"{depth / seconds:,.0f} messages/s, {samples / seconds:,.0f} samples/s "
+        f"(keep_sent {keep_sent:g} s)"
     )
+    await asyncio.to_thread(store.flush)
+    kept = store.backlog()
+    if keep_sent > 0:  # what gap repair costs on disk: the sent rows kept
+        per_kept = kept["used_bytes"] / samples
+        print(
+            f"  kept after sending: {kept['used_bytes'] / 2**20:.1f} MiB, "
+            f"{per_kept:.1f} bytes per sample; a day kept at 100 points/s: "
+            f"{per_kept * 100 * 86400 / 2**20:,.0f} MiB"
+        )
     store.close()
     print(
         f"peak RSS of the whole run: "
@@ -226,6 +237,9 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=5_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the store goes")
     parser.add_argument(
+        "--keep-sent", type=float, default=86400, help="[store] keep_sent: 0 deletes on ack"
+    )
+    parser.add_argument(
         "--fill-quota",
         action="store_true",
         help="instead: fill the default quota and report the outage it holds",
@@ -233,5 +247,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         asyncio.run(
-            fill_quota(Path(folder)) if args.fill_quota else main(args.samples, Path(folder))
+            fill_quota(Path(folder))
+            if args.fill_quota
+            else main(args.samples, Path(folder), args.keep_sent)
         )
