@@ -356,3 +356,67 @@ def test_a_command_replayed_right_after_a_restart_is_refused(
     finally:
         platform.close()
     assert (store.parent / "command_ids.json").exists()
+
+
+def store_state(store: Path) -> tuple[dict[str, int], int, int]:
+    """(kept sent rows per stream, telemetry waiting, telemetry evicted) of the live store."""
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+    try:
+        kept = dict(conn.execute("SELECT stream, count(*) FROM sent GROUP BY stream").fetchall())
+        waiting = conn.execute("SELECT count(*) FROM outbox WHERE stream = 'telemetry'")
+        evicted = conn.execute("SELECT evicted FROM streams WHERE stream = 'telemetry'")
+        row = evicted.fetchone()
+        return kept, int(waiting.fetchone()[0]), int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_the_quota_takes_sent_rows_before_unsent_telemetry(tmp_path: Path, broker: Broker) -> None:
+    """A 0.15 MiB quota and 200 points polled ten times a second: while the broker is up,
+    the quota drops sent telemetry and keeps the sent alarm; once it is down, the sent rows
+    go before any unsent telemetry is evicted."""
+    server = MisshapenAnswers({1: "exact"}, value=1500)
+    points = [point("gas_0", 0, alarm("high", threshold=10.0, latch=True), scale=0.01)]
+    points += [point(f"p_{i}", i, scale=0.01) for i in range(1, 200)]
+    config = gateway(
+        broker.url,
+        site="gap-site",
+        gateway_id="gw-g1",
+        buses=[tcp_bus("tcp", server.port)],
+        devices=[device("gas", "tcp", *points, interval=0.1)],
+    )
+    config["store"] |= {"quota_mb": 0.15, "min_free_mb": 0}
+    path = write_config(tmp_path / "gateway.toml", config)
+    process = watchpost("run", "--config", str(path), cwd=tmp_path, log=tmp_path / "gw.log")
+    store = tmp_path / "var" / "buffer.db"
+    seen: list[tuple[dict[str, int], int, int]] = []
+    try:
+        process.wait_ready()
+
+        def sent_telemetry_dropped() -> bool:
+            kept, _waiting, _evicted = state = store_state(store)
+            seen.append(state)
+            acked = max((s[0].get("telemetry", 0) for s in seen), default=0)
+            return kept.get("alarms") == 1 and kept.get("telemetry", 0) < acked
+
+        wait_until(sent_telemetry_dropped, 60, "the quota dropping sent telemetry")
+        kept, _waiting, evicted = store_state(store)
+        assert kept.get("alarms") == 1  # the sent alarm outlives sent telemetry
+        assert evicted == 0
+        broker.stop()
+        seen.clear()
+
+        def evicting() -> bool:
+            seen.append(store_state(store))
+            return seen[-1][2] > 0
+
+        wait_until(evicting, 60, "unsent telemetry evicted")
+    finally:
+        stop(process)
+        server.close()
+    for kept, waiting, evicted in seen:  # never an unsent row evicted while a sent one is kept
+        assert not (evicted and kept), (kept, waiting, evicted)
+    assert seen[-1][1] > 0  # the unsent telemetry is still there, the oldest evicted
+    log = (tmp_path / "gw.log").read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
