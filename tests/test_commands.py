@@ -11,14 +11,14 @@ import json
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Broker, Subscriber
+from tests.conftest import Broker
 from tests.kit.configs import Table, alarm, gas, gas_gateway, gas_site, toml, write_config
 from tests.kit.control import crew
+from tests.kit.platform import Platform
 from tests.kit.processes import SimulatorProcess, running_gateway
 from watchpost.commands import COMMANDS, MAX_COMMAND_BYTES, CommandError, parse
 
@@ -82,45 +82,6 @@ def test_a_shelf_needs_its_expiry_and_reason():
 # -- against the daemon ----------------------------------------------------------------------
 
 
-class Platform:
-    """Publishes commands and waits for their replies by id."""
-
-    def __init__(self, broker: Broker, sub: Subscriber) -> None:
-        self.sub = sub
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform-cmd")
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.next_id = 1000
-
-    def send(self, name: str, payload: bytes | dict, timeout: float = 10.0) -> dict:
-        self.next_id += 1
-        if isinstance(payload, dict):
-            payload = json.dumps({**payload, "id": self.next_id}).encode()
-            wanted = self.next_id
-        else:
-            wanted = None
-        before = len(self.sub.get(ROOT + f"cmd/{name}/reply"))
-        self.client.publish(ROOT + f"cmd/{name}", payload, qos=1).wait_for_publish(5)
-        replies = self.sub.wait_for(
-            ROOT + f"cmd/{name}/reply",
-            timeout=timeout,
-            predicate=lambda got: (
-                any(r.get("id") == wanted for r in got[before:])
-                if wanted is not None
-                else len(got) > before
-            ),
-        )
-        return next(r for r in replies[before:] if wanted is None or r.get("id") == wanted)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def alarm_events(sub: Subscriber, alarm: str) -> list[dict]:
-    return [m for m in sub.get(ROOT + "alarms") if m["alarm"] == alarm]
-
-
 @pytest.fixture
 def daemon(tmp_path: Path, broker: Broker):
     with SimulatorProcess.start(SITE, tmp_path) as sim:
@@ -142,7 +103,7 @@ def test_acknowledgement_from_the_platform_and_the_crew(daemon, broker, subscrib
             >= {"gas_a/high_alarm", "gas_b/high_alarm"}
         ),
     )
-    platform = Platform(broker, sub)
+    platform = Platform(broker, sub, ROOT)
     try:
         reply = platform.send(
             "ack",
@@ -195,7 +156,7 @@ def test_malformed_commands_are_answered_with_errors_and_change_nothing(daemon, 
     process, _config = daemon
     sub = subscriber(ROOT + "#")
     sub.wait_for(ROOT + "alarms", timeout=20, predicate=lambda got: len(got) >= 2)
-    platform = Platform(broker, sub)
+    platform = Platform(broker, sub, ROOT)
     events_before = len(sub.get(ROOT + "alarms"))
     try:
         assert platform.send("ping", {})["ok"] is True
@@ -254,7 +215,7 @@ def test_reload_refuses_a_bad_file_and_takes_a_good_one(daemon, broker, subscrib
     sub.wait_for(
         ROOT + "status", timeout=20, predicate=lambda got: any(m["state"] == "online" for m in got)
     )
-    platform = Platform(broker, sub)
+    platform = Platform(broker, sub, ROOT)
     good = config.read_text()
     try:
         config.write_text(good.replace("threshold = 10.0", 'threshold = "ten"', 1))

@@ -22,45 +22,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.conftest import Broker, Subscriber
 from tests.kit.configs import Table, alarm, gas, gas_gateway, write_config
 from tests.kit.control import wait_status
+from tests.kit.platform import Platform
 from tests.kit.processes import Watchpost, gateway_process
 from tests.modbus_servers import MisshapenAnswers
-from watchpost.command_auth import sign
 from watchpost.control import ControlError, request
 
 ROOT = "watchpost/v1/sig-site/gw-s1/"
-
-
-class Platform:
-    """Publishes commands (signed with ``key`` unless told otherwise) and waits for replies."""
-
-    def __init__(self, broker: Broker, sub: Subscriber, key: Ed25519PrivateKey | None) -> None:
-        self.sub, self.key = sub, key
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform-sig")
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.next_id = 0
-
-    def payload(self, **fields: Any) -> dict[str, Any]:
-        self.next_id += 1
-        body = {"id": f"p-{self.next_id}", "ts": int(time.time() * 1000), "gateway": "gw-s1"}
-        body.update(fields)
-        if self.key is not None:
-            body["sig"] = sign(self.key, body)
-        return body
-
-    def send(self, name: str, body: dict[str, Any], *, retain: bool = False) -> dict[str, Any]:
-        before = len(self.sub.get(ROOT + f"cmd/{name}/reply"))
-        self.client.publish(ROOT + f"cmd/{name}", json.dumps(body), qos=1, retain=retain)
-        replies = self.sub.wait_for(
-            ROOT + f"cmd/{name}/reply",
-            timeout=10,
-            predicate=lambda got: any(r.get("id") == body.get("id") for r in got[before:]),
-        )
-        return next(r for r in replies[before:] if r.get("id") == body.get("id"))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def events(sub: Subscriber, alarm: str, event: str) -> list[dict[str, Any]]:
@@ -128,9 +95,9 @@ def test_only_signed_fresh_commands_for_this_gateway_run_once(
             >= {"gas_a/high_alarm", "gas_b/high_critical"}
         ),
     )
-    signed = Platform(broker, sub, PLATFORM_KEY)
-    unsigned = Platform(broker, sub, None)
-    forger = Platform(broker, sub, Ed25519PrivateKey.generate())
+    signed = Platform(broker, sub, ROOT, key=PLATFORM_KEY)
+    unsigned = Platform(broker, sub, ROOT)
+    forger = Platform(broker, sub, ROOT, key=Ed25519PrivateKey.generate())
     ack = {"alarm": "gas_a/high_alarm", "by": "duty-officer"}
     try:
         refusals = {
@@ -194,7 +161,7 @@ def test_a_retained_command_never_runs_and_no_key_is_a_warning(
     folder = gateway(False)
     log = folder / "gateway.log"
     assert "unsigned" in log.read_text()  # the warning at start
-    platform = Platform(broker, sub, None)
+    platform = Platform(broker, sub, ROOT)
     try:
         reply = platform.send("ack", {"id": "u-1", "alarm": "gas_a/high_alarm", "by": "duty"})
         assert reply["ok"] is True  # without a key: accepted as before
