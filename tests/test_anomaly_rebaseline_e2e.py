@@ -5,17 +5,16 @@ calibrates anew, and a restart before the new calibration is complete calibrates
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import Subscriber
+from tests.kit.platform import Platform
 from tests.site_run import stop
 from tests.test_anomaly_e2e import ROOT, PumpHouse, entry
 
@@ -28,35 +27,6 @@ def house(broker, tmp_path: Path) -> Iterator[PumpHouse]:
     made = PumpHouse(tmp_path, broker, site_extra="", models=entry("pump", ["flow", "pressure"]))
     yield made
     made.close()
-
-
-class Platform:
-    """The platform's side of `cmd/{name}` for the pump house: publish, wait for the reply
-    with the same id."""
-
-    def __init__(self, broker: Any, sub: Subscriber) -> None:
-        self.sub = sub
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform-ops")
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.next_id = 0
-
-    def send(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
-        self.next_id += 1
-        wanted = self.next_id
-        topic = ROOT + f"cmd/{name}"
-        payload = json.dumps({**request, "id": wanted}).encode()
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
-        replies = self.sub.wait_for(
-            topic + "/reply",
-            timeout=10,
-            predicate=lambda got: any(r.get("id") == wanted for r in got),
-        )
-        return next(r for r in replies if r.get("id") == wanted)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def model_state(got: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -128,7 +98,7 @@ def test_rebaseline_from_crew_and_platform_is_recorded_and_survives_a_restart(
     assert "pump" in wrong.stderr.replace("'pumpp'", "")
 
     # the platform
-    platform = Platform(broker, sub)
+    platform = Platform(broker, sub, ROOT)
     try:
         reply = platform.send("anomaly_rebaseline", {"model": "pump", "by": "platform-ops"})
         validate("reply", reply)

@@ -9,7 +9,6 @@ checker that finds the gaps and repairs them until every seq is there.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections import Counter
@@ -17,63 +16,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import Broker, Subscriber
 from tests.kit.configs import alarm, device, gateway, point, tcp_bus, write_config
+from tests.kit.platform import Platform
 from tests.kit.processes import Watchpost
 from tests.modbus_servers import MisshapenAnswers
 from tests.site_run import stop, watchpost
-from watchpost.command_auth import sign
 from watchpost.resend import runs
 
 ROOT = "watchpost/v1/gap-site/gw-g1/"
 PLATFORM_KEY = Ed25519PrivateKey.generate()
 
 
-class Platform:
-    """Publishes `cmd/resend` (signed with ``key`` unless None) and waits for the reply."""
-
-    def __init__(self, broker: Broker, sub: Subscriber, key: Ed25519PrivateKey | None) -> None:
-        self.sub, self.key = sub, key
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"platform-gap-{id(self)}"
-        )
-        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.next_id = 0
-
-    def payload(self, **fields: Any) -> dict[str, Any]:
-        self.next_id += 1
-        body = {"id": f"r-{id(self)}-{self.next_id}", "ts": int(time.time() * 1000)}
-        body["gateway"] = "gw-g1"
-        body.update(fields)
-        if self.key is not None:
-            body["sig"] = sign(self.key, body)
-        return body
-
-    def resend(self, **fields: Any) -> dict[str, Any]:
-        return self.send(self.payload(**fields))
-
-    def send(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Publish ``body`` on cmd/resend; the reply that comes for it."""
-        topic = ROOT + "cmd/resend/reply"
-        before = len(self.sub.get(topic))
-        self.client.publish(ROOT + "cmd/resend", json.dumps(body), qos=1)
-        replies = self.sub.wait_for(
-            topic,
-            timeout=15,
-            predicate=lambda got: any(r.get("id") == body["id"] for r in got[before:]),
-        )
-        return next(r for r in replies[before:] if r.get("id") == body["id"])
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def resend(platform: Platform, **fields: Any) -> dict[str, Any]:
+    """A `cmd/resend` of ``fields`` (signed if the platform has a key); its reply."""
+    return platform.send("resend", platform.payload(**fields), timeout=15)
 
 
 def copies(sub: Subscriber, stream: str) -> Counter[int]:
@@ -168,11 +129,11 @@ def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
     store = daemon.start()
     wait_until(lambda: {1, 2, 3, 4, 5, 6, 7, 8} <= kept(store, "telemetry"), 30, "8 kept")
     wait_until(lambda: 1 in kept(store, "alarms"), 10, "the alarm kept")
-    signed = Platform(broker, sub, PLATFORM_KEY)
-    unsigned = Platform(broker, sub, None)
-    forger = Platform(broker, sub, Ed25519PrivateKey.generate())
+    signed = Platform(broker, sub, ROOT, key=PLATFORM_KEY)
+    unsigned = Platform(broker, sub, ROOT)
+    forger = Platform(broker, sub, ROOT, key=Ed25519PrivateKey.generate())
     try:
-        reply = signed.resend(stream="telemetry", from_seq=3, to_seq=7)
+        reply = resend(signed, stream="telemetry", from_seq=3, to_seq=7)
         assert reply["ok"] is True, reply
         result = reply["result"]
         assert result["resent"] == [[3, 7]]
@@ -180,7 +141,7 @@ def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
         assert result["not_kept"] == []
         assert result["last_seq"] >= 8
         sub.wait_for(ROOT + "telemetry", timeout=10, predicate=lambda _: resent(sub, 3, 7))
-        reply = signed.resend(stream="alarms", from_seq=1, to_seq=1)
+        reply = resend(signed, stream="alarms", from_seq=1, to_seq=1)
         assert reply["result"]["resent"] == [[1, 1]], reply
         sub.wait_for(
             ROOT + "alarms",
@@ -189,12 +150,12 @@ def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
         )
 
         refused = {
-            "unsigned": unsigned.resend(stream="telemetry", from_seq=1, to_seq=2),
-            "forged": forger.resend(stream="telemetry", from_seq=1, to_seq=2),
-            "order": signed.resend(stream="telemetry", from_seq=5, to_seq=4),
-            "too many": signed.resend(stream="telemetry", from_seq=1, to_seq=10_001),
-            "stream": signed.resend(stream="status", from_seq=1, to_seq=1),
-            "zero": signed.resend(stream="telemetry", from_seq=0, to_seq=1),
+            "unsigned": resend(unsigned, stream="telemetry", from_seq=1, to_seq=2),
+            "forged": resend(forger, stream="telemetry", from_seq=1, to_seq=2),
+            "order": resend(signed, stream="telemetry", from_seq=5, to_seq=4),
+            "too many": resend(signed, stream="telemetry", from_seq=1, to_seq=10_001),
+            "stream": resend(signed, stream="status", from_seq=1, to_seq=1),
+            "zero": resend(signed, stream="telemetry", from_seq=0, to_seq=1),
         }
         for what, answer in refused.items():
             assert answer["ok"] is False, (what, answer)
@@ -205,7 +166,7 @@ def test_a_signed_resend_sends_exactly_that_range_again_as_replays(
         assert "'status' is not a stream the gateway keeps" in refused["stream"]["error"]
         assert "from_seq" in refused["zero"]["error"]
         # seqs the gateway has not given out yet: nothing to send, and the reply says so
-        ahead = signed.resend(stream="alarms", from_seq=50, to_seq=60)["result"]
+        ahead = resend(signed, stream="alarms", from_seq=50, to_seq=60)["result"]
         assert ahead["resent"] == []
         assert ahead["not_kept"] == []
         assert ahead["last_seq"] < 50
@@ -240,10 +201,10 @@ def test_rows_past_keep_sent_are_reported_not_kept(
         30,
         "seq 1 expired, newer ones kept",
     )
-    platform = Platform(broker, sub, PLATFORM_KEY)
+    platform = Platform(broker, sub, ROOT, key=PLATFORM_KEY)
     try:
         newest = max(copies(sub, "telemetry"))
-        result = platform.resend(stream="telemetry", from_seq=1, to_seq=newest)["result"]
+        result = resend(platform, stream="telemetry", from_seq=1, to_seq=newest)["result"]
     finally:
         platform.close()
     assert result["not_kept"][0][0] == 1  # the oldest are gone, and the reply says so
@@ -296,7 +257,7 @@ def test_a_platform_repairs_what_a_restarted_broker_lost(
             time.sleep(0.3)
             broker.start()
         time.sleep(3.0)  # the gateway reconnects and sends its backlog
-        platform = Platform(broker, sub, PLATFORM_KEY)
+        platform = Platform(broker, sub, ROOT, key=PLATFORM_KEY)
         try:
             found: dict[str, list[list[int]]] = {}
             for _attempt in range(5):
@@ -310,7 +271,7 @@ def test_a_platform_repairs_what_a_restarted_broker_lost(
                     break
                 for stream, missing in found.items():
                     for first, last in missing:
-                        reply = platform.resend(stream=stream, from_seq=first, to_seq=last)
+                        reply = resend(platform, stream=stream, from_seq=first, to_seq=last)
                         assert reply["ok"] is True, reply
                         assert reply["result"]["not_kept"] == [], reply
                 wait_until(
@@ -337,11 +298,11 @@ def test_a_command_replayed_right_after_a_restart_is_refused(
     sub = subscriber(ROOT + "#")
     store = daemon.start()
     wait_until(lambda: 1 in kept(store, "telemetry"), 30, "telemetry kept")
-    platform = Platform(broker, sub, PLATFORM_KEY)
+    platform = Platform(broker, sub, ROOT, key=PLATFORM_KEY)
     try:
         captured = platform.payload(stream="telemetry", from_seq=1, to_seq=1)
-        assert platform.send(captured)["ok"] is True
-        assert "replay" in platform.send(captured)["error"]
+        assert platform.send("resend", captured, timeout=15)["ok"] is True
+        assert "replay" in platform.send("resend", captured, timeout=15)["error"]
         daemon.stop()
         daemon.start()
         sub.wait_for(
@@ -349,10 +310,10 @@ def test_a_command_replayed_right_after_a_restart_is_refused(
             timeout=20,
             predicate=lambda got: sum(m.get("state") == "online" for m in got) >= 2,
         )
-        again = platform.send(captured)
+        again = platform.send("resend", captured, timeout=15)
         assert again["ok"] is False, again
         assert "already executed: a replay is refused" in again["error"]
-        assert platform.resend(stream="telemetry", from_seq=1, to_seq=1)["ok"] is True
+        assert resend(platform, stream="telemetry", from_seq=1, to_seq=1)["ok"] is True
     finally:
         platform.close()
     assert (store.parent / "command_ids.json").exists()

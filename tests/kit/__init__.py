@@ -9,6 +9,7 @@
   ``gas_gateway``/``gas``: one Modbus TCP bus with one gas device, as most daemon tests use.
 - ``control``: ``wait_status``, the daemon's `status` once its control socket answers;
   ``crew``, `watchpost ... --config` run to its exit as a crew runs it.
+- ``platform``: ``Platform``, the platform's side of the command topics (signed with a key).
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.
