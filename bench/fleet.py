@@ -55,6 +55,7 @@ from watchpost.config.store import StoreConfig
 from watchpost.config.uplink import UplinkConfig
 from watchpost.messages import TelemetryBatch
 from watchpost.outbox import Outbox
+from watchpost.reconnect import Failure, ReconnectPolicy
 from watchpost.store import Store
 from watchpost.uplink import Uplink
 
@@ -148,6 +149,32 @@ class FixedInterval:
         pass
 
 
+class Scheduled:
+    """Wraps a gateway's policy: when its next attempt is due, and its failures by kind.
+
+    The gap between that due time and the gateway being back is the bench's own delay (a
+    busy CPU, a busy broker); the due time itself is what the policy chose."""
+
+    def __init__(self, policy: ReconnectPolicy | FixedInterval) -> None:
+        self.policy = policy
+        self.due = time.monotonic()
+        self.failures: Counter[str] = Counter()
+
+    def after_session(self) -> float:
+        return self._due(self.policy.after_session())
+
+    def after_failure(self, failure: Failure) -> float:
+        self.failures[failure.value] += 1
+        return self._due(self.policy.after_failure(failure))
+
+    def connecting(self) -> None:
+        self.policy.connecting()
+
+    def _due(self, delay: float) -> float:
+        self.due = time.monotonic() + delay
+        return delay
+
+
 def worker(index: int, count: int, *, port: int, folder: str, policy: str, plan: Any) -> None:
     """Run ``count`` gateways until told to stop; put their figures on ``plan['results']``."""
     asyncio.run(_worker(index, count, port=port, folder=Path(folder), policy=policy, plan=plan))
@@ -174,8 +201,8 @@ async def _worker(
             boot_id=f"boot-{name}",
             health=dict,
         )
-        if policy == "fixed":
-            uplink._policy = FixedInterval(1.0)  # type: ignore[assignment]
+        chosen = FixedInterval(1.0) if policy == "fixed" else uplink._policy
+        uplink._policy = Scheduled(chosen)  # type: ignore[assignment]
         gateways.append((name, store, outbox, uplink))
 
     tasks = [asyncio.create_task(u.run()) for _, _, _, u in gateways]
@@ -205,6 +232,9 @@ async def _worker(
         await asyncio.sleep(0.05)
     plan["ready"].put(index)
     connects_before = {n: u.stats["connects"] for n, _, _, u in gateways}
+    for *_, uplink in gateways:
+        uplink._policy.failures.clear()  # type: ignore[attr-defined]
+    due_at: dict[str, float] = {}
     await asyncio.to_thread(plan["restarted"].wait)
     deadline = time.monotonic() + plan["patience"]
     while time.monotonic() < deadline and len(drained_at) < len(gateways):
@@ -212,6 +242,7 @@ async def _worker(
         for name, store, _, uplink in gateways:
             if name not in back_at and uplink.stats["connects"] > connects_before[name]:
                 back_at[name] = now
+                due_at[name] = uplink._policy.due  # type: ignore[attr-defined]
             if (
                 name in back_at
                 and name not in drained_at
@@ -224,7 +255,18 @@ async def _worker(
     await asyncio.gather(*producers, *tasks, return_exceptions=True)
     for _, store, _, _ in gateways:
         store.close()
-    plan["results"].put({"sent": sent, "back_at": back_at, "drained_at": drained_at})
+    failures: Counter[str] = Counter()
+    for *_, uplink in gateways:
+        failures.update(uplink._policy.failures)  # type: ignore[attr-defined]
+    plan["results"].put(
+        {
+            "sent": sent,
+            "back_at": back_at,
+            "drained_at": drained_at,
+            "due_at": due_at,
+            "failures": dict(failures),
+        }
+    )
 
 
 # -- the platform --------------------------------------------------------------------------
@@ -307,10 +349,16 @@ def run(policy: str, gateways: int, processes: int, down: float, folder: Path) -
     sent: dict[str, int] = {}
     back: list[float] = []
     drained: list[float] = []
+    chosen: list[float] = []  # when the policy had the successful attempt start
+    late: list[float] = []  # how long after that the gateway was seen back
+    failures: Counter[str] = Counter()
     for result in results:
         sent.update(result["sent"])
         back += [t - listening for t in result["back_at"].values()]
         drained += [t - listening for t in result["drained_at"].values()]
+        chosen += [max(0.0, result["due_at"][n] - listening) for n in result["back_at"]]
+        late += [t - result["due_at"][n] for n, t in result["back_at"].items()]
+        failures.update(result["failures"])
     seen = Counter(platform.seen)
     lost = sum(1 for g, last in sent.items() for s in range(1, last + 1) if (g, s) not in seen)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
@@ -323,6 +371,12 @@ def run(policy: str, gateways: int, processes: int, down: float, folder: Path) -
         "reconnected": len(back),
         "back_median_s": round(statistics.median(back), 2) if back else None,
         "all_back_s": round(max(back), 2) if len(back) == gateways else None,
+        "policy_wait_median_s": round(statistics.median(chosen), 2) if chosen else None,
+        "policy_wait_max_s": round(max(chosen), 2) if chosen else None,
+        "late_median_s": round(statistics.median(late), 2) if late else None,
+        "late_max_s": round(max(late), 2) if late else None,
+        "failures_after_restart": dict(failures),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "drained": len(drained),
         "all_drained_s": round(max(drained), 2) if len(drained) == gateways else None,
         "connects_per_s": rate,
@@ -368,6 +422,11 @@ def _table(f: dict[str, Any]) -> str:
         + (" ..." if len(rate) > 15 else ""),
         f"  peak {f['peak_connects_per_s']} connections in one second, "
         f"{f['peak_connects_per_100ms']} in one tenth of a second",
+        f"  the policy had the attempt start {f['policy_wait_median_s']} s after the broker "
+        f"listened (median; max {f['policy_wait_max_s']}), the bench took "
+        f"{f['late_median_s']} s more (median; max {f['late_max_s']})",
+        f"  failures after the stop: {f['failures_after_restart']}; "
+        f"load average {f['load_average']}",
         f"  every backlog drained after {f['all_drained_s']} s ({f['drained']} drained)",
         f"  sent {f['sent']}, lost {f['lost']}, duplicated {f['duplicated']}",
     ]
