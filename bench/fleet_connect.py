@@ -200,10 +200,10 @@ class Gateway:
         if self.restarted:
             self.figures.attempts.append(time.time())
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.port, local_addr=(self.source, 0)),
-                timeout + 1,
-            )
+            async with asyncio.timeout(timeout + 1):  # not wait_for: no task per attempt
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", self.port, local_addr=(self.source, 0)
+                )
         except (OSError, TimeoutError):
             return self._failed(Failure.UNREACHABLE)
         if self.restarted:
@@ -212,7 +212,8 @@ class Gateway:
         try:
             writer.write(connect_packet(f"watchpost-{SITE}-{self.name}", KEEPALIVE))
             try:
-                connack = await asyncio.wait_for(reader.readexactly(4), timeout)
+                async with asyncio.timeout(timeout):
+                    connack = await reader.readexactly(4)
             except TimeoutError:
                 return self._failed(Failure.SLOW_DOWN)  # as the uplink: no CONNACK in time
             except (OSError, asyncio.IncompleteReadError):
@@ -243,7 +244,8 @@ class Gateway:
         """Ping every keepalive / 2 until the broker closes the link."""
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(64), KEEPALIVE / 2)
+                async with asyncio.timeout(KEEPALIVE / 2):
+                    data = await reader.read(64)
             except TimeoutError:
                 writer.write(PINGREQ)
                 continue
