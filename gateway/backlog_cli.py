@@ -28,6 +28,7 @@ TEXT_EMPTY = _("nothing waiting")
 TEXT_EVICTED = _(
     "evicted {stream}: {messages} message(s), {items} item(s), last seq {first}-{last}"
 )
+TEXT_KEPT = _("kept for cmd/resend, {stream}: {count} sent message(s), seq {first}-{last}")
 TEXT_NO_STORE = _("no store at {path}")
 TEXT_UNREADABLE = _("cannot read the store {path}: {error}")
 EXIT_NO_STORE = 66  # EX_NOINPUT
@@ -86,6 +87,12 @@ def render(path: Path, backlog: dict[str, Any]) -> str:
                 items=evicted["items"],
                 first=first,
                 last=last,
+            )
+        )
+    for stream, kept in sorted(backlog.get("kept", {}).items()):
+        lines.append(
+            TEXT_KEPT.format(
+                stream=stream, count=kept["count"], first=kept["first_seq"], last=kept["last_seq"]
             )
         )
     return "\n".join(lines)

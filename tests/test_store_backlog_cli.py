@@ -43,3 +43,25 @@ def test_backlog_command_shows_depth_oldest_and_evictions(
     assert data["streams"]["alarms"]["depth"] == 1
     assert data["evictions"]["telemetry"]["messages"] > 0
     assert main(["backlog", "--store", str(tmp_path / "missing.db")]) == 66
+
+
+def test_backlog_command_shows_what_is_kept_for_resend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "buffer.db"
+
+    async def fill() -> None:
+        store = Store(StoreConfig(path=path), "gw1")
+        for n in range(3):
+            await put(store, "alarms", {"n": n}, ts=1_732_000_000_000 + n, durable=True)
+        store.ack([row.id for row in store.fetch("alarms", 0, 10)[:2]])
+        store.close()
+
+    asyncio.run(fill())
+    assert main(["backlog", "--store", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "kept for cmd/resend, alarms: 2 sent message(s), seq 1-2" in text
+    assert main(["backlog", "--store", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kept"] == {"alarms": {"count": 2, "first_seq": 1, "last_seq": 2}}
+    assert data["streams"]["alarms"]["depth"] == 1
