@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.configs import device, gateway, point, tcp_bus, toml
 from watchpost.alarms import AlarmEngine
 from watchpost.config import ConfigError, load_config
 from watchpost.config.alarms import load_rule_set, rule_set_names
@@ -15,27 +16,15 @@ from watchpost.samples import Quality, Sample
 
 T0 = 1_700_000_000_000
 
-CONFIG = """
-[gateway]
-site = "s"
-id = "g"
-[uplink]
-broker = "mqtt://127.0.0.1:1883"
-[store]
-path = "var/buffer.db"
-[[buses]]
-type = "modbus_tcp"
-name = "face"
-host = "127.0.0.1"
-port = 502
-[[devices]]
-name = "station"
-bus = "face"
-[[devices.points]]
-name = "ch4_face_1"
-unit = "%CH4"
-address = 0
-"""
+# one Modbus TCP device with one point; a test appends keys of that point, or tables
+CONFIG = toml(
+    gateway(
+        site="s",
+        gateway_id="g",
+        buses=[tcp_bus("face", 502)],
+        devices=[device("station", "face", point("ch4_face_1", 0, unit="%CH4"))],
+    )
+)
 
 
 def test_every_shipped_rule_set_loads_and_names_its_sources() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from tests.kit import configs
 from tests.modbus_servers import KnownUnitsOnly, device_context, silent_server, tcp_server
 from watchpost.alarms import AlarmEngine, AlarmEvent
 from watchpost.config import ConfigError, load_config
@@ -295,26 +296,15 @@ def test_output_config_rejects_ambiguous_targets_and_odd_values() -> None:
         OutputConfig(name="x", device="d", table="holding", address=0, on=0)
 
 
-CONFIG = """
-[gateway]
-site = "s"
-id = "g"
-[uplink]
-broker = "mqtt://127.0.0.1:1883"
-[store]
-path = "var/buffer.db"
-[[buses]]
-type = "modbus_tcp"
-name = "face"
-host = "127.0.0.1"
-port = 502
-[[devices]]
-name = "station"
-bus = "face"
-[[devices.points]]
-name = "ch4"
-address = 0
-"""
+# one Modbus TCP device with one point; a test appends keys of that point, or tables
+CONFIG = configs.toml(
+    configs.gateway(
+        site="s",
+        gateway_id="g",
+        buses=[configs.tcp_bus("face", 502)],
+        devices=[configs.device("station", "face", configs.point("ch4", 0))],
+    )
+)
 
 
 def test_config_names_every_wrong_output_key(tmp_path: Path) -> None:
