@@ -17,14 +17,12 @@ the master side in a thread of its own.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
-import threading
 import time
-import tty
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from tests.kit.lines import FarEnd
 
 
 def bcd(digits: str, *, negative: bool = False) -> bytes:
@@ -90,42 +88,23 @@ class Meter:
         return answer
 
 
-class MeterLine:
+class MeterLine(FarEnd):
     """A pseudo-terminal with meters on its far end. ``path`` is the gateway's port."""
 
     def __init__(self, *meters: Meter) -> None:
+        super().__init__("meter-line")
         self.meters = {meter.address: meter for meter in meters}
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
         self.requests: list[bytes] = []
         self._buffer = bytearray()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="meter-line", daemon=True)
 
     def __enter__(self) -> MeterLine:
-        self._thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            ready, _w, _x = select.select([self.master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                self._buffer += os.read(self.master, 4096)
-            except OSError:
-                return
-            for request in self._requests():
-                self._answer(request)
+    def on_bytes(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        for request in self._requests():
+            self._answer(request)
 
     def _requests(self) -> Iterator[bytes]:
         """Complete request frames in the buffer (wake-up bytes dropped)."""

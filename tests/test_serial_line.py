@@ -4,16 +4,13 @@ an over-long line, no line end, a failing checksum, silence."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import select
-import threading
-import tty
 from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
 
+from tests.kit.lines import FarEnd
 from watchpost.config.serial_line import LineDevice
 from watchpost.drivers import serial_line
 from watchpost.drivers.base import DeviceError, PollOutcome, ReadRequest, Table
@@ -21,44 +18,24 @@ from watchpost.drivers.serial_line_bus import SerialLineBus
 from watchpost.samples import Quality
 
 
-class Instrument:
+class Instrument(FarEnd):
     """The far end of a pseudo-terminal: writes what a test says, answers requests."""
 
     def __init__(self, answer: Callable[[bytes], bytes | None] | None = None) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
+        super().__init__("instrument")
         self.answer = answer
         self.received = bytearray()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> Instrument:
-        self._thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            ready, _w, _x = select.select([self.master], [], [], 0.05)
-            if not ready:
-                continue
-            chunk = os.read(self.master, 4096)
-            self.received += chunk
-            if self.answer is not None:
-                reply = self.answer(bytes(chunk))
-                if reply:
-                    os.write(self.master, reply)
+    def on_bytes(self, chunk: bytes) -> None:
+        self.received += chunk
+        if self.answer is not None:
+            reply = self.answer(chunk)
+            if reply:
+                self.send(reply)
 
 
 def line_bus(path: str, **keys: object) -> SerialLineBus:

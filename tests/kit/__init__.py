@@ -10,6 +10,8 @@
 - ``control``: ``wait_status``, the daemon's `status` once its control socket answers;
   ``crew``, `watchpost ... --config` run to its exit as a crew runs it.
 - ``platform``: ``Platform``, the platform's side of the command topics (signed with a key).
+- ``lines``: ``FarEnd``, a real pseudo-terminal whose far end a thread serves (meters,
+  instruments).
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.
