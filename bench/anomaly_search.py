@@ -5,7 +5,8 @@
 Each round's rule below was written down (and committed) before any result of it was looked
 at. Rounds 1-8 chose generic-v2 (their grid and rule: the first table and "Rule" below, as of
 commit 564adab); round 9 chooses generic-v3 (its own grid and rule, further below). The
-bench runs round 9; `--round 8` runs the grid and rule of rounds 1-8.
+bench runs round 10 (below); `--round 8` runs the grid and rule of rounds 1-8, `--round 9`
+round 9's.
 
 Search ranges (every combination is scored):
 
@@ -116,6 +117,39 @@ choice on all 16 files is generic-v3's defaults, shipped as the default if its i
 figures are not worse than generic-v2's by the same rule (fewer or equal violations, then
 F1); the held-out figure is leave-files-out as below.
 
+Round 9's result (generic-v3, landed as the default): in-sample 11 of 16 windows, median
+delay 57 s, no false event, F1 0.693, FAR 1.4 %; held out 11 of 16, 57 s, 1.98 false events
+per hour, F1 0.654; the anomaly-free gate 1.5 % of rows and one false event (0.60 per hour).
+Its calibration_factor lifts the one threshold of all points by the noisiest point's
+calibration: on file 4 the flow dipped during calibration (its level reached 81 robust units
+there), which lifts the threshold to 162 for every point, and the pump's other faults go
+unseen; on files 7 and 14 the flow leaves its calibration range 4 to 5 times over but stays
+under 16. So:
+
+Round 10 (generic-v3 again if it wins; the same graph). Design change, searched:
+
+- feature_cap K: per point and feature, the robust spread is widened so that the largest
+  deviation seen in calibration is at most K (a point that was wild in calibration is
+  trusted less, alone; the others keep their sensitivity); off: as round 9.
+
+| number | range |
+|---|---|
+| drift_lag | 0, 60, 180 |
+| combine | max, top2 |
+| feature_cap | off, 3, 4, 6, 8 |
+| roughness_weight | 1, 2 |
+| calibration_factor | 0, 2 |
+| relation_factor | 0, 16, 64 |
+| threshold | 4, 5, 6, 8, 10, 12, 16, 24 |
+| hold | 1, 3, 5, 10 |
+| clear | 10, 30, 60, 120 |
+
+Round 10 rule: round 9's, with one more gate condition, the issue's false-event target
+applied to the anomaly-free 400-row chunks (normal rows too): more than 0.5 false events per
+hour there is a violation. Round 10's choice on all 16 files replaces generic-v3's numbers if,
+by this rule on all 16 files, it has fewer violations than round 9's choice, or as many and
+a higher F1; else generic-v3 stays as round 9 chose it.
+
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
 The shipped defaults are the rule's choice on all 16 files (that figure is in-sample). A
@@ -175,6 +209,18 @@ GRID9: dict[str, list[Any]] = {
     "clear": [10, 30, 60, 120],
 }
 LEVEL_ROWS9 = 5  # the generic-v2 graph's, which generic-v3 shares
+GRID10: dict[str, list[Any]] = {
+    "drift_lag": [0, 60, 180],
+    "combine": ["max", "top2"],
+    "feature_cap": [0.0, 3.0, 4.0, 6.0, 8.0],  # 0: off
+    "roughness_weight": [1.0, 2.0],
+    "calibration_factor": [0.0, 2.0],
+    "relation_factor": [0.0, 16.0, 64.0],
+    "threshold": [4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0],
+    "hold": [1, 3, 5, 10],
+    "clear": [10, 30, 60, 120],
+}
+ROUND9_CHOICE = (0, "max", 0.0, 1.0, 2.0, 0.0, 16.0, 5, 30)  # in GRID10's order, cap off
 WINDOW = 32
 GROUPS = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
 LIMITS = {"detected": 0.97, "false_per_hour": 0.5, "far": 0.127, "gate_far": 0.02}
@@ -237,14 +283,16 @@ class Scored9:
     truth: npt.NDArray[np.bool_]
 
 
-def score_series9(s: LabelledSeries, cal: int, drift_lag: int, how: str) -> Scored9:
+def score_series9(
+    s: LabelledSeries, cal: int, drift_lag: int, how: str, cap: float = 0.0
+) -> Scored9:
     center, scale = input_scaling(s.values[:cal])
     z = (s.values - center) / scale
     level, energy = numpy_features(z, LEVEL_ROWS9)
     feats = np.stack([level, np.log(energy + ROUGHNESS_EPS)], axis=-1).reshape(len(z), -1)
     fc = feats[WINDOW - 1 : cal]
     drift = fc[drift_lag:] - fc[:-drift_lag] if drift_lag else None
-    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2, quantised(s.values[:cal]))
+    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2, quantised(s.values[:cal]), cap)
     k = 1 if how == "max" else 2
     dev = deviations(feats[cal:], fcenter, fscale, flat_seen, 2)
     cdev = deviations(fc, fcenter, fscale, flat_seen, 2)
@@ -393,9 +441,11 @@ def main() -> int:
     )
     ap.add_argument("valve_dir", type=Path)
     ap.add_argument("anomaly_free", type=Path)
-    ap.add_argument("--round", type=int, default=9, choices=[8, 9])
+    ap.add_argument("--round", type=int, default=10, choices=[8, 9, 10])
     args = ap.parse_args()
-    return main9(args) if args.round == 9 else main8(args)
+    if args.round == 8:
+        return main8(args)
+    return main9(args) if args.round == 9 else main10(args)
 
 
 def describe_in(grid: dict[str, list[Any]], combo: tuple[Any, ...]) -> str:
@@ -505,6 +555,118 @@ def main9(args: argparse.Namespace) -> int:
         files, g400, g2h = results[c]
         print(
             f"  {describe_in(GRID9, c)} ({-rank(c, GROUPS)[0]} violations): "
+            f"{figures(merge(files), g400, g2h)}"
+        )
+    return 0
+
+
+def behaving10() -> dict[tuple[Any, ...], bool]:
+    """Per round-10 combination: do the existing tests' scenarios behave as asserted?"""
+    scen = _scenarios()
+    ok: dict[tuple[Any, ...], bool] = {}
+    for lag, how, cap in itertools.product(*(GRID10[k] for k in list(GRID10)[:3])):
+        scored = [score_series9(s, cal, lag, how, cap) for s, cal, *_rest in scen]
+        for w, cf, rf, thr, hold, clear in itertools.product(
+            *(GRID10[k] for k in list(GRID10)[3:])
+        ):
+            good = True
+            for sc, (_s, _cal, h, c, check) in zip(scored, scen, strict=True):
+                st = decide9(
+                    sc, (w, cf, rf, thr, hold if h is None else h, clear if c is None else c)
+                )
+                good = good and bool(check(st))
+            ok[(lag, how, cap, w, cf, rf, thr, hold, clear)] = good
+    return ok
+
+
+def main10(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    valve = valve_series(args.valve_dir)
+    chunks, long_cal = anomaly_free_series(args.anomaly_free)
+    ok = behaving10()
+    print(f"{sum(ok.values())} of {len(ok)} combinations keep the existing tests' behaviour")
+    results: dict[tuple[Any, ...], tuple[list[Tally], Tally, Tally]] = {}
+    for lag, how, cap in itertools.product(*(GRID10[k] for k in list(GRID10)[:3])):
+        sv = [score_series9(s, 400, int(lag), str(how), float(cap)) for s in valve]
+        sg = [score_series9(s, 400, int(lag), str(how), float(cap)) for s in chunks]
+        sl = score_series9(long_cal, 7200, int(lag), str(how), float(cap))
+        for w, cf, rf, thr, hold, clear in itertools.product(
+            *(GRID10[k] for k in list(GRID10)[3:])
+        ):
+            combo = (lag, how, cap, w, cf, rf, thr, hold, clear)
+            if not ok[combo] and combo != ROUND9_CHOICE:
+                continue
+            dec: Decision9 = (float(w), float(cf), float(rf), float(thr), int(hold), int(clear))
+            files = [Counts.of(decide9(s, dec), s.truth).tally for s in sv]
+            g400 = merge([Counts.of(decide9(s, dec), s.truth).tally for s in sg])
+            g2h = Counts.of(decide9(sl, dec), sl.truth).tally
+            results[combo] = (files, g400, g2h)
+    print(f"{len(results)} candidates scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def violations10(combo: tuple[Any, ...], groups: list[list[int]]) -> int:
+        files, g400, g2h = results[combo]
+        extra = g400.false_per_hour > LIMITS["false_per_hour"]
+        return group_violations(files, groups, g400, g2h) + extra
+
+    def rank(combo: tuple[Any, ...], groups: list[list[int]]) -> tuple[float, ...]:
+        files, _g400, _g2h = results[combo]
+        v = merge([files[i] for g in groups for i in g])
+        *_rest, thr, hold, clear = combo
+        return (
+            -violations10(combo, groups),
+            v.f1,
+            -v.median_delay_s,
+            float(thr),
+            float(hold),
+            float(clear),
+        )
+
+    def figures(t: Tally, g400: Tally, g2h: Tally) -> str:
+        return (
+            f"{t.row_line()}; {t.event_line()}; gate 400 rows FAR {g400.far:.1%} "
+            f"({g400.false_events} events), 2 h FAR {g2h.far:.1%}"
+        )
+
+    candidates = [c for c in results if ok[c]]
+    held: list[Tally] = []
+    for group in GROUPS:
+        train = [g for g in GROUPS if g != group]
+        best = max(candidates, key=lambda c: rank(c, train))
+        files, g400, g2h = results[best]
+        out = merge([files[i] for i in group])
+        held.append(out)
+        where = merge([files[i] for g in train for i in g])
+        print(
+            f"held out files {group[0]}-{group[-1]}: chosen on the others: "
+            f"{describe_in(GRID10, best)}"
+        )
+        print(
+            f"  where chosen ({violations10(best, train)} violations): {figures(where, g400, g2h)}"
+        )
+        print(f"  held out:     {out.row_line()}; {out.event_line()}", flush=True)
+    pooled = merge(held)
+    print(f"leave-files-out, 4 held-out groups pooled: {pooled.row_line()}; {pooled.event_line()}")
+    best = max(candidates, key=lambda c: rank(c, GROUPS))
+    for label, combo in (
+        ("round 10's choice on all 16 files", best),
+        ("round 9's choice", ROUND9_CHOICE),
+    ):
+        files, g400, g2h = results[combo]
+        print(f"{label}: {describe_in(GRID10, combo)}")
+        print(
+            f"  in-sample ({violations10(combo, GROUPS)} violations): "
+            f"{figures(merge(files), g400, g2h)}"
+        )
+        for g in GROUPS:
+            t = merge([files[i] for i in g])
+            print(f"    files {g[0]}-{g[-1]}: {t.row_line()}; {t.event_line()}")
+    wins = rank(best, GROUPS)[:2] > rank(ROUND9_CHOICE, GROUPS)[:2]
+    print(f"generic-v3's numbers: {'round 10' if wins else 'round 9'}'s choice (the rule above)")
+    print("runners-up on all files:")
+    for c in sorted(candidates, key=lambda c: rank(c, GROUPS), reverse=True)[1:6]:
+        files, g400, g2h = results[c]
+        print(
+            f"  {describe_in(GRID10, c)} ({violations10(c, GROUPS)} violations): "
             f"{figures(merge(files), g400, g2h)}"
         )
     return 0

@@ -89,6 +89,7 @@ def feature_stats(
     drift: FloatArray | None,
     features_per_point: int,
     exempt: npt.NDArray[np.bool_] | None = None,
+    cap: float = 0.0,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Centre (median), scale and flat flags of calibration features ``[n, features]``
     (per point: level, then roughness). ``drift``: feature changes over the drift lag
@@ -96,13 +97,17 @@ def feature_stats(
     ``ROUGHNESS_FLOOR``. ``flat_seen`` is 1 for a roughness feature that was flat in some
     calibration window (a quantised channel that rests on one value), or whose point is
     ``exempt`` (per point: see ``quantised``): for the others, a flat window is a stuck
-    sensor."""
+    sensor. ``cap`` (> 0): each scale is widened so that no calibration window deviates by
+    more than ``cap`` of it (a feature that was wild in calibration is trusted less)."""
     center = np.median(feats, axis=0)
     spread = robust_spread(feats)
     if drift is not None and len(drift):
         spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
     is_level = np.arange(feats.shape[1]) % features_per_point == 0
     scale = np.maximum(spread, np.where(is_level, LEVEL_FLOOR, ROUGHNESS_FLOOR))
+    if cap > 0:
+        widest = np.abs(feats - center).max(axis=0) / scale
+        scale = scale * np.maximum(1.0, widest / cap)
     flat = (feats <= FLAT_ROUGHNESS).any(axis=0)
     if exempt is not None:
         flat = flat | np.repeat(np.asarray(exempt, dtype=bool), features_per_point)
