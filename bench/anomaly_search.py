@@ -150,6 +150,14 @@ hour there is a violation. Round 10's choice on all 16 files replaces generic-v3
 by this rule on all 16 files, it has fewer violations than round 9's choice, or as many and
 a higher F1; else generic-v3 stays as round 9 chose it.
 
+Round 10, second run: the first run fitted the relation part on robust deviations, the
+device fits it on the levels; the ridge is not scale-free, so the two differ (the device,
+`bench/skab.py`, gave F1 0.669 and one false event in-sample where the search said 0.671 and
+none, for the same choice: threshold 24, drift lag 180, relation factor 16, combine max,
+calibration factor 2, hold 3, clear 30). Fixed as a bug in the proxy (rounds 9 and 10
+only; round 9's choice has no relation part), and round 10 ran again with the same grid and
+rule; that run's figures are the ones reported.
+
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
 The shipped defaults are the rule's choice on all 16 files (that figure is in-sample). A
@@ -296,9 +304,9 @@ def score_series9(
     k = 1 if how == "max" else 2
     dev = deviations(feats[cal:], fcenter, fscale, flat_seen, 2)
     cdev = deviations(fc, fcenter, fscale, flat_seen, 2)
-    signed = (feats[:, 0::2] - fcenter[0::2]) / fscale[0::2]
-    rel = fit_relation(signed[WINDOW - 1 : cal], drift_lag)
-    rv, _share = rel.scores(signed[cal:])
+    levels = feats[:, 0::2]  # as the device fits it: on the levels (the ridge is not scale-free)
+    rel = fit_relation(levels[WINDOW - 1 : cal], drift_lag)
+    rv, _share = rel.scores(levels[cal:])
     return Scored9(
         level=topk_mean(dev[..., 0], k),
         rough=dev[..., 1:].max(axis=(-2, -1)),
