@@ -48,7 +48,7 @@ TEXT_SEP_HELP = _("column separator (default: ',')")
 TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
 TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
 TEXT_THRESHOLD_HELP = _(
-    "robust models (generic-v2): threshold in robust units (default: the model's, 24)"
+    "robust models (generic-v2, generic-v3): threshold in robust units (default: the model's, 24)"
 )
 TEXT_FACTOR_HELP = _(
     "other models: threshold = factor x highest calibration score (default: the model's, 8)"

@@ -1,7 +1,8 @@
-"""Robust per-sensor deviation scores: the scoring stage of the generic-v2 detector.
+"""Robust per-sensor deviation scores: the scoring stage of generic-v2 and generic-v3.
 
-The model (LiteRT, ``models/generic-v2.tflite``) turns each point's window of scaled input
-into two features: its *level* (the median of its last 3 rows) and its *roughness*
+The model (LiteRT, ``models/generic-v2.tflite``; generic-v3 is the same graph) turns each
+point's window of scaled input into two features: its *level* (the median of its last 5
+rows) and its *roughness*
 (``log(mean squared first difference + 1e-4)`` over the 32-row window). This module learns,
 from the calibration rows, what normal looks like for each point, and scores every window
 in *robust units*: how many robust spreads a feature is from its calibration median.
@@ -29,6 +30,12 @@ in *robust units*: how many robust spreads a feature is from its calibration med
   site.
 
 The optional *relation* part (``relation_factor > 0``) is generic-v1's, on these levels.
+
+generic-v3 (its sidecar) adds: ``roughness_weight`` (roughness deviations count this many
+times in the score), a threshold lifted to ``calibration_factor`` x the highest calibration
+score (the gateway's ``fit_calibration``), and ``quantised``: a point with more than half of
+its calibration rows on one value is exempt from the stuck-sensor rule. ``feature_stats``'s
+``cap`` was tried by the search (round 10) and is not used by any shipped model.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ ROBUST_DEFAULTS = {
     "hold_s": 3.0,
     "clear_s": 60.0,
 }
-# generic-v3: the same graph, scored as chosen by bench/anomaly_search.py (round 10)
+# generic-v3: the same graph, scored as chosen by bench/anomaly_search.py (round 10, 2nd run)
 ROBUST_V3_DEFAULTS = {
     "threshold": 24.0,
     "top_k": 1,
@@ -181,7 +181,7 @@ ROBUST_V3_DEFAULTS = {
     "calibration_factor": 2.0,
     "relation_factor": 16.0,
     "drift_lag_s": 180.0,
-    "hold_s": 3.0,
+    "hold_s": 5.0,
     "clear_s": 30.0,
 }
 # the scoring that goes with each robust model's name (a new name: the latest)

@@ -34,9 +34,9 @@ def test_an_entry_takes_the_models_defaults_where_it_gives_none() -> None:
     cfg = AnomalyModelConfig(name="pump", points=["a"], period_s=0.5, hold_s=4.0)
     v3 = open_detector(cfg, None).params
     assert SHIPPED_MODEL == "generic-v3"
-    assert (v3.threshold, v3.top_k, v3.relation_factor) == (16.0, 1, 0.0)
+    assert (v3.threshold, v3.top_k, v3.relation_factor) == (24.0, 1, 16.0)
     assert (v3.roughness_weight, v3.calibration_factor) == (1.0, 2.0)
-    assert (v3.drift_lag, v3.hold, v3.clear) == (0, 8, 60)  # rows of 0.5 s; hold given
+    assert (v3.drift_lag, v3.hold, v3.clear) == (360, 8, 60)  # rows of 0.5 s; hold given
     v2 = open_detector(cfg.model_copy(update={"model": shipped_model_path("generic-v2")}), None)
     assert (v2.params.threshold, v2.params.top_k, v2.params.relation_factor) == (24.0, 2, 16.0)
     assert (v2.params.roughness_weight, v2.params.calibration_factor) == (1.0, 0.0)
@@ -62,10 +62,10 @@ def test_a_calibration_too_short_for_the_defaults_is_refused_up_front() -> None:
     assert "120 row(s)" in text
     assert "at least 220" in text  # window 32 + drift lag 180 + 8
     assert "drift lag 180" in text
-    short = cfg.model_copy(update={"model": None, "calibration_s": 39})  # generic-v3
-    with pytest.raises(CalibrationError, match="at least 40"):  # window 32 + 0 + 8
-        open_detector(short, None)
-    assert open_detector(short.model_copy(update={"calibration_s": 40}), None).params
+    v3 = cfg.model_copy(update={"model": None, "calibration_s": 219})  # the same lag
+    with pytest.raises(CalibrationError, match="at least 220"):
+        open_detector(v3, None)
+    assert open_detector(v3.model_copy(update={"calibration_s": 220}), None).params
 
 
 def test_the_benches_hold_and_clear_rule_is_the_detectors() -> None:
