@@ -749,6 +749,11 @@ class Store:
             self._attempted = time.monotonic()
             txn = self._try_commit(txn)
             self._spill_done(txn)
+            if self._full is not None:  # what `health` says waits, as of now
+                self._note_full(
+                    alarms_waiting=sum(1 for op in txn if isinstance(op, _Put)),
+                    alarms_spilled=self._spill.written if self._spill is not None else 0,
+                )
             if not txn:
                 deadline = None
             else:
@@ -979,7 +984,6 @@ class Store:
         """Alarm events the disk cannot take: to the second path (their puts return),
         else they wait in memory."""
         waiting = [op for op in ops if isinstance(op, _Put) and not op.spilled]
-        self._note_full(alarms_waiting=sum(1 for op in ops if isinstance(op, _Put)))
         if not waiting or self._spill is None:
             if waiting:
                 self._spill_failures.failed(TEXT_SPILL_COST)
@@ -995,7 +999,7 @@ class Store:
             self._spill_failures.failed(exc)
             return
         self._spill_failures.succeeded()
-        self._note_full(alarms_spilled=self._spill.written)
+        self._note_full(alarms_spilled=self._spill.written)  # before the puts return
         for op in waiting:
             op.spilled = True
             done, op.done = op.done, None

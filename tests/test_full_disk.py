@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import Broker, Subscriber
 from tests.kit.configs import alarm, device, gateway, point, tcp_bus, write_config
+from tests.kit.control import wait_status
 from tests.kit.disks import NoSmallDisk, SmallDisk
 from tests.kit.processes import Watchpost
 from tests.kit.stored import put
@@ -113,6 +114,17 @@ def gas_events(sub: Subscriber) -> dict[str, list[str]]:
     return found
 
 
+def wait_full(sock: Path, timeout: float = 30.0) -> dict[str, Any]:
+    """The store's ``disk_full`` once the daemon says its disk is full (`watchpost status`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        full = wait_status(sock)["backlog"].get("disk_full")
+        if full is not None:
+            return dict(full)
+        assert time.monotonic() < deadline, "the disk never filled up"
+        time.sleep(0.1)
+
+
 def disk_full_events(sub: Subscriber) -> list[str]:
     """The `gateway/disk_full` fault's events, in seq order."""
     by_seq = alarm_events(sub)
@@ -164,7 +176,7 @@ def test_alarms_raised_on_a_full_disk_reach_the_broker(
             sub.wait_for(ROOT + "health", timeout=20)
             broker.stop()
             disk.fill(leave=96 * 1024)  # the rest goes to telemetry within a second or two
-            time.sleep(3)
+            wait_full(tmp_path / "run" / "control.sock")
             toggles = toggle(server, 8)  # the incident, on a full disk, the uplink down
             broker.start()
             wait_gas_events(sub, toggles)
