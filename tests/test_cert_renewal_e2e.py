@@ -37,6 +37,22 @@ def command(broker: TlsBroker, sub: Subscriber, name: str, body: dict[str, objec
     return replies[-1]
 
 
+def install_due(broker: TlsBroker, site: Path, folder: Path) -> Path:
+    """gw-a provisioned from the site manifest and installed in ``folder``; its config.
+    The bundle's certificate lasts ten years: renewing that far ahead makes it due now."""
+    (site / "manifest.toml").write_text(MANIFEST.format(site=SITE, port=broker.port))
+    assert main(["provision", str(site / "manifest.toml"), "--out", str(site / "out")]) == 0
+    config = install(site / "out" / "gw-a", folder)
+    text = config.read_text().replace("[uplink]\n", "[uplink]\nrenew_before_days = 3650\n", 1)
+    config.write_text(text)
+    return config
+
+
+def sign_with(site: Path) -> list[str]:
+    """`watchpost ca sign` with the site CA, before the CSR and --out."""
+    return ["ca", "sign", "--ca-dir", str(site / "ca"), "--days", "4000"]
+
+
 def online_count(sub: Subscriber) -> int:
     return sum(1 for m in sub.get(ROOT + "status") if m["state"] == "online")
 
@@ -46,12 +62,7 @@ def test_a_due_certificate_is_renewed_and_used(
     tls_broker: tuple[TlsBroker, Path], tmp_path: Path
 ) -> None:
     broker, site = tls_broker
-    (site / "manifest.toml").write_text(MANIFEST.format(site=SITE, port=broker.port))
-    assert main(["provision", str(site / "manifest.toml"), "--out", str(site / "out")]) == 0
-    config = install(site / "out" / "gw-a", tmp_path / "gw-a")
-    # the bundle's certificate lasts ten years: renewing that far ahead makes it due now
-    text = config.read_text().replace("[uplink]\n", "[uplink]\nrenew_before_days = 3650\n", 1)
-    config.write_text(text)
+    config = install_due(broker, site, tmp_path / "gw-a")
     state = tmp_path / "gw-a" / "state"
     sub = Subscriber(broker.plain, ROOT + "#")  # type: ignore[arg-type]
     daemon = Daemon(config, tmp_path / "gw-a")
@@ -70,7 +81,7 @@ def test_a_due_certificate_is_renewed_and_used(
             pki.pem(pki.make_csr(pki.gateway_subject(SITE, "gw-a"), pki.generate_key()))
         )
         wrong = tmp_path / "wrong.crt"
-        sign = ["ca", "sign", "--ca-dir", str(site / "ca"), "--days", "4000"]
+        sign = sign_with(site)
         assert main([*sign, str(stranger), "--out", str(wrong)]) == 0
         reply = command(broker, sub, "cert_install", {"id": 1, "certificate": wrong.read_text()})
         assert reply["ok"] is False
@@ -158,11 +169,7 @@ def test_a_certificate_the_broker_refuses_is_tried_again_and_kept_once_accepted(
     tls_broker: tuple[TlsBroker, Path], tmp_path: Path
 ) -> None:
     broker, site = tls_broker
-    (site / "manifest.toml").write_text(MANIFEST.format(site=SITE, port=broker.port))
-    assert main(["provision", str(site / "manifest.toml"), "--out", str(site / "out")]) == 0
-    config = install(site / "out" / "gw-a", tmp_path / "gw-a")
-    text = config.read_text().replace("[uplink]\n", "[uplink]\nrenew_before_days = 3650\n", 1)
-    config.write_text(text)
+    config = install_due(broker, site, tmp_path / "gw-a")
     state = tmp_path / "gw-a" / "state"
     sub = Subscriber(broker.plain, ROOT + "#")  # type: ignore[arg-type]
     daemon = Daemon(config, tmp_path / "gw-a")
@@ -171,7 +178,7 @@ def test_a_certificate_the_broker_refuses_is_tried_again_and_kept_once_accepted(
         csr_path = tmp_path / "renew.csr"
         csr_path.write_text(sub.wait_for(ROOT + "csr", timeout=30)[0]["csr"])
         renewed = tmp_path / "renewed.crt"
-        sign = ["ca", "sign", "--ca-dir", str(site / "ca"), "--days", "4000"]
+        sign = sign_with(site)
         assert main([*sign, str(csr_path), "--out", str(renewed)]) == 0
         new_cert = pki.load_certificate(renewed)
 
