@@ -24,10 +24,14 @@ from tests.conftest import Broker, Subscriber
 from tests.kit.configs import alarm, device, gateway, point, tcp_bus, write_config
 from tests.kit.net import free_port
 from tests.kit.processes import Watchpost
+from tests.kit.stored import put
 from tests.misbehaving_broker import MisbehavingBroker
 from tests.modbus_servers import device_context, tcp_server
 from tests.test_crew_cli import crew
+from tests.test_uplink import depth, make_uplink, running, until
+from watchpost.config.store import StoreConfig
 from watchpost.control import ControlError, request
+from watchpost.store import Store
 
 ROOT = "watchpost/v1/mine-7/gw-01/"
 ACK_TIMEOUT = 2.0  # s, [uplink] ack_timeout in these tests (default 20 s)
@@ -285,3 +289,34 @@ def test_on_a_new_connection_waiting_alarms_go_before_status(
     assert ROOT + "status" in topics, topics
     assert topics[0] == ROOT + "alarms", topics
     assert topics.index(ROOT + "status") < topics.index(ROOT + "telemetry"), topics
+
+
+def test_messages_held_by_a_broker_without_pubacks_stay_stored_until_one_acknowledges(
+    tmp_path: Path,
+) -> None:
+    """No backup: the uplink leaves the silent broker at each deadline and tries it again;
+    nothing leaves the store until a PUBACK, and once the broker acknowledges, all arrive."""
+    uplink_root = "watchpost/v1/site1/gw1/"
+    counted: dict[str, Any] = {}
+
+    async def scenario(bad: MisbehavingBroker) -> None:
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway="gw1")
+        uplink = make_uplink(bad.url, store, ack_timeout=1.0, reconnect_max=0.5)
+        async with running(uplink):
+            for i in range(3):
+                await put(store, "alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+            await until(lambda: len(bad.connections) >= 2, timeout=15)
+            counted["depth_while_silent"] = depth(store, "alarms")
+            counted["last_error"] = uplink.last_error
+            bad.mode = "ok"
+            await until(lambda: depth(store, "alarms") == 0, timeout=15)
+        store.close()
+
+    with MisbehavingBroker("no_puback") as bad:
+        asyncio.run(scenario(bad))
+        acked = decoded(bad.acked(), uplink_root + "alarms")
+        offered = decoded(bad.published(), uplink_root + "alarms")
+    assert counted["depth_while_silent"] == 3
+    assert "no PUBACK within 1 s" in counted["last_error"]
+    assert sorted({m["seq"] for m in acked}) == [1, 2, 3]
+    assert len(offered) >= 6  # offered on the silent connections too, then again
