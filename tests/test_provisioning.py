@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.test_provisioning_e2e import firstboot
 from watchpost.cli import main
 from watchpost.config import EXIT_CONFIG, load_config
 from watchpost.provisioning import pki
@@ -180,19 +181,8 @@ def test_csr_mode_then_signed_elsewhere(
     assert mode(bundle / "gateway.key") == 0o600
 
     # first boot refuses a bundle that still waits for its certificate
-    etc, state = tmp_path / "etc", tmp_path / "state"
-    args = [
-        "firstboot",
-        "--bundle",
-        str(bundle),
-        "--etc",
-        str(etc),
-        "--state",
-        str(state),
-        "--user",
-        ME,
-    ]
-    assert main(args) == EXIT_CONFIG
+    etc = tmp_path / "etc"
+    assert firstboot(bundle, tmp_path, source_option="--bundle") == EXIT_CONFIG
     assert "CSR" in capsys.readouterr().err
     assert not etc.exists()
 
@@ -202,7 +192,7 @@ def test_csr_mode_then_signed_elsewhere(
     subject = pki.Subject(common_name="gw-tank-a", organization="hx-chem-tankfarm")
     cert = pki.sign_leaf(subject, csr.public_key(), ca_cert=ca_cert, ca_key=ca_key, days=30)
     (bundle / "gateway.crt").write_bytes(pki.pem(cert))
-    assert main(args) == 0
+    assert firstboot(bundle, tmp_path, source_option="--bundle") == 0
     assert mode(etc / "gateway.key") == 0o600
 
 
@@ -256,22 +246,16 @@ def test_bad_manifest_names_the_key(
     assert not (site / "out").exists()
 
 
-def test_a_ca_that_is_not_a_ca(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(
-            [
-                "ca",
-                "broker",
-                "--ca-dir",
-                str(site / "ca"),
-                "--host",
-                "mqtt.local",
-                "--out",
-                str(site / "broker"),
-            ]
-        )
-        == 0
+def broker_certificate(site: Path, *extra: str) -> int:
+    """`watchpost ca broker` for mqtt.local with the site CA, into SITE/broker."""
+    ca = ["--ca-dir", str(site / "ca")]
+    return main(
+        ["ca", "broker", *ca, "--host", "mqtt.local", *extra, "--out", str(site / "broker")]
     )
+
+
+def test_a_ca_that_is_not_a_ca(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert broker_certificate(site) == 0
     manifest = site / "manifest.toml"
     manifest.write_text(
         manifest.read_text().replace('cert = "ca/ca.crt"', 'cert = "broker/broker.crt"')
@@ -284,23 +268,7 @@ def test_a_ca_that_is_not_a_ca(site: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_broker_certificate(site: Path) -> None:
-    assert (
-        main(
-            [
-                "ca",
-                "broker",
-                "--ca-dir",
-                str(site / "ca"),
-                "--host",
-                "mqtt.local",
-                "--ip",
-                "127.0.0.1",
-                "--out",
-                str(site / "broker"),
-            ]
-        )
-        == 0
-    )
+    assert broker_certificate(site, "--ip", "127.0.0.1") == 0
     cert = pki.load_certificate(site / "broker" / "broker.crt")
     assert pki.issued_by(cert, pki.load_certificate(site / "ca" / "ca.crt"))
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -311,23 +279,6 @@ def test_broker_certificate(site: Path) -> None:
 
 
 # -- first boot ------------------------------------------------------------------------------
-
-
-def firstboot(boot: Path, root: Path, *extra: str) -> int:
-    return main(
-        [
-            "firstboot",
-            "--boot-dir",
-            str(boot),
-            "--etc",
-            str(root / "etc"),
-            "--state",
-            str(root / "state"),
-            "--user",
-            ME,
-            *extra,
-        ]
-    )
 
 
 def test_firstboot_installs_and_is_idempotent(
@@ -446,22 +397,7 @@ def test_firstboot_refuses_a_mixed_up_bundle(
 def test_firstboot_needs_the_service_user(bundles: Path, tmp_path: Path) -> None:
     boot, root = tmp_path / "boot", tmp_path / "root"
     shutil.copytree(bundles / "gw-tank-a", boot / "watchpost-bundle")
-    assert (
-        main(
-            [
-                "firstboot",
-                "--boot-dir",
-                str(boot),
-                "--etc",
-                str(root / "etc"),
-                "--state",
-                str(root / "state"),
-                "--user",
-                "no-such-user-here",
-            ]
-        )
-        == 67
-    )
+    assert firstboot(boot, root, user="no-such-user-here") == 67
     assert (boot / "watchpost-bundle").exists()
     assert not (root / "etc").exists()
 

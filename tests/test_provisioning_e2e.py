@@ -84,27 +84,21 @@ def make_site(folder: Path, port: int) -> Path:
     return folder / "out"
 
 
+def firstboot(
+    source: Path, root: Path, *extra: str, source_option: str = "--boot-dir", user: str = ME
+) -> int:
+    """`watchpost firstboot` of ``source`` (the boot folder, or with ``--bundle`` the bundle)
+    into ROOT/etc and ROOT/state for ``user``; its exit status."""
+    folders = ["--etc", str(root / "etc"), "--state", str(root / "state")]
+    return main(["firstboot", source_option, str(source), *folders, "--user", user, *extra])
+
+
 def install(bundle: Path, root: Path) -> Path:
     """First boot into ``root``; return the installed config, which names the folders under
     ``root`` (firstboot rewrites /etc/watchpost and /var/lib/watchpost); the test adds its own
     control socket."""
-    etc, state = root / "etc", root / "state"
-    assert (
-        main(
-            [
-                "firstboot",
-                "--bundle",
-                str(bundle),
-                "--etc",
-                str(etc),
-                "--state",
-                str(state),
-                "--user",
-                ME,
-            ]
-        )
-        == 0
-    )
+    etc = root / "etc"
+    assert firstboot(bundle, root, source_option="--bundle") == 0
     assert not bundle.exists()
     config = etc / "gateway.toml"
     text = config.read_text()
