@@ -204,9 +204,17 @@ def gateway_toml(
 def use_code(revision: str) -> str:
     """Run the simulator and the daemon from ``revision`` of this repository (its committed
     files, unpacked once under the temporary folder), not from the working tree that others
-    may be editing; ``worktree`` keeps the working tree. Returns the commit id."""
+    may be editing; ``worktree`` keeps the working tree. Returns the commit id.
+
+    The measured tree is byte-compiled first, as the package installs it (pip compiles on
+    install): without it every start compiled the gateway's own modules from source (the
+    unpacked tree has no ``.pyc`` and a shell with PYTHONDONTWRITEBYTECODE never writes them),
+    which an installed gateway never does (0.5 MB of the demo daemon's resident memory here).
+    """
     if revision == "worktree":
         ENV.pop("PYTHONPATH", None)
+        for folder in ("gateway", "drivers", "models", "provisioning"):
+            compile_tree(REPOSITORY / folder)
         return "worktree"
     commit = subprocess.run(
         ["git", "rev-parse", revision], cwd=REPOSITORY, check=True, capture_output=True, text=True
@@ -229,8 +237,14 @@ def use_code(revision: str) -> str:
         (partial / "gateway").rename(partial / "watchpost")
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
+    compile_tree(root)
     ENV["PYTHONPATH"] = str(root)  # ahead of the editable install's finder
     return commit
+
+
+def compile_tree(folder: Path) -> None:
+    """Write the ``.pyc`` of every module under ``folder`` that lacks a current one."""
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(folder)], check=True)
 
 
 # -- processes ---------------------------------------------------------------------------------
