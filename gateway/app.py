@@ -44,7 +44,6 @@ from watchpost.config import (
 )
 from watchpost.config.paths import check_paths
 from watchpost.control import ControlError, ControlServer
-from watchpost.crew import read_values
 from watchpost.drivers import DRIVERS
 from watchpost.energy import FILE_NAME as ENERGY_FILE
 from watchpost.energy import DailyEnergy, DayFigure, energy_points
@@ -60,6 +59,7 @@ from watchpost.outbox import Outbox
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler, Poller, reader_for
 from watchpost.recorder import AlarmRecorder
+from watchpost.register_read import read_values
 from watchpost.resend import GapRepair
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog

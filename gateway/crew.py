@@ -36,9 +36,9 @@ from watchpost.crew_output import (
 )
 from watchpost.display import formats_of, word
 from watchpost.drivers import DRIVERS
-from watchpost.drivers.base import BusError, ReadRequest, Table
-from watchpost.drivers.codec import WordOrder, decode
+from watchpost.drivers.base import BusError, Table
 from watchpost.poller import reader_for
+from watchpost.register_read import read_values
 from watchpost.selftest import (
     Check,
     check_broker,
@@ -68,8 +68,6 @@ TEXT_SELFTEST_HELP = _("check config, buses, store, broker, clock, disk and mode
 TEXT_DAEMON_DOWN = _("daemon: not running; showing what can be read directly")
 TEXT_DAEMON_UP = _("running; these are the daemon's own checks")
 TEXT_NEEDS_DAEMON = _("this needs the running daemon: {error}")
-TEXT_WORD_ORDER = _("word order {order!r} is neither 'big' nor 'little'")
-WORD_ORDERS: dict[str, WordOrder] = {"big": "big", "little": "little"}
 TEXT_NO_DEVICE = _("no device named {name!r} in {config} (devices: {known})")
 TEXT_READ_FAILED = _("read failed: {error}")
 TEXT_RESULTS = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
@@ -343,39 +341,6 @@ async def direct_read(
         )
     finally:
         await bus.close()
-
-
-async def read_values(
-    bus: Any,
-    unit: int,
-    timeout: float,
-    *,
-    address: int,
-    count: int,
-    table: str,
-    type: str,
-    word_order: str,
-) -> dict[str, Any]:
-    """Read ``count`` values of ``type`` and decode them; shared by the daemon and direct mode."""
-    kind = Table(table)
-    width = 1 if kind.is_bits or type in ("int16", "uint16") else 2
-    raw = await bus.read(ReadRequest(unit, kind, address, count * width), timeout=timeout)
-    addresses = [address + i * width for i in range(count)]
-    if kind.is_bits:
-        return {
-            "addresses": addresses,
-            "raw": [int(b) for b in raw],
-            "values": [bool(b) for b in raw],
-        }
-    order = WORD_ORDERS.get(word_order)
-    if order is None:
-        raise ControlError(TEXT_WORD_ORDER.format(order=word_order))
-    groups = [[int(w) for w in raw[i * width : (i + 1) * width]] for i in range(count)]
-    return {
-        "addresses": addresses,
-        "raw": groups,
-        "values": [decode(g, type, order) for g in groups],
-    }
 
 
 def offline_checks(config: GatewayConfig) -> list[Check]:

@@ -121,6 +121,21 @@ def test_the_daemon_without_a_model_or_key_loads_no_numpy_litert_or_crypto(
     assert not {"numpy", "tflite_runtime", "ai_edge_litert", "cryptography"} & set(heavy)
 
 
+def test_the_daemon_does_not_load_the_crews_command_line_tools() -> None:
+    tools = ["watchpost.backlog_cli", "watchpost.crew", "watchpost.crew_output"]
+    tools.append("watchpost.textout")
+    code = (
+        "import json, sys\n"
+        "import watchpost.app\n"
+        f"print(json.dumps(sorted(set(sys.modules) & set({tools!r}))), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
 def test_a_configured_model_loads_the_runner(tmp_path: Path) -> None:
     heavy, done = loaded_heavy(
         "from watchpost.anomaly_part import NoModels, open_anomaly\n"
