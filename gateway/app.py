@@ -24,7 +24,7 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchpost import __version__, hangup
+from watchpost import __version__, hangup, memtrim
 from watchpost.actions import ActionError, AlarmActions
 from watchpost.alarm_state import AlarmStateFile
 from watchpost.alarms import AlarmEngine, AlarmEvent, AlarmHousekeeper
@@ -541,6 +541,7 @@ class Gateway:
                 "certificate-watch": self._certificate_watch,
                 "store-liveness": self._store_liveness,
                 "disk-watch": self._disk_watch,
+                "memory-trim": memtrim.run,
             }
             async with asyncio.TaskGroup() as group:
                 for name, run in parts.items():
