@@ -17,6 +17,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from gettext import gettext as _
 from pathlib import Path
@@ -93,6 +94,10 @@ def open_anomaly(config: AnomalyConfig, *, state_dir: Path | None, emit: EventSi
     or ``NoModels`` when there is none to run."""
     if not (config.enabled and config.models):
         return NoModels()
+    # numpy's OpenBLAS starts a worker thread for every further core when it loads (a stack
+    # and buffers each); the models' matrices are a few dozen wide, one thread is enough.
+    # An operator's own setting wins; it has no effect once numpy is loaded.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from watchpost.anomaly import AnomalyRunner  # noqa: PLC0415 - numpy and LiteRT, only now
 
     return AnomalyRunner(config=config, state_dir=state_dir, emit=emit)

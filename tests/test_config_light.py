@@ -146,6 +146,10 @@ def test_a_configured_model_loads_the_runner(tmp_path: Path) -> None:
         "emit=print)\n"
         "assert not isinstance(part, NoModels)\n"
         "assert list(part.status()['models']) == ['m']\n"
+        "import os\n"
+        "print('threads', len(os.listdir('/proc/self/task')), file=sys.stderr)\n"
     )
     assert done.returncode == 0, done.stderr
     assert "numpy" in heavy
+    # OpenBLAS started no worker threads of its own (OPENBLAS_NUM_THREADS=1 before numpy)
+    assert "threads 1\n" in done.stderr
