@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from watchpost.clock import wall_ms
 from watchpost.config.history import HistoryConfig
 from watchpost.samples import Quality
-from watchpost.sqlite_files import open_or_move_aside
+from watchpost.sqlite_files import PAGE_CACHE_KIB, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
@@ -392,6 +392,7 @@ class HistoryRecorder:
 def _open_checked(path: Path) -> sqlite3.Connection:
     """Open (or create) the history; raise if it is not ours or fails a quick check."""
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
     try:
         found = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]

@@ -72,7 +72,7 @@ from watchpost.backoff import Backoff
 from watchpost.clock import wall_ms
 from watchpost.config.store import StoreConfig
 from watchpost.log_once import LogOnce
-from watchpost.sqlite_files import move_aside, open_or_move_aside
+from watchpost.sqlite_files import PAGE_CACHE_KIB, move_aside, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 from watchpost.store_room import AlarmSpill, ReserveFile, Spilled
 
@@ -1278,6 +1278,7 @@ class _DamagedError(Exception):
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
     return conn
 
 
