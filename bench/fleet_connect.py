@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/fleet_connect.py [--gateways 10000] [--processes 4] [--down 10]
                                             [--spread 2] [--policy watchpost|fixed|both]
-                                            [--sources 1]
+                                            [--sources 16] [--loop uvloop|asyncio]
 
 ``bench/fleet.py`` runs the whole uplink (store, outbox, paho) per gateway; that is too heavy
 for 10,000 gateways on one machine. Here each simulated gateway is only what decides the
 connection rate a broker sees: the real reconnect policy (``watchpost.reconnect``), deciding
 every wait from the same failure kinds the uplink reports, over a real TCP connection and a
 real MQTT 3.1.1 CONNECT/CONNACK to a real Mosquitto on loopback (keepalive 30 s, PINGREQ every
-15 s, clean session, the uplink's client id and connect timeout). Nothing is published.
+15 s, clean session, the uplink's client id and connect timeout). Nothing is published. The
+fleet's processes run uvloop when it is installed (``pip install -e '.[bench]'``): it makes an
+attempt about 3.5 times cheaper, and 10,000 gateways make 5,000 attempts a second.
 
 The broker is stopped (all connections drop in the same instant) for ``--down`` seconds and
 started again. Printed, per policy: connections accepted (CONNACK) per 0.1 s and per 1 s
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -257,7 +260,12 @@ class Gateway:
 
 def worker(index: int, count: int, options: dict[str, Any], pipe: Connection) -> None:
     os.nice(options["nice"])  # the broker has a machine of its own at a site: let it go first
-    asyncio.run(_worker(index, count, options, pipe))
+    if options["loop"] == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional, for the bench only
+
+        uvloop.run(_worker(index, count, options, pipe))
+    else:
+        asyncio.run(_worker(index, count, options, pipe))
 
 
 async def _worker(index: int, count: int, options: dict[str, Any], pipe: Connection) -> None:
@@ -371,6 +379,7 @@ def run(policy: str, options: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {
         "policy": policy,
         "gateways": gateways,
+        "loop": options["loop"],
         "spread_s": options["spread"] if policy == "watchpost" else None,
         "down_s": options["down"],
         "load_before": [round(x, 2) for x in load_before],
@@ -443,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=20.0, help="seconds over which they start")
     parser.add_argument("--patience", type=float, default=90.0)
     parser.add_argument("--nice", type=int, default=0, help="niceness of the fleet's processes")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="event loop of the fleet's processes (uvloop: about 3.5 times less CPU a "
+        "connection attempt; pip install -e '.[bench]')",
+    )
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -464,7 +480,8 @@ def _table(f: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"policy {f['policy']}{spread}: {f['gateways']} gateways, broker down "
-            f"{f['down_s']:g} s; load average {f['load_before']} -> {f['load_after']}",
+            f"{f['down_s']:g} s ({f['loop']}); load average {f['load_before']} -> "
+            f"{f['load_after']}",
             f"  back: {f['reconnected']}, median {f['back_median_s']} s, 90% {f['back_p90_s']} s, "
             f"all {f['all_back_s']} s after the broker listened",
             f"  accepted after the policy's time: median {f['late_median_s']} s, "
