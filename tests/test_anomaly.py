@@ -288,8 +288,8 @@ def test_slow_model_does_not_delay_the_loop(tmp_path: Path) -> None:
     """A model call that waits for the poll path to go on never holds that path up.
 
     Each model call blocks until the poller has made five more beats (or has finished): a
-    model run on the event loop would wait for beats that cannot come, and time out. No wall-clock bound is
-    asserted, so a loaded machine cannot fail it.
+    model run on the event loop would wait for beats that cannot come, and time out. No
+    wall-clock bound is asserted, so a loaded machine cannot fail it.
     """
     points = ["flow", "pressure", "temp"]
     cfg = AnomalyConfig(
