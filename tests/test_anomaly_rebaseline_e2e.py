@@ -6,7 +6,6 @@ calibrates anew, and a restart before the new calibration is complete calibrates
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import Subscriber
 from tests.kit.platform import Platform
+from tests.kit.processes import cli
 from tests.site_run import stop
 from tests.test_anomaly_e2e import ROOT, PumpHouse, entry
 
@@ -34,15 +34,9 @@ def model_state(got: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def rebaseline_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # from the config's folder: its paths (var/control.sock) are the daemon's, from there
     command = ["anomaly", "rebaseline", *args, "--config", str(config)]
-    return subprocess.run(
-        [sys.executable, "-m", "watchpost", *command],
-        cwd=config.parent,  # the config's paths (var/control.sock) are the daemon's, from there
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return cli(*command, cwd=config.parent, timeout=30)
 
 
 def wait_calibrated(

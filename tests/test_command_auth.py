@@ -6,8 +6,6 @@ import asyncio
 import json
 import logging
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from tests.kit.processes import cli
 from watchpost.command_auth import (
     CommandRefused,
     CommandVerifier,
@@ -131,13 +130,7 @@ def test_ping_needs_no_signature_and_no_key_verifies_nothing() -> None:
 
 
 def test_watchpost_ca_command_key_makes_a_pair_the_verifier_takes(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "ca", "command-key", "--out", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = cli("ca", "command-key", "--out", str(tmp_path / "k"))
     assert result.returncode == 0, result.stderr
     private = tmp_path / "k" / "command-signing.key"
     public = tmp_path / "k" / "command-verify.pem"
@@ -149,13 +142,7 @@ def test_watchpost_ca_command_key_makes_a_pair_the_verifier_takes(tmp_path: Path
         load_verify_key(public), gateway="gw-1", max_age_s=300, now_ms=lambda: NOW
     )
     check.check("ack", signed(key))
-    again = subprocess.run(
-        [sys.executable, "-m", "watchpost", "ca", "command-key", "--out", str(tmp_path / "k")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = cli("ca", "command-key", "--out", str(tmp_path / "k"))
     assert again.returncode != 0  # never replaces a key
     assert load_verify_key(public)  # still the same readable key
 

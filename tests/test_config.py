@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.kit.processes import cli
 from watchpost.config import EXIT_CONFIG, ConfigError, load_config
 
 GOOD = """
@@ -61,16 +60,6 @@ scale = 0.01
 """
 
 
-def watchpost(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watchpost", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(textwrap.dedent(text))
@@ -78,7 +67,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_good_file_passes(tmp_path):
-    result = watchpost("config", "check", str(write(tmp_path, GOOD)))
+    result = cli("config", "check", str(write(tmp_path, GOOD)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     config = load_config(tmp_path / "gateway.toml")
@@ -94,7 +83,7 @@ def test_five_mistakes_are_each_named_by_key_path(tmp_path):
         .replace('type = "float32"', 'type = "float64"')  # unknown data type
         .replace("scale = 0.01", 'scale = "0.01x"\ncolour = "red"')
     )  # not a number, unknown key
-    result = watchpost("config", "check", str(write(tmp_path, bad)))
+    result = cli("config", "check", str(write(tmp_path, bad)))
     assert result.returncode == EXIT_CONFIG
     err = result.stderr
     assert "gateway.id: is required" in err
@@ -144,18 +133,18 @@ def test_type_must_fit_the_table(tmp_path):
 
 
 def test_broken_toml_and_missing_file(tmp_path):
-    result = watchpost("config", "check", str(write(tmp_path, "[gateway\nsite=1")))
+    result = cli("config", "check", str(write(tmp_path, "[gateway\nsite=1")))
     assert result.returncode == EXIT_CONFIG
     assert "not valid TOML" in result.stderr
     assert "line 1" in result.stderr
-    result = watchpost("config", "check", str(tmp_path / "absent.toml"))
+    result = cli("config", "check", str(tmp_path / "absent.toml"))
     assert result.returncode == EXIT_CONFIG
     assert "cannot read the file" in result.stderr
 
 
 def test_run_refuses_a_bad_file(tmp_path):
     bad = GOOD.replace("unit = 3", "unit = 300")
-    result = watchpost("run", "--config", str(write(tmp_path, bad)))
+    result = cli("run", "--config", str(write(tmp_path, bad)))
     assert result.returncode == EXIT_CONFIG
     assert "devices[0].unit" in result.stderr
 
@@ -175,19 +164,19 @@ key_file = "{key}"''',
     config = write(tmp_path, tls)
     key.chmod(0o644)
     config.chmod(0o640)
-    result = watchpost("run", "--config", str(config))
+    result = cli("run", "--config", str(config))
     assert result.returncode == EXIT_CONFIG
     assert f"uplink.key_file: {key} can be read by others (mode 0o644); chmod 600" in result.stderr
 
     key.chmod(0o600)
     config.chmod(0o644)  # the config points at the key: others must not read it either
-    result = watchpost("run", "--config", str(config))
+    result = cli("run", "--config", str(config))
     assert result.returncode == EXIT_CONFIG
     assert "others can read this file" in result.stderr
 
     config.chmod(0o640)
     (tmp_path / "gateway.crt").unlink()
-    result = watchpost("run", "--config", str(config))
+    result = cli("run", "--config", str(config))
     assert result.returncode == EXIT_CONFIG
     assert "uplink.cert_file:" in result.stderr
     assert "does not exist" in result.stderr
@@ -196,6 +185,6 @@ key_file = "{key}"''',
 def test_a_config_others_can_change_is_refused(tmp_path):
     config = write(tmp_path, GOOD)
     config.chmod(0o666)
-    result = watchpost("config", "check", str(config))
+    result = cli("config", "check", str(config))
     assert result.returncode == EXIT_CONFIG
     assert "others can change this file" in result.stderr

@@ -3,11 +3,11 @@ exit 78 and a message that names what is wrong, by both commands, without a trac
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.kit.processes import cli
 
 EXIT_CONFIG = 78
 
@@ -61,14 +61,7 @@ def refused_by_both(folder: Path, data: bytes) -> str:
     config.chmod(0o640)
     output = ""
     for args in (("config", "check", str(config)), ("run", "--config", str(config))):
-        result = subprocess.run(
-            [sys.executable, "-m", "watchpost", *args],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = cli(*args, cwd=folder)
         text = result.stdout + result.stderr
         assert result.returncode == EXIT_CONFIG, text
         assert "Traceback" not in text, text
@@ -80,14 +73,7 @@ def test_the_base_config_is_accepted(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(config_text())
     config.chmod(0o640)
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "config", "check", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = cli("config", "check", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -136,12 +122,5 @@ def test_unit_0_stays_allowed_on_modbus_tcp(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(config_text(unit=0))  # many TCP devices answer unit 0 (or 255) only
     config.chmod(0o640)
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "config", "check", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = cli("config", "check", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -6,13 +6,12 @@ instrument and a Modbus device, checked by `watchpost config check` and by the l
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.kit.processes import cli
 from watchpost.config import EXIT_CONFIG, ConfigError, DeviceConfig, load_config
 from watchpost.config.dlt645 import Dlt645Device
 from watchpost.config.serial_line import LineDevice
@@ -194,13 +193,7 @@ address = 0
 
 def test_config_check_prints_the_key_path_and_exits_78(tmp_path):
     path = write(tmp_path, EXAMPLE.replace('line_end = "\\r"', 'line_end = "END!"'))
-    done = subprocess.run(
-        [sys.executable, "-m", "watchpost", "config", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli("config", "check", str(path))
     assert done.returncode == EXIT_CONFIG
     assert "buses[2].line_end: line_end must be one or two characters" in done.stderr
 

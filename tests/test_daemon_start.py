@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.kit.configs import gas_gateway, point
 from tests.kit.configs import write_config as kit_write_config
 from tests.kit.control import wait_status
 from tests.kit.disks import NoSmallDisk, SmallDisk
-from tests.kit.processes import running_gateway
+from tests.kit.processes import cli, running_gateway
 from tests.modbus_servers import MisshapenAnswers
 
 ROOT = "watchpost/v1/start-site/gw-st/"
@@ -51,6 +50,16 @@ def test_a_sighup_while_starting_does_not_kill_the_daemon(
     with MisshapenAnswers({1: "exact"}) as server:
         config = write_config(tmp_path, broker.url, server.port)
         with running_gateway(config) as process:
+            # no program can catch a signal before its interpreter runs it: the SIGHUP is sent
+            # ``after`` s once `watchpost run` holds it (its first act; Python itself takes
+            # 0.1-0.2 s to get there on a loaded machine, where a fixed delay killed it)
+            deadline = time.monotonic() + 30
+            while not process.catches(signal.SIGHUP):
+                assert process.poll() is None, process.log()
+                assert time.monotonic() < deadline, process.log()
+                time.sleep(0.005)
+            # held early, not only by the event loop's handler: the store is not made yet
+            assert not (tmp_path / "var" / "buffer.db").exists()
             time.sleep(after)
             process.send_signal(signal.SIGHUP)
             status = wait_status(tmp_path / "var" / "control.sock")
@@ -70,16 +79,7 @@ def check_and_run(
     """`watchpost config check` and `watchpost run` on ``config``, each to its exit."""
     results = []
     for args in (("config", "check", str(config)), ("run", "--config", str(config))):
-        results.append(
-            subprocess.run(
-                [*prefix, sys.executable, "-m", "watchpost", *args],
-                cwd=config.parent,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        )
+        results.append(cli(*args, cwd=config.parent, prefix=prefix))
     return results
 
 

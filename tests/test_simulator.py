@@ -18,7 +18,7 @@ import pytest
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from tests.kit.processes import SimulatorProcess
+from tests.kit.processes import SimulatorProcess, cli
 
 DT = ModbusTcpClient.DATATYPE
 
@@ -369,14 +369,7 @@ def test_refuses_to_replace_a_file_at_the_link_path(tmp_path: Path) -> None:
     precious = tmp_path / "dev" / "ttyWP0"
     precious.write_text("not a link", encoding="utf-8")
     (tmp_path / "site.toml").write_text(SITE, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--port-base", "0"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = cli("simulate", "site.toml", "--port-base", "0", cwd=tmp_path, timeout=30)
     assert result.returncode == 71
     assert "not a link" in result.stderr
     assert precious.read_text(encoding="utf-8") == "not a link"
@@ -388,14 +381,7 @@ def test_port_taken_exits_71(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         (tmp_path / "site.toml").write_text(SITE, encoding="utf-8")
-        result = subprocess.run(
-            [sys.executable, "-m", "watchpost", "simulate", "site.toml", "--port-base", str(port)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = cli("simulate", "site.toml", "--port-base", str(port), cwd=tmp_path, timeout=30)
     assert result.returncode == 71, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr
 
@@ -408,14 +394,7 @@ def test_bad_site_file_exits_78_naming_the_keys(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "simulate", "site.toml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = cli("simulate", "site.toml", cwd=tmp_path, timeout=30)
     assert result.returncode == 78, result.stderr
     assert "devices[1].points[0].type: " in result.stderr
     # references are checked once the shapes are right
@@ -434,12 +413,6 @@ def test_bad_site_file_exits_78_naming_the_keys(tmp_path: Path) -> None:
 
 def test_demo_site_file_is_valid() -> None:
     demo = Path(__file__).resolve().parents[1] / "examples" / "demo" / "site.toml"
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "simulate", str(demo), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = cli("simulate", str(demo), "--check", timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

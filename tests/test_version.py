@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.kit.processes import cli
 from watchpost import __version__
 from watchpost.models import SHIPPED_MODEL, shipped_model_path
 from watchpost.version import update_info
@@ -15,12 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_version_json_names_the_libraries_and_the_model() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "watchpost", "version", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = cli("version", "--json")
+    assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     card = json.loads(shipped_model_path().with_suffix(".json").read_text())
     assert info["version"] == __version__

@@ -4,7 +4,8 @@
 - ``net``: ``free_port``, ``wait_port`` (loopback only).
 - ``processes``: ``Watchpost``, `python -m watchpost ...` as a real process, ready when it
   says ``READY=1`` on its notification socket (the daemon and the simulator alike).
-  ``gateway_process``/``running_gateway``: `watchpost run` on a config, in its folder.
+  ``gateway_process``/``running_gateway``: `watchpost run` on a config, in its folder;
+  ``cli``: `python -m watchpost ...` run to its exit, output captured.
 - ``configs``: builders for gateway configs (dicts written as TOML), instead of copied TOML;
   ``gas_gateway``/``gas``: one Modbus TCP bus with one gas device, as most daemon tests use.
 - ``control``: ``wait_status``, the daemon's `status` once its control socket answers;

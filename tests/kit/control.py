@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.kit.processes import cli
 from watchpost.control import ControlError, request
 
 
@@ -25,11 +25,4 @@ def wait_status(sock: Path, timeout: float = 30.0, every: float = 0.1) -> dict[s
 
 def crew(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """`watchpost ARGS --config CONFIG` as a crew runs it beside the daemon, to its exit."""
-    return subprocess.run(
-        [sys.executable, "-m", "watchpost", *args, "--config", str(config)],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return cli(*args, "--config", str(config), cwd=config.parent, timeout=timeout)

@@ -90,6 +90,15 @@ class Watchpost:
     def send_signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
+    def catches(self, signum: int) -> bool:
+        """Whether the process has a handler for ``signum`` now (its ``SigCgt`` in /proc)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except FileNotFoundError:  # it has exited
+            return False
+        caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught, 16) >> (signum - 1) & 1)
+
     def wait_for(self, field: str, timeout: float = START_TIMEOUT) -> list[str]:
         """Notifications until one holds the line ``field`` (``READY=1``); all of them so far.
 
@@ -164,6 +173,26 @@ class Watchpost:
         _traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m watchpost ARGS` run to its exit, its output captured as text. ``env`` is
+    the whole environment when given; ``prefix`` goes before the interpreter."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "watchpost", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def gateway_process(config: Path, **keys: Any) -> Watchpost:
