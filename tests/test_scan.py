@@ -138,25 +138,15 @@ def rtu_site(units: dict[int, int], baudrate: int) -> Iterator[RtuSite]:
         loop.close()
 
 
+def scan_8n1(port: str, units: str, bauds: str, timeout: str, *extra: str) -> int:
+    """`watchpost scan` of ``port`` for ``units`` at ``bauds``, no parity; its exit status."""
+    line = ["--units", units, "--baud", bauds, "--parity", "N", "--timeout", timeout]
+    return main(["scan", "--port", port, *line, *extra])
+
+
 def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({2: 1234, 3: 77}, baudrate=19200) as site:
-        status = main(
-            [
-                "scan",
-                "--port",
-                site.port,
-                "--units",
-                "1-4",
-                "--baud",
-                "9600,19200",
-                "--parity",
-                "N",
-                "--timeout",
-                "0.2",
-                "--bus-name",
-                "line_a",
-            ]
-        )
+        status = scan_8n1(site.port, "1-4", "9600,19200", "0.2", "--bus-name", "line_a")
         assert site.line.dropped > 0  # the 9600 probes were sent, and went unheard
     out, err = capsys.readouterr()
     assert status == 0
@@ -195,24 +185,7 @@ def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) 
 
 def test_proposal_for_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({1: 5}, baudrate=9600) as site:
-        status = main(
-            [
-                "scan",
-                "--port",
-                site.port,
-                "--units",
-                "1",
-                "--baud",
-                "9600",
-                "--parity",
-                "N",
-                "--timeout",
-                "0.3",
-                "--manifest",
-                "--bus-name",
-                "b",
-            ]
-        )
+        status = scan_8n1(site.port, "1", "9600", "0.3", "--manifest", "--bus-name", "b")
     assert status == 0
     proposed = tomllib.loads(capsys.readouterr().out)
     assert proposed["gateways"]["buses"][0]["baudrate"] == 9600
@@ -221,21 +194,7 @@ def test_proposal_for_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_settings_are_tried_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({1: 0}, baudrate=38400) as site:
-        status = main(
-            [
-                "scan",
-                "--port",
-                site.port,
-                "--units",
-                "1",
-                "--baud",
-                "19200,9600,4800",
-                "--parity",
-                "N",
-                "--timeout",
-                "0.1",
-            ]
-        )
+        status = scan_8n1(site.port, "1", "19200,9600,4800", "0.1")
     err = capsys.readouterr().err
     assert status == 1, err
     tried = [line.split(":")[0] for line in err.splitlines() if line.endswith(": -")]
@@ -267,21 +226,7 @@ def test_an_exception_answer_counts_as_found() -> None:
 
 def test_nothing_on_the_line(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({9: 0}, baudrate=38400) as site:
-        status = main(
-            [
-                "scan",
-                "--port",
-                site.port,
-                "--units",
-                "1,2",
-                "--baud",
-                "9600",
-                "--parity",
-                "N",
-                "--timeout",
-                "0.1",
-            ]
-        )
+        status = scan_8n1(site.port, "1,2", "9600", "0.1")
     out, err = capsys.readouterr()
     assert status == 1
     assert out == ""
