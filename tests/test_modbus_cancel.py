@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
-
+from tests.kit.tasks import assert_cancelled
 from watchpost.drivers.modbus import keep_cancel
 
 
@@ -28,11 +27,7 @@ def test_a_cancellation_swallowed_below_is_raised_again() -> None:
         started = asyncio.Event()
         task = asyncio.create_task(keep_cancel(swallows_a_cancel(started)))
         await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            async with asyncio.timeout(5):
-                await task
-        assert task.cancelled()
+        await assert_cancelled(task)
 
     asyncio.run(main())
 

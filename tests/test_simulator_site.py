@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.kit.tasks import assert_cancelled
 from watchpost.config import ConfigError
 from watchpost.drivers.base import Table
 from watchpost.drivers.simulator.engine import SiteEngine, decode, encode
@@ -288,10 +289,6 @@ def test_a_cancellation_that_comes_with_the_stop_is_not_lost() -> None:
         task = asyncio.create_task(server.run(stop))
         await asyncio.sleep(0.05)  # inside its wait for the next tick (tick = 0.1 s)
         stop.set()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            async with asyncio.timeout(5):
-                await task
-        assert task.cancelled()
+        await assert_cancelled(task)  # in the same step as the stop
 
     asyncio.run(main())

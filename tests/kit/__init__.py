@@ -13,6 +13,7 @@
 - ``platform``: ``Platform``, the platform's side of the command topics (signed with a key).
 - ``lines``: ``FarEnd``, a real pseudo-terminal whose far end a thread serves (meters,
   instruments).
+- ``tasks``: ``assert_cancelled``, a task's cancellation that must not be lost.
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.
