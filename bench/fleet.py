@@ -190,7 +190,7 @@ async def _worker(
     gateways = []
     for k in range(count):
         name = f"gw-{index:03d}-{k:04d}"
-        store = Store(StoreConfig(path=folder / f"{name}.db", commit_interval=1.0), gateway=name)
+        store = Store(StoreConfig(path=folder / f"{name}.db", commit_interval=1.0))
         outbox = Outbox(store, gateway=name)
         uplink = Uplink(
             UplinkConfig(broker=f"mqtt://127.0.0.1:{port}", health_interval=3600),

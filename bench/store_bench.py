@@ -126,7 +126,7 @@ async def drain(store: Store, url: str) -> tuple[float, int]:
 
 async def durable(folder: Path, count: int = 500) -> None:
     """Alarms: one fsync'd commit each, awaited one by one or issued together."""
-    store = Store(StoreConfig(path=folder / "alarms.db"), gateway="gw1")
+    store = Store(StoreConfig(path=folder / "alarms.db"))
     alarm = AlarmMessage(
         event="raised",
         alarm="ch4_face_1/high_alarm",
@@ -156,7 +156,7 @@ async def durable(folder: Path, count: int = 500) -> None:
 
 async def main(samples: int, folder: Path, keep_sent: float) -> None:
     path = folder / "buffer.db"
-    store = Store(StoreConfig(path=path, quota_mb=100_000, keep_sent=keep_sent), gateway="gw1")
+    store = Store(StoreConfig(path=path, quota_mb=100_000, keep_sent=keep_sent))
     marks = [m for m in (1_000_000, 5_000_000) if m <= samples]
     await durable(folder)
     print(f"ingest offline: {samples:,} samples in batches of {BATCH}")
@@ -210,7 +210,7 @@ async def main(samples: int, folder: Path, keep_sent: float) -> None:
 async def fill_quota(folder: Path) -> None:
     """Fill a store with the default quota until the first eviction: the outage it holds."""
     path = folder / "quota.db"
-    store = Store(StoreConfig(path=path), gateway="gw1")
+    store = Store(StoreConfig(path=path))
     site = Site()
     done, start = 0, time.perf_counter()
     while True:

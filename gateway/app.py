@@ -120,7 +120,7 @@ class Gateway:
         self.clock = Clock(always_synced if config.gateway.clock == "rtc" else kernel_synced)
         self.now_ms = self.clock.now_ms
         state_dir = config.gateway.state_dir or Path(config.store.path).parent
-        self.store = Store(config.store, gateway=config.gateway.id, clock=self.clock)
+        self.store = Store(config.store, clock=self.clock)
         self.outbox = Outbox(self.store, gateway=config.gateway.id, clock=self.clock)
         # shutdown orders from the platform arm the power watch; kept across restarts
         self.orders = ShutdownOrders(state_dir / ORDERS_FILE, self.now_ms)

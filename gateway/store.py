@@ -274,9 +274,8 @@ _Op = _Put | _Ack | _Sync | _Close
 class Store:
     """The outbox. Construct it anywhere; call ``put`` from the event loop."""
 
-    def __init__(self, config: StoreConfig, gateway: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: StoreConfig, *, clock: Clock | None = None) -> None:
         self.config = config
-        self.gateway = gateway
         self.path = Path(config.path)
         self.quota_bytes = int(config.quota_mb * 1024 * 1024)
         self.min_free_bytes = int(config.min_free_mb * 1024 * 1024)

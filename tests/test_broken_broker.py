@@ -300,7 +300,7 @@ def test_messages_held_by_a_broker_without_pubacks_stay_stored_until_one_acknowl
     counted: dict[str, Any] = {}
 
     async def scenario(bad: MisbehavingBroker) -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway="gw1")
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05))
         uplink = make_uplink(bad.url, store, ack_timeout=1.0, reconnect_max=0.5)
         async with running(uplink):
             for i in range(3):

@@ -18,7 +18,7 @@ from tests.conftest import Broker, Subscriber
 from tests.connack_broker import ConnackBroker
 from tests.kit.stored import put
 from tests.test_outage import assert_complete_in_order, sample_batch
-from tests.test_uplink import GW, ROOT, make_uplink, running, until
+from tests.test_uplink import ROOT, make_uplink, running, until
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store
 from watchpost.uplink import command_name
@@ -34,7 +34,7 @@ def test_back_within_two_seconds_of_a_broker_restart(
     sent = {"n": 0}
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1))
         # the defaults a site gets: reconnect_spread 2 s, backoff 0.5 to 15 s
         uplink = make_uplink(broker.url, store, reconnect_min=0.5, reconnect_max=15.0)
         async with running(uplink):
@@ -74,7 +74,7 @@ def test_mqtt5_carries_the_streams(tmp_path: Path, broker: Broker, subscriber) -
     sub: Subscriber = subscriber(ROOT + "#")
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05))
         uplink = make_uplink(broker.url, store, protocol="mqtt5", session_expiry=60)
         async with running(uplink):
             for i in range(5):
@@ -100,7 +100,7 @@ def test_slow_down_codes_make_the_gateway_wait_longer(
     counted: dict[str, int] = {}
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         # an unreachable broker would be tried every ~0.2 s with these settings: 30 in 6 s
         uplink = make_uplink(
             slow.url, store, protocol="mqtt5", reconnect_spread=0.2, reconnect_max=0.5
@@ -133,7 +133,7 @@ def test_use_another_server_is_followed_to_a_configured_broker(
     unused = ConnackBroker(0x89)
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05))
         uplink = make_uplink(
             primary.url, store, protocol="mqtt5", backup_brokers=[unused.url, broker.url]
         )
@@ -161,7 +161,7 @@ def test_a_server_the_config_does_not_name_is_never_followed(
     primary = ConnackBroker(0x9D, server=f"127.0.0.1:{broker.port}")
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         uplink = make_uplink(primary.url, store, protocol="mqtt5", reconnect_spread=0.2)
         async with running(uplink):
             await until(lambda: len(primary.connects) >= 3, timeout=10)

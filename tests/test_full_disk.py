@@ -276,7 +276,7 @@ def spill_scenario(phase: str, folder: str, spill_path: str) -> None:
         data = json.dumps(body).encode()
         return await store.put("alarms", data, ts=n, durable=True, last="gas/high")
 
-    store = Store(config, gateway="gw1")
+    store = Store(config)
     if phase == "before":
 
         async def before() -> int:
@@ -358,7 +358,7 @@ def test_an_older_store_is_rebuilt_to_give_pages_back(tmp_path: Path) -> None:
     """A store made before incremental vacuum (auto_vacuum off) is rebuilt with it at the
     next start, its messages and counters kept, so that a full disk gets pages back."""
     path = tmp_path / "buffer.db"
-    store = Store(StoreConfig(path=path), gateway="gw1")
+    store = Store(StoreConfig(path=path))
 
     async def fill() -> None:
         for n in range(5):
@@ -375,7 +375,7 @@ def test_an_older_store_is_rebuilt_to_give_pages_back(tmp_path: Path) -> None:
         assert older.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     finally:
         older.close()
-    store = Store(StoreConfig(path=path), gateway="gw1")
+    store = Store(StoreConfig(path=path))
     try:
         assert [row.seq for row in store.fetch("alarms", 0, 10)] == [1, 2, 3, 4, 5]
         assert store.last_seq("alarms") == 5

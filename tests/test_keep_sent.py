@@ -23,7 +23,7 @@ from watchpost.store import Store
 
 
 def make(path: Path, **kwargs: object) -> Store:
-    return Store(StoreConfig(path=path, **kwargs), gateway="gw1")
+    return Store(StoreConfig(path=path, **kwargs))
 
 
 def acknowledge(store: Store, stream: str) -> list[int]:

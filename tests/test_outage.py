@@ -72,7 +72,7 @@ def test_ten_broker_restarts_lose_nothing(tmp_path: Path, persistent_broker: Bro
             await asyncio.sleep(0.02)
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.2), gateway="gw1")
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.2))
         uplink = make_uplink(broker.url, store)
         stop = asyncio.Event()
         async with running(uplink):
@@ -123,7 +123,7 @@ def test_silent_dead_link_is_detected_within_one_and_a_half_keepalives(
     last = {"alarms": 0}
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1), gateway="gw1")
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1))
         uplink = make_uplink(proxy.url, store, keepalive=keepalive, connect_timeout=2)
         async with running(uplink):
             await until(lambda: uplink.connected)
@@ -170,9 +170,7 @@ def test_quota_reached_during_outage(
 
     async def scenario() -> dict:
         proxy.blackhole()  # the uplink is down from the start
-        store = Store(
-            StoreConfig(path=tmp_path / "b.db", commit_interval=0.05, quota_mb=0.4), gateway="gw1"
-        )
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05, quota_mb=0.4))
         uplink = make_uplink(proxy.url, store, connect_timeout=0.5)
         async with running(uplink):
             for i in range(300):
@@ -212,7 +210,7 @@ def test_damaged_store_is_reported_to_the_platform(
     path.write_bytes(b"\x00garbage" * 1000)
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=path), gateway="gw1")
+        store = Store(StoreConfig(path=path))
         uplink = make_uplink(broker.url, store)
         async with running(uplink):
             await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1)
@@ -233,7 +231,7 @@ def test_backup_broker_takes_over(tmp_path: Path, broker: Broker, subscriber) ->
     dead_primary = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway="gw1")
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         uplink = make_uplink(dead_primary, store, backup_brokers=[broker.url])
         async with running(uplink):
             for i in range(5):

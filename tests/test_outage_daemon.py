@@ -26,7 +26,7 @@ SETTLE = 0.5  # s: longer than any commit of a durable alarm takes here
 
 def _old_store(path: Path) -> None:
     async def fill() -> None:
-        store = Store(StoreConfig(path=path), gateway="gw-01")
+        store = Store(StoreConfig(path=path))
         for i in range(300):
             await put(
                 store, "alarms", {"event": "raised", "n": i, "pad": "x" * 200}, ts=i, durable=True

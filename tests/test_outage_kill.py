@@ -39,7 +39,7 @@ def encode(body):
 db, url, run, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 async def main():
-    store = Store(StoreConfig(path=Path(db), commit_interval=float(sys.argv[5])), "gw1")
+    store = Store(StoreConfig(path=Path(db), commit_interval=float(sys.argv[5])))
     uplink = Uplink(UplinkConfig(broker=url, reconnect_min=0.05, reconnect_max=0.2),
                     Outbox(store, gateway="gw1"),
                     site="site1", gateway="gw1", version="test", boot_id=f"run-{run}",

@@ -16,7 +16,7 @@ from watchpost.store import Store
 
 
 def test_the_store_connections_cache_at_most_512_kib(tmp_path: Path) -> None:
-    store = Store(StoreConfig(path=tmp_path / "buffer.db"), gateway="gw1")
+    store = Store(StoreConfig(path=tmp_path / "buffer.db"))
     try:
         for conn in (store._wconn, store._rconn):
             assert conn.execute("PRAGMA cache_size").fetchone()[0] == -512

@@ -19,7 +19,7 @@ from watchpost.store import BadMessageError, Store, StoreClosedError, read_backl
 
 
 def make(path: Path, **kwargs: object) -> Store:
-    return Store(StoreConfig(path=path, **kwargs), gateway="gw1")
+    return Store(StoreConfig(path=path, **kwargs))
 
 
 def rows(path: Path, stream: str) -> list[tuple[int, int]]:
@@ -255,7 +255,7 @@ def test_unsynced_stamps_are_corrected_before_they_are_sent(tmp_path: Path) -> N
 
     async def scenario() -> tuple[list[dict], list[dict]]:
         nonlocal synced
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway="gw1", clock=clock)
+        store = Store(StoreConfig(path=tmp_path / "b.db"), clock=clock)
         try:
             stamp = clock.now_ms()
             body = {"event": "raised", "sample_ts": stamp, "decided_ts": stamp}

@@ -24,7 +24,7 @@ def test_backlog_command_shows_depth_oldest_and_evictions(
     ]
 
     async def fill() -> None:
-        store = Store(StoreConfig(path=path, quota_mb=0.3, commit_interval=0.05), "gw1")
+        store = Store(StoreConfig(path=path, quota_mb=0.3, commit_interval=0.05))
         await put(store, "alarms", {"event": "raised"}, ts=1_732_000_000_000, durable=True)
         for i in range(200):
             await put(
@@ -51,7 +51,7 @@ def test_backlog_command_shows_what_is_kept_for_resend(
     path = tmp_path / "buffer.db"
 
     async def fill() -> None:
-        store = Store(StoreConfig(path=path), "gw1")
+        store = Store(StoreConfig(path=path))
         for n in range(3):
             await put(store, "alarms", {"n": n}, ts=1_732_000_000_000 + n, durable=True)
         store.ack([row.id for row in store.fetch("alarms", 0, 10)[:2]])

@@ -66,7 +66,7 @@ def test_delivers_in_order_and_forgets_after_puback(
     sub: Subscriber = subscriber(ROOT + "#")
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05))
         for i in range(50):  # stored before any connection: the backlog
             await put(
                 store,
@@ -134,7 +134,7 @@ def test_rows_stay_until_the_broker_acknowledges(
     sub: Subscriber = subscriber(ROOT + "alarms")
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.05))
         uplink = make_uplink(proxy.url, store, keepalive=30)
         async with running(uplink):
             await until(lambda: uplink.connected)
@@ -158,7 +158,7 @@ def test_status_is_retained_and_the_will_says_offline(
     tmp_path: Path, broker: Broker, proxy: Proxy, subscriber, validate
 ) -> None:
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         uplink = make_uplink(proxy.url, store)
         watcher: Subscriber = subscriber(ROOT + "status")
         async with running(uplink):
@@ -197,7 +197,7 @@ def test_outage_every_seq_arrives(tmp_path: Path, persistent_broker: Broker) -> 
     sub = Subscriber(broker, ROOT + "#", client_id="platform", persistent=True)
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1))
         uplink = make_uplink(broker.url, store)
         async with running(uplink):
             await until(lambda: uplink.connected)
@@ -239,7 +239,7 @@ def test_commands_get_replies(tmp_path: Path, broker: Broker, subscriber, valida
     sub: Subscriber = subscriber(ROOT + "cmd/+/reply")
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         uplink = make_uplink(broker.url, store)
 
         async def ping(request: dict) -> dict:
@@ -273,7 +273,7 @@ def test_live_alarm_overtakes_the_telemetry_backlog(
     }
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW)
+        store = Store(StoreConfig(path=tmp_path / "b.db"))
         for i in range(3000):
             await put(store, "telemetry", batch, ts=i, durable=False)
         await asyncio.to_thread(store.flush)
@@ -306,7 +306,7 @@ def test_clock_sync_corrects_the_backlog_and_the_status(
     )
 
     async def scenario() -> None:
-        store = Store(StoreConfig(path=tmp_path / "b.db"), gateway=GW, clock=clock)
+        store = Store(StoreConfig(path=tmp_path / "b.db"), clock=clock)
         uplink = Uplink(
             UplinkConfig(broker=proxy.url, reconnect_min=0.1, reconnect_max=0.3, connect_timeout=1),
             outbox(store, GW),
