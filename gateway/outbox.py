@@ -1,7 +1,8 @@
 """The one way out: every producer hands its message here and gets its ``seq`` back.
 
 ``put(message)`` encodes the body once and stores it (durably for alarms and anomalies: it
-returns once the row is fsync'd); ``number(message)`` gives the messages that are not stored
+returns once the row is fsync'd; ``submit`` is the same without waiting, for the alarm
+recorder); ``number(message)`` gives the messages that are not stored
 (status, health, command replies) their seq and their wire bytes. The uplink reads what to
 send from here too: ``fetch`` (the backlog, from SQLite) and ``follow`` (rows as the store's
 writer commits them, without reading them back). Either way ``frame`` is where a stored
@@ -15,6 +16,7 @@ store's ``StoreClosedError``; none of them is worth a retry.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 TEXT_NOT_STORED = "{stream} messages are not stored: use number()"
 TEXT_STORED = "{stream} messages are stored: use put()"
+TEXT_NOT_DURABLE = "{stream} messages are committed in batches: use put()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class Outbox:
 
         ``ts`` is the envelope's stamp (default: now); an alarm is stamped when decided.
         """
+        if message.durable:
+            return await self.submit(message, ts=ts)
         if not message.stored:
             raise TypeError(TEXT_NOT_STORED.format(stream=message.stream))
         data = encode_body(message)
@@ -73,6 +78,20 @@ class Outbox:
             data,
             ts=self.now_ms() if ts is None else ts,
             durable=message.durable,
+            items=message.items(),
+            last=_alarm_of(message),
+        )
+
+    def submit(self, message: Message, *, ts: int | None = None) -> asyncio.Future[int]:
+        """``put`` of a durable message without waiting: encoded and given its seq now, the
+        future gets the seq once fsync'd. Every submit of one turn of the event loop goes
+        into one commit (an alarm burst: one fsync)."""
+        if not message.durable:
+            raise TypeError(TEXT_NOT_DURABLE.format(stream=message.stream))
+        return self.store.submit(
+            message.stream,
+            encode_body(message),
+            ts=self.now_ms() if ts is None else ts,
             items=message.items(),
             last=_alarm_of(message),
         )

@@ -5,13 +5,15 @@ columns the uplink needs to frame it (stream, seq, ts, the boot of an unsynchron
 It knows no payload schema and makes no envelope (``outbox.py`` does both, through
 ``messages.py``). ``put`` gives a message its per-stream ``seq`` and hands it to one writer
 thread. Durable
-puts (alarms, anomalies) return once their row is committed and fsync'd; the others
-(telemetry) are committed together every ``commit_interval`` seconds, so a ``kill -9`` or a
-power cut costs at most that much telemetry. The uplink reads committed rows only, so a
-``seq`` that a crash can still take back has never left the box. A row leaves the outbox
-only when the uplink reports the broker's PUBACK (``ack``); it then moves, bytes unchanged, to
-the ``sent`` table for ``[store] keep_sent`` (default 24 h), so that the platform can have it
-again (``cmd/resend``) if the broker lost it after acknowledging it.
+puts (alarms, anomalies) return once their row is committed and fsync'd (by the event loop
+itself when the writer holds none: ``submit``); the others (telemetry) are committed at once
+after a quiet spell, else together ``commit_interval`` seconds after the writer's last
+commit, so a ``kill -9`` or a power cut costs at most that much telemetry. The uplink
+reads committed rows only, so a ``seq`` that a crash can still take back has never left the
+box. A row leaves the outbox only when the uplink reports the broker's PUBACK (``ack``); it
+then moves, bytes unchanged, to the ``sent`` table for ``[store] keep_sent`` (default 24 h),
+so that the platform can have it again (``cmd/resend``) if the broker lost it after
+acknowledging it.
 
 When the store grows past its quota the kept sent rows go first (other streams' before
 alarms' and anomalies'), then the oldest unsent telemetry (counted per stream, reported by
@@ -66,7 +68,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from gettext import gettext as _
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from watchpost.backoff import Backoff
 from watchpost.clock import wall_ms
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from watchpost.clock import Clock
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 4  # 4: the `sent` table (keep_sent, gap repair)
 # The oldest gateway schema that can still use a file written at SCHEMA_VERSION. A change
@@ -342,10 +345,24 @@ class Store:
         self._identity = _identity(self.path)
         self._identity_checked = time.monotonic()
         self.damage_report: DamageReport | None = None  # set by the outbox
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
+        self._start_writer()
 
     # -- opening and recovering -------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        """Start the writer thread, with what it shares with the event loop beyond the queue."""
+        # the write connection is used by one thread at a time: the writer, or the event loop
+        # committing a burst of durable puts itself while the writer holds none
+        self._wlock = threading.Lock()
+        self._burst: list[tuple[_Put, asyncio.Future[int]]] = []  # durable puts of this turn
+        self._burst_loop: asyncio.AbstractEventLoop | None = None
+        # the watchdog's view of the writer, read without a crossing: waiting with nothing in
+        # hand, or when it last took work up or tried a commit
+        self._writer_idle = False
+        self._writer_progress = time.monotonic()
+        self._committed_at = 0.0  # the writer's last commit (monotonic)
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
 
     def _open_with_room(self) -> tuple[sqlite3.Connection, dict[str, int]]:
         """Open the store; on a disk without room (SQLite needs some for its log and its
@@ -409,25 +426,81 @@ class Store:
         ``last``: the body is the last event of alarm ``last``, kept in the same commit
         (``last_events``), so that a restart knows what the platform was told.
         """
+        if durable:
+            return await self.submit(stream, data, ts=ts, items=items, last=last)
         self._check(stream, data)
         self._row_streams.add(stream)
         boot = self._unsynced_boot()
-        if not durable:
-            # the writer (a thread) is behind: wait for it rather than grow in memory
-            while self._queued_bytes > MAX_QUEUED_BYTES:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            seq = self._next_seq(stream)
-            self._queued(len(data))
-            self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None, last=last))
-            return seq
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        # the writer (a thread) is behind: wait for it rather than grow in memory
+        while self._queued_bytes > MAX_QUEUED_BYTES:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         seq = self._next_seq(stream)
         self._queued(len(data))
-        done = _resolver(loop, future)
-        self._queue.put(_Put(stream, seq, int(ts), items, boot, data, done, last=last))
-        await asyncio.shield(future)
+        self._queue.put(_Put(stream, seq, int(ts), items, boot, data, None, last=last))
         return seq
+
+    def submit(
+        self, stream: str, data: bytes, *, ts: int, items: int = 1, last: str | None = None
+    ) -> asyncio.Future[int]:
+        """A durable ``put`` that does not wait: the future gets the ``seq`` once the row is
+        committed and fsync'd. The seq is taken now, so submits keep their order. Call it
+        from the event loop; every submit of one turn of the loop goes into one commit."""
+        self._check(stream, data)
+        self._row_streams.add(stream)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        seq = self._next_seq(stream)
+        if not self._burst:  # after the other puts of this turn of the loop: one commit
+            self._burst_loop = loop
+            loop.call_soon(self._commit_burst, loop)
+        op = _Put(stream, seq, int(ts), items, self._unsynced_boot(), data, None, last=last)
+        self._burst.append((op, future))
+        return future
+
+    def _commit_burst(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit this turn's durable puts on the event loop itself when the writer holds no
+        put (so ids keep each stream's seq order, and a full disk meets the writer's batch
+        as before) and is not committing: no hand-off to the writer thread and back, which
+        costs several GIL switches and turns of the loop. Otherwise, or when the commit
+        fails, the writer takes them (it retries, spills them on a full disk, replaces a
+        lost file) and resolves them as before."""
+        if not self._burst:
+            return
+        if not self._commit_on_loop([op for op, _future in self._burst]):
+            self._hand_burst(loop)
+            return
+        burst, self._burst = self._burst, []
+        for op, future in burst:
+            if not future.done():
+                future.set_result(op.seq)
+
+    def _hand_burst(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer commits this turn's durable puts (and resolves them when done)."""
+        burst, self._burst = self._burst, []
+        for op, future in burst:
+            op.done = _resolver(loop, future, op.seq)
+            self._queued(len(op.body))
+            self._queue.put(op)
+
+    def _commit_on_loop(self, puts: list[_Put]) -> bool:
+        if self._closed or self._failing or self._full is not None:
+            return False
+        if not self._wlock.acquire(blocking=False):
+            return False
+        try:
+            with self._seq_lock:
+                if self._queued_bytes:  # the writer holds puts: ids must follow their seqs
+                    return False
+            try:
+                self._commit(self._wconn, list(puts))
+            except sqlite3.Error:
+                self._rollback(self._wconn)
+                return False  # the writer tries it again, and says what fails
+            self._unsaved_drops = {}  # went in with this commit
+            self._publish(list(puts))
+            return True
+        finally:
+            self._wlock.release()
 
     def put_blocking(self, stream: str, data: bytes, *, ts: int, items: int = 1) -> int:
         """``put`` for code that runs before the event loop does (the report of a damaged
@@ -459,7 +532,7 @@ class Store:
         with self._seq_lock:
             first = self._counters.get(stream, 0) + 1
             self._counters[stream] = first + count - 1
-        self._queue.put(_Sync(_resolver(loop, future), reserve=(stream, first + count - 1)))
+        self._queue.put(_Sync(_resolver(loop, future, None), reserve=(stream, first + count - 1)))
         await asyncio.shield(future)
         return first
 
@@ -486,6 +559,19 @@ class Store:
         """How far the unsynced stamps of ``boot_id`` were off, once learned."""
         return self._fixes.get(boot_id)
 
+    def writer_alive(self, within: float) -> bool:
+        """Whether the writer keeps up: waiting for work with nothing in hand, or it made
+        progress (took work up, tried a commit) less than ``within`` seconds ago; while its
+        writes fail, only on a full disk that it keeps trying (``writer_retrying``). Asked
+        every second by the watchdog's check, without handing anything to the writer."""
+        if self._closed:
+            return False
+        if self._full is not None:
+            return self.writer_retrying(within)
+        if self._failing:
+            return False
+        return self._writer_idle or time.monotonic() - self._writer_progress < within
+
     def flush(self, timeout: float | None = None) -> bool:
         """Commit everything queued so far; whether that happened within ``timeout``
         seconds (None: wait as long as it takes). Blocks: call it off the event loop."""
@@ -504,6 +590,8 @@ class Store:
         """Commit what is queued, checkpoint the WAL and close. Idempotent."""
         if self._closed:
             return
+        if self._burst and self._burst_loop is not None:  # accepted before the close
+            self._hand_burst(self._burst_loop)
         self._closed = True
         op = _Close()
         self._queue.put(op)
@@ -725,15 +813,14 @@ class Store:
         deadline: float | None = None
         closing: _Close | None = None
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ops = self._gather(timeout) if closing is None else []
+            ops = self._wait_for_work(txn, deadline) if closing is None else []
             closing = next((op for op in ops if isinstance(op, _Close)), closing)
             txn.extend(op for op in ops if not isinstance(op, _Close))
             if not txn and closing is None:
                 deadline = None
                 continue
-            if deadline is None:
-                deadline = time.monotonic() + self.config.commit_interval
+            if deadline is None:  # at once after a quiet spell, else a commit_interval apart
+                deadline = max(time.monotonic(), self._committed_at + self.config.commit_interval)
             urgent = (
                 closing is not None
                 or self._failing
@@ -746,7 +833,9 @@ class Store:
             if not urgent and time.monotonic() < deadline:
                 continue
             self._attempted = time.monotonic()
-            txn = self._try_commit(txn)
+            with self._wlock:
+                txn = self._try_commit(txn)
+            self._writer_progress = time.monotonic()
             self._spill_done(txn)
             if self._full is not None:  # what `health` says waits, as of now
                 self._note_full(
@@ -755,6 +844,7 @@ class Store:
                 )
             if not txn:
                 deadline = None
+                self._committed_at = self._writer_progress
             else:
                 delay = self._backoff.next_delay()
                 if self._full is not None:
@@ -765,13 +855,38 @@ class Store:
                     break  # give up at shutdown: what is lost is said
             if closing is not None and not txn:
                 break
-        try:
-            self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            log.warning(TEXT_CHECKPOINT_FAILED, exc)
-        self._wconn.close()
+        with self._wlock:
+            try:
+                self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning(TEXT_CHECKPOINT_FAILED, exc)
+            self._wconn.close()
         if closing is not None:
             closing.done.set()
+
+    def _wait_for_work(self, txn: list[_Op], deadline: float | None) -> list[_Op]:
+        """The next operations, by ``deadline``; with nothing in hand, the writer looks at
+        its file each IDENTITY_CHECK meanwhile (no flush needs to wake it for that)."""
+        idle = not txn
+        if idle:
+            timeout: float | None = IDENTITY_CHECK
+        else:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._writer_idle = idle
+        ops = self._gather(timeout)
+        self._writer_idle = False
+        self._writer_progress = time.monotonic()
+        if idle and not ops:
+            self._check_identity()
+        return ops
+
+    def _check_identity(self) -> None:
+        """An idle writer still notices a store file deleted or replaced within a second."""
+        if time.monotonic() - self._identity_checked < IDENTITY_CHECK:
+            return
+        with self._wlock:
+            if not self._still_ours():
+                self._replace(TEXT_GONE)
 
     def _gather(self, timeout: float | None) -> list[_Op]:
         ops: list[_Op] = []
@@ -1063,14 +1178,7 @@ class Store:
         """First whoever waits for a put (a durable alarm), then the uplink, then the
         housekeeping: each SQLite call hands the GIL to the event loop and waits for it."""
         self._finish(txn)
-        committed = [
-            StoredRow(op.id, op.stream, op.seq, op.ts, op.boot, op.body)
-            for op in txn
-            if isinstance(op, _Put) and op.id is not None
-        ]
-        if committed:
-            for callback in list(self._listeners):
-                callback(committed)
+        self._publish(txn)
         try:
             self._enforce_quota(conn)
         except sqlite3.Error as exc:
@@ -1082,6 +1190,17 @@ class Store:
         for op in txn:  # a flush or a reservation: done once the quota is kept too
             if isinstance(op, _Sync) and op.done is not None:
                 op.done()
+
+    def _publish(self, txn: list[_Op]) -> None:
+        """Hand the rows of a commit to the listeners (the uplink)."""
+        committed = [
+            StoredRow(op.id, op.stream, op.seq, op.ts, op.boot, op.body)
+            for op in txn
+            if isinstance(op, _Put) and op.id is not None
+        ]
+        if committed:
+            for callback in list(self._listeners):
+                callback(committed)
 
     def _commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
         puts = [op for op in txn if isinstance(op, _Put)]
@@ -1476,11 +1595,13 @@ def read_backlog(path: Path) -> dict[str, Any]:
         conn.close()
 
 
-def _resolver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[[], None]:
+def _resolver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[_T], value: _T
+) -> Callable[[], None]:
     def resolve() -> None:
         def set_result() -> None:
             if not future.done():
-                future.set_result(None)
+                future.set_result(value)
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(set_result)

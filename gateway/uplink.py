@@ -43,6 +43,7 @@ import os
 import shutil
 import sqlite3
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -266,7 +267,12 @@ class Uplink:
         loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
 
+        loop_thread = threading.get_ident()
+
         def on_commit(rows: list[StoredRow]) -> None:
+            if threading.get_ident() == loop_thread:  # the loop committed an alarm burst
+                self._on_store_commit(rows)
+                return
             with contextlib.suppress(RuntimeError):  # loop closed at shutdown
                 loop.call_soon_threadsafe(self._on_store_commit, rows)
 
