@@ -68,7 +68,9 @@ def gateway(
         processes.append(gateway_process(write_config(tmp_path / "gateway.toml", config)))
         wait_status(tmp_path / "var" / "control.sock")
         status.wait_for(
-            ROOT + "status", timeout=30, predicate=lambda got: got[-1]["state"] == "online"
+            ROOT + "status",
+            timeout=30,
+            predicate=lambda got: bool(got) and got[-1]["state"] == "online",
         )
         return tmp_path
 
