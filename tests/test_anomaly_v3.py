@@ -109,3 +109,20 @@ def test_a_calibration_saved_under_another_models_numbers_is_not_reused(
     v3 = open_detector(cfg.model_copy(update={"model": None}), tmp_path)
     assert v3.model.sha256 == v2.model.sha256
     assert not v3.calibrated
+
+
+def test_a_level_still_moving_gets_no_rebaseline_proposal() -> None:
+    cfg = AnomalyModelConfig(
+        name="pump",
+        points=["flow", "pressure", "temp"],
+        calibration_s=300,
+        propose_rebaseline_s=300,
+    )
+    events: dict[str, list[str]] = {}
+    for case, ramp in (("settled", 0.0), ("moving", 40 * 0.05)):
+        rows = normal_rows(1400, seed=11)
+        rows[500:, 1] += 40 * 0.05 + np.linspace(0, ramp, 900)
+        det = open_detector(cfg, None)
+        verdicts = [det.push_row(i * 1000, r) for i, r in enumerate(rows)]
+        events[case] = [v.event["event"] for v in verdicts if v is not None and v.event]
+    assert events == {"settled": ["raised", "rebaseline_proposed"], "moving": ["raised"]}
