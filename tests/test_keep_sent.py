@@ -8,18 +8,25 @@ again as replays; they expire after ``keep_sent`` and go first when the quota is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import Broker, Proxy, Subscriber
 from tests.kit.stored import outbox, put
 from watchpost.commands import CommandError
 from watchpost.config.store import StoreConfig
+from watchpost.config.uplink import UplinkConfig
 from watchpost.resend import GapRepair, runs
 from watchpost.store import Store
+from watchpost.uplink import Uplink
 
 
 def make(path: Path, **kwargs: object) -> Store:
@@ -225,3 +232,111 @@ def test_a_schema_3_store_gains_the_sent_table(tmp_path: Path) -> None:
         assert version.fetchone()[0] == "4"
     finally:
         store.close()
+
+
+# -- the uplink sends what cmd/resend queued: real Mosquitto --------------------------------
+
+SITE, GW = "site1", "gw1"
+ROOT = f"watchpost/v1/{SITE}/{GW}/"
+
+
+def make_uplink(url: str, store: Store, **config: Any) -> Uplink:
+    return Uplink(
+        UplinkConfig(broker=url, reconnect_min=0.1, reconnect_max=0.5, **config),
+        outbox(store, GW),
+        site=SITE,
+        gateway=GW,
+        version="0.1.0",
+        boot_id="boot-1",
+        health=lambda: {"devices": {}},
+    )
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_resend_cut_off_by_a_lost_link_goes_out_on_the_next(
+    tmp_path: Path, broker: Broker, proxy: Proxy, subscriber: Callable[..., Subscriber]
+) -> None:
+    sub = subscriber(ROOT + "alarms")
+    path = tmp_path / "b.db"
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=path, commit_interval=0.05))
+        uplink = make_uplink(proxy.url, store, keepalive=30)
+        task = asyncio.create_task(uplink.run())
+        try:
+            for n in range(20):
+                await put(store, "alarms", {"event": "raised", "n": n}, ts=n, durable=True)
+            await until(lambda: len(sent_seqs(path, "alarms")) == 20)
+            ids = [row_id for _, row_id in store.sent_range("alarms", 1, 20).kept]
+            proxy.blackhole()  # what goes out now gets no PUBACK
+            assert uplink.resend(ids)
+            await until(lambda: uplink.stats["resent"] >= 20)
+            proxy.reset()  # the link dies with the resends in flight
+            proxy.heal()
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 40, 20)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert sent_seqs(path, "alarms") == list(range(1, 21))  # still kept, never re-acked
+        assert store.backlog()["streams"]["alarms"]["depth"] == 0
+        store.close()
+
+    asyncio.run(scenario())
+    got = sub.get(ROOT + "alarms")
+    first, again = got[:20], got[20:]
+    assert [m["seq"] for m in first] == list(range(1, 21))
+    assert sorted(m["seq"] for m in again) == list(range(1, 21))  # each once more at least
+    by_seq = {m["seq"]: m for m in first}
+    for message in again:
+        assert message == {**by_seq[message["seq"]], "replay": True}
+
+
+def test_resends_never_hold_back_a_live_alarm(
+    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> None:
+    """3,000 kept telemetry messages asked for again, a window of 32 in flight: an alarm
+    raised meanwhile waits for one free slot at most, never for the repair."""
+    sub = subscriber(ROOT + "alarms", ROOT + "telemetry")
+    path = tmp_path / "b.db"
+    batch = {
+        "samples": [{"point": f"p{k}", "ts": k, "value": k, "quality": "good"} for k in range(300)]
+    }
+    published: list[int] = []
+
+    async def scenario() -> None:
+        store = Store(StoreConfig(path=path))
+        uplink = make_uplink(broker.url, store, max_inflight=32)
+        task = asyncio.create_task(uplink.run())
+        try:
+            for i in range(3000):
+                await put(store, "telemetry", batch, ts=i, durable=False)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 3000, 60)
+            await until(lambda: len(sent_seqs(path, "telemetry")) == 3000)
+            ids = [row_id for _, row_id in store.sent_range("telemetry", 1, 3000).kept]
+            assert uplink.resend(ids)
+            await until(lambda: uplink.stats["resent"] >= 200)
+            await put(store, "alarms", {"event": "raised"}, ts=1, durable=True)
+            published.append(uplink.stats["resent"])  # resent before the alarm was stored
+            await asyncio.to_thread(sub.wait_for, ROOT + "alarms", 1)
+            await asyncio.to_thread(sub.wait_for, ROOT + "telemetry", 6000, 60)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        store.close()
+
+    asyncio.run(scenario())
+    topics = [m.topic for m in sub.raw]
+    at = topics.index(ROOT + "alarms")
+    assert published[0] < 3000  # the repair was still under way
+    assert topics[3000:at].count(ROOT + "telemetry") <= published[0] + 32
+    replays = sub.get(ROOT + "telemetry")[3000:]
+    assert [m["seq"] for m in replays] == list(range(1, 3001))  # in order, each once
+    assert all(m["replay"] is True for m in replays)
