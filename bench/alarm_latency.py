@@ -17,6 +17,10 @@ each burst of alarms in one fsync'd commit), uplink (paho). Three probes, one cl
 Each bit has a high alarm at 0.5, so every edge of a square wave is one raised or cleared
 event. The first WARMUP seconds are not counted.
 
+What the disk itself gives meanwhile is measured beside it, in a process of its own: a 4 KiB
+write and fsync in the same folder every 50 ms (``disk_fsync``). On a shared machine the
+store's commit waits for the other tenants' writes too, and that shows there.
+
     python bench/alarm_latency.py --alarms 1000
 """
 
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import perf_site
-from perf_site import Broker, gateway_toml, layout, site_toml, stop
+from perf_site import PYTHON, Broker, gateway_toml, layout, site_toml, stop
 
 from watchpost.app import SWITCH_INTERVAL, Gateway
 from watchpost.config import load_config
@@ -44,6 +48,18 @@ from watchpost.samples import Sample
 
 BITS = 50
 WARMUP = 5.0
+FSYNC_PROBE = """
+import json, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+took = []
+while not os.path.exists(sys.argv[1] + ".stop"):
+    os.pwrite(fd, os.urandom(4096), 0)
+    started = time.perf_counter_ns()
+    os.fsync(fd)
+    took.append((time.perf_counter_ns() - started) / 1e6)
+    time.sleep(0.05)
+print(json.dumps(took))
+"""
 
 
 def alarm_site(bits: int) -> str:
@@ -195,7 +211,15 @@ def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
         config = folder / "gateway.toml"
         config.write_text(text.replace('"var/', f'"{folder}/var/'))
         probes = Probes({f"bit{i:03d}" for i in range(bits)})
-        elapsed = asyncio.run(measure(config, probes, alarms, timeout=max(120.0, alarms / 5)))
+        disk = folder / "fsync-probe"
+        probe = subprocess.Popen(
+            [PYTHON, "-c", FSYNC_PROBE, str(disk)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            elapsed = asyncio.run(measure(config, probes, alarms, timeout=max(120.0, alarms / 5)))
+        finally:
+            Path(f"{disk}.stop").touch()
+            fsyncs = json.loads(probe.communicate(timeout=30)[0] or "[]")
     durable, broker_ms, to_put, in_store = [], [], [], []
     for seq, (key, asked, done) in probes.durable.items():
         read = probes.read.get(key)
@@ -214,6 +238,7 @@ def run(points: int, bits: int, alarms: int, folder: Path) -> dict[str, Any]:
         "read_to_broker_puback": figures(broker_ms),
         "of_which_read_to_store_put": figures(to_put),
         "of_which_store_put_to_durable": figures(in_store),
+        "disk_fsync": figures(fsyncs) if fsyncs else None,
     }
 
 

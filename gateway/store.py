@@ -250,6 +250,7 @@ class _Put:
     id: int | None = None  # given by the writer when it inserts the row
     last: str | None = None  # an alarm's id: the body is its last event (meta, same commit)
     spilled: bool = False  # written to the alarm spill file: durable there, not yet here
+    durable: bool = False  # a durable put in the writer's hands (the loop's commits wait)
 
 
 @dataclass(slots=True)
@@ -276,6 +277,8 @@ _Op = _Put | _Ack | _Sync | _Close
 
 class Store:
     """The outbox. Construct it anywhere; call ``put`` from the event loop."""
+
+    _durable_in_writer = 0  # durable puts handed to the writer, not yet committed (or spilled)
 
     def __init__(self, config: StoreConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -459,11 +462,11 @@ class Store:
 
     def _commit_burst(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit this turn's durable puts on the event loop itself when the writer holds no
-        put (so ids keep each stream's seq order, and a full disk meets the writer's batch
-        as before) and is not committing: no hand-off to the writer thread and back, which
-        costs several GIL switches and turns of the loop. Otherwise, or when the commit
-        fails, the writer takes them (it retries, spills them on a full disk, replaces a
-        lost file) and resolves them as before."""
+        durable put (so ids keep each stream's seq order) and is not committing: no hand-off
+        to the writer thread and back, which costs several GIL switches and turns of the
+        loop. The writer then commits the telemetry it holds at once, as a durable put made
+        it do before. Otherwise, or when the commit fails, the writer takes them (it
+        retries, spills them on a full disk, replaces a lost file) and resolves them."""
         if not self._burst:
             return
         if not self._commit_on_loop([op for op, _future in self._burst]):
@@ -477,7 +480,10 @@ class Store:
     def _hand_burst(self, loop: asyncio.AbstractEventLoop) -> None:
         """The writer commits this turn's durable puts (and resolves them when done)."""
         burst, self._burst = self._burst, []
+        with self._seq_lock:
+            self._durable_in_writer += len(burst)
         for op, future in burst:
+            op.durable = True
             op.done = _resolver(loop, future, op.seq)
             self._queued(len(op.body))
             self._queue.put(op)
@@ -489,8 +495,9 @@ class Store:
             return False
         try:
             with self._seq_lock:
-                if self._queued_bytes:  # the writer holds puts: ids must follow their seqs
+                if self._durable_in_writer:  # ids must follow each stream's seqs
                     return False
+                held = self._queued_bytes > 0
             try:
                 self._commit(self._wconn, list(puts))
             except sqlite3.Error:
@@ -498,6 +505,8 @@ class Store:
                 return False  # the writer tries it again, and says what fails
             self._unsaved_drops = {}  # went in with this commit
             self._publish(list(puts))
+            if held:  # as a durable put always did: the writer commits what it holds now
+                self._queue.put(_Sync(None))
             return True
         finally:
             self._wlock.release()
@@ -510,7 +519,11 @@ class Store:
         done = threading.Event()
         seq = self._next_seq(stream)
         self._queued(len(data))
-        self._queue.put(_Put(stream, seq, int(ts), items, self._unsynced_boot(), data, done.set))
+        op = _Put(stream, seq, int(ts), items, self._unsynced_boot(), data, done.set)
+        op.durable = True
+        with self._seq_lock:
+            self._durable_in_writer += 1
+        self._queue.put(op)
         done.wait()
         return seq
 
@@ -1161,7 +1174,10 @@ class Store:
                 None,
                 last=entry.last,
                 spilled=True,
+                durable=True,
             )
+            with self._seq_lock:
+                self._durable_in_writer += 1
             self._queue.put(put)
 
     def _lost_at_close(self, txn: list[_Op]) -> None:
@@ -1282,6 +1298,7 @@ class Store:
         size = sum(len(op.body) for op in txn if isinstance(op, _Put))
         with self._seq_lock:
             self._queued_bytes -= size
+            self._durable_in_writer -= sum(1 for op in txn if isinstance(op, _Put) and op.durable)
         acked = [row_id for op in txn if isinstance(op, _Ack) for row_id in op.ids]
         if acked:
             with self._acked_lock:
