@@ -113,6 +113,20 @@ class StoreSection(Model):
         description="Seconds each gateway keeps what it sent, for cmd/resend; default: the "
         "gateway's (86400).",
     )
+    alarm_reserve_mb: float | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        allow_inf_nan=False,
+        description="MiB each gateway keeps free for alarms on a full disk; default: the "
+        "gateway's (4).",
+    )
+    alarm_spill: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The second path each gateway writes alarm events to when its disk is "
+        "full (a path on the gateway, best on another filesystem); default: none.",
+    )
 
 
 class CommandsSection(Model):
@@ -267,7 +281,9 @@ def gateway_config(manifest: Manifest, gateway: GatewaySection) -> dict[str, Any
             "path": str(STATE_DIR / STORE_NAME),
             "commit_interval": manifest.store.commit_interval,
         }
-        | ({} if manifest.store.keep_sent is None else {"keep_sent": manifest.store.keep_sent}),
+        | manifest.store.model_dump(
+            include={"keep_sent", "alarm_reserve_mb", "alarm_spill"}, exclude_none=True
+        ),
         "buses": [
             bus.model_dump(mode="json", exclude_unset=True) | {"type": bus.type}
             for bus in gateway.buses

@@ -491,3 +491,23 @@ def test_bundles_carry_the_brokers_ack_timeout_and_failback(site: Path) -> None:
         assert written["uplink"]["ack_timeout"] == 5
         assert written["uplink"]["failback_after"] == 900
         assert written["uplink"]["backup_brokers"]
+
+
+def test_bundles_carry_the_room_kept_for_alarms(site: Path) -> None:
+    """`[store] alarm_reserve_mb` and `alarm_spill` reach every gateway's `[store]`; left
+    out, the gateway's own defaults stay (the keys are not written)."""
+    manifest = site / "manifest.toml"
+    assert main(["provision", str(manifest), "--out", str(site / "plain")]) == 0
+    plain = tomllib.loads((site / "plain" / GATEWAYS[0] / "gateway.toml").read_text())
+    assert "alarm_reserve_mb" not in plain["store"]
+    assert "alarm_spill" not in plain["store"]
+    text = manifest.read_text()
+    spill = "/run/watchpost/alarm-spill.jsonl"
+    manifest.write_text(
+        text.replace("[store]\n", f'[store]\nalarm_reserve_mb = 8\nalarm_spill = "{spill}"\n', 1)
+    )
+    assert main(["provision", str(manifest), "--out", str(site / "out")]) == 0
+    for gateway in GATEWAYS:
+        written = tomllib.loads((site / "out" / gateway / "gateway.toml").read_text())
+        assert written["store"]["alarm_reserve_mb"] == 8
+        assert written["store"]["alarm_spill"] == spill
