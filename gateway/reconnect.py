@@ -13,6 +13,7 @@ this policy how long to wait before its next attempt::
         REFUSED      bad credentials, not authorised, banned  ──> like SLOW_DOWN
     a session that moved data ──> reset
     the gateway ended the session itself ──> at once
+    a broker took the connection and did not deliver, next broker ──> uniform(0, spread)
 
 While the broker is down, attempts are refused by its host at no cost to the broker. Because
 each gateway's attempts fall at random phases with a mean gap of ``spread``, the fleet's
@@ -111,6 +112,13 @@ class ReconnectPolicy:
             self._backoff.next_delay()  # count the failure
             delay = max(self.spread, bound / 2 + self._rng.uniform(0, bound / 2))
         return self._guarded(delay)
+
+    def moving_on(self) -> float:
+        """The delay before the next broker after one that took the connection and did not
+        deliver: within one spread, so that a fleet that lost a broker at the same moment
+        (every PUBACK deadline passing together) reaches the backup at about N / spread a
+        second, not in one burst."""
+        return self._guarded(self._rng.uniform(0, self.spread))
 
     def at_once(self) -> float:
         """The delay after the gateway ended a connection itself (to go back to its primary,

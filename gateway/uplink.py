@@ -350,6 +350,7 @@ class Uplink:
                 if following is not None:
                     failures.append(Failure.DROPPED)
                     index = following
+                    await asyncio.sleep(policy.moving_on())  # a fleet does not arrive at once
                     continue
                 if outcome is Outcome.LEFT:
                     delay = policy.at_once()

@@ -66,3 +66,19 @@ def test_no_more_connections_than_the_flapping_limit() -> None:
         now[0] += policy.after_failure(Failure.DROPPED)
     for i in range(len(made) - MAX_CONNECTS):
         assert made[i + MAX_CONNECTS] - made[i] >= CONNECT_WINDOW - 1e-9
+
+
+def test_a_fleet_leaving_a_broken_broker_reaches_the_backup_spread_out() -> None:
+    """Every gateway's PUBACK deadline passes in the same second when a broker stalls: the
+    move to the backup is spread over one `reconnect_spread`, at about N / spread a second."""
+    rng = random.Random(7)
+    fleet, spread = 1000, 2.0
+    arrivals = [
+        ReconnectPolicy(spread=spread, initial=0.5, cap=15, rng=rng).moving_on()
+        for _ in range(fleet)
+    ]
+    per_half_second = [0] * 4
+    for t in arrivals:
+        per_half_second[int(t * 2)] += 1
+    assert max(per_half_second) * 2 < 1.2 * fleet / spread
+    assert max(arrivals) <= spread
