@@ -12,7 +12,8 @@ what arrives. Printed, per policy:
 - connections per second at the broker after the restart (from Mosquitto's log),
 - time from the broker listening again until every gateway is connected,
 - time until every backlog has drained,
-- messages lost (a seq the platform never saw) and duplicated.
+- messages lost (a seq the platform never saw that was not still unsent in its gateway's
+  store when the bench stopped) and duplicated.
 
 ``fixed`` replaces the reconnect policy with a fixed 1 s retry interval and no jitter, as
 many MQTT clients do by default: the reconnect storm to compare with.
@@ -145,6 +146,12 @@ class FixedInterval:
     def after_failure(self, _failure: object) -> float:
         return self.interval
 
+    def moving_on(self) -> float:
+        return self.interval
+
+    def at_once(self) -> float:
+        return self.interval
+
     def connecting(self) -> None:
         pass
 
@@ -166,6 +173,12 @@ class Scheduled:
     def after_failure(self, failure: Failure) -> float:
         self.failures[failure.value] += 1
         return self._due(self.policy.after_failure(failure))
+
+    def moving_on(self) -> float:
+        return self._due(self.policy.moving_on())
+
+    def at_once(self) -> float:
+        return self._due(self.policy.at_once())
 
     def connecting(self) -> None:
         self.policy.connecting()
@@ -253,7 +266,12 @@ async def _worker(
     for task in (*producers, *tasks):
         task.cancel()
     await asyncio.gather(*producers, *tasks, return_exceptions=True)
-    for _, store, _, _ in gateways:
+    unsent: dict[str, list[int]] = {}  # seqs still in the store when the bench stopped
+    for name, store, _, _ in gateways:
+        store.flush()
+        queued = store.backlog()["streams"].get("telemetry", {})
+        if queued.get("depth"):
+            unsent[name] = [queued["first_seq"], queued["last_seq"]]
         store.close()
     failures: Counter[str] = Counter()
     for *_, uplink in gateways:
@@ -265,6 +283,7 @@ async def _worker(
             "drained_at": drained_at,
             "due_at": due_at,
             "failures": dict(failures),
+            "unsent": unsent,
         }
     )
 
@@ -360,7 +379,14 @@ def run(policy: str, gateways: int, processes: int, down: float, folder: Path) -
         late += [t - result["due_at"][n] for n, t in result["back_at"].items()]
         failures.update(result["failures"])
     seen = Counter(platform.seen)
-    lost = sum(1 for g, last in sent.items() for s in range(1, last + 1) if (g, s) not in seen)
+    unsent: dict[str, list[int]] = {}
+    for result in results:
+        unsent.update(result["unsent"])
+    missing = [(g, s) for g, last in sent.items() for s in range(1, last + 1) if (g, s) not in seen]
+    # a seq the platform did not see is lost unless it was still in its gateway's store,
+    # unsent, when the bench stopped the uplinks (it would go out at the next connection)
+    kept = [(g, s) for g, s in missing if g in unsent and unsent[g][0] <= s <= unsent[g][1]]
+    lost = len(missing) - len(kept)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
     rate = broker.connects_per_second(restart_epoch)
     tenths = Counter(int(t * 10) for t in back)
@@ -383,6 +409,8 @@ def run(policy: str, gateways: int, processes: int, down: float, folder: Path) -
         "peak_connects_per_s": max(rate, default=0),
         "peak_connects_per_100ms": max(tenths.values(), default=0),
         "sent": sum(sent.values()),
+        "not_seen": len(missing),
+        "still_in_store": len(kept),
         "lost": lost,
         "duplicated": duplicated,
     }
@@ -428,7 +456,8 @@ def _table(f: dict[str, Any]) -> str:
         f"  failures after the stop: {f['failures_after_restart']}; "
         f"load average {f['load_average']}",
         f"  every backlog drained after {f['all_drained_s']} s ({f['drained']} drained)",
-        f"  sent {f['sent']}, lost {f['lost']}, duplicated {f['duplicated']}",
+        f"  sent {f['sent']}, lost {f['lost']}, duplicated {f['duplicated']} (not seen by the "
+        f"platform {f['not_seen']}, of which still unsent in the stores {f['still_in_store']})",
     ]
     return "\n".join(lines)
 
