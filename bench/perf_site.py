@@ -219,7 +219,8 @@ def use_code(revision: str) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", revision], cwd=REPOSITORY, check=True, capture_output=True, text=True
     ).stdout.strip()
-    root = Path(tempfile.gettempdir()) / f"watchpost-src-{commit[:12]}"
+    # "-pyc": trees unpacked by older benches were never compiled
+    root = Path(tempfile.gettempdir()) / f"watchpost-src-{commit[:12]}-pyc"
     if not (root / "watchpost").is_dir():
         partial = root.with_name(root.name + f".{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
@@ -235,9 +236,9 @@ def use_code(revision: str) -> str:
                 link.unlink()
             (partial / sub).rename(link)
         (partial / "gateway").rename(partial / "watchpost")
+        compile_tree(partial)  # before it is shared: two benches never compile one tree
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
-    compile_tree(root)
     ENV["PYTHONPATH"] = str(root)  # ahead of the editable install's finder
     return commit
 
