@@ -6,9 +6,9 @@ It knows no payload schema and makes no envelope (``outbox.py`` does both, throu
 ``messages.py``). ``put`` gives a message its per-stream ``seq`` and hands it to one writer
 thread. Durable
 puts (alarms, anomalies) return once their row is committed and fsync'd (by the event loop
-itself when the writer holds none: ``submit``); the others (telemetry) are committed at once
-after a quiet spell, else together ``commit_interval`` seconds after the writer's last
-commit, so a ``kill -9`` or a power cut costs at most that much telemetry. The uplink
+itself when the writer holds none: ``submit``); the others (telemetry) are committed
+together every ``commit_interval`` seconds, so a ``kill -9`` or a power cut costs at most
+that much telemetry. The uplink
 reads committed rows only, so a ``seq`` that a crash can still take back has never left the
 box. A row leaves the outbox only when the uplink reports the broker's PUBACK (``ack``); it
 then moves, bytes unchanged, to the ``sent`` table for ``[store] keep_sent`` (default 24 h),
@@ -363,7 +363,6 @@ class Store:
         # hand, or when it last took work up or tried a commit
         self._writer_idle = False
         self._writer_progress = time.monotonic()
-        self._committed_at = 0.0  # the writer's last commit (monotonic)
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
 
@@ -832,8 +831,8 @@ class Store:
             if not txn and closing is None:
                 deadline = None
                 continue
-            if deadline is None:  # at once after a quiet spell, else a commit_interval apart
-                deadline = max(time.monotonic(), self._committed_at + self.config.commit_interval)
+            if deadline is None:
+                deadline = time.monotonic() + self.config.commit_interval
             urgent = (
                 closing is not None
                 or self._failing
@@ -857,7 +856,6 @@ class Store:
                 )
             if not txn:
                 deadline = None
-                self._committed_at = self._writer_progress
             else:
                 delay = self._backoff.next_delay()
                 if self._full is not None:
