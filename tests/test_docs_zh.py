@@ -86,23 +86,7 @@ def test_the_twin_names_its_english_document(name: str) -> None:
     assert f"](../{name})" in head, f"docs/zh/{name} does not link docs/{name} at the top"
 
 
-# the Chinese guides written before this check lag behind their English: strict, so that this
-# list shrinks as soon as one is brought in step
-BEHIND = {
-    "crew-guide.md": "serial_line devices, production_during_shutdown, rebaseline_proposed",
-    "installer-guide.md": "[commands] verify_key, serial_line devices, [store] path, rollback_ts",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=BEHIND[name]))
-        if name in BEHIND
-        else name
-        for name in TWINS
-    ],
-)
+@pytest.mark.parametrize("name", TWINS)
 def test_the_twin_keeps_keys_commands_and_code(name: str) -> None:
     english = (DOCS / name).read_text(encoding="utf-8")
     chinese = (ZH / name).read_text(encoding="utf-8")
