@@ -13,22 +13,9 @@ import pytest
 from tests.conftest import Broker, Proxy, Subscriber
 from tests.kit.net import free_port
 from tests.kit.stored import put
-from tests.test_uplink import ROOT, depth, make_uplink, running, until
+from tests.test_uplink import ALARM, ROOT, depth, make_uplink, running, until
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store
-
-ALARM = {
-    "event": "raised",
-    "alarm": "ch4/high_alarm",
-    "point": "ch4",
-    "rule": "high_alarm",
-    "kind": "high",
-    "level": "alarm",
-    "value": 1.2,
-    "threshold": 1.0,
-    "sample_ts": 1,
-    "decided_ts": 2,
-}
 
 
 def sample_batch(i: int, points: int = 10) -> dict:

@@ -21,6 +21,18 @@ from watchpost.uplink import Uplink
 
 SITE, GW = "site1", "gw1"
 ROOT = f"watchpost/v1/{SITE}/{GW}/"
+ALARM = {  # a raised alarm's body, as the engine makes it
+    "event": "raised",
+    "alarm": "ch4/high_alarm",
+    "point": "ch4",
+    "rule": "high_alarm",
+    "kind": "high",
+    "level": "alarm",
+    "value": 1.2,
+    "threshold": 1.0,
+    "sample_ts": 1,
+    "decided_ts": 2,
+}
 
 
 def make_uplink(url: str, store: Store, **config: Any) -> Uplink:
@@ -87,18 +99,7 @@ def test_delivers_in_order_and_forgets_after_puback(
         await put(
             store,
             "alarms",
-            {
-                "event": "raised",
-                "alarm": "ch4/high_alarm",
-                "point": "ch4",
-                "rule": "high_alarm",
-                "kind": "high",
-                "level": "alarm",
-                "value": 1.2,
-                "threshold": 1.0,
-                "sample_ts": 1,
-                "decided_ts": 2,
-            },
+            dict(ALARM),
             ts=2,
             durable=True,
         )
