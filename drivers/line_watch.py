@@ -6,7 +6,12 @@ gateway cannot tell such an answer from its own, but it can notice traffic it di
 
 - bytes that arrive between its own transactions (a late answer to a request of its own
   that timed out is allowed for ``LATE_GRACE`` seconds);
-- a frame from another unit than the one asked, during a transaction.
+- a frame from another unit than the one asked, during a transaction;
+- an answer that arrives before the gateway's request could have ended on the line: a
+  unit answers only after the request's last character and the 3.5-character silence that
+  ends an RTU frame (``LineTiming``), so bytes received sooner were sent by someone else.
+  Receiving the answer's first character takes one more character time, which leaves a
+  margin of one character for the UART's clock tolerance.
 
 While such traffic was seen within the last ``QUIET`` seconds, ``suspect()`` says why the
 line's answers cannot be trusted; the bus then reports its reads as bad (``AnswerError``).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from gettext import gettext as _
 
 log = logging.getLogger(__name__)
@@ -31,17 +37,50 @@ TEXT_FOREIGN = _(
 )
 TEXT_BETWEEN = _("{count} bytes between the gateway's own transactions")
 TEXT_OTHER_UNIT = _("a frame from unit {got} while unit {asked} was asked")
+TEXT_EARLY = _("an answer {ms} ms before the request could have ended on the line")
 TEXT_QUIET = _("bus {bus}: no foreign traffic for {quiet:g} s; its answers are trusted again")
 TEXT_SUSPECT = _("another master on the line: {what}")
+
+
+FAST_SILENCE = 0.00175  # s: t3.5 above 19200 baud (Modbus over serial line, 2.5.1.1)
+
+
+@dataclass(frozen=True)
+class LineTiming:
+    """How long characters take on a serial line with these settings."""
+
+    baudrate: int
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: int = 1
+
+    @property
+    def char(self) -> float:
+        """Seconds per character: a start bit, the data bits, a parity bit if any, stop bits."""
+        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return bits / self.baudrate
+
+    @property
+    def silence(self) -> float:
+        """t3.5, the silence that ends an RTU frame: 3.5 characters, 1.75 ms above 19200 baud."""
+        return FAST_SILENCE if self.baudrate > 19200 else 3.5 * self.char
 
 
 class LineWatch:
     """Watches one serial line's bytes through pymodbus' packet trace hook."""
 
-    def __init__(self, bus: str, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        bus: str,
+        *,
+        timing: LineTiming | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bus = bus
+        self._timing = timing  # None: answers are not checked for arriving too early
         self._now = monotonic
         self._unit: int | None = None  # the unit of the transaction in flight
+        self._answer_from = 0.0  # the earliest moment an answer to the request can arrive
         self._late_until = 0.0
         self._last_foreign: float | None = None
         self._what = ""
@@ -50,6 +89,7 @@ class LineWatch:
     def begin(self, unit: int) -> None:
         """The gateway starts a transaction with ``unit``."""
         self._unit = unit
+        self._answer_from = 0.0
 
     def end(self, *, timed_out: bool) -> None:
         """The transaction is over; after a timeout its late answer may still come."""
@@ -59,12 +99,21 @@ class LineWatch:
 
     def trace(self, sending: bool, data: bytes) -> bytes:
         """pymodbus' ``trace_packet`` hook: sees every frame sent and every buffer received."""
-        if sending or not data:
+        if sending:
+            if self._unit is not None and self._timing is not None:
+                on_line = len(data) * self._timing.char + self._timing.silence
+                self._answer_from = self._now() + on_line
+            return data
+        if not data:
             return data
         unit = self._unit
+        now = self._now()
         if unit is None:
-            if self._now() > self._late_until:
+            if now > self._late_until:
                 self._foreign(TEXT_BETWEEN.format(count=len(data)))
+        elif now < self._answer_from:
+            ms = f"{(self._answer_from - now) * 1000:.1f}"
+            self._foreign(TEXT_EARLY.format(ms=ms))
         elif data[0] != unit:
             self._foreign(TEXT_OTHER_UNIT.format(got=data[0], asked=unit))
         return data

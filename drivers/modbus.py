@@ -28,7 +28,7 @@ from pymodbus.pdu.register_message import (
 )
 
 from watchpost.drivers.base import AnswerError, CommError, DeviceError, ReadRequest, Table
-from watchpost.drivers.line_watch import LineWatch
+from watchpost.drivers.line_watch import LineTiming, LineWatch
 
 if TYPE_CHECKING:
     from watchpost.drivers import modbus_rtu, modbus_tcp
@@ -262,7 +262,8 @@ class ModbusRtuBus(ModbusBus):
     """A Modbus RTU line."""
 
     def __init__(self, config: modbus_rtu.Config) -> None:
-        self._watch = LineWatch(config.name)
+        timing = LineTiming(config.baudrate, config.bytesize, config.parity, config.stopbits)
+        self._watch = LineWatch(config.name, timing=timing)
         client = AsyncModbusSerialClient(
             config.port,
             baudrate=config.baudrate,

@@ -16,6 +16,7 @@ from watchpost.clock import wall_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_rtu
 from watchpost.drivers.codec import encode
+from watchpost.drivers.line_watch import LineTiming
 from watchpost.drivers.simulator.server import NullModem
 from watchpost.poller import DeviceReader
 from watchpost.samples import Quality
@@ -59,7 +60,7 @@ def layout() -> tuple[dict[int, int], list[dict]]:
 @contextlib.asynccontextmanager
 async def rtu_line(units):
     """A null modem with a pymodbus RTU server on one end; yields the other end's path."""
-    modem = NullModem()
+    modem = NullModem(LineTiming(19200))
     modem.start(asyncio.get_running_loop())
     server = ModbusSerialServer(
         ModbusServerContext(devices=units, single=False),

@@ -3,7 +3,9 @@
 A pseudo-terminal carries bytes whatever its baud rate, so the line between the scanner and
 the server is two pseudo-terminals joined by ``Line``, which passes the scanner's bytes only
 while the scanner's port is set to the device's speed, as a real RS-485 device only
-understands frames sent at its own setting. (Linux pseudo-terminals keep no parity: that
+understands frames sent at its own setting, and passes bytes at that speed's pace (the
+gateway takes an answer that arrives sooner than the line could carry it for another
+master's). (Linux pseudo-terminals keep no parity: that
 part of a setting is not observable here.)
 """
 
@@ -29,6 +31,7 @@ from pymodbus.server import ModbusSerialServer
 from tests.modbus_servers import KnownUnitsOnly, device_context
 from watchpost.cli import build_parser, main
 from watchpost.config import GatewayConfig
+from watchpost.drivers.line_watch import LineTiming
 from watchpost.provisioning.scan import (
     LineSetting,
     Progress,
@@ -62,23 +65,38 @@ class Line:
         self.server_path = os.ttyname(self.server_slave)
         self.client_path = os.ttyname(self.client_slave)
         self.dropped = 0
+        self._char = LineTiming(baudrate).char
+        self._free_at: dict[int, float] = {}  # target fd -> when the line towards it is free
+        self._pending: list[asyncio.TimerHandle] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         loop.add_reader(self.client_master, self._to_device)
         loop.add_reader(self.server_master, self._to_scanner)
 
     def _to_device(self) -> None:
         data = self._read(self.client_master)
         if speed_of(self.client_slave) == self.baudrate:
-            with contextlib.suppress(BlockingIOError):
-                os.write(self.server_master, data)
+            self._pass(self.server_master, data)
         else:
             self.dropped += len(data)  # garbage to the device: it stays silent
 
     def _to_scanner(self) -> None:
-        data = self._read(self.server_master)
+        self._pass(self.client_master, self._read(self.server_master))
+
+    def _pass(self, target: int, data: bytes) -> None:
+        """Deliver ``data`` once the line could have carried it, in order."""
+        if not data or self._loop is None:
+            return
+        due = max(self._loop.time(), self._free_at.get(target, 0.0)) + len(data) * self._char
+        self._free_at[target] = due
+        self._pending.append(self._loop.call_at(due, self._write, target, data))
+
+    @staticmethod
+    def _write(target: int, data: bytes) -> None:
         with contextlib.suppress(BlockingIOError):
-            os.write(self.client_master, data)
+            os.write(target, data)
 
     @staticmethod
     def _read(fd: int) -> bytes:
@@ -90,6 +108,8 @@ class Line:
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         for fd in (self.server_master, self.client_master):
             loop.remove_reader(fd)
+        for handle in self._pending:
+            handle.cancel()
         for fd in (self.server_master, self.server_slave, self.client_master, self.client_slave):
             with contextlib.suppress(OSError):
                 os.close(fd)

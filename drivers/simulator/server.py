@@ -37,6 +37,7 @@ from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServe
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from watchpost.drivers.base import Table
+from watchpost.drivers.line_watch import LineTiming
 from watchpost.drivers.simulator.engine import Crossing, RampInfo, SiteEngine
 from watchpost.drivers.simulator.serial_devices import SerialServer, serial_server
 from watchpost.drivers.simulator.site import (
@@ -138,17 +139,26 @@ class EventLog:
 class NullModem:
     """Two pseudo-terminals joined master to master; each slave is one end of the line.
 
+    A pseudo-terminal passes bytes at memory speed, whatever baud rate it is set to. The
+    modem passes them at the pace of a line with ``timing`` (9600 8N1 unless told): bytes
+    read from one end reach the other end ``len * character time`` after the later of
+    their arrival and the moment the line in that direction is free again, in the order
+    they came. A unit's answer then cannot reach the gateway sooner than on a real line.
+
     The simulator keeps both slaves open itself, so that a master never reads a hang-up
     while nobody has the other end open.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timing: LineTiming | None = None) -> None:
+        self.timing = timing or LineTiming(9600)
         self._fds: list[int] = []
         self.server_master, self.server_slave = self._openpty()
         self.client_master, self.client_slave = self._openpty()
         self.server_path = os.ttyname(self.server_slave)
         self.client_path = os.ttyname(self.client_slave)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._free_at: dict[int, float] = {}  # target fd -> when the line towards it is free
+        self._pending: set[asyncio.TimerHandle] = set()
 
     def _openpty(self) -> tuple[int, int]:
         master, slave = os.openpty()
@@ -163,14 +173,26 @@ class NullModem:
         loop.add_reader(self.server_master, self._pass, self.server_master, self.client_master)
         loop.add_reader(self.client_master, self._pass, self.client_master, self.server_master)
 
-    @staticmethod
-    def _pass(source: int, target: int) -> None:
+    def _pass(self, source: int, target: int) -> None:
         try:
             data = os.read(source, 4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             return  # a hang-up cannot happen while we hold the slaves; nothing to pass
+        if not data or self._loop is None:
+            return
+        now = self._loop.time()
+        # strictly later than the direction's previous delivery: the timers keep the order
+        due = max(now, self._free_at.get(target, 0.0)) + len(data) * self.timing.char
+        self._free_at[target] = due
+        handle = self._loop.call_at(due, self._deliver, target, data)
+        self._pending.add(handle)
+
+    def _deliver(self, target: int, data: bytes) -> None:
+        if self._loop is not None:  # forget the timers that have run (this one among them)
+            now = self._loop.time()
+            self._pending = {handle for handle in self._pending if handle.when() > now}
         with contextlib.suppress(BlockingIOError, InterruptedError):
             os.write(target, data)  # a full buffer drops bytes, as a line with no listener
 
@@ -178,6 +200,9 @@ class NullModem:
         if self._loop is not None:
             for fd in (self.server_master, self.client_master):
                 self._loop.remove_reader(fd)
+        for handle in self._pending:
+            handle.cancel()  # bytes still on the line when it is cut
+        self._pending = set()
         for fd in self._fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -324,7 +349,7 @@ class SiteServer:
 
     async def _start_rtu(self, bus: RtuBus) -> None:
         devices = self._devices_on(bus.name)
-        modem = NullModem()
+        modem = NullModem(LineTiming(bus.baudrate))  # the server's port is 8N1
         self._modems.append(modem)
         modem.start(asyncio.get_running_loop())
         try:
