@@ -7,11 +7,13 @@ gateway cannot tell such an answer from its own, but it can notice traffic it di
 - bytes that arrive between its own transactions (a late answer to a request of its own
   that timed out is allowed for ``LATE_GRACE`` seconds);
 - a frame from another unit than the one asked, during a transaction;
-- an answer that arrives before the gateway's request could have ended on the line: a
-  unit answers only after the request's last character and the 3.5-character silence that
-  ends an RTU frame (``LineTiming``), so bytes received sooner were sent by someone else.
-  Receiving the answer's first character takes one more character time, which leaves a
-  margin of one character for the UART's clock tolerance.
+- an answer that arrives before the gateway's request could have ended on the line
+  (``LineTiming``): the unit asked cannot start its answer before the request's last
+  character, so bytes received sooner were sent by someone else. The 3.5-character silence
+  the standard asks of a unit before it answers is not required: units that answer sooner
+  exist, and taking their lines for bad would cost the site its sensors. Receiving the
+  answer's first character takes one more character time, which leaves a margin of one
+  character for the UART's clock tolerance.
 
 While such traffic was seen within the last ``QUIET`` seconds, ``suspect()`` says why the
 line's answers cannot be trusted; the bus then reports its reads as bad (``AnswerError``).
@@ -42,9 +44,6 @@ TEXT_QUIET = _("bus {bus}: no foreign traffic for {quiet:g} s; its answers are t
 TEXT_SUSPECT = _("another master on the line: {what}")
 
 
-FAST_SILENCE = 0.00175  # s: t3.5 above 19200 baud (Modbus over serial line, 2.5.1.1)
-
-
 @dataclass(frozen=True)
 class LineTiming:
     """How long characters take on a serial line with these settings."""
@@ -59,11 +58,6 @@ class LineTiming:
         """Seconds per character: a start bit, the data bits, a parity bit if any, stop bits."""
         bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
         return bits / self.baudrate
-
-    @property
-    def silence(self) -> float:
-        """t3.5, the silence that ends an RTU frame: 3.5 characters, 1.75 ms above 19200 baud."""
-        return FAST_SILENCE if self.baudrate > 19200 else 3.5 * self.char
 
 
 class LineWatch:
@@ -101,7 +95,7 @@ class LineWatch:
         """pymodbus' ``trace_packet`` hook: sees every frame sent and every buffer received."""
         if sending:
             if self._unit is not None and self._timing is not None:
-                on_line = len(data) * self._timing.char + self._timing.silence
+                on_line = len(data) * self._timing.char
                 self._answer_from = self._now() + on_line
             return data
         if not data:
