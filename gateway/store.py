@@ -607,7 +607,8 @@ class Store:
         self._closed = True
         op = _Close()
         self._queue.put(op)
-        op.done.wait()
+        while not op.done.wait(1.0) and self._writer.is_alive():
+            pass  # a writer that died (a bug) must not hold the stop for ever
         self._writer.join(timeout=30)
         with self._rlock:
             self._rconn.close()
@@ -896,8 +897,14 @@ class Store:
         if time.monotonic() - self._identity_checked < IDENTITY_CHECK:
             return
         with self._wlock:
-            if not self._still_ours():
+            if self._still_ours():
+                return
+            try:
                 self._replace(TEXT_GONE)
+            except (OSError, sqlite3.Error) as exc:  # e.g. its folder is gone too: retried
+                if not self._failing:  # each second; the watchdog sees a failing writer
+                    log.error(TEXT_WRITE_FAILED, exc, 0)
+                self._failing = True
 
     def _gather(self, timeout: float | None) -> list[_Op]:
         ops: list[_Op] = []
