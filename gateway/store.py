@@ -769,15 +769,22 @@ class Store:
         except sqlite3.Error:
             lasts = None  # the fresh store's record is then incomplete, and says so
         with self._rlock:
-            for conn in (old, self._rconn):
-                try:
-                    conn.close()
-                except sqlite3.Error as exc:
-                    log.warning(TEXT_CLOSE_FAILED, exc)
+            # the fresh store first: while it cannot be made (its folder gone too), the old
+            # connections stay open, and the next try reads the same rows from them
             moved = move_aside(self.path) if _regular_file(self.path) else None
             conn = _open_checked(self.path)
+            try:
+                reader = _connect(self.path)
+            except (OSError, sqlite3.Error):
+                conn.close()
+                raise
+            for stale in (old, self._rconn):
+                try:
+                    stale.close()
+                except sqlite3.Error as exc:
+                    log.warning(TEXT_CLOSE_FAILED, exc)
             self._wconn = conn
-            self._rconn = _connect(self.path)
+            self._rconn = reader
         self._identity = _identity(self.path)
         self.recovery = {
             "reason": reason,
@@ -899,12 +906,20 @@ class Store:
         with self._wlock:
             if self._still_ours():
                 return
-            try:
-                self._replace(TEXT_GONE)
-            except (OSError, sqlite3.Error) as exc:  # e.g. its folder is gone too: retried
-                if not self._failing:  # each second; the watchdog sees a failing writer
-                    log.error(TEXT_WRITE_FAILED, exc, 0)
-                self._failing = True
+            self._try_replace(TEXT_GONE)
+
+    def _try_replace(self, reason: str) -> bool:
+        """``_replace``, or False when no fresh store can be made yet (its folder gone too,
+        the disk refusing): logged once, the writer counts as failing for the watchdog and
+        tries again on its next round; the writer thread never dies of it."""
+        try:
+            self._replace(reason)
+        except (OSError, sqlite3.Error) as exc:
+            if not self._failing:
+                log.error(TEXT_WRITE_FAILED, exc, 0)
+            self._failing = True
+            return False
+        return True
 
     def _gather(self, timeout: float | None) -> list[_Op]:
         ops: list[_Op] = []
@@ -929,7 +944,7 @@ class Store:
                 log.error(TEXT_WRITE_FAILED, exc, len(txn))
             self._failing = True
             if _is_damage(exc) or not self._still_ours():
-                self._replace(str(exc) or type(exc).__name__)
+                self._try_replace(str(exc) or type(exc).__name__)
                 return txn  # the batch goes into the fresh store on the next try
             if self._disk_full(exc):
                 return self._commit_on_full_disk(txn, str(exc))
@@ -1207,7 +1222,7 @@ class Store:
         else:
             self._quota_failures.succeeded()
         if time.monotonic() - self._identity_checked >= IDENTITY_CHECK and not self._still_ours():
-            self._replace(TEXT_GONE)
+            self._try_replace(TEXT_GONE)
         for op in txn:  # a flush or a reservation: done once the quota is kept too
             if isinstance(op, _Sync) and op.done is not None:
                 op.done()

@@ -469,3 +469,41 @@ def test_a_store_deleted_while_running_is_replaced_with_its_rows_and_counters(
     assert sent[3]["kind"] == "store_damaged"
     assert sent[4]["n"] == 3
     assert rows(path, "alarms") == [(1, 0), (2, 1), (3, 2), (4, sent[3]["ts"]), (5, 3)]
+
+
+def test_a_store_whose_folder_is_deleted_keeps_its_writer_and_its_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's folder removed while running (a crew's mistake): no fresh store can be
+    made until it is back. The writer neither dies in its idle check nor after a commit;
+    once the folder is there again, the rows, the seq counters and a new alarm go in."""
+    folder = tmp_path / "var"
+    folder.mkdir()
+    path = folder / "buffer.db"
+
+    async def scenario() -> list[dict]:
+        store = make(path, commit_interval=0.05)
+        box = outbox(store)
+        try:
+            for i in range(3):
+                await put(store, "alarms", {"event": "raised", "n": i}, ts=i, durable=True)
+            await asyncio.to_thread(shutil.rmtree, folder)
+            for n in range(16):  # commits while the folder is gone, past the identity checks
+                await put(store, "telemetry", {"samples": [], "n": n}, ts=10 + n, durable=False)
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(folder.mkdir)
+            await asyncio.sleep(1.5)  # the writer's next round makes the fresh store
+            await asyncio.wait_for(
+                put(store, "alarms", {"event": "raised", "n": 3}, ts=3, durable=True), timeout=10
+            )
+            return [json.loads(r.payload) for r in box.fetch("alarms", 0, 100, replay_upto=0)]
+        finally:
+            store.close()
+
+    sent = asyncio.run(scenario())
+    assert "cannot write the store (unable to open database file)" in caplog.text
+    assert path.exists()
+    assert [m["seq"] for m in sent] == [1, 2, 3, 4, 5]  # kept rows, the fault, the new alarm
+    assert sent[3]["kind"] == "store_damaged"
+    assert [m.get("n") for m in sent] == [0, 1, 2, None, 3]
+    assert [seq for seq, _ in rows(path, "alarms")] == [1, 2, 3, 4, 5]
