@@ -52,6 +52,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleet import FixedInterval  # the storm, as bench/fleet.py runs it
+
 from watchpost.config.uplink import UplinkConfig
 from watchpost.reconnect import Failure, ReconnectPolicy, refusal
 
@@ -65,22 +67,6 @@ class Policy(Protocol):
     def after_session(self) -> float: ...
     def after_failure(self, failure: Failure) -> float: ...
     def connecting(self) -> None: ...
-
-
-class FixedInterval:
-    """The storm: retry every ``interval`` seconds, no jitter, whatever happened."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-
-    def after_session(self) -> float:
-        return self.interval
-
-    def after_failure(self, _failure: Failure) -> float:
-        return self.interval
-
-    def connecting(self) -> None:
-        pass
 
 
 # -- the broker ----------------------------------------------------------------------------
