@@ -97,9 +97,11 @@ def feature_stats(
     features_per_point: int,
     exempt: npt.NDArray[np.bool_] | None = None,
     cap: float = 0.0,
+    levels: int = 1,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Centre (median), scale and flat flags of calibration features ``[n, features]``
-    (per point: level, then roughness). ``drift``: feature changes over the drift lag
+    (per point: ``levels`` level-like features, then roughness; generic-v4 has more than one
+    level-like feature: rolling means, a slope). ``drift``: feature changes over the drift lag
     (widens the scale), or None. Levels are floored at ``LEVEL_FLOOR``, roughness at
     ``ROUGHNESS_FLOOR``. ``flat_seen`` is 1 for a roughness feature that was flat in some
     calibration window (a quantised channel that rests on one value), or whose point is
@@ -110,7 +112,7 @@ def feature_stats(
     spread = robust_spread(feats)
     if drift is not None and len(drift):
         spread = np.sqrt(spread**2 + robust_spread(drift) ** 2)
-    is_level = np.arange(feats.shape[1]) % features_per_point == 0
+    is_level = np.arange(feats.shape[1]) % features_per_point < levels
     scale = np.maximum(spread, np.where(is_level, LEVEL_FLOOR, ROUGHNESS_FLOOR))
     if cap > 0:
         widest = np.abs(feats - center).max(axis=0) / scale
@@ -138,13 +140,16 @@ def deviations(
     return np.asarray(z.reshape(*z.shape[:-1], -1, features_per_point), dtype=np.float64)
 
 
-def window_scores(z: FloatArray, top_k: int, roughness_weight: float = 1.0) -> FloatArray:
+def window_scores(
+    z: FloatArray, top_k: int, roughness_weight: float = 1.0, levels: int = 1
+) -> FloatArray:
     """Window scores from ``deviations``: the mean of the ``top_k`` largest level deviations
-    over the points, or ``roughness_weight`` times the largest roughness deviation if that is
+    over the points (a point's level deviation: the largest of its ``levels`` level-like
+    features), or ``roughness_weight`` times the largest roughness deviation if that is
     larger (a stuck, chattering or quietened sensor is one sensor's fault, never diluted by
     the others)."""
-    rough = roughness_weight * z[..., 1:].max(axis=(-2, -1))
-    return np.asarray(np.maximum(topk_mean(z[..., 0], top_k), rough))
+    rough = roughness_weight * z[..., levels:].max(axis=(-2, -1))
+    return np.asarray(np.maximum(topk_mean(z[..., :levels].max(axis=-1), top_k), rough))
 
 
 @dataclass(frozen=True)
