@@ -57,6 +57,14 @@ TEXT_RELATION_HELP = _(
     "relation threshold = factor x highest calibration relation score; 0: off "
     "(default: the model's)"
 )
+TEXT_ROUGHNESS_HELP = _(
+    "robust models: a point's roughness deviation counts this many times in the score "
+    "(above 1: changed noise is raised sooner; default: the model's, 1)"
+)
+TEXT_CALIBRATION_FACTOR_HELP = _(
+    "robust models: the threshold is at least this factor x the highest score of the "
+    "calibration windows; 0: the threshold alone (default: the model's, 2 for generic-v3)"
+)
 TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: the model's)")
 TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: the model's)")
 TEXT_NO_COLUMN = _("{path}: no column {name!r} (columns: {columns})")
@@ -134,6 +142,8 @@ def score_table(
     threshold: float | None = None,
     threshold_factor: float | None = None,
     relation_factor: float | None = None,
+    roughness_weight: float | None = None,
+    calibration_factor: float | None = None,
     hold: int | None = None,
     clear: int | None = None,
 ) -> Iterator[ScoredRow]:
@@ -149,6 +159,8 @@ def score_table(
         threshold=threshold,
         threshold_factor=threshold_factor,
         relation_factor=relation_factor,
+        roughness_weight=roughness_weight,
+        calibration_factor=calibration_factor,
     )
     model = LiteRTModel(model_path or shipped_model_path(), table.columns, name="csv")
     params = DetectorParams.from_config(cfg, model.defaults)
@@ -200,6 +212,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 threshold_factor=args.threshold_factor,
                 relation_factor=args.relation_factor,
+                roughness_weight=args.roughness_weight,
+                calibration_factor=args.calibration_factor,
                 hold=args.hold,
                 clear=args.clear,
             ),
@@ -270,6 +284,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--threshold", type=float, help=TEXT_THRESHOLD_HELP)
     p.add_argument("--threshold-factor", type=float, help=TEXT_FACTOR_HELP)
     p.add_argument("--relation-factor", type=float, help=TEXT_RELATION_HELP)
+    p.add_argument("--roughness-weight", type=float, metavar="W", help=TEXT_ROUGHNESS_HELP)
+    p.add_argument(
+        "--calibration-factor", type=float, metavar="F", help=TEXT_CALIBRATION_FACTOR_HELP
+    )
     p.add_argument("--hold", type=int, help=TEXT_HOLD_HELP)
     p.add_argument("--clear", type=int, help=TEXT_CLEAR_HELP)
     p.set_defaults(handler=cmd_score)

@@ -172,3 +172,61 @@ def test_too_few_rows_for_calibration(tmp_path: Path, capsys: pytest.CaptureFixt
     csv = write_csv(tmp_path / "pump.csv", n=100)
     assert run(["anomaly", "score", str(csv), "--time-column", "datetime"]) == 2
     assert "fewer than --calibrate-rows 400" in capsys.readouterr().err
+
+
+def _pump_csv(path: Path, *, dip: float = 0.0, noise_from: int | None = None) -> Path:
+    """700 rows of flow and current, seed 0: the flow dips by ``dip`` over rows 450-549;
+    from ``noise_from`` on, the current's noise is four times larger (its level unchanged)."""
+    n = 700
+    rng = np.random.default_rng(0 if noise_from is None else 3)
+    flow = 32 + 0.4 * rng.standard_normal(n)
+    current = 1.0 + 0.2 * rng.standard_normal(n)
+    flow[450:550] -= dip
+    if noise_from is not None:
+        current[noise_from:] = 1.0 + 0.8 * rng.standard_normal(n - noise_from)
+    lines = ["flow,current"] + [f"{a:.4f},{b:.4f}" for a, b in zip(flow, current, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _flagged(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[int]:
+    assert run(argv) == 0
+    return [r for r, _s, a in parse(capsys.readouterr().out) if a]
+
+
+def test_calibration_factor_flag_lifts_the_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = str(_pump_csv(tmp_path / "dip.csv", dip=2.5))
+    base = ["anomaly", "score", csv, "--calibrate-rows", "300", "--threshold", "6"]
+    flagged = _flagged(base, capsys)
+    assert flagged
+    assert 450 <= min(flagged) <= 470  # the dip, at the fixed threshold of 6
+    # eight times the calibration windows' highest score is above what the dip reaches
+    assert _flagged([*base, "--calibration-factor", "8"], capsys) == []
+
+
+def test_roughness_weight_flag_raises_changed_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = str(_pump_csv(tmp_path / "noise.csv", noise_from=400))
+    base = ["anomaly", "score", csv, "--calibrate-rows", "300"]
+    assert _flagged(base, capsys) == []  # the model's weight (1): not seen
+    flagged = _flagged([*base, "--roughness-weight", "8"], capsys)
+    assert flagged
+    assert 400 <= min(flagged) <= 440
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "key"),
+    [
+        ("--roughness-weight", "0", "roughness_weight"),
+        ("--calibration-factor", "-1", "calibration_factor"),
+    ],
+)
+def test_bad_scoring_flag_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, key: str
+) -> None:
+    csv = str(_pump_csv(tmp_path / "pump.csv"))
+    assert run(["anomaly", "score", csv, "--calibrate-rows", "300", flag, value]) == 2
+    assert key in capsys.readouterr().err
