@@ -361,7 +361,7 @@ def score_series9(
     feats = np.stack([level, np.log(energy + ROUGHNESS_EPS)], axis=-1).reshape(len(z), -1)
     fc = feats[WINDOW - 1 : cal]
     drift = fc[drift_lag:] - fc[:-drift_lag] if drift_lag else None
-    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2, quantised(s.values[:cal]), cap)
+    fcenter, fscale, flat_seen = feature_stats(fc, drift, 2, quantised(s.values[:cal]), cap=cap)
     k = 1 if how == "max" else 2
     dev = deviations(feats[cal:], fcenter, fscale, flat_seen, 2)
     cdev = deviations(fc, fcenter, fscale, flat_seen, 2)
@@ -831,7 +831,7 @@ def score_series11(s: LabelledSeries, cal: int, setting: tuple[Any, ...]) -> Sco
     fc = feats[window - 1 : cal]
     drift = fc[lag:] - fc[:-lag] if lag else None
     fcenter, fscale, flat_seen = feature_stats(
-        fc, drift, fpp, quantised(s.values[:cal]), 0.0, levels
+        fc, drift, fpp, quantised(s.values[:cal]), levels=levels
     )
     dev = deviations(feats[cal:], fcenter, fscale, flat_seen, fpp)
     cdev = deviations(fc, fcenter, fscale, flat_seen, fpp)

@@ -96,6 +96,7 @@ def feature_stats(
     drift: FloatArray | None,
     features_per_point: int,
     exempt: npt.NDArray[np.bool_] | None = None,
+    *,
     cap: float = 0.0,
     levels: int = 1,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
