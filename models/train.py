@@ -17,7 +17,8 @@ features on the device and scores windows by how far the features stray from nor
     *level* (the median of the window's last ``level_rows`` rows, 5 for generic-v2) and the
     *roughness* (``log(mean(diff(x)^2) + 1e-4)`` over the window). The gateway scores them in robust
     units (``watchpost.anomaly_robust``): the generic-v2 and generic-v3 models (one graph, two
-    scorings: the sidecar says which).
+    scorings: the sidecar says which); generic-v4's graph takes 64 rows and its level is the
+    mean of the last 10 (the roughness is over the last 32 rows in all three).
 
 ``site``
     A multivariate autoencoder for one fixed list of points, trained on a CSV of that
@@ -30,6 +31,8 @@ Usage::
     python -m watchpost.models.train generic --out models/generic-v1
     python -m watchpost.models.train robust --out models/generic-v2
     python -m watchpost.models.train robust --out models/generic-v3
+    python -m watchpost.models.train robust --level mean --level-rows 10 --window 64 \\
+        --out models/generic-v4
     python -m watchpost.models.train site normal.csv --sep ';' --time-column datetime \\
         --window 32 --out /etc/watchpost/models/pump
 
@@ -184,46 +187,75 @@ ROBUST_V3_DEFAULTS = {
     "hold_s": 5.0,
     "clear_s": 30.0,
 }
-# the scoring that goes with each robust model's name (a new name: the latest)
+# generic-v4: a 64-row graph whose level is the mean of the last 10 rows, scored as chosen by
+# bench/anomaly_search.py (round 11)
+ROBUST_V4_DEFAULTS = {
+    "threshold": 12.0,
+    "top_k": 1,
+    "roughness_weight": 1.0,
+    "calibration_factor": 2.0,
+    "relation_factor": 64.0,
+    "drift_lag_s": 60.0,
+    "hold_s": 3.0,
+    "clear_s": 60.0,
+}
+# the scoring that goes with each robust model's name (a new name: generic-v3's)
 ROBUST_SCORING: dict[str, dict[str, Any]] = {
     "generic-v2": {"defaults": ROBUST_DEFAULTS},
     "generic-v3": {"defaults": ROBUST_V3_DEFAULTS, "quantised_not_stuck": True},
+    "generic-v4": {"defaults": ROBUST_V4_DEFAULTS, "quantised_not_stuck": True},
 }
+ROUGHNESS_ROWS = 32  # the roughness is measured over the last 32 rows of any window
 
 
-def build_robust(tf: Any, window: int = GENERIC_WINDOW, level_rows: int = 3) -> Any:
-    """The generic-v2 feature graph: per point, the median of the last ``level_rows``
-    rows (odd) and the log energy of first differences over the window."""
-    if level_rows % 2 != 1 or not 1 <= level_rows <= window:
-        raise ValueError(f"level_rows must be odd and at most {window}, not {level_rows}")
+def build_robust(
+    tf: Any, window: int = GENERIC_WINDOW, level_rows: int = 3, level: str = "median"
+) -> Any:
+    """The robust feature graph: per point, the level (the median, odd ``level_rows``, or
+    the mean of the last ``level_rows`` rows) and the log energy of first differences over
+    the last 32 rows (generic-v2 and generic-v3: median of 5, window 32; generic-v4: mean of
+    10, window 64)."""
+    if not 1 <= level_rows <= window or (level == "median" and level_rows % 2 != 1):
+        raise ValueError(
+            f"level_rows must be at most {window} (odd for a median), not {level_rows}"
+        )
+    if level not in {"median", "mean"} or window < ROUGHNESS_ROWS:
+        raise ValueError(f"level must be median or mean and window at least {ROUGHNESS_ROWS}")
 
     @tf.function(input_signature=[tf.TensorSpec([None, window, 1], tf.float32, name="window")])
     def features(x: Any) -> Any:
         tail = x[:, window - level_rows :, 0]  # [B, m]
-        # the median of an odd count: the smallest of the (m + 1) / 2 largest
-        level = tf.math.top_k(tail, k=(level_rows + 1) // 2).values[:, -1:]
-        diff = x[:, 1:, :] - x[:, :-1, :]
+        if level == "mean":
+            lvl = tf.reduce_mean(tail, axis=1, keepdims=True)
+        else:  # the median of an odd count: the smallest of the (m + 1) / 2 largest
+            lvl = tf.math.top_k(tail, k=(level_rows + 1) // 2).values[:, -1:]
+        last = x if window == ROUGHNESS_ROWS else x[:, window - ROUGHNESS_ROWS :, :]
+        diff = last[:, 1:, :] - last[:, :-1, :]
         rough = tf.math.log(tf.reduce_mean(tf.square(diff), axis=1) + ROBUST_EPS)
-        return tf.concat([level, rough], axis=1)  # [B, 2]
+        return tf.concat([lvl, rough], axis=1)  # [B, 2]
 
     return features
 
 
-def export_robust(out: Path, level_rows: int) -> dict[str, Any]:
+def export_robust(
+    out: Path, level_rows: int, *, level: str = "median", window: int = GENERIC_WINDOW
+) -> dict[str, Any]:
     import tensorflow as tf  # noqa: PLC0415 (the optional `train` extra, never on a gateway)
 
+    what = "rolling median" if level == "median" else "rolling mean"
     meta = {
         "name": out.name,
         "kind": "generic",
         "scoring": "robust",
-        "window": GENERIC_WINDOW,
+        "window": window,
         "level_rows": level_rows,
+        **({"level": level, "roughness_rows": ROUGHNESS_ROWS} if level != "median" else {}),
         "channel_independent": True,
         "features": ["level", "roughness"],
-        "trained_on": "nothing: a fixed graph (rolling median, log difference energy)",
+        "trained_on": f"nothing: a fixed graph ({what}, log difference energy)",
         **ROBUST_SCORING.get(out.name, ROBUST_SCORING["generic-v3"]),
     }
-    _export(tf, build_robust(tf, GENERIC_WINDOW, level_rows), out, meta)
+    _export(tf, build_robust(tf, window, level_rows, level), out, meta)
     return meta
 
 
@@ -319,11 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--windows", type=int, default=200_000)
     g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--seed", type=int, default=0)
-    r = sub.add_parser(
-        "robust", help="export the fixed robust feature graph (generic-v2, generic-v3)"
-    )
+    r = sub.add_parser("robust", help="export the fixed robust feature graph (generic-v2, v3, v4)")
     r.add_argument("--out", type=Path, required=True, help="output path without suffix")
     r.add_argument("--level-rows", type=int, default=5)
+    r.add_argument("--level", choices=["median", "mean"], default="median")
+    r.add_argument("--window", type=int, default=GENERIC_WINDOW)
     s = sub.add_parser("site", help="train a site model on a CSV of normal data")
     s.add_argument("csv", type=Path)
     s.add_argument("--out", type=Path, required=True, help="output path without suffix")
@@ -337,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "generic":
         meta = train_generic(args.out, args.windows, args.epochs, args.seed)
     elif args.kind == "robust":
-        meta = export_robust(args.out, args.level_rows)
+        meta = export_robust(args.out, args.level_rows, level=args.level, window=args.window)
     else:
         ignore = {c.strip() for c in args.ignore_columns.split(",") if c.strip()}
         meta = train_site(
