@@ -39,9 +39,9 @@ from watchpost.config import (
     ConfigError,
     GatewayConfig,
     check_file_modes,
-    load_config,
     print_config_error,
 )
+from watchpost.config.isolated import load_config_isolated
 from watchpost.config.paths import check_paths
 from watchpost.control import ControlError, ControlServer
 from watchpost.drivers import DRIVERS
@@ -389,7 +389,7 @@ class Gateway:
         """Re-read the config file; if it is good, restart the gateway with it (soon, so
         that the reply to the platform goes out first). Returns the errors otherwise."""
         try:
-            config = await asyncio.to_thread(load_config, self.config_path)
+            config = await asyncio.to_thread(load_config_isolated, self.config_path)
             problems = check_file_modes(config, self.config_path, require_files=True)
             problems += check_paths(config)
         except ConfigError as exc:
@@ -651,7 +651,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config_isolated(args.config)
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_CONFIG

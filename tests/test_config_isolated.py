@@ -1,0 +1,77 @@
+"""The daemon's config validated in a child process: the same config, the same errors, no
+validator left in the daemon, and the daemon's own validation when the child cannot run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kit.cases import Case, all_cases
+from watchpost.config import ConfigError, load_config
+from watchpost.config.isolated import load_config_isolated
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "gateway.toml"
+
+
+@pytest.mark.parametrize("case", all_cases(), ids=lambda case: case.name)
+def test_the_child_gives_what_load_config_gives(case: Case) -> None:
+    if case.is_config_error:
+        with pytest.raises(ConfigError) as here:
+            load_config(case.config)
+        with pytest.raises(ConfigError) as isolated:
+            load_config_isolated(case.config)
+        assert isolated.value.errors == here.value.errors == case.errors()
+        assert isolated.value.path == case.config
+    else:
+        assert load_config_isolated(case.config) == load_config(case.config)
+
+
+def test_the_demo_config_comes_back_whole() -> None:
+    config = load_config_isolated(DEMO)
+    assert config == load_config(DEMO)
+    assert len(list(config.points())) == len(list(load_config(DEMO).points())) > 0
+
+
+def test_the_daemon_process_builds_no_config_validator() -> None:
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from watchpost.config.file import GatewayConfig\n"
+        "from watchpost.config.isolated import load_config_isolated\n"
+        f"config = load_config_isolated(Path({str(DEMO)!r}))\n"
+        "print(json.dumps([config.gateway.id, GatewayConfig.__pydantic_complete__]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    gateway_id, built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert gateway_id == load_config(DEMO).gateway.id
+    assert built is False
+
+
+def test_without_a_child_the_daemon_validates_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
+        config = load_config_isolated(DEMO)
+    assert config == load_config(DEMO)
+    assert "no-such-python" in caplog.text
+    assert "daemon itself" in caplog.text
+
+
+def test_without_a_child_config_errors_still_name_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = tmp_path / "gateway.toml"
+    bad.write_text(DEMO.read_text().replace("[uplink]", "[uplink]\nno_such_key = 1", 1))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(ConfigError) as failed:
+        load_config_isolated(bad)
+    assert any("uplink.no_such_key" in line for line in failed.value.errors)
