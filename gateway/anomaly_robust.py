@@ -183,3 +183,50 @@ def fit_relation(zl: FloatArray, drift_lag: int) -> Relation:
     rel = Relation(center, precision, 0.0)
     values, _share = rel.scores(zl)
     return Relation(center, precision, float(values.max()))
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Each point's level predicted from the other points' levels (ridge regression on the
+    calibration windows): the *residual* relation part searched by round 12 of
+    ``bench/anomaly_search.py``. ``coef[i, j]`` weighs point j's level in point i's
+    prediction (``coef[i, i]`` is 0); residuals are scored in robust units of their own
+    calibration spread (widened by their drift), and the score is the largest over the
+    points."""
+
+    center: FloatArray  # [points] calibration mean of the levels
+    coef: FloatArray  # [points, points]
+    scale: FloatArray  # [points] robust spread of the calibration residuals
+    max_value: float  # the highest calibration score
+
+    def deviations(self, levels: FloatArray) -> FloatArray:
+        """Per window and point: |level - prediction| in robust units ``[..., points]``."""
+        d = levels - self.center
+        return np.asarray(np.abs(d - d @ self.coef.T) / self.scale, dtype=np.float64)
+
+    def scores(self, levels: FloatArray) -> FloatArray:
+        """The largest residual deviation over the points, per window."""
+        return np.asarray(self.deviations(levels).max(axis=-1), dtype=np.float64)
+
+
+def fit_residuals(levels: FloatArray, drift_lag: int) -> Residuals | None:
+    """Fit ``Residuals`` on calibration levels ``[n, points]``; None for a single point."""
+    n, p = levels.shape
+    if p < 2:
+        return None
+    center = levels.mean(axis=0)
+    d = levels - center
+    cov = d.T @ d / n
+    coef = np.zeros((p, p))
+    for i in range(p):
+        others = [j for j in range(p) if j != i]
+        a = cov[np.ix_(others, others)]
+        a = a + (RELATION_RIDGE * np.trace(a) / len(others) + 1e-6) * np.eye(len(others))
+        coef[i, others] = np.linalg.solve(a, cov[others, i])
+    r = d - d @ coef.T
+    spread = robust_spread(r)
+    if drift_lag and n > drift_lag + 8:
+        spread = np.sqrt(spread**2 + robust_spread(r[drift_lag:] - r[:-drift_lag]) ** 2)
+    scale = np.maximum(spread, LEVEL_FLOOR)
+    fitted = Residuals(center, coef, scale, 0.0)
+    return Residuals(center, coef, scale, float(fitted.scores(levels).max()))
