@@ -3,7 +3,7 @@
 Runs every series of `tests/univariate_series.py` (five realistic sensor signals, each with
 three faults of one of five kinds, fixed seed) through the very code of `watchpost anomaly
 score`, each series alone (one point), calibrated on its first hour, with the shipped
-detector (generic-v3) and the previous one (generic-v2), each with its own defaults. Prints
+detector (generic-v5) and the previous one (generic-v3), each with its own defaults. Prints
 per fault kind and pooled: windows detected, median delay, false events per hour of normal
 rows, and the NAB-style score (`watchpost.anomaly_eval`).
 """

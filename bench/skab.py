@@ -1,6 +1,6 @@
 """SKAB for the anomaly detector: `python bench/skab.py VALVE1_DIR [ANOMALY_FREE_CSV]`.
 
-The shipped detector (generic-v3) and the previous one (generic-v2), each with its own
+The shipped detector (generic-v5) and the previous one (generic-v3), each with its own
 defaults, side by side, at row level (F1, FAR, MAR: the SKAB outlier protocol) and at event
 level (windows detected, median delay, false events per hour of normal rows: see
 `watchpost.anomaly_eval`), each file calibrated on its first 400 rows and scored with the

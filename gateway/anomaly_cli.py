@@ -48,7 +48,8 @@ TEXT_SEP_HELP = _("column separator (default: ',')")
 TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
 TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
 TEXT_THRESHOLD_HELP = _(
-    "robust models (generic-v2, generic-v3): threshold in robust units (default: the model's, 24)"
+    "robust models (generic-v2 and later): threshold in robust units "
+    "(default: the model's, 32 for generic-v5)"
 )
 TEXT_FACTOR_HELP = _(
     "other models: threshold = factor x highest calibration score (default: the model's, 8)"
@@ -63,7 +64,7 @@ TEXT_ROUGHNESS_HELP = _(
 )
 TEXT_CALIBRATION_FACTOR_HELP = _(
     "robust models: the threshold is at least this factor x the highest score of the "
-    "calibration windows; 0: the threshold alone (default: the model's, 2 for generic-v3)"
+    "calibration windows; 0: the threshold alone (default: the model's, 2 for generic-v3 to v5)"
 )
 TEXT_HOLD_HELP = _("rows above the threshold before an event is raised (default: the model's)")
 TEXT_CLEAR_HELP = _("rows below the threshold before it is cleared (default: the model's)")

@@ -1,6 +1,7 @@
-"""generic-v2 and generic-v3: the LiteRT graph (one for both) computes what the cards say,
-each model's defaults apply where an entry gives none, a calibration too short for them is
-refused up front, and the benches' vectorised hold/clear rule is the detector's own."""
+"""generic-v2, generic-v3 and generic-v5: the LiteRT graph (one for all three) computes what
+the cards say, each model's defaults apply where an entry gives none, a calibration too short
+for them is refused up front, and the benches' vectorised hold/clear rule is the detector's
+own."""
 
 from __future__ import annotations
 
@@ -32,8 +33,13 @@ def test_the_shipped_graph_is_a_rolling_median_and_a_log_difference_energy() -> 
 
 def test_an_entry_takes_the_models_defaults_where_it_gives_none() -> None:
     cfg = AnomalyModelConfig(name="pump", points=["a"], period_s=0.5, hold_s=4.0)
-    v3 = open_detector(cfg, None).params
-    assert SHIPPED_MODEL == "generic-v3"
+    v5 = open_detector(cfg, None).params
+    assert SHIPPED_MODEL == "generic-v5"
+    assert (v5.threshold, v5.top_k, v5.relation_factor) == (32.0, 1, 16.0)
+    assert (v5.roughness_weight, v5.calibration_factor) == (1.0, 2.0)
+    assert (v5.drift_lag, v5.hold, v5.clear) == (360, 8, 60)  # rows of 0.5 s; hold given
+    v3_model = cfg.model_copy(update={"model": shipped_model_path("generic-v3")})
+    v3 = open_detector(v3_model, None).params
     assert (v3.threshold, v3.top_k, v3.relation_factor) == (24.0, 1, 16.0)
     assert (v3.roughness_weight, v3.calibration_factor) == (1.0, 2.0)
     assert (v3.drift_lag, v3.hold, v3.clear) == (360, 8, 60)  # rows of 0.5 s; hold given

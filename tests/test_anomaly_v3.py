@@ -1,4 +1,5 @@
-"""generic-v3 (the shipped default): the generic-v2 graph scored with its own numbers. A
+"""generic-v3 (the previous default; generic-v5 is its graph and numbers with threshold 32):
+the generic-v2 graph scored with its own numbers. A
 quantised channel is never "stuck", a noisy calibration lifts its own threshold, the
 roughness weight counts, and a calibration saved under another model's numbers is not
 reused."""
@@ -25,7 +26,8 @@ def quantised_flow(n: int, seed: int) -> np.ndarray:
 
 
 def v3_detector(points: list[str], **changes: float) -> AnomalyDetector:
-    cfg = AnomalyModelConfig(name="pump", points=points, calibration_s=300)
+    v3 = shipped_model_path("generic-v3")
+    cfg = AnomalyModelConfig(name="pump", points=points, calibration_s=300, model=v3)
     det = open_detector(cfg, None)
     if changes:
         det.params = dataclasses.replace(det.params, **changes)  # type: ignore[arg-type]

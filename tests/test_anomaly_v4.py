@@ -1,7 +1,8 @@
 """generic-v4 (round 11 of bench/anomaly_search.py; shipped, not the default): its LiteRT graph
 computes what its card says (per point the mean of the last 10 of 64 rows and the log
 difference energy of the last 32), its sidecar's numbers apply, and the device scores a
-series exactly as the search that chose those numbers did."""
+series exactly as the search that chose those numbers did; so does the default, generic-v5
+(round 12)."""
 
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def test_the_graph_is_a_10_row_mean_and_the_last_32_rows_difference_energy() -> 
     assert feats[0, 2, 1] == pytest.approx(np.log(1e-4), abs=1e-4)
 
 
-def test_its_sidecar_numbers_apply_and_generic_v3_stays_the_default() -> None:
-    assert SHIPPED_MODEL == "generic-v3"  # round 11's rule did not choose generic-v4
+def test_its_sidecar_numbers_apply_and_it_is_not_the_default() -> None:
+    assert SHIPPED_MODEL == "generic-v5"  # round 11's rule did not choose generic-v4
     cfg = AnomalyModelConfig(name="pump", points=["a", "b"], model=V4)
     p = open_detector(cfg, None).params
     assert (p.threshold, p.top_k, p.relation_factor) == (12.0, 1, 64.0)
@@ -82,5 +83,22 @@ def test_the_device_scores_as_the_search_that_chose_it() -> None:
     series = search.LabelledSeries("t", [], rows, np.zeros(len(rows), dtype=bool))
     scored = search.score_series11(series, 400, ("short", 10, 30, 10, 60))
     proxy = search.decide9(scored, (1.0, 2.0, 64.0, 12.0, 3, 60))
+    assert device.any()
+    assert device.tolist() == proxy.tolist()
+
+
+def test_the_default_scores_as_the_search_that_chose_it() -> None:
+    """generic-v5 (the default, round 12): the device against the search's proxy."""
+    search = _search()
+    rows = normal_rows(1400, seed=13)
+    rows[600:700, 0] -= 6.0  # a drop
+    rows[900:1000, 1] += np.linspace(0, 12, 100)  # a ramp
+    rows[1100:1200, 2] = rows[1100, 2]  # a stuck point
+    rows = np.round(rows, 4)
+    table = CsvTable(columns=["a", "b", "c"], rows=[list(map(float, r)) for r in rows])
+    device = np.array([r.anomaly for r in score_table(table, calibrate_rows=400)], dtype=bool)
+    series = search.LabelledSeries("t", [], rows, np.zeros(len(rows), dtype=bool))
+    scored = search.score_series12(series, 400, ("median5", "mahalanobis", 180))
+    proxy = search.decide9(scored, (1.0, 2.0, 16.0, 32.0, 5, 30))
     assert device.any()
     assert device.tolist() == proxy.tolist()

@@ -51,9 +51,10 @@ class AnomalyModelConfig(Model):
     threshold: float | None = Field(
         default=None,
         gt=0,
-        description="Robust models (generic-v2, generic-v3): the threshold, in robust units "
+        description="Robust models (generic-v2 and later): the threshold, in robust units "
         "(how many robust spreads a point's level or roughness is from its calibration "
-        "median); default: the model's (24 for both).",
+        "median); default: the model's (32 for generic-v5, 12 for generic-v4, 24 for "
+        "generic-v2 and generic-v3).",
     )
     threshold_factor: float | None = Field(
         default=None,
@@ -66,22 +67,22 @@ class AnomalyModelConfig(Model):
         ge=0,
         description="Threshold of the relation score (levels of the points that no longer "
         "fit together) = this factor times its highest calibration value; "
-        "0 turns the relation part off; default: the model's (16 for generic-v2 and generic-v3, "
-        "8 otherwise).",
+        "0 turns the relation part off; default: the model's (16 for generic-v2, v3 and v5, "
+        "64 for generic-v4, 8 otherwise).",
     )
     top_k: int | None = Field(
         default=None,
         ge=1,
         description="Robust models: score = mean of the k largest level deviations over the "
         "points (roughness: the largest); others: mean of the k largest squared feature "
-        "z-scores; default: the model's (1 for generic-v3, 2 otherwise).",
+        "z-scores; default: the model's (1 for generic-v3 to v5, 2 otherwise).",
     )
     roughness_weight: float | None = Field(
         default=None,
         gt=0,
         description="Robust models: a point's roughness deviation counts this many times "
         "its robust units in the score (above 1: a changed noise or a chattering sensor is "
-        "raised sooner); default: the model's (1 for generic-v2 and generic-v3).",
+        "raised sooner); default: the model's (1 for generic-v2 to v5).",
     )
     calibration_factor: float | None = Field(
         default=None,
@@ -89,28 +90,28 @@ class AnomalyModelConfig(Model):
         description="Robust models: the threshold is at least this factor times the highest "
         "score of the calibration windows (a calibration that was noisy in robust units "
         "lifts its own threshold); 0: the threshold alone; default: the model's (2 for "
-        "generic-v3, 0 otherwise).",
+        "generic-v3 to v5, 0 otherwise).",
     )
     drift_lag_s: float | None = Field(
         default=None,
         ge=0,
         description="Lag, seconds, over which calibration measures slow drift of each "
-        "feature (0: no drift allowance); default: the model's (180 for generic-v2 and "
-        "generic-v3, 50 otherwise).",
+        "feature (0: no drift allowance); default: the model's (180 for generic-v2, v3 and "
+        "v5, 60 for generic-v4, 50 otherwise).",
     )
     hold_s: float | None = Field(
         default=None,
         ge=0,
         description="The score must stay above the threshold this long "
-        "before an event is raised, seconds; default: the model's (3 for generic-v2, 5 "
-        "otherwise).",
+        "before an event is raised, seconds; default: the model's (3 for generic-v2 and "
+        "generic-v4, 5 otherwise).",
     )
     clear_s: float | None = Field(
         default=None,
         ge=0,
         description="The score must stay below the threshold this long "
-        "before the event is cleared, seconds; default: the model's (60 for generic-v2, 30 "
-        "otherwise).",
+        "before the event is cleared, seconds; default: the model's (60 for generic-v2 and "
+        "generic-v4, 30 otherwise).",
     )
     propose_rebaseline_s: float = Field(
         default=0.0,
