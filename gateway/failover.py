@@ -5,13 +5,17 @@ The uplink tells this class how each attempt at a configured broker ended::
     REFUSED  no connection (unreachable, CONNACK refused, no CONNACK)
                  -> the next broker of this round, at once
     BROKEN   the broker took the connection but did not deliver: a PUBACK past
-             `ack_timeout`, or the link was lost before anything moved
+             `ack_timeout`, or the link was lost before the broker acknowledged anything
                  -> the broker is avoided for `wait` (see below); the next broker, at once
     SHORT    data moved, but the broker dropped the link within a keepalive period
                  -> a strike; STRIKES in a row on the same broker make it BROKEN
     GOOD     the connection moved data and lasted, or stayed up a keepalive period
                  -> strikes and wait forgotten for that broker
     LEFT     the gateway ended it itself (going back to the primary, a renewed certificate)
+
+and, apart from the outcomes, when a broker's port is found closed (``went_down``): its
+strikes are forgotten, since a link lost to a broker that then stopped listening was a
+restart or an outage, not a running broker dropping its clients.
 
 A round tries the brokers that are not avoided in the configured order, then the avoided
 ones (something must be tried): a round that ends without a connection waits as
@@ -103,6 +107,10 @@ class BrokerChoice:
             broker.avoid_until = self._monotonic() + broker.wait
             broker.wait = min(FAILBACK_CAP, broker.wait * 2)
         return (self._round.pop(0) if self._round else None), broken
+
+    def went_down(self, index: int) -> None:
+        """Note that nothing listened at ``index``: its strikes are forgotten."""
+        self._brokers[index].strikes = 0
 
     def failback_at(self, index: int, connected_at: float) -> float | None:
         """When a connection to ``index`` that came up at ``connected_at`` (monotonic) should

@@ -153,7 +153,7 @@ class _Link:
     code: int | None = None  # the CONNACK's or the broker's DISCONNECT's reason code
     server: str | None = None  # MQTT 5 server reference with "use another server"
     up: bool = False  # CONNACK said yes
-    moved: bool = False  # a stored row was acknowledged on this link
+    moved: bool = False  # the broker acknowledged a publish on this link: it delivers
     leaving: bool = False  # the gateway ends this link itself (failback, new certificate)
     ack_late: bool = False  # a PUBACK did not come within ack_timeout
     online_seq: int | None = None  # the `online` status still to publish, after the alarms
@@ -322,13 +322,7 @@ class Uplink:
             try:
                 outcome, reason = await self._session(address, index)
             except ConnectError as exc:
-                self.last_error = str(exc)
-                if self.certificates is not None and self.certificates.trial is not None:
-                    # a broker that was not there did not judge the certificate
-                    reached = exc.failure is not Failure.UNREACHABLE
-                    self.certificates.trial_ended(accepted=False, reason=str(exc), counted=reached)
-                self._note_refusal(exc)
-                log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
+                self._refused(exc, address, index)
                 failures.append(exc.failure)
                 referred = _referred(exc.server, addresses) if exc.server else None
                 if referred is not None and referred != index:
@@ -357,11 +351,24 @@ class Uplink:
                 elif outcome in (Outcome.GOOD, Outcome.SHORT):
                     # a link that carried data was good: come back soon
                     delay = policy.after_session()
-                else:  # broke before anything moved, or a PUBACK did not come: back off
+                else:  # lost before any PUBACK, or a PUBACK did not come: back off
                     delay = policy.after_failure(Failure.DROPPED)
             failures = []
             await asyncio.sleep(delay)
             index = choice.first()
+
+    def _refused(self, exc: ConnectError, address: BrokerAddress, index: int) -> None:
+        """Note an attempt that gave no connection: its reason, the certificate on trial, and
+        a closed port (the links lost before were the broker's restart, not flapping)."""
+        self.last_error = str(exc)
+        if self.certificates is not None and self.certificates.trial is not None:
+            # a broker that was not there did not judge the certificate
+            reached = exc.failure is not Failure.UNREACHABLE
+            self.certificates.trial_ended(accepted=False, reason=str(exc), counted=reached)
+        self._note_refusal(exc)
+        log.warning(TEXT_CONNECT_FAILED, address.host, address.port, exc)
+        if exc.failure is Failure.UNREACHABLE:
+            self._choice.went_down(index)
 
     def _judged_broken(self, index: int, reason: str, following: int | None) -> None:
         """Log, once per verdict, that a broker took the gateway but did not deliver."""
@@ -385,9 +392,10 @@ class Uplink:
     async def _session(self, address: BrokerAddress, index: int) -> tuple[Outcome, str]:
         """One connection, from CONNECT to its loss; ConnectError if it never came up.
 
-        Returns how it ended (``failover.Outcome``) and why: GOOD if it moved stored data and
-        lasted a keepalive period, or stayed up that long; SHORT if it moved data but was
-        lost sooner; BROKEN if it was lost before anything moved or a PUBACK came too late;
+        Returns how it ended (``failover.Outcome``) and why: GOOD if the broker acknowledged
+        a publish and the link lasted a keepalive period, or stayed up that long; SHORT if it
+        acknowledged something but the link was lost sooner; BROKEN if it was lost before any
+        PUBACK or a PUBACK came too late;
         LEFT if the gateway ended it itself.
         """
         if self._status_seqs is None:
@@ -616,9 +624,9 @@ class Uplink:
     def _on_puback(self, link: _Link, mid: int) -> None:
         if link.unacked.pop(mid, None) is not None:
             link.last_ack = time.monotonic()
+            link.moved = True
         row = link.inflight.pop(mid, None)
         if row is not None:
-            link.moved = True
             if not row.resend:  # a resent row is already in `sent`
                 link.acked.append(row.id)
             self._kick.set()

@@ -75,6 +75,15 @@ def test_a_good_connection_forgets_the_strikes() -> None:
     assert brokers.after(0, Outcome.SHORT) == (None, False)
 
 
+def test_a_broker_that_went_down_between_short_links_was_restarted_not_flapping() -> None:
+    clock = FakeClock()
+    brokers = choice(clock)
+    for _ in range(2 * STRIKES):
+        assert brokers.first() == 0
+        assert brokers.after(0, Outcome.SHORT) == (None, False)
+        brokers.went_down(0)  # the next attempt found its port closed
+
+
 def test_when_every_broker_is_avoided_all_are_still_tried_in_order() -> None:
     clock = FakeClock()
     brokers = choice(clock)

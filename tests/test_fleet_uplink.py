@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from pathlib import Path
 
@@ -21,22 +20,29 @@ from tests.test_outage import assert_complete_in_order, sample_batch
 from tests.test_uplink import ROOT, make_uplink, running, until
 from watchpost.config.store import StoreConfig
 from watchpost.store import Store
-from watchpost.uplink import command_name
+from watchpost.uplink import TEXT_BROKEN, TEXT_BROKEN_WAIT, command_name
 
 
 @pytest.mark.slow
-def test_back_within_two_seconds_of_a_broker_restart(
-    tmp_path: Path, persistent_broker: Broker
+def test_back_soon_after_each_broker_restart(
+    tmp_path: Path, persistent_broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Clean broker restarts, one after another: after each the gateway tries again within
+    its spread, never judges the broker broken (which would make it back off longer and
+    longer), and every message arrives once, in order. How soon it is back, measured over
+    many restarts, is bench/reconnect.py's figure (docs/fleet.md)."""
     broker = persistent_broker
     sub = Subscriber(broker, ROOT + "#", client_id="platform", persistent=True)
     back_after: list[float] = []
     sent = {"n": 0}
+    spread = 2.0
 
     async def scenario() -> None:
         store = Store(StoreConfig(path=tmp_path / "b.db", commit_interval=0.1))
         # the defaults a site gets: reconnect_spread 2 s, backoff 0.5 to 15 s
-        uplink = make_uplink(broker.url, store, reconnect_min=0.5, reconnect_max=15.0)
+        uplink = make_uplink(
+            broker.url, store, reconnect_spread=spread, reconnect_min=0.5, reconnect_max=15.0
+        )
         async with running(uplink):
             await until(lambda: uplink.connected)
             for outage in (0.5, 3.0, 1.0, 6.0, 2.0):
@@ -60,14 +66,19 @@ def test_back_within_two_seconds_of_a_broker_restart(
             )
         store.close()
 
+    caplog.set_level(logging.INFO, logger="watchpost.uplink")
     try:
         asyncio.run(scenario())
         assert_complete_in_order(sub, "telemetry", sent["n"])
     finally:
         sub.close()
     print(f"back after broker listening: {[round(b, 2) for b in back_after]} s")
-    assert statistics.median(back_after) <= 2.0
-    assert max(back_after) <= 3.5  # 1.5 x spread, plus a connect on a busy machine
+    verdicts = [r for r in caplog.records if r.msg in (TEXT_BROKEN_WAIT, TEXT_BROKEN)]
+    assert verdicts == [], [r.getMessage() for r in verdicts]
+    # attempts at a closed port come every 0.5 to 1.5 spreads: the first after the broker
+    # listens comes within 1.5 spreads; the rest is room for a connect on a loaded machine,
+    # far below what a backoff that grew towards its 15 s cap would wait
+    assert max(back_after) <= 1.5 * spread + 3.0
 
 
 def test_mqtt5_carries_the_streams(tmp_path: Path, broker: Broker, subscriber) -> None:
