@@ -44,7 +44,8 @@ class ActionError(Exception):
 class Action(BaseModel):
     """What every alarm action carries."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validator built at the first alarm action (control socket or platform), not at start
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Acknowledge(Action):

@@ -63,7 +63,8 @@ class CommandError(Exception):
 class Request(BaseModel):
     """What every command may carry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validators built at the first command, not at start: most daemons never get one
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str | int | None = Field(default=None, description="Echoed in the reply.")
     ts: int | None = Field(

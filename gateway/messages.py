@@ -301,6 +301,9 @@ class AlarmMessage(Message):
 class AnomalyMessage(Message):
     """`anomalies`: a model's event."""
 
+    # validator built at the first anomaly event: only daemons with a model send one
+    model_config = ConfigDict(defer_build=True)
+
     stream: ClassVar[str] = "anomalies"
     stored: ClassVar[bool] = True
     durable: ClassVar[bool] = True
@@ -372,6 +375,9 @@ class EnergyDay(Message):
     """`energy`: the daily figure of one meter energy point (a DL/T 645 energy DI): the
     reading at the start of a local day and at the start of the next, and the day's energy."""
 
+    # validator built at the first daily figure: only daemons with energy points send one
+    model_config = ConfigDict(defer_build=True)
+
     stream: ClassVar[str] = "energy"
     stored: ClassVar[bool] = True
     durable: ClassVar[bool] = True
@@ -400,6 +406,9 @@ class EnergyDay(Message):
 class CertificateRequest(Message):
     """`csr`: the gateway made a new key because its client certificate expires soon, and
     asks the platform to sign this CSR; the platform answers with `cmd/cert_install`."""
+
+    # validator built when a certificate is renewed, not at start
+    model_config = ConfigDict(defer_build=True)
 
     stream: ClassVar[str] = "csr"
     stored: ClassVar[bool] = True
@@ -585,6 +594,9 @@ class HealthMessage(Message):
 
 class CommandReply(Message):
     """`cmd/{name}/reply`: the gateway's answer to a command."""
+
+    # validator built at the first command reply, not at start
+    model_config = ConfigDict(defer_build=True)
 
     stream: ClassVar[str] = "reply"
     lenient: ClassVar[bool] = True

@@ -56,7 +56,8 @@ class OrderError(Exception):
 class ShutdownOrder(BaseModel):
     """One ordered shutdown, as the platform sends it in `cmd/shutdown_order`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validator built at the first order or when orders are kept, not at start
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(
         min_length=1,
