@@ -17,7 +17,7 @@ from gettext import gettext as _
 from pathlib import Path, PurePath
 from typing import Any
 
-from watchpost import __version__, hangup, i18n
+from watchpost import __version__, config_child, hangup, i18n
 from watchpost.i18n import N_
 
 # Each command and the module that adds it, in the order `watchpost --help` lists them.
@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command == "run":
         hangup.hold()  # before the daemon's slow imports: a reload must not kill the start
+        if not {"-h", "--help"} & set(argv):
+            # the config is validated in a child process while the daemon imports its modules
+            config_child.start_early(_config_argument(argv))
     i18n.apply_configured_language(_config_argument(argv))
     args = build_parser(command).parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.kit.cases import Case, all_cases
+from watchpost import config_child
 from watchpost.config import ConfigError, load_config
 from watchpost.config.isolated import load_config_isolated
 
@@ -64,6 +65,37 @@ def test_without_a_child_the_daemon_validates_itself(
     assert config == load_config(DEMO)
     assert "no-such-python" in caplog.text
     assert "daemon itself" in caplog.text
+
+
+def test_a_child_that_fails_leaves_the_validation_to_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
+        config = load_config_isolated(DEMO)
+    assert config == load_config(DEMO)
+    assert "exit status 1" in caplog.text
+
+
+def test_the_child_started_early_is_the_one_taken(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(DEMO.read_text())
+    config_child.start_early(path)
+    [early] = config_child._early
+    assert early.process is not None
+    early.process.wait(timeout=60)  # it has read and validated the file
+    path.write_text("not toml [")
+    assert load_config_isolated(path) == load_config(DEMO)
+    with pytest.raises(ConfigError):  # a later load starts a child of its own
+        load_config_isolated(path)
+
+
+def test_a_child_started_early_for_another_file_is_not_used(tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("not toml [")
+    config_child.start_early(other)
+    assert load_config_isolated(DEMO) == load_config(DEMO)
+    assert config_child._early == []
 
 
 def test_without_a_child_config_errors_still_name_the_key(
