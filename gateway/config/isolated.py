@@ -15,8 +15,8 @@ child's sake.
 
 from __future__ import annotations
 
+import _pickle  # pickle's C half: the daemon only loads; `pickle` itself is 0.2 MB of code
 import logging
-import pickle
 import sys
 from gettext import gettext as _
 from pathlib import Path
@@ -44,7 +44,7 @@ def load_config_isolated(path: Path) -> GatewayConfig:
     if answer is None:
         return _in_process(path, child.failure)
     try:
-        result = pickle.loads(answer)  # our own child, through a private pipe
+        result = _pickle.loads(answer)  # our own child, through a private pipe
     except Exception as exc:  # any unpickling failure: validate here instead
         return _in_process(path, repr(exc))
     if isinstance(result, GatewayConfig):
@@ -56,6 +56,8 @@ def load_config_isolated(path: Path) -> GatewayConfig:
 
 def child_main(path_text: str) -> None:
     """The child: validate the file, write the config or the list of errors, pickled."""
+    import pickle  # noqa: PLC0415 - the child's alone
+
     path = Path(path_text)
     result: GatewayConfig | list[str]
     try:
