@@ -125,10 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command == "run":
         hangup.hold()  # before the daemon's slow imports: a reload must not kill the start
-        if not {"-h", "--help"} & set(argv):
-            # the config is validated in a child process while the daemon imports its modules
-            config_child.start_early(_config_argument(argv))
     i18n.apply_configured_language(_config_argument(argv))
+    if command == "run" and not {"-h", "--help"} & set(argv):
+        # the config is validated in a child process (it inherits the language just settled)
+        # while the daemon imports its modules
+        config_child.start_early(_config_argument(argv))
     args = build_parser(command).parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

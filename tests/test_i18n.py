@@ -321,6 +321,19 @@ def test_a_bad_config(tmp_path: Path, lang: str, sentences: list[str]) -> None:
         assert not CJK.search(result.stderr)
 
 
+def test_the_daemon_words_a_bad_config_in_the_configured_language(tmp_path: Path) -> None:
+    """`watchpost run` validates in a child process: the child speaks the config's language."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(BAD_CONFIG.replace('colour = "red"', 'colour = "red"\nlanguage = "zh_CN"'))
+    config.chmod(0o640)
+    result = watchpost("run", "--config", str(config), lang="C")
+    assert result.returncode == 78, result.stderr
+    for key_path in ("gateway.id", "gateway.colour", "devices[0].points[0].scale"):
+        assert key_path in result.stderr
+    for sentence in ("只能包含字母、数字", "不是可识别的配置项", "必须是数值", "个错误"):
+        assert sentence in result.stderr, result.stderr
+
+
 def test_the_environment_names_the_language() -> None:
     assert i18n.environment_language({"LANG": "zh_CN.UTF-8"}) == "zh_CN.UTF-8"
     assert i18n.environment_language({"LANGUAGE": "zh_CN:en", "LANG": "C"}) == "zh_CN"
