@@ -336,13 +336,49 @@ def proxy(broker: Broker) -> Iterator[Proxy]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The Debian package tests run last, and their base roots are made in the background
-    from the start, while the other tests run (a cold arm64 root takes minutes under qemu)."""
-    packages = [item for item in items if item.get_closest_marker("packages")]
-    if packages:
-        items[:] = [item for item in items if not item.get_closest_marker("packages")] + packages
-        if config.option.collectonly:
-            return
-        from tests.debian_root import prepare_in_background  # noqa: PLC0415
+    """The order of the run, and the Debian package tests' base roots made in the background
+    from the start, while the other tests run (a cold arm64 root takes minutes under qemu).
 
-        prepare_in_background(["amd64", "arm64"])
+    In one process the package tests run last, arm64 last of all. Under pytest-xdist
+    (scripts/test) the long tests go first, the package tests before all (one worker takes
+    them while the others share the rest), so that no long test starts near the end; and as
+    each worker may end once it has no more tests, taking its threads with it, the controller,
+    which lives for the whole run, makes the roots (``pytest_xdist_node_collection_finished``).
+    """
+    packages = [item for item in items if item.get_closest_marker("packages")]
+    packages.sort(key=lambda item: "arm64_root" in getattr(item, "fixturenames", ()))
+    rest = [item for item in items if not item.get_closest_marker("packages")]
+    if hasattr(config, "workerinput"):
+        slow = [item for item in rest if item.get_closest_marker("slow")]
+        items[:] = packages + slow + [item for item in rest if not item.get_closest_marker("slow")]
+        return
+    items[:] = rest + packages
+    if packages and not config.option.collectonly:
+        _prepare_roots()
+
+
+PACKAGE_TESTS = "tests/test_packages.py::"  # their node ids, as the xdist controller sees them
+_roots: list[object] = []  # the background thread, once started
+
+
+def _prepare_roots() -> None:
+    if _roots:
+        return
+    from tests.debian_root import prepare_in_background  # noqa: PLC0415
+
+    _roots.append(prepare_in_background(["amd64", "arm64"]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The xdist controller: make the package tests' roots if the workers collected them."""
+    if not node.config.option.collectonly and any(i.startswith(PACKAGE_TESTS) for i in ids):
+        _prepare_roots()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Tests that share a costly module fixture stay on one worker (tests/kit/parallel.py)."""
+    from tests.kit.parallel import TogetherOrAlone  # noqa: PLC0415  (only with xdist)
+
+    return TogetherOrAlone(config, log)

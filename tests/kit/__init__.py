@@ -15,6 +15,7 @@
   instruments).
 - ``tasks``: ``assert_cancelled``, a task's cancellation that must not be lost.
 - ``cases``: the data-driven cases of ``tests/cases/<name>/``.
+- ``parallel``: how pytest-xdist shares the suite among its workers (scripts/test).
 
 The broker, the subscriber and the schema check are pytest fixtures in ``tests/conftest.py``.
 """
