@@ -358,7 +358,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 PACKAGE_TESTS = "tests/test_packages.py::"  # their node ids, as the xdist controller sees them
-_roots: list[object] = []  # the background thread, once started
+_roots: list[object] = []  # the background threads, once started
 
 
 def _prepare_roots() -> None:
@@ -366,7 +366,7 @@ def _prepare_roots() -> None:
         return
     from tests.debian_root import prepare_in_background  # noqa: PLC0415
 
-    _roots.append(prepare_in_background(["amd64", "arm64"]))
+    _roots.extend(prepare_in_background(["amd64", "arm64"]))
 
 
 @pytest.hookimpl(optionalhook=True)

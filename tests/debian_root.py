@@ -101,22 +101,26 @@ def base_root(arch: str) -> Path:
     return base
 
 
-def prepare_in_background(arches: list[str]) -> threading.Thread:
-    """Make the missing base roots while the rest of the suite runs (a cold arm64 root takes
-    minutes under emulation). A failure here is logged; the test that needs the root then
-    makes it again and fails with the real error."""
+def prepare_in_background(arches: list[str]) -> list[threading.Thread]:
+    """Make the missing base roots while the rest of the suite runs, each in a thread of its
+    own (a cold arm64 root takes minutes under emulation, an amd64 root about one: the
+    arm64 one need not wait for it). A failure here is logged; the test that needs the root
+    then makes it again and fails with the real error."""
 
-    def prepare() -> None:
-        for arch in arches:
-            if missing_tools(arch) is None:
-                try:
-                    base_root(arch)
-                except (OSError, subprocess.CalledProcessError) as exc:
-                    logging.getLogger(__name__).warning("base root %s: %s", arch, exc)
+    def prepare(arch: str) -> None:
+        if missing_tools(arch) is None:
+            try:
+                base_root(arch)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                logging.getLogger(__name__).warning("base root %s: %s", arch, exc)
 
-    thread = threading.Thread(target=prepare, name="debian-roots", daemon=True)
-    thread.start()
-    return thread
+    threads = [
+        threading.Thread(target=prepare, args=(arch,), name=f"debian-root-{arch}", daemon=True)
+        for arch in arches
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _debootstrap(arch: str, base: Path) -> None:
