@@ -166,7 +166,12 @@ def scan_8n1(port: str, units: str, bauds: str, timeout: str, *extra: str) -> in
 
 def test_finds_the_units_at_their_baud_rate(capsys: pytest.CaptureFixture[str]) -> None:
     with rtu_site({2: 1234, 3: 77}, baudrate=19200) as site:
-        status = scan_8n1(site.port, "1-4", "9600,19200", "0.2", "--bus-name", "line_a")
+        # `Line` checks the scanner's speed when its thread reads the bytes, not when they
+        # were sent: a 9600 probe for unit 3 that the thread reads only after the scanner
+        # moved on to 19200 reaches the device, whose answer then looks like a second
+        # master's. The thread has two probe timeouts (unit 3's and 4's) to read it; 0.2 s
+        # each was once too little on a busy machine, 0.5 s leaves it a second.
+        status = scan_8n1(site.port, "1-4", "9600,19200", "0.5", "--bus-name", "line_a")
         assert site.line.dropped > 0  # the 9600 probes were sent, and went unheard
     out, err = capsys.readouterr()
     assert status == 0
