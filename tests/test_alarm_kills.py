@@ -55,7 +55,10 @@ def test_sigkills_never_repeat_an_alarm_event(
                 process.close()
             stop_toggling.set()
             toggler.join(5)
-            with running_gateway(path):
+            with running_gateway(path) as process:
+                # started (its SIGTERM handler in place: a busy machine once took over 4 s
+                # to get there, and the stop at the end of the block then killed it)
+                process.wait_ready()
                 time.sleep(4)  # the backlog drains
         finally:
             stop_toggling.set()
