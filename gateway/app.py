@@ -68,6 +68,7 @@ from watchpost.shutdown import FILE_NAME as ORDERS_FILE
 from watchpost.shutdown import OrderDesk, ShutdownOrders
 from watchpost.store import Store, StoreFullError
 from watchpost.telemetry import TelemetryBatcher
+from watchpost.ticks import sleep_to_tick
 from watchpost.uplink import Uplink
 from watchpost.version import log_rollback, software
 
@@ -284,7 +285,7 @@ class Gateway:
         while True:
             if not self.poller.stuck():
                 self._poll_alive.beat()
-            await asyncio.sleep(period)
+            await sleep_to_tick(period)
 
     async def _disk_watch(self, period: float = 1.0) -> None:
         """The `disk_full` fault (point `gateway`) while the store's disk is full."""
@@ -292,7 +293,7 @@ class Gateway:
             full = self.store.disk_full
             reason = None if full is None else str(full["reason"])
             self.alarms.report_gateway_fault("disk_full", active=full is not None, reason=reason)
-            await asyncio.sleep(period)
+            await sleep_to_tick(period)
 
     async def _store_liveness(self) -> None:
         """The store writer is alive while it waits with nothing in hand or makes progress
@@ -304,7 +305,7 @@ class Gateway:
         while True:
             if self.store.writer_alive(within=4 * period):
                 self._store_alive.beat()
-            await asyncio.sleep(period)
+            await sleep_to_tick(period)
 
     # -- state for `health`, `status` and the CLI -------------------------------------------
 

@@ -35,6 +35,8 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Protocol
 
+from watchpost.ticks import sleep_to_tick
+
 log = logging.getLogger(__name__)
 
 TEXT_SYNCED = _("clock synchronised: stamps of boot %s taken before now shift by %+d ms")
@@ -151,7 +153,7 @@ class Clock:
     ) -> None:
         """Until cancelled: probe every ``interval`` s; on sync, correct the store's stamps."""
         while not self._synced:
-            await asyncio.sleep(interval)
+            await sleep_to_tick(interval)  # with the other periodic loops
             delta = self.check()
             if delta is not None:
                 log.warning(TEXT_SYNCED, self.boot_id, delta)

@@ -233,20 +233,23 @@ class HistoryRecorder:
         if not self.enabled:
             return
         aggregates = self._open
-        for sample in samples:
-            minute = sample.ts // MINUTE_MS
-            agg = aggregates.get(sample.point)
+        good = Quality.GOOD
+        # comparisons, not min()/max(), and the sample unpacked once: this runs for every
+        # sample the gateway polls
+        for point, ts, value, quality, _mono in samples:
+            minute = ts // MINUTE_MS
+            agg = aggregates.get(point)
             if agg is None or agg.minute != minute:
                 if agg is not None:
-                    self._closed.append((sample.point, agg))
-                agg = aggregates[sample.point] = _Minute(minute)
-            quality = sample.quality
-            if quality is Quality.GOOD and sample.value is not None:
-                value = sample.value
+                    self._closed.append((point, agg))
+                agg = aggregates[point] = _Minute(minute)
+            if quality is good and value is not None:
                 agg.good += 1
                 agg.total += value
-                agg.low = min(agg.low, value)
-                agg.high = max(agg.high, value)
+                if value < agg.low:  # noqa: PLR1730 - min() is a call: twice as slow here
+                    agg.low = value
+                if value > agg.high:  # noqa: PLR1730
+                    agg.high = value
             elif quality is Quality.COMM:
                 agg.comm += 1
             elif quality is Quality.STALE:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
+from watchpost.ticks import next_tick
+
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike as _SocketLike
 
@@ -48,7 +50,7 @@ class PahoOnLoop:
         self._loop.add_reader(sock, self._read)
         if client.want_write():
             self._loop.add_writer(sock, self._write)
-        self._misc = self._loop.call_later(MISC_INTERVAL, self._tick)
+        self._misc = self._loop.call_at(next_tick(self._loop.time(), MISC_INTERVAL), self._tick)
 
     def flush(self) -> None:
         """Write what paho has queued now, rather than on the next turn of the loop."""
@@ -86,7 +88,7 @@ class PahoOnLoop:
             return
         self._client.loop_misc()
         if self._sock is not None:
-            self._misc = self._loop.call_later(MISC_INTERVAL, self._tick)
+            self._misc = self._loop.call_at(next_tick(self._loop.time(), MISC_INTERVAL), self._tick)
 
     def _want_write(self, _client: mqtt.Client, _userdata: Any, sock: _SocketLike) -> None:
         self._loop.add_writer(sock, self._write)

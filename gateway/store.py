@@ -236,6 +236,7 @@ Listener = Callable[[list[StoredRow]], None]
 # the outbox's fault message for a store found damaged: (stream, body bytes, ts)
 DamageReport = Callable[[dict[str, Any]], tuple[str, bytes, int]]
 IDENTITY_CHECK = 1.0  # seconds between checks that the file is still the one opened
+COMMIT_SPACING = 0.9  # of commit_interval: the least time between two commits of telemetry
 
 
 @dataclass(slots=True)
@@ -318,6 +319,7 @@ class Store:
         self._rlock = threading.Lock()
         self._seq_lock = threading.Lock()
         self._acked: set[int] = set()  # acked, delete not yet committed
+        self._acks_waiting: list[int] = []  # acked, not yet taken up by the writer
         self._acked_lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
@@ -555,7 +557,10 @@ class Store:
             return
         with self._acked_lock:
             self._acked.update(ids)
-        self._queue.put(_Ack(ids))
+            self._acks_waiting.extend(ids)
+        # not through the queue: an ack is never urgent, and waking the writer for it cost a
+        # wake-up of its own a second; it goes in with the writer's next round (a put, a
+        # flush, its commit deadline or its idle check each IDENTITY_CHECK)
 
     def correct_clock(self, boot_id: str, delta_ms: int) -> None:
         """Shift every unsynced stamp of ``boot_id`` by ``delta_ms`` when it is sent. Blocks
@@ -840,7 +845,7 @@ class Store:
                 deadline = None
                 continue
             if deadline is None:
-                deadline = time.monotonic() + self.config.commit_interval
+                deadline = self._commit_due()
             urgent = (
                 closing is not None
                 or self._failing
@@ -882,6 +887,16 @@ class Store:
             self._wconn.close()
         if closing is not None:
             closing.done.set()
+
+    def _commit_due(self) -> float:
+        """When what the writer has just taken up is due: at most one commit per
+        ``commit_interval`` (less a tenth: the batcher's puts come on the grid of that
+        interval, and the last commit began a moment after the last of them), and nothing
+        waits longer than an interval. A put after a quiet spell, such as the one telemetry
+        batch a second, is committed at once: it has waited in the batcher already, and the
+        commit needs no wake-up of its own."""
+        now = time.monotonic()
+        return max(now, self._attempted + COMMIT_SPACING * self.config.commit_interval)
 
     def _wait_for_work(self, txn: list[_Op], deadline: float | None) -> list[_Op]:
         """The next operations, by ``deadline``; with nothing in hand, the writer looks at
@@ -929,7 +944,12 @@ class Store:
             try:
                 ops.append(self._queue.get_nowait())
             except queue.Empty:
-                return ops
+                break
+        with self._acked_lock:
+            acks, self._acks_waiting = self._acks_waiting, []
+        if acks:
+            ops.append(_Ack(acks))
+        return ops
 
     def _try_commit(self, txn: list[_Op]) -> list[_Op]:
         """Commit ``txn``; what is left of it (empty when all of it went in)."""

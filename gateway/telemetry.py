@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from watchpost.messages import SampleReading
 from watchpost.samples import Sample
+from watchpost.ticks import next_tick
 
 Put = Callable[[list[SampleReading]], Awaitable[object]]
 
@@ -35,11 +36,13 @@ class TelemetryBatcher:
 
     async def run(self) -> None:
         """Store a batch every ``interval`` (sooner when one is full); flush on cancel."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # on the grid of the other periodic loops (watchpost.ticks): no wake-up of its own
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout_at(next_tick(loop.time(), self._interval)):
                         await self._full.wait()
                 await self.flush()
         finally:

@@ -69,6 +69,7 @@ from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
 from watchpost.paho_loop import PahoOnLoop
 from watchpost.reconnect import Failure, ReconnectPolicy, refusal, worst
+from watchpost.ticks import sleep_to_tick
 
 if TYPE_CHECKING:
     from watchpost.clock import Clock
@@ -860,11 +861,14 @@ class Uplink:
             log.warning(TEXT_GOODBYE_FAILED, str(exc) or type(exc).__name__)
 
     async def _health_loop(self) -> None:
-        """A `health` message soon after each connect, then every ``health_interval``."""
+        """A `health` message soon after each connect (within a second), then every
+        ``health_interval``. It looks each second (or each ``health_interval`` when shorter)
+        on the grid of the other periodic loops (watchpost.ticks): no wake-up of its own."""
         last_link: _Link | None = None
         last_at = 0.0
+        tick = min(1.0, self.config.health_interval)
         while True:
-            await asyncio.sleep(0.5)
+            await sleep_to_tick(tick)
             link = self._link
             if link is None or not self.connected or link.online_seq is not None:
                 continue  # `health` comes after `online`
