@@ -115,6 +115,7 @@ class Gateway:
         self.config = config
         self.config_path = config_path
         self.next_config: GatewayConfig | None = None  # set when a reload was asked for
+        self.ending = False  # SIGTERM or SIGINT came: no reload may restart it any more
         self.stop: Callable[[], object] = lambda: None  # set by whoever runs us
         self.started = time.time()
         self.failed_parts: dict[str, dict[str, Any]] = {}  # part -> its last failure
@@ -398,6 +399,8 @@ class Gateway:
         if problems:
             log.error(TEXT_RELOAD_REFUSED, "; ".join(problems))
             return problems
+        if self.ending:  # a stop came while the file was read: the stop wins
+            return []
         self.next_config = config
         asyncio.get_running_loop().call_later(RELOAD_DELAY, self.stop)
         return []
@@ -631,7 +634,8 @@ def _verify_key(config: GatewayConfig, config_path: Path) -> Ed25519PublicKey | 
 
 def _stop(gateway: Gateway, task: asyncio.Task[Any], signum: int) -> None:
     log.warning(TEXT_STOPPING, signal.Signals(signum).name)
-    gateway.next_config = None  # a stop wins over a reload that is still pending
+    gateway.ending = True  # a stop wins over a reload that is still pending or still reading
+    gateway.next_config = None
     task.cancel()
 
 

@@ -68,6 +68,36 @@ def test_a_sighup_while_starting_does_not_kill_the_daemon(
             assert process.poll() is None, process.log()
 
 
+@pytest.mark.slow
+def test_a_stop_while_a_reload_reads_the_config_wins(
+    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber]
+) -> None:
+    """SIGHUP, then SIGTERM while the reload still reads the config file (in its child
+    process) and the gateway is still shutting down (its `offline` waits up to 2 s for a
+    PUBACK from a broker that is frozen): the daemon stops and stays stopped; the reload that
+    finishes meanwhile does not restart it."""
+    sub = subscriber(ROOT + "telemetry")
+    with MisshapenAnswers({1: "exact"}) as server:
+        config = write_config(tmp_path, broker.url, server.port)
+        with running_gateway(config, clean_stop=False) as process:
+            process.wait_ready()
+            sub.wait_for(ROOT + "telemetry", timeout=20)
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGSTOP)
+            try:
+                process.send_signal(signal.SIGHUP)
+                time.sleep(0.02)  # the reload's child takes a few tenths of a second
+                process.send_signal(signal.SIGTERM)
+                try:
+                    status = process.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    status = None
+            finally:
+                broker.process.send_signal(signal.SIGCONT)
+            assert status == 0, process.log()
+            assert "restarting with the config read anew" not in process.log()
+
+
 # -- paths the daemon must write -------------------------------------------------------------
 
 EXIT_CONFIG = 78
