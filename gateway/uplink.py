@@ -416,8 +416,14 @@ class Uplink:
             failure = Failure.REFUSED if isinstance(exc, ssl.SSLError) else Failure.UNREACHABLE
             raise ConnectError(explain_error(exc, self.config, address), failure) from exc
         self._policy.connecting()  # it reached the listener: counts towards flapping
-        link.io = PahoOnLoop(link.client, loop)  # paho's network loop, on ours
-        link.io.start()
+        io = PahoOnLoop(link.client, loop)  # paho's network loop, on ours
+        try:
+            io.start()
+        except ConnectionError as exc:  # closed while CONNECT went out: no CONNACK will come
+            raise ConnectError(
+                explain_refusal(-1, str(exc), self.config, address), refusal(-1)
+            ) from exc
+        link.io = io
         self._link = link
         try:
             await self._accepted(link, index)
