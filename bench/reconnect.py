@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,9 +40,9 @@ from watchpost.uplink import Uplink
 CYCLE = 1.1 * CONNECT_WINDOW / MAX_CONNECTS  # seconds from one broker stop to the next
 
 
-async def _until(condition: object, timeout: float) -> None:
+async def _until(condition: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("the uplink did not connect in time")
         await asyncio.sleep(0.005)
