@@ -307,8 +307,11 @@ class BusScheduler:
                 self._sink(samples)
                 now = loop.time()
                 if reader.health.state == "comm":
+                    # never sooner than DOWN_RECHECK (the backoff's full jitter alone could
+                    # give a dead device its next timeout at once), jittered up to the bound
                     backoff = backoffs[id(reader)]
-                    due[id(reader)] = now + reader.device.interval + backoff.next_delay()
+                    recheck = max(backoff.initial, backoff.next_delay())
+                    due[id(reader)] = now + reader.device.interval + recheck
                 else:
                     backoffs[id(reader)].reset()
                     next_due = due[id(reader)] + reader.device.interval
