@@ -6,7 +6,8 @@ Each round's rule below was written down (and committed) before any result of it
 at. Rounds 1-8 chose generic-v2 (their grid and rule: the first table and "Rule" below, as of
 commit 564adab); round 9 chooses generic-v3 (its own grid and rule, further below). The
 bench runs round 12 (below); `--round 8` runs the grid and rule of rounds 1-8, `--round 9`
-round 9's, `--round 10` round 10's, `--round 11` round 11's.
+round 9's, `--round 10` round 10's, `--round 11` round 11's, `--round 13` round 13's (a
+trained predictor; needs the `train` extra, TensorFlow).
 
 Search ranges (every combination is scored):
 
@@ -276,6 +277,73 @@ calibration factor 2, relation factor 16, hold 5, clear 30), which on these file
 exactly generic-v3's figures (threshold 24 and 32 tie; the last tie-break takes the quieter):
 in-sample 11 of 16, 58 s, no false event, F1 0.670, FAR 0.8 %, the gate 0.0 %, two hours
 0.0 % (3 violations).
+
+Round 13 (a learned predictor; written down and committed before any of its results was
+looked at). Rounds 8-12 tuned thresholds, levels, slopes and relation scores, all learned
+from one file's first 400 rows, and none reached the detection targets. Round 13 tries a
+different kind of model: a network *trained* on more normal data than one calibration
+(the normal rows of the valve1 files chosen on), predicting each point's level, scored on
+the device by the robust-scaled prediction residual.
+
+- predictor `past` (channel-independent, fits any point or group of points; a candidate for
+  generic-v6): each point's level at row t (the median of its last 5 rows, generic-v5's
+  level) predicted from its own scaled values in the 32 rows that end `horizon` rows
+  before t, by one network shared by all points. The graph's window is 32 + horizon rows.
+- predictor `others` (a site reference, never a candidate for the generic default): each of
+  valve1's 8 points' level at row t predicted from the other 7 points' levels at t, one
+  output per point. It fits only these 8 points, and the tests' scenarios (2 and 3 points)
+  cannot run it; it is scored with the same rank and folds (without the behaviour filter)
+  and reported beside, as what a relation model trained on a site's own data gives.
+- net: `linear` (one dense layer: an autoregression, or a regression on the others) or `mlp`
+  (dense 16 with ReLU, then dense 1 per output).
+- training (per fold: only the files of the three groups chosen on; for the choice on all
+  16 files: all 16): every window of the predictor whose rows are all labelled normal, each
+  file scaled by its own first 400 rows as the device does (`input_scaling`); Huber loss
+  (delta 1), Adam (learning rate 1e-3), batch 256, 8 epochs, seed 0. The anomaly-free file
+  is never trained on, so its gate stays data the predictor has not seen. The tests'
+  scenarios are scored with each fold's own predictor.
+- residual = level - prediction, one more level-like feature per point, scored as round
+  11's features (distance from its calibration median in its robust spread, widened by its
+  drift over drift_lag, floor 0.05; a point's level deviation is the largest over its
+  level-like features). use `add`: features level, residual, roughness; use `replace`: the
+  residual replaces the level (residual, roughness). Fixed: combine max, roughness weight 1,
+  the stuck-sensor and quantised-channel rules, the relation part on the 5-row median level
+  (Mahalanobis, as generic-v5), 400 calibration rows per file.
+
+| number | range |
+|---|---|
+| predictor | past, others |
+| net | linear, mlp |
+| horizon | 10, 30 (`past` only) |
+| use | add, replace |
+| drift_lag | 60, 180 |
+| calibration_factor | 0, 2 |
+| relation_factor | 0, 16 |
+| threshold | 8, 12, 16, 24, 32, 48 |
+| hold | 1, 3, 5, 10 |
+| clear | 10, 30, 60 |
+
+Cut to fit about two hours of a shared 2-core machine: wider or deeper networks, more
+seeds and epochs, horizons other than 10 and 30, a predictor from both the others and the
+past, training on the anomaly-free file, relation factors other than 0 and 16.
+
+Round 13 rule: round 12's, word for word, with generic-v5 as the bar. Candidates: the
+`past` combinations under which the existing tests' scenarios behave as those tests assert
+(`behaves`, as rounds 8-12). The choice on a set of groups: round 10's rank (per group
+chosen on: windows < 97 %, false events > 0.5 per hour, row FAR > 12.7 %; the gate: 400-row
+FAR > 2 %, two hours any flagged row, 400-row false events > 0.5 per hour; fewest
+violations, then pooled F1, then shorter median delay, then the quieter). Leave-files-out as
+below gives the held-out figure (each fold's predictor trained on its three groups only). A
+candidate replaces the shipped default only if its held-out figures violate fewer of the
+five valve1 targets, or as many with a higher F1, and it keeps both anomaly-free gates: the
+five targets [windows < 97 %, median delay > 30 s, false events > 0.5 per hour, row FAR >
+12.7 %, F1 < 0.81] on the pooled held-out figures, against generic-v5's held-out figures
+from round 12 (11/16 windows, 40 s, 1.98 per hour, FAR 7.3 %, F1 0.648: 4 violations), so
+fewer than 4, or 4 and a held-out F1 above 0.648; the gates: the choice on all 16 files
+flags at most 2 % of the 400-row chunks' rows and none with two hours of calibration. A
+winner ships as generic-v6 (its graph: level, residual of its trained predictor,
+roughness; its numbers) and becomes the default; otherwise no new model, and the figures
+are reported. generic-v5's numbers in this harness are scored beside as the reference.
 
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
