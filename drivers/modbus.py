@@ -1,7 +1,8 @@
-"""Modbus TCP and Modbus RTU buses: one pymodbus async client per bus.
+"""Modbus RTU buses: one pymodbus async client per line.
 
-Only the drivers' factories import this module, so pymodbus loads when a Modbus bus is
-opened, never when the config is checked.
+Only the driver's factory imports this module, so pymodbus loads when a Modbus RTU bus is
+opened, never when the config is checked. Modbus TCP has a client of its own
+(``modbus_tcp_bus``): pymodbus's transaction layer was half of each read's CPU there.
 
 pymodbus takes a read answer's registers from its byte count and drops whatever does not
 fit; the answer classes below keep the byte count and the payload's real length, so that an
@@ -15,10 +16,9 @@ import asyncio
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
-from gettext import gettext as _
 from typing import TYPE_CHECKING, TypeVar
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
@@ -30,27 +30,22 @@ from pymodbus.pdu.register_message import (
 
 from watchpost.drivers.base import AnswerError, CommError, DeviceError, ReadRequest, Table
 from watchpost.drivers.line_watch import LineTiming, LineWatch
+from watchpost.drivers.modbus_answers import (
+    EXCEPTION_NAMES,
+    TEXT_AT,
+    TEXT_CANNOT_CONNECT,
+    TEXT_EXCEPTION,
+    TEXT_NO_ANSWER,
+    TEXT_READ_ONLY,
+    TEXT_WRITE_WHAT,
+    name_of,
+    shape_mismatch,
+)
 
 if TYPE_CHECKING:
-    from watchpost.drivers import modbus_rtu, modbus_tcp
-
-if TYPE_CHECKING:
-    from watchpost.drivers import modbus_tcp
+    from watchpost.drivers import modbus_rtu
 
 log = logging.getLogger(__name__)
-
-# Modbus exception codes (Modbus Application Protocol V1.1b3, section 7).
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 
 
 class _Measured:
@@ -114,30 +109,14 @@ ANSWER_CLASSES: tuple[type[ModbusPDU], ...] = (
 )
 
 
-TEXT_CANNOT_CONNECT = _("bus {name}: cannot connect to {where}")
-TEXT_AT = _("bus {name}: {what}: {problem}")
-TEXT_NO_ANSWER = _("bus {name}: {what}: no answer ({error})")
-TEXT_EXCEPTION = _("bus {bus}: {what}: exception {code} ({name})")
-TEXT_READ_ONLY = _("bus {name}: {what}: {table} is read-only")
-TEXT_READ_WHAT = _("unit {unit} {table} {address}+{count}")
-TEXT_WRITE_WHAT = _("unit {unit} {table} {address} write {values}")
-TEXT_REGISTERS_MISMATCH = _(
-    "answer has byte count {byte_count} and {length} data bytes; {count} registers need {expected}"
-)
-TEXT_BITS_MISMATCH = _(
-    "answer has byte count {byte_count} and {length} data bytes; {count} bits need {expected}"
-)
-
-
 def answer_mismatch(request: ReadRequest, response: ModbusPDU) -> str | None:
     """Why ``response`` does not answer ``request`` (byte count, length), or None if it does."""
     expected = (request.count + 7) // 8 if request.table.is_bits else 2 * request.count
-    byte_count = getattr(response, "byte_count", expected)
-    length = getattr(response, "payload_length", expected)
-    if byte_count == expected and length == expected:
-        return None
-    text = TEXT_BITS_MISMATCH if request.table.is_bits else TEXT_REGISTERS_MISMATCH
-    return text.format(byte_count=byte_count, length=length, count=request.count, expected=expected)
+    return shape_mismatch(
+        request,
+        getattr(response, "byte_count", expected),
+        getattr(response, "payload_length", expected),
+    )
 
 
 T = TypeVar("T")
@@ -257,31 +236,7 @@ class ModbusBus:
         return response
 
 
-def _what(what: str | ReadRequest) -> str:
-    if isinstance(what, ReadRequest):
-        return TEXT_READ_WHAT.format(
-            unit=what.unit, table=what.table, address=what.address, count=what.count
-        )
-    return what
-
-
-class ModbusTcpBus(ModbusBus):
-    """A Modbus TCP endpoint."""
-
-    def __init__(self, config: modbus_tcp.Config) -> None:
-        client = AsyncModbusTcpClient(
-            config.host,
-            port=config.port,
-            name=config.name,
-            retries=0,
-            timeout=1.0,
-            reconnect_delay=0,  # the poller reconnects on its own schedule
-        )
-        super().__init__(config.name, client)
-        self._where = f"{config.host}:{config.port}"
-
-    def describe(self) -> str:
-        return self._where
+_what = name_of
 
 
 class ModbusRtuBus(ModbusBus):

@@ -9,7 +9,7 @@ from pydantic import Field
 from watchpost.drivers.base import BusSettings, DriverEntry
 
 if TYPE_CHECKING:
-    from watchpost.drivers.modbus import ModbusTcpBus
+    from watchpost.drivers.modbus_tcp_bus import ModbusTcpBus
 
 KEY = "modbus_tcp"
 
@@ -24,7 +24,7 @@ class Config(BusSettings):
 
 def create(config: Config) -> ModbusTcpBus:
     """A closed bus; pymodbus is imported here, not when the config is loaded."""
-    from watchpost.drivers.modbus import ModbusTcpBus  # noqa: PLC0415 - keeps the config light
+    from watchpost.drivers.modbus_tcp_bus import ModbusTcpBus  # noqa: PLC0415 - keeps the config light
 
     return ModbusTcpBus(config)
 

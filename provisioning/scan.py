@@ -28,7 +28,7 @@ from typing import TextIO, TypeVar, get_args
 
 from watchpost.drivers import modbus_rtu
 from watchpost.drivers.base import Bus, CommError, DeviceError, ReadRequest, Table
-from watchpost.drivers.modbus import EXCEPTION_NAMES
+from watchpost.drivers.modbus_answers import EXCEPTION_NAMES
 from watchpost.provisioning.scan_meters import (
     METER_BAUDS,
     MeterSetting,

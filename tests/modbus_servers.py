@@ -1,4 +1,5 @@
-"""Real Modbus servers for tests: pymodbus over TCP on loopback, and a silent endpoint."""
+"""Real Modbus servers for tests: pymodbus over TCP on loopback, a silent endpoint, and
+servers written for the tests that answer wrongly on purpose."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import struct
 import threading
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from pymodbus.datastore import (
@@ -191,3 +192,55 @@ class MisshapenAnswers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+Step = bytes | float | None
+"""What a scripted server does for a request: send bytes, pause (seconds), or close (None)."""
+
+
+def mbap(tid: int, unit: int, pdu: bytes, *, protocol: int = 0, length: int | None = None) -> bytes:
+    """A Modbus TCP frame; ``protocol`` and ``length`` may be set wrong on purpose."""
+    size = len(pdu) + 1 if length is None else length
+    return struct.pack(">HHHB", tid, protocol, size, unit) + pdu
+
+
+class ScriptedServer:
+    """A Modbus TCP server on 127.0.0.1, written for the tests, whose every answer is made by
+    ``script(request)`` from the request frame: a list of steps (``Step``). It counts the
+    connections it accepted and the requests it saw. Runs on the test's event loop."""
+
+    def __init__(self, script: Callable[[bytes], Sequence[Step]]) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                header = await reader.readexactly(6)
+                (length,) = struct.unpack(">H", header[4:6])
+                request = header + await reader.readexactly(length)
+                self.requests.append(request)
+                for step in self.script(request):
+                    if step is None:
+                        writer.close()
+                        return
+                    if isinstance(step, float):
+                        await asyncio.sleep(step)
+                    else:
+                        writer.write(step)
+                        await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()

@@ -21,7 +21,7 @@ from watchpost.config.alarms import AlarmRule
 from watchpost.config.outputs import OutputConfig
 from watchpost.drivers import modbus_tcp
 from watchpost.drivers.base import ReadRequest, Table
-from watchpost.drivers.modbus import ModbusTcpBus
+from watchpost.drivers.modbus_tcp_bus import ModbusTcpBus
 from watchpost.outputs import OutputDriver, fault_levels
 from watchpost.poller import BusScheduler
 from watchpost.samples import Quality, Sample
