@@ -195,6 +195,6 @@ class Outbox:
 def _alarm_of(message: Message) -> str | None:
     """The alarm whose last event ``message`` is (kept by the store in the same commit), or
     None: test alarms change no state."""
-    if isinstance(message, AlarmMessage) and not getattr(message, "test", False):
+    if isinstance(message, AlarmMessage) and message.test is not True:
         return str(message.alarm)
     return None

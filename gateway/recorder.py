@@ -42,7 +42,7 @@ class AlarmRecorder:
         try:
             # built by the engine: not validated again, so that no alarm is lost to a nit
             future = self._outbox.submit(
-                AlarmMessage.model_construct(**event.body()), ts=event.decided_ts
+                AlarmMessage(**event.body()), ts=event.decided_ts
             )
         except Exception as exc:  # the store is closed, or the body cannot be encoded
             log.error(TEXT_NOT_STORED, event.alarm, event.event, exc)
