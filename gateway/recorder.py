@@ -41,9 +41,7 @@ class AlarmRecorder:
         never raises into the engine."""
         try:
             # built by the engine: not validated again, so that no alarm is lost to a nit
-            future = self._outbox.submit(
-                AlarmMessage(**event.body()), ts=event.decided_ts
-            )
+            future = self._outbox.submit(AlarmMessage(**event.body()), ts=event.decided_ts)
         except Exception as exc:  # the store is closed, or the body cannot be encoded
             log.error(TEXT_NOT_STORED, event.alarm, event.event, exc)
             future = asyncio.get_running_loop().create_future()
