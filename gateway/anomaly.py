@@ -671,6 +671,13 @@ class AnomalyDetector:
             return self.calibration.rows, self.calibration.rows
         return len(self._cal.rows), self.params.calibration_rows
 
+    def rows_kept_only(self) -> int:
+        """How many next rows this detector only keeps (a calibration row short of the fit,
+        a window not yet full): rows that cost microseconds, not a fit or a model call."""
+        if self.calibration is None:
+            return max(0, self.params.calibration_rows - 1 - len(self._cal.rows))
+        return max(0, self.model.window - 1 - len(self._window))
+
     def gap(self) -> None:
         """The data has a hole: the next row starts a new window."""
         self._window.clear()
@@ -933,7 +940,8 @@ class AnomalyRunner:
 
     ``observe(sample)`` is cheap and never blocks: call it for every sample from the loop.
     ``run()`` is the task that does the work: it assembles rows, runs calibration and the
-    model in a worker thread (``asyncio.to_thread``), and hands each raised/cleared event
+    model in a worker thread (``asyncio.to_thread``; rows that are only kept, while a model
+    calibrates or its window fills, are added on the loop), and hands each raised/cleared event
     (a dict: ``event``, ``model``, ``score``, ``threshold``, ``points``, ``ts``) to ``emit``,
     which may be a plain function or a coroutine function.
 
@@ -1019,13 +1027,22 @@ class AnomalyRunner:
             try:
                 if work:
                     async with self._work_lock:  # a rebaseline waits for these rows
-                        verdicts = await asyncio.to_thread(self._process, work)
+                        if self._rows_kept_only(work):  # no thread woken for a list append
+                            verdicts = self._process(work)
+                        else:
+                            verdicts = await asyncio.to_thread(self._process, work)
                         for v in verdicts:
                             if v.event is not None:
                                 await self._send(v.event)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def _rows_kept_only(self, work: list[tuple[str, int, FloatArray | None]]) -> bool:
+        """True when ``work`` only adds rows to lists (calibrating, a window filling up):
+        it is done on the loop, since a worker thread's hand-off costs more than it."""
+        rows = collections.Counter(name for name, _ts, values in work if values is not None)
+        return all(self.detectors[name].rows_kept_only() >= n for name, n in rows.items())
 
     async def _send(self, event: dict[str, Any]) -> None:
         result = self._emit(event)

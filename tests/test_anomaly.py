@@ -415,3 +415,49 @@ def test_poll_jitter_does_not_break_the_rows(tmp_path: Path) -> None:
     runner = asyncio.run(main())
     assert runner.status()["models"]["pump"]["calibrated"]
     assert runner.rows_scored >= 500 - 300 - 10
+
+
+def test_rows_only_kept_are_added_on_the_loop_and_the_model_runs_in_a_worker(
+    tmp_path: Path,
+) -> None:
+    """While a model calibrates, a row only joins a list: the runner adds it on the event
+    loop instead of waking a worker thread each second; the fit and every score (a model
+    call) still run in a worker thread, and the events are the same."""
+    points = ["flow", "pressure", "temp"]
+    cfg = AnomalyConfig(
+        models=[AnomalyModelConfig(name="pump", points=points, calibration_s=100, drift_lag_s=10)]
+    )
+    rows = normal_rows(160, seed=11)
+    seen: list[tuple[bool, bool]] = []  # per row pushed: (calibrated before it, on the loop)
+
+    async def main() -> AnomalyRunner:
+        runner = AnomalyRunner(config=cfg, state_dir=tmp_path, emit=lambda e: None)
+        det = runner.detectors["pump"]
+        push = det.push_row
+        loop_thread = threading.get_ident()
+
+        def spy(ts: int, values: np.ndarray) -> object:
+            seen.append((det.calibrated, threading.get_ident() == loop_thread))
+            return push(ts, values)
+
+        det.push_row = spy  # type: ignore[method-assign]
+        task = asyncio.create_task(runner.run())
+        samples = samples_for(rows, points, 0)
+        for i in range(0, len(samples), len(points)):  # one row a period, as polled
+            for s in samples[i : i + len(points)]:
+                runner.observe(s)
+            await asyncio.wait_for(runner.idle(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return runner
+
+    runner = asyncio.run(main())
+    rows_needed = runner.detectors["pump"].params.calibration_rows
+    assert runner.status()["models"]["pump"]["calibrated"]
+    assert len(seen) == len(rows) - 1  # the last row waits for the next period
+    on_loop = [i for i, (_calibrated, loop) in enumerate(seen) if loop]
+    # every calibration row but the one that completes the fit; never a scored row
+    assert on_loop == list(range(rows_needed - 1))
+    assert all(calibrated for calibrated, _loop in seen[rows_needed:])
+    assert runner.rows_scored == len(rows) - 1 - rows_needed
