@@ -226,8 +226,10 @@ class Gateway:
     # -- the poll path: nothing here waits ------------------------------------------------------
 
     def on_samples(self, samples: Sequence[Sample]) -> None:
-        """Alarms first, then everything that may lag behind."""
-        self.alarms.evaluate(samples)
+        """Alarms first (their events committed before anything else runs), then everything
+        that may lag behind."""
+        if self.alarms.evaluate(samples):
+            self.outbox.commit_submitted()
         self.energy.observe(samples)
         for sample in samples:
             self.latest[sample.point] = sample

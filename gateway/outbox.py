@@ -96,6 +96,11 @@ class Outbox:
             last=_alarm_of(message),
         )
 
+    def commit_submitted(self) -> None:
+        """Commit what ``submit`` took in this turn of the loop now (see
+        ``Store.commit_burst_now``); the same commit would otherwise come later in the turn."""
+        self.store.commit_burst_now()
+
     async def number(self, message: Message) -> Outgoing:
         """A message that is not stored (status, health, reply): its seq, taken durably so
         that it never repeats, and its wire bytes."""

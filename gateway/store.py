@@ -461,6 +461,14 @@ class Store:
         self._burst.append((op, future))
         return future
 
+    def commit_burst_now(self) -> None:
+        """Commit the durable puts submitted so far in this turn of the loop now, instead of
+        after the callbacks already waiting in the loop (the other devices' answers, the
+        telemetry): the poll path calls it right after the alarm engine, so that an alarm's
+        commit waits for no other work. A no-op without such puts."""
+        if self._burst and self._burst_loop is not None:
+            self._commit_burst(self._burst_loop)
+
     def _commit_burst(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit this turn's durable puts on the event loop itself when the writer holds no
         durable put (so ids keep each stream's seq order) and is not committing: no hand-off

@@ -76,6 +76,30 @@ def test_durable_put_is_committed_when_it_returns(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_submitted_alarms_are_committed_before_the_loop_runs_anything_else(
+    tmp_path: Path,
+) -> None:
+    """``commit_burst_now`` commits this turn's submits at once, in one commit: the rows are
+    on disk and the futures hold their seqs before the caller gives the loop back."""
+    path = tmp_path / "buffer.db"
+
+    async def scenario() -> None:
+        store = make(path, commit_interval=60)
+        try:
+            futures = [
+                store.submit("alarms", json.dumps({"n": i}).encode(), ts=i) for i in range(3)
+            ]
+            assert rows(path, "alarms") == []  # submitted, not yet committed
+            store.commit_burst_now()
+            assert rows(path, "alarms") == [(1, 0), (2, 1), (3, 2)]
+            assert [f.result() for f in futures] == [1, 2, 3]
+            store.commit_burst_now()  # nothing left: no second commit, no error
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
+
+
 def test_telemetry_is_committed_within_the_interval(tmp_path: Path) -> None:
     path = tmp_path / "buffer.db"
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import textwrap
+import zlib
 from pathlib import Path
 
 from watchpost.app import Gateway
@@ -72,3 +75,29 @@ def test_a_failing_part_is_restarted_and_alarms_go_on(tmp_path: Path):
     assert len(runs) == 2  # started again after the failure
     assert health["failed_parts"]["history"]["error"] == "OSError: history disk gone"
     assert alarms == 1
+
+
+def test_an_alarm_is_durable_when_the_poll_path_hands_its_sample_back(tmp_path: Path):
+    """The poll path commits the alarm events of a read before it goes on (telemetry,
+    history, the other devices' answers): the event is in the store, fsync'd, as soon as
+    ``on_samples`` returns, without one more turn of the event loop."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(textwrap.dedent(CONFIG.format(folder=tmp_path)))
+
+    async def scenario() -> list[tuple[int, str]]:
+        gateway = Gateway(load_config(path), path)
+        try:
+            gateway.on_samples([Sample("ch4", gateway.now_ms(), 2.0, Quality.GOOD)])
+            conn = sqlite3.connect(f"file:{tmp_path / 'buffer.db'}?mode=ro", uri=True)
+            try:
+                stored = conn.execute("SELECT seq, z, body FROM outbox WHERE stream = 'alarms'")
+                return [
+                    (seq, json.loads(zlib.decompress(body) if z else body)["event"])
+                    for seq, z, body in stored
+                ]
+            finally:
+                conn.close()
+        finally:
+            gateway.store.close()
+
+    assert asyncio.run(scenario()) == [(1, "raised")]
