@@ -16,17 +16,20 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from gettext import gettext as _
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from watchpost.alarms import AlarmError
-from watchpost.config import describe_error
+from watchpost.checks import Invalid, parse
+from watchpost.error_text import describe_error
 
 if TYPE_CHECKING:
+    from pydantic import Field  # the rules' declaration; read by checks, and by pydantic
+
     from watchpost.alarms import AlarmEngine, AlarmEvent
     from watchpost.recorder import AlarmRecorder
 
@@ -41,47 +44,57 @@ class ActionError(Exception):
     """The action was refused and nothing changed. No retry helps without a change."""
 
 
-class Action(BaseModel):
-    """What every alarm action carries."""
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """What every alarm action carries (checked by ``watchpost.checks``: unknown keys are
+    refused)."""
 
-    # validator built at the first alarm action (control socket or platform), not at start
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
 
+@dataclass(frozen=True, kw_only=True)
 class Acknowledge(Action):
     """Acknowledge a raised alarm."""
 
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id, e.g. ch4/high_alarm.")
-    by: str = Field(min_length=1, max_length=100, description="Who acknowledges.")
-    note: str = Field(default="", max_length=1000, description="A note for the record.")
+    alarm: Annotated[
+        str, Field(min_length=1, max_length=200, description="Alarm id, e.g. ch4/high_alarm.")
+    ]
+    by: Annotated[str, Field(min_length=1, max_length=100, description="Who acknowledges.")]
+    note: Annotated[str, Field(max_length=1000, description="A note for the record.")] = ""
 
 
+@dataclass(frozen=True, kw_only=True)
 class Shelve(Action):
     """Shelve an alarm for maintenance, with a mandatory expiry."""
 
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id.")
-    by: str = Field(min_length=1, max_length=100, description="Who shelves.")
-    reason: str = Field(min_length=1, max_length=1000, description="Why, for the record.")
-    minutes: float = Field(
-        gt=0,
-        le=MAX_SHELVE_MINUTES,
-        allow_inf_nan=False,
-        description="The shelf expires after this many minutes.",
-    )
+    alarm: Annotated[str, Field(min_length=1, max_length=200, description="Alarm id.")]
+    by: Annotated[str, Field(min_length=1, max_length=100, description="Who shelves.")]
+    reason: Annotated[str, Field(min_length=1, max_length=1000, description="Why, for the record.")]
+    minutes: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=MAX_SHELVE_MINUTES,
+            allow_inf_nan=False,
+            description="The shelf expires after this many minutes.",
+        ),
+    ]
 
 
+@dataclass(frozen=True, kw_only=True)
 class Unshelve(Action):
     """End a shelf now."""
 
-    alarm: str = Field(min_length=1, max_length=200, description="Alarm id.")
-    by: str = Field(min_length=1, max_length=100, description="Who unshelves.")
+    alarm: Annotated[str, Field(min_length=1, max_length=200, description="Alarm id.")]
+    by: Annotated[str, Field(min_length=1, max_length=100, description="Who unshelves.")]
 
 
+@dataclass(frozen=True, kw_only=True)
 class TestAlarm(Action):
     """Raise and clear a test alarm on a point (`watchpost test-alarm`)."""
 
-    point: str = Field(min_length=1, max_length=200, description="The point's name.")
-    by: str = Field(default="crew", min_length=1, max_length=100, description="Who tests.")
+    point: Annotated[str, Field(min_length=1, max_length=200, description="The point's name.")]
+    by: Annotated[str, Field(min_length=1, max_length=100, description="Who tests.")] = "crew"
 
 
 ACTIONS: dict[str, type[Action]] = {
@@ -99,11 +112,11 @@ def parse_action(name: str, request: Mapping[str, Any] | Action) -> Action:
         raise ActionError(TEXT_UNKNOWN_ACTION.format(name=name, known=", ".join(ACTIONS)))
     if isinstance(request, model):
         return request
-    values = request.model_dump() if isinstance(request, Action) else request
+    values = dataclasses.asdict(request) if isinstance(request, Action) else request
     try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        errors = "; ".join(describe_error(e) for e in exc.errors())
+        return parse(model, values)
+    except Invalid as exc:
+        errors = "; ".join(describe_error(e) for e in exc.errors)
         raise ActionError(TEXT_INVALID.format(action=name, errors=errors)) from exc
 
 

@@ -13,18 +13,21 @@ OSError (a retry may help: the housekeeper tries again on the next change).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
-
-from watchpost.config.errors import describe_error
+from watchpost.checks import Invalid, parse
+from watchpost.error_text import describe_error
 from watchpost.files import atomic_write
 from watchpost.sqlite_files import move_aside
+
+if TYPE_CHECKING:
+    from pydantic import Field  # the rules' declaration; read by checks, and by pydantic
 
 log = logging.getLogger(__name__)
 
@@ -35,41 +38,64 @@ TEXT_NOT_MOVED = _("cannot move {path} aside ({error}); it is replaced at the ne
 TEXT_NOT_JSON = _("not JSON: {error}")
 TEXT_UNREADABLE = _("cannot read it: {error}")
 
-Stamp = Annotated[StrictInt, Field(ge=0, description="UTC epoch ms.")]
-Text = Annotated[str, Field(max_length=10_000)]
 
+@dataclass(frozen=True, kw_only=True)
+class SavedAlarm:
+    """One alarm's saved state (as ``AlarmEngine.snapshot()`` writes it); keys it does not
+    know are ignored."""
 
-class SavedAlarm(BaseModel):
-    """One alarm's saved state (as ``AlarmEngine.snapshot()`` writes it)."""
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "ignore"}
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    raised: StrictBool = Field(default=False, description="Raised on the stream.")
-    cond: StrictBool = Field(default=False, description="The condition, after its delays.")
-    raised_ts: Stamp | None = Field(default=None, description="When it was raised.")
-    acked: StrictBool = Field(default=False, description="Acknowledged.")
-    acked_by: Text | None = Field(default=None, description="Who acknowledged.")
-    acked_ts: Stamp | None = Field(default=None, description="When it was acknowledged.")
-    acked_note: Text | None = Field(default=None, description="The acknowledgement's note.")
-    value: float | None = Field(
-        default=None, allow_inf_nan=False, description="The last value the rule compared."
+    raised: Annotated[bool, Field(strict=True, description="Raised on the stream.")] = False
+    cond: Annotated[bool, Field(strict=True, description="The condition, after its delays.")] = (
+        False
     )
-    last_ts: Stamp | None = Field(default=None, description="Stamp of its last sample.")
-    shelved_until: Stamp | None = Field(default=None, description="A shelf's end, wall time.")
-    shelved_by: Text | None = Field(default=None, description="Who shelved.")
-    shelved_reason: Text | None = Field(default=None, description="Why it was shelved.")
-    order: Text | None = Field(default=None, description="A power watch's shutdown order.")
+    raised_ts: Annotated[
+        int | None, Field(strict=True, ge=0, description="When it was raised, UTC epoch ms.")
+    ] = None
+    acked: Annotated[bool, Field(strict=True, description="Acknowledged.")] = False
+    acked_by: Annotated[str | None, Field(max_length=10_000, description="Who acknowledged.")] = (
+        None
+    )
+    acked_ts: Annotated[
+        int | None,
+        Field(strict=True, ge=0, description="When it was acknowledged, UTC epoch ms."),
+    ] = None
+    acked_note: Annotated[
+        str | None, Field(max_length=10_000, description="The acknowledgement's note.")
+    ] = None
+    value: Annotated[
+        float | None,
+        Field(allow_inf_nan=False, description="The last value the rule compared."),
+    ] = None
+    last_ts: Annotated[
+        int | None,
+        Field(strict=True, ge=0, description="Stamp of its last sample, UTC epoch ms."),
+    ] = None
+    shelved_until: Annotated[
+        int | None,
+        Field(strict=True, ge=0, description="A shelf's end, wall time, UTC epoch ms."),
+    ] = None
+    shelved_by: Annotated[str | None, Field(max_length=10_000, description="Who shelved.")] = None
+    shelved_reason: Annotated[
+        str | None, Field(max_length=10_000, description="Why it was shelved.")
+    ] = None
+    order: Annotated[
+        str | None, Field(max_length=10_000, description="A power watch's shutdown order.")
+    ] = None
 
 
-class SavedState(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class SavedState:
     """The whole file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
-    version: Literal[1] = Field(description="The file format's version.")
-    alarms: dict[Annotated[str, Field(max_length=500)], SavedAlarm] = Field(
-        description="Alarm id -> its saved state."
-    )
+    version: Annotated[Literal[1], Field(description="The file format's version.")]
+    alarms: Annotated[
+        dict[Annotated[str, Field(max_length=500)], SavedAlarm],
+        Field(description="Alarm id -> its saved state."),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +128,9 @@ class AlarmStateFile:
             self._damaged(TEXT_NOT_JSON.format(error=exc))
             return None
         try:
-            return SavedState.model_validate(data).model_dump(exclude_none=False)
-        except ValidationError as exc:
-            self._damaged("; ".join(describe_error(e) for e in exc.errors()[:3]))
+            return dataclasses.asdict(parse(SavedState, data))
+        except Invalid as exc:
+            self._damaged("; ".join(describe_error(e) for e in exc.errors[:3]))
             return None
 
     def save(self, snapshot: dict[str, Any]) -> None:

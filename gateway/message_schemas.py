@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
 from pydantic_core import core_schema
 
@@ -30,9 +30,21 @@ from watchpost.messages import (
     StoredEnvelope,
 )
 
-# messages.py imports these names for type checkers only (the daemon never loads pydantic);
-# pydantic resolves that module's annotations in its namespace, so they are put there first.
-vars(messages).update(Field=Field, SkipJsonSchema=SkipJsonSchema)
+# The modules of the classes import these names for type checkers only (the daemon never
+# loads pydantic); pydantic resolves a class's annotations in its module's namespace, so they
+# are put there first.
+PYDANTIC_NAMES = {"Field": Field, "SkipJsonSchema": SkipJsonSchema}
+
+
+def _resolvable(kind: type) -> type:
+    for cls in kind.__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and module.__name__.startswith("watchpost"):
+            vars(module).update(PYDANTIC_NAMES)
+    return kind
+
+
+_resolvable(messages.Message)
 
 
 class _NoFieldTitles(GenerateJsonSchema):
@@ -49,7 +61,9 @@ class _NoFieldTitles(GenerateJsonSchema):
 
 
 def _json_schema(kind: type) -> dict[str, Any]:
-    schema: dict[str, Any] = TypeAdapter(kind).json_schema(schema_generator=_NoFieldTitles)
+    schema: dict[str, Any] = TypeAdapter(_resolvable(kind)).json_schema(
+        schema_generator=_NoFieldTitles
+    )
     return schema
 
 
@@ -85,9 +99,9 @@ def stream_schema(model: type[Message]) -> dict[str, Any]:
     return schema
 
 
-def command_schema(name: str, model: type[BaseModel]) -> dict[str, Any]:
+def command_schema(name: str, model: type) -> dict[str, Any]:
     """The JSON Schema of a command's request."""
-    schema = model.model_json_schema()
+    schema: dict[str, Any] = TypeAdapter(_resolvable(model)).json_schema()
     return {
         "$schema": SCHEMA_DIALECT,
         "$id": f"{SCHEMA_BASE}cmd-{name}.json",

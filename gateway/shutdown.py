@@ -18,16 +18,20 @@ Exceptions::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
+from watchpost.checks import parse
 from watchpost.files import atomic_write
+
+if TYPE_CHECKING:
+    from pydantic import Field  # the rules' declaration; read by checks, and by pydantic
 
 log = logging.getLogger(__name__)
 
@@ -53,41 +57,55 @@ class OrderError(Exception):
     """An order or a cancellation was refused; nothing changed. No retry helps."""
 
 
-class ShutdownOrder(BaseModel):
-    """One ordered shutdown, as the platform sends it in `cmd/shutdown_order`."""
+@dataclass(frozen=True, kw_only=True)
+class ShutdownOrder:
+    """One ordered shutdown, as the platform sends it in `cmd/shutdown_order` (checked by
+    ``watchpost.checks``)."""
 
-    # validator built at the first order or when orders are kept, not at start
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
-    id: str = Field(
-        min_length=1,
-        max_length=100,
-        pattern=r"^[A-Za-z0-9_.:-]+$",
-        description="The order's id, unique per gateway; named by the alarm that breaks it.",
-    )
-    start: int = Field(ge=0, description="When the shutdown begins, UTC epoch ms.")
-    end: int = Field(ge=0, description="When it ends, UTC epoch ms.")
-    reason: str = Field(
-        min_length=1, max_length=1000, description="Why, e.g. the authority's notice number."
-    )
+    id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=100,
+            pattern=r"^[A-Za-z0-9_.:-]+$",
+            description="The order's id, unique per gateway; named by the alarm that breaks it.",
+        ),
+    ]
+    start: Annotated[int, Field(ge=0, description="When the shutdown begins, UTC epoch ms.")]
+    end: Annotated[int, Field(ge=0, description="When it ends, UTC epoch ms.")]
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=1000, description="Why, e.g. the authority's notice number."
+        ),
+    ]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ShutdownOrder:
+    def __post_init__(self) -> None:
         if self.end <= self.start:
             raise ValueError(TEXT_END_BEFORE_START)
-        return self
+
+    @classmethod
+    def of(cls, order: ShutdownOrder) -> ShutdownOrder:
+        """The order itself, out of a command or a kept order that carries it."""
+        return cls(id=order.id, start=order.start, end=order.end, reason=order.reason)
 
     def in_force(self, ts: int) -> bool:
         return self.start <= ts < self.end
 
 
+@dataclass(frozen=True, kw_only=True)
 class KeptOrder(ShutdownOrder):
     """An order as the gateway keeps it: when it came, and its cancellation if any."""
 
-    received_ts: int = Field(ge=0, description="When the gateway accepted it, UTC epoch ms.")
-    cancelled_ts: int | None = Field(
-        default=None, description="When it was cancelled, UTC epoch ms; null if it was not."
-    )
+    received_ts: Annotated[
+        int, Field(ge=0, description="When the gateway accepted it, UTC epoch ms.")
+    ]
+    cancelled_ts: Annotated[
+        int | None,
+        Field(description="When it was cancelled, UTC epoch ms; null if it was not."),
+    ] = None
 
     def effective_end(self) -> int:
         """The end, or the cancellation if that came first."""
@@ -104,6 +122,10 @@ class KeptOrder(ShutdownOrder):
         if now < self.start:
             return "pending"
         return "in_force" if now < self.end else "ended"
+
+    def body(self) -> dict[str, Any]:
+        """The order as it is kept on disk and listed."""
+        return dataclasses.asdict(self)
 
 
 class ShutdownOrders:
@@ -139,7 +161,7 @@ class ShutdownOrders:
         now = self._now_ms()
         known = self._orders.get(order.id)
         if known is not None:
-            if ShutdownOrder.model_validate(known.model_dump(include=_ORDER_KEYS)) != order:
+            if ShutdownOrder.of(known) != ShutdownOrder.of(order):
                 raise OrderError(TEXT_ID_REUSED.format(id=order.id))
             return known, False
         if order.end <= now:
@@ -159,7 +181,7 @@ class ShutdownOrders:
         self._prune(now)
         if len(self._orders) >= MAX_ORDERS:
             raise OrderError(TEXT_TOO_MANY.format(limit=MAX_ORDERS))
-        kept = KeptOrder(**order.model_dump(), received_ts=now)
+        kept = KeptOrder(**dataclasses.asdict(ShutdownOrder.of(order)), received_ts=now)
         self._orders[order.id] = kept
         self._save()
         return kept, True
@@ -172,7 +194,7 @@ class ShutdownOrders:
             raise OrderError(TEXT_NO_ORDER.format(id=order_id, known=known))
         if order.cancelled_ts is not None:
             raise OrderError(TEXT_CANCELLED_ALREADY.format(id=order_id))
-        cancelled = order.model_copy(update={"cancelled_ts": self._now_ms()})
+        cancelled = dataclasses.replace(order, cancelled_ts=self._now_ms())
         self._orders[order_id] = cancelled
         self._save()
         return cancelled
@@ -200,12 +222,9 @@ class ShutdownOrders:
         self.revision += 1
         document = {
             "version": FILE_VERSION,
-            "orders": [order.model_dump() for order in self._orders.values()],
+            "orders": [order.body() for order in self._orders.values()],
         }
         atomic_write(self.path, json.dumps(document, indent=1).encode("utf-8"))
-
-
-_ORDER_KEYS = set(ShutdownOrder.model_fields)
 
 
 def read_orders(path: Path) -> list[KeptOrder]:
@@ -217,15 +236,15 @@ def read_orders(path: Path) -> list[KeptOrder]:
     if not isinstance(raw, dict) or raw.get("version") != FILE_VERSION:
         raise ValueError(f"version {raw.get('version') if isinstance(raw, dict) else raw!r}")
     try:
-        return [KeptOrder.model_validate(item) for item in raw["orders"]]
-    except (KeyError, TypeError, ValidationError) as exc:
+        return [parse(KeptOrder, item) for item in raw["orders"]]
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(str(exc)) from exc
 
 
 def describe_orders(orders: Iterable[KeptOrder], now: int) -> list[dict[str, Any]]:
     """Orders with their state at ``now``, earliest first."""
     return [
-        {**order.model_dump(), "state": order.state(now)}
+        {**order.body(), "state": order.state(now)}
         for order in sorted(orders, key=lambda o: o.start)
     ]
 
