@@ -637,8 +637,12 @@ def main() -> int:
     )
     ap.add_argument("valve_dir", type=Path)
     ap.add_argument("anomaly_free", type=Path)
-    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12])
+    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12, 13])
     args = ap.parse_args()
+    if args.round == 13:
+        from anomaly_predictor import main13  # noqa: PLC0415 (needs TensorFlow)
+
+        return main13(args, sys.modules[__name__])
     if args.round == 12:
         return main12(args)
     if args.round == 11:
