@@ -3,9 +3,10 @@
 Each CSV is one series: a label column (``--label``, default ``anomaly``: 1 inside an
 anomaly window), an optional time column, and the numeric columns the detector sees. For
 each file, calibrate on the first ``--calibrate-rows`` rows and score the rest with the very
-code of `watchpost anomaly score`, once with the shipped model (generic-v5, its defaults)
-and once with the previous one (generic-v3, its defaults), generic-v2 and generic-v1 (still
-shipped) and generic-v4 (round 11 of `bench/anomaly_search.py`, shipped, not the default);
+code of `watchpost anomaly score`, once with the shipped model (generic-v6, its defaults)
+and once with the previous one (generic-v5, its defaults), generic-v3, generic-v2 and
+generic-v1 (still shipped) and generic-v4 (round 11 of `bench/anomaly_search.py`, shipped,
+not the default);
 print them side by side:
 row level (F1, false-alarm rate, missed-alarm rate over the pooled scored rows) and event
 level (windows detected, median delay from a window's start to the event, false events per
@@ -33,6 +34,7 @@ from watchpost.models import PREVIOUS_MODEL, SHIPPED_MODEL, shipped_model_path
 DETECTORS = {
     f"shipped ({SHIPPED_MODEL})": shipped_model_path(SHIPPED_MODEL),
     f"previous ({PREVIOUS_MODEL})": shipped_model_path(PREVIOUS_MODEL),
+    "generic-v3": shipped_model_path("generic-v3"),  # the default before generic-v5
     "generic-v2": shipped_model_path("generic-v2"),  # still shipped, selectable
     "generic-v1": shipped_model_path("generic-v1"),
     "round 11 (generic-v4)": shipped_model_path("generic-v4"),  # shipped, not the default

@@ -16,17 +16,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 from skab_data import LONG_CAL, LabelledSeries, anomaly_free_series, valve_series
 
 from watchpost.anomaly_eval import Tally
-from watchpost.anomaly_robust import (
-    ROUGHNESS_EPS,
-    deviations,
-    feature_stats,
-    fit_relation,
-    input_scaling,
-    quantised,
+from watchpost.anomaly_robust import deviations, feature_stats, fit_relation, quantised
+from watchpost.models.train_predictor import (
+    PAST_ROWS,
+    ROUGHNESS_ROWS,
+    fit,
+    level5,
+    past_inputs,
+    roughness,
+    run_layers,
+    scaled,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -44,53 +46,14 @@ GRID13: dict[str, list[Any]] = {
     "clear": [10, 30, 60],
 }
 FEATURE_KEYS13 = ["predictor", "net", "horizon", "use", "drift_lag"]
-PAST_ROWS = 32  # the predictor sees the 32 rows that end `horizon` rows before the target
-LEVEL_ROWS = 5  # generic-v5's level: the median of the last 5 rows
-ROUGH_ROWS = 32
-HIDDEN = 16
-EPOCHS, BATCH, LEARNING_RATE, HUBER_DELTA, SEED = 8, 256, 1e-3, 1.0, 0
 CAL = 400
 V5_HELD_OUT_F1 = 0.648  # round 12's held-out figure of generic-v5 (4 targets violated)
 V5_REFERENCE = ("median5", "mahalanobis", 180, 2.0, 16.0, 32.0, 5, 30)  # round 12's terms
 
 
-def scaled(values: FloatArray, cal: int) -> FloatArray:
-    """The device's input: each point scaled by its own first ``cal`` rows."""
-    center, scale = input_scaling(values[:cal])
-    return np.asarray((values - center) / scale)
-
-
-def level5(z: FloatArray) -> FloatArray:
-    """Per row and point the median of its last 5 rows (NaN before)."""
-    out = np.full(z.shape, np.nan)
-    out[LEVEL_ROWS - 1 :] = np.median(sliding_window_view(z, LEVEL_ROWS, axis=0), axis=-1)
-    return out
-
-
-def roughness(z: FloatArray) -> FloatArray:
-    """log(mean squared first difference + 1e-4) over the last 32 rows (NaN before)."""
-    n, p = z.shape
-    d2 = np.vstack([np.zeros((1, p)), np.diff(z, axis=0) ** 2])
-    c2 = np.cumsum(np.vstack([np.zeros((1, p)), d2]), axis=0)
-    energy = np.full((n, p), np.nan)
-    energy[ROUGH_ROWS - 1 :] = (c2[ROUGH_ROWS:] - c2[1 : n - ROUGH_ROWS + 2]) / (ROUGH_ROWS - 1)
-    return np.log(energy + ROUGHNESS_EPS)
-
-
 def window_rows(predictor: str, horizon: int) -> int:
     """Rows of the graph's window (the first row with every feature)."""
-    return PAST_ROWS + horizon if predictor == "past" else ROUGH_ROWS
-
-
-def past_inputs(z: FloatArray, horizon: int) -> FloatArray:
-    """``[n, points, 32]``: per target row t, the point's rows t-horizon-31 .. t-horizon
-    (NaN where they do not exist)."""
-    n, p = z.shape
-    out = np.full((n, p, PAST_ROWS), np.nan)
-    w = sliding_window_view(z, PAST_ROWS, axis=0)  # [n - 31, p, 32]: rows i .. i+31
-    first = PAST_ROWS - 1 + horizon
-    out[first:] = w[: n - first]
-    return out
+    return PAST_ROWS + horizon if predictor == "past" else ROUGHNESS_ROWS
 
 
 @dataclass(frozen=True)
@@ -106,97 +69,19 @@ class Predictor:
         """Per row and point the predicted level (NaN where the inputs are incomplete)."""
         if self.kind == "past":
             x = past_inputs(z, self.horizon)
-            return run_stack(self.stacks[0], x.reshape(-1, PAST_ROWS)).reshape(z.shape)
+            return run_layers(self.stacks[0], x.reshape(-1, PAST_ROWS)).reshape(z.shape)
         lv = level5(z)
         cols = []
         for i, stack in enumerate(self.stacks):
             masked = lv.copy()
             masked[:, i] = 0.0
-            cols.append(run_stack(stack, masked)[:, 0])
+            cols.append(run_layers(stack, masked)[:, 0])
         return np.stack(cols, axis=1)
 
 
-def run_stack(stack: list[tuple[FloatArray, FloatArray]], x: FloatArray) -> FloatArray:
-    h = x
-    for j, (kernel, bias) in enumerate(stack):
-        h = h @ kernel + bias
-        if j < len(stack) - 1:
-            h = np.maximum(h, 0.0)
-    return np.asarray(h)
-
-
-def training_pairs(
-    files: list[LabelledSeries], kind: str, horizon: int
-) -> tuple[FloatArray, FloatArray]:
-    """Inputs and targets from every window of the predictor whose rows are all normal."""
-    xs, ys = [], []
-    span = window_rows(kind, horizon) if kind == "past" else LEVEL_ROWS
-    for s in files:
-        z = scaled(s.values, CAL)
-        lv = level5(z)
-        bad = np.convolve(s.truth.astype(float), np.ones(span), mode="full")[: len(z)] > 0
-        ok = ~bad
-        ok[: span - 1] = False
-        if kind == "past":
-            x = past_inputs(z, horizon)[ok].reshape(-1, PAST_ROWS)
-            y = lv[ok].reshape(-1, 1)
-        else:
-            x, y = lv[ok], lv[ok]
-        xs.append(x)
-        ys.append(y)
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def train(files: list[LabelledSeries], kind: str, net: str, horizon: int) -> Predictor:
-    """Train one predictor on the normal windows of ``files`` (TensorFlow, seed 0)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    tf.keras.utils.set_random_seed(SEED)
-    x, y = training_pairs(files, kind, horizon)
-    keras = tf.keras
-
-    heads: list[list[Any]] = []
-
-    def head(inp: Any) -> Any:
-        layers = [keras.layers.Dense(HIDDEN, activation="relu")] if net == "mlp" else []
-        layers.append(keras.layers.Dense(1))
-        heads.append(layers)
-        for layer in layers:
-            inp = layer(inp)
-        return inp
-
-    inp = keras.Input((x.shape[1],))
-    if kind == "past":
-        out = head(inp)
-    else:  # one head per point, fed the others only (its own input multiplied by 0)
-        outs = []
-        for i in range(x.shape[1]):
-            mask = np.ones(x.shape[1], dtype=np.float32)
-            mask[i] = 0.0
-            outs.append(head(keras.layers.Lambda(lambda t, m=mask: t * m)(inp)))
-        out = keras.layers.Concatenate()(outs)
-    model = keras.Model(inp, out)
-    model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.Huber(HUBER_DELTA)
-    )
-    model.fit(
-        x.astype(np.float32),
-        y.astype(np.float32),
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        verbose=0,
-        shuffle=True,
-    )
-    stacks = [
-        [
-            (np.asarray(d.kernel.numpy(), np.float64), np.asarray(d.bias.numpy(), np.float64))
-            for d in layers
-        ]
-        for layers in heads
-    ]
-    if kind == "others":  # the masked input is the same as a zero weight
-        for i, stack in enumerate(stacks):
-            stack[0][0][i, :] = 0.0
+    """Train one predictor on the normal windows of ``files`` (``train_predictor.fit``)."""
+    stacks = fit([(f.values, f.truth) for f in files], kind, net, horizon)
     return Predictor(kind, horizon, stacks)
 
 

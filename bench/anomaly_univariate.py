@@ -3,7 +3,8 @@
 Runs every series of `tests/univariate_series.py` (five realistic sensor signals, each with
 three faults of one of five kinds, fixed seed) through the very code of `watchpost anomaly
 score`, each series alone (one point), calibrated on its first hour, with the shipped
-detector (generic-v5) and the previous one (generic-v3), each with its own defaults. Prints
+detector (generic-v6) and the previous one (generic-v5), each with its own defaults (and
+generic-v3, v2, v1 and v4). Prints
 per fault kind and pooled: windows detected, median delay, false events per hour of normal
 rows, and the NAB-style score (`watchpost.anomaly_eval`).
 """

@@ -5,14 +5,14 @@ The SKAB data is GPL-3.0 and is never copied into this repository: pass its fold
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-LABELS = ("anomaly", "changepoint")
+from watchpost.models.train_predictor import read_labelled_csv
+
 TIME_COLUMN = "datetime"
 CHUNK_CAL, CHUNK_SCORE = 400, 750
 LONG_CAL = 7200
@@ -31,19 +31,9 @@ class LabelledSeries:
 def read_labelled(
     path: Path, *, sep: str = ";", time_column: str | None = TIME_COLUMN, label: str = "anomaly"
 ) -> LabelledSeries:
-    with path.open(newline="") as f:
-        reader = csv.reader(f, delimiter=sep)
-        header = [h.strip() for h in next(reader)]
-        rows = [r for r in reader if r]
-    drop = {time_column, *LABELS, label}
-    keep = [i for i, h in enumerate(header) if h not in drop]
-    values = np.array([[float(r[i]) for i in keep] for r in rows], dtype=np.float64)
-    if label in header:
-        col = header.index(label)
-        truth = np.array([float(r[col]) > 0.5 for r in rows], dtype=bool)
-    else:
-        truth = np.zeros(len(rows), dtype=bool)
-    return LabelledSeries(path.stem, [header[i] for i in keep], values, truth)
+    """One labelled CSV (``watchpost.models.train_predictor.read_labelled``) as a series."""
+    columns, values, truth = read_labelled_csv(path, sep=sep, time_column=time_column, label=label)
+    return LabelledSeries(path.stem, columns, values, truth)
 
 
 def valve_series(folder: Path) -> list[LabelledSeries]:

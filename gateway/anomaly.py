@@ -270,6 +270,9 @@ class LiteRTModel:
                     error="robust scoring needs a channel-independent model with a level",
                 )
             )
+        # robust models: per point, level-like features, then the roughness (the last one);
+        # generic-v6 has two level-like ones (the level and its predictor's residual)
+        self.levels = max(1, self.features_per_row - 1)
         # generic-v3: a quantised point (MAD 0 in calibration) is never "stuck"
         self.quantised_not_stuck = bool(self.meta.get("quantised_not_stuck", False))
         self.defaults: dict[str, float] = {
@@ -464,9 +467,12 @@ def _robust_stats(
     """Robust models: feature centre, scale and flat flags, the highest calibration score,
     and the threshold (the entry's, lifted by ``calibration_factor`` x that score)."""
     exempt = robust.quantised(rows) if model.quantised_not_stuck else None
-    center, fscale, flat_seen = robust.feature_stats(feats, drift, model.features_per_row, exempt)
+    center, fscale, flat_seen = robust.feature_stats(
+        feats, drift, model.features_per_row, exempt, levels=model.levels
+    )
     z = robust.deviations(feats, center, fscale, flat_seen, model.features_per_row)
-    max_score = float(robust.window_scores(z, params.top_k, params.roughness_weight).max())
+    scores = robust.window_scores(z, params.top_k, params.roughness_weight, model.levels)
+    max_score = float(scores.max())
     threshold = max(params.threshold, params.calibration_factor * max_score)
     return center, fscale, flat_seen, max_score, threshold
 
@@ -704,11 +710,12 @@ class AnomalyDetector:
                 cal.flat_seen,
                 self.model.features_per_row,
             )
+            levels = self.model.levels
             weights = np.ones(self.model.features_per_row)
-            weights[1:] = self.params.roughness_weight
+            weights[levels:] = self.params.roughness_weight
             z2 = (z * weights).reshape(-1)  # per feature, weighted as in the score
             point_score = float(
-                robust.window_scores(z, self.params.top_k, self.params.roughness_weight)
+                robust.window_scores(z, self.params.top_k, self.params.roughness_weight, levels)
             )
         else:
             z2 = ((feats - cal.feature_center) / cal.feature_scale) ** 2

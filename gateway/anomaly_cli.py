@@ -49,7 +49,7 @@ TEXT_TIME_HELP = _("name of the time column, which is not fed to the model")
 TEXT_IGNORE_HELP = _("comma-separated columns not fed to the model (labels, ids)")
 TEXT_THRESHOLD_HELP = _(
     "robust models (generic-v2 and later): threshold in robust units "
-    "(default: the model's, 32 for generic-v5)"
+    "(default: the model's, 24 for generic-v6)"
 )
 TEXT_FACTOR_HELP = _(
     "other models: threshold = factor x highest calibration score (default: the model's, 8)"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED_MODEL = "generic-v5"
-PREVIOUS_MODEL = "generic-v3"
+SHIPPED_MODEL = "generic-v6"
+PREVIOUS_MODEL = "generic-v5"
 
 
 def shipped_model_path(name: str = SHIPPED_MODEL) -> Path:

@@ -52,13 +52,13 @@ def feed(det: AnomalyDetector, rows: np.ndarray, start: int = 0) -> list:
 def test_shipped_model_scores_a_window_with_installed_runtime() -> None:
     model = LiteRTModel(shipped_model_path(), ["a", "b"])
     assert model.channel_independent
-    assert model.n_features == 4
+    assert model.n_features == 6  # generic-v6: level, residual, roughness per point
     rng = np.random.default_rng(3)
     window = np.stack([np.full(model.window, 2.0), rng.standard_normal(model.window)], axis=1)
     feats = model.features(window)
-    assert feats.shape == (4,)
+    assert feats.shape == (6,)
     assert np.all(np.isfinite(feats))
-    level_a, rough_a, _level_b, rough_b = feats
+    level_a, _resid_a, rough_a, _level_b, _resid_b, rough_b = feats
     assert level_a == pytest.approx(2.0, abs=0.05)  # a flat signal's level is its value
     assert rough_a < rough_b - 3  # a flat signal is far smoother than noise
 
@@ -67,7 +67,8 @@ def test_shipped_model_fits_any_number_of_points() -> None:
     for n in (1, 7, 200):
         model = LiteRTModel(shipped_model_path(), [f"p{i}" for i in range(n)])
         out = model.features_many(np.zeros((3, model.window, n)))
-        assert out.shape == (3, 2 * n)
+        assert out.shape == (3, model.features_per_row * n)
+        assert model.features_per_row == 3
 
 
 def test_model_whose_shape_does_not_fit_its_points_is_refused() -> None:
@@ -129,14 +130,14 @@ def test_calibration_of_other_points_or_corrupt_state_is_not_reused(tmp_path: Pa
 
 def test_too_few_calibration_rows_is_refused_up_front() -> None:
     model = LiteRTModel(shipped_model_path(), ["a"])
-    with pytest.raises(CalibrationError, match="at least 90 are needed"):
+    with pytest.raises(CalibrationError, match="at least 120 are needed"):  # 62 + 50 + 8
         AnomalyDetector(
             name="short", model=model, params=DetectorParams(calibration_rows=40, drift_lag=50)
         )
 
 
 def test_gaps_during_calibration_make_it_wait_for_more_rows_not_fail() -> None:
-    model = LiteRTModel(shipped_model_path(), ["a"])
+    model = LiteRTModel(shipped_model_path("generic-v5"), ["a"])  # a window of 32 rows
     det = AnomalyDetector(
         name="gappy", model=model, params=DetectorParams(calibration_rows=60, drift_lag=10)
     )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from watchpost import anomaly_cli
+from watchpost.models import shipped_model_path
 
 
 def run(argv: list[str]) -> int:
@@ -109,7 +110,7 @@ def test_separator_and_ignored_label_column(
 def test_unparseable_row_prints_an_empty_score(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    csv = write_csv(tmp_path / "pump.csv", n=500)
+    csv = write_csv(tmp_path / "pump.csv", n=560)
     lines = csv.read_text().splitlines()
     lines[1 + 450] = "2020-03-09 10:07:30,,1.0,0"  # data row 450: flow missing
     csv.write_text("\n".join(lines) + "\n")
@@ -128,13 +129,16 @@ def test_unparseable_row_prints_an_empty_score(
         == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 100
+    assert len(out) == 160
     assert out[50] == "450,,0"
     assert out[49].startswith("449,")
     assert out[49] != "449,,0"
-    # the window starts again after the hole: a window's worth of rows without a score
+    # the window starts again after the hole: a window's worth of rows (62 for generic-v6)
+    # without a score
     assert out[51] == "451,,0"
-    assert out[-1] != "499,,0"
+    assert out[111] == "511,,0"
+    assert out[112].startswith("512,")
+    assert out[112] != "512,,0"
 
 
 def test_unknown_column_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +202,8 @@ def test_calibration_factor_flag_lifts_the_threshold(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = str(_pump_csv(tmp_path / "dip.csv", dip=2.5))
-    base = ["anomaly", "score", csv, "--calibrate-rows", "300", "--threshold", "6"]
+    v5 = str(shipped_model_path("generic-v5"))  # its level alone: what the dip reaches
+    base = ["anomaly", "score", csv, "--model", v5, "--calibrate-rows", "300", "--threshold", "6"]
     flagged = _flagged(base, capsys)
     assert flagged
     assert 450 <= min(flagged) <= 470  # the dip, at the fixed threshold of 6

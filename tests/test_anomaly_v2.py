@@ -1,7 +1,7 @@
 """generic-v2, generic-v3 and generic-v5: the LiteRT graph (one for all three) computes what
-the cards say, each model's defaults apply where an entry gives none, a calibration too short
-for them is refused up front, and the benches' vectorised hold/clear rule is the detector's
-own."""
+the cards say, each model's (and the default generic-v6's) defaults apply where an entry
+gives none, a calibration too short for them is refused up front, and the benches'
+vectorised hold/clear rule is the detector's own."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from watchpost.models import SHIPPED_MODEL, shipped_model_path
 
 
 def test_the_shipped_graph_is_a_rolling_median_and_a_log_difference_energy() -> None:
-    model = LiteRTModel(shipped_model_path(), ["a", "b", "c"])
+    model = LiteRTModel(shipped_model_path("generic-v5"), ["a", "b", "c"])
     assert model.robust
     rng = np.random.default_rng(4)
     windows = rng.standard_normal((5, model.window, 3))
@@ -33,8 +33,12 @@ def test_the_shipped_graph_is_a_rolling_median_and_a_log_difference_energy() -> 
 
 def test_an_entry_takes_the_models_defaults_where_it_gives_none() -> None:
     cfg = AnomalyModelConfig(name="pump", points=["a"], period_s=0.5, hold_s=4.0)
-    v5 = open_detector(cfg, None).params
-    assert SHIPPED_MODEL == "generic-v5"
+    v6 = open_detector(cfg, None).params
+    assert SHIPPED_MODEL == "generic-v6"  # round 13 (tests/test_anomaly_v6.py)
+    assert (v6.threshold, v6.top_k, v6.relation_factor) == (24.0, 1, 16.0)
+    assert (v6.drift_lag, v6.hold, v6.clear) == (360, 8, 60)  # rows of 0.5 s; hold given
+    v5_model = cfg.model_copy(update={"model": shipped_model_path("generic-v5")})
+    v5 = open_detector(v5_model, None).params
     assert (v5.threshold, v5.top_k, v5.relation_factor) == (32.0, 1, 16.0)
     assert (v5.roughness_weight, v5.calibration_factor) == (1.0, 2.0)
     assert (v5.drift_lag, v5.hold, v5.clear) == (360, 8, 60)  # rows of 0.5 s; hold given
@@ -68,7 +72,8 @@ def test_a_calibration_too_short_for_the_defaults_is_refused_up_front() -> None:
     assert "120 row(s)" in text
     assert "at least 220" in text  # window 32 + drift lag 180 + 8
     assert "drift lag 180" in text
-    v3 = cfg.model_copy(update={"model": None, "calibration_s": 219})  # the same lag
+    v5 = shipped_model_path("generic-v5")
+    v3 = cfg.model_copy(update={"model": v5, "calibration_s": 219})  # the same lag
     with pytest.raises(CalibrationError, match="at least 220"):
         open_detector(v3, None)
     assert open_detector(v3.model_copy(update={"calibration_s": 220}), None).params

@@ -1,8 +1,8 @@
 """generic-v4 (round 11 of bench/anomaly_search.py; shipped, not the default): its LiteRT graph
 computes what its card says (per point the mean of the last 10 of 64 rows and the log
 difference energy of the last 32), its sidecar's numbers apply, and the device scores a
-series exactly as the search that chose those numbers did; so does the default, generic-v5
-(round 12)."""
+series exactly as the search that chose those numbers did; so does generic-v5 (round 12,
+the default until round 13)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_the_graph_is_a_10_row_mean_and_the_last_32_rows_difference_energy() -> 
 
 
 def test_its_sidecar_numbers_apply_and_it_is_not_the_default() -> None:
-    assert SHIPPED_MODEL == "generic-v5"  # round 11's rule did not choose generic-v4
+    assert SHIPPED_MODEL == "generic-v6"  # round 11's rule did not choose generic-v4
     cfg = AnomalyModelConfig(name="pump", points=["a", "b"], model=V4)
     p = open_detector(cfg, None).params
     assert (p.threshold, p.top_k, p.relation_factor) == (12.0, 1, 64.0)
@@ -87,8 +87,9 @@ def test_the_device_scores_as_the_search_that_chose_it() -> None:
     assert device.tolist() == proxy.tolist()
 
 
-def test_the_default_scores_as_the_search_that_chose_it() -> None:
-    """generic-v5 (the default, round 12): the device against the search's proxy."""
+def test_generic_v5_scores_as_the_search_that_chose_it() -> None:
+    """generic-v5 (the default of round 12, the previous since round 13): the device
+    against the search's proxy."""
     search = _search()
     rows = normal_rows(1400, seed=13)
     rows[600:700, 0] -= 6.0  # a drop
@@ -96,7 +97,10 @@ def test_the_default_scores_as_the_search_that_chose_it() -> None:
     rows[1100:1200, 2] = rows[1100, 2]  # a stuck point
     rows = np.round(rows, 4)
     table = CsvTable(columns=["a", "b", "c"], rows=[list(map(float, r)) for r in rows])
-    device = np.array([r.anomaly for r in score_table(table, calibrate_rows=400)], dtype=bool)
+    v5 = shipped_model_path("generic-v5")
+    device = np.array(
+        [r.anomaly for r in score_table(table, model_path=v5, calibrate_rows=400)], dtype=bool
+    )
     series = search.LabelledSeries("t", [], rows, np.zeros(len(rows), dtype=bool))
     scored = search.score_series12(series, 400, ("median5", "mahalanobis", 180))
     proxy = search.decide9(scored, (1.0, 2.0, 16.0, 32.0, 5, 30))

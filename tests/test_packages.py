@@ -421,8 +421,9 @@ def test_amd64_updates_roll_back_and_keep_the_data(amd64_root: Root, debs: dict[
 
 
 def anomaly_csv(rows: int = 400) -> str:
-    """Two smooth channels with a burst of noise near the end (250 calibration rows: more
-    than any shipped model needs, generic-v2's 220 rows: its window, drift lag and 8)."""
+    """Two smooth channels with a burst of noise near the end (250 calibration rows: what
+    the shipped model that needs the most, generic-v6, needs: its window 62, drift lag 180
+    and 8)."""
     lines = ["t,a,b"]
     for i in range(rows):
         a = 20 + 2 * math.sin(i / 9)

@@ -53,8 +53,8 @@ class AnomalyModelConfig(Model):
         gt=0,
         description="Robust models (generic-v2 and later): the threshold, in robust units "
         "(how many robust spreads a point's level or roughness is from its calibration "
-        "median); default: the model's (32 for generic-v5, 12 for generic-v4, 24 for "
-        "generic-v2 and generic-v3).",
+        "median); default: the model's (24 for generic-v6, 32 for generic-v5, 12 for "
+        "generic-v4, 24 for generic-v2 and generic-v3).",
     )
     threshold_factor: float | None = Field(
         default=None,
