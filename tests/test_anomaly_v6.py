@@ -105,3 +105,30 @@ def test_the_device_scores_as_the_search_that_chose_it() -> None:
     proxy = search.decide9(scored, (1.0, 2.0, 16.0, 24.0, 5, 30))
     assert device.any()
     assert device.tolist() == proxy.tolist()
+
+
+def test_the_training_windows_line_up_with_the_graph_and_skip_labelled_rows() -> None:
+    """The training pipeline's inputs (``train_predictor``) are the graph's: the residual of
+    the window ending at row t is level(t) minus the prediction from rows t-61 .. t-30; and a
+    window that touches a labelled row is never trained on."""
+    from watchpost.models import train_predictor as tp  # noqa: PLC0415
+
+    model = LiteRTModel(V6, ["a", "b"])
+    kernel, bias = _weights(model)
+    rng = np.random.default_rng(22)
+    z = np.cumsum(rng.standard_normal((160, 2)), axis=0) * 0.3
+    ends = np.arange(61, 160)
+    feats = model.features_many(np.stack([z[t - 61 : t + 1] for t in ends])).reshape(-1, 2, 3)
+    layers = [(kernel[:, None], np.array([bias]))]
+    past = tp.past_inputs(z, 30)[ends]  # [windows, points, 32]
+    expected = tp.level5(z)[ends] - tp.run_layers(layers, past.reshape(-1, 32)).reshape(-1, 2)
+    assert feats[..., 1] == pytest.approx(expected, abs=1e-4)
+
+    values = 10.0 + rng.standard_normal((500, 2))
+    truth = np.zeros(500, dtype=bool)
+    truth[450:460] = True
+    x, y = tp.training_pairs([(values, truth)], "past", 30)
+    # rows 61 .. 449 end a window of 62 normal rows; windows ending at 450 .. 499 (50) do not
+    assert len(x) == len(y) == 2 * (450 - 61)
+    clean, _ = tp.training_pairs([(values, np.zeros(500, dtype=bool))], "past", 30)
+    assert len(clean) == 2 * (500 - 61)
