@@ -82,6 +82,7 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiting: asyncio.Future[tuple[int, bytes]] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the awaited answer's timeout
         self._tid = 0
 
     @property
@@ -92,15 +93,19 @@ class _Link(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def ask(self, tid: int, frame: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        """Send one request; the future gets ``(unit, pdu)`` of the answer with ``tid``."""
+    def ask(self, tid: int, frame: bytes, timeout: float) -> asyncio.Future[tuple[int, bytes]]:
+        """Send one request; the future gets ``(unit, pdu)`` of the answer with ``tid``, or
+        TimeoutError after ``timeout`` seconds (a timer of the loop's, not a timeout context
+        around the await: one object fewer per transaction)."""
         if self.transport is None or (self._waiting is not None and not self._waiting.done()):
             raise RuntimeError("one transaction at a time on an open link")
         self._buffer.clear()  # what is left of an answer that came too late
         self._tid = tid
-        self._waiting = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting = loop.create_future()
+        self._timer = loop.call_later(timeout, _expire, waiting)
         self.transport.write(frame)
-        return self._waiting
+        return waiting
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -122,6 +127,7 @@ class _Link(asyncio.Protocol):
                 log.debug("answer %d while waiting for %d, dropped", tid, self._tid)
             else:
                 waiting.set_result((unit, pdu))
+                self._stop_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -144,6 +150,17 @@ class _Link(asyncio.Protocol):
     def _fail(self, exc: ConnectionError) -> None:
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_exception(exc)
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _expire(waiting: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not waiting.done():
+        waiting.set_exception(TimeoutError())
 
 
 class ModbusTcpBus:
@@ -242,14 +259,15 @@ class ModbusTcpBus:
     ) -> bytes:
         """One request and its answer's data (after the function code), checked for unit,
         function code and exception; ``what`` names it in errors (formatted only then)."""
-        await self.open(timeout)
         link = self._link
-        assert link is not None
+        if link is None or not link.is_open:
+            await self.open(timeout)
+            link = self._link
+            assert link is not None
         self._tid = self._tid % 0xFFFF + 1
         frame = _HEADER.pack(self._tid, 0, len(body) + 2, unit, function) + body
         try:
-            async with asyncio.timeout(timeout):
-                got_unit, pdu = await link.ask(self._tid, frame)
+            got_unit, pdu = await link.ask(self._tid, frame, timeout)
         except TimeoutError as exc:
             self._timeouts += 1
             if self._timeouts >= DROP_AFTER:
