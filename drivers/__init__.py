@@ -1,21 +1,24 @@
-"""Field protocols. Each driver is one module with a KEY, a pydantic ``Config`` and ``DRIVER``.
+"""Field protocols. Each driver has a KEY, a plain settings class, a pydantic ``Config`` and
+a ``DRIVER`` entry; the registry ``DRIVERS`` is in ``drivers.registry``.
 
-Adding a protocol is one module plus one line in ``DRIVERS``; the config's bus union is
-derived from this dict. Importing this package stays light: a driver module imports its
-protocol's library (pymodbus, pyserial) only inside its factory, when a bus is opened.
+Importing this package is light: no pydantic, no protocol library. ``DRIVERS`` (which loads
+every bus type's pydantic config class) is loaded on first use, by the config layer and the
+crews' tools; the daemon opens its buses through ``drivers.factories``.
 """
 
 from __future__ import annotations
 
-from watchpost.drivers import dlt645, modbus_rtu, modbus_tcp, serial_line
-from watchpost.drivers.base import Driver
+from typing import TYPE_CHECKING
 
-DRIVERS: dict[str, Driver] = {
-    driver.key: driver
-    for driver in (
-        modbus_tcp.DRIVER,
-        modbus_rtu.DRIVER,
-        dlt645.DRIVER,
-        serial_line.DRIVER,
-    )
-}
+if TYPE_CHECKING:
+    from watchpost.drivers.registry import DRIVERS
+
+__all__ = ["DRIVERS"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "DRIVERS":
+        from watchpost.drivers.registry import DRIVERS  # noqa: PLC0415 - pydantic: on first use
+
+        return DRIVERS
+    raise AttributeError(name)

@@ -1,9 +1,7 @@
 """The small contract between a field bus and the poller, and the registry's types.
 
-A driver registers a ``DriverEntry``: its key (the `type` of `[[buses]]`), its config class
-(a ``BusSettings``) and a factory that opens a bus. Config classes must not import the
-protocol's library (pymodbus, pyserial): the config check loads them all, the factory loads
-the library only when a bus of that type is opened.
+The registry's types (``DriverEntry``, the pydantic ``BusSettings``) are in
+``drivers.entry``; this module imports no pydantic, so the daemon may use it.
 
 Exceptions::
 
@@ -21,9 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from watchpost.samples import Sample
 
@@ -157,51 +153,3 @@ class PortSettings:
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
-
-
-class BusSettings(BaseModel):
-    """Base of every bus type's config (one `[[buses]]` entry); subclasses narrow ``type``.
-
-    It repeats ``watchpost.config.Model``'s settings rather than importing it: the config
-    package imports the driver registry, so the drivers must not import the config package.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-    type: str = Field(description="Bus type.")
-    name: str = Field(pattern=BUS_NAME_PATTERN, description="Bus name, unique in the file.")
-
-
-C = TypeVar("C", bound=BusSettings)
-
-
-class Driver(Protocol):
-    """What the registry knows of a field protocol."""
-
-    @property
-    def key(self) -> str:
-        """The bus type, as written in `[[buses]] type`."""
-        ...
-
-    @property
-    def config(self) -> type[BusSettings]:
-        """The pydantic class of one `[[buses]]` entry of this type."""
-        ...
-
-    def create(self, config: BusSettings) -> Bus:
-        """A closed bus for ``config``; imports the protocol's library on first use."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class DriverEntry(Generic[C]):
-    """A ``Driver`` made of a config class and a factory."""
-
-    key: str
-    config: type[C]
-    factory: Callable[[C], Bus]
-
-    def create(self, config: BusSettings) -> Bus:
-        if not isinstance(config, self.config):
-            raise TypeError(f"bus {config.name}: a {self.key} bus needs {self.config.__name__}")
-        return self.factory(config)

@@ -31,14 +31,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from gettext import gettext as _
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import Field
-
-from watchpost.drivers.base import BusSettings, DriverEntry, PortSettings
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from watchpost.drivers.dlt645_bus import Dlt645Bus
+    from watchpost.settings import Dlt645BusSettings
 
 KEY = "dlt645"
 
@@ -377,33 +374,18 @@ def error_meaning(code: int) -> str:
     return "; ".join(meanings) or TEXT_NO_BIT
 
 
-# -- config ------------------------------------------------------------------------------------
-
-
-class Config(BusSettings):
-    """An RS-485 line carrying DL/T 645-2007 meters."""
-
-    type: Literal["dlt645"] = Field(description="Bus type.")
-    port: str = Field(min_length=1, description="Serial device path, e.g. /dev/ttyUSB1.")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200] = Field(
-        default=2400, description="Line speed in baud (DL/T 645-2007 meters default to 2400)."
-    )
-    parity: Literal["N", "E", "O"] = Field(default="E", description="Parity: N, E or O.")
-    stopbits: Literal[1, 2] = Field(default=1, description="Stop bits.")
-    bytesize: Literal[7, 8] = Field(default=8, description="Data bits.")
-    wake: int = Field(
-        default=4, ge=0, le=8, description="FE wake-up bytes sent before each request."
-    )
-
-    def settings(self) -> PortSettings:
-        return PortSettings(self.port, self.baudrate, self.bytesize, self.parity, self.stopbits)
-
-
-def create(config: Config) -> Dlt645Bus:
+def create(config: Dlt645BusSettings) -> Dlt645Bus:
     """A closed bus; pyserial is imported here, not when the config is loaded."""
     from watchpost.drivers.dlt645_bus import Dlt645Bus  # noqa: PLC0415 - keeps the config light
 
     return Dlt645Bus(config)
 
 
-DRIVER = DriverEntry(KEY, Config, create)
+def __getattr__(name: str) -> object:
+    """``Config`` and ``DRIVER``, the pydantic side, from ``dlt645_config`` on first use (the
+    daemon never loads them)."""
+    if name in ("Config", "DRIVER"):
+        from watchpost.drivers import dlt645_config  # noqa: PLC0415 - pydantic, not for the daemon
+
+        return getattr(dlt645_config, name)
+    raise AttributeError(name)

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from watchpost.config.dlt645 import Dlt645Device, Dlt645Point
 from watchpost.drivers.base import (
     AnswerError,
     CommError,
@@ -31,7 +30,6 @@ from watchpost.drivers.dlt645 import (
     TEXT_SHORT,
     TEXT_UNKNOWN_DI,
     TEXT_WRONG_DI,
-    Config,
     DataFormat,
     Frame,
     FrameDecoder,
@@ -43,6 +41,7 @@ from watchpost.drivers.dlt645 import (
 )
 from watchpost.drivers.serial_port import PortBus
 from watchpost.samples import Quality, Sample
+from watchpost.settings import Dlt645BusSettings, Dlt645Device, Dlt645Point
 
 
 class Dlt645Bus(PortBus):
@@ -52,7 +51,7 @@ class Dlt645Bus(PortBus):
         "bus {name} carries DL/T 645 meters: there are no registers to {what}; read its points"
     )
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Dlt645BusSettings) -> None:
         arrived = asyncio.Event()
         self.decoder = FrameDecoder(arrived.set)
         super().__init__(config.name, config.settings(), self.decoder, arrived)

@@ -43,7 +43,7 @@ from watchpost.drivers.modbus_answers import (
 )
 
 if TYPE_CHECKING:
-    from watchpost.drivers import modbus_rtu
+    from watchpost.settings import ModbusRtuSettings
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ _what = name_of
 class ModbusRtuBus(ModbusBus):
     """A Modbus RTU line."""
 
-    def __init__(self, config: modbus_rtu.Config) -> None:
+    def __init__(self, config: ModbusRtuSettings) -> None:
         timing = LineTiming(config.baudrate, config.bytesize, config.parity, config.stopbits)
         self._watch = LineWatch(config.name, timing=timing)
         client = AsyncModbusSerialClient(

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from watchpost.drivers.base import BusSettings, DriverEntry
+from watchpost import settings
+from watchpost.drivers.entry import BusSettings, DriverEntry
 
 if TYPE_CHECKING:
     from watchpost.drivers.modbus import ModbusRtuBus
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 KEY = "modbus_rtu"
 
 
-class Config(BusSettings):
+class Config(BusSettings, settings.ModbusRtuSettings):
     """An RS-485 line carrying Modbus RTU."""
 
     type: Literal["modbus_rtu"] = Field(description="Bus type.")
@@ -31,7 +32,7 @@ class Config(BusSettings):
     bytesize: Literal[7, 8] = Field(default=8, description="Data bits.")
 
 
-def create(config: Config) -> ModbusRtuBus:
+def create(config: settings.ModbusRtuSettings) -> ModbusRtuBus:
     """A closed bus; pymodbus is imported here, not when the config is loaded."""
     from watchpost.drivers.modbus import ModbusRtuBus  # noqa: PLC0415 - keeps the config light
 

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from watchpost.drivers.base import BusSettings, DriverEntry
+from watchpost import settings
+from watchpost.drivers.entry import BusSettings, DriverEntry
 
 if TYPE_CHECKING:
     from watchpost.drivers.modbus_tcp_bus import ModbusTcpBus
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 KEY = "modbus_tcp"
 
 
-class Config(BusSettings):
+class Config(BusSettings, settings.ModbusTcpSettings):
     """A Modbus TCP endpoint (a device, or a gateway in front of several units)."""
 
     type: Literal["modbus_tcp"] = Field(description="Bus type.")
@@ -22,7 +23,7 @@ class Config(BusSettings):
     port: int = Field(default=502, ge=1, le=65535, description="TCP port.")
 
 
-def create(config: Config) -> ModbusTcpBus:
+def create(config: settings.ModbusTcpSettings) -> ModbusTcpBus:
     """A closed bus; pymodbus is imported here, not when the config is loaded."""
     from watchpost.drivers.modbus_tcp_bus import ModbusTcpBus  # noqa: PLC0415 - keeps the config light
 

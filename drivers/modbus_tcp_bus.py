@@ -47,7 +47,7 @@ from watchpost.drivers.modbus_answers import (
 )
 
 if TYPE_CHECKING:
-    from watchpost.drivers import modbus_tcp
+    from watchpost.settings import ModbusTcpSettings
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _expire(waiting: asyncio.Future[tuple[int, bytes]]) -> None:
 class ModbusTcpBus:
     """A Modbus TCP endpoint (a device, or a gateway in front of several units)."""
 
-    def __init__(self, config: modbus_tcp.Config) -> None:
+    def __init__(self, config: ModbusTcpSettings) -> None:
         self.name = config.name
         self._host = config.host
         self._port = config.port

@@ -22,14 +22,11 @@ import codecs
 from collections import deque
 from collections.abc import Callable
 from gettext import gettext as _
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import Field, field_validator
-
-from watchpost.drivers.base import BusSettings, DriverEntry, PortSettings
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from watchpost.drivers.serial_line_bus import SerialLineBus
+    from watchpost.settings import SerialLineSettings
 
 KEY = "serial_line"
 KEPT_LINES = 32
@@ -129,46 +126,6 @@ class LineFramer:
             self.on_line()
 
 
-# -- config ------------------------------------------------------------------------------------
-
-
-class Config(BusSettings):
-    """A serial line (RS-232 or RS-485) carrying instruments that talk in lines of text."""
-
-    type: Literal["serial_line"] = Field(description="Bus type.")
-    port: str = Field(min_length=1, description="Serial device path, e.g. /dev/ttyUSB2.")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
-        default=9600, description="Line speed in baud."
-    )
-    bytesize: Literal[7, 8] = Field(default=8, description="Data bits.")
-    parity: Literal["N", "E", "O"] = Field(default="N", description="Parity: N, E or O.")
-    stopbits: Literal[1, 2] = Field(default=1, description="Stop bits.")
-    line_end: str = Field(
-        default="\\r\\n",
-        description="What ends a line, escapes allowed: \\r\\n (the default), \\n or \\r.",
-    )
-    max_line: int = Field(
-        default=256, ge=8, le=4096, description="Longest line in bytes; longer ones are dropped."
-    )
-    encoding: Literal["ascii", "latin-1", "utf-8"] = Field(
-        default="ascii", description="How the instrument's bytes are read as text."
-    )
-
-    @field_validator("line_end")
-    @classmethod
-    def _line_end(cls, value: str) -> str:
-        end = check_escapes(value)
-        if not 1 <= len(end) <= 2:
-            raise ValueError(TEXT_LINE_END)
-        return value
-
-    def terminator(self) -> bytes:
-        return unescape(self.line_end).encode("latin-1")
-
-    def settings(self) -> PortSettings:
-        return PortSettings(self.port, self.baudrate, self.bytesize, self.parity, self.stopbits)
-
-
 def check_escapes(text: str) -> str:
     """``text`` with its escapes resolved; ValueError naming the allowed ones."""
     try:
@@ -177,11 +134,18 @@ def check_escapes(text: str) -> str:
         raise ValueError(TEXT_ESCAPES.format(text=text, error=exc)) from exc
 
 
-def create(config: Config) -> SerialLineBus:
+def create(config: SerialLineSettings) -> SerialLineBus:
     """A closed bus; pyserial is imported here, not when the config is loaded."""
     from watchpost.drivers.serial_line_bus import SerialLineBus  # noqa: PLC0415 - light config
 
     return SerialLineBus(config)
 
 
-DRIVER = DriverEntry(KEY, Config, create)
+def __getattr__(name: str) -> object:
+    """``Config`` and ``DRIVER``, the pydantic side, from ``serial_line_config`` on first use
+    (the daemon never loads them)."""
+    if name in ("Config", "DRIVER"):
+        from watchpost.drivers import serial_line_config  # noqa: PLC0415 - not for the daemon
+
+        return getattr(serial_line_config, name)
+    raise AttributeError(name)

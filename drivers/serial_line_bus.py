@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from watchpost.config.serial_line import LineDevice, LinePoint
 from watchpost.drivers.base import (
     AnswerError,
     CommError,
@@ -23,13 +22,13 @@ from watchpost.drivers.serial_line import (
     TEXT_NO_MATCH,
     TEXT_OVERLONG,
     TEXT_PARTIAL,
-    Config,
     LineFramer,
     check_nmea,
     unescape,
 )
 from watchpost.drivers.serial_port import PortBus
 from watchpost.samples import Quality, Sample
+from watchpost.settings import LineDevice, LinePoint, SerialLineSettings
 
 
 class SerialLineBus(PortBus):
@@ -40,7 +39,7 @@ class SerialLineBus(PortBus):
         "read its points"
     )
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: SerialLineSettings) -> None:
         arrived = asyncio.Event()
         self.framer = LineFramer(config.terminator(), config.max_line, arrived.set)
         super().__init__(config.name, config.settings(), self.framer, arrived)

@@ -43,7 +43,9 @@ from gettext import gettext as _
 from typing import Any, Literal, Protocol, TypeGuard
 
 from watchpost.alarm_state import STATE_VERSION, AlarmStateFile
-from watchpost.config.alarms import (
+from watchpost.log_once import LogOnce
+from watchpost.samples import Quality, Sample
+from watchpost.settings import (
     CommLossRule,
     DiskFullRule,
     InvalidRule,
@@ -58,8 +60,6 @@ from watchpost.config.alarms import (
     StuckRule,
     ThresholdRule,
 )
-from watchpost.log_once import LogOnce
-from watchpost.samples import Quality, Sample
 from watchpost.ticks import sleep_to_tick
 
 log = logging.getLogger(__name__)
@@ -495,9 +495,10 @@ _SIMPLE_ALARMS: dict[type[Rule], Callable[[str, Any], _Alarm]] = {
 def _make_alarm(
     point: str, rule: Rule, rules: Sequence[Rule], orders: OrderBook | None = None
 ) -> _Alarm:
-    make = _SIMPLE_ALARMS.get(type(rule))
-    if make is not None:
-        return make(point, rule)
+    for kind in type(rule).__mro__:  # a config model extends its plain rule class
+        make = _SIMPLE_ALARMS.get(kind)
+        if make is not None:
+            return make(point, rule)
     if isinstance(rule, ProductionRule):
         return _Production(point, rule, orders)
     if isinstance(rule, InvalidRule):

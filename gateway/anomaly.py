@@ -66,10 +66,10 @@ from watchpost.anomaly_part import (
     ModelShapeError,
     UnknownModelError,
 )
-from watchpost.config.anomaly import AnomalyConfig, AnomalyModelConfig
 from watchpost.files import atomic_write
 from watchpost.models import shipped_model_path
 from watchpost.samples import Sample
+from watchpost.settings import AnomalyConfig, AnomalyModelConfig
 
 log = logging.getLogger(__name__)
 

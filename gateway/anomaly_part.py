@@ -23,8 +23,8 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any, Protocol
 
-from watchpost.config.anomaly import AnomalyConfig
 from watchpost.samples import Sample
+from watchpost.settings import AnomalyConfig
 
 TEXT_NO_MODELS = _("no anomaly model {name!r}: this gateway runs none")
 

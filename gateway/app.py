@@ -34,17 +34,10 @@ from watchpost.certrenew import CertificateDesk, ClientCertificates
 from watchpost.clock import Clock, always_synced, kernel_synced, monotonic_ms
 from watchpost.command_auth import SEEN_FILE, CommandVerifier, load_verify_key
 from watchpost.commands import PlatformCommands
-from watchpost.config import (
-    EXIT_CONFIG,
-    ConfigError,
-    GatewayConfig,
-    check_file_modes,
-    print_config_error,
-)
-from watchpost.config.isolated import load_config_isolated
-from watchpost.config.paths import check_paths
+from watchpost.config.paths import check_file_modes, check_paths
+from watchpost.config_child import load as load_config_isolated
 from watchpost.control import ControlError, ControlServer
-from watchpost.drivers import DRIVERS
+from watchpost.drivers.factories import open_bus
 from watchpost.energy import FILE_NAME as ENERGY_FILE
 from watchpost.energy import DailyEnergy, DayFigure, energy_points
 from watchpost.history import HistoryRecorder
@@ -64,6 +57,7 @@ from watchpost.resend import GapRepair
 from watchpost.samples import Sample
 from watchpost.sdnotify import Notifier, Watchdog
 from watchpost.selftest import Check, check_clock, check_commands, check_disk
+from watchpost.settings import EXIT_CONFIG, ConfigError, GatewayConfig, print_config_error
 from watchpost.shutdown import FILE_NAME as ORDERS_FILE
 from watchpost.shutdown import OrderDesk, ShutdownOrders
 from watchpost.store import Store, StoreFullError
@@ -214,7 +208,7 @@ class Gateway:
         """One per bus, also for a bus that only carries outputs (it connects on first use)."""
         schedulers = []
         for bus_config in self.config.buses:
-            bus = DRIVERS[bus_config.type].create(bus_config)
+            bus = open_bus(bus_config)
             readers = [
                 reader_for(device, bus, self.now_ms)
                 for device in self.config.devices

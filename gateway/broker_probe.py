@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 if TYPE_CHECKING:
-    from watchpost.config.uplink import BrokerAddress, UplinkConfig
+    from watchpost.settings import BrokerAddress, UplinkConfig
 
 TEXT_ACCEPTED = _("{host}:{port} accepted the gateway's MQTT CONNECT")
 TEXT_WITH_TLS = _("{host}:{port} (TLS) accepted the gateway's MQTT CONNECT")

@@ -37,8 +37,8 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchpost.config.uplink import UplinkConfig
 from watchpost.files import atomic_write
+from watchpost.settings import UplinkConfig
 
 if TYPE_CHECKING:
     from cryptography import x509

@@ -1,17 +1,36 @@
-"""The child process that validates the daemon's config (``config.isolated``), started early.
+"""The daemon's config, validated in a short-lived child process, and the child itself.
+
+Validating `gateway.toml` takes pydantic (8.3 MB of library, about 2 MB of validators), and
+a daemon that imports it keeps it for its lifetime. So the daemon never does: ``load`` has a
+child (the same interpreter and import path, ``config.isolated.child_main``) read and
+validate the file with ``load_config`` and hand back a copy made of the plain classes of
+``watchpost.settings``, pickled, or the list of errors; the daemon unpickles it, which needs
+neither pydantic nor the config layer (docs/performance.md, "memory, fourth pass"). Config
+errors come back as the same ``ConfigError``, worded by the same code. If the child cannot
+start, dies, or answers something else, the daemon validates the file itself
+(``config.isolated.validate_here``: logged; it loads pydantic and changes nothing else), so a
+start never fails for the child's sake.
 
 This module imports no pydantic and no config module, so that `watchpost run` can start the
 child first thing (``start_early``, from ``cli.main``): the child validates the file while
-the daemon imports its own modules, and the start takes no longer than before. The daemon
-takes the answer with ``take(path).answer()``; a reload starts a child of its own.
+the daemon imports its own modules, and the start takes no longer than before. A reload
+starts a child of its own.
 """
 
 from __future__ import annotations
 
+import _pickle  # pickle's C half: the daemon only loads; `pickle` itself is 0.2 MB of code
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchpost.settings import GatewayConfig
+
+# A 5,000-point config takes a few seconds on a Raspberry Pi 3; systemd allows 120 s to start.
+CHILD_TIMEOUT_S = 60.0
 
 # Runs in the child: the parent's import path, then the loader of `config.isolated`.
 CHILD_CODE = (
@@ -54,6 +73,33 @@ class ConfigChild:
             self.failure = f"exit status {self.process.returncode}: {tail}"
             return None
         return out
+
+
+def load(path: Path) -> GatewayConfig:
+    """The validated config of ``path`` as plain objects, validated by a child process (the
+    one `watchpost run` started early for this file, else a new one); ``ConfigError`` as
+    ``load_config`` raises it."""
+    from watchpost import settings  # noqa: PLC0415 - after start_early, not before
+
+    child = take(path)
+    answer = child.answer(CHILD_TIMEOUT_S)
+    if answer is None:
+        return _in_process(path, child.failure)
+    try:
+        result = _pickle.loads(answer)  # our own child, through a private pipe
+    except Exception as exc:  # any unpickling failure: validate here instead
+        return _in_process(path, repr(exc))
+    if isinstance(result, settings.GatewayConfig):
+        return result
+    if isinstance(result, list) and all(isinstance(line, str) for line in result):
+        raise settings.ConfigError(path, result)
+    return _in_process(path, f"unexpected answer {type(result).__name__}")
+
+
+def _in_process(path: Path, error: str) -> GatewayConfig:
+    from watchpost.config.isolated import validate_here  # noqa: PLC0415 - pydantic: last resort
+
+    return validate_here(path, error)
 
 
 _early: list[ConfigChild] = []  # the child `watchpost run` started, until the daemon takes it

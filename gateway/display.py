@@ -21,10 +21,10 @@ from decimal import Decimal
 from gettext import gettext as _
 from typing import TYPE_CHECKING
 
-from watchpost.config.points import PointBase, PointConfig
+from watchpost.settings import PointBase, PointConfig
 
 if TYPE_CHECKING:
-    from watchpost.config import GatewayConfig
+    from watchpost.settings import GatewayConfig
 
 MAX_DECIMALS = 6
 SIGNIFICANT = 7  # a float32 carries about 7 significant decimal digits

@@ -26,10 +26,9 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any
 
-from watchpost.config import GatewayConfig
-from watchpost.config.dlt645 import Dlt645Device
 from watchpost.files import atomic_write
 from watchpost.samples import Quality, Sample
+from watchpost.settings import Dlt645Device, GatewayConfig
 
 log = logging.getLogger(__name__)
 

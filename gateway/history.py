@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from watchpost.clock import wall_ms
-from watchpost.config.history import HistoryConfig
 from watchpost.samples import Quality
+from watchpost.settings import HistoryConfig
 from watchpost.sqlite_files import PAGE_CACHE_KIB, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 

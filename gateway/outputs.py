@@ -34,9 +34,8 @@ from typing import Any, Protocol, TypeVar
 
 from watchpost.alarms import AlarmEngine, AlarmEvent
 from watchpost.backoff import Backoff
-from watchpost.config.alarms import Level
-from watchpost.config.outputs import OutputConfig
 from watchpost.drivers.base import Bus, BusError, ReadRequest, Table
+from watchpost.settings import Level, OutputConfig
 
 log = logging.getLogger(__name__)
 

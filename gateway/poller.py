@@ -20,8 +20,6 @@ from typing import TypeVar
 
 from watchpost.backoff import Backoff
 from watchpost.clock import NowMs, monotonic_ms
-from watchpost.config import DeviceConfig, PointConfig
-from watchpost.config.points import DeviceBase
 from watchpost.drivers.base import (
     AnswerError,
     Bus,
@@ -35,6 +33,7 @@ from watchpost.drivers.base import (
 from watchpost.drivers.codec import Reader, reader
 from watchpost.drivers.planner import PlannedRead, plan_reads
 from watchpost.samples import Quality, Sample
+from watchpost.settings import DeviceBase, DeviceConfig, PointConfig
 
 log = logging.getLogger(__name__)
 

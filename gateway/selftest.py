@@ -25,8 +25,7 @@ from watchpost.clock import kernel_synced
 from watchpost.sqlite_ro import connect_read_only
 
 if TYPE_CHECKING:
-    from watchpost.config.commands import CommandsConfig
-    from watchpost.config.uplink import UplinkConfig
+    from watchpost.settings import CommandsConfig, UplinkConfig
 
 MIN_FREE_BYTES = 50 * 1024 * 1024
 

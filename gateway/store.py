@@ -72,8 +72,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from watchpost.backoff import Backoff
 from watchpost.clock import wall_ms
-from watchpost.config.store import StoreConfig
 from watchpost.log_once import LogOnce
+from watchpost.settings import StoreConfig
 from watchpost.sqlite_files import PAGE_CACHE_KIB, move_aside, open_or_move_aside
 from watchpost.sqlite_ro import connect_read_only
 from watchpost.store_room import AlarmSpill, ReserveFile, Spilled

@@ -63,12 +63,12 @@ from watchpost.certrenew import ClientCertificates
 from watchpost.clock import wall_ms
 from watchpost.command_auth import MAX_ID_LENGTH, TEXT_RETAINED
 from watchpost.commands import MAX_COMMAND_BYTES, TEXT_TOO_LARGE, CommandError
-from watchpost.config.uplink import BrokerAddress, UplinkConfig
 from watchpost.failover import BrokerChoice, Outcome
 from watchpost.messages import CommandReply, HealthMessage, StatusMessage
 from watchpost.outbox import Outbox, Outgoing
 from watchpost.paho_loop import PahoOnLoop
 from watchpost.reconnect import Failure, ReconnectPolicy, refusal, worst
+from watchpost.settings import BrokerAddress, UplinkConfig
 from watchpost.ticks import sleep_to_tick
 
 if TYPE_CHECKING:

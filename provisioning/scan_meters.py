@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from watchpost.drivers import dlt645
 from watchpost.drivers.base import AnswerError, CommError, DeviceError
+from watchpost.drivers.dlt645_config import Config as Dlt645Config
 from watchpost.provisioning.tomlwrite import value_text
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ async def scan_meters(
 
     found: list[FoundMeter] = []
     for setting in settings:
-        config = dlt645.Config(
+        config = Dlt645Config(
             type="dlt645", name="scan", port=port, baudrate=setting.baudrate, parity=setting.parity
         )
         bus = Dlt645Bus(config)

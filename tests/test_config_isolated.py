@@ -3,6 +3,7 @@ validator left in the daemon, and the daemon's own validation when the child can
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -10,11 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from tests.kit.cases import Case, all_cases
 from watchpost import config_child
 from watchpost.config import ConfigError, load_config
-from watchpost.config.isolated import load_config_isolated
+from watchpost.config.isolated import load_config_isolated, plain_config
+from watchpost.settings import GatewayConfig as PlainConfig
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "gateway.toml"
 
@@ -29,12 +32,13 @@ def test_the_child_gives_what_load_config_gives(case: Case) -> None:
         assert isolated.value.errors == here.value.errors == case.errors()
         assert isolated.value.path == case.config
     else:
-        assert load_config_isolated(case.config) == load_config(case.config)
+        assert load_config_isolated(case.config) == plain_config(load_config(case.config))
 
 
 def test_the_demo_config_comes_back_whole() -> None:
     config = load_config_isolated(DEMO)
-    assert config == load_config(DEMO)
+    assert config == plain_config(load_config(DEMO))
+    assert type(config) is PlainConfig  # no pydantic model: the daemon needs no pydantic
     assert len(list(config.points())) == len(list(load_config(DEMO).points())) > 0
 
 
@@ -62,7 +66,7 @@ def test_without_a_child_the_daemon_validates_itself(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
         config = load_config_isolated(DEMO)
-    assert config == load_config(DEMO)
+    assert config == plain_config(load_config(DEMO))
     assert "no-such-python" in caplog.text
     assert "daemon itself" in caplog.text
 
@@ -73,7 +77,7 @@ def test_a_child_that_fails_leaves_the_validation_to_the_daemon(
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
         config = load_config_isolated(DEMO)
-    assert config == load_config(DEMO)
+    assert config == plain_config(load_config(DEMO))
     assert "exit status 1" in caplog.text
 
 
@@ -85,7 +89,7 @@ def test_the_child_started_early_is_the_one_taken(tmp_path: Path) -> None:
     assert early.process is not None
     early.process.wait(timeout=60)  # it has read and validated the file
     path.write_text("not toml [")
-    assert load_config_isolated(path) == load_config(DEMO)
+    assert load_config_isolated(path) == plain_config(load_config(DEMO))
     with pytest.raises(ConfigError):  # a later load starts a child of its own
         load_config_isolated(path)
 
@@ -94,7 +98,7 @@ def test_a_child_started_early_for_another_file_is_not_used(tmp_path: Path) -> N
     other = tmp_path / "other.toml"
     other.write_text("not toml [")
     config_child.start_early(other)
-    assert load_config_isolated(DEMO) == load_config(DEMO)
+    assert load_config_isolated(DEMO) == plain_config(load_config(DEMO))
     assert config_child._early == []
 
 
@@ -107,3 +111,22 @@ def test_without_a_child_config_errors_still_name_the_key(
     with pytest.raises(ConfigError) as failed:
         load_config_isolated(bad)
     assert any("uplink.no_such_key" in line for line in failed.value.errors)
+
+
+@pytest.mark.parametrize("case", [c for c in all_cases() if not c.is_config_error], ids=str)
+def test_the_plain_copy_keeps_every_value_of_every_model(case: Case) -> None:
+    """Every model's fields are its plain class's fields, and the copy holds the same values
+    (compared as plain data, key by key)."""
+    model = load_config(case.config)
+    copy = plain_config(model)
+
+    def as_data(value: object) -> object:
+        if isinstance(value, BaseModel):
+            return {name: as_data(getattr(value, name)) for name in type(value).model_fields}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: as_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, list | tuple):
+            return [as_data(item) for item in value]
+        return value
+
+    assert as_data(copy) == as_data(model)

@@ -153,3 +153,59 @@ def test_a_configured_model_loads_the_runner(tmp_path: Path) -> None:
     assert "numpy" in heavy
     # OpenBLAS started no worker threads of its own (OPENBLAS_NUM_THREADS=1 before numpy)
     assert "threads 1\n" in done.stderr
+
+
+def _maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.slow
+def test_the_running_demo_daemon_never_loads_pydantic(tmp_path: Path, broker, subscriber) -> None:
+    """The demo site's daemon polls, stores and publishes with no pydantic in the process:
+    its config comes from the child as plain objects, its messages and commands are plain
+    data. Seen from outside: pydantic's core library is not mapped into the daemon."""
+    from tests.site_run import SiteRun  # noqa: PLC0415 - the demo site, for this test only
+
+    root = "watchpost/v1/demo-colliery/gw-01/"
+    sub = subscriber(root + "#")
+    run = SiteRun(tmp_path, broker.url)
+    try:
+        gateway = run.start_gateway()
+        gateway.wait_ready()
+        sub.wait_for(root + "telemetry", timeout=60)
+        sub.wait_for(root + "status", timeout=60)
+        assert gateway.running, run.log("gateway")
+        maps = _maps(gateway.pid)
+        assert "libpython" in maps or "python" in maps  # the maps of the right process
+        assert "pydantic" not in maps, run.log("gateway")
+    finally:
+        run.close()
+    # the check can fail: a process that imports pydantic maps its core library
+    probe = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pydantic; print('in', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert probe.stdout is not None
+        assert probe.stdout.readline().strip() == "in"
+        assert "_pydantic_core" in _maps(probe.pid)
+    finally:
+        probe.kill()
+        probe.wait(timeout=10)
+
+
+def test_the_daemon_s_modules_import_no_pydantic() -> None:
+    code = (
+        "import json, sys\n"
+        "import watchpost.app, watchpost.config_child, watchpost.drivers.factories\n"
+        "import watchpost.config.paths\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pydantic'))),"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == []

@@ -16,7 +16,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from watchpost import settings
 from watchpost.config.base import NAME_PATTERN
+from watchpost.settings import Level
 
 TEXT_DEADBAND = _("deadband must be below rate")
 TEXT_RANGE = _("range: min must be below max")
@@ -29,13 +31,13 @@ TEXT_NEEDS_RANGE = _("out_of_range needs a range: give the rule or the point one
 
 RESERVED_RULE_NAMES = frozenset({"test", "output_fault", "state_damaged"})
 
-Level = Literal["prealarm", "alarm", "critical", "fault"]
+__all__ = ["Level"]  # the rule levels, from watchpost.settings
 
 
 # -- rules: one pydantic class per kind, a discriminated union keyed by `kind` ----------------
 
 
-class Rule(BaseModel):
+class Rule(BaseModel, settings.Rule):
     """What every rule has: its name, level, delays, latching and shelving."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
@@ -76,9 +78,6 @@ class Rule(BaseModel):
     )
     description: str = Field(default="", description="Free text for people.")
 
-    def default_name(self) -> str:
-        return f"{self.kind}_{self.level}"  # type: ignore[attr-defined]
-
     @model_validator(mode="after")
     def _name(self) -> Rule:
         if not self.name:
@@ -88,7 +87,7 @@ class Rule(BaseModel):
         return self
 
 
-class ThresholdRule(Rule):
+class ThresholdRule(Rule, settings.ThresholdRule):
     """high: raise at value >= threshold, clear below threshold - deadband; low: mirrored."""
 
     kind: Literal["high", "low"] = Field(description="high: raise above; low: raise below.")
@@ -101,7 +100,7 @@ class ThresholdRule(Rule):
     )
 
 
-class RateOfRiseRule(Rule):
+class RateOfRiseRule(Rule, settings.RateOfRiseRule):
     """Raise when the value rose by ``rate`` per minute over the last ``window`` seconds."""
 
     kind: Literal["rate_of_rise"]
@@ -129,7 +128,7 @@ class RateOfRiseRule(Rule):
         return self
 
 
-class ProductionRule(Rule):
+class ProductionRule(Rule, settings.ProductionRule):
     """Power watch: the site draws ``threshold`` or more (it is producing) while an ordered
     shutdown is in force. Put it on a power point (kW) or an energy-rate point."""
 
@@ -147,18 +146,12 @@ class ProductionRule(Rule):
         description="How far below the threshold the power must fall to clear.",
     )
 
-    def default_name(self) -> str:
-        return "production_during_shutdown"
 
-
-class FaultRule(Rule):
+class FaultRule(Rule, settings.FaultRule):
     level: Level = Field(default="fault", description="prealarm, alarm, critical or fault.")
 
-    def default_name(self) -> str:
-        return str(self.kind)  # type: ignore[attr-defined]
 
-
-class OutOfRangeRule(FaultRule):
+class OutOfRangeRule(FaultRule, settings.OutOfRangeRule):
     """Sensor fault: the value lies outside the plausible range."""
 
     kind: Literal["out_of_range"]
@@ -173,7 +166,7 @@ class OutOfRangeRule(FaultRule):
         return self
 
 
-class StuckRule(FaultRule):
+class StuckRule(FaultRule, settings.StuckRule):
     """Sensor fault: good values stayed within ``tolerance`` of each other for ``duration``."""
 
     kind: Literal["stuck"]
@@ -191,20 +184,20 @@ class StuckRule(FaultRule):
     )
 
 
-class CommLossRule(FaultRule):
+class CommLossRule(FaultRule, settings.CommLossRule):
     """Sensor fault: the device does not answer (`comm` samples)."""
 
     kind: Literal["comm_loss"]
     stale: bool = Field(default=True, description="Count `stale` samples as lost too.")
 
 
-class InvalidRule(FaultRule):
+class InvalidRule(FaultRule, settings.InvalidRule):
     """Sensor fault: the device answered with an exception or a value flagged invalid."""
 
     kind: Literal["invalid"]
 
 
-class OutputFaultRule(FaultRule):
+class OutputFaultRule(FaultRule, settings.OutputFaultRule):
     """A local output that could not be written or verified (made by the engine, not config)."""
 
     kind: Literal["output_fault"] = "output_fault"
@@ -216,7 +209,7 @@ class OutputFaultRule(FaultRule):
         return self
 
 
-class StateDamagedRule(FaultRule):
+class StateDamagedRule(FaultRule, settings.StateDamagedRule):
     """The gateway's alarm state file could not be used and was moved aside (made by the
     engine, not config): latched, so that it stays raised until someone acknowledges it."""
 
@@ -231,7 +224,7 @@ class StateDamagedRule(FaultRule):
         return self
 
 
-class GatewayFaultRule(FaultRule):
+class GatewayFaultRule(FaultRule, settings.GatewayFaultRule):
     """One of the gateway's own faults that comes and goes (made by the engine, not config):
     raised while it lasts, cleared when it is over; never shelved."""
 
@@ -244,13 +237,13 @@ class GatewayFaultRule(FaultRule):
         return self
 
 
-class DiskFullRule(GatewayFaultRule):
+class DiskFullRule(GatewayFaultRule, settings.DiskFullRule):
     """The store's disk is full: telemetry is not stored, alarms use the reserved room."""
 
     kind: Literal["disk_full"] = "disk_full"
 
 
-class StateUnsavedRule(GatewayFaultRule):
+class StateUnsavedRule(GatewayFaultRule, settings.StateUnsavedRule):
     """The alarm state file cannot be written (a full disk, an I/O error); retried."""
 
     kind: Literal["state_unsaved"] = "state_unsaved"

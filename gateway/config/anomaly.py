@@ -11,13 +11,14 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from watchpost import settings
 from watchpost.config.base import NAME_PATTERN, Model
 
 TEXT_LISTED_TWICE = _("point {point!r} is listed more than once")
 TEXT_MODEL_TWICE = _("anomaly model name {name!r} is used more than once")
 
 
-class AnomalyModelConfig(Model):
+class AnomalyModelConfig(Model, settings.AnomalyModelConfig):
     """One model watching a group of points."""
 
     name: str = Field(
@@ -139,12 +140,8 @@ class AnomalyModelConfig(Model):
             seen.add(p)
         return self
 
-    def rows(self, seconds: float) -> int:
-        """A duration in rows of this entry's grid (at least 1 for a non-zero duration)."""
-        return max(1, round(seconds / self.period_s)) if seconds > 0 else 0
 
-
-class AnomalyConfig(Model):
+class AnomalyConfig(Model, settings.AnomalyConfig):
     """The `[anomaly]` section: on-device anomaly models."""
 
     enabled: bool = Field(default=True, description="Run the anomaly models at all.")

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-EXIT_CONFIG = 78  # EX_CONFIG: systemd does not restart the service on it
+from watchpost.settings import EXIT_CONFIG, ConfigError
+
+__all__ = ["EXIT_CONFIG", "ConfigError", "Model", "read_toml"]  # the first two: settings'
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 TOPIC_LEVEL_PATTERN = r"[A-Za-z0-9_-]+"
@@ -49,15 +51,6 @@ class Model(BaseModel):
     """Base of every config section: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class ConfigError(Exception):
-    """The config file is unusable; ``errors`` holds one line per problem. No retry helps."""
-
-    def __init__(self, path: Path, errors: list[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(errors))
-        self.path = path
-        self.errors = errors
 
 
 def read_toml(path: Path) -> dict[str, Any]:

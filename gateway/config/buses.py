@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Union
 from pydantic import Field
 
 from watchpost.drivers import DRIVERS
-from watchpost.drivers.base import BusSettings
+from watchpost.drivers.entry import BusSettings
 
 if TYPE_CHECKING:
     # Type checkers see the common base; pydantic (at run time) sees the tagged union.

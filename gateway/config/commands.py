@@ -9,10 +9,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from watchpost import settings
 from watchpost.config.base import Model
 
 
-class CommandsConfig(Model):
+class CommandsConfig(Model, settings.CommandsConfig):
     """The `[commands]` section."""
 
     verify_key: Path | None = Field(

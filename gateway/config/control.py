@@ -6,10 +6,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from watchpost import settings
 from watchpost.config.base import Model
 
 
-class ControlConfig(Model):
+class ControlConfig(Model, settings.ControlConfig):
     """The `[control]` section."""
 
     socket: Path = Field(

@@ -6,11 +6,12 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from watchpost import settings
 from watchpost.config.points import MIN_INTERVAL, DeviceBase, PointBase
 from watchpost.drivers.dlt645 import TEXT_UNKNOWN_DI, data_format
 
 
-class Dlt645Point(PointBase):
+class Dlt645Point(PointBase, settings.Dlt645Point):
     """A meter reading: the data identifier (DI) it reads, decoded per its data format."""
 
     di: str = Field(
@@ -36,7 +37,7 @@ class Dlt645Point(PointBase):
         return di.upper()
 
 
-class Dlt645Device(DeviceBase):
+class Dlt645Device(DeviceBase, settings.Dlt645Device):
     """A meter on a DL/T 645 line: one DI read per point, one meter after the other."""
 
     address: str = Field(

@@ -7,21 +7,20 @@ of key paths.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Mapping
-from gettext import gettext as _
 from typing import TYPE_CHECKING, Any
 
 from watchpost import error_text
 from watchpost.config.alarms import RULE_KINDS
-from watchpost.config.base import ConfigError
 from watchpost.config.buses import BUS_TYPES
 from watchpost.config.devices import DEVICE_KINDS
+from watchpost.settings import print_config_error
+
+__all__ = ["describe_error", "print_config_error"]
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-TEXT_ERRORS = _("{path}: {count} error(s)")
 CONFIG_UNION_TAGS = BUS_TYPES | RULE_KINDS | DEVICE_KINDS
 
 
@@ -34,10 +33,3 @@ def describe_error(
     a member of a tagged union; they are not keys in the file and are left out of the path.
     """
     return error_text.describe_error(error, union_tags)
-
-
-def print_config_error(error: ConfigError) -> None:
-    """Print a config error the way every command does."""
-    print(TEXT_ERRORS.format(path=error.path, count=len(error.errors)), file=sys.stderr)
-    for line in error.errors:
-        print(f"  {line}", file=sys.stderr)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from watchpost import settings
 from watchpost.config.base import Model
 
 
-class HistoryConfig(Model):
+class HistoryConfig(Model, settings.HistoryConfig):
     """The `[history]` section."""
 
     enabled: bool = Field(

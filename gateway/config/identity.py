@@ -9,12 +9,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from watchpost import settings
 from watchpost.config.base import Model, TopicLevel
 
 TEXT_NO_ZONE = _("{zone!r} is not a known time zone (e.g. Asia/Shanghai)")
 
 
-class GatewayIdentity(Model):
+class GatewayIdentity(Model, settings.GatewayIdentity):
     """Who this gateway is; the names appear in every MQTT topic."""
 
     site: TopicLevel = Field(description="Site id, the second level of topics.")

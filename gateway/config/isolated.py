@@ -1,34 +1,32 @@
-"""The daemon's config, validated in a short-lived process of its own.
+"""The config layer's side of the daemon's config validated in a child process.
 
-Validating the whole file builds pydantic-core's validator for every section: 0.6 MB of the
-daemon's resident memory on the demo site, 0.9 MB at 1,000 points, kept for its lifetime
-although it validates one file at start and on a reload (docs/performance.md, "Issue 10:
-memory, third pass"). A child process (the same interpreter, the same import path, the same
-language; ``config_child``, which `watchpost run` starts before its own imports, so that the
-start takes no longer) reads and validates the file with ``load_config`` and hands the
-validated ``GatewayConfig`` back pickled; the daemon only unpickles it, which builds no
-validator. Config errors come back as the same ``ConfigError``, worded by the same code. If
-the child cannot start, dies, or answers something else, the daemon validates the file
-itself (logged; it costs that memory and nothing else), so a start never fails for the
-child's sake.
+``config_child.load`` (no pydantic) starts the child and takes its answer; the child runs
+``child_main``: ``load_config`` (pydantic), then ``plain``, a copy of the validated config
+made of the plain classes of ``watchpost.settings`` (every model is a subclass of its plain
+class, so the copy keeps every field and the methods), pickled. Unpickling it needs neither
+pydantic nor this package. ``validate_here`` is the daemon's fallback when the child cannot
+run (docs/performance.md, "memory, fourth pass").
 """
 
 from __future__ import annotations
 
-import _pickle  # pickle's C half: the daemon only loads; `pickle` itself is 0.2 MB of code
+import dataclasses
 import logging
 import sys
+from functools import cache
 from gettext import gettext as _
 from pathlib import Path
+from typing import Any
 
-from watchpost import config_child
+from pydantic import BaseModel
+
+from watchpost import config_child, settings
 from watchpost.config.base import ConfigError
 from watchpost.config.file import GatewayConfig, load_config
 
 log = logging.getLogger(__name__)
 
-# A 5,000-point config takes a few seconds on a Raspberry Pi 3; systemd allows 120 s to start.
-CHILD_TIMEOUT_S = 60.0
+CHILD_TIMEOUT_S = config_child.CHILD_TIMEOUT_S
 
 TEXT_NO_CHILD = _(
     "could not validate the config in a separate process ({error}); validating it in the "
@@ -36,38 +34,57 @@ TEXT_NO_CHILD = _(
 )
 
 
-def load_config_isolated(path: Path) -> GatewayConfig:
-    """``load_config(path)`` done in a child process (the one `watchpost run` started early
-    for this file, else a new one); ConfigError as ``load_config`` raises it."""
-    child = config_child.take(path)
-    answer = child.answer(CHILD_TIMEOUT_S)
-    if answer is None:
-        return _in_process(path, child.failure)
-    try:
-        result = _pickle.loads(answer)  # our own child, through a private pipe
-    except Exception as exc:  # any unpickling failure: validate here instead
-        return _in_process(path, repr(exc))
-    if isinstance(result, GatewayConfig):
-        return result
-    if isinstance(result, list) and all(isinstance(line, str) for line in result):
-        raise ConfigError(path, result)
-    return _in_process(path, f"unexpected answer {type(result).__name__}")
+def load_config_isolated(path: Path) -> settings.GatewayConfig:
+    """``load_config(path)`` done in a child process, as plain objects (``config_child.load``)."""
+    return config_child.load(path)
 
 
 def child_main(path_text: str) -> None:
-    """The child: validate the file, write the config or the list of errors, pickled."""
+    """The child: validate the file, write the plain config or the list of errors, pickled."""
     import pickle  # noqa: PLC0415 - the child's alone
 
     path = Path(path_text)
-    result: GatewayConfig | list[str]
+    result: settings.GatewayConfig | list[str]
     try:
-        result = load_config(path)
+        result = plain_config(load_config(path))
     except ConfigError as exc:
         result = exc.errors
     sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.flush()
 
 
-def _in_process(path: Path, error: str) -> GatewayConfig:
+def validate_here(path: Path, error: str) -> settings.GatewayConfig:
+    """The daemon's fallback: validate in this process (it loads pydantic), say why."""
     log.warning(TEXT_NO_CHILD.format(error=error))
-    return load_config(path)
+    return plain_config(load_config(path))
+
+
+def plain_config(config: GatewayConfig) -> settings.GatewayConfig:
+    """The validated config as plain objects."""
+    copy = plain(config)
+    assert isinstance(copy, settings.GatewayConfig)
+    return copy
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every config model in it replaced by its plain class's copy."""
+    if isinstance(value, BaseModel):
+        cls = plain_class(type(value))
+        return cls(**{f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(cls)})
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+@cache
+def plain_class(model: type[BaseModel]) -> Any:
+    """The plain class a config model extends (``config.points.PointConfig`` ->
+    ``settings.PointConfig``); TypeError for a model that has none."""
+    for cls in model.__mro__:
+        if "__dataclass_fields__" in vars(cls) and not issubclass(cls, BaseModel):
+            return cls
+    raise TypeError(f"{model.__name__} has no plain class in watchpost.settings")

@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from watchpost.config.alarms import Level
+from watchpost import settings
 from watchpost.config.base import NAME_PATTERN, Model
+from watchpost.settings import Level
 
 TEXT_DEVICE_OR_BUS = _("give exactly one of device or bus (with unit)")
 TEXT_UNIT_WITH_BUS = _("unit goes with bus; a device brings its own unit")
@@ -21,7 +22,7 @@ TEXT_SAME_VALUES = _("on and off must differ")
 DEFAULT_LEVELS: tuple[Level, ...] = ("alarm", "critical")
 
 
-class OutputConfig(Model):
+class OutputConfig(Model, settings.OutputConfig):
     """One local output: a coil or holding register written when alarms raise and clear."""
 
     name: str = Field(

@@ -25,8 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from watchpost.config.file import GatewayConfig
+    from watchpost.settings import GatewayConfig
 
+TEXT_MISSING = _("{path} does not exist")
+TEXT_WORLD_WRITABLE = _("{path}: others can change this file (chmod o-w)")
+TEXT_WORLD_READABLE = _(
+    "{path}: others can read this file, which points at credentials (chmod 640)"
+)
+TEXT_SECRET_READABLE = _("{path} can be read by others (mode {mode}); chmod 600")
+TEXT_KEY_WRITABLE = _(
+    "{path}: others can replace the key that decides which commands run (chmod 644)"
+)
 SOCKET_PATH_MAX = 107  # bytes: sun_path holds 108 with its terminating NUL (Linux)
 
 TEXT_IS_DIRECTORY = _("{path} is a directory, not a file; name a file in it")
@@ -130,3 +139,48 @@ def _why_not_writable(path: Path) -> str:
     if probe.f_flag & os.ST_RDONLY:
         return TEXT_READ_ONLY_FS
     return TEXT_NO_PERMISSION
+
+
+def check_file_modes(
+    config: GatewayConfig, path: Path, *, require_files: bool = False
+) -> list[str]:
+    """Files that others may read or change although they hold secrets or steer the gateway.
+
+    A key or password file must be readable by its owner only; the config file must not
+    be writable by others, nor readable by them once it points at credentials. With
+    ``require_files`` (the daemon's start) every file the uplink needs must exist; a config
+    checked elsewhere, e.g. in a bundle before it is installed, may point at files not there yet.
+    """
+    problems = []
+    mode = path.stat().st_mode
+    if mode & 0o002:
+        problems.append(TEXT_WORLD_WRITABLE.format(path=path))
+    secrets = (
+        ("uplink.key_file", config.uplink.key_file),
+        ("uplink.password_file", config.uplink.password_file),
+    )
+    if mode & 0o004 and any(file is not None for _key, file in secrets):
+        problems.append(TEXT_WORLD_READABLE.format(path=path))
+    if require_files:
+        for key, file in (
+            ("uplink.ca_file", config.uplink.ca_file),
+            ("uplink.cert_file", config.uplink.cert_file),
+            *secrets,
+        ):
+            if file is not None and not file.is_file():
+                problems.append(f"{key}: " + TEXT_MISSING.format(path=file))
+    verify_key = config.commands.verify_key
+    if verify_key is not None:
+        if require_files and not verify_key.is_file():
+            problems.append("commands.verify_key: " + TEXT_MISSING.format(path=verify_key))
+        elif verify_key.exists() and verify_key.stat().st_mode & 0o022:
+            problems.append("commands.verify_key: " + TEXT_KEY_WRITABLE.format(path=verify_key))
+    for key, file in secrets:
+        if file is None or not file.exists():
+            continue
+        file_mode = file.stat().st_mode
+        if file_mode & 0o077:
+            problems.append(
+                f"{key}: " + TEXT_SECRET_READABLE.format(path=file, mode=oct(file_mode & 0o777))
+            )
+    return problems

@@ -8,31 +8,24 @@ meters in ``dlt645``, line-oriented serial instruments in ``serial_line``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from gettext import gettext as _
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from watchpost import settings
 from watchpost.config.alarms import AlarmRule, resolve_rules
 from watchpost.config.base import NAME_PATTERN, Model
 from watchpost.drivers.base import Table
+from watchpost.settings import REGISTER_WIDTH, DataType
 
 TEXT_TYPE_TABLE = _("type {type!r} does not fit table {table!r} ({expected})")
 TEXT_PAST_END = _("address {address} + {width} register(s) runs past 65535")
 
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
-REGISTER_WIDTH: dict[str, int] = {
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "float32": 2,
-    "bool": 1,
-}
+__all__ = ["REGISTER_WIDTH", "DataType"]  # from watchpost.settings, as before
 
 
-class PointBase(Model):
+class PointBase(Model, settings.PointBase):
     """One named physical quantity read from a device: what every bus type shares."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Point name, unique in the gateway.")
@@ -65,7 +58,7 @@ class PointBase(Model):
         return self
 
 
-class PointConfig(PointBase):
+class PointConfig(PointBase, settings.PointConfig):
     """A point read from Modbus registers or bits."""
 
     table: Table = Field(
@@ -76,11 +69,6 @@ class PointConfig(PointBase):
     word_order: Literal["big", "little"] = Field(
         default="big", description="Order of the two words of 32-bit types."
     )
-
-    @property
-    def width(self) -> int:
-        """Registers (or bits) the point occupies."""
-        return REGISTER_WIDTH[self.type]
 
     @model_validator(mode="after")
     def _type_fits_table(self) -> PointConfig:
@@ -101,7 +89,7 @@ class PointConfig(PointBase):
 MIN_INTERVAL = 0.05  # s: 20 polls a second is more than any field bus here can carry
 
 
-class DeviceBase(Model):
+class DeviceBase(Model, settings.DeviceBase):
     """A device on a bus: what every bus type shares. ``points`` is narrowed by each type."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Device name, unique in the file.")
@@ -124,14 +112,8 @@ class DeviceBase(Model):
             return {k: v for k, v in data.items() if k != "__bus_type__"}
         return data
 
-    @property
-    def point_list(self) -> Sequence[PointBase]:
-        """The device's points, whatever their bus type."""
-        points: Sequence[PointBase] = getattr(self, "points", ())
-        return points
 
-
-class DeviceConfig(DeviceBase):
+class DeviceConfig(DeviceBase, settings.DeviceConfig):
     """A Modbus unit on a bus and the points read from it."""
 
     unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from watchpost import settings
 from watchpost.config.points import DeviceBase, PointBase
 from watchpost.drivers.serial_line import check_escapes
 
@@ -16,7 +17,7 @@ TEXT_BAD_PATTERN = _("not a regular expression: {error}")
 TEXT_ONE_SOURCE = _("give exactly one of pattern or field")
 
 
-class LinePoint(PointBase):
+class LinePoint(PointBase, settings.LinePoint):
     """A number taken from a line: by ``pattern`` or by ``field``."""
 
     pattern: str | None = Field(
@@ -51,7 +52,7 @@ class LinePoint(PointBase):
         return self
 
 
-class LineDevice(DeviceBase):
+class LineDevice(DeviceBase, settings.LineDevice):
     """An instrument on a line: it streams lines on its own, or answers ``request``."""
 
     request: str | None = Field(

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from watchpost import settings
 from watchpost.config.base import Model
 
 
-class StoreConfig(Model):
+class StoreConfig(Model, settings.StoreConfig):
     """The `[store]` section."""
 
     path: Path = Field(description="The SQLite file, e.g. /var/lib/watchpost/buffer.db.")

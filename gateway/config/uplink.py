@@ -5,56 +5,29 @@ The client itself (paho) is ``watchpost.uplink``; this module does not import it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from gettext import gettext as _
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from watchpost import settings
 from watchpost.config.base import Model
-
-TEXT_BAD_URL = _("must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883")
-TEXT_URL_CREDENTIALS = _(
-    "may not hold a user name or password (status and logs show the URL): "
-    "put them in [uplink] username and password_file"
+from watchpost.settings import (
+    BrokerAddress,
 )
-TEXT_URL_PORT = _("port {port} is not a port a broker listens on; use 1-65535, e.g. 1883")
-TEXT_URL_EXTRA = _("may hold only scheme, host and port (no path, query or fragment)")
+
+__all__ = [
+    "BrokerAddress",
+    "UplinkConfig",
+]
+
 TEXT_RECONNECT_RANGE = _("reconnect_max must not be below reconnect_min")
 TEXT_CERT_PAIR = _("cert_file and key_file go together: set both or neither")
 TEXT_PASSWORD_ALONE = _("password_file needs username")
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """A broker's place, parsed from its URL."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(TEXT_BAD_URL)
-        if "@" in parts.netloc:
-            raise ValueError(TEXT_URL_CREDENTIALS)
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(TEXT_URL_EXTRA)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(TEXT_BAD_URL) from exc
-        if port == 0:
-            raise ValueError(TEXT_URL_PORT.format(port=port))
-        tls = parts.scheme == "mqtts"
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls)
-
-
-class UplinkConfig(Model):
+class UplinkConfig(Model, settings.UplinkConfig):
     """The `[uplink]` section."""
 
     broker: str = Field(description="Primary broker, mqtt://host:port or mqtts://host:port.")
@@ -170,7 +143,3 @@ class UplinkConfig(Model):
         if self.password_file is not None and self.username is None:
             raise ValueError(TEXT_PASSWORD_ALONE)
         return self
-
-    def addresses(self) -> list[BrokerAddress]:
-        """The primary broker first, then the backups."""
-        return [BrokerAddress.parse(url) for url in (self.broker, *self.backup_brokers)]
