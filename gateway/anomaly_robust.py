@@ -36,6 +36,11 @@ times in the score), a threshold lifted to ``calibration_factor`` x the highest 
 score (the gateway's ``fit_calibration``), and ``quantised``: a point with more than half of
 its calibration rows on one value is exempt from the stuck-sensor rule. ``feature_stats``'s
 ``cap`` was tried by the search (round 10) and is not used by any shipped model.
+
+generic-v6's graph gives two level-like features per point (its level and the residual of
+its trained predictor, ``watchpost.models.train_predictor``) before the roughness:
+``levels=2`` in ``feature_stats`` and ``window_scores``; a point's level deviation is the
+larger of the two.
 """
 
 from __future__ import annotations
