@@ -10,6 +10,7 @@ every alarm event reaches the broker, its seqs contiguous, and ``alarms.json`` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +170,23 @@ def selftest(tmp_path: Path, disk: SmallDisk, config: Path) -> dict[str, dict[st
 
 @pytest.mark.slow
 def test_alarms_raised_on_a_full_disk_reach_the_broker(
-    tmp_path: Path, broker: Broker, subscriber: Callable[..., Subscriber], disk: SmallDisk
+    tmp_path: Path, persistent_broker: Broker, disk: SmallDisk
 ) -> None:
     """The reserve takes the alarms while telemetry is left out; after the broker returns
-    and after a SIGTERM and a SIGKILL every event is there, seqs without a gap."""
-    sub = subscriber(ROOT + "alarms", ROOT + "health", ROOT + "telemetry")
-    with MisshapenAnswers({1: "exact"}, value=LOW) as server:
+    and after a SIGTERM and a SIGKILL every event is there, seqs without a gap.
+
+    The platform's session outlives the broker's restart (as a platform's does), so what the
+    gateway sends before the platform's client is back is queued for it, not lost to it."""
+    broker = persistent_broker
+    sub = Subscriber(
+        broker,
+        ROOT + "alarms",
+        ROOT + "health",
+        ROOT + "telemetry",
+        client_id="platform",
+        persistent=True,
+    )
+    with contextlib.closing(sub), MisshapenAnswers({1: "exact"}, value=LOW) as server:
         config = config_for(
             tmp_path, disk, broker, server.port, min_free_mb=0, alarm_reserve_mb=0.25
         )
