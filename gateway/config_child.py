@@ -68,6 +68,11 @@ class ConfigChild:
             self.process.communicate()
             self.failure = f"no answer in {timeout:g} s"
             return None
+        except OSError as exc:  # the wait itself failed (a sleep the system refused: EINVAL)
+            self.process.kill()
+            self.process.wait()  # a blocking waitpid: no timed sleep
+            self.failure = f"waiting for it failed: {exc}"
+            return None
         if self.process.returncode != 0:
             tail = " ".join(err.decode(errors="replace").strip().splitlines()[-1:])
             self.failure = f"exit status {self.process.returncode}: {tail}"
