@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from tests.kit.cases import Case, all_cases
 from watchpost import config_child
 from watchpost.config import ConfigError, load_config
-from watchpost.config.isolated import load_config_isolated, plain_config
+from watchpost.config.isolated import plain_config
 from watchpost.settings import GatewayConfig as PlainConfig
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "gateway.toml"
@@ -28,15 +28,15 @@ def test_the_child_gives_what_load_config_gives(case: Case) -> None:
         with pytest.raises(ConfigError) as here:
             load_config(case.config)
         with pytest.raises(ConfigError) as isolated:
-            load_config_isolated(case.config)
+            config_child.load(case.config)
         assert isolated.value.errors == here.value.errors == case.errors()
         assert isolated.value.path == case.config
     else:
-        assert load_config_isolated(case.config) == plain_config(load_config(case.config))
+        assert config_child.load(case.config) == plain_config(load_config(case.config))
 
 
 def test_the_demo_config_comes_back_whole() -> None:
-    config = load_config_isolated(DEMO)
+    config = config_child.load(DEMO)
     assert config == plain_config(load_config(DEMO))
     assert type(config) is PlainConfig  # no pydantic model: the daemon needs no pydantic
     assert len(list(config.points())) == len(list(load_config(DEMO).points())) > 0
@@ -47,8 +47,8 @@ def test_the_daemon_process_builds_no_config_validator() -> None:
         "import json, sys\n"
         "from pathlib import Path\n"
         "from watchpost.config.file import GatewayConfig\n"
-        "from watchpost.config.isolated import load_config_isolated\n"
-        f"config = load_config_isolated(Path({str(DEMO)!r}))\n"
+        "from watchpost import config_child\n"
+        f"config = config_child.load(Path({str(DEMO)!r}))\n"
         "print(json.dumps([config.gateway.id, GatewayConfig.__pydantic_complete__]))\n"
     )
     done = subprocess.run(
@@ -65,7 +65,7 @@ def test_without_a_child_the_daemon_validates_itself(
 ) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
-        config = load_config_isolated(DEMO)
+        config = config_child.load(DEMO)
     assert config == plain_config(load_config(DEMO))
     assert "no-such-python" in caplog.text
     assert "daemon itself" in caplog.text
@@ -76,7 +76,7 @@ def test_a_child_that_fails_leaves_the_validation_to_the_daemon(
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with caplog.at_level(logging.WARNING, logger="watchpost.config.isolated"):
-        config = load_config_isolated(DEMO)
+        config = config_child.load(DEMO)
     assert config == plain_config(load_config(DEMO))
     assert "exit status 1" in caplog.text
 
@@ -89,16 +89,16 @@ def test_the_child_started_early_is_the_one_taken(tmp_path: Path) -> None:
     assert early.process is not None
     early.process.wait(timeout=60)  # it has read and validated the file
     path.write_text("not toml [")
-    assert load_config_isolated(path) == plain_config(load_config(DEMO))
+    assert config_child.load(path) == plain_config(load_config(DEMO))
     with pytest.raises(ConfigError):  # a later load starts a child of its own
-        load_config_isolated(path)
+        config_child.load(path)
 
 
 def test_a_child_started_early_for_another_file_is_not_used(tmp_path: Path) -> None:
     other = tmp_path / "other.toml"
     other.write_text("not toml [")
     config_child.start_early(other)
-    assert load_config_isolated(DEMO) == plain_config(load_config(DEMO))
+    assert config_child.load(DEMO) == plain_config(load_config(DEMO))
     assert config_child._early == []
 
 
@@ -109,7 +109,7 @@ def test_without_a_child_config_errors_still_name_the_key(
     bad.write_text(DEMO.read_text().replace("[uplink]", "[uplink]\nno_such_key = 1", 1))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(ConfigError) as failed:
-        load_config_isolated(bad)
+        config_child.load(bad)
     assert any("uplink.no_such_key" in line for line in failed.value.errors)
 
 

@@ -20,23 +20,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from watchpost import config_child, settings
+from watchpost import settings
 from watchpost.config.base import ConfigError
 from watchpost.config.file import GatewayConfig, load_config
 
 log = logging.getLogger(__name__)
 
-CHILD_TIMEOUT_S = config_child.CHILD_TIMEOUT_S
-
 TEXT_NO_CHILD = _(
     "could not validate the config in a separate process ({error}); validating it in the "
     "daemon itself, which keeps more memory and changes nothing else"
 )
-
-
-def load_config_isolated(path: Path) -> settings.GatewayConfig:
-    """``load_config(path)`` done in a child process, as plain objects (``config_child.load``)."""
-    return config_child.load(path)
 
 
 def child_main(path_text: str) -> None:
