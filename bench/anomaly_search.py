@@ -1,4 +1,4 @@
-"""How generic-v2's, generic-v3's, generic-v4's, generic-v5's and generic-v6's numbers are chosen.
+"""How the numbers of generic-v2 to generic-v6 are chosen, and round 14 (a step feature).
 
 `python bench/anomaly_search.py VALVE1_DIR ANOMALY_FREE_CSV [--round 8]`.
 
@@ -7,7 +7,7 @@ at. Rounds 1-8 chose generic-v2 (their grid and rule: the first table and "Rule"
 commit 564adab); round 9 chooses generic-v3 (its own grid and rule, further below). The
 bench runs round 12 (below); `--round 8` runs the grid and rule of rounds 1-8, `--round 9`
 round 9's, `--round 10` round 10's, `--round 11` round 11's, `--round 13` round 13's (a
-trained predictor; needs the `train` extra, TensorFlow).
+trained predictor; needs the `train` extra, TensorFlow), `--round 14` round 14's (the same).
 
 Search ranges (every combination is scored):
 
@@ -363,6 +363,73 @@ MLP with the same numbers ties on all but row FAR (2.3 %). The `others` referenc
 A first run, before the training moved into `watchpost.models.train_predictor` (the same
 code, with deterministic ops), gave the same figures to the last digit.
 
+Round 14 (a step of rolling means beside generic-v6's features; written down and committed
+before any of its results was looked at). What round 13 left: generic-v6 misses 5 of 16
+valve faults, in-sample (files 2, 4, 6, 7, 14) and held out alike. In each of them the
+fault is a drop of the flow (`Volume Flow RateRMS`), a channel that reads whole litres per
+minute: in calibration it alternates between two whole values (32 and 33, or 31 and 32),
+so its 5-row median is itself two-valued, and the robust spread of that level (and of
+generic-v6's residual, which is made from it) is up to a whole step (0.8 to 3.0 input
+spreads on files 6, 7 and 14, against the 0.05 floor where the flow rests on one value).
+A drop of one to four litres then scores 3 to 7 robust units against a threshold of 24
+(file 4: the flow's own calibration wander lifts the threshold to 65 through
+calibration_factor; file 2: a drop of one litre from a 31/32 mix). A mean over more rows
+resolves the duty cycle between two whole values to a fraction of a step, and a
+difference of two such means (a step) does not grow with a slow drift, which is what
+raises the normal rows' scores on the temperature channels (file 12's temperature leaves
+its calibration by 16 spreads outside the window). This was seen on the valve1 files'
+flow and temperature channels (each file is chosen on in three of the four folds) before
+the ranges below were written; no held-out figure of this round had been computed.
+
+- fixed: generic-v6's graph and scoring as the base, its predictor kind (`past`, linear,
+  horizon 30, residual added to the level), trained per fold on the three groups chosen on
+  only (as round 13); combine max, roughness weight 1, the stuck-sensor and
+  quantised-channel rules, the relation part on the 5-row median level, 400 calibration
+  rows per file.
+- new feature per point, computed by the graph from the scaled input: `step` = the mean of
+  the last `step_rows` rows minus the mean of the `step_rows` rows before them (it fits in
+  the 62-row window for every value of the range), scored as a level-like feature (its
+  distance from its calibration median in its robust spread, widened by its drift over
+  drift_lag, floor 0.05), and weighed by `step_weight` in the score: the window's score is
+  the largest over the points of max(level deviation, residual deviation, step_weight x
+  step deviation), or the roughness, or the relation; calibration_factor lifts the
+  threshold by the highest calibration score computed the same way. step_weight 0 is
+  generic-v6's graph and scoring (the step off).
+
+| number | range |
+|---|---|
+| step_rows | 10, 20, 30 |
+| drift_lag | 60, 180 |
+| step_weight | 0 (off), 1, 1.5, 2, 3 |
+| calibration_factor | 0, 2 |
+| relation_factor | 0, 16 |
+| threshold | 12, 16, 24, 32, 48 |
+| hold | 1, 3, 5, 10 |
+| clear | 10, 30, 60 |
+
+Round 14 rule: round 13's, word for word, with generic-v6 as the bar. Candidates: the
+combinations under which the existing tests' scenarios behave as those tests assert
+(`behaves`, scored with each fold's own predictor). The choice on a set of groups: round
+10's rank (per group chosen on: windows < 97 %, false events > 0.5 per hour, row FAR >
+12.7 %; the gate: 400-row FAR > 2 %, two hours any flagged row, 400-row false events > 0.5
+per hour; fewest violations, then pooled F1, then shorter median delay, then the quieter).
+Leave-files-out as below gives the held-out figure. A candidate replaces the shipped
+default only if its pooled held-out figures violate fewer of the five valve1 targets
+[windows < 97 %, median delay > 30 s, false events > 0.5 per hour, row FAR > 12.7 %, F1 <
+0.81] than generic-v6's held-out figures from round 13 (11/16 windows, 57 s, 0.66 per hour,
+FAR 6.2 %, F1 0.657: 4 violations), or as many with a held-out F1 above 0.657; and the choice
+on all 16 files keeps both anomaly-free gates (400-row chunks FAR <= 2 %, two hours no
+flagged row) and has the step on (step_weight > 0: with it off the choice is generic-v6's
+graph, and no new model is made). A winner ships as generic-v7 (generic-v6's graph with the
+step feature, its weight in the sidecar, its numbers) and becomes the default; otherwise no
+new model, and the figures are reported. generic-v6's numbers in this harness (step off,
+drift lag 180, calibration factor 2, relation factor 16, threshold 24, hold 5, clear 30)
+are scored beside as the reference, on all 16 files with the predictor trained on all 16.
+
+Cut to fit the time of a shared 2-core machine: other predictors than generic-v6's (round
+13 searched them), step rows above 30 (they need a longer window), a step over rows that
+are not adjacent, per-channel weights.
+
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
 The shipped defaults are the rule's choice on all 16 files (that figure is in-sample). A
@@ -655,8 +722,12 @@ def main() -> int:
     )
     ap.add_argument("valve_dir", type=Path)
     ap.add_argument("anomaly_free", type=Path)
-    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12, 13])
+    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12, 13, 14])
     args = ap.parse_args()
+    if args.round == 14:
+        from anomaly_step import main14  # noqa: PLC0415 (needs TensorFlow)
+
+        return main14(args, sys.modules[__name__])
     if args.round == 13:
         from anomaly_predictor import main13  # noqa: PLC0415 (needs TensorFlow)
 
