@@ -1,30 +1,44 @@
-"""Raw Modbus words and bits to engineering values, with pymodbus's own conversions."""
+"""Raw Modbus words and bits to engineering values, with pymodbus's own conversions.
+
+The poll path uses ``reader`` (plain integer and ``struct`` arithmetic); ``decode`` and
+``encode`` (a live read, the tests) import pymodbus at their first call, so that a daemon
+whose buses are all Modbus TCP (their own client) never loads pymodbus and pyserial.
+"""
 
 from __future__ import annotations
 
 import math
 import struct
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pymodbus.client.mixin import ModbusClientMixin
-
-_DATATYPES = {
-    "int16": ModbusClientMixin.DATATYPE.INT16,
-    "uint16": ModbusClientMixin.DATATYPE.UINT16,
-    "int32": ModbusClientMixin.DATATYPE.INT32,
-    "uint32": ModbusClientMixin.DATATYPE.UINT32,
-    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
-}
+if TYPE_CHECKING:
+    from pymodbus.client.mixin import ModbusClientMixin
 
 WordOrder = Literal["big", "little"]
 
 
+def _mixin() -> type[ModbusClientMixin[Any]]:
+    """pymodbus's conversions, imported at the first ``decode`` or ``encode``."""
+    from pymodbus.client.mixin import ModbusClientMixin  # noqa: PLC0415 - not on the poll path
+
+    return ModbusClientMixin
+
+
+def _datatype(mixin: type[ModbusClientMixin[Any]], data_type: str) -> ModbusClientMixin.DATATYPE:
+    return {
+        "int16": mixin.DATATYPE.INT16,
+        "uint16": mixin.DATATYPE.UINT16,
+        "int32": mixin.DATATYPE.INT32,
+        "uint32": mixin.DATATYPE.UINT32,
+        "float32": mixin.DATATYPE.FLOAT32,
+    }[data_type]
+
+
 def decode(words: list[int], data_type: str, word_order: WordOrder = "big") -> float:
     """Decode the registers of one value; word order big: the first register is the high word."""
-    value = ModbusClientMixin.convert_from_registers(
-        words, _DATATYPES[data_type], word_order=word_order
-    )
+    mixin = _mixin()
+    value = mixin.convert_from_registers(words, _datatype(mixin, data_type), word_order=word_order)
     return float(value)  # type: ignore[arg-type]
 
 
@@ -95,7 +109,8 @@ def reader(data_type: str, word_order: WordOrder = "big") -> Reader:
 def encode(value: float, data_type: str, word_order: WordOrder = "big") -> list[int]:
     """The registers that hold ``value`` (the inverse of ``decode``)."""
     raw: int | float = value if data_type == "float32" else round(value)
-    return ModbusClientMixin.convert_to_registers(raw, _DATATYPES[data_type], word_order=word_order)
+    mixin = _mixin()
+    return mixin.convert_to_registers(raw, _datatype(mixin, data_type), word_order=word_order)
 
 
 def scaled(raw: float, scale: float, offset: float) -> float | None:

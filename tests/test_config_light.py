@@ -209,3 +209,72 @@ def test_the_daemon_s_modules_import_no_pydantic() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
+TCP_ONLY_DAEMON = """
+import asyncio, json, struct, sys
+import watchpost.app
+from watchpost import settings
+from watchpost.drivers.base import ReadRequest, Table
+from watchpost.drivers.codec import reader
+from watchpost.drivers.factories import open_bus
+
+
+async def answer(r, w):
+    request = await r.readexactly(12)  # MBAP header and a read of holding registers
+    data = struct.pack(">3H", 7, 2, 0xFFFF)
+    pdu = bytes([request[7], len(data)]) + data
+    w.write(request[0:2] + bytes(2) + struct.pack(">H", len(pdu) + 1) + request[6:7] + pdu)
+    await w.drain()
+
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = settings.ModbusTcpSettings(type="modbus_tcp", name="tcp", host="127.0.0.1", port=port)
+    bus = open_bus(config)
+    try:
+        await bus.open()
+        words = await bus.read(ReadRequest(1, Table.HOLDING, 0, 3), timeout=5)
+    finally:
+        await bus.close()
+        server.close()
+    return [reader("int16")(words, i) for i in range(3)]
+
+
+print("values", json.dumps(asyncio.run(main())), file=sys.stderr)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("pymodbus", "serial"))
+print(json.dumps(loaded), file=sys.stderr)
+"""
+
+
+def test_a_daemon_whose_buses_are_all_modbus_tcp_loads_no_pymodbus_or_pyserial() -> None:
+    """The TCP bus has its own client and the poll path decodes with plain arithmetic: the
+    daemon's modules and a Modbus TCP read leave pymodbus and pyserial out of the process."""
+    done = subprocess.run(
+        [sys.executable, "-c", TCP_ONLY_DAEMON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "values [7, 2, -1]" in lines, done.stderr  # the read went through the bus
+    assert json.loads(lines[-1]) == []
+
+
+def test_decoding_a_live_read_still_uses_pymodbus_s_conversions() -> None:
+    """``decode`` and ``encode`` load pymodbus at their first call (not on the poll path)."""
+    code = (
+        "import json, sys\n"
+        "from watchpost.drivers import codec\n"
+        "before = 'pymodbus' in sys.modules\n"
+        "value = codec.decode(codec.encode(-1.5, 'float32', 'little'), 'float32', 'little')\n"
+        "print(json.dumps([before, value, 'pymodbus' in sys.modules]), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == [False, -1.5, True]
