@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import queue
 import re
 import shutil
@@ -236,7 +237,6 @@ Listener = Callable[[list[StoredRow]], None]
 # the outbox's fault message for a store found damaged: (stream, body bytes, ts)
 DamageReport = Callable[[dict[str, Any]], tuple[str, bytes, int]]
 IDENTITY_CHECK = 1.0  # seconds between checks that the file is still the one opened
-COMMIT_SPACING = 0.9  # of commit_interval: the least time between two commits of telemetry
 
 
 @dataclass(slots=True)
@@ -274,6 +274,49 @@ class _Close:
 
 
 _Op = _Put | _Ack | _Sync | _Close
+
+
+class _CommitSlots:
+    """When the writer commits telemetry. Time is cut into slots of ``commit_interval`` on
+    the monotonic clock, the grid on which the batcher puts (the event loop's clock,
+    ``watchpost.ticks``): the first telemetry of a slot is committed at once (it has waited
+    in the batcher already, and the commit needs no wake-up of its own), telemetry taken up
+    after it in the same slot at the slot's end. So nothing waits longer than an interval,
+    telemetry spread over an interval makes at most two commits in it, and the batch of
+    each tick one. A commit that carries no telemetry (a seq reservation, an alarm the
+    writer took) takes no slot, so the next batch is not held back by it (as it was when the
+    spacing was counted from the last commit of any kind: a batch then waited up to 0.9 s,
+    and the batches after it a little less each, after such a commit)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._held: int | None = None  # the slot the telemetry in hand was taken up in
+        self._charged = -1  # the last slot a commit of telemetry was charged to
+
+    def take_up(self, ops: list[_Op]) -> None:
+        """The writer took ``ops`` up."""
+        if self._held is None and any(_batched(op) for op in ops):
+            self._held = self._slot(time.monotonic())
+
+    def due(self) -> float:
+        """When what the writer has just taken up (into an empty transaction) is due."""
+        now = time.monotonic()
+        slot = self._slot(now)
+        return now if slot > self._charged else (slot + 1) * self.interval
+
+    def charge(self) -> None:
+        """A commit begins: the telemetry in hand takes the slot it was taken up in."""
+        if self._held is not None:
+            self._charged = max(self._charged, self._held)
+            self._held = None
+
+    def _slot(self, now: float) -> int:
+        return math.floor(now / self.interval)
+
+
+def _batched(op: _Op) -> bool:
+    """A put committed with the others of its interval (telemetry), not on its own."""
+    return isinstance(op, _Put) and op.done is None and not op.durable
 
 
 class Store:
@@ -326,6 +369,7 @@ class Store:
         self._closed = False
         self._failing = False
         self._attempted = time.monotonic()  # the writer's last commit attempt
+        self._slots = _CommitSlots(config.commit_interval)
         self._queued_bytes = 0  # bodies handed to the writer, not yet committed
         self._backoff = Backoff(initial=0.2, cap=10.0)
         # errors the writer survives: each logged once with its cost, then on recovery
@@ -852,8 +896,9 @@ class Store:
             if not txn and closing is None:
                 deadline = None
                 continue
+            self._slots.take_up(ops)
             if deadline is None:
-                deadline = self._commit_due()
+                deadline = self._slots.due()
             urgent = (
                 closing is not None
                 or self._failing
@@ -866,6 +911,7 @@ class Store:
             if not urgent and time.monotonic() < deadline:
                 continue
             self._attempted = time.monotonic()
+            self._slots.charge()
             with self._wlock:
                 txn = self._try_commit(txn)
             self._writer_progress = time.monotonic()
@@ -895,16 +941,6 @@ class Store:
             self._wconn.close()
         if closing is not None:
             closing.done.set()
-
-    def _commit_due(self) -> float:
-        """When what the writer has just taken up is due: at most one commit per
-        ``commit_interval`` (less a tenth: the batcher's puts come on the grid of that
-        interval, and the last commit began a moment after the last of them), and nothing
-        waits longer than an interval. A put after a quiet spell, such as the one telemetry
-        batch a second, is committed at once: it has waited in the batcher already, and the
-        commit needs no wake-up of its own."""
-        now = time.monotonic()
-        return max(now, self._attempted + COMMIT_SPACING * self.config.commit_interval)
 
     def _wait_for_work(self, txn: list[_Op], deadline: float | None) -> list[_Op]:
         """The next operations, by ``deadline``; with nothing in hand, the writer looks at
