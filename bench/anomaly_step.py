@@ -22,21 +22,8 @@ from anomaly_predictor import Predictor, train
 from skab_data import LONG_CAL, LabelledSeries, anomaly_free_series, valve_series
 
 from watchpost.anomaly_eval import Tally, hold_clear
-from watchpost.anomaly_robust import (
-    departures,
-    deviations,
-    feature_stats,
-    fit_relation,
-    quantised,
-)
-from watchpost.models.train_predictor import (
-    PAST_ROWS,
-    level5,
-    rolling_mean,
-    roughness,
-    scaled,
-    step_means,
-)
+from watchpost.anomaly_robust import deviations, feature_stats, fit_relation, quantised
+from watchpost.models.train_predictor import PAST_ROWS, level5, roughness, scaled
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -69,6 +56,48 @@ V6_REFERENCE = (30, 180, 0.0, 2.0, 16.0, 24.0, 5, 30)  # step off: generic-v6's 
 
 Results = dict[tuple[Any, ...], tuple[list[Tally], Tally, Tally]]
 Decision14 = tuple[float, float, float, float, int, int]  # w, cf, rf, threshold, hold, clear
+
+
+def rolling_mean(z: FloatArray, rows: int) -> FloatArray:
+    """Per row and point the mean of the last ``rows`` rows (NaN before)."""
+    n, p = z.shape
+    c = np.cumsum(np.vstack([np.zeros((1, p)), z]), axis=0)
+    mean = np.full((n, p), np.nan)
+    mean[rows - 1 :] = (c[rows:] - c[: n - rows + 1]) / rows
+    return mean
+
+
+def step_means(z: FloatArray, rows: int) -> FloatArray:
+    """Per row and point the mean of the last ``rows`` rows minus the mean of the ``rows``
+    rows before them (NaN where they do not exist): the step of rounds 14 and 15."""
+    mean = rolling_mean(z, rows)
+    out = np.full(z.shape, np.nan)
+    out[rows:] = mean[rows:] - mean[:-rows]
+    return out
+
+
+def departures(
+    feats: FloatArray,
+    center: FloatArray,
+    scale: FloatArray,
+    features_per_point: int,
+    *,
+    mean_index: int,
+    step_index: int,
+) -> FloatArray:
+    """Per window and point ``[..., points]``, how far a step moved the point's rolling mean
+    *away* from its calibration median, in robust spreads of the step (round 15):
+    ``max(0, |mean - c| - |mean - step - c|) / scale(step)``, where ``mean`` is the feature
+    at ``mean_index`` of each point, ``step`` (at ``step_index``) that mean minus the same
+    mean ``rows`` earlier, and ``c`` the calibration median of the mean. A return towards
+    calibration is never a departure; a slow drift is one only by what it moved within the
+    step."""
+    f = feats.reshape(*feats.shape[:-1], -1, features_per_point)
+    c = center.reshape(-1, features_per_point)
+    sc = scale.reshape(-1, features_per_point)
+    mean, step = f[..., mean_index], f[..., step_index]
+    away = np.abs(mean - c[:, mean_index]) - np.abs(mean - step - c[:, mean_index])
+    return np.asarray(np.maximum(away, 0.0) / sc[:, step_index], dtype=np.float64)
 
 
 @dataclass

@@ -146,29 +146,6 @@ def deviations(
     return np.asarray(z.reshape(*z.shape[:-1], -1, features_per_point), dtype=np.float64)
 
 
-def departures(
-    feats: FloatArray,
-    center: FloatArray,
-    scale: FloatArray,
-    features_per_point: int,
-    *,
-    mean_index: int,
-    step_index: int,
-) -> FloatArray:
-    """Per window and point ``[..., points]``, how far a step moved the point's rolling mean
-    *away* from its calibration median, in robust spreads of the step: ``max(0, |mean - c|
-    - |mean - step - c|) / scale(step)``, where ``mean`` is the feature at ``mean_index`` of
-    each point, ``step`` (at ``step_index``) that mean minus the same mean ``rows`` earlier,
-    and ``c`` the calibration median of the mean. A return towards calibration is never a
-    departure; a slow drift is one only by what it moved within the step."""
-    f = feats.reshape(*feats.shape[:-1], -1, features_per_point)
-    c = center.reshape(-1, features_per_point)
-    sc = scale.reshape(-1, features_per_point)
-    mean, step = f[..., mean_index], f[..., step_index]
-    away = np.abs(mean - c[:, mean_index]) - np.abs(mean - step - c[:, mean_index])
-    return np.asarray(np.maximum(away, 0.0) / sc[:, step_index], dtype=np.float64)
-
-
 def window_scores(
     z: FloatArray, top_k: int, roughness_weight: float = 1.0, levels: int = 1
 ) -> FloatArray:

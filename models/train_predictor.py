@@ -83,20 +83,14 @@ def roughness(z: np.ndarray) -> np.ndarray:
     return np.log(energy + ROUGHNESS_EPS)
 
 
-def rolling_mean(z: np.ndarray, rows: int) -> np.ndarray:
-    """Per row and point the mean of the last ``rows`` rows (NaN before)."""
+def step_means(z: np.ndarray, rows: int) -> np.ndarray:
+    """Per row and point the mean of the last ``rows`` rows minus the mean of the ``rows``
+    rows before them (NaN where they do not exist): generic-v7's step feature."""
     n, p = z.shape
     c = np.cumsum(np.vstack([np.zeros((1, p)), z]), axis=0)
     mean = np.full((n, p), np.nan)
     mean[rows - 1 :] = (c[rows:] - c[: n - rows + 1]) / rows
-    return mean
-
-
-def step_means(z: np.ndarray, rows: int) -> np.ndarray:
-    """Per row and point the mean of the last ``rows`` rows minus the mean of the ``rows``
-    rows before them (NaN where they do not exist): the step of rounds 14 and 15."""
-    mean = rolling_mean(z, rows)
-    out = np.full(z.shape, np.nan)
+    out = np.full((n, p), np.nan)
     out[rows:] = mean[rows:] - mean[:-rows]
     return out
 
