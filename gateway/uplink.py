@@ -636,10 +636,20 @@ class Uplink:
         if row is not None:
             if not row.resend:  # a resent row is already in `sent`
                 link.acked.append(row.id)
-            self._kick.set()
+            self._flush_acks(link)  # to the store now: it takes them up on its next round
+            if self._drain_waits(link):
+                self._kick.set()
         waiter = link.waiting.pop(mid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _drain_waits(self, link: _Link) -> bool:
+        """Whether the drain loop may be waiting for room in the window: rows ready, resends,
+        a stream whose backlog is still read from the store. Otherwise a PUBACK does not wake
+        it (once a second with nothing to send): the next commit or check will."""
+        return bool(link.resend or self._resend) or any(
+            q.ready or not q.live for q in link.queues.values()
+        )
 
     def _on_store_commit(self, rows: list[StoredRow]) -> None:
         """Rows the writer just committed: append them where the link is live."""
