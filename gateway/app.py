@@ -231,8 +231,8 @@ class Gateway:
         self.telemetry.add(samples)
         self.history.observe(samples)
 
-    async def _put_telemetry(self, batch: list[SampleReading]) -> None:
-        await self.outbox.put(TelemetryBatch.of(batch))
+    async def _put_telemetry(self, batches: list[list[SampleReading]]) -> None:
+        await self.outbox.put_all([TelemetryBatch.of(batch) for batch in batches])
 
     def _put_energy(self, figure: DayFigure) -> None:
         """A closed day of an energy point, to the `energy` stream (durable: once a day)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 TEXT_NOT_STORED = "{stream} messages are not stored: use number()"
 TEXT_STORED = "{stream} messages are stored: use put()"
 TEXT_NOT_DURABLE = "{stream} messages are committed in batches: use put()"
+TEXT_NOT_BATCHED = "{stream} messages are not committed in batches: use put() or number()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,28 @@ class Outbox:
             items=message.items(),
             last=_alarm_of(message),
         )
+
+    async def put_all(self, batch: Sequence[Message]) -> list[int]:
+        """``put`` of several messages committed in batches (telemetry), their seqs: all are
+        encoded first, then handed to the store back to back, so that its writer takes them
+        up together, in one commit, instead of waking for the first while the next is
+        encoded."""
+        encoded = []
+        for message in batch:
+            if message.durable or not message.stored:
+                raise TypeError(TEXT_NOT_BATCHED.format(stream=message.stream))
+            encoded.append((message, encode_body(message)))
+        return [
+            await self.store.put(
+                message.stream,
+                data,
+                ts=self.now_ms(),
+                durable=False,
+                items=message.items(),
+                last=_alarm_of(message),
+            )
+            for message, data in encoded
+        ]
 
     def submit(self, message: Message, *, ts: int | None = None) -> asyncio.Future[int]:
         """``put`` of a durable message without waiting: encoded and given its seq now, the
