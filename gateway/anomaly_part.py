@@ -23,6 +23,7 @@ from gettext import gettext as _
 from pathlib import Path
 from typing import Any, Protocol
 
+from watchpost import numpy_lean
 from watchpost.samples import Sample
 from watchpost.settings import AnomalyConfig
 
@@ -98,6 +99,8 @@ def open_anomaly(config: AnomalyConfig, *, state_dir: Path | None, emit: EventSi
     # and buffers each); the models' matrices are a few dozen wide, one thread is enough.
     # An operator's own setting wins; it has no effect once numpy is loaded.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # numpy's random, polynomial, fft and ctypeslib only when something uses them
+    numpy_lean.defer_unused()
     from watchpost.anomaly import AnomalyRunner  # noqa: PLC0415 - numpy and LiteRT, only now
 
     return AnomalyRunner(config=config, state_dir=state_dir, emit=emit)
