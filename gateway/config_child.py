@@ -5,7 +5,10 @@ a daemon that imports it keeps it for its lifetime. So the daemon never does: ``
 child (the same interpreter and import path, ``config.isolated.child_main``) read and
 validate the file with ``load_config`` and hand back a copy made of the plain classes of
 ``watchpost.settings``, pickled, or the list of errors; the daemon unpickles it, which needs
-neither pydantic nor the config layer (docs/performance.md, "memory, fourth pass"). Config
+neither pydantic nor the config layer (docs/performance.md, "memory, fourth pass"). With it
+come the versions of the installed libraries that `health` and `status` report: the child has
+``importlib.metadata`` loaded for pydantic anyway, and the daemon then never loads it (with
+``zipfile`` and ``csv``, 1 MB; "memory, fifth pass"). Config
 errors come back as the same ``ConfigError``, worded by the same code. If the child cannot
 start, dies, or answers something else, the daemon validates the file itself
 (``config.isolated.validate_here``: logged; it loads pydantic and changes nothing else), so a
@@ -84,16 +87,19 @@ def load(path: Path) -> GatewayConfig:
     """The validated config of ``path`` as plain objects, validated by a child process (the
     one `watchpost run` started early for this file, else a new one); ``ConfigError`` as
     ``load_config`` raises it."""
-    from watchpost import settings  # noqa: PLC0415 - after start_early, not before
+    from watchpost import settings, version  # noqa: PLC0415 - after start_early, not before
 
     child = take(path)
     answer = child.answer(CHILD_TIMEOUT_S)
     if answer is None:
         return _in_process(path, child.failure)
     try:
-        result = _pickle.loads(answer)  # our own child, through a private pipe
+        # our own child, through a private pipe: (config or errors, library versions)
+        result, libraries = _pickle.loads(answer)
     except Exception as exc:  # any unpickling failure: validate here instead
         return _in_process(path, repr(exc))
+    if isinstance(libraries, dict):
+        version.know_libraries(libraries)
     if isinstance(result, settings.GatewayConfig):
         return result
     if isinstance(result, list) and all(isinstance(line, str) for line in result):

@@ -21,8 +21,8 @@ import functools
 import json
 import logging
 import platform
+from collections.abc import Mapping
 from gettext import gettext as _
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,14 @@ def _buildinfo() -> dict[str, Any]:
     return info
 
 
-@functools.cache
-def _libraries() -> dict[str, str]:
+_known_libraries: dict[str, str] | None = None  # as the config's child read them
+
+
+def libraries() -> dict[str, str]:
+    """The installed versions of ``LIBRARIES``, in that order (the ones not installed left
+    out), read from their distributions' metadata."""
+    from importlib import metadata  # noqa: PLC0415 - 1 MB with zipfile and csv: see below
+
     found = {}
     for name in LIBRARIES:
         try:
@@ -108,6 +114,22 @@ def _libraries() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def know_libraries(found: Mapping[str, str]) -> None:
+    """Take the versions another process of this install read (``libraries``).
+
+    The config's child (``config_child``) has ``importlib.metadata`` loaded anyway (pydantic's
+    plugin lookup) and hands the versions back with the config, so that the daemon does not
+    keep ``importlib.metadata``, ``zipfile`` and ``csv`` (1 MB resident) for ten strings.
+    """
+    global _known_libraries  # noqa: PLW0603 - one value per process, like the cache below
+    _known_libraries = {str(name): str(version) for name, version in found.items()}
+
+
+@functools.cache
+def _libraries() -> dict[str, str]:
+    return dict(_known_libraries) if _known_libraries is not None else libraries()
 
 
 @functools.cache

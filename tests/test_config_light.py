@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from watchpost.version import LIBRARIES
+
 HEAVY = (
     "numpy",
     "tflite_runtime",
@@ -278,3 +280,54 @@ def test_decoding_a_live_read_still_uses_pymodbus_s_conversions() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.strip().splitlines()[-1]) == [False, -1.5, True]
+
+
+def test_the_daemon_reports_the_libraries_the_config_child_read() -> None:
+    """``health`` and ``status`` name the installed libraries' versions; the daemon takes them
+    from its config's child (which has ``importlib.metadata`` loaded for pydantic) and never
+    loads ``importlib.metadata``, ``zipfile`` or ``csv`` itself. The same versions as
+    `watchpost version` reads in its own process."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "import watchpost.app\n"
+        "from watchpost import config_child, version\n"
+        f"config_child.load(Path({str(DEMO)!r}))\n"
+        "libraries = version.software()['libraries']\n"
+        "loaded = [m for m in ('importlib.metadata', 'zipfile', 'csv') if m in sys.modules]\n"
+        "print(json.dumps([libraries, loaded]), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    libraries, loaded = json.loads(done.stderr.strip().splitlines()[-1])
+    assert loaded == []
+    own = subprocess.run(
+        [sys.executable, "-m", "watchpost", "version", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert libraries == json.loads(own.stdout)["libraries"]
+    assert list(libraries) == [name for name in LIBRARIES if name in libraries]
+    assert {"numpy", "paho-mqtt", "pydantic"} <= set(libraries)
+
+
+def test_a_daemon_whose_child_failed_reads_the_libraries_itself(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from watchpost import config_child, version\n"
+        f"sys.executable = {str(tmp_path / 'no-such-python')!r}\n"
+        f"config_child.load(Path({str(DEMO)!r}))\n"
+        "print(json.dumps(version.software()['libraries']), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no-such-python" in done.stderr  # the child could not start
+    libraries = json.loads(done.stderr.strip().splitlines()[-1])
+    assert {"numpy", "paho-mqtt", "pydantic"} <= set(libraries)

@@ -33,8 +33,12 @@ TEXT_NO_CHILD = _(
 
 
 def child_main(path_text: str) -> None:
-    """The child: validate the file, write the plain config or the list of errors, pickled."""
+    """The child: validate the file; write the plain config or the list of errors, and the
+    versions of the installed libraries (``version.libraries``: ``importlib.metadata`` is
+    loaded here anyway, the daemon need not load it), pickled as a pair."""
     import pickle  # noqa: PLC0415 - the child's alone
+
+    from watchpost.version import libraries  # noqa: PLC0415 - the child's alone
 
     path = Path(path_text)
     result: settings.GatewayConfig | list[str]
@@ -42,7 +46,8 @@ def child_main(path_text: str) -> None:
         result = plain_config(load_config(path))
     except ConfigError as exc:
         result = exc.errors
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    answer = (result, libraries())
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.flush()
 
 
