@@ -1630,9 +1630,11 @@ def _is_damage(exc: sqlite3.Error) -> bool:
 
 
 def _used_bytes(conn: sqlite3.Connection) -> int:
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    # one statement, not three PRAGMAs: the writer runs it after every commit, and each
+    # statement takes and drops SQLite's read lock and the GIL
+    pages, free, size = conn.execute(
+        "SELECT * FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+    ).fetchone()
     return int((pages - free) * size)
 
 
