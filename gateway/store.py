@@ -1276,9 +1276,23 @@ class Store:
 
     def _after_commit(self, conn: sqlite3.Connection, txn: list[_Op]) -> None:
         """First whoever waits for a put (a durable alarm), then the uplink, then the
-        housekeeping: each SQLite call hands the GIL to the event loop and waits for it."""
+        housekeeping: each SQLite call hands the GIL to the event loop and waits for it.
+        A commit nobody waits for (telemetry) does its housekeeping (a few SQLite calls)
+        before the uplink has its rows instead: once they are handed over, the event loop
+        wakes to send them while the writer's SQLite calls still want the GIL, and the two
+        threads hand it back and forth a few times a commit (wake-ups of both)."""
         self._finish(txn)
-        self._publish(txn)
+        urgent = any(isinstance(op, _Put) and op.done is not None for op in txn)
+        if urgent:
+            self._publish(txn)
+        self._housekeeping(conn)
+        if not urgent:
+            self._publish(txn)
+        for op in txn:  # a flush or a reservation: done once the quota is kept too
+            if isinstance(op, _Sync) and op.done is not None:
+                op.done()
+
+    def _housekeeping(self, conn: sqlite3.Connection) -> None:
         try:
             self._enforce_quota(conn)
         except sqlite3.Error as exc:
@@ -1287,9 +1301,6 @@ class Store:
             self._quota_failures.succeeded()
         if time.monotonic() - self._identity_checked >= IDENTITY_CHECK and not self._still_ours():
             self._try_replace(TEXT_GONE)
-        for op in txn:  # a flush or a reservation: done once the quota is kept too
-            if isinstance(op, _Sync) and op.done is not None:
-                op.done()
 
     def _publish(self, txn: list[_Op]) -> None:
         """Hand the rows of a commit to the listeners (the uplink)."""
