@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from watchpost.messages import SampleReading
@@ -25,7 +24,7 @@ class TelemetryBatcher:
         self._interval = interval
         self._max = max_samples
         self._pending: list[SampleReading] = []
-        self._full = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None  # what run() waits on: tick or full
 
     def add(self, samples: Sequence[Sample]) -> None:
         """Called on the poll path: only appends."""
@@ -36,7 +35,7 @@ class TelemetryBatcher:
             for s in samples
         )
         if len(self._pending) >= self._max * EARLY_FLUSH_BATCHES:
-            self._full.set()
+            _wake(self._wake)
 
     async def run(self) -> None:
         """Store what is pending every ``interval``, on the grid of the periodic loops (sooner
@@ -47,11 +46,17 @@ class TelemetryBatcher:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # on the grid of the other periodic loops (watchpost.ticks): no wake-up of its own
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(next_tick(loop.time(), self._interval)):
-                        await self._full.wait()
+                # one future, resolved by the tick's timer or by add(): no timeout context
+                # (its cancellation and exception every second) and no Event
+                wake = self._wake = loop.create_future()
+                # on the grid of the other periodic loops (watchpost.ticks): no wake-up of
+                # its own
+                timer = loop.call_at(next_tick(loop.time(), self._interval), _wake, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
                 await self.flush()
         finally:
             await asyncio.shield(self.flush())
@@ -60,7 +65,11 @@ class TelemetryBatcher:
         """Hand what is pending to the store, in batches of at most ``max_samples``, all at
         once: the store's writer takes them up together (at 1,000 points a second, two
         batches: one commit instead of two)."""
-        self._full.clear()
         if self._pending:
             pending, self._pending, size = self._pending, [], self._max
             await self._put([pending[at : at + size] for at in range(0, len(pending), size)])
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
