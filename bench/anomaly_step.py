@@ -1,5 +1,6 @@
-"""Rounds 14 and 15 of `bench/anomaly_search.py`: a step of rolling means (14) or a departure
-(15, a step that counts only away from the calibration) beside generic-v6's features.
+"""Rounds 14 to 16 of `bench/anomaly_search.py`: a step of rolling means (14), a departure
+(15, a step that counts only away from the calibration) or, on discrete channels, a longer
+rolling mean with a quantisation floor (16), beside generic-v6's features.
 
 The hypotheses, the ranges and the rules are in `anomaly_search`'s docstring (each written
 down before its round ran). Here: each fold trains generic-v6's predictor kind (linear, horizon 30)
@@ -41,6 +42,16 @@ GRID15: dict[str, list[Any]] = {
     "step_rows": [10, 20, 30],
     "drift_lag": [60, 180],
     "departure_weight": [0.0, 1.0, 1.5, 2.0, 3.0, 4.0],
+    "calibration_factor": [0.0, 2.0],
+    "relation_factor": [0.0, 16.0],
+    "threshold": [12.0, 16.0, 24.0, 32.0, 48.0],
+    "hold": [1, 3, 5, 10],
+    "clear": [10, 30, 60],
+}
+GRID16: dict[str, list[Any]] = {
+    "mean_rows": [15, 30, 60],
+    "drift_lag": [60, 180],
+    "mean_weight": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
     "calibration_factor": [0.0, 2.0],
     "relation_factor": [0.0, 16.0],
     "threshold": [12.0, 16.0, 24.0, 32.0, 48.0],
@@ -123,7 +134,9 @@ def score14(
     """Features level, residual, step, roughness per point (as generic-v6's graph with the
     step added), scored in robust units as the gateway does (``feature_stats`` with three
     level-like features); ``kind="departure"`` (round 15): level, residual, mean, step,
-    roughness, the step scored as a departure (``departures``), the mean never itself."""
+    roughness, the step scored as a departure (``departures``), the mean never itself;
+    ``kind="mean"`` (round 16): level, residual, the ``step_rows``-row rolling mean,
+    roughness, the mean scored on discrete points only (``mean_deviations``)."""
     z = scaled(s.values, cal)
     lv = level5(z)
     resid = lv - pred.predict(z)
@@ -131,6 +144,8 @@ def score14(
     parts = [lv, resid, step]
     if kind == "departure":
         parts = [lv, resid, rolling_mean(z, step_rows), step]
+    elif kind == "mean":
+        parts = [lv, resid, rolling_mean(z, step_rows)]
     feats = np.stack([*parts, roughness(z)], axis=-1).reshape(len(z), -1)
     levels = len(parts)
     fpp = levels + 1
@@ -145,6 +160,11 @@ def score14(
     if kind == "departure":  # the step's column becomes the departure (mean, step: 2, 3)
         dev[..., 3] = departures(feats[cal:], fcenter, fscale, fpp, mean_index=2, step_index=3)
         cdev[..., 3] = departures(fc, fcenter, fscale, fpp, mean_index=2, step_index=3)
+    elif kind == "mean":  # the mean's column: scored on discrete points, with their floor
+        q = discrete_step(z[:cal])
+        c2, s2 = fcenter.reshape(-1, fpp)[:, 2], fscale.reshape(-1, fpp)[:, 2]
+        dev[..., 2] = mean_deviations(feats[cal:, 2::fpp], c2, s2, q, step_rows)
+        cdev[..., 2] = mean_deviations(fc[:, 2::fpp], c2, s2, q, step_rows)
     rel = fit_relation(lv[WINDOW - 1 : cal], lag)
     rv, _share = rel.scores(lv[cal:])
     return Scored14(
@@ -176,8 +196,8 @@ def decisions14(grid: dict[str, list[Any]] = GRID14) -> list[tuple[Any, ...]]:
 
 
 def spec(number: int) -> tuple[dict[str, list[Any]], str]:
-    """A round's grid and the kind of its feature (14: step, 15: departure)."""
-    return (GRID14, "step") if number == 14 else (GRID15, "departure")
+    """A round's grid and the kind of its feature (14: step, 15: departure, 16: mean)."""
+    return {14: (GRID14, "step"), 15: (GRID15, "departure"), 16: (GRID16, "mean")}[number]
 
 
 def _dec(d: tuple[Any, ...], hold: int | None = None, clear: int | None = None) -> Decision14:
@@ -376,3 +396,58 @@ def main14(args: argparse.Namespace, s: Any) -> int:  # noqa: PLR0915
     )
     print(f"({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+# --------------------------------------------------------------------------- round 16
+DISCRETE_GAP = 0.1  # of the calibration range: a gap this wide separates two whole values
+DISCRETE_OUTLIERS = 0.05  # rows in clusters of fewer than 1 % of rows: at most this share
+DISCRETE_MAX_LEVELS = 8
+
+
+def discrete_step(rows: FloatArray) -> FloatArray:
+    """Per point, the quantisation step of a channel that reads a few whole values (round
+    16), 0 for any other. The calibration ``rows`` of a point, sorted, split into clusters
+    at gaps wider than ``DISCRETE_GAP`` of their range; the point is discrete when 2 to
+    ``DISCRETE_MAX_LEVELS`` clusters hold at least 1 % of the rows each and together all but
+    ``DISCRETE_OUTLIERS`` of them, and each such cluster is narrower than a tenth of the
+    smallest gap between their medians (a flow meter reading whole litres with a jitter of
+    thousandths: step 1). The step is the median gap between adjacent clusters' medians. A
+    point resting on one value is not discrete here (``quantised`` covers it)."""
+    n, p = rows.shape
+    out = np.zeros(p)
+    for j in range(p):
+        v = np.sort(rows[:, j])
+        span = float(v[-1] - v[0])
+        if span <= 0:
+            continue
+        cuts = np.flatnonzero(np.diff(v) > DISCRETE_GAP * span) + 1
+        clusters = [c for c in np.split(v, cuts) if len(c) >= 0.01 * n]
+        if not 2 <= len(clusters) <= DISCRETE_MAX_LEVELS:
+            continue
+        if sum(len(c) for c in clusters) < (1 - DISCRETE_OUTLIERS) * n:
+            continue
+        medians = np.array([np.median(c) for c in clusters])
+        gaps = np.diff(medians)
+        widest = max(float(c[-1] - c[0]) for c in clusters)
+        if widest >= 0.1 * float(gaps.min()):
+            continue
+        out[j] = float(np.median(gaps))
+    return out
+
+
+def mean_deviations(
+    means: FloatArray,
+    center: FloatArray,
+    scale: FloatArray,
+    step: FloatArray,
+    rows: int,
+) -> FloatArray:
+    """Per row and point ``[..., points]``, the distance of a point's ``rows``-row rolling
+    mean from its calibration median ``center``, in its calibration spread ``scale``
+    floored at the quantisation floor ``step / sqrt(rows)`` (round 16); 0 for a point whose
+    ``step`` is 0 (not discrete: its 5-row median is scored as before). ``step``: in the
+    same units as ``means`` (the scaled input)."""
+    on = step > 0
+    sc = np.maximum(scale, step / np.sqrt(rows))
+    dev = np.abs(means - center) / np.where(on, sc, 1.0)
+    return np.asarray(np.where(on, np.nan_to_num(dev, nan=0.0), 0.0), dtype=np.float64)

@@ -1,6 +1,7 @@
-"""Rounds 14 and 15 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
+"""Rounds 14 to 16 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
 adjacent rolling means and the departure computed as their docstring says, on series with
-known answers (the rounds' figures rest on these)."""
+known answers, and round 16's discrete channels and floored rolling mean (the rounds' figures
+rest on these)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,29 @@ def test_a_departure_counts_a_step_away_from_calibration_and_never_a_return() ->
     dep = m.departures(feats, center, scale, 2, mean_index=0, step_index=1)
     assert dep.shape == (5, 1)
     assert np.allclose(dep[:, 0], [8.0, 0.0, 8.0, 2.0, 0.0])
+
+
+def test_a_channel_on_whole_values_is_discrete_with_its_step_and_a_smooth_one_is_not() -> None:
+    m = _step()
+    rng = np.random.default_rng(3)
+    whole = rng.choice([31.0, 32.0, 33.0], size=400, p=[0.2, 0.5, 0.3])
+    flow = whole + rng.uniform(-0.004, 0.004, size=400)  # a jitter of thousandths
+    smooth = 20.0 + rng.standard_normal(400)
+    resting = np.full(400, 5.0)
+    two = np.where(np.arange(400) % 3 == 0, 0.0, 2.5)  # a switch: two levels 2.5 apart
+    steps = m.discrete_step(np.stack([flow, smooth, resting, two], axis=1))
+    assert abs(steps[0] - 1.0) < 0.01
+    assert steps[1] == 0.0
+    assert steps[2] == 0.0
+    assert np.isclose(steps[3], 2.5)
+
+
+def test_the_mean_is_scored_on_discrete_points_only_and_never_finer_than_its_floor() -> None:
+    m = _step()
+    means = np.array([[0.5, 0.5, 9.0], [2.0, 0.0, 9.0]])
+    center = np.zeros(3)
+    scale = np.array([0.01, 0.25, 1.0])
+    step = np.array([1.0, 1.0, 0.0])  # the third point is not discrete
+    dev = m.mean_deviations(means, center, scale, step, 16)
+    # floor 1 / sqrt(16) = 0.25: the first point's spread 0.01 is raised to it
+    assert np.allclose(dev, [[2.0, 2.0, 0.0], [8.0, 0.0, 0.0]])
