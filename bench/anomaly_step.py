@@ -236,7 +236,8 @@ def score_fold(
     pred = train(train_files, "past", NET, HORIZON)
     print(f"  predictor trained in {time.perf_counter() - t0:.0f} s", flush=True)
     grid, kind = spec(number)
-    for rows, lag in itertools.product(grid["step_rows"], grid["drift_lag"]):
+    rows_key = next(iter(grid))  # step_rows (rounds 14, 15) or mean_rows (16)
+    for rows, lag in itertools.product(grid[rows_key], grid["drift_lag"]):
         t1 = time.perf_counter()
         sv = [score14(x, CAL, pred, rows, lag, kind=kind) for x in valve]
         sg = [score14(x, CAL, pred, rows, lag, kind=kind) for x in chunks]
