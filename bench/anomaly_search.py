@@ -1,5 +1,5 @@
-"""How the numbers of generic-v2 to generic-v6 are chosen, and rounds 14-16 (a step, a departure,
-a rolling mean on discrete channels).
+"""How the numbers of generic-v2 to generic-v6 are chosen, and rounds 14-17 (a step, a departure,
+a rolling mean on discrete channels, the same mean kept out of the calibration factor).
 
 `python bench/anomaly_search.py VALVE1_DIR ANOMALY_FREE_CSV [--round 8]`.
 
@@ -8,8 +8,8 @@ at. Rounds 1-8 chose generic-v2 (their grid and rule: the first table and "Rule"
 commit 564adab); round 9 chooses generic-v3 (its own grid and rule, further below). The
 bench runs round 12 (below); `--round 8` runs the grid and rule of rounds 1-8, `--round 9`
 round 9's, `--round 10` round 10's, `--round 11` round 11's, `--round 13` round 13's (a
-trained predictor; needs the `train` extra, TensorFlow), `--round 14`, `--round 15` and
-`--round 16` rounds 14's to 16's (the same).
+trained predictor; needs the `train` extra, TensorFlow), `--round 14` to `--round 17`
+rounds 14's to 17's (the same).
 
 Search ranges (every combination is scored):
 
@@ -594,6 +594,61 @@ factor 0, relation factor 16, threshold 32, hold 5, clear 10 (EDGE): in-sample 1
 with one event (0.60 per hour), two hours 0.0 % (3 violations; generic-v6's numbers: 3,
 F1 0.698).
 
+Round 17 (round 16's mean with the calibration factor kept off it; written down and
+committed before any of its results was looked at). **This round's design was informed by
+round 16's held-out false events**, so its held-out figures are less independent than a
+first round's: files that were held out in round 16 have been looked at through their
+false events. What round 16 left: its four held-out false events were none of the mean's;
+generic-v6's own level (3) and relation (1) crossed the threshold 134 to 163 rows after a
+fault's window (one before it), in folds that chose calibration factor 0 and clear 10.
+With a mean weight of 4 or 8, the mean's own calibration scores times the calibration
+factor lifted the threshold of every feature, so the rule preferred the calibration factor
+off, and the level lost the protection that factor gives generic-v6. Hypothesis: with the
+mean left out of the calibration factor's maximum, the rule can keep the calibration factor
+on the level, residual and roughness and still weigh the mean, so the mean's faults are
+found without generic-v6's level losing its protection.
+
+- fixed: as round 16 (generic-v6's graph, predictor and scoring as the base, trained per
+  fold; the `mean_rows`-row rolling mean scored on discrete points only, its spread
+  floored at step / sqrt(mean_rows)). What changes is the threshold: calibration_factor
+  lifts it by the highest calibration score of the level, residual and roughness only
+  (threshold_lifted = max(threshold, calibration_factor x max(level, residual, roughness
+  calibration maxima))), and the mean has its own fixed share: it raises when mean_weight x
+  mean deviation reaches `threshold` (the searched number, never lifted; the mean's spread
+  already comes from the calibration's own rolling means, widened by their drift). The
+  window's score, in units of the lifted threshold, is the largest of the level-like
+  deviations, the roughness, mean_weight x mean deviation x threshold_lifted / threshold,
+  and the relation part (as before). Weight 0 is generic-v6 (its numbers give the same
+  states as in rounds 14 to 16).
+
+| number | range |
+|---|---|
+| mean_rows | 15, 30, 60 |
+| drift_lag | 60, 180 |
+| mean_weight | 0 (off), 1, 2, 3, 4, 6, 8 |
+| calibration_factor | 0, 2 |
+| relation_factor | 0, 16 |
+| threshold | 12, 16, 24, 32, 48 |
+| hold | 1, 3, 5, 10 |
+| clear | 10, 30, 60 |
+
+(Round 16's ranges, unchanged; round 16 chose mean_rows 60, mean_weight 8 and clear 10 at
+the ends of their ranges, and they are kept as they were so that the one change is the
+threshold's.)
+
+Round 17 rule: round 16's, word for word: candidates (the tests' scenarios behave, scored
+with each fold's own predictor), rank (round 10's, per group chosen on, with the gate's
+false events) and leave-files-out as round 14. A candidate replaces the shipped default only
+if its pooled held-out figures violate fewer of the five valve1 targets [windows < 97 %,
+median delay > 30 s, false events > 0.5 per hour, row FAR > 12.7 %, F1 < 0.81] than
+generic-v6's numbers held out in the same run (mean off, drift lag 180, calibration factor 2,
+relation factor 16, threshold 24, hold 5, clear 30, each fold's predictor), or as many with a
+higher held-out F1; the choice on all 16 files keeps both anomaly-free gates (400-row chunks
+FAR <= 2 %, two hours no flagged row) and has the mean on (weight > 0). A winner ships as
+generic-v7 (generic-v6's graph with the rolling mean, the discrete-channel rule and the
+floor in the gateway's scoring, the mean's own threshold share, the weight in the sidecar,
+its numbers) and becomes the default; otherwise no new model, and the figures are reported.
+
 Leave-files-out: for each group, the rule chooses on the other three groups and the choice
 is measured on the held-out group; the four held-out results are pooled into one figure.
 The shipped defaults are the rule's choice on all 16 files (that figure is in-sample). A
@@ -886,9 +941,9 @@ def main() -> int:
     )
     ap.add_argument("valve_dir", type=Path)
     ap.add_argument("anomaly_free", type=Path)
-    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12, 13, 14, 15, 16])
+    ap.add_argument("--round", type=int, default=12, choices=[8, 9, 10, 11, 12, 13, 14, 15, 16, 17])
     args = ap.parse_args()
-    if args.round in (14, 15, 16):
+    if args.round in (14, 15, 16, 17):
         from anomaly_step import main14  # noqa: PLC0415 (needs TensorFlow)
 
         return main14(args, sys.modules[__name__])

@@ -1,6 +1,7 @@
-"""Rounds 14 to 16 of `bench/anomaly_search.py`: a step of rolling means (14), a departure
+"""Rounds 14 to 17 of `bench/anomaly_search.py`: a step of rolling means (14), a departure
 (15, a step that counts only away from the calibration) or, on discrete channels, a longer
-rolling mean with a quantisation floor (16), beside generic-v6's features.
+rolling mean with a quantisation floor (16; 17: the same mean kept out of the calibration
+factor, with its own fixed threshold share), beside generic-v6's features.
 
 The hypotheses, the ranges and the rules are in `anomaly_search`'s docstring (each written
 down before its round ran). Here: each fold trains generic-v6's predictor kind (linear, horizon 30)
@@ -58,6 +59,7 @@ GRID16: dict[str, list[Any]] = {
     "hold": [1, 3, 5, 10],
     "clear": [10, 30, 60],
 }
+GRID17 = GRID16  # round 17: round 16's ranges, unchanged; the threshold's rule changes
 FEATURE_KEYS14 = ["step_rows", "drift_lag"]
 CAL = 400
 HORIZON, NET = 30, "linear"  # generic-v6's predictor
@@ -190,14 +192,33 @@ def decide14(sc: Scored14, dec: Decision14) -> npt.NDArray[np.bool_]:
     return hold_clear(score, thr, hold, clear)
 
 
+def decide17(sc: Scored14, dec: Decision14) -> npt.NDArray[np.bool_]:
+    """The state per row of a round-17 combination: the calibration factor lifts the
+    threshold by the level's, residual's and roughness's calibration maxima only, and the
+    mean (``sc.step``) raises when ``w`` x its deviation reaches the searched ``threshold``
+    itself (its own fixed share, never lifted). Weight 0 gives ``decide14``'s states."""
+    w, cf, rf, threshold, hold, clear = dec
+    thr = max(threshold, cf * max(sc.cal_level, sc.cal_rough))
+    score = np.maximum(np.maximum(sc.level, sc.rough), w * sc.step * (thr / threshold))
+    if rf > 0:
+        score = np.maximum(score, sc.relation / rf * thr)
+    return hold_clear(score, thr, hold, clear)
+
+
 def decisions14(grid: dict[str, list[Any]] = GRID14) -> list[tuple[Any, ...]]:
     keys = list(grid)[len(FEATURE_KEYS14) :]
     return list(itertools.product(*(grid[k] for k in keys)))
 
 
 def spec(number: int) -> tuple[dict[str, list[Any]], str]:
-    """A round's grid and the kind of its feature (14: step, 15: departure, 16: mean)."""
-    return {14: (GRID14, "step"), 15: (GRID15, "departure"), 16: (GRID16, "mean")}[number]
+    """A round's grid and the kind of its feature (14: step, 15: departure, 16 and 17:
+    mean)."""
+    return {
+        14: (GRID14, "step"),
+        15: (GRID15, "departure"),
+        16: (GRID16, "mean"),
+        17: (GRID17, "mean"),
+    }[number]
 
 
 def _dec(d: tuple[Any, ...], hold: int | None = None, clear: int | None = None) -> Decision14:
@@ -236,6 +257,7 @@ def score_fold(
     pred = train(train_files, "past", NET, HORIZON)
     print(f"  predictor trained in {time.perf_counter() - t0:.0f} s", flush=True)
     grid, kind = spec(number)
+    decide = decide17 if number == 17 else decide14
     rows_key = next(iter(grid))  # step_rows (rounds 14, 15) or mean_rows (16)
     for rows, lag in itertools.product(grid[rows_key], grid["drift_lag"]):
         t1 = time.perf_counter()
@@ -247,14 +269,14 @@ def score_fold(
             combo = (rows, lag, *d)
             good = True
             for scs, (_x, _cal, hh, cc, check) in zip(sc, scenarios, strict=True):
-                good = good and bool(check(decide14(scs, _dec(d, hh, cc))))
+                good = good and bool(check(decide(scs, _dec(d, hh, cc))))
             ok[combo] = good
             if not good and combo != V6_REFERENCE:
                 continue
             dec = _dec(d)
-            files = [tally(decide14(x, dec), x.truth) for x in sv]
-            g400 = s.merge([tally(decide14(x, dec), x.truth) for x in sg])
-            g2h = tally(decide14(sl, dec), sl.truth)
+            files = [tally(decide(x, dec), x.truth) for x in sv]
+            g400 = s.merge([tally(decide(x, dec), x.truth) for x in sg])
+            g2h = tally(decide(sl, dec), sl.truth)
             results[combo] = (files, g400, g2h)
         print(
             f"  step {rows} rows, drift lag {lag}: scored in {time.perf_counter() - t1:.0f} s",
@@ -386,7 +408,7 @@ def main14(args: argparse.Namespace, s: Any) -> int:  # noqa: PLR0915
     gates = g400.far <= s.LIMITS["gate_far"] and g2h.fp == 0
     if number == 14:  # round 13's held-out figure of generic-v6 is the bar
         bar_hv, bar_f1 = 4, V6_HELD_OUT_F1
-    else:  # round 15: generic-v6's numbers held out in this same run
+    else:  # rounds 15 to 17: generic-v6's numbers held out in this same run
         bar_hv, bar_f1 = ref_hv, ref_pooled.f1
     better = hv < bar_hv or (hv == bar_hv and pooled.f1 > bar_f1)
     step_on = float(best[2]) > 0

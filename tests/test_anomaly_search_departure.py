@@ -1,7 +1,7 @@
-"""Rounds 14 to 16 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
+"""Rounds 14 to 17 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
 adjacent rolling means and the departure computed as their docstring says, on series with
-known answers, and round 16's discrete channels and floored rolling mean (the rounds' figures
-rest on these)."""
+known answers, round 16's discrete channels and floored rolling mean, and round 17's
+threshold (the mean out of the calibration factor; the rounds' figures rest on these)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,31 @@ def test_the_mean_is_scored_on_discrete_points_only_and_never_finer_than_its_flo
     dev = m.mean_deviations(means, center, scale, step, 16)
     # floor 1 / sqrt(16) = 0.25: the first point's spread 0.01 is raised to it
     assert np.allclose(dev, [[2.0, 2.0, 0.0], [8.0, 0.0, 0.0]])
+
+
+def test_round_17_keeps_the_mean_out_of_the_calibration_factor_with_a_fixed_share() -> None:
+    m = _step()
+    # rows 0-4: level 28 (below the lifted threshold 2 x 15 = 30); rows 5-9: the mean at 6.5
+    # (x weight 4 = 26, above the searched threshold 24, never lifted); then quiet
+    n = 15
+    level = np.r_[np.full(5, 28.0), np.zeros(10)]
+    mean = np.r_[np.zeros(5), np.full(5, 6.5), np.zeros(5)]
+    sc = m.Scored14(
+        level=level,
+        step=mean,
+        rough=np.zeros(n),
+        cal_level=15.0,
+        cal_step=10.0,  # x weight 4 = 40: would lift the threshold to 80 in round 16
+        cal_rough=1.0,
+        relation=np.zeros(n),
+        truth=np.zeros(n, dtype=bool),
+    )
+    dec = (4.0, 2.0, 0.0, 24.0, 1, 1)
+    assert m.decide17(sc, dec).tolist() == [False] * 5 + [True] * 5 + [False] * 5
+    # round 16 lifts the threshold by the mean's calibration too: nothing is raised
+    assert not m.decide14(sc, dec).any()
+    # without the calibration factor the level's 28 is raised too
+    assert m.decide17(sc, (4.0, 0.0, 0.0, 24.0, 1, 1)).tolist() == [True] * 10 + [False] * 5
+    # weight 0: the states of round 16's rule (generic-v6's)
+    off = (0.0, 2.0, 0.0, 24.0, 1, 1)
+    assert m.decide17(sc, off).tolist() == m.decide14(sc, off).tolist()
