@@ -1,8 +1,8 @@
 """numpy for the daemon's anomaly runner, without the subpackages the scoring never uses.
 
 ``import numpy`` (1.x) imports ``numpy.random``, ``numpy.polynomial``, ``numpy.fft`` and
-``numpy.ctypeslib`` whatever the caller needs: about 4 MB of resident memory (their code, and
-the seven extension libraries of ``numpy.random``), while the runner and LiteRT use numpy's
+``numpy.ctypeslib`` whatever the caller needs: 3 to 4 MB of resident memory (their code, and
+the nine extension libraries of ``numpy.random``), while the runner and LiteRT use numpy's
 arrays, reductions and ``numpy.linalg`` only (docs/performance.md, "Issue 10: memory, fifth
 pass"). ``numpy.ma`` stays: ``numpy.median`` asks it whether its input is a masked array.
 

@@ -121,7 +121,7 @@ def know_libraries(found: Mapping[str, str]) -> None:
 
     The config's child (``config_child``) has ``importlib.metadata`` loaded anyway (pydantic's
     plugin lookup) and hands the versions back with the config, so that the daemon does not
-    keep ``importlib.metadata``, ``zipfile`` and ``csv`` (1 MB resident) for ten strings.
+    keep ``importlib.metadata``, ``zipfile`` and ``csv`` (1 MB resident) for nine strings.
     """
     global _known_libraries  # noqa: PLW0603 - one value per process, like the cache below
     _known_libraries = {str(name): str(version) for name, version in found.items()}
