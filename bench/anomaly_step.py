@@ -1,7 +1,8 @@
-"""Rounds 14 to 17 of `bench/anomaly_search.py`: a step of rolling means (14), a departure
+"""Rounds 14 to 18 of `bench/anomaly_search.py`: a step of rolling means (14), a departure
 (15, a step that counts only away from the calibration) or, on discrete channels, a longer
 rolling mean with a quantisation floor (16; 17: the same mean kept out of the calibration
-factor, with its own fixed threshold share), beside generic-v6's features.
+factor, with its own fixed threshold share; 18: that share lifted by the mean's own
+calibration maximum), beside generic-v6's features.
 
 The hypotheses, the ranges and the rules are in `anomaly_search`'s docstring (each written
 down before its round ran). Here: each fold trains generic-v6's predictor kind (linear, horizon 30)
@@ -60,15 +61,28 @@ GRID16: dict[str, list[Any]] = {
     "clear": [10, 30, 60],
 }
 GRID17 = GRID16  # round 17: round 16's ranges, unchanged; the threshold's rule changes
+GRID18: dict[str, list[Any]] = {  # round 17's, with the mean's own calibration factor
+    "mean_rows": [15, 30, 60],
+    "drift_lag": [60, 180],
+    "mean_weight": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
+    "mean_calibration_factor": [0.0, 1.5, 2.0, 3.0],
+    "calibration_factor": [0.0, 2.0],
+    "relation_factor": [0.0, 16.0],
+    "threshold": [12.0, 16.0, 24.0, 32.0, 48.0],
+    "hold": [1, 3, 5, 10],
+    "clear": [10, 30, 60],
+}
 FEATURE_KEYS14 = ["step_rows", "drift_lag"]
 CAL = 400
 HORIZON, NET = 30, "linear"  # generic-v6's predictor
 WINDOW = PAST_ROWS + HORIZON  # 62 rows: generic-v6's window; 2 x 30 step rows fit in it
 V6_HELD_OUT_F1 = 0.657  # round 13's held-out figure of generic-v6 (4 targets violated)
 V6_REFERENCE = (30, 180, 0.0, 2.0, 16.0, 24.0, 5, 30)  # step off: generic-v6's numbers
+V6_REFERENCE18 = (30, 180, 0.0, 0.0, 2.0, 16.0, 24.0, 5, 30)  # the same in GRID18's order
 
 Results = dict[tuple[Any, ...], tuple[list[Tally], Tally, Tally]]
 Decision14 = tuple[float, float, float, float, int, int]  # w, cf, rf, threshold, hold, clear
+Decision18 = tuple[float, float, float, float, float, int, int]  # w, mcf, cf, rf, thr, h, c
 
 
 def rolling_mean(z: FloatArray, rows: int) -> FloatArray:
@@ -205,32 +219,52 @@ def decide17(sc: Scored14, dec: Decision14) -> npt.NDArray[np.bool_]:
     return hold_clear(score, thr, hold, clear)
 
 
+def decide18(sc: Scored14, dec: Decision18) -> npt.NDArray[np.bool_]:
+    """The state per row of a round-18 combination: as round 17's (the calibration factor
+    lifts the threshold by the level's, residual's and roughness's calibration maxima only),
+    but the mean (``sc.step``) raises when ``w`` x its deviation reaches its own threshold
+    ``max(threshold, mcf x w x cal_step)``: its share lifted by its own calibration maximum.
+    ``mcf`` 0 gives ``decide17``'s states; weight 0 gives ``decide14``'s."""
+    w, mcf, cf, rf, threshold, hold, clear = dec
+    thr = max(threshold, cf * max(sc.cal_level, sc.cal_rough))
+    thr_mean = max(threshold, mcf * w * sc.cal_step)
+    score = np.maximum(np.maximum(sc.level, sc.rough), w * sc.step * (thr / thr_mean))
+    if rf > 0:
+        score = np.maximum(score, sc.relation / rf * thr)
+    return hold_clear(score, thr, hold, clear)
+
+
 def decisions14(grid: dict[str, list[Any]] = GRID14) -> list[tuple[Any, ...]]:
     keys = list(grid)[len(FEATURE_KEYS14) :]
     return list(itertools.product(*(grid[k] for k in keys)))
 
 
 def spec(number: int) -> tuple[dict[str, list[Any]], str]:
-    """A round's grid and the kind of its feature (14: step, 15: departure, 16 and 17:
+    """A round's grid and the kind of its feature (14: step, 15: departure, 16 to 18:
     mean)."""
     return {
         14: (GRID14, "step"),
         15: (GRID15, "departure"),
         16: (GRID16, "mean"),
         17: (GRID17, "mean"),
+        18: (GRID18, "mean"),
     }[number]
 
 
-def _dec(d: tuple[Any, ...], hold: int | None = None, clear: int | None = None) -> Decision14:
-    w, cf, rf, thr, h, c = d
+def _dec(d: tuple[Any, ...], hold: int | None = None, clear: int | None = None) -> Any:
+    """A decision tuple (``Decision14``, or ``Decision18`` with the mean's own calibration
+    factor) with floats for its numbers, and hold/clear replaced where given."""
+    *nums, h, c = d
     return (
-        float(w),
-        float(cf),
-        float(rf),
-        float(thr),
+        *(float(x) for x in nums),
         int(h if hold is None else hold),
         int(c if clear is None else clear),
     )
+
+
+def reference(number: int) -> tuple[Any, ...]:
+    """generic-v6's numbers (the feature off) in the round's grid order."""
+    return V6_REFERENCE18 if number == 18 else V6_REFERENCE
 
 
 def tally(pred: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> Tally:
@@ -257,7 +291,8 @@ def score_fold(
     pred = train(train_files, "past", NET, HORIZON)
     print(f"  predictor trained in {time.perf_counter() - t0:.0f} s", flush=True)
     grid, kind = spec(number)
-    decide = decide17 if number == 17 else decide14
+    decide: Any = {17: decide17, 18: decide18}.get(number, decide14)
+    ref = reference(number)
     rows_key = next(iter(grid))  # step_rows (rounds 14, 15) or mean_rows (16)
     for rows, lag in itertools.product(grid[rows_key], grid["drift_lag"]):
         t1 = time.perf_counter()
@@ -271,7 +306,7 @@ def score_fold(
             for scs, (_x, _cal, hh, cc, check) in zip(sc, scenarios, strict=True):
                 good = good and bool(check(decide(scs, _dec(d, hh, cc))))
             ok[combo] = good
-            if not good and combo != V6_REFERENCE:
+            if not good and combo != ref:
                 continue
             dec = _dec(d)
             files = [tally(decide(x, dec), x.truth) for x in sv]
@@ -353,7 +388,7 @@ def main14(args: argparse.Namespace, s: Any) -> int:  # noqa: PLR0915
             f"missed files: {missed(files, group)}",
             flush=True,
         )
-        rfiles, _r400, _r2h = res[V6_REFERENCE]
+        rfiles, _r400, _r2h = res[reference(number)]
         rout = s.merge([rfiles[i] for i in group])
         held_ref.append(rout)
         print(
@@ -386,7 +421,7 @@ def main14(args: argparse.Namespace, s: Any) -> int:  # noqa: PLR0915
     best = max(cands, key=lambda c: rank(res, c, groups))
     for label, combo in (
         (f"round {number}'s choice on all 16 files", best),
-        ("reference: generic-v6's numbers in this harness", V6_REFERENCE),
+        ("reference: generic-v6's numbers in this harness", reference(number)),
     ):
         files, g400, g2h = res[combo]
         print(f"{label}: {s.describe_in(grid, combo)}")
@@ -408,7 +443,7 @@ def main14(args: argparse.Namespace, s: Any) -> int:  # noqa: PLR0915
     gates = g400.far <= s.LIMITS["gate_far"] and g2h.fp == 0
     if number == 14:  # round 13's held-out figure of generic-v6 is the bar
         bar_hv, bar_f1 = 4, V6_HELD_OUT_F1
-    else:  # rounds 15 to 17: generic-v6's numbers held out in this same run
+    else:  # rounds 15 to 18: generic-v6's numbers held out in this same run
         bar_hv, bar_f1 = ref_hv, ref_pooled.f1
     better = hv < bar_hv or (hv == bar_hv and pooled.f1 > bar_f1)
     step_on = float(best[2]) > 0

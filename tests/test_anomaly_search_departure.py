@@ -1,7 +1,8 @@
-"""Rounds 14 to 17 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
+"""Rounds 14 to 18 of bench/anomaly_search.py (bench/anomaly_step.py): the step of two
 adjacent rolling means and the departure computed as their docstring says, on series with
-known answers, round 16's discrete channels and floored rolling mean, and round 17's
-threshold (the mean out of the calibration factor; the rounds' figures rest on these)."""
+known answers, round 16's discrete channels and floored rolling mean, round 17's threshold
+(the mean out of the calibration factor) and round 18's (the mean's share lifted by its own
+calibration maximum); the rounds' figures rest on these."""
 
 from __future__ import annotations
 
@@ -102,3 +103,35 @@ def test_round_17_keeps_the_mean_out_of_the_calibration_factor_with_a_fixed_shar
     # weight 0: the states of round 16's rule (generic-v6's)
     off = (0.0, 2.0, 0.0, 24.0, 1, 1)
     assert m.decide17(sc, off).tolist() == m.decide14(sc, off).tolist()
+
+
+def test_round_18_lifts_the_means_share_by_its_own_calibration_maximum_only() -> None:
+    m = _step()
+    # rows 0-4: level 28 (below the lifted threshold 2 x 15 = 30); rows 5-9: the mean at 6.5;
+    # rows 10-14: the mean at 25; then quiet. The mean's calibration maximum is 10.
+    n = 20
+    level = np.r_[np.full(5, 28.0), np.zeros(15)]
+    mean = np.r_[np.zeros(5), np.full(5, 6.5), np.full(5, 25.0), np.zeros(5)]
+    sc = m.Scored14(
+        level=level,
+        step=mean,
+        rough=np.zeros(n),
+        cal_level=15.0,
+        cal_step=10.0,
+        cal_rough=1.0,
+        relation=np.zeros(n),
+        truth=np.zeros(n, dtype=bool),
+    )
+    # weight 4, mean factor 2: the mean's own threshold is max(24, 2 x 4 x 10) = 80, so 4 x
+    # 6.5 = 26 is not raised (round 17 raised it) and 4 x 25 = 100 is; the level's threshold
+    # stays 30 (lifted by the level's maximum alone), so its 28 is not raised either
+    dec = (4.0, 2.0, 2.0, 0.0, 24.0, 1, 1)
+    assert m.decide18(sc, dec).tolist() == [False] * 10 + [True] * 5 + [False] * 5
+    # a factor of 0.5 leaves the mean's threshold at the searched 24 (max(24, 20))
+    low = m.decide18(sc, (4.0, 0.5, 2.0, 0.0, 24.0, 1, 1)).tolist()
+    assert low == [False] * 5 + [True] * 10 + [False] * 5
+    # mean factor 0: round 17's states; weight 0: generic-v6's (round 16's rule)
+    r17 = (4.0, 2.0, 0.0, 24.0, 1, 1)
+    assert m.decide18(sc, (4.0, 0.0, 2.0, 0.0, 24.0, 1, 1)).tolist() == m.decide17(sc, r17).tolist()
+    off = (0.0, 2.0, 0.0, 24.0, 1, 1)
+    assert m.decide18(sc, (0.0, 3.0, 2.0, 0.0, 24.0, 1, 1)).tolist() == m.decide14(sc, off).tolist()
