@@ -73,15 +73,7 @@ class Outbox:
             return await self.submit(message, ts=ts)
         if not message.stored:
             raise TypeError(TEXT_NOT_STORED.format(stream=message.stream))
-        data = encode_body(message)
-        return await self.store.put(
-            message.stream,
-            data,
-            ts=self.now_ms() if ts is None else ts,
-            durable=message.durable,
-            items=message.items(),
-            last=_alarm_of(message),
-        )
+        return await self._put_encoded(message, encode_body(message), ts)
 
     async def put_all(self, batch: Sequence[Message]) -> list[int]:
         """``put`` of several messages committed in batches (telemetry), their seqs: all are
@@ -93,17 +85,18 @@ class Outbox:
             if message.durable or not message.stored:
                 raise TypeError(TEXT_NOT_BATCHED.format(stream=message.stream))
             encoded.append((message, encode_body(message)))
-        return [
-            await self.store.put(
-                message.stream,
-                data,
-                ts=self.now_ms(),
-                durable=False,
-                items=message.items(),
-                last=_alarm_of(message),
-            )
-            for message, data in encoded
-        ]
+        return [await self._put_encoded(message, data, None) for message, data in encoded]
+
+    async def _put_encoded(self, message: Message, data: bytes, ts: int | None) -> int:
+        """The store's ``put`` of a message committed in batches, its body encoded."""
+        return await self.store.put(
+            message.stream,
+            data,
+            ts=self.now_ms() if ts is None else ts,
+            durable=False,
+            items=message.items(),
+            last=_alarm_of(message),
+        )
 
     def submit(self, message: Message, *, ts: int | None = None) -> asyncio.Future[int]:
         """``put`` of a durable message without waiting: encoded and given its seq now, the

@@ -83,18 +83,6 @@ def roughness(z: np.ndarray) -> np.ndarray:
     return np.log(energy + ROUGHNESS_EPS)
 
 
-def step_means(z: np.ndarray, rows: int) -> np.ndarray:
-    """Per row and point the mean of the last ``rows`` rows minus the mean of the ``rows``
-    rows before them (NaN where they do not exist): generic-v7's step feature."""
-    n, p = z.shape
-    c = np.cumsum(np.vstack([np.zeros((1, p)), z]), axis=0)
-    mean = np.full((n, p), np.nan)
-    mean[rows - 1 :] = (c[rows:] - c[: n - rows + 1]) / rows
-    out = np.full((n, p), np.nan)
-    out[rows:] = mean[rows:] - mean[:-rows]
-    return out
-
-
 def past_inputs(z: np.ndarray, horizon: int) -> np.ndarray:
     """``[n, points, 32]``: for each target row t, the point's rows t-horizon-31 .. t-horizon
     (NaN where they do not exist)."""
