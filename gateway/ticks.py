@@ -7,11 +7,6 @@ loop woke for each of them apart: about ten wake-ups a second with nothing to po
 wake-up costs more than the work of most of these loops (a thread that wakes after a pause
 runs with cold caches). Sleeping to the next multiple of the period on the loop's clock puts
 them on the same instants: the loop wakes once and runs them all in that turn.
-
-The buses' polls have a grid of their own, half a period off the ticks (``poll_instant``):
-the batcher takes a poll's samples at the next tick, half a second later, and the store's
-commit of that tick's batch, which follows the tick by a few milliseconds, never meets the
-reads and the alarm commits they may bring.
 """
 
 from __future__ import annotations
@@ -37,19 +32,9 @@ async def sleep_to_tick(period: float) -> None:
         handle.cancel()
 
 
-def poll_instant(when: float, interval: float) -> float:
-    """The instant of the polls' grid nearest to ``when``, for a device polled every
-    ``interval`` seconds: the multiples of ``interval`` shifted by half of ``interval`` or of a
-    second, whichever is shorter. A whole-second interval polls at the middle of the second,
-    half-way between two ticks; a shorter one at the middle of its own period, which is never
-    on a tick either."""
-    offset = min(interval, 1.0) / 2
-    return round((when - offset) / interval) * interval + offset
-
-
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-__all__ = ["next_tick", "poll_instant", "sleep_to_tick"]
+__all__ = ["next_tick", "sleep_to_tick"]

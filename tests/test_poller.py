@@ -8,7 +8,6 @@ import contextlib
 import pytest
 
 from tests.modbus_servers import device_context, silent_server, tcp_server
-from watchpost import ticks
 from watchpost.clock import wall_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_tcp
@@ -137,46 +136,3 @@ def test_a_hung_device_does_not_slow_the_others():
     assert len(sink.of("mute_p")) <= 3  # rechecked after a backoff, not every interval
     assert sink.of("hung_p")
     assert all(s.quality is Quality.COMM for s in sink.of("hung_p"))
-
-
-@pytest.mark.parametrize(
-    ("when", "interval", "instant"),
-    [
-        (9.9, 1.0, 9.5),
-        (10.05, 1.0, 10.5),
-        (10.2, 1.0, 10.5),
-        (10.5, 1.0, 10.5),
-        (12.9, 5.0, 10.5),
-        (13.1, 5.0, 15.5),
-        (10.3, 0.5, 10.25),
-        (10.6, 0.5, 10.75),
-        (7.05, 0.2, 7.1),
-    ],
-)
-def test_the_polls_grid_lies_half_a_period_off_the_ticks(when, interval, instant):
-    assert ticks.poll_instant(when, interval) == pytest.approx(instant)
-
-
-def test_polls_after_the_first_fall_mid_second_on_the_loops_clock():
-    """The batcher and the store's commit run on whole seconds of the loop's clock; a
-    device polled every second is read at the middle of each second, whenever it started."""
-    polled_at: list[float] = []
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        async with tcp_server({1: device_context({0: 5})}) as port:
-            # start a quarter of a second after a tick, far from the grid
-            await asyncio.sleep(ticks.next_tick(loop.time(), 1.0) + 0.25 - loop.time())
-            dev = device("d", [{"name": "p", "address": 0}], interval=1.0)
-            scheduler = BusScheduler(
-                tcp_bus("b", port),
-                [DeviceReader(dev, wall_ms)],
-                lambda _samples: polled_at.append(loop.time()),
-            )
-            await run_for(3.8, scheduler)
-
-    asyncio.run(scenario())
-    assert len(polled_at) >= 4, polled_at
-    phases = [round(t % 1.0, 3) for t in polled_at]
-    assert 0.25 <= phases[0] < 0.45, phases  # the first poll at once
-    assert all(0.5 <= phase < 0.7 for phase in phases[1:]), phases
