@@ -34,6 +34,7 @@ from watchpost.drivers.codec import Reader, reader
 from watchpost.drivers.planner import PlannedRead, plan_reads
 from watchpost.samples import Quality, Sample
 from watchpost.settings import DeviceBase, DeviceConfig, PointConfig
+from watchpost.ticks import poll_instant
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,9 @@ class BusScheduler:
             return await work(self.bus)
 
     async def run(self) -> None:
+        """Poll each device at once, then on the polls' grid (``ticks.poll_instant``): just
+        after each tick for whole-second intervals, when the tick's work is done and the loop
+        and the store are warm from it."""
         loop = asyncio.get_running_loop()
         backoffs = {
             id(r): Backoff(
@@ -305,17 +309,20 @@ class BusScheduler:
                 self.cycles += 1
                 self._sink(samples)
                 now = loop.time()
+                interval = reader.device.interval
                 if reader.health.state == "comm":
                     # never sooner than DOWN_RECHECK (the backoff's full jitter alone could
                     # give a dead device its next timeout at once), jittered up to the bound
                     backoff = backoffs[id(reader)]
                     recheck = max(backoff.initial, backoff.next_delay())
-                    due[id(reader)] = now + reader.device.interval + recheck
+                    due[id(reader)] = poll_instant(now + interval + recheck, interval)
                 else:
                     backoffs[id(reader)].reset()
-                    next_due = due[id(reader)] + reader.device.interval
+                    next_due = poll_instant(due[id(reader)] + interval, interval)
                     # after an overrun, keep the rhythm instead of firing a burst of late polls
-                    due[id(reader)] = next_due if next_due > now else now + reader.device.interval
+                    due[id(reader)] = (
+                        next_due if next_due > now else poll_instant(now + interval, interval)
+                    )
         finally:
             await self.bus.close()
 

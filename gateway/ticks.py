@@ -7,6 +7,11 @@ loop woke for each of them apart: about ten wake-ups a second with nothing to po
 wake-up costs more than the work of most of these loops (a thread that wakes after a pause
 runs with cold caches). Sleeping to the next multiple of the period on the loop's clock puts
 them on the same instants: the loop wakes once and runs them all in that turn.
+
+The buses' polls have a grid of their own, just after the ticks (``poll_instant``): a read
+then finds the loop, the store's writer and their data warm from the tick's work, and its
+alarm commits are faster than half a second later (docs/performance.md, "polls just after
+the ticks").
 """
 
 from __future__ import annotations
@@ -32,9 +37,23 @@ async def sleep_to_tick(period: float) -> None:
         handle.cancel()
 
 
+POLL_LAG = 0.05
+"""Seconds from a tick to the polls of a whole-second interval: past the tick's own work
+(the batcher's hand-over and the store's commit of it, 8 to 15 ms on the machine where the
+lag was measured; docs/performance.md, "polls just after the ticks")."""
+
+
+def poll_instant(when: float, interval: float) -> float:
+    """The instant of the polls' grid nearest to ``when``, for a device polled every
+    ``interval`` seconds: the multiples of ``interval`` shifted by ``POLL_LAG`` (by half of an
+    interval shorter than that), so that a whole-second interval polls just after each tick."""
+    offset = min(POLL_LAG, interval / 2)
+    return round((when - offset) / interval) * interval + offset
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-__all__ = ["next_tick", "sleep_to_tick"]
+__all__ = ["next_tick", "poll_instant", "sleep_to_tick"]

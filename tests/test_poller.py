@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from tests.modbus_servers import device_context, silent_server, tcp_server
+from watchpost import ticks
 from watchpost.clock import wall_ms
 from watchpost.config import DeviceConfig, PointConfig
 from watchpost.drivers import modbus_tcp
@@ -136,3 +137,45 @@ def test_a_hung_device_does_not_slow_the_others():
     assert len(sink.of("mute_p")) <= 3  # rechecked after a backoff, not every interval
     assert sink.of("hung_p")
     assert all(s.quality is Quality.COMM for s in sink.of("hung_p"))
+
+
+@pytest.mark.parametrize(
+    ("when", "interval", "instant"),
+    [
+        (10.2, 1.0, 10.05),
+        (10.6, 1.0, 11.05),
+        (11.9, 5.0, 10.05),
+        (12.9, 5.0, 15.05),
+        (10.35, 0.5, 10.55),
+        (7.05, 0.2, 7.05),
+        (3.01, 0.05, 3.025),  # an interval shorter than the lag: half of it
+    ],
+)
+def test_the_polls_grid_lies_just_after_the_ticks(when, interval, instant):
+    assert ticks.poll_instant(when, interval) == pytest.approx(instant)
+
+
+def test_polls_after_the_first_fall_just_after_each_tick_of_the_loops_clock():
+    """The batcher and the store's commit run on whole seconds of the loop's clock; a
+    device polled every second is read just after each of them, whenever it started."""
+    polled_at: list[float] = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        async with tcp_server({1: device_context({0: 5})}) as port:
+            # start half a second after a tick, far from the grid
+            await asyncio.sleep(ticks.next_tick(loop.time(), 1.0) + 0.5 - loop.time())
+            dev = device("d", [{"name": "p", "address": 0}], interval=1.0)
+            scheduler = BusScheduler(
+                tcp_bus("b", port),
+                [DeviceReader(dev, wall_ms)],
+                lambda _samples: polled_at.append(loop.time()),
+            )
+            await run_for(3.8, scheduler)
+
+    asyncio.run(scenario())
+    assert len(polled_at) >= 4, polled_at
+    phases = [round(t % 1.0, 3) for t in polled_at]
+    assert 0.5 <= phases[0] < 0.7, phases  # the first poll at once
+    lag = ticks.POLL_LAG
+    assert all(lag <= phase < lag + 0.2 for phase in phases[1:]), phases
