@@ -175,12 +175,32 @@ def start_floor(folder: Path, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         )
 
 
+def start_daemon(
+    devices: list[Device],
+    ports: list[int],
+    broker_port: int,
+    folder: Path,
+    args: argparse.Namespace,
+) -> tuple[subprocess.Popen[bytes], float]:
+    """`watchpost run` on the site, as bench/run.py runs it, and its warm-up."""
+    config = folder / "gateway.toml"
+    anomaly = 0 if args.no_model else ANOMALY_POINTS
+    config.write_text(
+        gateway_toml(
+            devices, ports, broker_port, anomaly_points=anomaly, calibration_s=CALIBRATION_S
+        )
+    )
+    # as bench/run.py: at 1,000 points the shipped model is measured scoring
+    scoring = sum(len(d.points) for d in devices) >= 1000 and not args.no_model
+    warmup = max(args.warmup, CALIBRATION_S + 10) if scoring else args.warmup
+    return watchpost_run(folder, config), warmup
+
+
 def measure(
     kind: str, devices: list[Device], site_ports: list[int], folder: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One measured window of the daemon (``kind`` "daemon") or of a floor variant."""
     folder.mkdir()
-    n = sum(len(d.points) for d in devices)
     with contextlib.ExitStack() as exits:
         broker = Broker(folder)
         broker.start()
@@ -191,22 +211,10 @@ def measure(
         exits.callback(counter.close)
         parts = ["mqtt"] if kind == "daemon" else VARIANTS[kind]
         if kind == "daemon":
-            config = folder / "gateway.toml"
-            text = gateway_toml(
-                devices,
-                proxy.ports,
-                broker.port,
-                anomaly_points=ANOMALY_POINTS,
-                calibration_s=CALIBRATION_S,
-            )
-            config.write_text(text)
-            process = watchpost_run(folder, config)
-            # as bench/run.py: at 1,000 points the shipped model is measured scoring
-            warmup = args.warmup if n < 1000 else max(args.warmup, CALIBRATION_S + 10)
+            process, warmup = start_daemon(devices, proxy.ports, broker.port, folder, args)
         else:
             spec = floor_spec(devices, proxy.ports, broker.port, parts, folder)
-            process = start_floor(folder, spec)
-            warmup = args.warmup
+            process, warmup = start_floor(folder, spec), args.warmup
         exits.callback(stop, process)
         if "mqtt" in parts:
             wait_for(lambda: counter.watchpost.first_at, 60, f"the first telemetry of {kind}")
@@ -334,6 +342,9 @@ def main() -> None:
         help="floor variants measured besides the daemon",
     )
     parser.add_argument("--no-daemon", action="store_true", help="the floor alone")
+    parser.add_argument(
+        "--no-model", action="store_true", help="the daemon without the shipped anomaly model"
+    )
     parser.add_argument("--code", default="HEAD", help="the daemon's revision (as bench/run.py)")
     parser.add_argument("--out", type=Path, help="write every run's figures here (JSON)")
     args = parser.parse_args()
@@ -342,7 +353,11 @@ def main() -> None:
     kinds = list(args.floors)
     if not args.no_daemon:
         kinds.insert(1 if kinds else 0, "daemon")  # next to the full floor in either order
-    print(f"daemon {commit[:9]}, {args.points} points, {args.runs} runs", flush=True)
+    model = "without" if args.no_model else "with"
+    print(
+        f"daemon {commit[:9]} ({model} the model), {args.points} points, {args.runs} runs",
+        flush=True,
+    )
     runs = []
     for i in range(args.runs):
         order = kinds if i % 2 == 0 else kinds[::-1]
