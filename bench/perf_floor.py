@@ -58,13 +58,14 @@ from perf_site import (
     use_code,
     watchpost_run,
 )
+from perf_threads import threads
 
 from watchpost.drivers.base import Table
 from watchpost.drivers.planner import plan_reads
+from watchpost.settings import MAX_GAP
 
 HERE = Path(__file__).resolve().parent
 FLOOR = HERE / "floor_process.py"
-MAX_GAP = 8  # the daemon's default ([[devices]] max_gap)
 FUNCTIONS = {Table.HOLDING: 3, Table.INPUT: 4}
 CODES = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 VARIANTS = {
@@ -141,13 +142,7 @@ def floor_spec(
 
 def wakeups(pid: int) -> int:
     """Voluntary context switches of all live threads of ``pid``: how often it slept."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return total
+    return sum(switches for _ns, switches in threads(pid).values())
 
 
 def floor_stats(process: subprocess.Popen[bytes], path: Path, lines: int) -> dict[str, Any]:

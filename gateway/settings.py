@@ -29,6 +29,7 @@ from watchpost.drivers.base import PortSettings, Table
 _T = TypeVar("_T")
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd does not restart the service on it
+MAX_GAP = 8  # a device's default [[devices]] max_gap: unused registers one request may bridge
 
 TEXT_ERRORS = _("{path}: {count} error(s)")
 TEXT_BAD_URL = _("must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://10.0.0.5:1883")
@@ -298,7 +299,7 @@ class DeviceConfig(DeviceBase):
     """A Modbus unit on a bus and the points read from it."""
 
     unit: int = 1
-    max_gap: int = 8
+    max_gap: int = MAX_GAP
     points: Sequence[PointConfig]
 
 

@@ -118,7 +118,7 @@ class DeviceConfig(DeviceBase, settings.DeviceConfig):
 
     unit: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id.")
     max_gap: int = Field(
-        default=8,
+        default=settings.MAX_GAP,
         ge=0,
         le=100,
         description="Unused registers a single request may bridge between two points.",
